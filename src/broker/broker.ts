@@ -1,0 +1,107 @@
+// The broker port. Two adapters implement it: RabbitMQ (rabbitmq.ts) and durable queue tables in
+// PostgreSQL/PGlite (postgres-broker.ts). Both pass test/broker/conformance.test.ts.
+//
+// Semantics every adapter guarantees:
+// - publish/send resolve only once the message is durable (publisher confirm / committed row);
+// - each message goes to one consumer of a queue at a time (competing consumers);
+// - a handler that throws is retried after each delay in `retryDelaysMs`, then the message is
+//   recorded in the `dead_letters` table with its error, attempt count and payload, and removed;
+// - a consumer that dies without acking has its messages redelivered to another consumer;
+// - a message that kills its consumer repeatedly (delivery limit) is dead-lettered too.
+
+export const DOMAIN_EXCHANGE = 'domain.events';
+
+/** Header that carries the tenant of a message, so dead letters can be shown to that tenant only. */
+export const PROJECT_HEADER = 'x-project-id';
+
+export type Headers = Record<string, string>;
+
+export type OutgoingMessage = {
+  /** Stable id (the event id for domain events). */
+  messageId: string;
+  body: Buffer;
+  headers?: Headers;
+};
+
+export type Delivery = {
+  messageId: string;
+  queue: string;
+  routingKey: string;
+  body: Buffer;
+  headers: Headers;
+  /** 1 on the first try, 2 on the first retry… */
+  attempt: number;
+};
+
+export type Handler = (msg: Delivery) => Promise<void>;
+
+export type QueueSpec = {
+  name: string;
+  /** Topic patterns on `domain.events` (`*` one word, `#` zero or more). Empty: direct queue. */
+  bindings?: readonly string[];
+};
+
+export type ConsumeOptions = {
+  /** Messages handled at once by this consumer. */
+  concurrency?: number;
+  /** Overrides the broker-wide CONSUMER_RETRY_DELAYS for this queue. */
+  retryDelaysMs?: readonly number[];
+};
+
+export type QueueStats = {
+  queue: string;
+  /** Messages ready or in flight (not counting those waiting for a retry). */
+  depth: number;
+  /** Messages waiting in a retry delay. */
+  retrying: number;
+  consumers: number;
+  deadLetters: number;
+};
+
+export interface Consumer {
+  /** Stops taking new messages and waits (bounded) for in-flight handlers. */
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+export interface Broker {
+  readonly kind: 'rabbitmq' | 'postgres';
+  /** Declares queues, their bindings, retry and dead-letter paths. Idempotent. */
+  declareQueues(specs: readonly QueueSpec[]): Promise<void>;
+  /** Publishes to the topic exchange `domain.events`. Resolves when durable. */
+  publish(routingKey: string, msgs: readonly OutgoingMessage[]): Promise<void>;
+  /** Sends straight to one queue. Resolves when durable. */
+  send(queue: string, msgs: readonly OutgoingMessage[], opts?: { timeoutMs?: number }): Promise<void>;
+  consume(queue: string, handler: Handler, opts?: ConsumeOptions): Promise<Consumer>;
+  stats(queues?: readonly string[]): Promise<QueueStats[]>;
+  /** Throws when the broker cannot be used right now (for /health/ready). */
+  check(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Turns a topic pattern into an anchored regular expression. The expression is matched against
+ * the routing key WITH A LEADING DOT (`.contact.created`): every word then brings its own
+ * separator, so `#` (zero or more words) is simply "any number of `.word`".
+ */
+export function topicPatternToRegex(pattern: string): string {
+  const parts = pattern.split('.').map((w) => {
+    if (w === '#') return '(?:\\.[^.]+)*';
+    if (w === '*') return '\\.[^.]+';
+    return '\\.' + w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  });
+  return `^${parts.join('')}$`;
+}
+
+export function topicMatches(pattern: string, routingKey: string): boolean {
+  return new RegExp(topicPatternToRegex(pattern)).test('.' + routingKey);
+}
+
+/** How long a message waits before attempt `attempt + 1`, or undefined when it is dead. */
+export function retryDelayAfter(attempt: number, delays: readonly number[]): number | undefined {
+  return attempt <= delays.length ? delays[attempt - 1] : undefined;
+}
+
+export function errorText(err: unknown): string {
+  if (err instanceof Error) return `${err.name}: ${err.message}`.slice(0, 4000);
+  return String(err).slice(0, 4000);
+}

@@ -1,0 +1,143 @@
+// Environment → one typed, frozen configuration. Every variable is parsed here and nowhere else;
+// a bad value stops start-up with a message that names the variable and the form it expects.
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export type Config = Readonly<{
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl: string | undefined;
+  amqpUrl: string | undefined;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  nodeEnv: string;
+  publicUrl: string;
+  secretKey: string | undefined;
+  sessionTimeoutMinutes: number;
+  outboxPollMs: number;
+  webhookRetryScheduleMs: readonly number[];
+  webhookTimeoutMs: number;
+  webhookConcurrency: number;
+  webhookAllowPrivateUrls: boolean;
+  webhookDisableAfterDays: number;
+  consumerRetryDelaysMs: readonly number[];
+  eventRetentionDays: number;
+  corsOrigins: readonly string[];
+  loginTokenTtlHours: number;
+  shutdownTimeoutMs: number;
+}>;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses `500ms`, `5s`, `5m`, `2h`, `1d` (a bare number is milliseconds). */
+export function parseDuration(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (!m) return undefined;
+  const ms = Number(m[1]) * DURATION_UNITS[m[2] ?? 'ms'];
+  return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+type Env = Record<string, string | undefined>;
+
+function read(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+function int(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = read(env, name);
+  if (raw === undefined) return def;
+  if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+    throw new ConfigError(name, `expected an integer from ${min} to ${max}, got "${raw}"`);
+  }
+  return Number(raw);
+}
+
+function bool(env: Env, name: string, def: boolean): boolean {
+  const raw = read(env, name)?.toLowerCase();
+  if (raw === undefined) return def;
+  if (['true', '1', 'yes', 'on'].includes(raw)) return true;
+  if (['false', '0', 'no', 'off'].includes(raw)) return false;
+  throw new ConfigError(name, `expected true or false, got "${raw}"`);
+}
+
+function url(env: Env, name: string, protocols: string[]): string | undefined {
+  const raw = read(env, name);
+  if (raw === undefined) return undefined;
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `expected a URL like ${protocols[0]}//host:port/…, got "${redact(raw)}"`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `expected a ${protocols.join(' or ')} URL, got "${parsed.protocol}"`);
+  }
+  return raw;
+}
+
+function durations(env: Env, name: string, def: string): number[] {
+  const raw = read(env, name) ?? def;
+  const parts = raw.split(',').map((p) => p.trim());
+  const out = parts.map((p) => parseDuration(p));
+  if (parts.length === 0 || out.some((d) => d === undefined)) {
+    throw new ConfigError(name, `expected a comma-separated list of durations like 5s,5m,2h, got "${raw}"`);
+  }
+  return out as number[];
+}
+
+function redact(u: string): string {
+  return u.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@');
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const port = int(env, 'PORT', 8080, 0, 65535);
+  const host = read(env, 'HOST') ?? '127.0.0.1';
+  const logLevel = (read(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `expected one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
+  }
+  const publicUrl = url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://${host}:${port}`;
+  const nodeEnv = read(env, 'NODE_ENV') ?? 'development';
+  const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const secretKey = read(env, 'SECRET_KEY');
+  if (secretKey !== undefined && secretKey.length < 32) {
+    throw new ConfigError('SECRET_KEY', 'expected at least 32 characters (e.g. `openssl rand -hex 32`)');
+  }
+  if (databaseUrl && secretKey === undefined && nodeEnv === 'production') {
+    throw new ConfigError('SECRET_KEY', 'required when DATABASE_URL is set in production (it encrypts channel credentials)');
+  }
+  const corsRaw = read(env, 'CORS_ORIGINS');
+  return Object.freeze({
+    port,
+    host,
+    dataDir: read(env, 'DATA_DIR') ?? './data',
+    databaseUrl,
+    amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']),
+    logLevel: logLevel as Config['logLevel'],
+    nodeEnv,
+    publicUrl: publicUrl.replace(/\/+$/, ''),
+    secretKey,
+    sessionTimeoutMinutes: int(env, 'SESSION_TIMEOUT_MINUTES', 30, 1, 7 * 24 * 60),
+    outboxPollMs: int(env, 'OUTBOX_POLL_MS', 1000, 10, 3_600_000),
+    webhookRetryScheduleMs: Object.freeze(durations(env, 'WEBHOOK_RETRY_SCHEDULE', '5s,5m,30m,2h,5h,10h,10h')),
+    webhookTimeoutMs: int(env, 'WEBHOOK_TIMEOUT_MS', 15000, 100, 300_000),
+    webhookConcurrency: int(env, 'WEBHOOK_CONCURRENCY', 64, 1, 10_000),
+    webhookAllowPrivateUrls: bool(env, 'WEBHOOK_ALLOW_PRIVATE_URLS', false),
+    webhookDisableAfterDays: int(env, 'WEBHOOK_DISABLE_AFTER_DAYS', 5, 1, 365),
+    consumerRetryDelaysMs: Object.freeze(durations(env, 'CONSUMER_RETRY_DELAYS', '1s,5s,30s,2m')),
+    eventRetentionDays: int(env, 'EVENT_RETENTION_DAYS', 30, 1, 36500),
+    corsOrigins: Object.freeze(corsRaw ? corsRaw.split(',').map((s) => s.trim()) : []),
+    loginTokenTtlHours: int(env, 'LOGIN_TOKEN_TTL_HOURS', 24, 1, 24 * 365),
+    shutdownTimeoutMs: int(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000),
+  });
+}

@@ -1,0 +1,27 @@
+// The database port: the smallest surface both PostgreSQL (pg) and PGlite can offer.
+// Query functions take a `Queryable` as their first argument; `withTransaction` is the only way
+// to open a transaction (see transaction.ts).
+
+export type Row = Record<string, any>;
+
+export interface QueryResult<T extends Row = Row> {
+  rows: T[];
+  rowCount: number;
+}
+
+export interface Queryable {
+  query<T extends Row = Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<T>>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(sql: string): Promise<void>;
+}
+
+export interface Database extends Queryable {
+  readonly kind: 'postgres' | 'pglite';
+  /** Runs `fn` inside BEGIN/COMMIT on one connection; rolls back when it throws. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** Subscribes to NOTIFY on a channel. Returns an unsubscribe function. */
+  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  /** Cheap liveness probe (SELECT 1 with a short deadline). */
+  ping(timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}

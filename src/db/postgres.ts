@@ -1,0 +1,137 @@
+import pg from 'pg';
+import type { Database, Queryable, QueryResult, Row } from './database.ts';
+
+// Timestamps come back as Date (pg default), bigint (int8) as string → we parse counts as numbers.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export type PostgresOptions = { url: string; max?: number; applicationName?: string };
+
+export function connectPostgres(opts: PostgresOptions): Database {
+  const pool = new pg.Pool({
+    connectionString: opts.url,
+    max: opts.max ?? 20,
+    application_name: opts.applicationName ?? 'ventros',
+    connectionTimeoutMillis: 5000,
+    idleTimeoutMillis: 30_000,
+  });
+  // A pool client that errors while idle (server restart) must not crash the process.
+  pool.on('error', () => {});
+
+  const listeners = new Map<string, Set<(payload: string) => void>>();
+  let listenClient: pg.Client | undefined;
+  let listenConnecting: Promise<void> | undefined;
+  let closed = false;
+  let reconnectTimer: NodeJS.Timeout | undefined;
+
+  async function ensureListenClient(): Promise<void> {
+    if (listenClient || closed) return;
+    if (listenConnecting) return listenConnecting;
+    listenConnecting = (async () => {
+      const client = new pg.Client({ connectionString: opts.url, application_name: `${opts.applicationName ?? 'ventros'}-listen` });
+      client.on('notification', (msg) => {
+        for (const cb of listeners.get(msg.channel) ?? []) cb(msg.payload ?? '');
+      });
+      client.on('error', () => scheduleReconnect(client));
+      client.on('end', () => scheduleReconnect(client));
+      await client.connect();
+      for (const ch of listeners.keys()) await client.query(`LISTEN ${quoteIdent(ch)}`);
+      listenClient = client;
+    })().finally(() => {
+      listenConnecting = undefined;
+    });
+    return listenConnecting;
+  }
+
+  function scheduleReconnect(client: pg.Client): void {
+    if (listenClient !== client) return;
+    listenClient = undefined;
+    client.end().catch(() => {});
+    if (closed || reconnectTimer) return;
+    const attempt = (delay: number) => {
+      reconnectTimer = setTimeout(() => {
+        reconnectTimer = undefined;
+        ensureListenClient().catch(() => attempt(Math.min(delay * 2, 5000)));
+      }, delay);
+      reconnectTimer.unref();
+    };
+    attempt(200);
+  }
+
+  const db: Database = {
+    kind: 'postgres',
+    async query<T extends Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
+      const r = await pool.query(sql, params as unknown[]);
+      return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
+    },
+    async exec(sql: string) {
+      await pool.query(sql);
+    },
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      let broken = false;
+      try {
+        await client.query('BEGIN');
+        const tx: Queryable = {
+          async query<R extends Row>(sql: string, params?: readonly unknown[]) {
+            const r = await client.query(sql, params as unknown[]);
+            return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
+          },
+          async exec(sql: string) {
+            await client.query(sql);
+          },
+        };
+        const result = await fn(tx);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    },
+    async listen(channel, onNotify) {
+      let set = listeners.get(channel);
+      const isNew = !set;
+      if (!set) listeners.set(channel, (set = new Set()));
+      set.add(onNotify);
+      await ensureListenClient();
+      if (isNew && listenClient) await listenClient.query(`LISTEN ${quoteIdent(channel)}`);
+      return async () => {
+        set!.delete(onNotify);
+        if (set!.size === 0) {
+          listeners.delete(channel);
+          await listenClient?.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => {});
+        }
+      };
+    },
+    async ping(timeoutMs = 2000) {
+      await withDeadline(pool.query('SELECT 1'), timeoutMs, 'database did not answer');
+    },
+    async close() {
+      closed = true;
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      const c = listenClient;
+      listenClient = undefined;
+      await c?.end().catch(() => {});
+      await pool.end();
+    },
+  };
+  return db;
+}
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+export function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), ms);
+    }),
+  ]);
+}
