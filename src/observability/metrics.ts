@@ -1,0 +1,99 @@
+// Every Prometheus metric of contract.md §5 lives here, in one registry, so names stay fixed and
+// each is declared once. Modules import the metric they update.
+import client from 'prom-client';
+
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry });
+
+const r = [registry];
+
+export const httpRequestDuration = new client.Histogram({
+  name: 'http_request_duration_seconds',
+  help: 'HTTP request duration by method, route template and status',
+  labelNames: ['method', 'route', 'status'] as const,
+  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: r,
+});
+
+export const inboundEventsTotal = new client.Counter({
+  name: 'inbound_events_total',
+  help: 'Provider webhook events by provider, event type and result',
+  labelNames: ['provider', 'event', 'result'] as const,
+  registers: r,
+});
+
+export const inboundAckDuration = new client.Histogram({
+  name: 'inbound_ack_duration_seconds',
+  help: 'Time from a provider webhook arriving to our 200 (publish confirmed or spilled)',
+  buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+  registers: r,
+});
+
+export const outboxPending = new client.Gauge({
+  name: 'outbox_pending',
+  help: 'Outbox rows committed but not yet confirmed by the broker',
+  registers: r,
+});
+
+export const outboxPublishLag = new client.Histogram({
+  name: 'outbox_publish_lag_seconds',
+  help: 'Time from outbox commit to broker confirm',
+  buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: r,
+});
+
+export const consumerMessagesTotal = new client.Counter({
+  name: 'consumer_messages_total',
+  help: 'Messages handled by consumer and result (ok, retry, dead)',
+  labelNames: ['consumer', 'result'] as const,
+  registers: r,
+});
+
+export const consumerDuration = new client.Histogram({
+  name: 'consumer_duration_seconds',
+  help: 'Handler duration by consumer',
+  labelNames: ['consumer'] as const,
+  buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+  registers: r,
+});
+
+export const queueDepth = new client.Gauge({
+  name: 'queue_depth',
+  help: 'Messages waiting in a queue',
+  labelNames: ['queue'] as const,
+  registers: r,
+});
+
+export const deadLettersGauge = new client.Gauge({
+  name: 'dead_letters',
+  help: 'Dead letters not yet replayed, by queue',
+  labelNames: ['queue'] as const,
+  registers: r,
+});
+
+export const webhookDeliveriesTotal = new client.Counter({
+  name: 'webhook_deliveries_total',
+  help: 'Webhook delivery attempts by result (succeeded, retrying, dead, disabled)',
+  labelNames: ['result'] as const,
+  registers: r,
+});
+
+export const webhookAttemptDuration = new client.Histogram({
+  name: 'webhook_attempt_duration_seconds',
+  help: 'Duration of one webhook POST attempt',
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: r,
+});
+
+export const webhookCircuitOpen = new client.Gauge({
+  name: 'webhook_circuit_open',
+  help: '1 while the circuit breaker of a subscription is open',
+  labelNames: ['subscription'] as const,
+  registers: r,
+});
+
+export const sessionsActive = new client.Gauge({
+  name: 'sessions_active',
+  help: 'Conversation sessions currently active',
+  registers: r,
+});
