@@ -113,8 +113,10 @@ export function loadConfig(env: Env = process.env): Config {
   if (secretKey !== undefined && secretKey.length < 32) {
     throw new ConfigError('SECRET_KEY', 'expected at least 32 characters (e.g. `openssl rand -hex 32`)');
   }
-  if (databaseUrl && secretKey === undefined && nodeEnv === 'production') {
-    throw new ConfigError('SECRET_KEY', 'required when DATABASE_URL is set in production (it encrypts channel credentials)');
+  if (databaseUrl && secretKey === undefined) {
+    // Embedded mode keeps a generated key under DATA_DIR; a shared database needs the same key
+    // on every process, so it must be given.
+    throw new ConfigError('SECRET_KEY', 'required when DATABASE_URL is set (it encrypts channel credentials at rest; e.g. `openssl rand -hex 32`)');
   }
   const corsRaw = read(env, 'CORS_ORIGINS');
   return Object.freeze({

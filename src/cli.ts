@@ -1,0 +1,94 @@
+// `ventros <command>`: start, migrate, simulate, --help. Exit codes: 0 ok, 1 runtime failure,
+// 2 bad usage or configuration.
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from './config.ts';
+import { migrate } from './db/migrate.ts';
+import { openDatabase, startVentros, type Role } from './main.ts';
+import { makeLogger } from './observability/logger.ts';
+
+const HELP = `ventros — WhatsApp-first CRM backend
+
+Usage:
+  ventros start [--role all|api|worker]   run the service (default role: all)
+  ventros migrate                         apply database migrations and exit
+  ventros simulate waha --channel <id> [--token <t>] [--rate <n/s>] [--duration <s>] [--url <base>]
+                                          post realistic WAHA webhooks at a steady rate
+  ventros --help                          this text
+
+Roles: all = API + worker in one process (the only role on the embedded database);
+       api = HTTP only; worker = inbound processor, consumers, relay, dispatchers, timers.
+Configuration comes from the environment; see the README's configuration table.`;
+
+export async function runCli(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === '-h' || command === 'help') {
+    console.log(HELP);
+    return command ? 0 : 2;
+  }
+  try {
+    switch (command) {
+      case 'start':
+        return await start(rest);
+      case 'migrate':
+        return await runMigrate();
+      case 'simulate': {
+        const { runSimulate } = await import('./inbound/simulate.ts');
+        return await runSimulate(rest);
+      }
+      default:
+        console.error(`unknown command "${command}"\n\n${HELP}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`configuration error: ${err.message}`);
+      return 2;
+    }
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    return 1;
+  }
+}
+
+async function start(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { role: { type: 'string', default: 'all' }, help: { type: 'boolean' } } });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  if (!['all', 'api', 'worker'].includes(values.role!)) {
+    console.error(`--role must be all, api or worker (got "${values.role}")`);
+    return 2;
+  }
+  const config = loadConfig();
+  const logger = makeLogger(config.logLevel, { role: values.role });
+  const running = await startVentros({ config, role: values.role as Role, logger });
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: string) => {
+      logger.info({ signal }, 'shutting down');
+      const force = setTimeout(() => {
+        logger.error('shutdown took too long; exiting');
+        process.exit(1);
+      }, config.shutdownTimeoutMs + 5000);
+      force.unref();
+      running.stop().then(resolve, (err) => {
+        logger.error({ err }, 'shutdown failed');
+        resolve();
+      });
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+  return 0;
+}
+
+async function runMigrate(): Promise<number> {
+  const config = loadConfig();
+  const db = await openDatabase(config);
+  try {
+    const applied = await migrate(db);
+    console.log(applied.length ? `applied: ${applied.join(', ')}` : 'database is up to date');
+    return 0;
+  } finally {
+    await db.close();
+  }
+}

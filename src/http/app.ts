@@ -1,0 +1,85 @@
+// The Fastify application: conventions shared by every route (request ids, problem+json errors,
+// metrics, OpenAPI, body cap, CORS), then the route files. No SQL here: routes call services.
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import cors from '@fastify/cors';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { Broker } from '../broker/broker.ts';
+import type { Config } from '../config.ts';
+import type { Database } from '../db/database.ts';
+import { uuidv7 } from '../domain/ids.ts';
+import type { Logger } from '../observability/logger.ts';
+import { httpRequestDuration } from '../observability/metrics.ts';
+import { errorHandler, problem, sendProblem } from './errors.ts';
+import { systemRoutes } from './routes/system.routes.ts';
+
+export const BODY_LIMIT = 1024 * 1024;
+
+export type AppDeps = {
+  config: Config;
+  db: Database;
+  broker: Broker;
+  logger: Logger;
+  /** Refreshes gauges that are read from storage (queue depth, pending outbox…) before a scrape. */
+  refreshMetrics?: () => Promise<void>;
+};
+
+export type RoutePlugin = (app: FastifyInstance, deps: AppDeps) => Promise<void>;
+
+/** Route files mounted under /api/v1, in order. */
+const apiRoutes: RoutePlugin[] = [];
+
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger as unknown as FastifyBaseLogger,
+    bodyLimit: BODY_LIMIT,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : uuidv7();
+    },
+    requestIdLogLabel: 'request_id',
+    disableRequestLogging: deps.config.logLevel !== 'debug' && deps.config.logLevel !== 'trace',
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: true } },
+    return503OnClosing: true,
+  });
+
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => sendProblem(reply, problem('not_found', `no route for ${req.method} ${req.url.split('?')[0]}`)));
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    httpRequestDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+  });
+
+  await app.register(cors, {
+    origin: deps.config.corsOrigins.length === 0 ? false : deps.config.corsOrigins.includes('*') ? true : [...deps.config.corsOrigins],
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'Ventros CRM API', version: '1.0.0', description: 'WhatsApp-first CRM: contacts, sessions, messages, events and signed webhooks.' },
+      servers: [{ url: deps.config.publicUrl }],
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'API key (vtr_…) or login token' },
+          apiKey: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
+        },
+      },
+      security: [{ bearer: [] }, { apiKey: [] }],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(async (sys) => systemRoutes(sys, deps));
+  await app.register(
+    async (api) => {
+      for (const routes of apiRoutes) await routes(api, deps);
+    },
+    { prefix: '/api/v1' },
+  );
+  return app;
+}

@@ -1,0 +1,58 @@
+// The one place where errors become HTTP: application/problem+json {type, title, status, detail,
+// code, errors?}. Unknown errors are an opaque 500 (the detail is logged, never sent).
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, ErrorCodes, type ErrorCode } from '../errors.ts';
+
+export type Problem = {
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  code: ErrorCode;
+  errors?: ReadonlyArray<{ field?: string; message: string }>;
+  request_id?: string;
+};
+
+export function problem(code: ErrorCode, detail?: string, errors?: Problem['errors']): Problem {
+  const { status, title } = ErrorCodes[code];
+  return { type: `https://docs.ventros.dev/errors/${code}`, title, status, code, ...(detail ? { detail } : {}), ...(errors ? { errors } : {}) };
+}
+
+export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
+  return reply.code(p.status).type('application/problem+json').send({ ...p, request_id: reply.request.id });
+}
+
+function fromFastifyError(err: FastifyError): Problem | undefined {
+  if (err.validation) {
+    const errors = err.validation.map((v) => ({
+      field: (v.instancePath || (v.params as any)?.missingProperty || '').replace(/^\//, '').replace(/\//g, '.') || undefined,
+      message: v.message ?? 'invalid',
+    }));
+    return problem('validation', `${err.validationContext ?? 'request'} ${errors.map((e) => `${e.field ?? ''} ${e.message}`.trim()).join('; ')}`, errors);
+  }
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return problem('payload_too_large', 'the request body is larger than 1 MiB');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return problem('validation', 'unsupported Content-Type; send application/json');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return problem('bad_json', 'the body is empty but Content-Type is application/json');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return problem('bad_json', err.message);
+  }
+  if (err instanceof SyntaxError || err.statusCode === 400) return problem('bad_json', err.message);
+  if (err.statusCode === 413) return problem('payload_too_large');
+  if (err.statusCode === 429) return problem('rate_limited');
+  return undefined;
+}
+
+export function errorHandler(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
+  if (err instanceof AppError) {
+    if (err.headers) reply.headers(err.headers);
+    return sendProblem(reply, problem(err.code, err.detail, err.errors));
+  }
+  const p = fromFastifyError(err);
+  if (p) return sendProblem(reply, p);
+  req.log.error({ err }, 'unhandled error');
+  return sendProblem(reply, problem('internal', 'something went wrong on our side; the request id identifies it in our logs'));
+}

@@ -1,0 +1,110 @@
+// Composition root: config → adapters → role. The only module that knows which adapter is in use.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Broker } from './broker/broker.ts';
+import { makePostgresBroker } from './broker/postgres-broker.ts';
+import { connectRabbitBroker } from './broker/rabbitmq.ts';
+import { allQueues } from './broker/topology.ts';
+import type { Config } from './config.ts';
+import type { Database } from './db/database.ts';
+import { migrate } from './db/migrate.ts';
+import { openPglite } from './db/pglite.ts';
+import { connectPostgres } from './db/postgres.ts';
+import { buildApp } from './http/app.ts';
+import { makeLogger, type Logger } from './observability/logger.ts';
+
+export type Role = 'all' | 'api' | 'worker';
+
+/** A background part of the worker role: consumers, relay, sweepers. */
+export type WorkerComponent = { name: string; stop(): Promise<void> };
+
+export type StartOptions = {
+  config: Config;
+  role?: Role;
+  logger?: Logger;
+  /** Tests pass their own database/broker; otherwise they are built from the config. */
+  db?: Database;
+  broker?: Broker;
+  /** Listen on the configured port (default true); tests use app.inject() instead. */
+  listen?: boolean;
+};
+
+export type Running = {
+  config: Config;
+  db: Database;
+  broker: Broker;
+  app?: FastifyInstance;
+  /** Base URL the HTTP server listens on, when it listens. */
+  url?: string;
+  secretKey: string;
+  stop(): Promise<void>;
+};
+
+export async function openDatabase(config: Config): Promise<Database> {
+  return config.databaseUrl ? connectPostgres({ url: config.databaseUrl }) : openPglite(path.join(config.dataDir, 'pglite'));
+}
+
+export async function openBroker(config: Config, db: Database, logger: Logger): Promise<Broker> {
+  return config.amqpUrl
+    ? connectRabbitBroker({ url: config.amqpUrl, db, retryDelaysMs: config.consumerRetryDelaysMs, logger })
+    : makePostgresBroker({ db, retryDelaysMs: config.consumerRetryDelaysMs, logger });
+}
+
+/** SECRET_KEY, or in embedded mode a key generated once and kept under DATA_DIR. */
+export function resolveSecretKey(config: Config): string {
+  if (config.secretKey) return config.secretKey;
+  const file = path.join(config.dataDir, 'secret.key');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  mkdirSync(config.dataDir, { recursive: true });
+  const key = randomBytes(32).toString('hex');
+  writeFileSync(file, key + '\n', { mode: 0o600 });
+  return key;
+}
+
+export async function startVentros(opts: StartOptions): Promise<Running> {
+  const { config } = opts;
+  const role = opts.role ?? 'all';
+  const logger = opts.logger ?? makeLogger(config.logLevel, { role });
+  if (role !== 'all' && !config.databaseUrl && !opts.db) {
+    throw new Error(`role "${role}" needs DATABASE_URL: the embedded database lives in one process, so run --role all`);
+  }
+  const secretKey = resolveSecretKey(config);
+  const db = opts.db ?? (await openDatabase(config));
+  const applied = await migrate(db);
+  if (applied.length) logger.info({ applied }, 'migrations applied');
+  const broker = opts.broker ?? (await openBroker(config, db, logger));
+  await broker.declareQueues(allQueues());
+
+  const components: WorkerComponent[] = [];
+  if (role === 'all' || role === 'worker') {
+    // Worker components are added here by the features (relay, inbound processor, dispatchers…).
+  }
+
+  let app: FastifyInstance | undefined;
+  let url: string | undefined;
+  if (role === 'all' || role === 'api') {
+    app = await buildApp({ config, db, broker, logger });
+    if (opts.listen !== false) {
+      url = await app.listen({ port: config.port, host: config.host });
+      logger.info({ url, role, database: db.kind, broker: broker.kind }, 'ventros listening');
+    } else {
+      await app.ready();
+    }
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      // Stop intake first, then let in-flight work finish, then close connections.
+      await app?.close().catch((err) => logger.error({ err }, 'closing http failed'));
+      for (const c of [...components].reverse()) {
+        await c.stop().catch((err) => logger.error({ err, component: c.name }, 'stopping component failed'));
+      }
+      if (!opts.broker) await broker.close().catch((err) => logger.error({ err }, 'closing broker failed'));
+      if (!opts.db) await db.close().catch((err) => logger.error({ err }, 'closing database failed'));
+    })());
+
+  return { config, db, broker, app, url, secretKey, stop };
+}

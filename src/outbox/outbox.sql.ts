@@ -1,0 +1,191 @@
+// Queries on the `outbox` table, which is both the transactional outbox (rows with
+// published_at NULL) and the event log (published rows, kept until pruned by retention).
+import type { Queryable } from '../db/database.ts';
+import { isEventType, type AggregateType, type EventEnvelope } from '../domain/events.ts';
+import { isUuid } from '../domain/ids.ts';
+import { invalid } from '../errors.ts';
+
+/**
+ * Appends events in the caller's transaction: they commit with the aggregate write or not at all.
+ * One statement per batch (unnest) keeps the inbound transaction short; the statement trigger then
+ * sends one NOTIFY, delivered at commit, which wakes the relay.
+ */
+export async function appendEvents(tx: Queryable, events: readonly EventEnvelope[]): Promise<void> {
+  if (events.length === 0) return;
+  await tx.query(
+    `INSERT INTO outbox (id, type, version, project_id, aggregate_type, aggregate_id, data, occurred_at)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::timestamptz[])`,
+    [
+      events.map((e) => e.id),
+      events.map((e) => e.type),
+      events.map((e) => e.version),
+      events.map((e) => e.project_id),
+      events.map((e) => e.aggregate_type),
+      events.map((e) => e.aggregate_id),
+      events.map((e) => JSON.stringify(e.data)),
+      events.map((e) => e.occurred_at),
+    ],
+  );
+}
+
+const ENVELOPE_COLUMNS = 'seq, id, type, version, project_id, aggregate_type, aggregate_id, data, occurred_at';
+
+export type OutboxRow = { seq: number; envelope: EventEnvelope };
+
+function toEnvelope(r: Record<string, any>): EventEnvelope {
+  return {
+    id: r.id,
+    type: r.type,
+    version: r.version,
+    occurred_at: new Date(r.occurred_at).toISOString(),
+    project_id: r.project_id,
+    aggregate_type: r.aggregate_type as AggregateType,
+    aggregate_id: r.aggregate_id,
+    data: r.data,
+  } as EventEnvelope;
+}
+
+/**
+ * Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds. Must run
+ * inside a transaction: the locks last until it ends, which is what makes relays not collide.
+ */
+export async function claimUnpublished(tx: Queryable, limit: number): Promise<OutboxRow[]> {
+  const r = await tx.query(
+    `SELECT ${ENVELOPE_COLUMNS} FROM outbox
+     WHERE published_at IS NULL
+     ORDER BY seq
+     LIMIT $1
+     FOR UPDATE SKIP LOCKED`,
+    [limit],
+  );
+  return r.rows.map((row) => ({ seq: Number(row.seq), envelope: toEnvelope(row) }));
+}
+
+/**
+ * Marks claimed rows published. Returns each row's commit-to-publish lag in seconds, computed by
+ * the database clock on both ends (created_at is the database's clock too), so app/db clock skew
+ * cannot distort the metric.
+ */
+export async function markPublished(tx: Queryable, seqs: readonly number[]): Promise<number[]> {
+  const r = await tx.query<{ lag: number }>(
+    `UPDATE outbox SET published_at = clock_timestamp(), publish_attempts = publish_attempts + 1, last_error = NULL
+     WHERE seq = ANY($1::bigint[]) AND published_at IS NULL
+     RETURNING extract(epoch FROM clock_timestamp() - created_at)::float8 AS lag`,
+    [seqs],
+  );
+  return r.rows.map((x) => Number(x.lag));
+}
+
+/** Records a failed publish on rows that stay unpublished (visible in the log for operators). */
+export async function markPublishFailed(q: Queryable, seqs: readonly number[], error: string): Promise<void> {
+  await q.query(
+    `UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2
+     WHERE seq = ANY($1::bigint[]) AND published_at IS NULL`,
+    [seqs, error.slice(0, 2000)],
+  );
+}
+
+/** Rows committed but not yet published (the outbox_pending gauge). Uses the partial index. */
+export async function countPending(q: Queryable): Promise<number> {
+  const r = await q.query<{ n: number }>('SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL');
+  return Number(r.rows[0].n);
+}
+
+/**
+ * Deletes published rows older than the retention, in batches of `batchSize` so no statement
+ * holds many locks or (on PGlite) the single connection for long. Unpublished rows are never
+ * touched, however old: they are events still owed to the broker. SKIP LOCKED lets several relays
+ * prune at once without waiting on each other.
+ */
+export async function pruneEvents(q: Queryable, olderThanDays: number, batchSize = 1000): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const r = await q.query(
+      `DELETE FROM outbox WHERE seq IN (
+         SELECT seq FROM outbox
+         WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1::float8 * 86400)
+         ORDER BY published_at
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED)`,
+      [olderThanDays, batchSize],
+    );
+    total += r.rowCount;
+    if (r.rowCount < batchSize) return total;
+  }
+}
+
+// ---- event log --------------------------------------------------------------------------------
+
+export type StoredEvent = EventEnvelope & { published_at: string };
+
+export type ListEventsQuery = {
+  projectId: string;
+  type?: string;
+  aggregateId?: string;
+  /** Inclusive lower bound on occurred_at. */
+  since?: Date | string;
+  /** Exclusive upper bound on occurred_at. */
+  until?: Date | string;
+  limit: number;
+  cursor?: string;
+};
+
+export type EventPage = { data: StoredEvent[]; nextCursor: string | null };
+
+/** The project's published events, newest first, with keyset pagination on (occurred_at, id). */
+export async function listEvents(q: Queryable, query: ListEventsQuery): Promise<EventPage> {
+  const where = ['project_id = $1', 'published_at IS NOT NULL'];
+  const params: unknown[] = [query.projectId];
+  const add = (clause: (n: string) => string, value: unknown) => {
+    params.push(value);
+    where.push(clause(`$${params.length}`));
+  };
+  if (query.type !== undefined) {
+    if (!isEventType(query.type)) throw invalid(`unknown event type "${query.type}"`, [{ field: 'type', message: 'not in the event catalogue' }]);
+    add((p) => `type = ${p}`, query.type);
+  }
+  if (query.aggregateId !== undefined) add((p) => `aggregate_id = ${p}`, query.aggregateId);
+  if (query.since !== undefined) add((p) => `occurred_at >= ${p}::timestamptz`, toIso(query.since, 'since'));
+  if (query.until !== undefined) add((p) => `occurred_at < ${p}::timestamptz`, toIso(query.until, 'until'));
+  if (query.cursor !== undefined) {
+    const c = decodeCursor(query.cursor);
+    params.push(c.at, c.id);
+    where.push(`(occurred_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+  }
+  const limit = Math.max(1, Math.min(Math.trunc(query.limit), 1000));
+  params.push(limit + 1);
+  const r = await q.query(
+    `SELECT ${ENVELOPE_COLUMNS}, published_at, occurred_at::text AS occurred_at_exact FROM outbox
+     WHERE ${where.join(' AND ')}
+     ORDER BY occurred_at DESC, id DESC
+     LIMIT $${params.length}`,
+    params,
+  );
+  const rows = r.rows.slice(0, limit);
+  const data = rows.map((row) => ({ ...toEnvelope(row), published_at: new Date(row.published_at).toISOString() }));
+  const last = rows[rows.length - 1];
+  // The cursor carries the database's own text of occurred_at (microseconds), not a JS Date
+  // (milliseconds), so no event is skipped or repeated at a page boundary.
+  const nextCursor = r.rows.length > limit && last ? encodeCursor(last.occurred_at_exact, last.id) : null;
+  return { data: data as StoredEvent[], nextCursor };
+}
+
+function toIso(v: Date | string, field: string): string {
+  const d = v instanceof Date ? v : new Date(v);
+  if (Number.isNaN(d.getTime())) throw invalid(`${field} is not a date`, [{ field, message: 'expected an ISO 8601 date-time' }]);
+  return d.toISOString();
+}
+
+function encodeCursor(at: string, id: string): string {
+  return Buffer.from(JSON.stringify([at, id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { at: string; id: string } {
+  try {
+    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (typeof at === 'string' && !Number.isNaN(Date.parse(at)) && isUuid(id)) return { at, id };
+  } catch {
+    // fall through to the error below
+  }
+  throw invalid('cursor is not valid', [{ field: 'cursor', message: 'use next_cursor from a previous page' }]);
+}
