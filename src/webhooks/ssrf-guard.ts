@@ -1,0 +1,243 @@
+// Subscribers choose the URLs we POST to, so without a guard anyone with a manager key could make
+// us call our own admin ports, the cloud metadata service or the office network. Two checks:
+// `checkWebhookUrl` when a subscription is saved (a clear 400), and `makeGuardedDispatcher` at
+// every connection — DNS can change between the two (rebinding), so the save-time check alone
+// proves nothing.
+import { BlockList, isIPv4, isIPv6, type LookupFunction } from 'node:net';
+import { lookup } from 'node:dns/promises';
+import { Agent, buildConnector } from 'undici';
+import { AppError } from '../errors.ts';
+
+const v4 = new BlockList();
+for (const [net, prefix] of [
+  ['0.0.0.0', 8], // "this network"; 0.0.0.0 reaches localhost on Linux
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10], // CGNAT, often the provider's internal network
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16], // link-local, incl. 169.254.169.254 cloud metadata
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24], // IETF protocol assignments
+  ['192.0.2.0', 24], // documentation
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15], // benchmarking
+  ['198.51.100.0', 24], // documentation
+  ['203.0.113.0', 24], // documentation
+  ['224.0.0.0', 4], // multicast
+  ['240.0.0.0', 4], // reserved, incl. 255.255.255.255 broadcast
+] as const) {
+  v4.addSubnet(net, prefix, 'ipv4');
+}
+
+const v6 = new BlockList();
+for (const [net, prefix] of [
+  ['::', 128], // unspecified
+  ['::1', 128], // loopback
+  ['64:ff9b:1::', 48], // local-use NAT64 (RFC 8215): translates into the local network
+  ['100::', 64], // discard
+  ['2001::', 32], // Teredo: tunnels to an obfuscated IPv4 we cannot check
+  ['2001:db8::', 32], // documentation
+  ['fc00::', 7], // unique local
+  ['fe80::', 10], // link-local
+  ['fec0::', 10], // deprecated site-local, still routed inside some networks
+  ['ff00::', 8], // multicast
+] as const) {
+  v6.addSubnet(net, prefix, 'ipv6');
+}
+
+/**
+ * True for loopback, private, link-local, CGNAT, multicast, reserved and documentation addresses,
+ * including IPv6 forms that carry an IPv4 address (::ffff:a.b.c.d, ::a.b.c.d, 64:ff9b::/96 NAT64,
+ * 2002::/16 6to4) when that IPv4 address is one of them. Anything that is not an IP address
+ * counts as private: the guard fails closed.
+ */
+export function isPrivateAddress(ip: string): boolean {
+  const address = ip.trim().replace(/^\[(.*)\]$/, '$1').replace(/%.*$/, ''); // brackets, zone id
+  if (isIPv4(address)) return v4.check(address, 'ipv4');
+  if (!isIPv6(address)) return true;
+  if (v6.check(address, 'ipv6')) return true;
+  const embedded = embeddedIPv4(ipv6Words(address));
+  return embedded !== undefined && v4.check(embedded, 'ipv4');
+}
+
+function ipv6Words(address: string): number[] {
+  let text = address.toLowerCase();
+  let tail: [number, number] | undefined;
+  const lastColon = text.lastIndexOf(':');
+  if (text.slice(lastColon + 1).includes('.')) {
+    const [a, b, c, d] = text.slice(lastColon + 1).split('.').map(Number);
+    tail = [(a << 8) | b, (c << 8) | d];
+    text = `${text.slice(0, lastColon + 1)}0:0`;
+  }
+  const [head, rest] = text.split('::');
+  const headWords = head ? head.split(':') : [];
+  const restWords = rest ? rest.split(':') : [];
+  const gap = rest === undefined ? 0 : 8 - headWords.length - restWords.length;
+  const words = [...headWords, ...Array<string>(gap).fill('0'), ...restWords].map((w) => parseInt(w, 16));
+  if (tail) [words[6], words[7]] = tail;
+  return words;
+}
+
+function embeddedIPv4(w: number[]): string | undefined {
+  const zero = (from: number, to: number) => w.slice(from, to).every((x) => x === 0);
+  const quad = (hi: number, lo: number) => `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+  if (zero(0, 5) && w[5] === 0xffff) return quad(w[6], w[7]); // IPv4-mapped
+  if (zero(0, 4) && w[4] === 0xffff && w[5] === 0) return quad(w[6], w[7]); // IPv4-translated (SIIT)
+  if (zero(0, 6)) return quad(w[6], w[7]); // deprecated IPv4-compatible
+  if (w[0] === 0x64 && w[1] === 0xff9b && zero(2, 6)) return quad(w[6], w[7]); // NAT64
+  if (w[0] === 0x2002) return quad(w[1], w[2]); // 6to4
+  return undefined;
+}
+
+export const BLOCKED_ADDRESS_CODE = 'ERR_WEBHOOK_BLOCKED_ADDRESS';
+
+/** Raised at connect time when the target is (or resolves to) a private address. */
+export class BlockedAddressError extends Error {
+  readonly code = BLOCKED_ADDRESS_CODE;
+  constructor(
+    readonly host: string,
+    readonly address: string,
+  ) {
+    super(
+      host === address
+        ? `refused to connect to ${address}: a private, loopback or reserved address`
+        : `refused to connect to ${host}: it resolves to ${address}, a private, loopback or reserved address`,
+    );
+    this.name = 'BlockedAddressError';
+  }
+}
+
+export const WebhookUrlProblem = {
+  invalid: 'invalid',
+  protocol: 'protocol',
+  credentials: 'credentials',
+  unresolvable: 'unresolvable',
+  private_address: 'private_address',
+} as const;
+export type WebhookUrlProblem = (typeof WebhookUrlProblem)[keyof typeof WebhookUrlProblem];
+
+/** A subscription URL we will not deliver to; a 400 on field `url`. */
+export class WebhookUrlError extends AppError {
+  constructor(
+    readonly problem: WebhookUrlProblem,
+    detail: string,
+  ) {
+    super('validation', detail, [{ field: 'url', message: detail }]);
+    this.name = 'WebhookUrlError';
+  }
+}
+
+export type ResolvedAddress = { address: string; family: number };
+export type ResolveHost = (hostname: string) => Promise<readonly ResolvedAddress[]>;
+
+/** Every address the system resolver gives, in its order (what a connection would try). */
+export const systemResolve: ResolveHost = (hostname) => lookup(hostname, { all: true, verbatim: true });
+
+const MAX_URL_LENGTH = 2048;
+const PRIVATE_HINT = 'private addresses are refused unless the server runs with WEBHOOK_ALLOW_PRIVATE_URLS=true';
+
+/**
+ * Validates a subscription URL: absolute http(s), no user:password (it would end up in logs; use
+ * custom headers), and — unless private URLs are allowed — a host whose every resolved address is
+ * public. One private address is enough to refuse: a connection may pick any of them. With
+ * `allowPrivate` the host is not resolved at all (a local receiver's name may only resolve from
+ * the worker's network). Resolves to the parsed URL; rejects with `WebhookUrlError`.
+ */
+export async function checkWebhookUrl(url: string, opts: { allowPrivate: boolean; resolve?: ResolveHost }): Promise<URL> {
+  if (url.length > MAX_URL_LENGTH) {
+    throw new WebhookUrlError('invalid', `url must be at most ${MAX_URL_LENGTH} characters`);
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new WebhookUrlError('invalid', 'url must be an absolute URL like https://example.com/hooks/ventros');
+  }
+  if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') {
+    throw new WebhookUrlError('protocol', `url must use http or https, not ${parsed.protocol.replace(/:$/, '')}`);
+  }
+  if (parsed.username || parsed.password) {
+    throw new WebhookUrlError('credentials', 'url must not contain a user name or password; send credentials with custom headers');
+  }
+  if (opts.allowPrivate) return parsed;
+
+  // WHATWG URL has already normalised odd IPv4 spellings (2130706433, 0x7f.1) to dotted quads.
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isIPv4(host) || isIPv6(host)) {
+    if (isPrivateAddress(host)) throw new WebhookUrlError('private_address', `url points to ${host}; ${PRIVATE_HINT}`);
+    return parsed;
+  }
+  // RFC 6761: these names are loopback whatever a resolver says.
+  if (host === 'localhost' || host.endsWith('.localhost')) {
+    throw new WebhookUrlError('private_address', `url points to ${host}; ${PRIVATE_HINT}`);
+  }
+  let addresses: readonly ResolvedAddress[];
+  try {
+    addresses = await (opts.resolve ?? systemResolve)(host);
+  } catch (err) {
+    const code = (err as { code?: unknown })?.code;
+    throw new WebhookUrlError('unresolvable', `url host ${host} could not be resolved${typeof code === 'string' ? ` (${code})` : ''}`);
+  }
+  if (addresses.length === 0) throw new WebhookUrlError('unresolvable', `url host ${host} has no addresses`);
+  const blocked = addresses.find((a) => isPrivateAddress(a.address));
+  if (blocked) {
+    throw new WebhookUrlError('private_address', `url host ${host} resolves to ${blocked.address}; ${PRIVATE_HINT}`);
+  }
+  return parsed;
+}
+
+/**
+ * A `net.connect` lookup that resolves with `resolve` and refuses when any address is private —
+ * the check happens on the very answer the socket connects with, so a rebinding DNS server gains
+ * nothing between save time and delivery.
+ */
+export function guardedLookup(resolve: ResolveHost = systemResolve): LookupFunction {
+  return (hostname, options, callback) => {
+    resolve(hostname).then(
+      (addresses) => {
+        const blocked = addresses.find((a) => isPrivateAddress(a.address));
+        if (blocked) return callback(new BlockedAddressError(hostname, blocked.address), '', 0);
+        const usable = options.family ? addresses.filter((a) => a.family === options.family) : addresses;
+        if (usable.length === 0) {
+          const err: NodeJS.ErrnoException = new Error(`getaddrinfo ENOTFOUND ${hostname}`);
+          err.code = 'ENOTFOUND';
+          return callback(err, '', 0);
+        }
+        // Node asks for all addresses when it races IPv4/IPv6 (autoSelectFamily), one otherwise.
+        if (options.all) return callback(null, usable.map((a) => ({ address: a.address, family: a.family })));
+        callback(null, usable[0].address, usable[0].family);
+      },
+      (err: NodeJS.ErrnoException) => callback(err, '', 0),
+    );
+  };
+}
+
+/**
+ * The undici dispatcher deliveries go through. Unless `allowPrivate`, every new connection is
+ * checked: an IP-literal host directly (Node skips the lookup for those), a name through
+ * `guardedLookup`. Redirects are never followed: undici 7 follows them only through the redirect
+ * interceptor, which this agent does not compose — a 3xx comes back as a 3xx (a redirect would
+ * otherwise be a way around the guard). `timeoutMs` bounds connecting, waiting for headers and
+ * body inactivity; `postWebhook` adds the total per-attempt deadline on top.
+ */
+export function makeGuardedDispatcher(opts: {
+  allowPrivate: boolean;
+  timeoutMs: number;
+  resolve?: ResolveHost;
+  connections?: number;
+}): Agent {
+  const { allowPrivate, timeoutMs } = opts;
+  const common = { headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connections: opts.connections ?? null };
+  if (allowPrivate) return new Agent({ ...common, connect: { timeout: timeoutMs } });
+
+  const connectGuarded = buildConnector({ timeout: timeoutMs, lookup: guardedLookup(opts.resolve) });
+  const connect: buildConnector.connector = (target, callback) => {
+    const host = target.hostname;
+    if ((isIPv4(host) || isIPv6(host)) && isPrivateAddress(host)) {
+      // Asynchronously, as a real connection failure would arrive.
+      process.nextTick(callback, new BlockedAddressError(host, host), null);
+      return;
+    }
+    connectGuarded(target, callback);
+  };
+  return new Agent({ ...common, connect });
+}
