@@ -1,0 +1,67 @@
+// The CLI as a user runs it: a child process, real signals, real HTTP on loopback.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../support/env.ts';
+
+const BIN = path.resolve('bin/ventros.js');
+const children: ChildProcess[] = [];
+
+function run(args: string[], env: Record<string, string>) {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, exited, output: () => output };
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+});
+
+describe('ventros CLI', () => {
+  it('exits non-zero naming PORT when PORT=abc', async () => {
+    const p = run(['start'], { PORT: 'abc' });
+    expect(await p.exited).toBe(2);
+    expect(p.output()).toMatch(/PORT/);
+  });
+
+  it('prints every command with --help', async () => {
+    const p = run(['--help'], {});
+    expect(await p.exited).toBe(0);
+    for (const cmd of ['start', 'migrate', 'simulate', '--role']) expect(p.output()).toContain(cmd);
+  });
+
+  it('starts on the embedded default, answers ready, and exits 0 on SIGTERM', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'ventros-cli-'));
+    try {
+      const port = await freePort();
+      const p = run(['start'], { PORT: String(port), DATA_DIR: dataDir });
+      const res = await waitFor(async () => {
+        const r = await fetch(`http://127.0.0.1:${port}/health/ready`);
+        return r.status === 200 ? r : undefined;
+      }, 'the embedded service to become ready', 45_000, 200);
+      expect(await res.json()).toMatchObject({ status: 'ok' });
+      p.child.kill('SIGTERM');
+      expect(await p.exited).toBe(0);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

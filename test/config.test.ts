@@ -1,0 +1,57 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseDuration } from '../src/config.ts';
+
+describe('configuration', () => {
+  it('has the contract defaults when nothing is set', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({
+      port: 8080,
+      host: '127.0.0.1',
+      dataDir: './data',
+      publicUrl: 'http://127.0.0.1:8080',
+      sessionTimeoutMinutes: 30,
+      outboxPollMs: 1000,
+      webhookRetryScheduleMs: [5000, 300000, 1800000, 7200000, 18000000, 36000000, 36000000],
+      webhookTimeoutMs: 15000,
+      webhookConcurrency: 64,
+      webhookAllowPrivateUrls: false,
+      consumerRetryDelaysMs: [1000, 5000, 30000, 120000],
+      eventRetentionDays: 30,
+    });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it.each([
+    [{ PORT: 'abc' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ DATABASE_URL: 'not a url', SECRET_KEY: 'x'.repeat(32) }, 'DATABASE_URL'],
+    [{ DATABASE_URL: 'mysql://h/db', SECRET_KEY: 'x'.repeat(32) }, 'DATABASE_URL'],
+    [{ AMQP_URL: 'http://rabbit' }, 'AMQP_URL'],
+    [{ WEBHOOK_RETRY_SCHEDULE: '5s,soon' }, 'WEBHOOK_RETRY_SCHEDULE'],
+    [{ CONSUMER_RETRY_DELAYS: '1 minute' }, 'CONSUMER_RETRY_DELAYS'],
+    [{ WEBHOOK_ALLOW_PRIVATE_URLS: 'maybe' }, 'WEBHOOK_ALLOW_PRIVATE_URLS'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ SECRET_KEY: 'short' }, 'SECRET_KEY'],
+    [{ DATABASE_URL: 'postgres://h/db' }, 'SECRET_KEY'],
+    [{ PUBLIC_URL: 'ftp://x' }, 'PUBLIC_URL'],
+  ])('rejects %o naming %s', (env, variable) => {
+    let err: unknown;
+    try {
+      loadConfig(env);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).variable).toBe(variable);
+    expect((err as Error).message).toContain(variable);
+  });
+
+  it('parses durations in every unit', () => {
+    expect(['250ms', '5s', '2m', '1h', '1d', '1500'].map(parseDuration)).toEqual([250, 5000, 120000, 3600000, 86400000, 1500]);
+    expect(parseDuration('5 minutes')).toBeUndefined();
+  });
+
+  it('strips a trailing slash from PUBLIC_URL', () => {
+    expect(loadConfig({ PUBLIC_URL: 'https://crm.example.com/' }).publicUrl).toBe('https://crm.example.com');
+  });
+});
