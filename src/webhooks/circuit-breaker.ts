@@ -1,0 +1,137 @@
+// Per-endpoint circuit breaker: an endpoint that keeps failing stops taking worker slots (each
+// attempt could hold one for the whole timeout) while its deliveries wait. Pure and clock-injected;
+// state lives in this process — each worker learns about a dead endpoint on its own, which costs
+// at most `failureThreshold` attempts per worker.
+//
+//   closed ──N consecutive failures──▶ open ──cool-down over──▶ half_open (one probe)
+//      ▲                                 ▲                           │
+//      └────────── probe succeeds ───────┼───────────────────────────┤
+//                                        └──── probe fails (cool-down ×2, capped) ─┘
+
+export const CircuitState = { closed: 'closed', open: 'open', half_open: 'half_open' } as const;
+export type CircuitState = (typeof CircuitState)[keyof typeof CircuitState];
+
+export type CircuitBreakerOptions = {
+  /** Consecutive failures that open a closed circuit. */
+  failureThreshold?: number;
+  /** Cool-down after the first opening; doubles on each re-opening without a success in between. */
+  cooldownMs?: number;
+  maxCooldownMs?: number;
+  /**
+   * A probe whose result is never reported (its worker died) would hold the half-open circuit
+   * shut for good; after this long another probe is allowed.
+   */
+  probeTimeoutMs?: number;
+  /** Every state change, e.g. to set `webhook_circuit_open{subscription}`. */
+  onChange?: (key: string, state: CircuitState, previous: CircuitState) => void;
+};
+
+export type CircuitSnapshot = {
+  state: CircuitState;
+  consecutiveFailures: number;
+  /** While open: when a probe becomes possible (ms since epoch). */
+  openUntil?: number;
+};
+
+export type CircuitBreaker = {
+  /** May an attempt go out now? In half_open, true exactly once per probe: the caller must report it. */
+  canAttempt(key: string, now: number): boolean;
+  recordSuccess(key: string, now: number): void;
+  recordFailure(key: string, now: number): void;
+  state(key: string): CircuitSnapshot;
+  /** Forget a key (subscription deleted or re-enabled by hand). */
+  reset(key: string): void;
+};
+
+type Entry = {
+  state: CircuitState;
+  failures: number;
+  /** Openings since the last success; sets the cool-down. */
+  opens: number;
+  openUntil: number;
+  probeStartedAt: number;
+};
+
+export const DEFAULT_CIRCUIT_OPTIONS = {
+  failureThreshold: 5,
+  cooldownMs: 30_000,
+  maxCooldownMs: 600_000,
+  probeTimeoutMs: 60_000,
+} as const;
+
+export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): CircuitBreaker {
+  const { failureThreshold, cooldownMs, maxCooldownMs, probeTimeoutMs } = { ...DEFAULT_CIRCUIT_OPTIONS, ...options };
+  if (!Number.isInteger(failureThreshold) || failureThreshold < 1) {
+    throw new RangeError(`failureThreshold must be an integer >= 1, got ${failureThreshold}`);
+  }
+  // Only keys that are not plain "closed, no failures" are stored, so the map stays as small as
+  // the set of currently troubled endpoints.
+  const entries = new Map<string, Entry>();
+
+  const move = (key: string, entry: Entry, next: CircuitState) => {
+    const previous = entry.state;
+    entry.state = next;
+    if (previous !== next) options.onChange?.(key, next, previous);
+  };
+
+  const open = (key: string, entry: Entry, now: number) => {
+    entry.opens += 1;
+    entry.openUntil = now + Math.min(cooldownMs * 2 ** (entry.opens - 1), maxCooldownMs);
+    move(key, entry, 'open');
+  };
+
+  return {
+    canAttempt(key, now) {
+      const entry = entries.get(key);
+      if (!entry || entry.state === 'closed') return true;
+      if (entry.state === 'open') {
+        if (now < entry.openUntil) return false;
+        entry.probeStartedAt = now;
+        move(key, entry, 'half_open');
+        return true;
+      }
+      // half_open: a probe is out; allow another only if that one looks lost.
+      if (now - entry.probeStartedAt < probeTimeoutMs) return false;
+      entry.probeStartedAt = now;
+      return true;
+    },
+
+    recordSuccess(key) {
+      const entry = entries.get(key);
+      if (!entry) return;
+      // Any success proves the endpoint alive — also a slow attempt that started before opening.
+      entries.delete(key);
+      move(key, entry, 'closed');
+    },
+
+    recordFailure(key, now) {
+      let entry = entries.get(key);
+      if (!entry) {
+        entry = { state: 'closed', failures: 0, opens: 0, openUntil: 0, probeStartedAt: 0 };
+        entries.set(key, entry);
+      }
+      entry.failures += 1;
+      if (entry.state === 'half_open') open(key, entry, now);
+      else if (entry.state === 'closed' && entry.failures >= failureThreshold) open(key, entry, now);
+      // Already open: attempts that started before the opening report late; they must not
+      // stretch the cool-down.
+    },
+
+    state(key) {
+      const entry = entries.get(key);
+      if (!entry) return { state: 'closed', consecutiveFailures: 0 };
+      return {
+        state: entry.state,
+        consecutiveFailures: entry.failures,
+        ...(entry.state === 'open' && { openUntil: entry.openUntil }),
+      };
+    },
+
+    reset(key) {
+      const entry = entries.get(key);
+      if (!entry) return;
+      entries.delete(key);
+      move(key, entry, 'closed');
+    },
+  };
+}
