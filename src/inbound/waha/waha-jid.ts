@@ -1,0 +1,92 @@
+// Who a WAHA message is with. The original system took the contact from `from` even for our own
+// messages and stored LIDs as phones; these functions are the fix, shared by every WAHA event.
+import { type ContactRef, type IgnoreReason, type Json, loose } from '../../domain/inbound.ts';
+import { parseJid } from '../../domain/phone.ts';
+
+export type ContactResolution =
+  | { ok: true; contact: ContactRef }
+  | { ok: false; reason: IgnoreReason; detail: string };
+
+const NOT_A_CONTACT: Record<string, IgnoreReason> = {
+  group: 'group',
+  status: 'status',
+  newsletter: 'newsletter',
+  broadcast: 'broadcast',
+};
+
+/**
+ * The other party of a message-like payload (message, reaction, revoke, edit).
+ *
+ * The chat is `_data.Info.Chat` on GOWS, otherwise `fromMe ? to : from`, falling back to the
+ * engine's own chat field. When the chat is a LID, the phone is looked for where each engine puts
+ * it; the sender fields only describe the other party when the message is theirs (on our own
+ * messages they describe us).
+ */
+export function resolveWahaContact(p: Json, fromMe: boolean): ContactResolution {
+  const data = loose.rec(p, '_data');
+  const info = loose.rec(data, 'Info'); // GOWS
+  const key = loose.rec(data, 'key'); // NOWEB
+  const chat =
+    loose.str(info, 'Chat') ??
+    (fromMe ? loose.str(p, 'to') : loose.str(p, 'from')) ??
+    loose.str(key, 'remoteJid') ??
+    loose.str(loose.rec(data, 'id'), 'remote'); // WEBJS
+  if (!chat) return { ok: false, reason: 'unknown_address', detail: 'no chat id in payload' };
+
+  const candidates = [chat, loose.str(key, 'remoteJidAlt')];
+  if (fromMe) {
+    candidates.push(loose.str(info, 'RecipientAlt'));
+  } else {
+    candidates.push(
+      loose.str(info, 'Sender'),
+      loose.str(info, 'SenderAlt'),
+      loose.str(key, 'senderPn'),
+      loose.str(key, 'participantPn'),
+    );
+  }
+  return contactFrom(chat, candidates);
+}
+
+/**
+ * The recipient of an ack. WAHA puts the chat in `from` and us in `to` on acks of our own messages
+ * (unlike messages), so take whichever side is not us.
+ */
+export function resolveAckRecipient(p: Json, me: string | undefined): ContactResolution {
+  const from = loose.str(p, 'from');
+  const to = loose.str(p, 'to');
+  const meUser = me ? userOf(me) : undefined;
+  const chat = from && (!meUser || userOf(from) !== meUser) ? from : (to ?? from);
+  if (!chat) return { ok: false, reason: 'unknown_address', detail: 'no chat id in ack' };
+  return contactFrom(chat, [chat]);
+}
+
+function contactFrom(chat: string, candidates: Array<string | undefined>): ContactResolution {
+  const chatKind = parseJid(chat);
+  const skip = NOT_A_CONTACT[chatKind.kind];
+  if (skip) return { ok: false, reason: skip, detail: chat };
+
+  const contact: ContactRef = {};
+  for (const c of candidates) {
+    if (!c) continue;
+    const j = parseJid(c);
+    if (j.kind === 'phone' && !contact.phone) {
+      contact.phone = j.phone;
+      contact.waId = j.waId;
+    } else if (j.kind === 'lid' && !contact.lid) {
+      contact.lid = j.lid;
+    }
+  }
+  if (!contact.phone && !contact.lid) return { ok: false, reason: 'unknown_address', detail: chat };
+  return { ok: true, contact };
+}
+
+const userOf = (jid: string): string => jid.split('@')[0].split(':')[0];
+
+/**
+ * The bare message id. WEBJS/NOWEB serialise ids as `false_<chat>_<ID>[_<participant>]`, GOWS may
+ * send the bare `<ID>`, and revoke/edit events name their target bare: all of them meet on `<ID>`.
+ */
+export function wahaMessageKey(id: string): string {
+  const m = /^(?:true|false)_[^_]+_([^_]+)(?:_.+)?$/.exec(id);
+  return m ? m[1] : id;
+}

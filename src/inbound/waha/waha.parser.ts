@@ -1,0 +1,288 @@
+// WAHA webhook body → normalised inbound events, for all three engines (GOWS, NOWEB, WEBJS).
+// The envelope and WAHA's own normalised fields are validated strictly (a wrong type there is a
+// malformed request); the engine-raw `_data` is read leniently (see waha-message.ts).
+import {
+  type ChannelState, type ContactRef, type InboundEvent, type InboundMessage, type InboundReaction,
+  type Json, type MessageStatus, ParseError, compact, loose, needRecord, needString, optBoolean,
+  optNumber, optRecord, optString,
+} from '../../domain/inbound.ts';
+import { resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
+import { rawContent, readWahaContent } from './waha-message.ts';
+
+export type WahaEngine = 'WEBJS' | 'NOWEB' | 'GOWS';
+
+export type WahaEnvelope = {
+  /** `evt_…` on newer WAHA versions. */
+  id?: string;
+  event: string;
+  session?: string;
+  engine?: string;
+  /** When WAHA emitted the event (the envelope carries milliseconds). */
+  timestamp?: Date;
+  /** Our own WhatsApp id (`…@c.us`). */
+  me?: string;
+};
+
+// WAHA ack codes: -1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED.
+const ACK_CODES: Record<number, MessageStatus> = { [-1]: 'failed', 0: 'pending', 1: 'sent', 2: 'delivered', 3: 'read', 4: 'played' };
+const ACK_NAMES: Record<string, MessageStatus> = { ERROR: 'failed', PENDING: 'pending', SERVER: 'sent', DEVICE: 'delivered', READ: 'read', PLAYED: 'played' };
+
+const SESSION_STATES: Record<string, ChannelState> = {
+  WORKING: 'active',
+  STARTING: 'connecting',
+  SCAN_QR_CODE: 'connecting',
+  // Newer WAHA pairing steps; the session is still being set up.
+  PASSKEY_REQUIRED: 'connecting',
+  PASSKEY_CONFIRMATION_REQUIRED: 'connecting',
+  FAILED: 'error',
+  STOPPED: 'inactive',
+};
+
+/** Reads the envelope only: enough for the ingress to log, count and route the event. */
+export function parseWahaEnvelope(body: unknown): WahaEnvelope {
+  const b = needRecord(body, 'body');
+  const ts = optNumber(b, 'timestamp', 'body');
+  const timestamp = ts !== undefined && ts > 0 ? toDate(ts) : undefined;
+  if (timestamp && Number.isNaN(timestamp.getTime())) throw new ParseError(`body.timestamp is out of range: ${ts}`);
+  return compact<WahaEnvelope>({
+    id: optString(b, 'id', 'body'),
+    event: needString(b, 'event', 'body'),
+    session: optString(b, 'session', 'body'),
+    engine: optString(b, 'engine', 'body') ?? loose.str(loose.rec(b, 'environment'), 'engine'),
+    timestamp,
+    me: loose.str(loose.rec(b, 'me'), 'id'),
+  });
+}
+
+export function parseWahaEvent(body: unknown): InboundEvent[] {
+  const env = parseWahaEnvelope(body);
+  const b = body as Json;
+  switch (env.event) {
+    case 'message':
+    case 'message.any':
+      return [parseMessage(env, needRecord(b.payload, 'payload'))];
+    case 'message.ack':
+      return [parseAck(env, needRecord(b.payload, 'payload'))];
+    case 'message.reaction':
+      return [parseReaction(env, needRecord(b.payload, 'payload'))];
+    case 'message.revoked':
+      return [parseRevoke(env, needRecord(b.payload, 'payload'))];
+    case 'message.edited':
+      return [parseEdit(env, needRecord(b.payload, 'payload'))];
+    case 'session.status':
+      return [parseSession(env, needRecord(b.payload, 'payload'))];
+    default:
+      return [{ kind: 'ignored', provider: 'waha', event: env.event, reason: 'unhandled_event' }];
+  }
+}
+
+function parseMessage(env: WahaEnvelope, p: Json): InboundEvent {
+  const path = 'payload';
+  const externalId = needString(p, 'id', path);
+  const fromMe = readFromMe(p, externalId, path);
+  checkAddresses(p, path);
+  const who = resolveWahaContact(p, fromMe);
+  if (!who.ok) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+
+  const timestamp = readTime(p, path) ?? env.timestamp;
+  if (!timestamp) throw new ParseError(`${path}.timestamp is missing`);
+  const content = readWahaContent(p, path);
+
+  // NOWEB used to deliver reactions as ordinary messages; they annotate a message, not add one.
+  if (content.type === 'reaction') {
+    const reaction = reactionFromContent(env, p, externalId, fromMe, who.contact, timestamp);
+    if (reaction) return reaction;
+  }
+
+  const data = loose.rec(p, '_data');
+  const ack = readAck(p, path);
+  const message: InboundMessage = {
+    kind: 'message',
+    provider: 'waha',
+    event: env.event,
+    externalId,
+    messageKey: wahaMessageKey(externalId),
+    fromMe,
+    contact: who.contact,
+    // On our own messages every engine reports OUR push name; it must never reach the contact.
+    pushName: fromMe
+      ? undefined
+      : (loose.str(loose.rec(data, 'Info'), 'PushName') ?? loose.str(data, 'pushName') ?? loose.str(data, 'notifyName')),
+    type: content.type,
+    text: content.text,
+    media: content.media,
+    location: content.location,
+    contactCard: content.contactCard,
+    replyToExternalId: content.replyToExternalId,
+    replyToKey: content.replyToExternalId ? wahaMessageKey(content.replyToExternalId) : undefined,
+    timestamp,
+    source: optString(p, 'source', path),
+    ad: content.ad,
+    ackStatus: ack,
+    metadata: compact({
+      event: env.event,
+      raw_type: content.rawType,
+      engine: env.engine,
+      session: env.session,
+      media_error: content.mediaError,
+    }),
+  };
+  return compact(message);
+}
+
+function reactionFromContent(
+  env: WahaEnvelope, p: Json, externalId: string, fromMe: boolean, contact: ContactRef, timestamp: Date,
+): InboundReaction | undefined {
+  const { value } = rawContent(p);
+  const target = loose.str(loose.rec(value, 'key'), 'id');
+  if (!target) return undefined;
+  return {
+    kind: 'reaction', provider: 'waha', event: env.event, externalId, targetExternalId: target,
+    targetKey: wahaMessageKey(target), emoji: loose.str(value, 'text') ?? '', fromMe, contact, timestamp,
+  };
+}
+
+function parseAck(env: WahaEnvelope, p: Json): InboundEvent {
+  const path = 'payload';
+  const externalId = needString(p, 'id', path);
+  checkAddresses(p, path);
+  const status = readAck(p, path);
+  if (!status) {
+    return { kind: 'ignored', provider: 'waha', event: env.event, reason: 'unknown_status', detail: String(p.ack ?? p.ackName) };
+  }
+  const who = resolveAckRecipient(p, env.me);
+  // Acks of group, Status or channel posts refer to messages we never stored.
+  if (!who.ok && who.reason !== 'unknown_address') {
+    return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+  }
+  return compact({
+    kind: 'status' as const,
+    provider: 'waha' as const,
+    event: env.event,
+    externalId,
+    messageKey: wahaMessageKey(externalId),
+    status,
+    fromMe: optBoolean(p, 'fromMe', path),
+    timestamp: readTime(p, path) ?? env.timestamp,
+    recipient: who.ok ? who.contact : undefined,
+  });
+}
+
+function parseReaction(env: WahaEnvelope, p: Json): InboundEvent {
+  const path = 'payload';
+  const reaction = needRecord(p.reaction, `${path}.reaction`);
+  const target = needString(reaction, 'messageId', `${path}.reaction`);
+  const id = optString(p, 'id', path);
+  const fromMe = readFromMe(p, id ?? '', path);
+  const who = resolveWahaContact(p, fromMe);
+  if (!who.ok) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+  return compact<InboundReaction>({
+    kind: 'reaction',
+    provider: 'waha',
+    event: env.event,
+    externalId: id,
+    targetExternalId: target,
+    targetKey: wahaMessageKey(target),
+    emoji: optString(reaction, 'text', `${path}.reaction`) ?? '',
+    fromMe,
+    contact: who.contact,
+    timestamp: readTime(p, path) ?? env.timestamp,
+  });
+}
+
+function parseRevoke(env: WahaEnvelope, p: Json): InboundEvent {
+  const path = 'payload';
+  const after = optRecord(p, 'after', path);
+  const before = optRecord(p, 'before', path);
+  const base = after ?? before;
+  const basePath = after ? `${path}.after` : `${path}.before`;
+  const baseId = base ? optString(base, 'id', basePath) : undefined;
+  // `revokedMessageId` names the deleted message; `after.id` is the revoke action (equal on WEBJS).
+  const target = optString(p, 'revokedMessageId', path) ?? (before && optString(before, 'id', `${path}.before`)) ?? baseId;
+  if (!target) throw new ParseError(`${path} names no revoked message (revokedMessageId, before.id or after.id)`);
+  return editLike(env, base ?? {}, basePath, baseId, target, (common) => ({ ...common, kind: 'revoke' as const }));
+}
+
+function parseEdit(env: WahaEnvelope, p: Json): InboundEvent {
+  const path = 'payload';
+  const id = optString(p, 'id', path);
+  const target = optString(p, 'editedMessageId', path) ?? id;
+  if (!target) throw new ParseError(`${path} names no edited message (editedMessageId or id)`);
+  const text = optString(p, 'body', path) ?? '';
+  return editLike(env, p, path, id, target, (common) => ({ ...common, kind: 'edit' as const, text }));
+}
+
+type EditCommon = {
+  provider: 'waha'; event: string; externalId?: string; targetExternalId: string; targetKey: string;
+  fromMe: boolean; contact: ContactRef; timestamp?: Date;
+};
+
+/** Revokes and edits share their addressing: the target message, who did it, and when. */
+function editLike(
+  env: WahaEnvelope, base: Json, path: string, id: string | undefined, target: string,
+  build: (c: EditCommon) => InboundEvent,
+): InboundEvent {
+  const fromMe = readFromMe(base, id ?? target, path, false);
+  const who = resolveWahaContact(base, fromMe);
+  if (!who.ok) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+  return compact(build({
+    provider: 'waha',
+    event: env.event,
+    externalId: id,
+    targetExternalId: target,
+    targetKey: wahaMessageKey(target),
+    fromMe,
+    contact: who.contact,
+    timestamp: readTime(base, path) ?? env.timestamp,
+  }));
+}
+
+function parseSession(env: WahaEnvelope, p: Json): InboundEvent {
+  const status = needString(p, 'status', 'payload');
+  const state = SESSION_STATES[status];
+  if (!state) return { kind: 'ignored', provider: 'waha', event: env.event, reason: 'unknown_status', detail: status };
+  return compact({
+    kind: 'channel_status' as const, provider: 'waha' as const, event: env.event,
+    status: state, providerStatus: status, timestamp: env.timestamp,
+  });
+}
+
+// ---- field readers --------------------------------------------------------------------------
+
+/** `from`/`to` are WAHA's own fields: a wrong type there is a malformed body, not a missing contact. */
+function checkAddresses(p: Json, path: string): void {
+  optString(p, 'from', path);
+  optString(p, 'to', path);
+}
+
+/** `fromMe`, else the engine's own flag, else the `true_`/`false_` prefix of the serialised id. */
+function readFromMe(p: Json, id: string, path: string, required = true): boolean {
+  const data = loose.rec(p, '_data');
+  const v =
+    optBoolean(p, 'fromMe', path) ??
+    loose.bool(loose.rec(data, 'Info'), 'IsFromMe') ??
+    loose.bool(loose.rec(data, 'key'), 'fromMe') ??
+    (id.startsWith('true_') ? true : id.startsWith('false_') ? false : undefined);
+  if (v === undefined && required) throw new ParseError(`${path}.fromMe is missing`);
+  return v ?? false;
+}
+
+function readAck(p: Json, path: string): MessageStatus | undefined {
+  const code = optNumber(p, 'ack', path);
+  const name = optString(p, 'ackName', path);
+  return (code !== undefined ? ACK_CODES[code] : undefined) ?? (name ? ACK_NAMES[name] : undefined);
+}
+
+/** WAHA message time is unix seconds (fractional on reactions); accept a numeric string too. */
+function readTime(o: Json, path: string): Date | undefined {
+  const v = o.timestamp;
+  if (v == null) return undefined;
+  const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
+  const d = typeof n === 'number' && n > 0 ? toDate(n) : undefined;
+  if (!d || Number.isNaN(d.getTime())) throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v)}`);
+  return d;
+}
+
+// Seconds and milliseconds differ by three orders of magnitude; anything past 1e11 is already ms
+// (1e11 seconds is the year 5138), which also covers the envelope's millisecond timestamp.
+const toDate = (n: number): Date => new Date(n > 1e11 ? n : Math.round(n * 1000));

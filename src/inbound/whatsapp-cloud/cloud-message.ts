@@ -1,0 +1,217 @@
+// One Cloud API `messages[]` item → a normalised message (or reaction). Meta documents these shapes,
+// so they are validated strictly: a wrong type here is a malformed delivery, not engine drift.
+import {
+  type AdAttribution, type ContactCard, type ContactRef, type InboundEvent, type InboundMessage,
+  type Json, type MediaRef, type MessageType, ParseError, compact, loose, needRecord, needString,
+  optArray, optBoolean, optNumber, optRecord, optString,
+} from '../../domain/inbound.ts';
+import { normalizePhone } from '../../domain/phone.ts';
+
+/** What the surrounding `value` tells about every message in it. */
+export type CloudValueContext = {
+  contacts: unknown[];
+  phoneNumberId?: string;
+  displayPhoneNumber?: string;
+  wabaId?: string;
+};
+
+const MEDIA: Record<string, MessageType> = {
+  image: 'image', video: 'video', audio: 'audio', document: 'document', sticker: 'sticker',
+};
+
+export function parseCloudMessage(raw: unknown, path: string, ctx: CloudValueContext): InboundEvent {
+  const m = needRecord(raw, path);
+  const externalId = needString(m, 'id', path);
+  const from = needString(m, 'from', path);
+  const rawType = needString(m, 'type', path);
+  const timestamp = readCloudTime(m, path);
+
+  const phone = normalizePhone(from);
+  if (!phone) return { kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unknown_address', detail: from };
+  const contact: ContactRef = { phone, waId: phone.slice(1) };
+  const profile = findProfile(ctx.contacts, from);
+
+  if (rawType === 'reaction') {
+    const r = needRecord(m.reaction, `${path}.reaction`);
+    const target = needString(r, 'message_id', `${path}.reaction`);
+    return {
+      kind: 'reaction', provider: 'whatsapp_cloud', event: 'messages', externalId,
+      targetExternalId: target, targetKey: target,
+      // Meta omits `emoji` when the customer removes their reaction.
+      emoji: optString(r, 'emoji', `${path}.reaction`) ?? '',
+      fromMe: false, contact, timestamp,
+    };
+  }
+
+  const context = optRecord(m, 'context', path);
+  const replyTo = context ? optString(context, 'id', `${path}.context`) : undefined;
+  const content = readContent(m, rawType, path);
+  const message: InboundMessage = {
+    kind: 'message',
+    provider: 'whatsapp_cloud',
+    event: 'messages',
+    externalId,
+    // Cloud ids (wamid.…) have one form everywhere, so the key is the id.
+    messageKey: externalId,
+    fromMe: false,
+    contact,
+    pushName: profile,
+    type: content.type,
+    text: content.text,
+    media: content.media,
+    location: content.location,
+    contactCard: content.contactCard,
+    replyToExternalId: replyTo,
+    replyToKey: replyTo,
+    timestamp,
+    ad: readReferral(optRecord(m, 'referral', path)),
+    metadata: compact({
+      event: 'messages',
+      raw_type: rawType,
+      phone_number_id: ctx.phoneNumberId,
+      display_phone_number: ctx.displayPhoneNumber,
+      waba_id: ctx.wabaId,
+      forwarded: context ? optBoolean(context, 'forwarded', `${path}.context`) : undefined,
+      ...content.metadata,
+    }),
+  };
+  return compact(message);
+}
+
+type Content = Pick<InboundMessage, 'type' | 'text' | 'media' | 'location' | 'contactCard'> & {
+  metadata?: Record<string, unknown>;
+};
+
+function readContent(m: Json, rawType: string, path: string): Content {
+  const p = `${path}.${rawType}`;
+  if (rawType === 'text') {
+    return { type: 'text', text: needString(needRecord(m.text, p), 'body', p) };
+  }
+  if (MEDIA[rawType]) {
+    const o = needRecord(m[rawType], p);
+    const voice = rawType === 'audio' && optBoolean(o, 'voice', p) === true;
+    return {
+      type: voice ? 'voice' : MEDIA[rawType],
+      text: optString(o, 'caption', p) || undefined,
+      media: compact<MediaRef>({
+        mediaId: needString(o, 'id', p),
+        mimetype: optString(o, 'mime_type', p),
+        sha256: optString(o, 'sha256', p),
+        filename: optString(o, 'filename', p),
+      }),
+    };
+  }
+  if (rawType === 'location') {
+    const o = needRecord(m.location, p);
+    const latitude = optNumber(o, 'latitude', p);
+    const longitude = optNumber(o, 'longitude', p);
+    if (latitude === undefined || longitude === undefined) throw new ParseError(`${p} needs latitude and longitude`);
+    return {
+      type: 'location',
+      location: compact({ latitude, longitude, name: optString(o, 'name', p), address: optString(o, 'address', p) }),
+    };
+  }
+  if (rawType === 'contacts') {
+    const list = optArray(m, 'contacts', path) ?? [];
+    return { type: 'contact', contactCard: contactCard(list, `${path}.contacts`) };
+  }
+  if (rawType === 'interactive') {
+    const o = needRecord(m.interactive, p);
+    const kind = optString(o, 'type', p);
+    const reply = kind ? optRecord(o, kind, p) : undefined;
+    return {
+      type: 'interactive',
+      text: reply ? optString(reply, 'title', `${p}.${kind}`) : undefined,
+      metadata: compact({
+        interactive_type: kind,
+        reply_id: reply ? optString(reply, 'id', `${p}.${kind}`) : undefined,
+        reply_description: reply ? optString(reply, 'description', `${p}.${kind}`) : undefined,
+      }),
+    };
+  }
+  if (rawType === 'button') {
+    const o = needRecord(m.button, p);
+    return { type: 'button', text: optString(o, 'text', p), metadata: compact({ button_payload: optString(o, 'payload', p) }) };
+  }
+  // unsupported / unknown / order / system / …: keep the message, say what it was and why.
+  const errors = (optArray(m, 'errors', path) ?? []).map(readCloudError);
+  return { type: 'unknown', metadata: errors.length ? { errors } : undefined };
+}
+
+/** A Cloud error object ({code, title, message, error_data.details}), read leniently. */
+export function readCloudError(e: unknown) {
+  const code = loose.num(e, 'code');
+  return compact({
+    code: code ?? loose.str(e, 'code'),
+    title: loose.str(e, 'title'),
+    message: loose.str(e, 'message'),
+    details: loose.str(loose.rec(e, 'error_data'), 'details'),
+  });
+}
+
+function findProfile(contacts: unknown[], waId: string): string | undefined {
+  const match = contacts.find((c) => loose.str(c, 'wa_id') === waId) ?? (contacts.length === 1 ? contacts[0] : undefined);
+  return loose.str(loose.rec(match, 'profile'), 'name');
+}
+
+// Meta's referral is already snake_case; only the media link differs (image_url or video_url).
+function readReferral(r: Json | undefined): AdAttribution | undefined {
+  if (!r) return undefined;
+  return compact<AdAttribution>({
+    source_type: loose.str(r, 'source_type'),
+    source_id: loose.str(r, 'source_id'),
+    source_url: loose.str(r, 'source_url'),
+    ctwa_clid: loose.str(r, 'ctwa_clid'),
+    headline: loose.str(r, 'headline'),
+    body: loose.str(r, 'body'),
+    media_type: loose.str(r, 'media_type'),
+    media_url: loose.str(r, 'image_url') ?? loose.str(r, 'video_url'),
+    thumbnail_url: loose.str(r, 'thumbnail_url'),
+  });
+}
+
+/**
+ * Cloud contact objects → vCard 3.0 text, so a shared contact looks the same whichever provider
+ * carried it (WAHA hands us WhatsApp's own vCards).
+ */
+function contactCard(list: unknown[], path: string): ContactCard {
+  const vcards = list.map((c, i) => {
+    const o = needRecord(c, `${path}[${i}]`);
+    const name = loose.rec(o, 'name');
+    const fn = loose.str(name, 'formatted_name') ??
+      [loose.str(name, 'first_name'), loose.str(name, 'last_name')].filter(Boolean).join(' ');
+    const lines = ['BEGIN:VCARD', 'VERSION:3.0'];
+    if (name) lines.push(`N:${esc(loose.str(name, 'last_name'))};${esc(loose.str(name, 'first_name'))};;;`);
+    if (fn) lines.push(`FN:${esc(fn)}`);
+    const org = loose.str(loose.rec(o, 'org'), 'company');
+    if (org) lines.push(`ORG:${esc(org)}`);
+    for (const ph of Array.isArray(o.phones) ? o.phones : []) {
+      const num = loose.str(ph, 'phone');
+      const waId = loose.str(ph, 'wa_id');
+      if (!num && !waId) continue;
+      const type = loose.str(ph, 'type');
+      lines.push(`TEL${type ? `;type=${esc(type)}` : ''}${waId ? `;waid=${waId.replace(/\D/g, '')}` : ''}:${esc(num ?? `+${waId}`)}`);
+    }
+    for (const em of Array.isArray(o.emails) ? o.emails : []) {
+      const email = loose.str(em, 'email');
+      if (email) lines.push(`EMAIL:${esc(email)}`);
+    }
+    lines.push('END:VCARD');
+    return lines.join('\n');
+  });
+  const first = loose.rec(list[0], 'name');
+  return compact<ContactCard>({ vcards, displayName: loose.str(first, 'formatted_name') });
+}
+
+const esc = (s: string | undefined): string => (s ?? '').replace(/[\\;,]/g, (c) => `\\${c}`).replace(/\r?\n/g, '\\n');
+
+/** Cloud timestamps are unix seconds as a string. */
+export function readCloudTime(o: Json, path: string): Date {
+  const v = o.timestamp;
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  const d = typeof n === 'number' && Number.isInteger(n) && n > 0 ? new Date(n * 1000) : undefined;
+  if (!d || Number.isNaN(d.getTime())) {
+    throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v) ?? 'nothing'}`);
+  }
+  return d;
+}

@@ -1,0 +1,112 @@
+// Meta WhatsApp Cloud API webhook body → normalised inbound events. One POST may carry several
+// entries, each with several changes, each with several messages and statuses: every one of them
+// becomes an event, in the order Meta listed them (which is not delivery order: see isForward).
+import {
+  type ContactRef, type InboundEvent, type Json, type MessageStatus, ParseError, compact, isRecord,
+  loose, needRecord, needString, optArray, optRecord, optString,
+} from '../../domain/inbound.ts';
+import { normalizePhone } from '../../domain/phone.ts';
+import { type CloudValueContext, parseCloudMessage, readCloudError, readCloudTime } from './cloud-message.ts';
+
+const STATUSES: Record<string, MessageStatus> = {
+  sent: 'sent', delivered: 'delivered', read: 'read', played: 'played', failed: 'failed',
+};
+
+export function parseCloudWebhook(body: unknown): InboundEvent[] {
+  const b = needRecord(body, 'body');
+  const object = needString(b, 'object', 'body');
+  if (object !== 'whatsapp_business_account') {
+    throw new ParseError(`body.object must be "whatsapp_business_account", got "${object}"`);
+  }
+  const entries = optArray(b, 'entry', 'body');
+  if (!entries) throw new ParseError('body.entry is missing');
+
+  const out: InboundEvent[] = [];
+  entries.forEach((e, i) => {
+    const ePath = `body.entry[${i}]`;
+    const entry = needRecord(e, ePath);
+    const wabaId = optString(entry, 'id', ePath);
+    (optArray(entry, 'changes', ePath) ?? []).forEach((c, j) => {
+      const cPath = `${ePath}.changes[${j}]`;
+      const change = needRecord(c, cPath);
+      const field = needString(change, 'field', cPath);
+      const value = needRecord(change.value, `${cPath}.value`);
+      // Template, quality and account updates share this webhook; they are counted, not processed.
+      if (field !== 'messages') {
+        out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: field, reason: 'unhandled_event' });
+        return;
+      }
+      out.push(...parseValue(value, `${cPath}.value`, wabaId));
+    });
+  });
+  return out;
+}
+
+function parseValue(value: Json, path: string, wabaId: string | undefined): InboundEvent[] {
+  const metadata = optRecord(value, 'metadata', path);
+  const ctx: CloudValueContext = {
+    contacts: optArray(value, 'contacts', path) ?? [],
+    phoneNumberId: metadata && optString(metadata, 'phone_number_id', `${path}.metadata`),
+    displayPhoneNumber: metadata && optString(metadata, 'display_phone_number', `${path}.metadata`),
+    wabaId,
+  };
+  const out: InboundEvent[] = [];
+  (optArray(value, 'messages', path) ?? []).forEach((m, k) => out.push(parseCloudMessage(m, `${path}.messages[${k}]`, ctx)));
+  (optArray(value, 'statuses', path) ?? []).forEach((s, k) => out.push(parseStatus(s, `${path}.statuses[${k}]`)));
+  // Errors at the value level mean Meta could not deliver something to us at all.
+  for (const err of optArray(value, 'errors', path) ?? []) {
+    const e = readCloudError(err);
+    out.push({
+      kind: 'ignored', provider: 'whatsapp_cloud', event: 'errors', reason: 'provider_error',
+      detail: [e.code, e.title, e.message].filter((x) => x !== undefined).join(' '),
+    });
+  }
+  if (out.length === 0) {
+    out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unhandled_event', detail: 'empty change' });
+  }
+  return out;
+}
+
+function parseStatus(raw: unknown, path: string): InboundEvent {
+  const s = needRecord(raw, path);
+  const externalId = needString(s, 'id', path);
+  const word = needString(s, 'status', path);
+  const timestamp = readCloudTime(s, path);
+  const status = STATUSES[word];
+  if (!status) return { kind: 'ignored', provider: 'whatsapp_cloud', event: 'statuses', reason: 'unknown_status', detail: word };
+
+  const recipientId = optString(s, 'recipient_id', path);
+  const phone = recipientId ? normalizePhone(recipientId) : undefined;
+  const recipient: ContactRef | undefined = phone ? { phone, waId: phone.slice(1) } : undefined;
+  const errors = optArray(s, 'errors', path) ?? [];
+  return compact({
+    kind: 'status' as const,
+    provider: 'whatsapp_cloud' as const,
+    event: 'statuses',
+    externalId,
+    messageKey: externalId,
+    status,
+    // Statuses only ever describe messages we sent.
+    fromMe: true,
+    timestamp,
+    error: errors.length ? readCloudError(errors[0]) : undefined,
+    recipient,
+  });
+}
+
+/**
+ * The business phone number ids a body is addressed to, for routing and for checking it reached the
+ * right channel. Lenient on purpose: it runs before parsing and must not fail on a bad body.
+ */
+export function cloudPhoneNumberIds(body: unknown): string[] {
+  const ids = new Set<string>();
+  const entries = isRecord(body) && Array.isArray(body.entry) ? body.entry : [];
+  for (const entry of entries) {
+    const changes = isRecord(entry) && Array.isArray(entry.changes) ? entry.changes : [];
+    for (const change of changes) {
+      const id = loose.str(loose.rec(loose.rec(change, 'value'), 'metadata'), 'phone_number_id');
+      if (id) ids.add(id);
+    }
+  }
+  return [...ids];
+}

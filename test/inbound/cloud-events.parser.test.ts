@@ -1,0 +1,155 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { type InboundStatus, ParseError, isForward } from '../../src/domain/inbound.ts';
+import { cloudPhoneNumberIds, parseCloudWebhook } from '../../src/inbound/whatsapp-cloud/cloud.parser.ts';
+
+const DIR = new URL('../fixtures/whatsapp-cloud/', import.meta.url);
+const load = (name: string): any => JSON.parse(readFileSync(new URL(`${name}.json`, DIR), 'utf8'));
+const at = (seconds: number) => new Date(seconds * 1000);
+const status = (s: Omit<InboundStatus, 'kind' | 'provider' | 'event' | 'fromMe' | 'messageKey'>): InboundStatus => ({
+  kind: 'status', provider: 'whatsapp_cloud', event: 'statuses', fromMe: true, messageKey: s.externalId, ...s,
+});
+
+describe('Cloud API statuses', () => {
+  it('a status-only POST: delivered, read and failed with its error', () => {
+    const recipient = { phone: '+5511900000002', waId: '5511900000002' };
+    expect(parseCloudWebhook(load('statuses'))).toEqual([
+      status({ externalId: 'wamid.DEV0000000000000000000000000OUT001', status: 'delivered', timestamp: at(1764461300), recipient }),
+      status({ externalId: 'wamid.DEV0000000000000000000000000OUT001', status: 'read', timestamp: at(1764461310), recipient }),
+      status({
+        externalId: 'wamid.DEV0000000000000000000000000OUT002', status: 'failed', timestamp: at(1764461320), recipient,
+        error: { code: 131047, title: 'Re-engagement message', message: 'More than 24 hours have passed since the recipient last replied.' },
+      }),
+    ]);
+  });
+
+  it('sent, with conversation and pricing beside it', () => {
+    expect(parseCloudWebhook(load('status-sent'))).toEqual([
+      status({ externalId: 'wamid.DEV0000000000000000000000000OUT006', status: 'sent', timestamp: at(1764461500), recipient: { phone: '+5511900000016', waId: '5511900000016' } }),
+    ]);
+  });
+
+  it('played is understood; a status word Meta adds later is counted, not guessed', () => {
+    const body = load('status-sent');
+    body.entry[0].changes[0].value.statuses[0].status = 'played';
+    expect(parseCloudWebhook(body)[0]).toMatchObject({ kind: 'status', status: 'played' });
+    body.entry[0].changes[0].value.statuses[0].status = 'deleted';
+    expect(parseCloudWebhook(body)).toEqual([{ kind: 'ignored', provider: 'whatsapp_cloud', event: 'statuses', reason: 'unknown_status', detail: 'deleted' }]);
+  });
+
+  it('out-of-order statuses: read then a late delivered is not a forward move', () => {
+    const [delivered, read] = parseCloudWebhook(load('statuses')) as InboundStatus[];
+    expect(isForward(read.status, delivered.status)).toBe(false);
+    expect(isForward(delivered.status, read.status)).toBe(true);
+  });
+});
+
+describe('one POST, many entries and changes', () => {
+  it('handles every entry and change, counting fields we do not process', () => {
+    const events = parseCloudWebhook(load('multi-entry'));
+    expect(events).toEqual([
+      expect.objectContaining({ kind: 'message', externalId: 'wamid.DEV00000000000000000000000000MLT01', text: 'Chegou, obrigada!',
+        metadata: expect.objectContaining({ phone_number_id: '200000000000001', waba_id: '100000000000001' }) }),
+      expect.objectContaining({ kind: 'status', externalId: 'wamid.DEV0000000000000000000000000OUT007', status: 'delivered' }),
+      { kind: 'ignored', provider: 'whatsapp_cloud', event: 'message_template_status_update', reason: 'unhandled_event' },
+      expect.objectContaining({ kind: 'message', externalId: 'wamid.DEV00000000000000000000000000MLT02', pushName: 'Carlos Lima',
+        metadata: expect.objectContaining({ phone_number_id: '200000000000002', waba_id: '100000000000002' }) }),
+    ]);
+  });
+
+  it('value-level errors are reported as provider errors', () => {
+    const body = load('status-sent');
+    body.entry[0].changes[0].value = { messaging_product: 'whatsapp', metadata: {}, errors: [{ code: 131000, title: 'Something went wrong', message: 'x' }] };
+    expect(parseCloudWebhook(body)).toEqual([{ kind: 'ignored', provider: 'whatsapp_cloud', event: 'errors', reason: 'provider_error', detail: '131000 Something went wrong x' }]);
+  });
+
+  it('an empty change is counted rather than silently dropped', () => {
+    const body = load('status-sent');
+    body.entry[0].changes[0].value = { messaging_product: 'whatsapp', metadata: {} };
+    expect(parseCloudWebhook(body)).toEqual([{ kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unhandled_event', detail: 'empty change' }]);
+  });
+
+  it('an entry without changes yields nothing', () => {
+    expect(parseCloudWebhook({ object: 'whatsapp_business_account', entry: [{ id: '1', changes: [] }] })).toEqual([]);
+  });
+});
+
+describe('cloudPhoneNumberIds', () => {
+  it('lists each business phone number id once', () => {
+    expect(cloudPhoneNumberIds(load('text'))).toEqual(['200000000000001']);
+    expect(cloudPhoneNumberIds(load('multi-entry'))).toEqual(['200000000000001', '200000000000002']);
+  });
+
+  it.each<[string, unknown]>([['null', null], ['an array', []], ['a string', 'x'], ['no entry', {}], ['garbage entries', { entry: [1, null, { changes: 'x' }] }]])(
+    'is empty, not an error, for %s',
+    (_l, body) => {
+      expect(cloudPhoneNumberIds(body)).toEqual([]);
+    },
+  );
+});
+
+describe('malformed Cloud bodies throw ParseError and nothing else', () => {
+  const ok = load('text');
+  const withMessage = (patch: Record<string, unknown>) => {
+    const b = structuredClone(ok);
+    Object.assign(b.entry[0].changes[0].value.messages[0], patch);
+    return b;
+  };
+  it.each<[string, unknown]>([
+    ['null', null], ['an array', [ok]], ['a string', 'x'], ['no object', { entry: [] }],
+    ['another object type', { ...ok, object: 'page' }], ['no entry', { object: 'whatsapp_business_account' }],
+    ['entry as an object', { ...ok, entry: {} }], ['a null entry', { ...ok, entry: [null] }],
+    ['a change without field', { ...ok, entry: [{ id: '1', changes: [{ value: {} }] }] }],
+    ['a change with a null value', { ...ok, entry: [{ id: '1', changes: [{ field: 'messages', value: null }] }] }],
+    ['messages as an object', { ...ok, entry: [{ id: '1', changes: [{ field: 'messages', value: { messages: {} } }] }] }],
+    ['a message without id', withMessage({ id: undefined })],
+    ['a numeric from', withMessage({ from: 5511900000001 })],
+    ['a non-numeric timestamp', withMessage({ timestamp: 'now' })],
+    ['a timestamp past any date', withMessage({ timestamp: '99999999999999999' })],
+    ['text without body', withMessage({ text: {} })],
+    ['an image without id', withMessage({ type: 'image', image: { mime_type: 'image/jpeg' } })],
+    ['a location without coordinates', withMessage({ type: 'location', location: { name: 'x' } })],
+    ['a reaction without target', withMessage({ type: 'reaction', reaction: { emoji: '👍' } })],
+    ['a status without id', { ...ok, entry: [{ id: '1', changes: [{ field: 'messages', value: { statuses: [{ status: 'read', timestamp: '1' }] } }] }] }],
+  ])('%s', (_label, body) => {
+    expect(() => parseCloudWebhook(body)).toThrow(ParseError);
+  });
+
+  it('survives every field of every fixture being replaced by a wrong value', () => {
+    const wrong: unknown[] = [null, -1, 1e20, '', 'x', [], {}, true, undefined];
+    let runs = 0;
+    for (const file of readdirSync(DIR).filter((f) => f.endsWith('.json'))) {
+      const text = readFileSync(new URL(file, DIR), 'utf8');
+      const base = JSON.parse(text);
+      for (const path of paths(base)) {
+        for (const value of wrong) {
+          const body = JSON.parse(text);
+          setPath(body, path, value);
+          runs++;
+          try {
+            for (const e of parseCloudWebhook(body)) {
+              if ('timestamp' in e && e.timestamp && Number.isNaN(e.timestamp.getTime())) throw new Error('invalid date');
+            }
+          } catch (e) {
+            if (!(e instanceof ParseError)) throw new Error(`${file} ${path.join('.')}=${JSON.stringify(value)}: ${String(e)}`);
+          }
+        }
+      }
+    }
+    expect(runs).toBeGreaterThan(3000);
+  });
+});
+
+function paths(o: unknown, prefix: Array<string | number> = []): Array<Array<string | number>> {
+  if (typeof o !== 'object' || o === null) return [prefix];
+  const entries = Array.isArray(o) ? o.map((v, i) => [i, v] as const) : Object.entries(o);
+  return [prefix, ...entries.flatMap(([k, v]) => paths(v, [...prefix, k]))].filter((p) => p.length > 0);
+}
+
+function setPath(o: any, path: Array<string | number>, value: unknown): void {
+  let cur = o;
+  for (const k of path.slice(0, -1)) cur = cur[k];
+  const last = path[path.length - 1];
+  if (value === undefined) delete cur[last];
+  else cur[last] = value;
+}

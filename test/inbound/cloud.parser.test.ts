@@ -1,0 +1,176 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { InboundEvent, InboundMessage } from '../../src/domain/inbound.ts';
+import { parseCloudWebhook } from '../../src/inbound/whatsapp-cloud/cloud.parser.ts';
+
+const DIR = new URL('../fixtures/whatsapp-cloud/', import.meta.url);
+const load = (name: string): any => JSON.parse(readFileSync(new URL(`${name}.json`, DIR), 'utf8'));
+const one = (name: string): InboundEvent => {
+  const events = parseCloudWebhook(load(name));
+  expect(events).toHaveLength(1);
+  return events[0];
+};
+const at = (seconds: number) => new Date(seconds * 1000);
+const META = { event: 'messages', phone_number_id: '200000000000001', display_phone_number: '5511900000000', waba_id: '100000000000001' };
+const JOANA = { phone: '+5511900000001', waId: '5511900000001' };
+const CARLOS = { phone: '+5511900000002', waId: '5511900000002' };
+
+// Fills what every Cloud message has in common, so each test states what is particular.
+function cloudMessage(m: Partial<InboundMessage> & Pick<InboundMessage, 'externalId' | 'contact' | 'type' | 'timestamp'>, rawType: string): InboundMessage {
+  return {
+    kind: 'message', provider: 'whatsapp_cloud', event: 'messages', messageKey: m.externalId, fromMe: false,
+    ...m, metadata: { ...META, raw_type: rawType, ...m.metadata },
+  };
+}
+
+// Every fixture file must be listed here with how many events it yields, so none goes unchecked.
+const EXPECTED: Record<string, string[]> = {
+  'ad-referral': ['message'], audio: ['message'], button: ['message'], contacts: ['message'], document: ['message'],
+  'image-caption': ['message'], 'interactive-button-reply': ['message'], 'interactive-list-reply': ['message'],
+  location: ['message'], 'multi-entry': ['message', 'status', 'ignored', 'message'], 'reaction-removed': ['reaction'],
+  reaction: ['reaction'], 'status-sent': ['status'], statuses: ['status', 'status', 'status'], sticker: ['message'],
+  text: ['message'], 'two-messages-one-post': ['message', 'message'], unsupported: ['message'], video: ['message'],
+  voice: ['message'],
+};
+
+describe('Cloud API fixtures', () => {
+  const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+
+  it('lists every fixture file with its expected outcome', () => {
+    expect(files).toEqual(Object.keys(EXPECTED).sort());
+  });
+
+  it.each(files)('%s yields the expected events in order', (name) => {
+    const events = parseCloudWebhook(load(name));
+    expect(events.map((e) => e.kind)).toEqual(EXPECTED[name]);
+    for (const e of events) expect(e.provider).toBe('whatsapp_cloud');
+  });
+});
+
+describe('Cloud API messages', () => {
+  it('text: contact from wa_id, push name from profile.name, string seconds as time', () => {
+    expect(one('text')).toEqual(cloudMessage({
+      externalId: 'wamid.DEV0000000000000000000000000TEXT01', contact: JOANA, pushName: 'Joana Prado',
+      type: 'text', text: 'Oi! Vocês abrem no sábado?', timestamp: at(1764460800),
+    }, 'text'));
+  });
+
+  it('image: caption as text; media as id + mimetype + sha256, no url', () => {
+    expect(one('image-caption')).toEqual(cloudMessage({
+      externalId: 'wamid.DEV00000000000000000000000000IMG01', contact: JOANA, pushName: 'Joana Prado', type: 'image',
+      text: 'Esse modelo tem em azul?', timestamp: at(1764460860),
+      media: { mediaId: '300000000000001', mimetype: 'image/jpeg', sha256: 'ZmFrZS1zaGEtMjU2' },
+    }, 'image'));
+  });
+
+  it('video with caption', () => {
+    expect(one('video')).toMatchObject({
+      type: 'video', text: 'Olha o defeito na costura',
+      media: { mediaId: '300000000000002', mimetype: 'video/mp4', sha256: 'ZmFrZS1zaGEtdmlkZW8=' },
+    });
+  });
+
+  it('audio is audio; audio with voice=true is a voice note', () => {
+    expect(one('audio')).toMatchObject({ type: 'audio', media: { mediaId: '300000000000003', mimetype: 'audio/mpeg' }, metadata: { raw_type: 'audio' } });
+    expect(one('voice')).toMatchObject({ type: 'voice', media: { mediaId: '300000000000004', mimetype: 'audio/ogg; codecs=opus' }, metadata: { raw_type: 'audio' } });
+    expect((one('voice') as InboundMessage).text).toBeUndefined();
+  });
+
+  it('document keeps filename and caption', () => {
+    expect(one('document')).toEqual(cloudMessage({
+      externalId: 'wamid.DEV00000000000000000000000000DOC01', contact: CARLOS, pushName: 'Carlos Lima', type: 'document',
+      text: 'Segue o orçamento', timestamp: at(1764460979),
+      media: { mediaId: '300000000000005', mimetype: 'application/pdf', sha256: 'ZmFrZS1zaGEtZG9j', filename: 'orcamento-novembro.pdf' },
+    }, 'document'));
+  });
+
+  it('sticker', () => {
+    expect(one('sticker')).toMatchObject({ type: 'sticker', media: { mediaId: '300000000000006', mimetype: 'image/webp' } });
+  });
+
+  it('location keeps name and address', () => {
+    expect(one('location')).toEqual(cloudMessage({
+      externalId: 'wamid.DEV00000000000000000000000000LOC02', contact: CARLOS, pushName: 'Carlos Lima', type: 'location',
+      timestamp: at(1764461041), location: { latitude: -22.9068, longitude: -43.1729, name: 'Loja Centro', address: 'Rua da Assembleia, 10' },
+    }, 'location'));
+  });
+
+  it('contacts become vCards, like the ones WAHA delivers', () => {
+    const m = one('contacts') as InboundMessage;
+    expect(m.type).toBe('contact');
+    expect(m.contactCard).toEqual({
+      displayName: 'Marta Souza',
+      vcards: ['BEGIN:VCARD\nVERSION:3.0\nN:Souza;Marta;;;\nFN:Marta Souza\nORG:Souza\\, Filhos & Cia\n' +
+        'TEL;type=CELL;waid=5511900000009:+55 11 90000-0009\nEMAIL:marta@example.com\nEND:VCARD'],
+    });
+  });
+
+  it('interactive button_reply: the title is the text, the id goes to metadata, context.id is the reply target', () => {
+    expect(one('interactive-button-reply')).toEqual(cloudMessage({
+      externalId: 'wamid.DEV00000000000000000000000000BTN02', contact: JOANA, pushName: 'Joana Prado', type: 'interactive',
+      text: 'Remarcar', timestamp: at(1764461400),
+      replyToExternalId: 'wamid.DEV0000000000000000000000000OUT003', replyToKey: 'wamid.DEV0000000000000000000000000OUT003',
+      metadata: { event: 'messages', interactive_type: 'button_reply', reply_id: 'reschedule' },
+    }, 'interactive'));
+  });
+
+  it('interactive list_reply keeps the row id and description', () => {
+    expect(one('interactive-list-reply')).toMatchObject({
+      type: 'interactive', text: 'Sábado 10h', replyToExternalId: 'wamid.DEV0000000000000000000000000OUT004',
+      metadata: { interactive_type: 'list_reply', reply_id: 'slot_sat_10', reply_description: 'Loja Paulista' },
+    });
+  });
+
+  it('button (template quick reply): text is the button text, payload in metadata', () => {
+    expect(one('button')).toEqual(cloudMessage({
+      externalId: 'wamid.DEV00000000000000000000000000TPL01', contact: { phone: '+5511900000016', waId: '5511900000016' },
+      pushName: 'Helena Costa', type: 'button', text: 'Confirmar pedido', timestamp: at(1764461440),
+      replyToExternalId: 'wamid.DEV0000000000000000000000000OUT005', replyToKey: 'wamid.DEV0000000000000000000000000OUT005',
+      metadata: { event: 'messages', button_payload: 'CONFIRM_ORDER_1234' },
+    }, 'button'));
+  });
+
+  it('reaction → kind reaction on the target message; no emoji means removed', () => {
+    expect(one('reaction')).toEqual({
+      kind: 'reaction', provider: 'whatsapp_cloud', event: 'messages', externalId: 'wamid.DEV00000000000000000000000000RCT01',
+      targetExternalId: 'wamid.DEV0000000000000000000000000OUT001', targetKey: 'wamid.DEV0000000000000000000000000OUT001',
+      emoji: '❤️', fromMe: false, contact: JOANA, timestamp: at(1764461460),
+    });
+    expect(one('reaction-removed')).toMatchObject({ kind: 'reaction', emoji: '', targetKey: 'wamid.DEV0000000000000000000000000OUT001' });
+  });
+
+  it('an unsupported type is kept as unknown with its raw type and Meta\'s error', () => {
+    expect(one('unsupported')).toEqual(cloudMessage({
+      externalId: 'wamid.DEV00000000000000000000000000UNS01', contact: { phone: '+5511900000017', waId: '5511900000017' },
+      pushName: 'Igor Ramos', type: 'unknown', timestamp: at(1764461480),
+      metadata: { event: 'messages', errors: [{ code: 131051, title: 'Message type unknown', message: 'Message type unknown', details: 'Message type is currently not supported.' }] },
+    }, 'unsupported'));
+  });
+
+  it.each(['order', 'system', 'request_welcome', 'some_future_type'])('type %s is kept as unknown', (type) => {
+    const body = load('text');
+    Object.assign(body.entry[0].changes[0].value.messages[0], { type, text: undefined });
+    expect(parseCloudWebhook(body)[0]).toMatchObject({ kind: 'message', type: 'unknown', metadata: { raw_type: type } });
+  });
+
+  it('referral → ad attribution in snake_case', () => {
+    expect((one('ad-referral') as InboundMessage).ad).toEqual({
+      source_type: 'ad', source_id: '120200000000000001', source_url: 'https://fb.me/FAKEAD01', ctwa_clid: 'FAKE-CTWA-CLID-0002',
+      headline: 'BLACK FRIDAY LOJA EXEMPLO', body: 'Até 50% em toda a loja.', media_type: 'image', media_url: 'https://scontent.example/fake.jpg',
+    });
+    expect((one('text') as InboundMessage).ad).toBeUndefined();
+  });
+
+  it('two messages in one POST: each one, with its own content', () => {
+    const [loc, btn] = parseCloudWebhook(load('two-messages-one-post')) as InboundMessage[];
+    expect(loc).toMatchObject({ type: 'location', location: { latitude: -23.5613, longitude: -46.6565, name: 'Loja Paulista', address: 'Av. Paulista, 1000' } });
+    expect(btn).toMatchObject({ type: 'interactive', text: 'Confirmar', replyToExternalId: 'wamid.DEV0000000000000000000000000OUT001', metadata: { reply_id: 'confirm' } });
+    expect([loc.pushName, btn.pushName]).toEqual(['Carlos Lima', 'Carlos Lima']);
+  });
+
+  it('the push name comes from the contacts entry whose wa_id matches the sender', () => {
+    const body = load('text');
+    body.entry[0].changes[0].value.contacts = [{ profile: { name: 'Outra Pessoa' }, wa_id: '5511900000099' }, { profile: { name: 'Joana P.' }, wa_id: '5511900000001' }];
+    expect(parseCloudWebhook(body)[0]).toMatchObject({ pushName: 'Joana P.' });
+  });
+});

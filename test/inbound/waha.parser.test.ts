@@ -1,0 +1,213 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { InboundEvent, InboundMessage } from '../../src/domain/inbound.ts';
+import { parseWahaEnvelope, parseWahaEvent } from '../../src/inbound/waha/waha.parser.ts';
+
+const DIR = new URL('../fixtures/waha/', import.meta.url);
+const load = (name: string): unknown => JSON.parse(readFileSync(new URL(`${name}.json`, DIR), 'utf8'));
+const one = (name: string): InboundEvent => {
+  const events = parseWahaEvent(load(name));
+  expect(events).toHaveLength(1);
+  return events[0];
+};
+const at = (seconds: number) => new Date(seconds * 1000);
+
+// Fills what every WAHA message from a contact has in common, so each test states what is particular.
+function incoming(engine: 'GOWS' | 'NOWEB' | 'WEBJS', m: Partial<InboundMessage> & Pick<InboundMessage, 'externalId' | 'messageKey' | 'contact' | 'type' | 'timestamp'>, rawType: string, event = 'message'): InboundMessage {
+  const session = { GOWS: 'loja-principal', NOWEB: 'loja-noweb', WEBJS: 'loja-webjs' }[engine];
+  return { kind: 'message', provider: 'waha', event, fromMe: false, source: 'app', ...m, metadata: { event, raw_type: rawType, engine, session, ...m.metadata } };
+}
+
+// Every fixture file must be listed here with what it becomes, so a new fixture cannot go unchecked.
+const EXPECTED_KIND: Record<string, string> = {
+  'ack-delivered': 'status', 'ack-error': 'status', 'ack-read': 'status', 'ack-server': 'status',
+  'gows-ad-referral': 'message', 'gows-audio': 'message', 'gows-device-suffix': 'message', 'gows-document': 'message',
+  'gows-edited': 'edit', 'gows-from-me-phone': 'message', 'gows-group-message': 'ignored:group',
+  'gows-image-caption': 'message', 'gows-lid-sender-alt': 'message', 'gows-location': 'message', 'gows-poll': 'message',
+  'gows-revoked': 'revoke', 'gows-status-post': 'ignored:status', 'gows-sticker': 'message', 'gows-text': 'message',
+  'gows-vcard': 'message', 'gows-video': 'message', 'gows-voice': 'message',
+  'noweb-ad-referral': 'message', 'noweb-broadcast-list': 'ignored:broadcast', 'noweb-document': 'message',
+  'noweb-lid-sender-pn': 'message', 'noweb-text': 'message',
+  'presence-update': 'ignored:unhandled_event',
+  'session-status-failed': 'channel_status', 'session-status-scan-qr-code': 'channel_status',
+  'session-status-starting': 'channel_status', 'session-status-stopped': 'channel_status',
+  'session-status-working': 'channel_status',
+  'webjs-ad-referral': 'message', 'webjs-from-me': 'message', 'webjs-lid-no-phone': 'message',
+  'webjs-newsletter': 'ignored:newsletter', 'webjs-poll': 'message', 'webjs-reaction-add': 'reaction',
+  'webjs-reaction-remove': 'reaction', 'webjs-reply': 'message', 'webjs-text': 'message',
+};
+
+describe('WAHA fixtures', () => {
+  const files = readdirSync(DIR).filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+
+  it('lists every fixture file with its expected outcome', () => {
+    expect(files).toEqual(Object.keys(EXPECTED_KIND).sort());
+  });
+
+  it.each(files)('%s parses to exactly one event of the expected kind', (name) => {
+    const e = one(name);
+    expect(e.provider).toBe('waha');
+    expect(e.kind === 'ignored' ? `ignored:${e.reason}` : e.kind).toBe(EXPECTED_KIND[name]);
+  });
+
+  it('reads the envelope: event id, session, engine, time and our own id', () => {
+    expect(parseWahaEnvelope(load('noweb-text'))).toEqual({
+      id: 'evt_01kdev000000000000000noweb', event: 'message', session: 'loja-noweb', engine: 'NOWEB',
+      timestamp: new Date(1764461460000), me: '5511900000000@c.us',
+    });
+    // GOWS fixtures carry the engine only inside `environment`.
+    expect(parseWahaEnvelope(load('gows-text')).engine).toBe('GOWS');
+  });
+});
+
+describe('WAHA message content', () => {
+  it('GOWS text: bare id kept as received, phone from the chat, LID kept beside it, push name, ack', () => {
+    expect(one('gows-text')).toEqual(incoming('GOWS', {
+      externalId: '3EB0DEV000000000TEXT01', messageKey: '3EB0DEV000000000TEXT01',
+      contact: { phone: '+5511900000001', waId: '5511900000001', lid: '90000000000011@lid' },
+      pushName: 'Joana Prado', type: 'text', text: 'Oi! Vocês abrem no sábado?', timestamp: at(1764460800), ackStatus: 'delivered',
+    }, 'conversation'));
+  });
+
+  it('GOWS image: the caption is the text, media url and mimetype kept', () => {
+    expect(one('gows-image-caption')).toEqual(incoming('GOWS', {
+      externalId: 'false_5511900000001@c.us_3EB0DEV00000000IMG01', messageKey: '3EB0DEV00000000IMG01',
+      contact: { phone: '+5511900000001', waId: '5511900000001' }, pushName: 'Joana Prado', type: 'image',
+      text: 'Esse modelo tem em azul?', timestamp: at(1764460859), ackStatus: 'delivered',
+      media: { url: 'http://localhost:3000/api/files/loja-principal/3EB0DEV00000000IMG01.jpeg', mimetype: 'image/jpeg' },
+    }, 'imageMessage', 'message.any'));
+  });
+
+  it('GOWS video with caption, sticker, PTT voice and plain audio get their own types', () => {
+    const video = one('gows-video') as InboundMessage;
+    expect([video.type, video.text, video.media]).toEqual(['video', 'Olha o defeito na costura',
+      { url: 'http://localhost:3000/api/files/loja-principal/3EB0DEV00000000VID01.mp4', mimetype: 'video/mp4' }]);
+
+    const sticker = one('gows-sticker') as InboundMessage;
+    expect([sticker.type, sticker.text, sticker.media?.mimetype, sticker.metadata.raw_type]).toEqual(['sticker', undefined, 'image/webp', 'stickerMessage']);
+
+    const voice = one('gows-voice') as InboundMessage;
+    expect([voice.type, voice.text, voice.media]).toEqual(['voice', undefined,
+      { url: 'http://localhost:3000/api/files/loja-principal/3EB0DEV00000000PTT01.oga', mimetype: 'audio/ogg; codecs=opus' }]);
+
+    const audio = one('gows-audio') as InboundMessage;
+    expect([audio.type, audio.media?.mimetype, audio.metadata.raw_type]).toEqual(['audio', 'audio/mpeg', 'audioMessage']);
+  });
+
+  it('GOWS document keeps its filename', () => {
+    const m = one('gows-document') as InboundMessage;
+    expect([m.type, m.text, m.media]).toEqual(['document', undefined, {
+      url: 'http://localhost:3000/api/files/loja-principal/3EB0DEV00000000DOC01.pdf', mimetype: 'application/pdf', filename: 'orcamento-novembro.pdf',
+    }]);
+  });
+
+  it('NOWEB document WAHA did not download: filename and mimetype come from the raw message, no url', () => {
+    expect(one('noweb-document')).toEqual(incoming('NOWEB', {
+      externalId: 'false_5511900000006@c.us_3EB0DEV0000000NOWEB03', messageKey: '3EB0DEV0000000NOWEB03',
+      contact: { phone: '+5511900000006', waId: '5511900000006' }, pushName: 'Luiza Alves', type: 'document',
+      timestamp: at(1764461819), ackStatus: 'delivered',
+      media: { mimetype: 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet', filename: 'pedido-1234.xlsx' },
+    }, 'documentMessage'));
+  });
+
+  it('GOWS location keeps the coordinates', () => {
+    const m = one('gows-location') as InboundMessage;
+    expect([m.type, m.text, m.location]).toEqual(['location', undefined, { latitude: -23.5613, longitude: -46.6565 }]);
+  });
+
+  it('GOWS vCard keeps the card and its display name, not the card as text', () => {
+    const m = one('gows-vcard') as InboundMessage;
+    expect(m.type).toBe('contact');
+    expect(m.text).toBeUndefined();
+    expect(m.contactCard).toEqual({
+      displayName: 'Marta Souza',
+      vcards: ['BEGIN:VCARD\nVERSION:3.0\nN:Souza;Marta;;;\nFN:Marta Souza\nTEL;type=CELL;waid=5511900000009:+55 11 90000-0009\nEND:VCARD'],
+    });
+  });
+
+  it('NOWEB text: push name from _data.pushName', () => {
+    expect(one('noweb-text')).toEqual(incoming('NOWEB', {
+      externalId: 'false_5511900000006@c.us_3EB0DEV000000NOWEB01', messageKey: '3EB0DEV000000NOWEB01',
+      contact: { phone: '+5511900000006', waId: '5511900000006' }, pushName: 'Luiza Alves', type: 'text',
+      text: 'Preciso trocar um produto', timestamp: at(1764461459), ackStatus: 'delivered',
+    }, 'conversation'));
+  });
+
+  it('WEBJS text: push name from _data.notifyName, type from _data.type', () => {
+    expect(one('webjs-text')).toEqual(incoming('WEBJS', {
+      externalId: 'false_5511900000005@c.us_AAAADEV0000000WEBJS01', messageKey: 'AAAADEV0000000WEBJS01',
+      contact: { phone: '+5511900000005', waId: '5511900000005' }, pushName: 'Paulo Reis', type: 'text',
+      text: 'Boa tarde, qual o prazo de entrega?', timestamp: at(1764461399), ackStatus: 'sent',
+    }, 'chat'));
+  });
+
+  it('a reply carries the quoted message id as received and its bare key', () => {
+    const m = one('webjs-reply') as InboundMessage;
+    expect([m.text, m.replyToExternalId, m.replyToKey]).toEqual(['E para o interior?', 'true_5511900000005@c.us_3EB0DEV0000000WEBJS02', '3EB0DEV0000000WEBJS02']);
+  });
+
+  it('an unfamiliar type is kept as unknown with its raw type, never dropped', () => {
+    const gows = one('gows-poll') as InboundMessage;
+    expect([gows.kind, gows.type, gows.metadata.raw_type, gows.contact.phone]).toEqual(['message', 'unknown', 'pollCreationMessageV3', '+5511900000002']);
+    const webjs = one('webjs-poll') as InboundMessage;
+    expect([webjs.kind, webjs.type, webjs.metadata.raw_type]).toEqual(['message', 'unknown', 'poll_creation']);
+    const gowsMediaType = load('gows-poll') as any;
+    delete gowsMediaType.payload._data.Message;
+    gowsMediaType.payload._data.Info.MediaType = 'poll_creation';
+    expect(parseWahaEvent(gowsMediaType)[0]).toMatchObject({ type: 'unknown', metadata: { raw_type: 'poll_creation' } });
+  });
+
+  it('without any engine detail the type is inferred from WAHA fields', () => {
+    const body = load('gows-image-caption') as any;
+    delete body.payload._data;
+    expect(parseWahaEvent(body)[0]).toMatchObject({ type: 'image', text: 'Esse modelo tem em azul?' });
+    body.payload.media.mimetype = 'application/zip';
+    expect(parseWahaEvent(body)[0]).toMatchObject({ type: 'document' });
+  });
+
+  it('unwraps disappearing-chat envelopes to find the real content', () => {
+    const body = load('noweb-text') as any;
+    body.payload._data.message = { ephemeralMessage: { message: { imageMessage: { mimetype: 'image/png', caption: 'oi' } } } };
+    body.payload.body = '';
+    expect(parseWahaEvent(body)[0]).toMatchObject({ type: 'image', text: 'oi', media: { mimetype: 'image/png' }, metadata: { raw_type: 'imageMessage' } });
+  });
+});
+
+describe('WAHA click-to-WhatsApp ads', () => {
+  it('GOWS: externalAdReply and the conversion fields beside it', () => {
+    expect((one('gows-ad-referral') as InboundMessage).ad).toEqual({
+      source_type: 'ad', source_id: '120200000000000001', source_url: 'https://www.instagram.com/p/FAKEPOST01/',
+      source_app: 'instagram', ctwa_clid: 'FAKE-CTWA-CLID-0001', headline: 'BLACK FRIDAY LOJA EXEMPLO',
+      body: 'Até 50% em toda a loja. Fale com a gente!', media_type: 'image', media_url: 'https://www.instagram.com/p/FAKEPOST01/',
+      thumbnail_url: 'https://scontent.example/fake-thumb.jpg', conversion_source: 'FB_Ads', conversion_data: 'ZmFrZS1jb252ZXJzaW9uLWRhdGE=',
+      entry_point: 'ctwa_ad', entry_point_app: 'instagram', entry_point_external_source: 'FB_Ads',
+    });
+  });
+
+  it('NOWEB: the same context with Baileys field casing', () => {
+    const m = one('noweb-ad-referral') as InboundMessage;
+    expect(m.text).toBe('Quero o kit da promoção');
+    expect(m.ad).toEqual({
+      source_type: 'ad', source_id: '120200000000000002', source_url: 'https://fb.me/FAKEAD02', source_app: 'facebook',
+      ctwa_clid: 'FAKE-CTWA-CLID-0003', headline: 'KIT VERÃO', body: 'Kit completo por R$ 99', media_type: 'video',
+      media_url: 'https://www.facebook.com/watch/?v=100000000000002', thumbnail_url: 'https://scontent.example/fake-thumb2.jpg',
+      conversion_source: 'FB_Ads', conversion_data: 'ZmFrZS1jb252ZXJzaW9uLWRhdGEtMg==', entry_point: 'ctwa_ad', entry_point_app: 'facebook',
+    });
+  });
+
+  it('WEBJS: _data.ctwaContext, its description being the ad body', () => {
+    expect((one('webjs-ad-referral') as InboundMessage).ad).toEqual({
+      source_type: 'ad', source_id: '120200000000000004', source_url: 'https://fb.me/FAKEAD04', source_app: 'instagram',
+      headline: 'TÊNIS CORRIDA', body: 'Frete grátis hoje', media_type: 'image', thumbnail_url: 'https://scontent.example/fake-thumb3.jpg',
+      conversion_source: 'FB_Ads', conversion_data: 'ZmFrZS1jb252ZXJzaW9uLWRhdGEtMw==',
+    });
+  });
+
+  it('an ordinary message has no ad; a link preview without a source id is not an ad', () => {
+    expect((one('gows-text') as InboundMessage).ad).toBeUndefined();
+    const body = load('gows-ad-referral') as any;
+    const ci = body.payload._data.Message.extendedTextMessage.contextInfo;
+    body.payload._data.Message.extendedTextMessage.contextInfo = { externalAdReply: { title: ci.externalAdReply.title, sourceURL: 'https://example.com' } };
+    expect((parseWahaEvent(body)[0] as InboundMessage).ad).toBeUndefined();
+  });
+});
