@@ -10,8 +10,6 @@ import { DOMAIN_EXCHANGE, type QueueSpec } from './broker.ts';
 
 /** Header with the attempt the next delivery is (absent on the first). */
 export const ATTEMPT_HEADER = 'x-attempt';
-/** Header that keeps the original routing key while a message takes the retry detour. */
-export const ROUTING_KEY_HEADER = 'x-original-routing-key';
 
 export type Topology = { ns: string; deliveryLimit: number };
 

@@ -16,17 +16,16 @@ export const target: Target = process.env.VENTROS_TEST_TARGET === 'services' ? '
 export const onServices = target === 'services';
 
 const cleanups: Array<() => Promise<void>> = [];
-let registered = false;
+
+// Registered when this module is first imported (at collection time), so cleanups added later from
+// beforeAll or inside a test still run. Each test file gets its own module instance.
+afterAll(async () => {
+  while (cleanups.length) await cleanups.pop()!().catch((e) => console.error('cleanup failed', e));
+});
 
 /** Registers a cleanup that runs after the file's tests (last registered, first run). */
 export function onCleanup(fn: () => Promise<void>): void {
   cleanups.push(fn);
-  if (!registered) {
-    registered = true;
-    afterAll(async () => {
-      while (cleanups.length) await cleanups.pop()!().catch((e) => console.error('cleanup failed', e));
-    });
-  }
 }
 
 export function uniqueName(prefix = 't'): string {

@@ -1,0 +1,258 @@
+// What only the RabbitMQ adapter has to get right: its topology, the crash path through Q.dlq, and
+// living through a broken connection. Queue semantics shared with the Postgres broker are in the
+// conformance suite. Faults come from a TCP proxy, never from stopping the shared server.
+import amqp from 'amqplib';
+import type { ChannelModel } from 'amqplib';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Broker, Delivery } from '../../src/broker/broker.ts';
+import { connectRabbitBroker, deleteNamespace, PublishError, type RabbitBrokerOptions } from '../../src/broker/rabbitmq.ts';
+import { CRASHED_ERROR } from '../../src/broker/rabbitmq-consumer.ts';
+import type { Database } from '../../src/db/database.ts';
+import { makeTestDb, onCleanup, onServices, uniqueName, waitFor } from '../support/env.ts';
+import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+
+const amqpUrl = process.env.AMQP_URL ?? '';
+
+describe.runIf(onServices)('RabbitMQ broker adapter', () => {
+  // onCleanup registers its afterAll on first use; that must happen while the suite is collected,
+  // not inside beforeAll, or vitest never runs it.
+  onCleanup(async () => {});
+  let db: Database;
+
+  beforeAll(async () => {
+    ({ db } = await makeTestDb());
+  });
+
+  async function openBroker(opts: Partial<RabbitBrokerOptions> = {}): Promise<Broker & { ns: string }> {
+    const ns = opts.namespace ?? `${uniqueName('vt')}.`;
+    const broker = await connectRabbitBroker({ url: amqpUrl, db, retryDelaysMs: [50, 100], ...opts, namespace: ns });
+    onCleanup(async () => {
+      await broker.close();
+      await deleteNamespace(amqpUrl, ns);
+    });
+    return Object.assign(broker, { ns });
+  }
+
+  async function rawConnection(): Promise<ChannelModel> {
+    const conn = await amqp.connect(amqpUrl);
+    conn.on('error', () => {});
+    onCleanup(() => conn.close().catch(() => {}));
+    return conn;
+  }
+
+  /** Whether a queue exists (a passive declare of a missing queue closes its channel). */
+  async function queueExists(conn: ChannelModel, name: string): Promise<boolean> {
+    const ch = await conn.createChannel();
+    ch.on('error', () => {});
+    try {
+      await ch.checkQueue(name);
+      await ch.close();
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async function proxied(opts: Partial<RabbitBrokerOptions> = {}): Promise<{ proxy: TcpProxy; broker: Broker & { ns: string } }> {
+    const u = new URL(amqpUrl);
+    const proxy = await startTcpProxy({ host: u.hostname, port: Number(u.port || 5672) });
+    onCleanup(() => proxy.close());
+    const broker = await openBroker({ ...opts, url: proxy.urlFor(amqpUrl) });
+    return { proxy, broker };
+  }
+
+  const msg = (id: string, headers?: Record<string, string>) => ({ messageId: id, body: Buffer.from(`{"id":"${id}"}`), headers });
+
+  it('declares the same topology twice, and again from a second broker, without errors', async () => {
+    const a = await openBroker();
+    const specs = [{ name: 'orders', bindings: ['order.*', 'refund.#'] }];
+    await a.declareQueues(specs);
+    await a.declareQueues(specs);
+    const b = await openBroker({ namespace: a.ns });
+    await b.declareQueues(specs);
+
+    await a.publish('order.created', [msg('m1')]);
+    await a.publish('refund.issued.partially', [msg('m2')]);
+    await waitFor(async () => (await b.stats(['orders']))[0]?.depth === 2, 'both events routed to orders');
+  });
+
+  it('gives each queue a quorum work queue with a delivery limit, a dlq and one wait queue per delay', async () => {
+    const broker = await openBroker({ retryDelaysMs: [50, 5000, 120_000], deliveryLimit: 3 });
+    await broker.declareQueues([{ name: 'jobs' }]);
+    const conn = await rawConnection();
+    const ns = broker.ns;
+    for (const name of ['jobs', 'jobs.dlq', 'jobs.retry.50ms', 'jobs.retry.5s', 'jobs.retry.2m']) {
+      expect(await queueExists(conn, `${ns}${name}`), name).toBe(true);
+    }
+    // Re-declaring with other arguments fails (406), which proves what the queue was declared with.
+    const declare = async (args: Record<string, unknown>) => {
+      const ch = await conn.createChannel();
+      ch.on('error', () => {});
+      await ch.assertQueue(`${ns}jobs`, { durable: true, arguments: args });
+      await ch.close();
+    };
+    const dlx = { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${ns}jobs.dlq` };
+    await declare({ 'x-queue-type': 'quorum', 'x-delivery-limit': 3, ...dlx });
+    await expect(declare({ 'x-queue-type': 'quorum', 'x-delivery-limit': 4, ...dlx })).rejects.toThrow(/PRECONDITION_FAILED/);
+  });
+
+  it('moves a message that crashed its consumer past the delivery limit into dead_letters', async () => {
+    const broker = await openBroker({ deliveryLimit: 2 });
+    await broker.declareQueues([{ name: 'poison' }]);
+    await broker.send('poison', [msg('p1', { 'x-project-id': 'none' })]);
+    // A consumer that "dies" on every delivery: each requeue counts as a failed delivery.
+    const conn = await rawConnection();
+    const ch = await conn.createChannel();
+    ch.on('error', () => {});
+    let deliveries = 0;
+    await ch.consume(`${broker.ns}poison`, (m) => {
+      deliveries++;
+      if (m) ch.nack(m, false, true);
+    });
+    const row = await waitFor(async () => {
+      const r = await db.query(`SELECT message_id, routing_key, error, headers FROM dead_letters WHERE queue = 'poison'`);
+      return r.rows[0];
+    }, 'the drainer recorded the poison message');
+    expect(row).toMatchObject({ message_id: 'p1', routing_key: 'poison', error: CRASHED_ERROR, headers: { 'x-project-id': 'none' } });
+    expect(deliveries).toBe(3);
+    expect((await broker.stats(['poison']))[0]).toMatchObject({ depth: 0, deadLetters: 1 });
+  });
+
+  it('keeps the routing key and headers of a message across its retry detour', async () => {
+    const broker = await openBroker();
+    await broker.declareQueues([{ name: 'audit', bindings: ['contact.*'] }]);
+    const seen: Delivery[] = [];
+    await broker.consume('audit', async (d) => {
+      seen.push(d);
+      if (d.attempt === 1) throw 'not an Error';
+    });
+    await broker.publish('contact.created', [msg('e1', { 'x-project-id': 'p' })]);
+    await waitFor(() => seen.length === 2, 'the retry arrived');
+    expect(seen.map((d) => [d.attempt, d.routingKey, d.queue, d.messageId])).toEqual([
+      [1, 'contact.created', 'audit', 'e1'],
+      [2, 'contact.created', 'audit', 'e1'],
+    ]);
+    expect(seen[1]!.headers).toEqual({ 'x-project-id': 'p' });
+    await waitFor(async () => (await broker.stats(['audit']))[0]?.depth === 0, 'acked');
+  });
+
+  it('holds a message while its dead letter cannot be written, and records it once the database answers', async () => {
+    let broken = true;
+    let refused = 0;
+    const query = (async (sql: string, params?: readonly unknown[]) => {
+      if (broken && sql.includes('INSERT INTO dead_letters')) {
+        refused++;
+        throw new Error('database is down');
+      }
+      return db.query(sql, params);
+    }) as Database['query'];
+    const broker = await openBroker({ db: { ...db, query }, retryDelaysMs: [] });
+    await broker.declareQueues([{ name: 'fragile' }]);
+    await broker.consume('fragile', async () => {
+      throw new Error('always fails');
+    });
+    await broker.send('fragile', [msg('h1')]);
+    await waitFor(() => refused >= 2, 'the insert was retried');
+    expect((await broker.stats(['fragile']))[0]).toMatchObject({ depth: 1, deadLetters: 0 });
+
+    broken = false;
+    await waitFor(async () => (await broker.stats(['fragile']))[0]?.deadLetters === 1, 'dead letter recorded');
+    const r = await db.query(`SELECT message_id, attempts, error FROM dead_letters WHERE queue = 'fragile'`);
+    expect(r.rows).toEqual([{ message_id: 'h1', attempts: 1, error: 'Error: always fails' }]);
+    await waitFor(async () => (await broker.stats(['fragile']))[0]?.depth === 0, 'acked');
+  });
+
+  it('stops a consumer after its in-flight handler, or leaves the message to the queue past the timeout', async () => {
+    const broker = await openBroker();
+    await broker.declareQueues([{ name: 'slow' }]);
+    const started: string[] = [];
+    let release = () => {};
+    const first = await broker.consume('slow', (d) => {
+      started.push(d.messageId);
+      return new Promise<void>((r) => (release = r));
+    });
+    await broker.send('slow', [msg('s1')]);
+    await waitFor(() => started.length === 1, 'the handler started');
+    let stopped = false;
+    const stopping = first.stop(10_000).then(() => void (stopped = true));
+    await broker.send('slow', [msg('s1b')]); // after the cancel: must stay in the queue
+    await broker.stats(['slow']);
+    expect(stopped).toBe(false); // only the handler finishing (or 10 s) can end stop()
+    release();
+    await stopping;
+    expect(started).toEqual(['s1']);
+    expect((await broker.stats(['slow']))[0]).toMatchObject({ depth: 1, consumers: 0 });
+
+    const second = await broker.consume('slow', (d) => {
+      started.push(d.messageId);
+      return new Promise<void>(() => {}); // never settles
+    });
+    await waitFor(() => started.length === 2, 'the stuck handler started on s1b');
+    const t0 = Date.now();
+    await second.stop(200);
+    expect(Date.now() - t0).toBeLessThan(2000);
+    await waitFor(async () => (await broker.stats(['slow']))[0]?.depth === 1, 's1b is back in the queue');
+  });
+
+  it('resolves a publish nobody is bound to, and rejects a send to a queue that does not exist', async () => {
+    const broker = await openBroker();
+    await broker.publish('nobody.listens', [msg('u1')]);
+    const err = await broker.send('no.such.queue', [msg('u2')]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PublishError);
+    expect((err as PublishError).reason).toBe('unroutable');
+  });
+
+  it('rejects a send at once while disconnected, and after timeoutMs when the broker stops answering', async () => {
+    const { proxy, broker } = await proxied();
+    await broker.declareQueues([{ name: 'raw' }]);
+
+    proxy.freeze();
+    let started = Date.now();
+    const late = await broker.send('raw', [msg('f1')], { timeoutMs: 200 }).catch((e: unknown) => e);
+    expect((late as PublishError).reason).toBe('timeout');
+    expect(Date.now() - started).toBeLessThan(1500);
+    proxy.thaw();
+
+    proxy.cut();
+    await waitFor(() => broker.check().then(() => false, () => true), 'check() fails while cut');
+    started = Date.now();
+    const down = await broker.send('raw', [msg('f2')], { timeoutMs: 5000 }).catch((e: unknown) => e);
+    expect((down as PublishError).reason).toBe('disconnected');
+    expect(Date.now() - started).toBeLessThan(100);
+    await expect(broker.publish('x.y', [msg('f3')])).rejects.toBeInstanceOf(PublishError);
+    proxy.restore();
+  });
+
+  it('reconnects by itself after the connection is cut and its consumers resume', async () => {
+    const { proxy, broker } = await proxied();
+    await broker.declareQueues([{ name: 'events', bindings: ['contact.#'] }]);
+    const got: string[] = [];
+    await broker.consume('events', async (d) => void got.push(d.messageId), { concurrency: 4 });
+    await broker.publish('contact.created', [msg('before')]);
+    await waitFor(() => got.includes('before'), 'consumed before the cut');
+
+    proxy.cut();
+    await waitFor(() => broker.check().then(() => false, () => true), 'check() fails while cut');
+    proxy.restore();
+    await waitFor(() => broker.check().then(() => true), 'check() passes after the restore');
+    expect(proxy.accepted()).toBeGreaterThan(1);
+
+    await broker.publish('contact.updated', [msg('after')]);
+    await broker.send('events', [msg('direct')]);
+    await waitFor(() => got.includes('after') && got.includes('direct'), 'consumed after the restore');
+    const [stats] = await broker.stats(['events']);
+    expect(stats).toMatchObject({ queue: 'events', depth: 0, consumers: 1 });
+  });
+
+  it('closes while disconnected and refuses work afterwards', async () => {
+    const { proxy, broker } = await proxied();
+    proxy.cut();
+    await waitFor(() => broker.check().then(() => false, () => true), 'check() fails while cut');
+    await broker.close();
+    const before = proxy.accepted();
+    proxy.restore();
+    await expect(broker.send('q', [msg('c1')])).rejects.toMatchObject({ reason: 'closed' });
+    await expect(broker.check()).rejects.toThrow();
+    expect(proxy.accepted()).toBe(before);
+  });
+});
