@@ -1,0 +1,84 @@
+// Keyset pagination shared by the read queries: a page ends at a row, the cursor names that row by
+// its sort key (a time and an id, plus a rank where a list merges several kinds of rows), and the
+// next page starts strictly after it. Unlike OFFSET, rows inserted meanwhile never shift a page.
+import { isUuid } from '../domain/ids.ts';
+import { invalid } from '../errors.ts';
+
+export type Keyset = {
+  /** The sort time exactly as the database holds it (microseconds, UTC), see `exactTime`. */
+  at: string;
+  id: string;
+  /** Tie-breaker between kinds of rows at the same instant (the contact timeline). */
+  rank?: number;
+};
+
+/** Rows of one page and the cursor of the next page (null on the last page). */
+export type Page<T> = { rows: T[]; nextCursor: string | null };
+
+export const MAX_PAGE = 200;
+
+/**
+ * SQL text of a timestamptz with all six fractional digits, independent of the session's DateStyle
+ * and TimeZone. A JS Date keeps milliseconds only; a cursor built from one would skip or repeat
+ * rows whose times differ below the millisecond (provider and now() times both can).
+ */
+export function exactTime(column: string): string {
+  return `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+}
+
+export function encodeCursor(k: Keyset): string {
+  const tuple = k.rank === undefined ? [k.at, k.id] : [k.at, k.id, k.rank];
+  return Buffer.from(JSON.stringify(tuple)).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): Keyset {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(v) && (v.length === 2 || v.length === 3)) {
+      const [at, id, rank] = v;
+      const rankOk = rank === undefined || Number.isInteger(rank);
+      if (typeof at === 'string' && !Number.isNaN(Date.parse(at)) && isUuid(id) && rankOk) {
+        return rank === undefined ? { at, id } : { at, id, rank };
+      }
+    }
+  } catch {
+    // fall through: any malformed cursor gets the same answer
+  }
+  throw invalid('cursor is not valid', [{ field: 'cursor', message: 'use next_cursor from a previous page of the same list' }]);
+}
+
+/** Clamps a requested page size to 1..MAX_PAGE (the schema already enforces it for HTTP callers). */
+export function pageSize(limit: number | undefined, fallback = 50): number {
+  return Math.max(1, Math.min(Math.trunc(limit ?? fallback), MAX_PAGE));
+}
+
+/**
+ * Cuts the `limit + 1` rows a query fetched down to `limit`; the extra row only proves there is a
+ * next page. `key` reads the keyset of a raw row (which must select its exact time).
+ */
+export function toPage<R, T>(raw: R[], limit: number, key: (r: R) => Keyset, map: (r: R) => T): Page<T> {
+  const rows = raw.slice(0, limit);
+  const last = rows[rows.length - 1];
+  return { rows: rows.map(map), nextCursor: raw.length > limit && last !== undefined ? encodeCursor(key(last)) : null };
+}
+
+/** Collects SQL conditions and their positional parameters. */
+export class Where {
+  readonly params: unknown[] = [];
+  readonly clauses: string[] = [];
+
+  /** Adds a parameter and returns its placeholder ($n). */
+  param(value: unknown): string {
+    this.params.push(value);
+    return `$${this.params.length}`;
+  }
+
+  add(clause: string): this {
+    this.clauses.push(clause);
+    return this;
+  }
+
+  sql(): string {
+    return this.clauses.length === 0 ? 'TRUE' : this.clauses.join(' AND ');
+  }
+}

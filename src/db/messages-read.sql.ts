@@ -1,0 +1,114 @@
+// Reads of `messages` for the API, ordered by the provider's timestamp (when it was said, not when
+// we stored it: webhooks can arrive late or out of order), with the id breaking ties.
+import type { Queryable, Row } from './database.ts';
+import { decodeCursor, exactTime, pageSize, toPage, Where, type Page } from './keyset.ts';
+
+export type MessageRecord = {
+  id: string;
+  projectId: string;
+  contactId: string;
+  sessionId: string | null;
+  channelId: string;
+  direction: 'inbound' | 'outbound';
+  fromMe: boolean;
+  type: string;
+  text: string | null;
+  media: { url: string | null; mimetype: string | null; filename: string | null } | null;
+  location: { latitude: number; longitude: number; name: string | null; address: string | null } | null;
+  contactCard: Record<string, unknown> | null;
+  externalId: string | null;
+  status: string;
+  sentAt: Date | null;
+  deliveredAt: Date | null;
+  readAt: Date | null;
+  timestamp: Date;
+  replyToExternalId: string | null;
+  metadata: Record<string, unknown>;
+};
+
+export const MESSAGE_COLUMNS = `id, project_id, contact_id, session_id, channel_id, direction, from_me, type, text, media,
+  location, contact_card, external_id, status, sent_at, delivered_at, read_at, "timestamp", reply_to_external_id, metadata`;
+
+const date = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(v as string));
+const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+
+// The stored media/location documents may carry provider extras (media ids, hashes); the API shows
+// the documented fields only, and tolerates either spelling of the mime type.
+function toMedia(m: any): MessageRecord['media'] {
+  if (!m || typeof m !== 'object') return null;
+  return { url: str(m.url), mimetype: str(m.mimetype ?? m.mime_type ?? m.mimeType), filename: str(m.filename ?? m.fileName) };
+}
+
+function toLocation(l: any): MessageRecord['location'] {
+  if (!l || typeof l !== 'object') return null;
+  return { latitude: Number(l.latitude), longitude: Number(l.longitude), name: str(l.name), address: str(l.address) };
+}
+
+export function toMessage(r: Row): MessageRecord {
+  return {
+    id: r.id,
+    projectId: r.project_id,
+    contactId: r.contact_id,
+    sessionId: r.session_id,
+    channelId: r.channel_id,
+    direction: r.direction,
+    fromMe: r.from_me,
+    type: r.type,
+    text: r.text,
+    media: toMedia(r.media),
+    location: toLocation(r.location),
+    contactCard: r.contact_card ?? null,
+    externalId: r.external_id,
+    status: r.status,
+    sentAt: date(r.sent_at),
+    deliveredAt: date(r.delivered_at),
+    readAt: date(r.read_at),
+    timestamp: new Date(r.timestamp),
+    replyToExternalId: r.reply_to_external_id,
+    metadata: r.metadata ?? {},
+  };
+}
+
+export async function findMessage(q: Queryable, projectId: string, id: string): Promise<MessageRecord | undefined> {
+  const r = await q.query(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE project_id = $1 AND id = $2`, [projectId, id]);
+  return r.rows[0] ? toMessage(r.rows[0]) : undefined;
+}
+
+export type ListMessagesQuery = {
+  projectId: string;
+  contactId?: string;
+  sessionId?: string;
+  /** 'newest' (default): the inbox view. 'oldest': reading a conversation from its start. */
+  order?: 'newest' | 'oldest';
+  limit?: number;
+  cursor?: string;
+};
+
+export async function listMessages(q: Queryable, query: ListMessagesQuery): Promise<Page<MessageRecord>> {
+  const w = new Where();
+  w.add(`project_id = ${w.param(query.projectId)}`);
+  if (query.contactId !== undefined) w.add(`contact_id = ${w.param(query.contactId)}::uuid`);
+  if (query.sessionId !== undefined) w.add(`session_id = ${w.param(query.sessionId)}::uuid`);
+  const oldest = query.order === 'oldest';
+  if (query.cursor !== undefined) {
+    const c = decodeCursor(query.cursor);
+    w.add(`("timestamp", id) ${oldest ? '>' : '<'} (${w.param(c.at)}::timestamptz, ${w.param(c.id)}::uuid)`);
+  }
+  const dir = oldest ? 'ASC' : 'DESC';
+  const limit = pageSize(query.limit);
+  const r = await q.query(
+    `SELECT ${MESSAGE_COLUMNS}, ${exactTime('"timestamp"')} AS k_at FROM messages
+     WHERE ${w.sql()}
+     ORDER BY "timestamp" ${dir}, id ${dir}
+     LIMIT ${w.param(limit + 1)}`,
+    w.params,
+  );
+  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toMessage);
+}
+
+/** Full rows of the given messages (the timeline fetches its items by id). */
+export async function messagesByIds(q: Queryable, projectId: string, ids: readonly string[]): Promise<Map<string, MessageRecord>> {
+  if (ids.length === 0) return new Map();
+  const r = await q.query(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE project_id = $1 AND id = ANY($2::uuid[])`, [projectId, ids]);
+  return new Map(r.rows.map((row) => [row.id as string, toMessage(row)]));
+}

@@ -1,0 +1,70 @@
+// A contact's timeline: their messages, session starts and session ends merged into one stream,
+// newest first. One keyset over the union (time, rank, id) pages through all kinds at once, then
+// the page's rows are fetched whole by id (one query per kind, never one per item).
+import type { Queryable } from './database.ts';
+import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
+import { messagesByIds, type MessageRecord } from './messages-read.sql.ts';
+import { sessionsByIds, type SessionRecord } from './sessions-read.sql.ts';
+
+export type TimelineEntry =
+  | { type: 'message'; at: Date; message: MessageRecord }
+  | { type: 'session_started'; at: Date; session: SessionRecord }
+  | { type: 'session_ended'; at: Date; session: SessionRecord };
+
+export type TimelineType = TimelineEntry['type'];
+
+// Rank orders kinds that share an instant the way they happened: a session starts before its first
+// message and ends after its last one, so newest first reads ended, message, started.
+// A new kind (pipeline status changes) is one more branch here, one more fetch below.
+const BRANCHES = [
+  `SELECT 'message'::text AS type, 2 AS rank, "timestamp" AS at, id FROM messages WHERE project_id = $1 AND contact_id = $2`,
+  `SELECT 'session_started', 1, started_at, id FROM sessions WHERE project_id = $1 AND contact_id = $2`,
+  `SELECT 'session_ended', 3, ended_at, id FROM sessions WHERE project_id = $1 AND contact_id = $2 AND ended_at IS NOT NULL`,
+];
+
+type Ref = { type: TimelineType; rank: number; id: string; k_at: string };
+
+export async function listTimeline(
+  q: Queryable,
+  query: { projectId: string; contactId: string; limit?: number; cursor?: string },
+): Promise<Page<TimelineEntry>> {
+  const params: unknown[] = [query.projectId, query.contactId];
+  let after = 'TRUE';
+  if (query.cursor !== undefined) {
+    const c = decodeCursor(query.cursor);
+    params.push(c.at, c.rank ?? 0, c.id);
+    after = '(at, rank, id) < ($3::timestamptz, $4::int, $5::uuid)';
+  }
+  const limit = pageSize(query.limit);
+  params.push(limit + 1);
+  const r = await q.query<Ref>(
+    `SELECT type, rank, id, ${exactTime('at')} AS k_at
+     FROM (${BRANCHES.join('\n UNION ALL ')}) AS items
+     WHERE ${after}
+     ORDER BY at DESC, rank DESC, id DESC
+     LIMIT $${params.length}`,
+    params,
+  );
+
+  const refs = r.rows.slice(0, limit);
+  const messageIds = refs.filter((x) => x.type === 'message').map((x) => x.id);
+  const sessionIds = [...new Set(refs.filter((x) => x.type !== 'message').map((x) => x.id))];
+  const messages = await messagesByIds(q, query.projectId, messageIds);
+  const sessions = await sessionsByIds(q, query.projectId, sessionIds);
+
+  return toPage(
+    r.rows,
+    limit,
+    (x) => ({ at: x.k_at, id: x.id, rank: x.rank }),
+    (x): TimelineEntry => {
+      if (x.type === 'message') {
+        const message = messages.get(x.id)!;
+        return { type: 'message', at: message.timestamp, message };
+      }
+      const session = sessions.get(x.id)!;
+      return x.type === 'session_started'
+        ? { type: 'session_started', at: session.startedAt, session }
+        : { type: 'session_ended', at: session.endedAt!, session };
+    },
+  );
+}

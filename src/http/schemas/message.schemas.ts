@@ -1,0 +1,91 @@
+// Wire shapes of a message (contract.md §2) and of a contact's timeline item, with presenters.
+import { Type } from '@sinclair/typebox';
+import type { MessageRecord } from '../../db/messages-read.sql.ts';
+import type { TimelineEntry } from '../../db/timeline-read.sql.ts';
+import { JsonObject } from './contact.schemas.ts';
+import { iso, isoOrNull, ListQuery, Nullable, Timestamp, Uuid } from './common.ts';
+import { presentSession, Session } from './session.schemas.ts';
+
+const Media = Type.Object({
+  url: Nullable(Type.String({ description: 'null until the provider media has been fetched' })),
+  mimetype: Nullable(Type.String()),
+  filename: Nullable(Type.String()),
+});
+
+const Location = Type.Object({
+  latitude: Type.Number(),
+  longitude: Type.Number(),
+  name: Nullable(Type.String()),
+  address: Nullable(Type.String()),
+});
+
+export const Message = Type.Object(
+  {
+    id: Uuid,
+    contact_id: Uuid,
+    session_id: Nullable(Uuid),
+    channel_id: Uuid,
+    direction: Type.Union([Type.Literal('inbound'), Type.Literal('outbound')]),
+    from_me: Type.Boolean(),
+    type: Type.String({ description: 'text, image, video, audio, voice, document, sticker, location, contact…' }),
+    text: Nullable(Type.String({ description: 'The body, or the caption of a media message' })),
+    media: Nullable(Media),
+    location: Nullable(Location),
+    contact_card: Nullable({ ...JsonObject, description: 'A shared contact (vCards)' }),
+    external_id: Nullable(Type.String({ description: "The provider's message id" })),
+    status: Type.String({ description: 'received, queued, sent, delivered, read, played, failed' }),
+    sent_at: Nullable(Timestamp),
+    delivered_at: Nullable(Timestamp),
+    read_at: Nullable(Timestamp),
+    timestamp: { ...Timestamp, description: 'When it was sent, by the provider clock' },
+    reply_to_external_id: Nullable(Type.String()),
+    metadata: JsonObject,
+  },
+  { title: 'Message' },
+);
+
+export const MessageListQuery = ListQuery({
+  contact_id: Type.Optional(Uuid),
+  session_id: Type.Optional(Uuid),
+});
+
+export function presentMessage(m: MessageRecord) {
+  return {
+    id: m.id,
+    contact_id: m.contactId,
+    session_id: m.sessionId,
+    channel_id: m.channelId,
+    direction: m.direction,
+    from_me: m.fromMe,
+    type: m.type,
+    text: m.text,
+    media: m.media,
+    location: m.location,
+    contact_card: m.contactCard,
+    external_id: m.externalId,
+    status: m.status,
+    sent_at: isoOrNull(m.sentAt),
+    delivered_at: isoOrNull(m.deliveredAt),
+    read_at: isoOrNull(m.readAt),
+    timestamp: iso(m.timestamp),
+    reply_to_external_id: m.replyToExternalId,
+    metadata: m.metadata,
+  };
+}
+
+// One item of GET /contacts/{id}/timeline: `type` says which key carries the resource, `at` is when
+// it happened (a message's provider timestamp, a session's start or end).
+export const TimelineItem = Type.Union(
+  [
+    Type.Object({ type: Type.Literal('message'), at: Timestamp, message: Message }),
+    Type.Object({ type: Type.Literal('session_started'), at: Timestamp, session: Session }),
+    Type.Object({ type: Type.Literal('session_ended'), at: Timestamp, session: Session }),
+  ],
+  { title: 'TimelineItem' },
+);
+
+export function presentTimelineEntry(e: TimelineEntry) {
+  return e.type === 'message'
+    ? { type: e.type, at: iso(e.at), message: presentMessage(e.message) }
+    : { type: e.type, at: iso(e.at), session: presentSession(e.session) };
+}
