@@ -4,7 +4,6 @@
 import type { Broker } from '../../src/broker/broker.ts';
 import type { Database } from '../../src/db/database.ts';
 import { makePostgresBroker } from '../../src/broker/postgres-broker.ts';
-import { connectRabbitBroker } from '../../src/broker/rabbitmq.ts';
 import { onCleanup, onServices, uniqueName } from './env.ts';
 
 export type BrokerKind = 'postgres' | 'rabbitmq';
@@ -13,6 +12,9 @@ export type TestBrokerOptions = {
   retryDelaysMs?: readonly number[];
   /** Reuse a namespace (another process joining the same RabbitMQ queues). */
   namespace?: string;
+  /** Postgres broker only: claim lease and poll interval (short leases make redelivery quick). */
+  leaseMs?: number;
+  pollMs?: number;
 };
 
 /** The broker variants the conformance suite runs on for this target. */
@@ -25,6 +27,10 @@ export function defaultBrokerKind(): BrokerKind {
   return onServices ? 'rabbitmq' : 'postgres';
 }
 
+// Brokers sharing a namespace: it is deleted when the last of them is cleaned up (cleanups run
+// last-registered first, so the broker that created it goes last).
+const namespaceUsers = new Map<string, number>();
+
 export async function makeTestBroker(
   kind: BrokerKind,
   db: Database,
@@ -34,13 +40,18 @@ export async function makeTestBroker(
   const namespace = opts.namespace ?? `${uniqueName('vt')}.`;
   let broker: Broker;
   if (kind === 'postgres') {
-    broker = makePostgresBroker({ db, retryDelaysMs, pollMs: 100 });
+    broker = makePostgresBroker({ db, retryDelaysMs, pollMs: opts.pollMs ?? 100, ...(opts.leaseMs ? { leaseMs: opts.leaseMs } : {}) });
   } else {
+    // Loaded lazily so the embedded target does not depend on the RabbitMQ adapter.
+    const { connectRabbitBroker } = await import('../../src/broker/rabbitmq.ts');
     broker = await connectRabbitBroker({ url: process.env.AMQP_URL!, db, retryDelaysMs, namespace });
   }
+  namespaceUsers.set(namespace, (namespaceUsers.get(namespace) ?? 0) + 1);
   onCleanup(async () => {
     await broker.close();
-    if (kind === 'rabbitmq') await deleteRabbitNamespace(namespace);
+    const left = (namespaceUsers.get(namespace) ?? 1) - 1;
+    namespaceUsers.set(namespace, left);
+    if (kind === 'rabbitmq' && left === 0) await deleteRabbitNamespace(namespace);
   });
   return Object.assign(broker, { namespace });
 }

@@ -1,0 +1,176 @@
+// The dead-letter store shared by both brokers: messages that exhausted their retries or crashed
+// their consumer too often. Rows are shown (per project) and replayed through the admin API.
+import type { Database, Queryable } from '../db/database.ts';
+import { isUuid, uuidv7 } from '../domain/ids.ts';
+import { invalid } from '../errors.ts';
+import { PROJECT_HEADER, type Broker, type Headers } from './broker.ts';
+
+/**
+ * Carries a message's original routing key through `send` (a replay goes straight to its queue,
+ * where the key would otherwise be the queue name). Both adapters read it and strip it; the
+ * RabbitMQ adapter uses the same header for its retry hops.
+ */
+export const ROUTING_KEY_HEADER = 'x-original-routing-key';
+
+export type DeadLetter = {
+  id: string;
+  queue: string;
+  messageId: string;
+  routingKey: string;
+  headers: Headers;
+  body: Buffer;
+  error: string;
+  attempts: number;
+  projectId: string | null;
+  createdAt: Date;
+  replayedAt: Date | null;
+  replayCount: number;
+};
+
+export type NewDeadLetter = {
+  queue: string;
+  messageId: string;
+  routingKey: string;
+  headers: Headers;
+  body: Buffer;
+  error: string;
+  attempts: number;
+};
+
+type DeadLetterRow = {
+  id: string;
+  queue: string;
+  message_id: string;
+  routing_key: string;
+  headers: Headers | null;
+  body: Uint8Array;
+  error: string;
+  attempts: number;
+  project_id: string | null;
+  created_at: Date;
+  replayed_at: Date | null;
+  replay_count: number;
+  cursor_at: string;
+};
+
+// created_at rendered with its microseconds, so a cursor compares exactly (a JS Date would drop them
+// and page boundaries would skip or repeat rows created in the same millisecond).
+const COLUMNS = `id::text AS id, queue, message_id, routing_key, headers, body, error, attempts,
+  project_id::text AS project_id, created_at, replayed_at, replay_count,
+  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at`;
+
+/** PGlite returns bytea as Uint8Array, pg as Buffer; callers always get a Buffer. */
+export function toBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function toDeadLetter(r: DeadLetterRow): DeadLetter {
+  return {
+    id: r.id,
+    queue: r.queue,
+    messageId: r.message_id,
+    routingKey: r.routing_key,
+    headers: r.headers ?? {},
+    body: toBuffer(r.body),
+    error: r.error,
+    attempts: r.attempts,
+    projectId: r.project_id,
+    createdAt: r.created_at,
+    replayedAt: r.replayed_at,
+    replayCount: r.replay_count,
+  };
+}
+
+/** Records a dead message. The tenant comes from the project header when it holds a uuid. Returns the id. */
+export async function insertDeadLetter(q: Queryable, d: NewDeadLetter): Promise<string> {
+  const id = uuidv7();
+  const project = d.headers[PROJECT_HEADER];
+  await q.query(
+    `INSERT INTO dead_letters (id, queue, message_id, routing_key, headers, body, error, attempts, project_id)
+     VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7, $8, $9::uuid)`,
+    [id, d.queue, d.messageId, d.routingKey, JSON.stringify(d.headers), d.body, d.error, d.attempts, isUuid(project) ? project : null],
+  );
+  return id;
+}
+
+export type DeadLetterFilter = { projectId?: string; queue?: string; limit: number; cursor?: string };
+
+/** Newest first. `nextCursor` is set when there may be more rows after this page. */
+export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promise<{ items: DeadLetter[]; nextCursor?: string }> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  if (f.projectId !== undefined) {
+    if (!isUuid(f.projectId)) return { items: [] };
+    params.push(f.projectId);
+    where.push(`project_id = $${params.length}::uuid`);
+  }
+  if (f.queue !== undefined) {
+    params.push(f.queue);
+    where.push(`queue = $${params.length}`);
+  }
+  if (f.cursor !== undefined) {
+    const [at, id] = decodeCursor(f.cursor);
+    params.push(at, id);
+    where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+  }
+  const limit = Math.max(1, Math.min(Math.floor(f.limit), 500));
+  params.push(limit + 1);
+  const r = await q.query<DeadLetterRow>(
+    `SELECT ${COLUMNS} FROM dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+     ORDER BY created_at DESC, id DESC LIMIT $${params.length}`,
+    params,
+  );
+  const rows = r.rows.slice(0, limit);
+  const last = rows[rows.length - 1];
+  return {
+    items: rows.map(toDeadLetter),
+    ...(r.rows.length > limit && last ? { nextCursor: encodeCursor(last.cursor_at, last.id) } : {}),
+  };
+}
+
+/** One dead letter; with `projectId`, only when it belongs to that project. */
+export async function getDeadLetter(q: Queryable, id: string, scope: { projectId?: string } = {}): Promise<DeadLetter | undefined> {
+  if (!isUuid(id) || (scope.projectId !== undefined && !isUuid(scope.projectId))) return undefined;
+  const r = await q.query<DeadLetterRow>(
+    `SELECT ${COLUMNS} FROM dead_letters WHERE id = $1::uuid AND ($2::uuid IS NULL OR project_id = $2::uuid)`,
+    [id, scope.projectId ?? null],
+  );
+  return r.rows[0] ? toDeadLetter(r.rows[0]) : undefined;
+}
+
+export async function markReplayed(q: Queryable, id: string): Promise<DeadLetter | undefined> {
+  if (!isUuid(id)) return undefined;
+  const r = await q.query<DeadLetterRow>(
+    `UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1 WHERE id = $1::uuid RETURNING ${COLUMNS}`,
+    [id],
+  );
+  return r.rows[0] ? toDeadLetter(r.rows[0]) : undefined;
+}
+
+/**
+ * Sends a dead message back to its queue as a fresh message (same id, headers and body; attempts
+ * start again at 1), then marks the row replayed. Marking after the send means a crash in between
+ * can replay twice, never lose the replay — consumers are idempotent.
+ */
+export async function replayDeadLetter(
+  db: Database,
+  broker: Broker,
+  id: string,
+  scope: { projectId?: string } = {},
+): Promise<DeadLetter | undefined> {
+  const dl = await getDeadLetter(db, id, scope);
+  if (!dl) return undefined;
+  const headers = { ...dl.headers, [ROUTING_KEY_HEADER]: dl.routingKey };
+  await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }]);
+  return markReplayed(db, dl.id);
+}
+
+function encodeCursor(at: string, id: string): string {
+  return Buffer.from(`${at}|${id}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [string, string] {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
+  if (!at || !id || !isUuid(id) || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(at)) throw invalid('cursor is not valid');
+  return [at, id];
+}
