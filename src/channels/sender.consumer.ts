@@ -1,0 +1,115 @@
+// The sender: consumes messages.outbound (wake-ups naming a queued message), takes the message
+// with a lease, sends it through its channel's provider and records the outcome:
+//   accepted            → sent, provider id stored, message.sent
+//   retryable failure   → tried again after the next CONSUMER_RETRY_DELAYS step (the schedule lives
+//                         on the row: the scheduler wakes a sender when it is due)
+//   final failure, or the last retry failed → failed with the provider's reason, message.failed
+// A wake-up for a message that is not due, already done or held by another sender is dropped.
+//
+// At least once towards the provider: WAHA has no idempotency key, so a sender that dies between
+// the provider's answer and the commit of its outcome leaves the message queued, and it is sent
+// again when its lease expires. Recording the outcome is therefore retried in place first.
+import type { Broker, Delivery, Handler } from '../broker/broker.ts';
+import { startConsumer } from '../broker/consumer-runner.ts';
+import { Queues } from '../broker/topology.ts';
+import type { Database } from '../db/database.ts';
+import { claimForSend, type SendJob } from '../db/outbound.sql.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { isUuid } from '../domain/ids.ts';
+import type { ChannelDirectory } from '../inbound/channel-directory.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
+import { makeOutboundMessages, type OutboundMessages } from '../services/outbound-messages.service.ts';
+import type { OutboundContent, OutboundType, SendOutcome } from './sender.ts';
+import { senderFor } from './senders.ts';
+
+export const SENDER_NAME = 'message-sender';
+
+export type SenderOptions = {
+  db: Database;
+  broker: Broker;
+  channels: ChannelDirectory;
+  logger?: Logger;
+  /** Delays between attempts (CONSUMER_RETRY_DELAYS); attempts = delays + 1. */
+  retryDelaysMs: readonly number[];
+  /** How long a sender holds a message while the provider answers (longer than its timeout). */
+  leaseMs?: number;
+  concurrency?: number;
+  /** Called with the delay of each scheduled retry, so the scheduler can wake for it. */
+  onRetryScheduled?: (delayMs: number) => void;
+};
+
+function contentOf(job: SendJob): OutboundContent {
+  const m = job.message;
+  const media = m.media?.url ? { url: m.media.url, mimetype: m.media.mimetype, filename: m.media.filename } : null;
+  return { type: m.type as OutboundType, text: m.text, media, replyToExternalId: m.replyToExternalId };
+}
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Retries `fn` a few times (about 5 s in all): a lost race or a database blip should not resend. */
+async function persist<T>(fn: () => Promise<T>): Promise<T> {
+  const delays = [50, 200, 750, 1500, 2500];
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= delays.length) throw err;
+      await pause(delays[i]);
+    }
+  }
+}
+
+export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages = makeOutboundMessages(opts)): Handler {
+  const log = (opts.logger ?? silentLogger).child({ component: SENDER_NAME });
+  const leaseMs = opts.leaseMs ?? 60_000;
+
+  return async (d: Delivery) => {
+    let wake: { message_id?: unknown; project_id?: unknown };
+    try {
+      wake = JSON.parse(d.body.toString('utf8'));
+    } catch {
+      log.warn({ message_id: d.messageId }, 'malformed sender wake-up dropped');
+      return;
+    }
+    if (!isUuid(wake.message_id) || !isUuid(wake.project_id)) return;
+    const projectId = wake.project_id;
+    const messageId = wake.message_id;
+    const job = await withTransaction(opts.db, (tx) => claimForSend(tx, projectId, messageId, leaseMs), { projectId });
+    if (!job) return;
+
+    const channel = await opts.channels.get(job.message.channelId);
+    const sender = channel ? senderFor(channel.type) : undefined;
+    let outcome: SendOutcome;
+    if (!channel) outcome = { ok: false, retry: false, error: 'the channel no longer exists', code: 'channel_deleted' };
+    else if (!sender) outcome = { ok: false, retry: false, error: `sending through a ${channel.type} channel is not supported`, code: 'unsupported' };
+    else outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job));
+
+    const ctx = { message_id: job.message.id, attempt: job.attempt };
+    if (outcome.ok) {
+      if (!outcome.externalId) log.warn(ctx, 'the provider accepted the message without returning its id; its echo cannot be recognised');
+      await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes));
+      return;
+    }
+    const delay = outcome.retry ? opts.retryDelaysMs[job.attempt - 1] : undefined;
+    if (delay !== undefined) {
+      const wait = Math.max(delay, outcome.retryAfterMs ?? 0);
+      log.info({ ...ctx, error: outcome.error, retry_in_ms: wait }, 'send failed; will retry');
+      await persist(() => outbound.recordRetry(job, wait, { message: outcome.error, code: outcome.code }));
+      opts.onRetryScheduled?.(wait);
+      return;
+    }
+    log.warn({ ...ctx, error: outcome.error, code: outcome.code }, 'send failed for good');
+    await persist(() => outbound.recordFailed(job, { message: outcome.error, code: outcome.code }));
+  };
+}
+
+export async function startSender(opts: SenderOptions): Promise<{ name: string; stop(): Promise<void> }> {
+  const logger = opts.logger ?? silentLogger;
+  const consumer = await startConsumer(
+    opts.broker,
+    // The broker's own retries are for our bugs only: provider failures are scheduled on the row.
+    { name: SENDER_NAME, queue: Queues.messagesOutbound, concurrency: opts.concurrency ?? 16, handle: makeSendHandler(opts) },
+    logger,
+  );
+  return { name: SENDER_NAME, stop: () => consumer.stop() };
+}

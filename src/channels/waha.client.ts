@@ -1,0 +1,121 @@
+// Calls we make to a WAHA server (providers.md §1 "Sending"): send a message, read a session's
+// state. Every call carries the channel's API key in X-Api-Key, has a deadline, and does not follow
+// redirects (a WAHA URL that redirects is misconfigured, and credentials must not follow it).
+import { classifyFailure, filenameOf, mimetypeOf, type OutboundContent, type ProviderSender, type Recipient, type SendingChannel, type SendOutcome } from './sender.ts';
+
+export type WahaConnection = { baseUrl: string; session: string; apiKey: string; timeoutMs?: number };
+
+export const DEFAULT_WAHA_TIMEOUT_MS = 15_000;
+
+export type WahaAnswer = { status: number; json: unknown; text: string; retryAfter: string | null };
+
+/** The connection settings of a WAHA channel (config + opened secrets). */
+export function wahaConnectionOf(channel: Pick<SendingChannel, 'config' | 'secrets'>, timeoutMs?: number): WahaConnection {
+  return {
+    baseUrl: String(channel.config.base_url ?? '').replace(/\/+$/, ''),
+    session: String(channel.config.session ?? 'default'),
+    apiKey: channel.secrets.api_key ?? '',
+    ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+  };
+}
+
+/** One request to WAHA. Throws only when no answer came (refused, reset, timed out). */
+export async function wahaRequest(conn: WahaConnection, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<WahaAnswer> {
+  const res = await fetch(`${conn.baseUrl}${path}`, {
+    method,
+    headers: { accept: 'application/json', 'x-api-key': conn.apiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    redirect: 'manual',
+    signal: AbortSignal.timeout(conn.timeoutMs ?? DEFAULT_WAHA_TIMEOUT_MS),
+  });
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, json, text, retryAfter: res.headers.get('retry-after') };
+}
+
+/** The WhatsApp chat id of a recipient: `<digits>@c.us` for a phone, the LID itself otherwise. */
+export function wahaChatId(to: Recipient): string | undefined {
+  if (to.phone) return `${to.phone.replace(/^\+/, '')}@c.us`;
+  return to.waLid ?? undefined;
+}
+
+/** The WAHA endpoint and body for one message. */
+export function wahaSendRequest(session: string, chatId: string, c: OutboundContent): { path: string; body: Record<string, unknown> } {
+  const reply = c.replyToExternalId ? { reply_to: c.replyToExternalId } : {};
+  if (c.type === 'text' || !c.media) return { path: '/api/sendText', body: { session, chatId, text: c.text ?? '', ...reply } };
+  const file = { mimetype: mimetypeOf(c.type, c.media), filename: filenameOf(c.media), url: c.media.url };
+  const caption = c.text ? { caption: c.text } : {};
+  switch (c.type) {
+    case 'image':
+      return { path: '/api/sendImage', body: { session, chatId, file, ...caption, ...reply } };
+    case 'video':
+      return { path: '/api/sendVideo', body: { session, chatId, file, ...caption, ...reply } };
+    case 'audio':
+      // A voice note: WhatsApp shows no caption on audio.
+      return { path: '/api/sendVoice', body: { session, chatId, file, ...reply } };
+    case 'document':
+      return { path: '/api/sendFile', body: { session, chatId, file, ...caption, ...reply } };
+  }
+}
+
+/**
+ * The new message's id in WAHA's answer, which differs by engine: `id` as a string (GOWS), `id`
+ * as an object with `_serialized` (WEBJS), or `key.id` (NOWEB). The serialized form is preferred:
+ * it is what the message.any echo carries, and both forms reduce to the same bare key anyway.
+ */
+export function wahaMessageIdOf(json: unknown): string | undefined {
+  if (!json || typeof json !== 'object') return undefined;
+  const o = json as Record<string, any>;
+  if (typeof o.id === 'string' && o.id) return o.id;
+  if (o.id && typeof o.id === 'object') {
+    if (typeof o.id._serialized === 'string' && o.id._serialized) return o.id._serialized;
+    if (typeof o.id.id === 'string' && o.id.id) return o.id.id;
+  }
+  if (o.key && typeof o.key === 'object' && typeof o.key.id === 'string' && o.key.id) return o.key.id;
+  // Some versions wrap the sent message: {message: {...}} or {_data: {...}}.
+  return wahaMessageIdOf(o.message) ?? (o._data && o._data !== o ? wahaMessageIdOf(o._data) : undefined);
+}
+
+/** WAHA's words for why it refused: its JSON `message`/`error`, else the start of the body. */
+export function wahaErrorText(a: WahaAnswer): string {
+  const j = a.json as Record<string, unknown> | undefined;
+  const m = j && (j.message ?? j.error ?? j.exception);
+  const text = typeof m === 'string' ? m : m !== undefined ? JSON.stringify(m) : a.text;
+  return `WAHA answered ${a.status}${text ? `: ${text.slice(0, 500)}` : ''}`;
+}
+
+export const wahaSender: ProviderSender = {
+  async send(channel, to, content): Promise<SendOutcome> {
+    const conn = wahaConnectionOf(channel);
+    const chatId = wahaChatId(to);
+    if (!chatId) return { ok: false, retry: false, error: 'the contact has no WhatsApp address (no phone, no LID)', code: 'no_address' };
+    if (!conn.baseUrl) return { ok: false, retry: false, error: 'the channel has no base_url', code: 'misconfigured' };
+    const { path, body } = wahaSendRequest(conn.session, chatId, content);
+    let answer: WahaAnswer;
+    try {
+      answer = await wahaRequest(conn, 'POST', path, body);
+    } catch (err) {
+      return classifyFailure(null, `WAHA could not be reached: ${(err as Error).message}`);
+    }
+    if (answer.status >= 200 && answer.status < 300) return { ok: true, externalId: wahaMessageIdOf(answer.json) ?? null };
+    return classifyFailure(answer.status, wahaErrorText(answer), answer.retryAfter);
+  },
+};
+
+/** `GET /api/sessions/{session}` → WAHA's status word (WORKING, SCAN_QR_CODE, FAILED…). */
+export async function wahaSessionStatus(conn: WahaConnection): Promise<{ ok: true; status: string } | { ok: false; error: string }> {
+  let a: WahaAnswer;
+  try {
+    a = await wahaRequest(conn, 'GET', `/api/sessions/${encodeURIComponent(conn.session)}`);
+  } catch (err) {
+    return { ok: false, error: `WAHA at ${conn.baseUrl} could not be reached: ${(err as Error).message}` };
+  }
+  const status = (a.json as Record<string, unknown> | undefined)?.status;
+  if (a.status === 200 && typeof status === 'string') return { ok: true, status };
+  return { ok: false, error: a.status === 200 ? 'WAHA answered without a session status' : wahaErrorText(a) };
+}

@@ -1,0 +1,38 @@
+// contact.created → the new contact enters the first status of its project's default pipeline,
+// when the project's setting `pipeline_auto_enter` is true. Choreography rather than a call from
+// the inbound transaction: that transaction stays small and knows nothing of pipelines, and this
+// reaction commits on its own, once per event (handleOnce), with its contact.status_changed.
+import type { Broker, Handler } from '../broker/broker.ts';
+import { startConsumer } from '../broker/consumer-runner.ts';
+import { Queues } from '../broker/topology.ts';
+import type { Database } from '../db/database.ts';
+import { autoEnterEnabled } from '../db/pipelines-ext.sql.ts';
+import type { Logger } from '../observability/logger.ts';
+import { handleOnce, parseEventMessage } from '../outbox/idempotent.ts';
+import { enterDefaultPipelineTx } from '../services/pipelines.service.ts';
+
+export const PIPELINE_ENTRY = 'pipeline-entry';
+
+export function pipelineEntryHandler(db: Database): Handler {
+  return async (d) => {
+    const e = parseEventMessage(d);
+    if (e.type !== 'contact.created' || !e.project_id) return;
+    const { project_id: projectId, data } = e;
+    await handleOnce(
+      db,
+      PIPELINE_ENTRY,
+      e.id,
+      async (tx) => {
+        if (!(await autoEnterEnabled(tx, projectId))) return;
+        // A contact deleted meanwhile, or one a person already placed in that pipeline, stays as it is.
+        await enterDefaultPipelineTx(tx, projectId, data.contact_id);
+      },
+      { projectId },
+    );
+  };
+}
+
+export async function startPipelineEntryConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<{ name: string; stop(): Promise<void> }> {
+  const consumer = await startConsumer(deps.broker, { name: PIPELINE_ENTRY, queue: Queues.pipelineEntry, concurrency: 4, handle: pipelineEntryHandler(deps.db) }, deps.logger);
+  return { name: PIPELINE_ENTRY, stop: () => consumer.stop() };
+}

@@ -1,0 +1,202 @@
+// Outbound messages (replies sent through the API): the queued row, its send schedule and lease,
+// and the outcome of a send. The row in `messages` is the truth; the messages.outbound queue only
+// wakes a sender. Columns of the schedule: migration 009.
+import type { Queryable, Row } from './database.ts';
+import { MESSAGE_COLUMNS, toMessage, type MessageRecord } from './messages-read.sql.ts';
+
+export type NewOutboundMessage = {
+  id: string;
+  projectId: string;
+  channelId: string;
+  contactId: string;
+  type: string;
+  text: string | null;
+  media: { url: string; mimetype: string | null; filename: string | null } | null;
+  replyToExternalId: string | null;
+  metadata: Record<string, unknown>;
+};
+
+/**
+ * Stores a reply as queued, due now, in the conversation's active session when there is one (the
+ * send re-attaches it to whichever session is active when it goes out).
+ */
+export async function insertOutboundMessage(tx: Queryable, m: NewOutboundMessage): Promise<MessageRecord> {
+  const r = await tx.query(
+    `INSERT INTO messages (id, project_id, channel_id, contact_id, session_id, direction, from_me, type, text, media, status,
+       "timestamp", reply_to_external_id, metadata, next_send_at)
+     VALUES ($1, $2, $3, $4,
+       (SELECT id FROM sessions WHERE contact_id = $4 AND channel_id = $3 AND status = 'active'),
+       'outbound', true, $5, $6, $7::jsonb, 'queued', now(), $8, $9::jsonb, now())
+     RETURNING ${MESSAGE_COLUMNS}`,
+    [m.id, m.projectId, m.channelId, m.contactId, m.type, m.text, m.media ? JSON.stringify(m.media) : null, m.replyToExternalId, JSON.stringify(m.metadata)],
+  );
+  return toMessage(r.rows[0]);
+}
+
+/** The provider id of a message of this channel (what a reply quotes), when it has one. */
+export async function externalIdOf(q: Queryable, projectId: string, channelId: string, messageId: string): Promise<string | null | undefined> {
+  const r = await q.query('SELECT external_id FROM messages WHERE project_id = $1 AND channel_id = $2 AND id = $3', [projectId, channelId, messageId]);
+  return r.rows[0] ? (r.rows[0].external_id as string | null) : undefined;
+}
+
+/** A queued message as the sender needs it, with where it goes. */
+export type SendJob = {
+  message: MessageRecord;
+  attempt: number;
+  phone: string | null;
+  waLid: string | null;
+};
+
+/**
+ * Takes a queued, due message for sending: counts the attempt and holds a lease on it until
+ * `leaseMs` from now, so another sender (a duplicate wake-up, another process) leaves it alone.
+ * Undefined when it is not due, already sent or failed, or held by another sender.
+ */
+export async function claimForSend(q: Queryable, projectId: string, id: string, leaseMs: number): Promise<SendJob | undefined> {
+  const r = await q.query(
+    `WITH c AS (
+       UPDATE messages SET send_attempts = send_attempts + 1, send_lease_until = now() + make_interval(secs => $3::float8 / 1000),
+         enqueued_at = now(), updated_at = now()
+       WHERE project_id = $1 AND id = $2 AND status = 'queued' AND next_send_at <= now()
+         AND (send_lease_until IS NULL OR send_lease_until < now())
+       RETURNING ${MESSAGE_COLUMNS}, send_attempts
+     )
+     SELECT c.*, k.phone AS k_phone, k.wa_lid AS k_wa_lid FROM c JOIN contacts k ON k.id = c.contact_id`,
+    [projectId, id, leaseMs],
+  );
+  const row = r.rows[0];
+  return row ? { message: toMessage(row), attempt: row.send_attempts, phone: row.k_phone, waLid: row.k_wa_lid } : undefined;
+}
+
+/** Locks our queued message for recording a send; undefined when it is no longer queued. */
+export async function lockQueued(tx: Queryable, id: string): Promise<MessageRecord | undefined> {
+  const r = await tx.query(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND status = 'queued' FOR UPDATE`, [id]);
+  return r.rows[0] ? toMessage(r.rows[0]) : undefined;
+}
+
+export type EchoRow = {
+  id: string;
+  sessionId: string | null;
+  status: string;
+  sentAt: Date | null;
+  deliveredAt: Date | null;
+  readAt: Date | null;
+  playedAt: Date | null;
+  reactions: Record<string, unknown>;
+};
+
+/**
+ * Another row of this channel with the same bare provider key: the provider's echo of our message,
+ * stored by the inbound processor because it arrived before we knew the id. Locked for the merge.
+ */
+export async function lockEcho(tx: Queryable, channelId: string, key: string, ours: string): Promise<EchoRow | undefined> {
+  const r = await tx.query(
+    `SELECT id, session_id, status, sent_at, delivered_at, read_at, played_at, reactions FROM messages
+     WHERE channel_id = $1 AND external_key = $2 AND id <> $3 FOR UPDATE`,
+    [channelId, key, ours],
+  );
+  const x: Row | undefined = r.rows[0];
+  return x
+    ? {
+        id: x.id,
+        sessionId: x.session_id,
+        status: x.status,
+        sentAt: x.sent_at ? new Date(x.sent_at) : null,
+        deliveredAt: x.delivered_at ? new Date(x.delivered_at) : null,
+        readAt: x.read_at ? new Date(x.read_at) : null,
+        playedAt: x.played_at ? new Date(x.played_at) : null,
+        reactions: x.reactions ?? {},
+      }
+    : undefined;
+}
+
+export async function deleteMessage(tx: Queryable, id: string): Promise<void> {
+  await tx.query('DELETE FROM messages WHERE id = $1', [id]);
+}
+
+/**
+ * Our message went out: its provider id, its session, status `status` (sent, or further when the
+ * echo already brought acks) with the step times, and the send time as its timestamp.
+ */
+export async function markSent(
+  tx: Queryable,
+  m: { id: string; externalId: string | null; sessionId: string | null; status: string; at: Date; steps: Partial<Record<'sentAt' | 'deliveredAt' | 'readAt' | 'playedAt', Date | null>>; reactions?: Record<string, unknown> },
+): Promise<MessageRecord> {
+  const r = await tx.query(
+    `UPDATE messages SET external_id = $2::text, session_id = coalesce($3::uuid, session_id), status = $4::text, "timestamp" = $5::timestamptz,
+       sent_at = coalesce($6::timestamptz, $5::timestamptz), delivered_at = $7::timestamptz, read_at = $8::timestamptz, played_at = $9::timestamptz,
+       reactions = reactions || coalesce($10::jsonb, '{}'::jsonb),
+       send_lease_until = NULL, next_send_at = NULL, error = NULL, updated_at = now()
+     WHERE id = $1
+     RETURNING ${MESSAGE_COLUMNS}`,
+    [
+      m.id, m.externalId, m.sessionId, m.status, m.at, m.steps.sentAt ?? null, m.steps.deliveredAt ?? null, m.steps.readAt ?? null,
+      m.steps.playedAt ?? null, m.reactions ? JSON.stringify(m.reactions) : null,
+    ],
+  );
+  return toMessage(r.rows[0]);
+}
+
+/** A reply going out counts as an interaction with the contact, as the inbound path counts its echo. */
+export async function touchContactForReply(tx: Queryable, contactId: string, at: Date): Promise<void> {
+  await tx.query(
+    `UPDATE contacts SET total_messages = total_messages + 1, last_interaction_at = greatest(last_interaction_at, $2::timestamptz),
+       first_interaction_at = least(first_interaction_at, $2::timestamptz) WHERE id = $1`,
+    [contactId, at],
+  );
+}
+
+/** A failed attempt that will be tried again after `delayMs`; the lease is released. */
+export async function scheduleRetry(q: Queryable, id: string, delayMs: number, error: Record<string, unknown>): Promise<void> {
+  await q.query(
+    `UPDATE messages SET next_send_at = now() + make_interval(secs => $2::float8 / 1000), send_lease_until = NULL,
+       error = $3::jsonb, updated_at = now()
+     WHERE id = $1 AND status = 'queued'`,
+    [id, delayMs, JSON.stringify(error)],
+  );
+}
+
+/** The message will never go: failed, with the provider's reason. Undefined if it was not queued. */
+export async function markFailed(tx: Queryable, id: string, error: Record<string, unknown>): Promise<MessageRecord | undefined> {
+  const r = await tx.query(
+    `UPDATE messages SET status = 'failed', failed_at = now(), error = $2::jsonb, send_lease_until = NULL, next_send_at = NULL, updated_at = now()
+     WHERE id = $1 AND status = 'queued'
+     RETURNING ${MESSAGE_COLUMNS}`,
+    [id, JSON.stringify(error)],
+  );
+  return r.rows[0] ? toMessage(r.rows[0]) : undefined;
+}
+
+/**
+ * Queued messages that need a wake-up on the queue, marked as handed over now: never handed over
+ * (the API's enqueue after commit failed) once `graceMs` passed; due for a retry; or handed over
+ * more than `staleMs` ago and still waiting (the queue message was lost). Any number of
+ * schedulers may run: SKIP LOCKED splits the rows, and a duplicate wake-up only finds nothing to claim.
+ */
+export async function takeDueForQueue(
+  tx: Queryable,
+  o: { limit: number; graceMs: number; staleMs: number },
+): Promise<Array<{ id: string; projectId: string }>> {
+  const r = await tx.query(
+    `WITH due AS (
+       SELECT id FROM messages
+       WHERE status = 'queued' AND next_send_at <= now()
+         AND (send_lease_until IS NULL OR send_lease_until < now())
+         AND ((enqueued_at IS NULL AND created_at < now() - make_interval(secs => $2::float8 / 1000))
+              OR enqueued_at < next_send_at
+              OR enqueued_at < now() - make_interval(secs => $3::float8 / 1000))
+       ORDER BY next_send_at LIMIT $1
+       FOR UPDATE SKIP LOCKED
+     )
+     UPDATE messages m SET enqueued_at = now() FROM due WHERE m.id = due.id
+     RETURNING m.id, m.project_id`,
+    [o.limit, o.graceMs, o.staleMs],
+  );
+  return r.rows.map((x) => ({ id: x.id, projectId: x.project_id }));
+}
+
+/** The earliest retry time still ahead, so a scheduler can wake for it rather than poll. */
+export async function nextRetryAt(q: Queryable): Promise<Date | undefined> {
+  const r = await q.query(`SELECT min(next_send_at) AS at FROM messages WHERE status = 'queued' AND next_send_at > now()`);
+  return r.rows[0]?.at ? new Date(r.rows[0].at) : undefined;
+}

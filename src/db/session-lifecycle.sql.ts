@@ -1,0 +1,142 @@
+// Ending sessions: by the inactivity sweeper (due sessions, claimed with SKIP LOCKED) and by hand
+// (POST /sessions/{id}/close). Both end a session with one UPDATE guarded by `status = 'active'`,
+// so whichever commits first ends it and the other finds nothing: one session.ended, never two.
+import type { Queryable, Row } from './database.ts';
+
+export type EndedSession = {
+  id: string;
+  projectId: string;
+  contactId: string;
+  channelId: string;
+  startedAt: Date;
+  endedAt: Date;
+  endReason: string;
+  closedBy: string | null;
+  messageCount: number;
+  messagesFromContact: number;
+  messagesFromAgent: number;
+  firstResponseSeconds: number | null;
+  customerWaitSeconds: number | null;
+  durationSeconds: number;
+};
+
+// Time the contact waited for answers: each run of contact messages waits from its first message
+// to the next reply that really went out (queued or failed replies are not answers). An unanswered
+// last run is not counted: how long it "waited" would only measure the timeout.
+const CUSTOMER_WAIT = `(
+  SELECT coalesce(floor(sum(extract(epoch FROM w.reply_at - w.ts))), 0)::int FROM (
+    SELECT m.from_me, m."timestamp" AS ts,
+      lag(m.from_me) OVER o AS prev_from_me,
+      min(CASE WHEN m.from_me THEN m."timestamp" END) OVER (o ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS reply_at
+    FROM messages m
+    WHERE m.session_id = s.id AND (NOT m.from_me OR m.status NOT IN ('queued', 'failed'))
+    WINDOW o AS (ORDER BY m."timestamp", m.id)
+  ) w
+  WHERE NOT w.from_me AND (w.prev_from_me IS NULL OR w.prev_from_me) AND w.reply_at IS NOT NULL)`;
+
+const ENDED_COLUMNS = `s.id, s.project_id, s.contact_id, s.channel_id, s.started_at, s.ended_at, s.end_reason, s.closed_by,
+  s.message_count, s.messages_from_contact, s.messages_from_agent, s.first_response_seconds, s.customer_wait_seconds,
+  greatest(0, floor(extract(epoch FROM s.ended_at - s.started_at)))::int AS duration_seconds`;
+
+function toEnded(r: Row): EndedSession {
+  return {
+    id: r.id,
+    projectId: r.project_id,
+    contactId: r.contact_id,
+    channelId: r.channel_id,
+    startedAt: new Date(r.started_at),
+    endedAt: new Date(r.ended_at),
+    endReason: r.end_reason,
+    closedBy: r.closed_by,
+    messageCount: r.message_count,
+    messagesFromContact: r.messages_from_contact,
+    messagesFromAgent: r.messages_from_agent,
+    firstResponseSeconds: r.first_response_seconds,
+    customerWaitSeconds: r.customer_wait_seconds,
+    durationSeconds: r.duration_seconds,
+  };
+}
+
+/**
+ * Ends up to `limit` active sessions whose due time has passed at `now`, oldest due first. Rows
+ * another sweeper (or an inbound message pushing the due time) holds are skipped, not waited for;
+ * a row updated since this statement's snapshot is re-checked against `due_at` before it is ended.
+ * The session ends at its due time, not at the sweep: one due while every process was down ends
+ * when it should have. Must run inside the transaction that appends the session.ended events.
+ */
+export async function endDueSessions(tx: Queryable, now: Date | null, limit: number): Promise<EndedSession[]> {
+  const r = await tx.query(
+    `WITH due AS (
+       SELECT id FROM sessions
+       WHERE status = 'active' AND due_at <= coalesce($1::timestamptz, now())
+       ORDER BY due_at
+       LIMIT $2
+       FOR UPDATE SKIP LOCKED
+     )
+     UPDATE sessions s SET status = 'ended', ended_at = s.due_at, end_reason = 'inactivity_timeout', due_at = NULL,
+       customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
+     FROM due WHERE s.id = due.id
+     RETURNING ${ENDED_COLUMNS}`,
+    [now, limit],
+  );
+  return r.rows.map(toEnded);
+}
+
+export type CloseOutcome = { ended: EndedSession } | { already: 'ended' } | { missing: true };
+
+/** Ends one active session of the project now, for `reason`. */
+export async function endSessionNow(
+  tx: Queryable,
+  s: { projectId: string; id: string; reason: string; closedBy: string | null; now: Date | null },
+): Promise<CloseOutcome> {
+  const r = await tx.query(
+    `UPDATE sessions s SET status = 'ended', ended_at = greatest(coalesce($5::timestamptz, now()), s.started_at),
+       end_reason = $3, closed_by = $4, due_at = NULL, customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
+     WHERE s.project_id = $1 AND s.id = $2 AND s.status = 'active'
+     RETURNING ${ENDED_COLUMNS}`,
+    [s.projectId, s.id, s.reason, s.closedBy, s.now],
+  );
+  if (r.rows[0]) return { ended: toEnded(r.rows[0]) };
+  const seen = await tx.query('SELECT status FROM sessions WHERE project_id = $1 AND id = $2', [s.projectId, s.id]);
+  return seen.rows[0] ? { already: 'ended' } : { missing: true };
+}
+
+/**
+ * For the inbound transaction, before it counts a message on the conversation's active session:
+ * ends that session first when the message comes after its due time (the sweeper had not got to
+ * it yet — a backlog after a restart), so the message opens a new session instead of reviving one
+ * that should be over. Returns the ended session (its session.ended is the caller's to append).
+ */
+export async function endOverdueSession(tx: Queryable, c: { contactId: string; channelId: string; at: Date }): Promise<EndedSession | undefined> {
+  const r = await tx.query(
+    `UPDATE sessions s SET status = 'ended', ended_at = s.due_at, end_reason = 'inactivity_timeout', due_at = NULL,
+       customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
+     WHERE s.contact_id = $1 AND s.channel_id = $2 AND s.status = 'active' AND s.due_at <= $3::timestamptz
+     RETURNING ${ENDED_COLUMNS}`,
+    [c.contactId, c.channelId, c.at],
+  );
+  return r.rows[0] ? toEnded(r.rows[0]) : undefined;
+}
+
+/** Active sessions across all projects (the sessions_active gauge); uses the partial index. */
+export async function countActiveSessions(q: Queryable): Promise<number> {
+  const r = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM sessions WHERE status = 'active'`);
+  return Number(r.rows[0].n);
+}
+
+/**
+ * The contact's conversation totals after one of its sessions ended (the session.ended consumer;
+ * it runs once per event, so the additions are not repeated on redelivery).
+ */
+export async function addEndedSessionToContact(
+  tx: Queryable,
+  e: { projectId: string; contactId: string; durationSeconds: number; endedAt: Date },
+): Promise<boolean> {
+  const r = await tx.query(
+    `UPDATE contacts SET ended_sessions = ended_sessions + 1, total_session_seconds = total_session_seconds + $3,
+       last_session_ended_at = greatest(last_session_ended_at, $4::timestamptz)
+     WHERE project_id = $1 AND id = $2`,
+    [e.projectId, e.contactId, Math.max(0, Math.trunc(e.durationSeconds)), e.endedAt],
+  );
+  return r.rowCount > 0;
+}

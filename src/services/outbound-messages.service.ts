@@ -1,0 +1,256 @@
+// Replies: POST /messages stores the message as queued (202) and wakes a sender; the sender
+// consumer reports each attempt's outcome here, and each outcome commits with its events.
+//
+// Counting: a reply counts on its session when the provider accepts it (not when it is queued),
+// exactly as the inbound processor counts a message typed on the phone — that is what pushes the
+// session's due time and sets the first response time. The provider's echo of the reply is then a
+// duplicate to the processor (same provider id) and counts nothing.
+import type { Broker } from '../broker/broker.ts';
+import { PROJECT_HEADER } from '../broker/broker.ts';
+import { Queues } from '../broker/topology.ts';
+import { senderFor } from '../channels/senders.ts';
+import type { OutboundType } from '../channels/sender.ts';
+import { findChannel } from '../db/channels.sql.ts';
+import { findContactIdByPhone, insertContact } from '../db/contacts-api.sql.ts';
+import { findContact } from '../db/contacts-read.sql.ts';
+import type { Database, Queryable } from '../db/database.ts';
+import type { MessageRecord } from '../db/messages-read.sql.ts';
+import {
+  deleteMessage, externalIdOf, insertOutboundMessage, lockEcho, lockQueued, markFailed, markSent, scheduleRetry, touchContactForReply, type SendJob,
+} from '../db/outbound.sql.ts';
+import { endOverdueSession } from '../db/session-lifecycle.sql.ts';
+import { touchActiveSession } from '../db/sessions.sql.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { newEvent, type EventEnvelope, type MessageData, type MessageStatus, type MessageType } from '../domain/events.ts';
+import { isUuid, uuidv7 } from '../domain/ids.ts';
+import type { Caller } from '../domain/permissions.ts';
+import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
+import { AppError, invalid, notFound } from '../errors.ts';
+import { wahaMessageKey } from '../inbound/waha/waha-jid.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
+import { sessionsActive } from '../observability/metrics.ts';
+import { appendEvents } from '../outbox/outbox.sql.ts';
+import { contactData } from './contacts.service.ts';
+import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
+
+export type QueueMessageInput = {
+  channelId: string;
+  contactId?: string;
+  phone?: string;
+  type: OutboundType;
+  text?: string;
+  mediaUrl?: string;
+  caption?: string;
+  filename?: string;
+  mimetype?: string;
+  /** Our message id (UUID) of the message replied to, or the provider's id of it. */
+  replyTo?: string;
+};
+
+export function messageData(m: MessageRecord): MessageData {
+  return {
+    message_id: m.id,
+    contact_id: m.contactId,
+    session_id: m.sessionId,
+    channel_id: m.channelId,
+    direction: m.direction,
+    from_me: m.fromMe,
+    type: m.type as MessageType,
+    text: m.text,
+    media: m.media,
+    location: m.location,
+    contact_card: m.contactCard,
+    external_id: m.externalId,
+    status: m.status as MessageStatus,
+    timestamp: m.timestamp.toISOString(),
+    reply_to_external_id: m.replyToExternalId,
+  };
+}
+
+function checkInput(i: QueueMessageInput): void {
+  if ((i.contactId === undefined) === (i.phone === undefined)) {
+    throw invalid('give exactly one of contact_id and phone', [{ field: 'contact_id', message: 'or phone, not both, not neither' }]);
+  }
+  if (i.type === 'text') {
+    if (!i.text?.trim()) throw invalid('a text message needs text', [{ field: 'text', message: 'required for type text' }]);
+    if (i.mediaUrl) throw invalid('a text message has no media_url', [{ field: 'media_url', message: 'only for media types' }]);
+    return;
+  }
+  if (!i.mediaUrl) throw invalid(`a ${i.type} message needs media_url`, [{ field: 'media_url', message: `required for type ${i.type}` }]);
+  let u: URL | undefined;
+  try {
+    u = new URL(i.mediaUrl);
+  } catch {
+    u = undefined;
+  }
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+    throw invalid('media_url must be an http(s) URL the provider can fetch', [{ field: 'media_url', message: 'not an http(s) URL' }]);
+  }
+}
+
+const RANK: Record<string, number> = { sent: 1, delivered: 2, read: 3, played: 4 };
+
+export type OutboundMessages = ReturnType<typeof makeOutboundMessages>;
+
+export function makeOutboundMessages(deps: { db: Database; broker: Broker; logger?: Logger }) {
+  const { db, broker } = deps;
+  const log = deps.logger ?? silentLogger;
+
+  /** The contact a reply goes to: by id, or by phone (created, with contact.created, if new). */
+  async function resolveContact(tx: Queryable, projectId: string, i: QueueMessageInput, events: EventEnvelope[]): Promise<string> {
+    if (i.contactId !== undefined) {
+      if (!(await findContact(tx, projectId, i.contactId))) throw notFound('contact');
+      return i.contactId;
+    }
+    const phone = normalizePhone(i.phone!);
+    if (!phone) throw invalid(`phone "${i.phone}" is not a valid phone number; use E.164, like +5511999990000`, [{ field: 'phone', message: 'not E.164' }]);
+    const existing = await findContactIdByPhone(tx, projectId, phone);
+    if (existing) return existing;
+    const created = await insertContact(tx, {
+      id: uuidv7(), projectId, name: null, phone, waId: waIdFromPhone(phone), email: null, tags: [], customFields: {}, source: 'api',
+    });
+    if (!created) return (await findContactIdByPhone(tx, projectId, phone))!;
+    events.push(newEvent('contact.created', { projectId, aggregateId: created.id, data: contactData(created), occurredAt: created.createdAt }));
+    return created.id;
+  }
+
+  /** Wakes senders for these messages. Best effort: the scheduler catches whatever this misses. */
+  async function enqueue(items: ReadonlyArray<{ id: string; projectId: string }>): Promise<void> {
+    if (items.length === 0) return;
+    const msgs = items.map((x) => ({
+      messageId: uuidv7(),
+      body: Buffer.from(JSON.stringify({ message_id: x.id, project_id: x.projectId })),
+      headers: { [PROJECT_HEADER]: x.projectId },
+    }));
+    await broker.send(Queues.messagesOutbound, msgs, { timeoutMs: 2000 });
+  }
+
+  return {
+    enqueue,
+
+    /** POST /messages: validates, stores the reply as queued, wakes a sender. */
+    async queue(caller: Caller, input: QueueMessageInput): Promise<MessageRecord> {
+      const projectId = caller.projectId;
+      const message = await withTransaction(
+        db,
+        async (tx) => {
+          const channel = await findChannel(tx, projectId, input.channelId);
+          if (!channel) throw notFound('channel');
+          // After the channel: another project's channel answers 404 whatever the body says.
+          checkInput(input);
+          if (!senderFor(channel.type)) throw new AppError('unprocessable', `sending through a ${channel.type} channel is not supported yet`);
+          const events: EventEnvelope[] = [];
+          const contactId = await resolveContact(tx, projectId, input, events);
+          let replyTo: string | null = null;
+          if (input.replyTo !== undefined) {
+            replyTo = isUuid(input.replyTo) ? ((await externalIdOf(tx, projectId, channel.id, input.replyTo)) ?? null) : input.replyTo;
+            if (replyTo === null) throw new AppError('unprocessable', 'reply_to names no message of this channel that has a provider id', [{ field: 'reply_to', message: 'unknown message' }]);
+          }
+          const isText = input.type === 'text';
+          const m = await insertOutboundMessage(tx, {
+            id: uuidv7(),
+            projectId,
+            channelId: channel.id,
+            contactId,
+            type: input.type,
+            text: isText ? input.text!.trim() : (input.caption ?? input.text ?? null),
+            media: isText ? null : { url: input.mediaUrl!, mimetype: input.mimetype ?? null, filename: input.filename ?? null },
+            replyToExternalId: replyTo,
+            metadata: { source: 'api', sent_by: actorOf(caller).label },
+          });
+          await appendEvents(tx, events);
+          return m;
+        },
+        { projectId },
+      );
+      await enqueue([{ id: message.id, projectId }]).catch((err) => log.warn({ err, message_id: message.id }, 'could not wake a sender; the scheduler will'));
+      return message;
+    },
+
+    /**
+     * The provider accepted the message. Stores its id, counts it on the active session (opening
+     * one if needed) and emits message.sent — unless the provider's echo got here first, in which
+     * case the echo row (already counted) is folded into ours. Returns false if already recorded.
+     */
+    async recordSent(job: SendJob, externalId: string | null, timeoutMinutes: number): Promise<boolean> {
+      const { message } = job;
+      const projectId = message.projectId;
+      let opened = 0;
+      let closed = 0;
+      const done = await withTransaction(
+        db,
+        async (tx) => {
+          opened = closed = 0;
+          if (!(await lockQueued(tx, message.id))) return false;
+          const at = new Date();
+          const events: EventEnvelope[] = [];
+          const echo = externalId ? await lockEcho(tx, message.channelId, wahaMessageKey(externalId), message.id) : undefined;
+          let sessionId: string | null;
+          let status = 'sent';
+          let steps: Parameters<typeof markSent>[1]['steps'] = { sentAt: at };
+          if (echo) {
+            await deleteMessage(tx, echo.id);
+            sessionId = echo.sessionId;
+            status = (RANK[echo.status] ?? 0) > RANK.sent ? echo.status : 'sent';
+            steps = { sentAt: echo.sentAt ?? at, deliveredAt: echo.deliveredAt, readAt: echo.readAt, playedAt: echo.playedAt };
+          } else {
+            const overdue = await endOverdueSession(tx, { contactId: message.contactId, channelId: message.channelId, at });
+            if (overdue) {
+              closed++;
+              events.push(sessionEndedEvent(overdue));
+            }
+            const s = await touchActiveSession(tx, { newId: uuidv7(), projectId, contactId: message.contactId, channelId: message.channelId, at, fromMe: true, timeoutMinutes });
+            sessionId = s.id;
+            if (s.inserted) {
+              opened++;
+              const data = { session_id: s.id, contact_id: message.contactId, channel_id: message.channelId, started_at: s.startedAt.toISOString(), timeout_minutes: s.timeoutMinutes };
+              events.push(newEvent('session.started', { projectId, aggregateId: s.id, occurredAt: s.startedAt, data }));
+            }
+            await touchContactForReply(tx, message.contactId, at);
+          }
+          const sent = await markSent(tx, { id: message.id, externalId, sessionId, status, at, steps, reactions: echo?.reactions });
+          events.push(newEvent('message.sent', { projectId, aggregateId: sent.id, occurredAt: at, data: messageData(sent) }));
+          await appendEvents(tx, events);
+          return true;
+        },
+        { projectId },
+      );
+      sessionsActive.inc(opened - closed);
+      return done;
+    },
+
+    /** A failed attempt to be tried again after `delayMs`. */
+    async recordRetry(job: SendJob, delayMs: number, error: { message: string; code: string | null }): Promise<void> {
+      const doc = { message: error.message, code: error.code, attempt: job.attempt, retrying: true };
+      await withTransaction(db, (tx) => scheduleRetry(tx, job.message.id, delayMs, doc), { projectId: job.message.projectId });
+    },
+
+    /** The message will never go: failed with the provider's reason, and message.failed. */
+    async recordFailed(job: SendJob, error: { message: string; code: string | null }): Promise<boolean> {
+      const projectId = job.message.projectId;
+      return withTransaction(
+        db,
+        async (tx) => {
+          const failed = await markFailed(tx, job.message.id, { message: error.message, code: error.code, attempts: job.attempt });
+          if (!failed) return false;
+          const at = new Date();
+          const data = {
+            message_id: failed.id,
+            contact_id: failed.contactId,
+            session_id: failed.sessionId,
+            channel_id: failed.channelId,
+            external_id: failed.externalId,
+            status: 'failed' as const,
+            previous_status: 'queued' as const,
+            at: at.toISOString(),
+            error: error.message,
+            error_code: error.code,
+          };
+          await appendEvents(tx, [newEvent('message.failed', { projectId, aggregateId: failed.id, occurredAt: at, data })]);
+          return true;
+        },
+        { projectId },
+      );
+    },
+  };
+}

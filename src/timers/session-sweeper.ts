@@ -1,0 +1,111 @@
+// The inactivity sweeper: ends every active session whose due time (last activity + timeout, kept
+// by the inbound transaction) has passed, and emits its session.ended.
+//
+// The timer is a column, not a process: due times live in `sessions.due_at`, so nothing is lost
+// when every process stops — the first sweeper to start ends what fell due meanwhile (dated at its
+// due time). Each pass claims due rows with FOR UPDATE SKIP LOCKED and ends them in one
+// transaction with their events, so any number of sweepers (one per worker process) share the
+// work and never end a session twice. A pass every second keeps closing accurate to about a second;
+// the query it runs when nothing is due is one probe of the partial index on due_at.
+import type { Database } from '../db/database.ts';
+import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
+import { sessionsActive } from '../observability/metrics.ts';
+import { makeSessionLifecycle } from '../services/session-lifecycle.service.ts';
+
+export type SweeperOptions = {
+  db: Database;
+  logger?: Logger;
+  /** Pause between passes when nothing more is due. */
+  intervalMs?: number;
+  /** Sessions ended per transaction. */
+  batchSize?: number;
+  /** The sweeper's clock (tests move it); by default the database's now(). */
+  now?: () => Date;
+  /** How often the sessions_active gauge is re-read from the database. */
+  gaugeEveryMs?: number;
+};
+
+export type SessionSweeper = {
+  readonly name: string;
+  /** Runs passes right away until nothing is due; resolves with the number of sessions ended. */
+  sweepNow(): Promise<number>;
+  stop(): Promise<void>;
+};
+
+export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
+  const intervalMs = opts.intervalMs ?? 1000;
+  const batchSize = opts.batchSize ?? 200;
+  const gaugeEveryMs = opts.gaugeEveryMs ?? 15_000;
+  const log = (opts.logger ?? silentLogger).child({ component: 'session-sweeper' });
+  const lifecycle = makeSessionLifecycle({ db: opts.db, now: opts.now });
+
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let wake: (() => void) | undefined;
+  // Passes of this sweeper run one at a time (sweepNow from a test and the loop share it).
+  let chain: Promise<unknown> = Promise.resolve();
+  let lastGaugeAt = 0;
+
+  function sweepNow(): Promise<number> {
+    const run = chain.then(async () => {
+      let total = 0;
+      for (;;) {
+        const ended = await lifecycle.endDue(batchSize);
+        total += ended.length;
+        if (ended.length > 0) log.info({ ended: ended.length }, 'sessions ended by inactivity');
+        if (ended.length < batchSize || stopped) return total;
+      }
+    });
+    chain = run.catch(() => {});
+    return run;
+  }
+
+  async function refreshGauge(): Promise<void> {
+    if (Date.now() - lastGaugeAt < gaugeEveryMs) return;
+    lastGaugeAt = Date.now();
+    // Each process counts only what it opened or closed; the database count is the truth for all.
+    sessionsActive.set(await countActiveSessions(opts.db));
+  }
+
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (stopped) return resolve();
+      wake = resolve;
+      timer = setTimeout(resolve, ms);
+    }).finally(() => {
+      clearTimeout(timer);
+      wake = undefined;
+    });
+
+  async function loop(): Promise<void> {
+    let failures = 0;
+    while (!stopped) {
+      try {
+        await sweepNow();
+        await refreshGauge();
+        failures = 0;
+        await pause(intervalMs);
+      } catch (err) {
+        failures++;
+        // The database went away or a statement failed: due rows stay due and the next pass, after
+        // a growing pause, takes them. Logged on the first failure and every tenth after.
+        if (failures === 1 || failures % 10 === 0) log.warn({ err, failures }, 'session sweep failed; retrying');
+        await pause(Math.min(intervalMs * 2 ** Math.min(failures, 5), 30_000));
+      }
+    }
+  }
+
+  const running = loop();
+
+  return {
+    name: 'session-sweeper',
+    sweepNow,
+    async stop() {
+      stopped = true;
+      wake?.();
+      await running;
+      await chain;
+    },
+  };
+}

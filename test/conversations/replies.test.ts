@@ -1,0 +1,243 @@
+// Replying through WAHA: POST /messages → queued (202) → the sender calls a fake WAHA server (a real
+// HTTP server the test scripts) → sent with the provider id, or retried, or failed with WAHA's
+// reason. WAHA's echo of the message comes back through the real ingress and must not duplicate it.
+import { describe, expect, it } from 'vitest';
+import { wahaMessageKey } from '../../src/inbound/waha/waha-jid.ts';
+import { inboundEventsTotal } from '../../src/observability/metrics.ts';
+import { waitFor } from '../support/env.ts';
+import { events, fakeClock, rows, sentId, startFakeWaha, startWorld, wahaAck, wahaMessage, type WahaCall } from './harness.ts';
+
+// The sweeper's clock stays at T0: these conversations happen in real time and must not time out.
+const world = await startWorld({ clock: fakeClock() });
+const { db, tenant } = world;
+const waha = await startFakeWaha();
+const channel = await world.createChannel(waha.url);
+
+let seq = 0;
+const newPhone = () => `55219${String(Date.now() % 1_000_000).padStart(6, '0')}${String(seq++).padStart(2, '0')}`;
+
+async function message(id: string): Promise<any> {
+  return (await rows(db, 'SELECT * FROM messages WHERE id = $1', [id]))[0];
+}
+
+async function send(body: Record<string, unknown>): Promise<string> {
+  const r = await tenant.api('POST', '/messages', { channel_id: channel.id, type: 'text', ...body });
+  expect(r.status, JSON.stringify(r.json)).toBe(202);
+  expect(r.json.status).toBe('queued');
+  return r.json.id;
+}
+
+const settled = (id: string) => waitFor(async () => {
+  const m = await message(id);
+  return m.status !== 'queued' ? m : undefined;
+}, `message ${id} to leave queued`);
+
+const sends = (phone: string) => waha.calls.filter((c: WahaCall) => c.path.startsWith('/api/send') && c.body?.chatId === `${phone}@c.us`);
+
+async function duplicates(): Promise<number> {
+  const m = await inboundEventsTotal.get();
+  return m.values.filter((v) => v.labels.result === 'duplicate').reduce((a, v) => a + v.value, 0);
+}
+
+describe('POST /messages through WAHA', () => {
+  it('sends a text with the channel credentials and stores the provider id', async () => {
+    const phone = newPhone();
+    const id = await send({ phone: `+${phone}`, text: 'Olá! Seu pedido saiu.' });
+    const m = await settled(id);
+    expect(m.status).toBe('sent');
+    const [call] = sends(phone);
+    expect(call.method).toBe('POST');
+    expect(call.path).toBe('/api/sendText');
+    expect(call.headers['x-api-key']).toBe('waha-secret-key');
+    expect(call.headers['content-type']).toMatch(/application\/json/);
+    expect(call.body).toEqual({ session: 'loja', chatId: `${phone}@c.us`, text: 'Olá! Seu pedido saiu.' });
+    expect(m.external_id).toMatch(new RegExp(`^true_${phone}@c\\.us_3EB0`));
+    const sent = await events(db, { aggregateId: id, type: 'message.sent' });
+    expect(sent).toHaveLength(1);
+    expect(sent[0].data).toMatchObject({ message_id: id, direction: 'outbound', status: 'sent', external_id: m.external_id });
+    // phone → a new contact (contact.created), and the reply counts on an (opened) session.
+    expect(await events(db, { aggregateId: m.contact_id, type: 'contact.created' })).toHaveLength(1);
+    const [s] = await rows(db, 'SELECT * FROM sessions WHERE id = $1', [m.session_id]);
+    expect(s).toMatchObject({ messages_from_agent: 1, messages_from_contact: 0, status: 'active' });
+  });
+
+  it("recognises WAHA's echo by id (either form): one message, not two; acks then move it forward", async () => {
+    const phone = newPhone();
+    const id = await send({ phone: `+${phone}`, text: 'Pode confirmar?' });
+    const m = await settled(id);
+    const key = wahaMessageKey(m.external_id);
+    for (const echoId of [key, m.external_id]) {
+      const before = await duplicates();
+      await world.postWebhook(channel, wahaMessage(phone, 'Pode confirmar?', { id: echoId, fromMe: true, ts: Math.floor(Date.now() / 1000) }));
+      await waitFor(async () => (await duplicates()) > before, 'the processor to see the echo as a duplicate');
+    }
+    expect(await rows(db, 'SELECT id FROM messages WHERE channel_id = $1 AND external_key = $2', [channel.id, key])).toEqual([{ id }]);
+    const [s] = await rows(db, 'SELECT * FROM sessions WHERE id = $1', [m.session_id]);
+    expect(s.messages_from_agent).toBe(1);
+
+    await world.postWebhook(channel, wahaAck(phone, m.external_id, 2));
+    await waitFor(async () => (await message(id)).status === 'delivered', 'delivered');
+    await world.postWebhook(channel, wahaAck(phone, key, 3));
+    const read = await waitFor(async () => ((await message(id)).status === 'read' ? message(id) : undefined), 'read');
+    expect(read.delivered_at).not.toBeNull();
+    expect((await events(db, { aggregateId: id })).map((e) => e.type)).toEqual(['message.sent', 'message.delivered', 'message.read']);
+  });
+
+  it('folds an echo that arrived before WAHA answered into the queued message', async () => {
+    const phone = newPhone();
+    const provided = sentId(`${phone}@c.us`);
+    waha.respond(async (call) => {
+      if (!call.path.startsWith('/api/send') || call.body?.chatId !== `${phone}@c.us`) return undefined;
+      // WAHA posts the echo first; it is stored as a message typed on the phone, then WAHA answers.
+      await world.postWebhook(channel, wahaMessage(phone, 'Corrida', { id: wahaMessageKey(provided), fromMe: true, ts: Math.floor(Date.now() / 1000) }));
+      await waitFor(async () => (await rows(db, 'SELECT 1 FROM messages WHERE channel_id = $1 AND external_key = $2', [channel.id, wahaMessageKey(provided)])).length, 'the echo stored');
+      return { status: 201, body: { id: { _serialized: provided } } };
+    });
+    try {
+      const id = await send({ phone: `+${phone}`, text: 'Corrida' });
+      const m = await settled(id);
+      expect(m).toMatchObject({ status: 'sent', external_id: provided });
+      expect(await rows(db, 'SELECT id FROM messages WHERE channel_id = $1 AND external_key = $2', [channel.id, wahaMessageKey(provided)])).toEqual([{ id }]);
+      const [s] = await rows(db, 'SELECT * FROM sessions WHERE id = $1', [m.session_id]);
+      expect(s.messages_from_agent).toBe(1);
+    } finally {
+      waha.respond(() => undefined);
+    }
+  });
+
+  it('retries when WAHA answers 500, then succeeds', async () => {
+    const phone = newPhone();
+    waha.respond((call) => (call.body?.chatId === `${phone}@c.us` && sends(phone).length === 1 ? { status: 500, body: { message: 'engine restarting' } } : undefined));
+    try {
+      const id = await send({ phone: `+${phone}`, text: 'Tentando de novo' });
+      const m = await settled(id);
+      expect(m.status).toBe('sent');
+      expect(m.send_attempts).toBe(2);
+      expect(sends(phone)).toHaveLength(2);
+      expect(await events(db, { aggregateId: id, type: 'message.failed' })).toHaveLength(0);
+    } finally {
+      waha.respond(() => undefined);
+    }
+  });
+
+  it("ends failed with WAHA's reason on a 4xx, without retrying", async () => {
+    const phone = newPhone();
+    waha.respond((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'chatId is not on WhatsApp' } } : undefined));
+    try {
+      const id = await send({ phone: `+${phone}`, text: 'Alguém aí?' });
+      const m = await settled(id);
+      expect(m.status).toBe('failed');
+      expect(m.failed_at).not.toBeNull();
+      expect(m.error.message).toContain('chatId is not on WhatsApp');
+      expect(sends(phone)).toHaveLength(1);
+      const [failed] = await events(db, { aggregateId: id, type: 'message.failed' });
+      expect(failed.data).toMatchObject({ message_id: id, status: 'failed', previous_status: 'queued', error_code: '422' });
+      expect(failed.data.error).toContain('chatId is not on WhatsApp');
+      expect(await events(db, { aggregateId: id, type: 'message.sent' })).toHaveLength(0);
+    } finally {
+      waha.respond(() => undefined);
+    }
+  });
+
+  it('ends failed after the last retry when WAHA keeps failing', async () => {
+    const phone = newPhone();
+    waha.respond((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 503, body: { message: 'busy' } } : undefined));
+    try {
+      const id = await send({ phone: `+${phone}`, text: 'Insistente' });
+      const m = await settled(id);
+      expect(m.status).toBe('failed');
+      expect(sends(phone)).toHaveLength(3); // CONSUMER_RETRY_DELAYS=100ms,200ms → 3 attempts
+      expect((await events(db, { aggregateId: id, type: 'message.failed' }))[0].data.error_code).toBe('503');
+    } finally {
+      waha.respond(() => undefined);
+    }
+  });
+
+  it('sends media by URL with caption and file name, and quotes the message replied to', async () => {
+    const phone = newPhone();
+    await world.postWebhook(channel, wahaMessage(phone, 'Manda a foto?', { id: 'INBOUNDQUOTE01', ts: Math.floor(Date.now() / 1000) }));
+    const [inbound] = await waitFor(async () => {
+      const r = await rows(db, 'SELECT id, contact_id FROM messages WHERE channel_id = $1 AND external_id = $2', [channel.id, 'INBOUNDQUOTE01']);
+      return r.length ? r : undefined;
+    }, 'the inbound message');
+    const base = { contact_id: inbound.contact_id };
+    const ids = [
+      await send({ ...base, type: 'image', media_url: 'https://cdn.example.com/p/photo.jpg', caption: 'Aqui', reply_to: inbound.id }),
+      await send({ ...base, type: 'document', media_url: 'https://cdn.example.com/f/123', filename: 'boleto.pdf', caption: 'Boleto' }),
+      await send({ ...base, type: 'audio', media_url: 'https://cdn.example.com/a/voz.ogg' }),
+      await send({ ...base, type: 'video', media_url: 'https://cdn.example.com/v/demo.mp4', caption: 'Demo' }),
+    ];
+    for (const id of ids) expect((await settled(id)).status).toBe('sent');
+    const byPath = Object.fromEntries(sends(phone).map((c) => [c.path, c.body]));
+    const chatId = `${phone}@c.us`;
+    expect(byPath['/api/sendImage']).toEqual({
+      session: 'loja', chatId, file: { mimetype: 'image/jpeg', filename: 'photo.jpg', url: 'https://cdn.example.com/p/photo.jpg' }, caption: 'Aqui', reply_to: 'INBOUNDQUOTE01',
+    });
+    expect(byPath['/api/sendFile']).toEqual({
+      session: 'loja', chatId, file: { mimetype: 'application/pdf', filename: 'boleto.pdf', url: 'https://cdn.example.com/f/123' }, caption: 'Boleto',
+    });
+    expect(byPath['/api/sendVoice']).toMatchObject({ session: 'loja', chatId, file: { mimetype: 'audio/ogg; codecs=opus', url: 'https://cdn.example.com/a/voz.ogg' } });
+    expect(byPath['/api/sendVideo']).toMatchObject({ session: 'loja', chatId, file: { mimetype: 'video/mp4', url: 'https://cdn.example.com/v/demo.mp4' }, caption: 'Demo' });
+    expect((await message(ids[0])).reply_to_external_id).toBe('INBOUNDQUOTE01');
+  });
+
+  it('counts 3 customer messages and 2 API replies as 3/2, first response from the first customer message', async () => {
+    const phone = newPhone();
+    const now = Math.floor(Date.now() / 1000);
+    for (const [i, ago] of [30, 25, 20].entries()) {
+      await world.postWebhook(channel, wahaMessage(phone, `pergunta ${i}`, { ts: now - ago }));
+    }
+    const [c] = await waitFor(async () => {
+      const r = await rows(db, `SELECT contact_id FROM messages WHERE channel_id = $1 AND text = 'pergunta 2' AND contact_id IN (SELECT id FROM contacts WHERE phone = $2)`, [channel.id, `+${phone}`]);
+      return r.length ? r : undefined;
+    }, 'the customer messages');
+    await waitFor(async () => (await rows(db, 'SELECT count(*)::int AS n FROM messages WHERE contact_id = $1', [c.contact_id]))[0].n === 3, 'three messages');
+    for (const text of ['Oi!', 'Já vejo.']) await settled(await send({ contact_id: c.contact_id, text }));
+    const [s] = await rows(db, `SELECT * FROM sessions WHERE contact_id = $1 AND status = 'active'`, [c.contact_id]);
+    expect(s).toMatchObject({ message_count: 5, messages_from_contact: 3, messages_from_agent: 2 });
+    expect(s.first_response_seconds).toBeGreaterThanOrEqual(30);
+    expect(s.first_response_seconds).toBeLessThan(45);
+  });
+
+  it('validates the request: one recipient, text for text, media for media, the caller’s own channel', async () => {
+    const phone = `+${newPhone()}`;
+    const bad = async (body: Record<string, unknown>, key?: string) => (await tenant.api('POST', '/messages', { channel_id: channel.id, ...body }, key)).status;
+    expect(await bad({ type: 'text', text: 'x' })).toBe(400);
+    expect(await bad({ type: 'text', phone, contact_id: '0193a0a0-0000-7000-8000-000000000000', text: 'x' })).toBe(400);
+    expect(await bad({ type: 'text', phone })).toBe(400);
+    expect(await bad({ type: 'image', phone })).toBe(400);
+    expect(await bad({ type: 'image', phone, media_url: 'file:///etc/passwd' })).toBe(400);
+    const other = await world.register();
+    expect(await bad({ type: 'text', phone, text: 'x' }, other.key)).toBe(404);
+  });
+});
+
+describe('channel operations against WAHA', () => {
+  it('registers our webhook URL, token and events on the WAHA session', async () => {
+    const r = await tenant.api('POST', `/channels/${channel.id}/configure-webhook`);
+    expect(r.status, JSON.stringify(r.json)).toBe(200);
+    const put = waha.calls.filter((c) => c.method === 'PUT').at(-1)!;
+    expect(put.path).toBe('/api/sessions/loja');
+    expect(put.headers['x-api-key']).toBe('waha-secret-key');
+    const [hook] = put.body.config.webhooks;
+    expect(hook.url).toBe(`https://crm.example.test/api/v1/webhooks/waha/${channel.id}?token=${encodeURIComponent(channel.token)}`);
+    expect(hook.events).toEqual(expect.arrayContaining(['message.any', 'message.ack', 'session.status']));
+  });
+
+  it('refreshes the channel status from the WAHA session state', async () => {
+    let state = 'SCAN_QR_CODE';
+    waha.respond((call) => (call.method === 'GET' && call.path === '/api/sessions/loja' ? { status: 200, body: { name: 'loja', status: state } } : undefined));
+    try {
+      const first = await tenant.api('POST', `/channels/${channel.id}/refresh`);
+      expect(first.json).toMatchObject({ status: 'connecting', provider_status: 'SCAN_QR_CODE', changed: true });
+      state = 'WORKING';
+      expect((await tenant.api('POST', `/channels/${channel.id}/refresh`)).json).toMatchObject({ status: 'active', previous_status: 'connecting', changed: true });
+      expect((await tenant.api('POST', `/channels/${channel.id}/refresh`)).json).toMatchObject({ status: 'active', changed: false });
+      expect((await tenant.api('GET', `/channels/${channel.id}`)).json.status).toBe('active');
+      const changes = await events(db, { aggregateId: channel.id, type: 'channel.status_changed' });
+      expect(changes.map((e) => e.data.status)).toEqual(['connecting', 'active']);
+    } finally {
+      waha.respond(() => undefined);
+    }
+  });
+});
