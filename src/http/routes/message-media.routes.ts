@@ -1,0 +1,36 @@
+// GET /messages/{id}/media: the file of a media message, whichever provider carried it. Cloud API
+// media are streamed through (their URLs need the channel's token); WAHA media redirect to the URL
+// WAHA gave us. See providers.md §2 "Media".
+import type { FastifyInstance } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import { messageMedia } from '../../channels/cloud-media.ts';
+import type { AppDeps } from '../app.ts';
+import { IdParams } from '../schemas/common.ts';
+import { defineRoute } from '../schemas/route.ts';
+import { secretKeyOf } from './channels.routes.ts';
+
+export async function messageMediaRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  defineRoute(app, {
+    method: 'GET',
+    url: '/messages/:id/media',
+    summary: "Download a message's media",
+    description:
+      'Cloud API media: the bytes, fetched from Meta with the channel token at request time (Content-Type is the media type). ' +
+      'WAHA media: 302 to the URL WAHA stored. 404 when the message has no media or Meta no longer keeps it (about 30 days).',
+    permission: 'messages.read',
+    params: IdParams,
+    response: {
+      200: Type.Unsafe<unknown>({ type: 'string', format: 'binary', description: 'The media file' }),
+      302: Type.Null({ description: 'Location: the media URL' }),
+    },
+    problems: { 422: "Meta refused the channel's access token", 503: 'Meta could not be reached; retry' },
+    handler: async (req, reply) => {
+      const media = await messageMedia({ db: deps.db, secretKey: secretKeyOf(deps) }, req.auth.projectId, req.params.id);
+      if (media.kind === 'url') return reply.redirect(media.url, 302);
+      reply.header('content-type', media.mimetype).header('cache-control', 'private, max-age=300');
+      if (media.size !== null) reply.header('content-length', String(media.size));
+      if (media.filename) reply.header('content-disposition', `inline; filename*=UTF-8''${encodeURIComponent(media.filename)}`);
+      return reply.code(200).send(media.body);
+    },
+  });
+}

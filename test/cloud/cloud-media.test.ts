@@ -1,0 +1,76 @@
+// GET /messages/{id}/media: a Cloud media id is looked up on the (fake) Graph API and the file is
+// streamed through with the channel token; WAHA media redirect to their stored URL; no media, or
+// another project's message, is 404.
+import { describe, expect, it } from 'vitest';
+import { uniqueName, waitFor } from '../support/env.ts';
+import { startInbound, wahaText } from '../inbound/harness.ts';
+import { ACCESS_TOKEN, cloudMessage, cloudText, createCloudChannel, graphError, postCloud, startFakeGraph } from './harness.ts';
+
+const t = await startInbound();
+const graph = await startFakeGraph();
+const channel = await createCloudChannel(t.api, { api_base_url: graph.url });
+
+const stored = (channelId: string, externalId: string) =>
+  waitFor(async () => (await t.db.query('SELECT id FROM messages WHERE channel_id = $1 AND external_id = $2', [channelId, externalId])).rows[0]?.id as string | undefined, `${externalId} stored`, 30_000);
+const media = (id: string, key = t.key) => t.app.inject({ method: 'GET', url: `/api/v1/messages/${id}/media`, headers: { authorization: `Bearer ${key}` } });
+
+describe('GET /messages/{id}/media', () => {
+  it('streams a Cloud media file, looked up and downloaded with the channel token', async () => {
+    const { msg, body } = cloudMessage('5531900000101', 'document', { document: { id: '777000001', mime_type: 'application/pdf', filename: 'nota fiscal.pdf' } });
+    expect((await postCloud(t.app, channel.id, body)).status).toBe(200);
+    const id = await stored(channel.id, msg.id);
+    graph.respond((c) => (c.path === '/v21.0/777000001' ? { status: 200, body: { url: `${graph.url}/download/777000001`, mime_type: 'application/pdf', file_size: 4, id: '777000001' } } : undefined));
+    const r = await media(id);
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['content-type']).toBe('application/pdf');
+    expect(r.headers['content-disposition']).toBe("inline; filename*=UTF-8''nota%20fiscal.pdf");
+    expect(r.body).toBe('JPEG');
+    const lookup = graph.calls.find((c) => c.path === '/v21.0/777000001')!;
+    const download = graph.calls.find((c) => c.path === '/download/777000001')!;
+    expect(lookup.headers.authorization).toBe(`Bearer ${ACCESS_TOKEN}`);
+    expect(download.headers.authorization).toBe(`Bearer ${ACCESS_TOKEN}`);
+    // The token never reaches the caller.
+    expect(JSON.stringify(r.headers)).not.toContain(ACCESS_TOKEN);
+  });
+
+  it('answers 404 when Meta no longer has the media', async () => {
+    const { msg, body } = cloudMessage('5531900000102', 'image', { image: { id: '777000002', mime_type: 'image/jpeg' } });
+    await postCloud(t.app, channel.id, body);
+    const id = await stored(channel.id, msg.id);
+    graph.respond((c) => (c.path === '/v21.0/777000002' ? graphError(400, 100, 'Unsupported get request. Object with ID does not exist') : undefined));
+    const r = await media(id);
+    expect(r.statusCode).toBe(404);
+    expect(r.json().detail).toContain('no longer has this media');
+  });
+
+  it('answers 404 for a message without media, and for another project’s message', async () => {
+    const { msg, body } = cloudText('5531900000103', 'só texto');
+    await postCloud(t.app, channel.id, body);
+    const id = await stored(channel.id, msg.id);
+    expect((await media(id)).statusCode).toBe(404);
+
+    const name = uniqueName('u');
+    const reg = await t.app.inject({ method: 'POST', url: '/api/v1/auth/register', payload: { name, email: `${name}@example.com`, password: 'correct horse battery staple' } });
+    const { msg: img, body: imgBody } = cloudMessage('5531900000104', 'image', { image: { id: '777000004', mime_type: 'image/jpeg' } });
+    await postCloud(t.app, channel.id, imgBody);
+    const imgId = await stored(channel.id, img.id);
+    const other = await media(imgId, reg.json().api_key.key);
+    expect(other.statusCode).toBe(404);
+    expect(graph.calls.some((c) => c.path.includes('777000004'))).toBe(false);
+  });
+
+  it('redirects to the stored URL for WAHA media', async () => {
+    const waha = await t.createChannel();
+    const body = wahaText('5531900000105', 'foto');
+    body.payload.hasMedia = true;
+    body.payload.media = { url: 'http://waha.example.test:3000/api/files/loja/foto.jpeg', mimetype: 'image/jpeg' };
+    body.payload._data.Info.Type = 'media';
+    body.payload._data.Info.MediaType = 'image';
+    body.payload._data.Message = { imageMessage: { caption: 'foto', mimetype: 'image/jpeg' } };
+    expect((await t.post(waha, body)).status).toBe(200);
+    const id = await stored(waha.id, body.payload.id);
+    const r = await media(id);
+    expect(r.statusCode).toBe(302);
+    expect(r.headers.location).toBe('http://waha.example.test:3000/api/files/loja/foto.jpeg');
+  });
+});
