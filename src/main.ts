@@ -10,10 +10,16 @@ import { allQueues } from './broker/topology.ts';
 import type { Config } from './config.ts';
 import type { Database } from './db/database.ts';
 import { migrate } from './db/migrate.ts';
+import { startRelay } from './outbox/relay.ts';
 import { openPglite } from './db/pglite.ts';
 import { connectPostgres } from './db/postgres.ts';
 import { buildApp } from './http/app.ts';
+import { makeChannelDirectory } from './inbound/channel-directory.ts';
+import { startSpillDrainer } from './inbound/drainer.ts';
+import { startInboundProcessor } from './inbound/processor.ts';
 import { makeLogger, type Logger } from './observability/logger.ts';
+import { startConversationWorker, type ConversationWorkerDeps } from './consumers/conversation-worker.ts';
+import { startWebhookWorker } from './webhooks/webhook-worker.ts';
 
 export type Role = 'all' | 'api' | 'worker';
 
@@ -29,6 +35,8 @@ export type StartOptions = {
   broker?: Broker;
   /** Listen on the configured port (default true); tests use app.inject() instead. */
   listen?: boolean;
+  /** Tests only: the inactivity sweeper's clock and pass interval. */
+  sessionSweeper?: ConversationWorkerDeps['sweeper'];
 };
 
 export type Running = {
@@ -77,15 +85,27 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
   const broker = opts.broker ?? (await openBroker(config, db, logger));
   await broker.declareQueues(allQueues());
 
-  const components: WorkerComponent[] = [];
+  // One channel cache per process, shared by the ingress and the inbound processor; changes made
+  // by any process reach it through NOTIFY.
+  const channelDirectory = makeChannelDirectory({ db, secretKey, defaultSessionTimeoutMinutes: config.sessionTimeoutMinutes, logger });
+  await channelDirectory.start();
+
+  const components: WorkerComponent[] = [{ name: 'channel-directory', stop: () => channelDirectory.stop() }];
   if (role === 'all' || role === 'worker') {
-    // Worker components are added here by the features (relay, inbound processor, dispatchers…).
+    // The relay first, so it stops last: events committed by the consumers below while they
+    // finish their in-flight work still get published before the process exits.
+    const relay = startRelay({ db, broker, pollMs: config.outboxPollMs, retentionDays: config.eventRetentionDays, logger });
+    components.push({ name: 'outbox-relay', stop: () => relay.stop() });
+    components.push(await startInboundProcessor({ db, broker, logger, channels: channelDirectory }));
+    components.push(startSpillDrainer({ db, broker, logger }));
+    components.push(...(await startWebhookWorker({ db, broker, config, secretKey, logger })));
+    components.push(...(await startConversationWorker({ db, broker, config, logger, channels: channelDirectory, sweeper: opts.sessionSweeper })));
   }
 
   let app: FastifyInstance | undefined;
   let url: string | undefined;
   if (role === 'all' || role === 'api') {
-    app = await buildApp({ config, db, broker, logger });
+    app = await buildApp({ config, db, broker, logger, secretKey, channelDirectory });
     if (opts.listen !== false) {
       url = await app.listen({ port: config.port, host: config.host });
       logger.info({ url, role, database: db.kind, broker: broker.kind }, 'ventros listening');
