@@ -10,8 +10,27 @@ import type { Database } from '../db/database.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import type { Logger } from '../observability/logger.ts';
 import { httpRequestDuration } from '../observability/metrics.ts';
+import { authPlugin } from './auth.ts';
 import { errorHandler, problem, sendProblem } from './errors.ts';
+import { adminRoutes } from './routes/admin.routes.ts';
+import { apiKeysRoutes } from './routes/api-keys.routes.ts';
+import { authRoutes } from './routes/auth.routes.ts';
+import { eventsRoutes } from './routes/events.routes.ts';
+import { projectsRoutes } from './routes/projects.routes.ts';
 import { systemRoutes } from './routes/system.routes.ts';
+import { contactsRoutes } from './routes/contacts.routes.ts';
+import { sessionsRoutes } from './routes/sessions.routes.ts';
+import { messagesRoutes } from './routes/messages.routes.ts';
+import { channelsRoutes } from './routes/channels.routes.ts';
+import { webhooksIngressRoutes } from './routes/webhooks-ingress.routes.ts';
+import { webhookSubscriptionsRoutes } from './routes/webhook-subscriptions.routes.ts';
+import { webhookDeliveriesRoutes } from './routes/webhook-deliveries.routes.ts';
+import type { ChannelDirectory } from '../inbound/channel-directory.ts';
+import { sessionActionsRoutes } from './routes/session-actions.routes.ts';
+import { outboundMessagesRoutes } from './routes/outbound-messages.routes.ts';
+import { messageMediaRoutes } from './routes/message-media.routes.ts';
+import { pipelinesRoutes } from './routes/pipelines.routes.ts';
+import { channelActionsRoutes } from './routes/channel-actions.routes.ts';
 
 export const BODY_LIMIT = 1024 * 1024;
 
@@ -22,12 +41,19 @@ export type AppDeps = {
   logger: Logger;
   /** Refreshes gauges that are read from storage (queue depth, pending outbox…) before a scrape. */
   refreshMetrics?: () => Promise<void>;
+  /** SECRET_KEY as resolved at start-up (embedded mode generates one); seals channel credentials. */
+  secretKey?: string;
+  /** The process-wide channel cache shared by the ingress and the inbound processor. */
+  channelDirectory?: ChannelDirectory;
 };
 
 export type RoutePlugin = (app: FastifyInstance, deps: AppDeps) => Promise<void>;
 
-/** Route files mounted under /api/v1, in order. */
-const apiRoutes: RoutePlugin[] = [];
+/**
+ * Route files mounted under /api/v1, in order. authPlugin comes first: it authenticates every
+ * later route and refuses to register one that declares neither a permission nor `public`.
+ */
+const apiRoutes: RoutePlugin[] = [authPlugin, authRoutes, projectsRoutes, apiKeysRoutes, eventsRoutes, adminRoutes, contactsRoutes, sessionsRoutes, messagesRoutes, channelsRoutes, webhooksIngressRoutes, webhookSubscriptionsRoutes, webhookDeliveriesRoutes, sessionActionsRoutes, outboundMessagesRoutes, messageMediaRoutes, pipelinesRoutes, channelActionsRoutes];
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({

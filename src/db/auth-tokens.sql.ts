@@ -1,0 +1,28 @@
+// Queries on `auth_tokens` (login tokens; global, hashed, expiring, revocable).
+import type { Queryable } from './database.ts';
+
+export type AuthTokenRecord = { id: string; userId: string; expiresAt: Date };
+
+export async function insertAuthToken(q: Queryable, t: { id: string; userId: string; hash: string; expiresAt: Date }): Promise<void> {
+  await q.query('INSERT INTO auth_tokens (id, user_id, hash, expires_at) VALUES ($1, $2, $3, $4)', [t.id, t.userId, t.hash, t.expiresAt]);
+}
+
+/** The token behind a presented secret's hash, unless it is revoked or expired (database clock). */
+export async function findActiveAuthToken(q: Queryable, hash: string): Promise<AuthTokenRecord | undefined> {
+  const r = await q.query(
+    'SELECT id, user_id, expires_at FROM auth_tokens WHERE hash = $1 AND revoked_at IS NULL AND expires_at > now()',
+    [hash],
+  );
+  const row = r.rows[0];
+  return row ? { id: row.id, userId: row.user_id, expiresAt: new Date(row.expires_at) } : undefined;
+}
+
+export async function revokeAuthToken(q: Queryable, id: string): Promise<void> {
+  await q.query('UPDATE auth_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1', [id]);
+}
+
+/** Deletes tokens expired for more than a day (kept that long only to explain a late 401 in logs). */
+export async function pruneAuthTokens(q: Queryable): Promise<number> {
+  const r = await q.query(`DELETE FROM auth_tokens WHERE expires_at < now() - interval '1 day'`);
+  return r.rowCount;
+}

@@ -1,0 +1,50 @@
+// Queries on `login_attempts`: the sliding-window throttle of password logins (global table).
+import type { Queryable } from './database.ts';
+
+export type AttemptCounts = {
+  byEmail: number;
+  byIp: number;
+  /** Seconds until the oldest attempt of each kind leaves the window. */
+  emailRetryAfter: number;
+  ipRetryAfter: number;
+};
+
+/**
+ * Records an attempt BEFORE the password is checked and returns the counts including it, so
+ * parallel guesses cannot all slip past a check-then-record gap. The caller deletes the row when
+ * the attempt turns out to be refused (429) or succeeds.
+ */
+export async function recordAttempt(q: Queryable, email: string, ip: string, windowMs: number): Promise<{ id: number } & AttemptCounts> {
+  const ins = await q.query<{ id: number }>('INSERT INTO login_attempts (email, ip) VALUES ($1, $2) RETURNING id', [email, ip]);
+  const r = await q.query(
+    `SELECT count(*) FILTER (WHERE email = $1)::int AS by_email,
+            count(*) FILTER (WHERE ip = $2)::int AS by_ip,
+            ceil(extract(epoch FROM min(created_at) FILTER (WHERE email = $1) + $3::float8 * interval '1 ms' - now()))::int AS email_retry,
+            ceil(extract(epoch FROM min(created_at) FILTER (WHERE ip = $2) + $3::float8 * interval '1 ms' - now()))::int AS ip_retry
+     FROM login_attempts
+     WHERE (email = $1 OR ip = $2) AND created_at > now() - $3::float8 * interval '1 ms'`,
+    [email, ip, windowMs],
+  );
+  const c = r.rows[0];
+  return {
+    id: Number(ins.rows[0].id),
+    byEmail: c.by_email,
+    byIp: c.by_ip,
+    emailRetryAfter: Math.max(1, c.email_retry ?? 1),
+    ipRetryAfter: Math.max(1, c.ip_retry ?? 1),
+  };
+}
+
+export async function deleteAttempt(q: Queryable, id: number): Promise<void> {
+  await q.query('DELETE FROM login_attempts WHERE id = $1', [id]);
+}
+
+/** A successful login forgives the email's earlier failures (not the address's). */
+export async function clearEmailAttempts(q: Queryable, email: string): Promise<void> {
+  await q.query('DELETE FROM login_attempts WHERE email = $1', [email]);
+}
+
+/** Drops attempts that left the window; called on the failure path so the table stays small. */
+export async function pruneLoginAttempts(q: Queryable, windowMs: number): Promise<void> {
+  await q.query(`DELETE FROM login_attempts WHERE created_at < now() - make_interval(secs => $1::float8 / 1000)`, [windowMs]);
+}

@@ -1,0 +1,45 @@
+// Paginated reads of `parse_errors` for the admin API (parse-errors.sql.ts holds the writes).
+import type { Queryable, Row } from './database.ts';
+import { toBuffer } from '../broker/dead-letters.sql.ts';
+import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
+import type { ParseErrorRecord } from './parse-errors.sql.ts';
+
+function toParseError(r: Row): ParseErrorRecord {
+  return {
+    id: r.id,
+    projectId: r.project_id,
+    channelId: r.channel_id,
+    provider: r.provider,
+    eventType: r.event_type ?? null,
+    reason: r.reason,
+    body: toBuffer(r.body),
+    headers: r.headers ?? {},
+    createdAt: new Date(r.created_at),
+  };
+}
+
+/** The project's parse errors, newest first, keyset-paginated on (created_at, id). */
+export async function listParseErrorsPage(
+  q: Queryable,
+  f: { projectId: string; channelId?: string; limit?: number; cursor?: string },
+): Promise<Page<ParseErrorRecord>> {
+  const limit = pageSize(f.limit);
+  const params: unknown[] = [f.projectId, limit + 1];
+  const where = ['project_id = $1'];
+  if (f.channelId !== undefined) {
+    params.push(f.channelId);
+    where.push(`channel_id = $${params.length}`);
+  }
+  if (f.cursor !== undefined) {
+    const c = decodeCursor(f.cursor);
+    params.push(c.at, c.id);
+    where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+  }
+  const r = await q.query(
+    `SELECT id, project_id, channel_id, provider, event_type, reason, body, headers, created_at,
+            ${exactTime('created_at')} AS cursor_at
+     FROM parse_errors WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT $2`,
+    params,
+  );
+  return toPage(r.rows, limit, (x) => ({ at: x.cursor_at, id: x.id }), toParseError);
+}

@@ -1,0 +1,34 @@
+// Queries on `users` (a global table: a user may belong to several projects).
+import type { Queryable, Row } from './database.ts';
+
+export type UserRecord = { id: string; email: string; name: string; createdAt: Date; updatedAt: Date };
+export type UserWithPassword = UserRecord & { passwordHash: string };
+
+const COLUMNS = 'id, email, name, created_at, updated_at';
+
+export function toUser(r: Row): UserRecord {
+  return { id: r.id, email: r.email, name: r.name, createdAt: new Date(r.created_at), updatedAt: new Date(r.updated_at) };
+}
+
+/** Inserts a user; undefined when the email is already registered (the unique key decides, no race). */
+export async function insertUser(
+  q: Queryable,
+  u: { id: string; email: string; name: string; passwordHash: string },
+): Promise<UserRecord | undefined> {
+  const r = await q.query(
+    `INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (email) DO NOTHING RETURNING ${COLUMNS}`,
+    [u.id, u.email, u.name, u.passwordHash],
+  );
+  return r.rows[0] ? toUser(r.rows[0]) : undefined;
+}
+
+export async function findUserByEmail(q: Queryable, email: string): Promise<UserWithPassword | undefined> {
+  const r = await q.query(`SELECT ${COLUMNS}, password_hash FROM users WHERE email = $1`, [email]);
+  return r.rows[0] ? { ...toUser(r.rows[0]), passwordHash: r.rows[0].password_hash } : undefined;
+}
+
+export async function findUser(q: Queryable, id: string): Promise<UserRecord | undefined> {
+  const r = await q.query(`SELECT ${COLUMNS} FROM users WHERE id = $1`, [id]);
+  return r.rows[0] ? toUser(r.rows[0]) : undefined;
+}

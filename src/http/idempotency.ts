@@ -1,0 +1,120 @@
+// Idempotency-Key on POST routes that declare `config: { idempotent: true }` (Stripe's scheme):
+// - first request with a key: claimed, run, and its response (status + body) stored for 24 h;
+// - same key, same method, path and body: the stored response is replayed, with
+//   `Idempotent-Replayed: true`, and nothing runs again;
+// - same key, different request: 409 idempotency_conflict; still running: 409 conflict;
+// - a 5xx releases the key, so the client may retry with it.
+// Keys are scoped to the caller's project. Only a hash of the key is stored, and the stored body is
+// encrypted with a key derived from the client's Idempotency-Key, so the table alone reveals no
+// response (some carry secrets shown once).
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import type { AppDeps } from './app.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../db/idempotency.sql.ts';
+import { AppError, invalid } from '../errors.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    idempotency: { keyHash: string; key: string } | null;
+  }
+}
+
+/** A claim older than this whose request never finished (process died) may be taken over. */
+const STALE_CLAIM_MS = 5 * 60_000;
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/** JSON with sorted keys: the same body in another key order or spacing is the same request. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+function bodyKey(key: string, projectId: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', key, projectId, 'ventros:idempotency:v1', 32));
+}
+
+function seal(key: string, projectId: string, plain: Buffer): Buffer {
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', bodyKey(key, projectId), iv);
+  const ct = Buffer.concat([c.update(plain), c.final()]);
+  return Buffer.concat([iv, c.getAuthTag(), ct]);
+}
+
+function unseal(key: string, projectId: string, sealed: Buffer): Buffer {
+  const d = createDecipheriv('aes-256-gcm', bodyKey(key, projectId), sealed.subarray(0, 12));
+  d.setAuthTag(sealed.subarray(12, 28));
+  return Buffer.concat([d.update(sealed.subarray(28)), d.final()]);
+}
+
+export function registerIdempotency(app: FastifyInstance, deps: AppDeps): void {
+  const { db } = deps;
+  app.decorateRequest('idempotency', null);
+
+  app.addHook('preHandler', async (req, reply) => {
+    if (!req.routeOptions.config.idempotent) return;
+    const key = req.headers['idempotency-key'];
+    if (key === undefined) return;
+    if (typeof key !== 'string' || key.length < 1 || key.length > 255) {
+      throw invalid('Idempotency-Key must be one header of 1 to 255 characters', [{ field: 'Idempotency-Key', message: 'invalid' }]);
+    }
+    const projectId = req.auth.projectId;
+    const keyHash = sha256(`${projectId}\n${key}`);
+    const path = req.url.split('?')[0];
+    const requestHash = sha256(canonical([req.method, path, req.body ?? null]));
+    const held = await withTransaction(
+      db,
+      (tx) => claimIdempotencyKey(tx, { projectId, keyHash, method: req.method, path, requestHash, staleMs: STALE_CLAIM_MS }),
+      { projectId },
+    );
+    if (held === 'claimed') {
+      req.idempotency = { keyHash, key };
+      return;
+    }
+    if (held.requestHash !== requestHash) {
+      throw new AppError('idempotency_conflict', `this Idempotency-Key was used for another request (${held.method} ${held.path} with a different body)`);
+    }
+    if (held.status === null || held.body === null) {
+      throw new AppError('conflict', 'the first request with this Idempotency-Key is still running; retry in a moment', undefined, { 'retry-after': '1' });
+    }
+    reply.header('idempotent-replayed', 'true');
+    if (held.contentType) reply.header('content-type', held.contentType);
+    return reply.code(held.status).send(unseal(key, projectId, held.body));
+  });
+
+  app.addHook('onSend', async (req, reply, payload) => {
+    const claim = req.idempotency;
+    if (!claim) return payload;
+    req.idempotency = null;
+    const projectId = req.auth.projectId;
+    try {
+      if (reply.statusCode >= 500) {
+        await withTransaction(db, (tx) => releaseIdempotencyKey(tx, projectId, claim.keyHash), { projectId });
+      } else {
+        const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload));
+        const contentType = reply.getHeader('content-type');
+        await withTransaction(
+          db,
+          (tx) =>
+            completeIdempotencyKey(tx, projectId, claim.keyHash, {
+              status: reply.statusCode,
+              contentType: typeof contentType === 'string' ? contentType : null,
+              body: seal(claim.key, projectId, body),
+            }),
+          { projectId },
+        );
+      }
+    } catch (err) {
+      // The response itself is fine; the claim stays and is taken over once stale.
+      req.log.error({ err }, 'could not record the Idempotency-Key outcome');
+    }
+    return payload;
+  });
+}

@@ -1,0 +1,66 @@
+// Admin views of the project's share of the machinery: queues, dead letters, parse errors.
+import type { FastifyInstance } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import type { AppDeps } from '../app.ts';
+import { makeAdminService } from '../../services/admin.service.ts';
+import {
+  DeadLetterQuery,
+  DeadLetterSchema,
+  ParseErrorQuery,
+  ParseErrorSchema,
+  presentDeadLetter,
+  presentParseError,
+  presentQueue,
+  QueueList,
+} from '../schemas/admin.ts';
+import { IdParams, Page, toPageBody } from '../schemas/common.ts';
+import { defineRoute } from '../schemas/route.ts';
+
+export async function adminRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  const admin = makeAdminService(deps);
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/queues',
+    summary: 'Queues: depth, consumers, retrying, and your dead letters',
+    description: 'Depth, retrying and consumers are shared by all projects; dead_letters counts only your project’s.',
+    permission: 'admin.read',
+    response: { 200: QueueList },
+    handler: async (req) => ({ data: (await admin.queues(req.auth)).map(presentQueue), next_cursor: null }),
+  });
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/dead-letters',
+    summary: 'Messages that exhausted their retries, newest first',
+    permission: 'admin.read',
+    querystring: DeadLetterQuery,
+    response: { 200: Page(DeadLetterSchema) },
+    handler: async (req) => toPageBody(await admin.deadLetters(req.auth, req.query), presentDeadLetter),
+  });
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/dead-letters/:id/replay',
+    summary: 'Send a dead letter back to its queue',
+    description: 'The message goes back with the same id (consumers are idempotent) and its attempts start again.',
+    permission: 'admin.write',
+    params: IdParams,
+    response: { 202: Type.Object({ id: Type.String(), queue: Type.String(), replay_count: Type.Integer(), replayed_at: Type.String() }) },
+    handler: async (req, reply) => {
+      const d = await admin.replay(req.auth, req.params.id);
+      return reply.code(202).send({ id: d.id, queue: d.queue, replay_count: d.replayCount, replayed_at: (d.replayedAt ?? new Date()).toISOString() });
+    },
+  });
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/parse-errors',
+    summary: 'Provider payloads we could not understand, newest first',
+    permission: 'admin.read',
+    querystring: ParseErrorQuery,
+    response: { 200: Page(ParseErrorSchema) },
+    handler: async (req) =>
+      toPageBody(await admin.parseErrors(req.auth, { channelId: req.query.channel_id, limit: req.query.limit, cursor: req.query.cursor }), presentParseError),
+  });
+}

@@ -1,0 +1,91 @@
+// `defineRoute`: one declaration per route — access rule, schemas, docs, typed handler. It fills in
+// the problem responses a route can give (400/401/403/404/409/413) so the OpenAPI document lists
+// them, and types `req.params`, `req.query` and `req.body` from the TypeBox schemas.
+//
+//   defineRoute(app, {
+//     method: 'GET', url: '/contacts/:id', summary: 'Get a contact',
+//     permission: 'contacts.read',
+//     params: IdParams,
+//     response: { 200: Contact },
+//     handler: async (req) => present(await contacts.get(req.auth, req.params.id)),
+//   });
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import type { Action } from '../../domain/permissions.ts';
+import { problemResponse, Uuid } from './common.ts';
+
+type StaticOf<T> = T extends TSchema ? Static<T> : unknown;
+
+export type TypedRequest<P, Q, B> = FastifyRequest<{ Params: StaticOf<P>; Querystring: StaticOf<Q>; Body: StaticOf<B> }>;
+
+/** Exactly one of: the action the caller's role must be allowed (permissions.ts), or public. */
+type Access = { permission: Action; public?: never; idempotent?: boolean } | { public: true; permission?: never; idempotent?: never };
+
+export type RouteSpec<P, Q, B> = Access & {
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** Relative to /api/v1, with Fastify params (`/contacts/:id`). */
+  url: string;
+  summary: string;
+  description?: string;
+  /** Defaults to the first path segment (`contacts`). */
+  tags?: string[];
+  params?: P;
+  querystring?: Q;
+  body?: B;
+  /** Success responses (and any problem the defaults do not cover, via problemResponse). */
+  response: Record<number, TSchema | ReturnType<typeof problemResponse>>;
+  /** Extra problem statuses this route may answer, e.g. `{ 429: 'Too many attempts' }`. */
+  problems?: Record<number, string>;
+  handler: (req: TypedRequest<P, Q, B>, reply: FastifyReply) => Promise<unknown>;
+};
+
+const IdempotencyHeader = Type.String({
+  minLength: 1,
+  maxLength: 255,
+  description: 'Makes a retried POST safe: the same key and body within 24 h replay the first response',
+});
+const ProjectHeader = { ...Uuid, description: 'For login tokens: the project to act in (default: your first project)' };
+
+export function defineRoute<P extends TSchema | undefined = undefined, Q extends TSchema | undefined = undefined, B extends TSchema | undefined = undefined>(
+  app: FastifyInstance,
+  spec: RouteSpec<P, Q, B>,
+): void {
+  const hasParams = spec.url.includes(':');
+  const problems: Record<number, string | undefined> = {
+    ...(spec.params || spec.querystring || spec.body ? { 400: 'Invalid request' } : {}),
+    ...(spec.public ? {} : { 401: 'Missing, unknown, revoked or expired credential', 403: 'Your role may not do this' }),
+    ...(hasParams || !spec.public ? { 404: hasParams ? 'Not found (or another project’s)' : 'Project not found (X-Project-ID)' } : {}),
+    ...(spec.idempotent ? { 409: 'Idempotency-Key reused with a different request, or still in progress' } : {}),
+    ...(spec.body ? { 413: 'Body larger than 1 MiB' } : {}),
+  };
+  for (const [status, text] of Object.entries(spec.problems ?? {})) {
+    const s = Number(status);
+    problems[s] = problems[s] && s === 409 ? `${text}; or ${problems[s]}` : text;
+  }
+  const response: Record<number, unknown> = {};
+  for (const [status, text] of Object.entries(problems)) if (text) response[Number(status)] = problemResponse(text);
+  Object.assign(response, spec.response);
+
+  const headers = spec.public
+    ? undefined
+    : Type.Object({ 'x-project-id': Type.Optional(ProjectHeader), ...(spec.idempotent ? { 'idempotency-key': Type.Optional(IdempotencyHeader) } : {}) });
+
+  const schema: FastifySchema & Record<string, unknown> = {
+    summary: spec.summary,
+    ...(spec.description ? { description: spec.description } : {}),
+    tags: spec.tags ?? [spec.url.split('/')[1] || 'api'],
+    ...(spec.params ? { params: spec.params } : {}),
+    ...(spec.querystring ? { querystring: spec.querystring } : {}),
+    ...(spec.body ? { body: spec.body } : {}),
+    ...(headers ? { headers } : {}),
+    response,
+    ...(spec.public ? { security: [] } : {}),
+  };
+  app.route({
+    method: spec.method,
+    url: spec.url,
+    schema,
+    config: spec.public ? { public: true } : { permission: spec.permission, ...(spec.idempotent ? { idempotent: true } : {}) },
+    handler: spec.handler as unknown as (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
+  });
+}

@@ -1,0 +1,145 @@
+// Accounts: registration, password login (throttled), login tokens and "who am I".
+import type { Config } from '../config.ts';
+import type { Database } from '../db/database.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { findApiKey, insertApiKey, type ApiKeyRecord } from '../db/api-keys.sql.ts';
+import { findActiveAuthToken, insertAuthToken, revokeAuthToken } from '../db/auth-tokens.sql.ts';
+import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt } from '../db/login-attempts.sql.ts';
+import { findMembership } from '../db/project-members.sql.ts';
+import { findProject, listProjectsOfUser, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
+import { findUser, findUserByEmail, insertUser, type UserRecord } from '../db/users.sql.ts';
+import {
+  API_KEY_PREFIX,
+  LOGIN_TOKEN_PREFIX,
+  PASSWORD_MAX_LENGTH,
+  PASSWORD_MIN_LENGTH,
+  decoyPasswordHash,
+  displayPrefix,
+  hashPassword,
+  newSecret,
+  normaliseEmail,
+  secretHash,
+  verifyPassword,
+} from '../domain/credentials.ts';
+import { isUuid, uuidv7 } from '../domain/ids.ts';
+import type { Caller } from '../domain/permissions.ts';
+import { AppError, invalid, notFound } from '../errors.ts';
+import { createProjectRecords } from './projects.service.ts';
+
+/** Failed logins allowed per email and per client address within the window, then 429. */
+export type LoginLimits = { perEmail: number; perIp: number; windowMs: number };
+export const DEFAULT_LOGIN_LIMITS: LoginLimits = { perEmail: 5, perIp: 50, windowMs: 15 * 60_000 };
+
+export type Registration = { user: UserRecord; project: ProjectWithRole; apiKey: ApiKeyRecord & { key: string } };
+export type Login = { token: string; expiresAt: Date; user: UserRecord; projects: ProjectWithRole[] };
+export type Me = { caller: Caller; project: ProjectRecord; user?: UserRecord; apiKey?: ApiKeyRecord };
+
+export type AccountsService = ReturnType<typeof makeAccountsService>;
+
+export function makeAccountsService(deps: { db: Database; config: Pick<Config, 'loginTokenTtlHours'>; loginLimits?: Partial<LoginLimits> }) {
+  const { db } = deps;
+  const limits = { ...DEFAULT_LOGIN_LIMITS, ...deps.loginLimits };
+
+  function checkPassword(password: string): void {
+    if (password.length < PASSWORD_MIN_LENGTH || password.length > PASSWORD_MAX_LENGTH) {
+      throw invalid(`password must be ${PASSWORD_MIN_LENGTH} to ${PASSWORD_MAX_LENGTH} characters`, [{ field: 'password', message: 'wrong length' }]);
+    }
+  }
+
+  return {
+    /**
+     * Creates the user, their first project (with its default pipeline) and an admin API key,
+     * all in one transaction: an email already registered rolls everything back and answers 409
+     * with nothing else — above all, not that account's key.
+     */
+    async register(input: { name: string; email: string; password: string; projectName?: string }): Promise<Registration> {
+      checkPassword(input.password);
+      const email = normaliseEmail(input.email);
+      // Hashing first keeps the transaction short, and makes "taken" cost what "created" costs.
+      const passwordHash = await hashPassword(input.password);
+      const userId = uuidv7();
+      const projectId = uuidv7();
+      const key = newSecret(API_KEY_PREFIX);
+      return withTransaction(
+        db,
+        async (tx) => {
+          const user = await insertUser(tx, { id: userId, email, name: input.name.trim(), passwordHash });
+          if (!user) throw new AppError('email_taken', 'an account with this email already exists; log in instead');
+          const project = await createProjectRecords(tx, { projectId, name: input.projectName?.trim() || `${user.name}'s project`, ownerId: user.id });
+          const apiKey = await insertApiKey(tx, {
+            id: uuidv7(),
+            projectId,
+            name: 'Default admin key',
+            role: 'admin',
+            prefix: displayPrefix(key),
+            hash: secretHash(key),
+            createdBy: user.id,
+          });
+          return { user, project: { ...project, role: 'admin' as const }, apiKey: { ...apiKey, key } };
+        },
+        { projectId },
+      );
+    },
+
+    /**
+     * Email + password → a login token. The attempt is recorded before the password is checked
+     * (so parallel guesses count), refused with 429 past the per-email or per-address limit, and
+     * an unknown email costs the same scrypt work as a wrong password.
+     */
+    async login(input: { email: string; password: string; ip: string }): Promise<Login> {
+      const email = normaliseEmail(input.email);
+      const attempt = await recordAttempt(db, email, input.ip, limits.windowMs);
+      if (attempt.byEmail > limits.perEmail || attempt.byIp > limits.perIp) {
+        await deleteAttempt(db, attempt.id); // a refused attempt does not extend the lockout
+        const retryAfter = attempt.byEmail > limits.perEmail ? attempt.emailRetryAfter : attempt.ipRetryAfter;
+        throw new AppError('rate_limited', `too many failed logins; try again in ${retryAfter} s`, undefined, { 'retry-after': String(retryAfter) });
+      }
+      const user = await findUserByEmail(db, email);
+      const ok = await verifyPassword(input.password, user?.passwordHash ?? (await decoyPasswordHash()));
+      if (!user || !ok) {
+        await pruneLoginAttempts(db, limits.windowMs);
+        throw new AppError('unauthorized', 'email or password is wrong');
+      }
+      await clearEmailAttempts(db, email);
+      const token = newSecret(LOGIN_TOKEN_PREFIX);
+      const expiresAt = new Date(Date.now() + deps.config.loginTokenTtlHours * 3_600_000);
+      await insertAuthToken(db, { id: uuidv7(), userId: user.id, hash: secretHash(token), expiresAt });
+      const projects = await listProjectsOfUser(db, user.id, { limit: 200 });
+      const { passwordHash: _, ...publicUser } = user;
+      return { token, expiresAt, user: publicUser, projects: projects.rows };
+    },
+
+    /** Revokes the login token the caller used. API keys are revoked through DELETE /api-keys/{id}. */
+    async logout(caller: Caller): Promise<void> {
+      if (caller.kind !== 'user' || !caller.tokenId) throw invalid('log out ends a login token; revoke an API key with DELETE /api-keys/{id}');
+      await revokeAuthToken(db, caller.tokenId);
+    },
+
+    /**
+     * A login token → the caller, in the project named by X-Project-ID or the user's first one.
+     * A project the user does not belong to is "not found", like any other project's resource.
+     */
+    async resolveLoginToken(token: string, projectId: string | undefined): Promise<{ caller: Caller; expiresAt: Date } | undefined> {
+      const t = await findActiveAuthToken(db, secretHash(token));
+      if (!t) return undefined;
+      if (projectId !== undefined && !isUuid(projectId)) throw notFound('project');
+      const membership = await findMembership(db, t.userId, projectId);
+      if (!membership) {
+        if (projectId !== undefined) throw notFound('project');
+        throw new AppError('forbidden', 'this user belongs to no project');
+      }
+      return { caller: { kind: 'user', projectId: membership.projectId, role: membership.role, userId: t.userId, tokenId: t.id }, expiresAt: t.expiresAt };
+    },
+
+    async me(caller: Caller): Promise<Me> {
+      const [project, apiKey] = await withTransaction(
+        db,
+        async (tx) => [await findProject(tx, caller.projectId), caller.apiKeyId ? await findApiKey(tx, caller.projectId, caller.apiKeyId) : undefined] as const,
+        { projectId: caller.projectId },
+      );
+      if (!project) throw notFound('project');
+      const user = caller.userId ? await findUser(db, caller.userId) : undefined;
+      return { caller, project, ...(user ? { user } : {}), ...(apiKey ? { apiKey } : {}) };
+    },
+  };
+}

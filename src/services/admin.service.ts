@@ -1,0 +1,65 @@
+// What a project admin sees of the machinery: queues, dead letters (and their replay), parse
+// errors, and the event log. Every read runs in the caller's tenant transaction, so row-level
+// security hides other projects' rows even where a query forgot to.
+//
+// Queue depth, retrying and consumers are global infrastructure: they are shown to every project
+// admin as they are (whether processing is backed up concerns their data too, and the numbers
+// name no tenant's data), while dead-letter counts and rows are the caller's project's only.
+// Dead letters without a project (system messages) are visible to no project.
+import type { Broker, QueueStats } from '../broker/broker.ts';
+import { getDeadLetter, listDeadLetters, replayDeadLetter, type DeadLetter } from '../broker/dead-letters.sql.ts';
+import type { Database, Queryable } from '../db/database.ts';
+import { countDeadLettersByQueue } from '../db/dead-letters-read.sql.ts';
+import type { Page } from '../db/keyset.ts';
+import { listParseErrorsPage } from '../db/parse-errors-read.sql.ts';
+import type { ParseErrorRecord } from '../db/parse-errors.sql.ts';
+import { withTransaction } from '../db/transaction.ts';
+import type { Caller } from '../domain/permissions.ts';
+import { notFound } from '../errors.ts';
+import { listEvents, type StoredEvent } from '../outbox/outbox.sql.ts';
+
+export type QueueView = Omit<QueueStats, 'deadLetters'> & { deadLetters: number };
+
+export type AdminService = ReturnType<typeof makeAdminService>;
+
+export function makeAdminService({ db, broker }: { db: Database; broker: Broker }) {
+  const inProject = <T>(caller: Caller, fn: (tx: Queryable) => Promise<T>) => withTransaction(db, fn, { projectId: caller.projectId });
+
+  return {
+    async queues(caller: Caller): Promise<QueueView[]> {
+      const [stats, mine] = await Promise.all([broker.stats(), inProject(caller, (tx) => countDeadLettersByQueue(tx, caller.projectId))]);
+      const views = stats.map((s) => ({ ...s, deadLetters: mine.get(s.queue) ?? 0 }));
+      for (const [queue, n] of mine) {
+        if (!views.some((v) => v.queue === queue)) views.push({ queue, depth: 0, retrying: 0, consumers: 0, deadLetters: n });
+      }
+      return views.sort((a, b) => a.queue.localeCompare(b.queue));
+    },
+
+    async deadLetters(caller: Caller, f: { queue?: string; limit?: number; cursor?: string }): Promise<Page<DeadLetter>> {
+      const page = await inProject(caller, (tx) => listDeadLetters(tx, { projectId: caller.projectId, queue: f.queue, limit: f.limit ?? 50, cursor: f.cursor }));
+      return { rows: page.items, nextCursor: page.nextCursor ?? null };
+    },
+
+    /** Sends a dead letter of the caller's project back to its queue. */
+    async replay(caller: Caller, id: string): Promise<DeadLetter> {
+      // Looked up under row-level security first: the second wall also guards the replay.
+      const own = await inProject(caller, (tx) => getDeadLetter(tx, id, { projectId: caller.projectId }));
+      if (!own) throw notFound('dead letter');
+      const replayed = await replayDeadLetter(db, broker, id, { projectId: caller.projectId });
+      if (!replayed) throw notFound('dead letter');
+      return replayed;
+    },
+
+    parseErrors(caller: Caller, f: { channelId?: string; limit?: number; cursor?: string }): Promise<Page<ParseErrorRecord>> {
+      return inProject(caller, (tx) => listParseErrorsPage(tx, { projectId: caller.projectId, ...f }));
+    },
+
+    async events(
+      caller: Caller,
+      f: { type?: string; aggregateId?: string; since?: string; until?: string; limit?: number; cursor?: string },
+    ): Promise<Page<StoredEvent>> {
+      const page = await inProject(caller, (tx) => listEvents(tx, { projectId: caller.projectId, ...f, limit: f.limit ?? 50 }));
+      return { rows: page.data, nextCursor: page.nextCursor };
+    },
+  };
+}

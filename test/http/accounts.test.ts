@@ -1,0 +1,229 @@
+// Sign-up, login, login tokens, API keys, projects and members, through the HTTP API.
+import { describe, expect, it } from 'vitest';
+import { uniqueName } from '../support/env.ts';
+import { call, makeTenant, PASSWORD, register, startApp } from './harness.ts';
+
+const { app, db } = await startApp();
+
+const counts = async () =>
+  (
+    await db.query(
+      `SELECT (SELECT count(*)::int FROM users) AS users, (SELECT count(*)::int FROM projects) AS projects,
+              (SELECT count(*)::int FROM api_keys) AS keys, (SELECT count(*)::int FROM pipelines) AS pipelines`,
+    )
+  ).rows[0];
+
+const login = (email: string, password: string, ip?: string) =>
+  app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email, password }, ...(ip ? { remoteAddress: ip } : {}) });
+
+describe('POST /auth/register', () => {
+  it('creates the user, a project with its default pipeline, and an admin key shown once', async () => {
+    const email = `${uniqueName('reg')}@example.com`;
+    const r = await register(app, email);
+    expect(r.status).toBe(201);
+    expect(r.json.user).toMatchObject({ email, name: 'Test Person' });
+    expect(r.json.user).not.toHaveProperty('password_hash');
+    expect(r.json.project).toMatchObject({ role: 'admin' });
+    expect(r.json.api_key.key).toMatch(/^vtr_[A-Za-z0-9_-]{43}$/);
+    expect(r.json.api_key).toMatchObject({ role: 'admin', prefix: r.json.api_key.key.slice(0, 12) });
+
+    const projectId = r.json.project.id;
+    const pipeline = await db.query('SELECT id, is_default FROM pipelines WHERE project_id = $1', [projectId]);
+    expect(pipeline.rows).toEqual([{ id: r.json.project.settings.default_pipeline_id, is_default: true }]);
+    const statuses = await db.query('SELECT kind FROM pipeline_statuses WHERE project_id = $1 ORDER BY position', [projectId]);
+    expect(statuses.rows.map((x) => x.kind)).toEqual(['open', 'active', 'closed', 'closed']);
+    const stored = await db.query('SELECT hash, prefix FROM api_keys WHERE project_id = $1', [projectId]);
+    expect(JSON.stringify(stored.rows)).not.toContain(r.json.api_key.key);
+    const pw = await db.query('SELECT password_hash FROM users WHERE email = $1', [email]);
+    expect(pw.rows[0].password_hash).toMatch(/^scrypt\$/);
+
+    const me = await call(app, r.json.api_key.key, 'GET', '/auth/me');
+    expect(me.json).toMatchObject({ kind: 'api_key', role: 'admin', project: { id: projectId } });
+  });
+
+  it('answers 409 to an email already registered (in any case), with no key and no change', async () => {
+    const email = `${uniqueName('twice')}@example.com`;
+    expect((await register(app, email)).status).toBe(201);
+    const before = await counts();
+    const again = await register(app, email.toUpperCase(), 'another password entirely');
+    expect(again.status).toBe(409);
+    expect(again.json.code).toBe('email_taken');
+    expect(again.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(again.body).not.toMatch(/vtr_/);
+    expect(again.json).not.toHaveProperty('api_key');
+    expect(await counts()).toEqual(before);
+    // The original password still works; the second one never took.
+    expect((await login(email, PASSWORD)).statusCode).toBe(200);
+    expect((await login(email, 'another password entirely')).statusCode).toBe(401);
+  });
+
+  it('refuses a short password', async () => {
+    const r = await register(app, `${uniqueName('short')}@example.com`, 'short');
+    expect(r.status).toBe(400);
+    expect(r.json.code).toBe('validation');
+  });
+});
+
+describe('POST /auth/login', () => {
+  it('returns an expiring token that works, with X-Project-ID choosing among the projects', async () => {
+    const a = await makeTenant(app);
+    const r = await login(a.email, PASSWORD);
+    expect(r.statusCode).toBe(200);
+    const body = r.json();
+    expect(body.token).toMatch(/^vtl_/);
+    expect(Date.parse(body.expires_at)).toBeGreaterThan(Date.now());
+    expect(body.projects.map((p: any) => p.id)).toEqual([a.projectId]);
+
+    const created = await call(app, body.token, 'POST', '/projects', { body: { name: 'Second' } });
+    expect(created.status).toBe(201);
+    const second = created.json.id;
+    const meDefault = await call(app, body.token, 'GET', '/auth/me');
+    expect(meDefault.json).toMatchObject({ kind: 'user', role: 'admin', project: { id: a.projectId }, user: { email: a.email } });
+    const meSecond = await call(app, body.token, 'GET', '/auth/me', { headers: { 'x-project-id': second } });
+    expect(meSecond.json.project.id).toBe(second);
+    const list = await call(app, body.token, 'GET', '/projects');
+    expect(list.json.data.map((p: any) => p.id)).toEqual([a.projectId, second]);
+
+    // A project the user is not a member of is "not found", like any other project's resource.
+    const other = await makeTenant(app);
+    const foreign = await call(app, body.token, 'GET', '/auth/me', { headers: { 'x-project-id': other.projectId } });
+    expect(foreign.status).toBe(404);
+    // An API key cannot be pointed at another project either.
+    const keyElsewhere = await call(app, a.keys.admin, 'GET', '/auth/me', { headers: { 'x-project-id': other.projectId } });
+    expect(keyElsewhere.status).toBe(404);
+  });
+
+  it('answers 401 to a wrong password and an unknown email alike, and 429 after 5 failures', async () => {
+    const a = await makeTenant(app);
+    const ip = '203.0.113.7';
+    let detail = '';
+    for (let i = 0; i < 5; i++) {
+      const r = await login(a.email, `wrong password ${i}`, ip);
+      expect(r.statusCode).toBe(401);
+      expect(r.json().code).toBe('unauthorized');
+      detail = r.json().detail;
+    }
+    const locked = await login(a.email, PASSWORD, ip);
+    expect(locked.statusCode).toBe(429);
+    expect(locked.json().code).toBe('rate_limited');
+    expect(Number(locked.headers['retry-after'])).toBeGreaterThan(0);
+    // From another address too: the limit is per email.
+    expect((await login(a.email, PASSWORD, '198.51.100.9')).statusCode).toBe(429);
+
+    const unknown = await login(`${uniqueName('nobody')}@example.com`, 'whatever password', '198.51.100.10');
+    expect(unknown.statusCode).toBe(401);
+    expect(unknown.json().detail).toBe(detail);
+  });
+
+  it('limits failures per address across emails', async () => {
+    const ip = '192.0.2.44';
+    await db.query(`INSERT INTO login_attempts (email, ip) SELECT 'spray' || g || '@example.com', $1 FROM generate_series(1, 50) g`, [ip]);
+    const r = await login(`${uniqueName('spray')}@example.com`, 'nope nope', ip);
+    expect(r.statusCode).toBe(429);
+    expect((await login(`${uniqueName('spray')}@example.com`, 'nope nope', '192.0.2.45')).statusCode).toBe(401);
+  });
+});
+
+describe('login tokens and API keys', () => {
+  it('answers 401 to a revoked key, at once', async () => {
+    const a = await makeTenant(app);
+    expect((await call(app, a.keys.agent, 'GET', '/auth/me')).status).toBe(200); // now cached
+    const del = await call(app, a.keys.admin, 'DELETE', `/api-keys/${a.keyIds.agent}`);
+    expect(del.status).toBe(204);
+    const after = await call(app, a.keys.agent, 'GET', '/auth/me');
+    expect(after.status).toBe(401);
+    expect(after.headers['www-authenticate']).toBe('Bearer');
+    const viaHeader = await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { 'x-api-key': a.keys.agent } });
+    expect(viaHeader.statusCode).toBe(401);
+    const list = await call(app, a.keys.admin, 'GET', '/api-keys');
+    expect(list.json.data.map((k: any) => k.id)).not.toContain(a.keyIds.agent);
+  });
+
+  it('answers 401 to an expired token and to a logged-out one', async () => {
+    const a = await makeTenant(app);
+    const t1 = (await login(a.email, PASSWORD)).json().token;
+    const t2 = (await login(a.email, PASSWORD)).json().token;
+    await db.query(`UPDATE auth_tokens SET expires_at = now() - interval '1 second' WHERE user_id = $1`, [a.userId]);
+    // The first was never used (no cache entry); expiry is checked by the database clock.
+    expect((await call(app, t1, 'GET', '/auth/me')).status).toBe(401);
+    const t3 = (await login(a.email, PASSWORD)).json().token;
+    expect((await call(app, t3, 'GET', '/auth/me')).status).toBe(200);
+    expect((await call(app, t3, 'POST', '/auth/logout')).status).toBe(204);
+    expect((await call(app, t3, 'GET', '/auth/me')).status).toBe(401);
+    expect((await call(app, t2, 'GET', '/auth/me')).status).toBe(401);
+  });
+
+  it('accepts X-API-Key, rejects garbage, and lists keys with prefix and last use only', async () => {
+    const a = await makeTenant(app);
+    const viaHeader = await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { 'x-api-key': a.keys.viewer } });
+    expect(viaHeader.statusCode).toBe(200);
+    expect((await call(app, 'vtr_not-a-real-key', 'GET', '/auth/me')).status).toBe(401);
+    expect((await app.inject({ method: 'GET', url: '/api/v1/auth/me' })).statusCode).toBe(401);
+    expect((await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { authorization: 'Basic abc' } })).statusCode).toBe(401);
+    const list = await call(app, a.keys.admin, 'GET', '/api-keys');
+    expect(list.status).toBe(200);
+    for (const k of list.json.data) expect(Object.keys(k).sort()).toEqual(['created_at', 'id', 'last_used_at', 'name', 'prefix', 'revoked_at', 'role']);
+    expect(list.body).not.toContain(a.keys.viewer);
+    expect(list.json.data.find((k: any) => k.id === a.keyIds.viewer).last_used_at).not.toBeNull();
+  });
+
+  it('pages key lists with an opaque cursor', async () => {
+    const a = await makeTenant(app);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: any = await call(app, a.keys.admin, 'GET', '/api-keys', { query: { limit: '3', ...(cursor ? { cursor } : {}) } });
+      expect(page.status).toBe(200);
+      seen.push(...page.json.data.map((k: any) => k.id));
+      cursor = page.json.next_cursor;
+    } while (cursor);
+    expect(seen.sort()).toEqual(Object.values(a.keyIds).sort());
+    const bad = await call(app, a.keys.admin, 'GET', '/api-keys', { query: { cursor: 'nonsense' } });
+    expect(bad.status).toBe(400);
+    expect((await call(app, a.keys.admin, 'GET', '/api-keys', { query: { limit: '201' } })).status).toBe(400);
+  });
+});
+
+describe('projects and members', () => {
+  it('adds a registered user with a role that then applies to their login', async () => {
+    const a = await makeTenant(app);
+    const b = await makeTenant(app);
+    const added = await call(app, a.keys.admin, 'POST', `/projects/${a.projectId}/members`, { body: { email: b.email, role: 'viewer' } });
+    expect(added.status).toBe(201);
+    expect(added.json).toMatchObject({ user_id: b.userId, role: 'viewer' });
+
+    const token = (await login(b.email, PASSWORD)).json().token;
+    const inA = { headers: { 'x-project-id': a.projectId } };
+    expect((await call(app, token, 'GET', `/projects/${a.projectId}`, inA)).json.role).toBe('viewer');
+    expect((await call(app, token, 'PATCH', `/projects/${a.projectId}`, { ...inA, body: { name: 'x' } })).status).toBe(403);
+
+    const promoted = await call(app, a.keys.admin, 'POST', `/projects/${a.projectId}/members`, { body: { email: b.email, role: 'manager' } });
+    expect(promoted.status).toBe(200);
+    expect((await call(app, token, 'GET', '/auth/me', inA)).json.role).toBe('manager');
+
+    expect((await call(app, a.keys.admin, 'DELETE', `/projects/${a.projectId}/members/${b.userId}`)).status).toBe(204);
+    expect((await call(app, token, 'GET', '/auth/me', inA)).status).toBe(404);
+  });
+
+  it('keeps at least one admin', async () => {
+    const a = await makeTenant(app);
+    const demote = await call(app, a.keys.admin, 'POST', `/projects/${a.projectId}/members`, { body: { email: a.email, role: 'agent' } });
+    expect(demote.status).toBe(409);
+    expect((await call(app, a.keys.admin, 'DELETE', `/projects/${a.projectId}/members/${a.userId}`)).status).toBe(409);
+  });
+
+  it('renames a project and checks the default pipeline belongs to it', async () => {
+    const a = await makeTenant(app);
+    const b = await makeTenant(app);
+    const ok = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { name: 'Renamed', settings: { locale: 'pt-BR' } } });
+    expect(ok.json).toMatchObject({ name: 'Renamed', settings: { locale: 'pt-BR', default_pipeline_id: a.pipelineId } });
+    const foreign = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { default_pipeline_id: b.pipelineId } } });
+    expect(foreign.status).toBe(400);
+  });
+
+  it('does not let an API key create projects', async () => {
+    const a = await makeTenant(app);
+    const r = await call(app, a.keys.admin, 'POST', '/projects', { body: { name: 'Nope' } });
+    expect(r.status).toBe(403);
+  });
+});

@@ -1,0 +1,57 @@
+// Admin endpoints show a project admin their own project's share of the machinery, nothing else.
+import { describe, expect, it } from 'vitest';
+import { Queues } from '../../src/broker/topology.ts';
+import { call, makeTenant, startApp } from './harness.ts';
+import { deadLetterOfA, type World } from './isolation-fixtures.ts';
+
+const { app, db, broker } = await startApp();
+const world: World = { app, db, broker, a: await makeTenant(app), b: await makeTenant(app) };
+const { a, b } = world;
+const swapped: World = { ...world, a: b, b: a };
+const dlA = await deadLetterOfA(world);
+await deadLetterOfA(world);
+const dlB = await deadLetterOfA(swapped);
+
+describe('admin endpoints', () => {
+  it("count only the caller's dead letters per queue", async () => {
+    const qa = await call(app, a.keys.admin, 'GET', '/admin/queues');
+    expect(qa.status).toBe(200);
+    const row = (r: any) => r.json.data.find((q: any) => q.queue === Queues.webhooksOutbound);
+    expect(row(qa)).toMatchObject({ dead_letters: 2 });
+    expect(row(await call(app, b.keys.admin, 'GET', '/admin/queues'))).toMatchObject({ dead_letters: 1 });
+  });
+
+  it("list only the caller's dead letters, body and error included", async () => {
+    const r = await call(app, a.keys.admin, 'GET', '/admin/dead-letters');
+    expect(r.json.data).toHaveLength(2);
+    expect(r.json.data.map((d: any) => d.id)).toContain(dlA);
+    expect(r.json.data[0]).toMatchObject({ queue: Queues.webhooksOutbound, body_encoding: 'utf8', error: 'Error: receiver said 500', attempts: 3 });
+    expect(r.body).not.toContain(dlB);
+  });
+
+  it("replay the caller's dead letter, and answer 404 for another project's", async () => {
+    const other = await call(app, b.keys.admin, 'POST', `/admin/dead-letters/${dlA}/replay`);
+    expect(other.status).toBe(404);
+    const own = await call(app, a.keys.admin, 'POST', `/admin/dead-letters/${dlA}/replay`);
+    expect(own.status).toBe(202);
+    expect(own.json).toMatchObject({ id: dlA, queue: Queues.webhooksOutbound, replay_count: 1 });
+  });
+
+  it('are for admins only', async () => {
+    for (const role of ['manager', 'agent', 'viewer'] as const) {
+      expect((await call(app, a.keys[role], 'GET', '/admin/queues')).status).toBe(403);
+      expect((await call(app, a.keys[role], 'POST', `/admin/dead-letters/${dlA}/replay`)).status).toBe(403);
+    }
+  });
+
+  it("serve the project's event log, newest first, with filters", async () => {
+    // Registration appended pipeline.created; publish it as the relay would.
+    await db.query('UPDATE outbox SET published_at = now() WHERE published_at IS NULL');
+    const r = await call(app, a.keys.manager, 'GET', '/events', { query: { type: 'pipeline.created' } });
+    expect(r.status).toBe(200);
+    expect(r.json.data).toHaveLength(1);
+    expect(r.json.data[0]).toMatchObject({ type: 'pipeline.created', project_id: a.projectId, aggregate_id: a.pipelineId });
+    expect((await call(app, a.keys.agent, 'GET', '/events')).status).toBe(403);
+    expect((await call(app, a.keys.admin, 'GET', '/events', { query: { type: 'no.such' } })).status).toBe(400);
+  });
+});
