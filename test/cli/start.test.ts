@@ -56,7 +56,7 @@ describe('ventros CLI', () => {
       const res = await waitFor(async () => {
         const r = await fetch(`http://127.0.0.1:${port}/health/ready`);
         return r.status === 200 ? r : undefined;
-      }, 'the embedded service to become ready', 45_000, 200);
+      }, 'the embedded service to become ready', 120_000, 200);
       expect(await res.json()).toMatchObject({ status: 'ok' });
       p.child.kill('SIGTERM');
       expect(await p.exited).toBe(0);
