@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import { buildApp } from '../../src/http/app.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { makeTestDb } from '../support/env.ts';
+import { defaultBrokerKind, makeTestBroker } from '../support/brokers.ts';
+
+describe('health and metrics', () => {
+  it('is live and ready, serves Prometheus metrics, and names the database when it goes away', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(defaultBrokerKind(), db);
+    const app = await buildApp({ config: loadConfig({}), db, broker, logger: silentLogger, secretKey: 'k'.repeat(32) } as Parameters<typeof buildApp>[0]);
+    try {
+      expect((await app.inject({ method: 'GET', url: '/health/live' })).statusCode).toBe(200);
+      const ready = await app.inject({ method: 'GET', url: '/health/ready' });
+      expect(ready.statusCode).toBe(200);
+      expect(ready.json()).toMatchObject({ status: 'ok', components: { database: { status: 'ok' }, broker: { status: 'ok' } } });
+
+      await app.inject({ method: 'GET', url: '/api/v1/nowhere' });
+      const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+      expect(metrics.statusCode).toBe(200);
+      expect(metrics.headers['content-type']).toMatch(/text\/plain/);
+      for (const name of ['http_request_duration_seconds', 'process_cpu_seconds_total', 'outbox_pending', 'inbound_events_total', 'webhook_deliveries_total']) {
+        expect(metrics.body).toContain(name);
+      }
+
+      const notFound = await app.inject({ method: 'GET', url: '/api/v1/nowhere' });
+      expect(notFound.statusCode).toBe(404);
+      expect(notFound.headers['content-type']).toMatch(/application\/problem\+json/);
+      expect(notFound.json()).toMatchObject({ status: 404, code: 'not_found' });
+
+      await broker.close();
+      await db.close();
+      const down = await app.inject({ method: 'GET', url: '/health/ready' });
+      expect(down.statusCode).toBe(503);
+      expect(down.json().failing).toContain('database');
+    } finally {
+      await app.close();
+    }
+  });
+});
