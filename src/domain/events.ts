@@ -62,7 +62,7 @@ export type ContactData = {
   ad_attribution: AdAttribution | null;
 };
 
-export type SessionEndReason = 'inactivity_timeout' | 'closed_by_agent' | 'resolved';
+export type SessionEndReason = 'inactivity_timeout' | 'closed_by_agent' | 'resolved' | 'spam' | 'transferred' | 'other';
 
 export type SessionCounters = {
   message_count: number;
@@ -70,6 +70,8 @@ export type SessionCounters = {
   messages_from_agent: number;
   first_response_seconds: number | null;
   duration_seconds: number;
+  /** Time the contact waited for replies, summed over the session (answered waits only). */
+  customer_wait_seconds: number | null;
 };
 
 export type MessageType = 'text' | 'image' | 'video' | 'audio' | 'voice' | 'document' | 'sticker' | 'location' | 'contact' | 'interactive' | 'reaction' | 'unknown';
@@ -118,6 +120,9 @@ export type EventPayloads = {
     previous_status_name: string | null;
     notes: string | null;
     changed_by: string | null;
+    /** Who `changed_by` names: a user, an API key, or the system (a consumer's automatic move). */
+    changed_by_type: 'user' | 'api_key' | 'system';
+    changed_at: string;
   };
   'session.started': { session_id: string; contact_id: string; channel_id: string; started_at: string; timeout_minutes: number };
   'session.ended': SessionCounters & {
@@ -127,6 +132,8 @@ export type EventPayloads = {
     reason: SessionEndReason;
     started_at: string;
     ended_at: string;
+    /** 'user:<id>' or 'api_key:<id>' for a manual close; null when the inactivity timer ended it. */
+    closed_by: string | null;
   };
   'message.received': MessageData;
   'message.sent': MessageData;

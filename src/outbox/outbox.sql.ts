@@ -46,17 +46,17 @@ function toEnvelope(r: Record<string, any>): EventEnvelope {
 }
 
 /**
- * Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds. Must run
- * inside a transaction: the locks last until it ends, which is what makes relays not collide.
+ * Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds. Inside a
+ * transaction the locks last until it ends, which is what keeps relays apart on PostgreSQL;
+ * `exclude` does the same for relays sharing one PGlite (see in-process-claims.ts).
  */
-export async function claimUnpublished(tx: Queryable, limit: number): Promise<OutboxRow[]> {
+export async function claimUnpublished(tx: Queryable, limit: number, exclude: readonly number[] = []): Promise<OutboxRow[]> {
   const r = await tx.query(
     `SELECT ${ENVELOPE_COLUMNS} FROM outbox
-     WHERE published_at IS NULL
+     WHERE published_at IS NULL AND $2::bigint[] IS NOT NULL
      ORDER BY seq
-     LIMIT $1
-     FOR UPDATE SKIP LOCKED`,
-    [limit],
+     LIMIT $1`,
+    [limit, exclude],
   );
   return r.rows.map((row) => ({ seq: Number(row.seq), envelope: toEnvelope(row) }));
 }

@@ -1,0 +1,136 @@
+// Scenario "inbound": the whole inbound path.
+//   1. end-to-end: WAHA webhooks posted at a steady rate (open loop, distinct messages from a pool
+//      of contacts) through the ingress; for each message, the time from the request being sent to
+//      the COMMIT of its transaction (a hook on the processor's service records it);
+//   2. sustained processing: N raw webhooks waiting in the queue, then P processor instances, each
+//      with its own database pool and broker connection, drain it; messages/s until all are stored.
+import { performance } from 'node:perf_hooks';
+import type { Broker } from '../../src/broker/broker.ts';
+import { Queues } from '../../src/broker/topology.ts';
+import type { Database } from '../../src/db/database.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
+import { makeChannelDirectory } from '../../src/inbound/channel-directory.ts';
+import { EnvelopeHeaders } from '../../src/inbound/ingress.ts';
+import { startInboundProcessor } from '../../src/inbound/processor.ts';
+import { makeWahaGenerator } from '../../src/inbound/simulate-payloads.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { makeInboundService, type InboundService } from '../../src/services/inbound.service.ts';
+import { percentile, type Measure } from '../report.ts';
+import type { Options, Scenario } from '../run.ts';
+import type { BenchEnv } from '../env.ts';
+import { BENCH_SECRET_KEY, startBenchVentros, type BenchVentros } from './inbound-setup.ts';
+import { runLoadInWorker } from './load-worker.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const epoch = () => performance.timeOrigin + performance.now();
+
+async function storedCount(db: Database, channelId: string): Promise<number> {
+  return (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM messages WHERE channel_id = $1', [channelId])).rows[0].n;
+}
+
+async function untilStored(db: Database, channelId: string, n: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while ((await storedCount(db, channelId)) < n) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${n} messages`);
+    await sleep(20);
+  }
+}
+
+function startProcessor(db: Database, broker: Broker, service?: InboundService) {
+  const channels = makeChannelDirectory({ db, secretKey: BENCH_SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger });
+  return startInboundProcessor({ db, broker, logger: silentLogger, channels, ...(service ? { service } : {}) });
+}
+
+async function endToEnd(v: BenchVentros, db: Database, c: { rate: number; durationS: number; contacts: number }) {
+  // The processor's service, wrapped to note when each message's transaction committed.
+  const committedAt = new Map<string, number>();
+  const real = makeInboundService({ db });
+  const service: InboundService = {
+    async apply(projectId, items) {
+      const out = await real.apply(projectId, items);
+      const at = epoch();
+      for (const item of items) for (const e of item.events) if (e.kind === 'message') committedAt.set(e.messageKey, at);
+      return out;
+    },
+  };
+  const processor = await startProcessor(db, v.broker, service);
+  try {
+    const load = await runLoadInWorker({ url: v.webhookUrl, mode: 'open', rate: c.rate, durationS: c.durationS, contacts: c.contacts });
+    await untilStored(db, v.channelId, load.count, 60_000);
+    const e2e = load.sentAt.map(([key, sent]) => (committedAt.get(key) ?? NaN) - sent).filter(Number.isFinite).sort((a, b) => a - b);
+    return {
+      accepted: load.count,
+      failed: load.failed,
+      achieved_rate: (load.count + load.failed) / load.measuredS,
+      measured: e2e.length,
+      p50_ms: percentile(e2e, 50),
+      p90_ms: percentile(e2e, 90),
+      p99_ms: percentile(e2e, 99),
+      max_ms: e2e[e2e.length - 1] ?? NaN,
+      http_p99_ms: percentile(load.latencies, 99),
+    };
+  } finally {
+    await processor.stop();
+  }
+}
+
+async function sustained(v: BenchVentros, c: { drainN: number; processors: number; contacts: number }) {
+  const gen = makeWahaGenerator({ messagesOnly: true, contacts: c.contacts });
+  const headers = { [EnvelopeHeaders.provider]: 'waha', [EnvelopeHeaders.channelId]: v.channelId, [EnvelopeHeaders.projectId]: v.projectId };
+  const before = await storedCount(v.running.db, v.channelId);
+  for (let sent = 0; sent < c.drainN; sent += 500) {
+    const n = Math.min(500, c.drainN - sent);
+    const at = new Date().toISOString();
+    await v.broker.send(
+      Queues.inboundRaw,
+      Array.from({ length: n }, () => ({ messageId: uuidv7(), body: Buffer.from(JSON.stringify(gen.next().body)), headers: { ...headers, [EnvelopeHeaders.receivedAt]: at } })),
+    );
+  }
+  const conns = await Promise.all(Array.from({ length: c.processors }, () => v.connect()));
+  const t0 = performance.now();
+  const processors = await Promise.all(conns.map((x) => startProcessor(x.db, x.broker)));
+  try {
+    await untilStored(v.running.db, v.channelId, before + c.drainN, 600_000);
+    const s = (performance.now() - t0) / 1000;
+    return { processors: c.processors, messages: c.drainN, seconds: s, messages_per_s: c.drainN / s };
+  } finally {
+    await Promise.all(processors.map((p) => p.stop()));
+  }
+}
+
+export const inboundScenario: Scenario = {
+  name: 'inbound',
+  description: 'webhook accepted → message committed at a steady rate, then sustained processing with several processors',
+  async run(env: BenchEnv, o: Options) {
+    const c = {
+      rate: o.number('rate', 500),
+      durationS: o.number('duration', 20),
+      contacts: o.number('contacts', 2000),
+      drainN: o.number('drain', 30_000),
+      processors: o.number('processors', 2),
+    };
+    const v = await startBenchVentros(env, 'api');
+    try {
+      console.log(`inbound: end-to-end at ${c.rate} webhooks/s for ${c.durationS} s…`);
+      const e2e = await endToEnd(v, v.running.db, c);
+      console.log(`inbound: ${c.processors} processors draining ${c.drainN} queued webhooks…`);
+      const drain = await sustained(v, c);
+      const targeted = env.database === 'postgres' && env.brokerKind === 'rabbitmq';
+      const measures: Measure[] = [
+        { name: `end-to-end p50 at ${c.rate}/s`, value: e2e.p50_ms, unit: 'ms' },
+        { name: `end-to-end p99 at ${c.rate}/s`, value: e2e.p99_ms, unit: 'ms', ...(targeted ? { target: { kind: 'max', value: 100 } } : {}) },
+        { name: `end-to-end max at ${c.rate}/s`, value: e2e.max_ms, unit: 'ms' },
+        { name: 'webhook rate achieved', value: e2e.achieved_rate, unit: 'req/s' },
+        {
+          name: `sustained processing, ${c.processors} processors`,
+          value: drain.messages_per_s,
+          unit: 'messages/s',
+          ...(targeted ? { target: { kind: 'min', value: 1500 } } : {}),
+        },
+      ];
+      return { config: c, measures, details: { end_to_end: e2e, sustained: drain } };
+    } finally {
+      await v.stop();
+    }
+  },
+};

@@ -1,0 +1,75 @@
+// Scenario "ingress": the WAHA webhook ingress measured beside a bare Fastify handler that reads the
+// same body and answers 200, in one run, with the same client (a worker thread):
+//   1. maximum throughput of each (closed loop, N connections), and their ratio;
+//   2. the ingress's latency at a fixed rate (open loop), p99 included.
+// Ventros runs with role `api`: the ingress publishes to the raw queue with confirms (or spills),
+// and no processor competes for the CPU.
+import Fastify from 'fastify';
+import { readFileSync } from 'node:fs';
+import { percentile, type Measure } from '../report.ts';
+import type { Options, Scenario } from '../run.ts';
+import type { BenchEnv } from '../env.ts';
+import { startBenchVentros } from './inbound-setup.ts';
+import { runLoadInWorker } from './load-worker.ts';
+
+const BODY = readFileSync(new URL('../../test/fixtures/waha/gows-text.json', import.meta.url), 'utf8');
+
+async function startBare(): Promise<{ url: string; close(): Promise<void> }> {
+  const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.post('/bare', async (req, reply) => reply.code(200).send({ status: 'queued', bytes: (req.body as Buffer).length }));
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  return { url: `${url}/bare`, close: () => app.close() };
+}
+
+export const ingressScenario: Scenario = {
+  name: 'ingress',
+  description: 'WAHA ingress beside a bare Fastify handler: throughput ratio, then p99 at a fixed rate',
+  async run(env: BenchEnv, o: Options) {
+    const c = {
+      concurrency: o.number('concurrency', 64),
+      durationS: o.number('duration', 10),
+      warmupS: o.number('warmup', 2),
+      rate: o.number('rate', 2000),
+      rateDurationS: o.number('rate-duration', 15),
+    };
+    const ventros = await startBenchVentros(env, 'api');
+    const bare = await startBare();
+    try {
+      console.log(`ingress: bare handler, ${c.concurrency} connections for ${c.durationS} s…`);
+      const b = await runLoadInWorker({ url: bare.url, mode: 'closed', concurrency: c.concurrency, durationS: c.durationS, warmupS: c.warmupS, fixedBody: BODY });
+      console.log(`ingress: ingress, ${c.concurrency} connections for ${c.durationS} s…`);
+      const i = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'closed', concurrency: c.concurrency, durationS: c.durationS, warmupS: c.warmupS, fixedBody: BODY });
+      console.log(`ingress: ingress at ${c.rate}/s for ${c.rateDurationS} s…`);
+      const l = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'open', rate: c.rate, durationS: c.rateDurationS, concurrency: 512, fixedBody: BODY });
+
+      const bareRps = b.count / b.measuredS;
+      const ingressRps = i.count / i.measuredS;
+      const targeted = env.database === 'postgres' && env.brokerKind === 'rabbitmq';
+      const measures: Measure[] = [
+        { name: 'bare handler throughput', value: bareRps, unit: 'req/s' },
+        { name: 'ingress throughput', value: ingressRps, unit: 'req/s' },
+        { name: 'ingress / bare throughput', value: (100 * ingressRps) / bareRps, unit: '%', ...(targeted ? { target: { kind: 'min', value: 50 } } : {}) },
+        { name: `ingress p50 at ${c.rate}/s`, value: percentile(l.latencies, 50), unit: 'ms' },
+        { name: `ingress p99 at ${c.rate}/s`, value: percentile(l.latencies, 99), unit: 'ms', ...(targeted ? { target: { kind: 'max', value: 10 } } : {}) },
+        { name: `ingress max at ${c.rate}/s`, value: l.latencies[l.latencies.length - 1] ?? NaN, unit: 'ms' },
+        { name: 'rate achieved', value: (l.count + l.failed) / l.measuredS, unit: 'req/s' },
+        { name: 'failed requests (all phases)', value: b.failed + i.failed + l.failed, unit: '' },
+      ];
+      return {
+        config: c,
+        measures,
+        details: {
+          bare: { requests: b.count, p50_ms: percentile(b.latencies, 50), p99_ms: percentile(b.latencies, 99) },
+          ingress_closed: { requests: i.count, failed: i.failed, p50_ms: percentile(i.latencies, 50), p99_ms: percentile(i.latencies, 99) },
+          ingress_open: { requests: l.count, failed: l.failed, p50_ms: percentile(l.latencies, 50), p90_ms: percentile(l.latencies, 90), p99_ms: percentile(l.latencies, 99) },
+          spilled: (await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM inbound_events')).rows[0].n,
+        },
+      };
+    } finally {
+      await bare.close();
+      await ventros.stop();
+    }
+  },
+};

@@ -1,0 +1,251 @@
+// The outbox relay: moves committed outbox rows to the `domain.events` exchange, in order of
+// creation, at least once, and marks them published (they then form the event log).
+//
+// How a batch is claimed, and why it is correct on every adapter pair. Three modes, one rule:
+// rows are claimed oldest first, published in seq order, and marked published only after the
+// broker has them; until then they stay unpublished and are claimed again.
+//
+// - "locked" (PostgreSQL, broker outside the database — RabbitMQ): one transaction per batch.
+//   `SELECT … ORDER BY seq LIMIT n FOR UPDATE SKIP LOCKED` locks the oldest rows no other relay
+//   holds, the batch is published with confirms (under a deadline) while the locks are held, the
+//   rows are marked in the same transaction, commit. Any number of relays, in any number of
+//   processes, never publish one row concurrently, and no lease column or clock is needed. A relay
+//   that dies before COMMIT rolls back: locks go, rows come back, and the events are published a
+//   second time if the first publish got through — consumers are idempotent (idempotent.ts).
+// - "in-transaction" (a broker whose queues live in this database and that offers
+//   `publishInTransaction(tx, …)`): the same transaction, but the queue rows are inserted through
+//   it, so "publish + mark" is atomic and the relay never publishes an event twice. This is also
+//   what PGlite needs: it is one connection, and a publish going through `db` while the relay
+//   holds a transaction would wait for that transaction forever.
+// - "in-process" (PGlite and a broker without publishInTransaction): claim, publish and mark are
+//   separate statements, so no transaction is held while the broker works; the rows a relay is
+//   publishing are skipped by the others' claims through in-process bookkeeping (PGlite has one
+//   process; see in-process-claims.ts). A crash between publish and mark republishes.
+//
+// Failure: the claim is abandoned (rows stay unpublished, in place), the attempt is recorded on
+// the rows, and the relay backs off (100 ms doubling to 5 s) before claiming again from the
+// oldest row — so nothing is skipped and the drain after an outage is in creation order.
+// Several relays drain concurrently, so strict order across batches only holds with one relay.
+import type { Broker, Headers, OutgoingMessage } from '../broker/broker.ts';
+import { PROJECT_HEADER, errorText } from '../broker/broker.ts';
+import type { Database, Queryable } from '../db/database.ts';
+import { withDeadline } from '../db/postgres.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
+import { outboxPending, outboxPublishLag } from '../observability/metrics.ts';
+import { eventMessageBody } from './idempotent.ts';
+import { inProcessClaims } from './in-process-claims.ts';
+import { claimUnpublished, countPending, markPublished, markPublishFailed, pruneEvents, type OutboxRow } from './outbox.sql.ts';
+
+/** The NOTIFY channel the outbox insert trigger signals (migration 002). */
+export const OUTBOX_CHANNEL = 'ventros_outbox';
+
+/**
+ * Optional broker capability: publish through the caller's transaction. Only a broker backed by
+ * the same database can offer it. (Proposed for the Broker port; see the header comment.)
+ */
+export type TransactionalPublish = {
+  publishInTransaction(tx: Queryable, routingKey: string, msgs: readonly OutgoingMessage[]): Promise<void>;
+};
+
+export function canPublishInTransaction(b: Broker): b is Broker & TransactionalPublish {
+  return typeof (b as Partial<TransactionalPublish>).publishInTransaction === 'function';
+}
+
+export type RelayOptions = {
+  db: Database;
+  broker: Broker;
+  /** Safety-net poll (OUTBOX_POLL_MS); NOTIFY at commit is the normal wake-up. */
+  pollMs: number;
+  /**
+   * Poll interval for `lingerMs` after the last batch that found work. While events are flowing
+   * the relay does not rely on a notification per commit (see the note at `loop`).
+   */
+  activePollMs?: number;
+  lingerMs?: number;
+  /** Rows claimed and published per transaction. */
+  batchSize?: number;
+  /** Deadline for one broker publish (confirms) while rows are locked. */
+  publishTimeoutMs?: number;
+  /** Delete published events older than this (EVENT_RETENTION_DAYS); undefined: never prune here. */
+  retentionDays?: number;
+  pruneEveryMs?: number;
+  backoffMs?: { min: number; max: number };
+  logger?: Logger;
+};
+
+export type Relay = {
+  readonly mode: RelayMode;
+  /** Finishes the batch in flight (bounded by the publish deadline), then stops. */
+  stop(): Promise<void>;
+  /** Claims right away instead of at the next NOTIFY or poll. */
+  wake(): void;
+  /** Settles once the relay listens for commit notifications (or gave up and only polls). */
+  readonly ready: Promise<void>;
+};
+
+const PENDING_REFRESH_MS = 1000;
+
+export type RelayMode = 'locked' | 'in-transaction' | 'in-process';
+
+function projectHeader(projectId: string | null): Headers {
+  return projectId ? { [PROJECT_HEADER]: projectId } : {};
+}
+
+export function startRelay(opts: RelayOptions): Relay {
+  const { db, broker, pollMs } = opts;
+  const activePollMs = Math.min(opts.activePollMs ?? 10, pollMs);
+  const lingerMs = opts.lingerMs ?? 2000;
+  const batchSize = opts.batchSize ?? 500;
+  const publishTimeoutMs = opts.publishTimeoutMs ?? 10_000;
+  const pruneEveryMs = opts.pruneEveryMs ?? 3_600_000;
+  const backoff = opts.backoffMs ?? { min: 100, max: 5000 };
+  const log = (opts.logger ?? silentLogger).child({ component: 'outbox-relay' });
+  const inTx = canPublishInTransaction(broker) ? broker : undefined;
+  const mode: RelayMode = inTx ? 'in-transaction' : db.kind === 'pglite' ? 'in-process' : 'locked';
+
+  let stopped = false;
+  let woken = false;
+  let interrupt: (() => void) | undefined;
+  const wake = () => {
+    woken = true;
+    interrupt?.();
+  };
+  /** Waits `ms`, or less when woken (if `wakeable`) or stopped. */
+  const pause = (ms: number, wakeable: boolean) =>
+    new Promise<void>((resolve) => {
+      if (stopped || (wakeable && woken)) return resolve();
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        interrupt = undefined;
+        resolve();
+      }
+      // During a back-off only stop() cuts the wait short: commits keep notifying while the broker
+      // is down, and waking on each would turn the back-off into a busy loop.
+      interrupt = () => {
+        if (stopped || wakeable) done();
+      };
+    });
+
+  let unlisten: (() => Promise<void>) | undefined;
+  const listening = db.listen(OUTBOX_CHANNEL, wake).then(
+    (u) => {
+      if (stopped) return u();
+      unlisten = u;
+    },
+    (err) => log.warn({ err }, 'cannot LISTEN for outbox commits; relying on the poll'),
+  );
+
+  async function publish(tx: Queryable | undefined, rows: OutboxRow[]): Promise<void> {
+    // The port publishes one routing key per call, so consecutive rows of the same type go
+    // together and runs are published one after another: seq order holds within the batch.
+    for (let i = 0; i < rows.length; ) {
+      const type = rows[i].envelope.type;
+      let j = i;
+      while (j < rows.length && rows[j].envelope.type === type) j++;
+      const msgs: OutgoingMessage[] = rows.slice(i, j).map(({ envelope: e }) => ({
+        messageId: e.id,
+        body: eventMessageBody(e),
+        headers: projectHeader(e.project_id),
+      }));
+      if (inTx && tx) await inTx.publishInTransaction(tx, type, msgs);
+      // The deadline bounds how long a network broker can keep rows locked. A database-backed
+      // publish is only queued behind other statements: giving up on it would just publish twice.
+      else if (broker.kind === 'postgres') await broker.publish(type, msgs);
+      else await withDeadline(broker.publish(type, msgs), publishTimeoutMs, `broker did not confirm ${msgs.length} events within ${publishTimeoutMs} ms`);
+      i = j;
+    }
+  }
+
+  const local = mode === 'in-process' ? inProcessClaims(db) : undefined;
+
+  /** One claim → publish → mark. Returns the rows published. */
+  async function relayBatch(): Promise<number> {
+    let claimed: number[] = [];
+    const publishClaimed = async (q: Queryable, tx: Queryable | undefined) => {
+      const rows = local ? await local.claim(batchSize) : await claimUnpublished(q, batchSize);
+      if (rows.length === 0) return [];
+      claimed = rows.map((r) => r.seq);
+      await publish(tx, rows);
+      return markPublished(q, claimed);
+    };
+    try {
+      const lags = local ? await publishClaimed(db, undefined) : await withTransaction(db, (tx) => publishClaimed(tx, tx));
+      for (const s of lags) outboxPublishLag.observe(s);
+      return lags.length;
+    } catch (err) {
+      if (claimed.length > 0) await markPublishFailed(db, claimed, errorText(err)).catch(() => {});
+      throw err;
+    } finally {
+      local?.release(claimed);
+    }
+  }
+
+  let lastPendingAt = 0;
+  let lastPruneAt = 0;
+  /** Refreshes the pending gauge (at most once a second) and prunes when due, unless busy. */
+  async function housekeeping(mayPrune: boolean): Promise<void> {
+    try {
+      const now = Date.now();
+      if (now - lastPendingAt >= PENDING_REFRESH_MS) {
+        lastPendingAt = now;
+        outboxPending.set(await countPending(db));
+      }
+      if (mayPrune && opts.retentionDays !== undefined && now - lastPruneAt >= pruneEveryMs) {
+        lastPruneAt = now;
+        const n = await pruneEvents(db, opts.retentionDays);
+        if (n > 0) log.info({ deleted: n, retention_days: opts.retentionDays }, 'pruned published events');
+      }
+    } catch (err) {
+      log.warn({ err }, 'outbox housekeeping failed');
+    }
+  }
+
+  // Why the short poll while busy: a NOTIFY serialises committing transactions database-wide
+  // (PostgreSQL holds a lock from the NOTIFY until the commit is flushed), so commits should not
+  // have to notify while the relay is known to be awake; and a commit that lands just after an
+  // empty claim is then picked up within `activePollMs` instead of at the next long poll.
+  async function loop(): Promise<void> {
+    let failures = 0;
+    let lastWorkAt = 0;
+    while (!stopped) {
+      woken = false;
+      let n: number;
+      try {
+        n = await relayBatch();
+        if (failures > 0) log.info({ failures }, 'outbox relay publishing again');
+        failures = 0;
+      } catch (err) {
+        failures++;
+        const delay = Math.min(backoff.min * 2 ** (failures - 1), backoff.max);
+        // First failure and then every tenth: a long outage should not flood the log.
+        if (failures === 1 || failures % 10 === 0) log.warn({ err, failures, retry_in_ms: delay }, 'outbox publish failed; rows stay and will be retried');
+        await housekeeping(true); // pruning needs only the database: keep it going in an outage
+        await pause(delay * (0.8 + Math.random() * 0.4), false);
+        continue;
+      }
+      await housekeeping(n < batchSize);
+      // A full batch means more are probably waiting; a partial one may have raced new commits,
+      // whose NOTIFY set `woken`. Only an empty claim waits for the next wake-up or poll.
+      if (n > 0) lastWorkAt = Date.now();
+      else await pause(Date.now() - lastWorkAt < lingerMs ? activePollMs : pollMs, true);
+    }
+  }
+
+  const running = loop().catch((err) => log.error({ err }, 'outbox relay stopped by an unexpected error'));
+
+  return {
+    mode,
+    wake,
+    ready: listening.then(() => undefined),
+    async stop() {
+      if (stopped) return running;
+      stopped = true;
+      interrupt?.();
+      await running;
+      await listening;
+      await unlisten?.().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,214 @@
+import { describe, expect, it } from 'vitest';
+import { PROJECT_HEADER } from '../../src/broker/broker.ts';
+import { withTransaction } from '../../src/db/transaction.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
+import { outboxPending, outboxPublishLag } from '../../src/observability/metrics.ts';
+import { eventMessageBody } from '../../src/outbox/idempotent.ts';
+import { appendEvents, countPending } from '../../src/outbox/outbox.sql.ts';
+import { canPublishInTransaction } from '../../src/outbox/relay.ts';
+import { brokerKinds, makeTestBroker } from '../support/brokers.ts';
+import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
+import { startTcpProxy } from '../support/tcp-proxy.ts';
+import {
+  contactCreated, effectCounts, firstOccurrences, interceptDb, relayFor, sessionStarted, startRecorder, switchableBroker, writeEvents,
+} from './helpers.ts';
+
+// Generous deadlines: on a busy 2-core machine PGlite (one WASM thread) gets a sliver of a CPU.
+const LONG = 60_000;
+
+const publishedSoFar = async () => (await outboxPublishLag.get()).values.find((v) => v.metricName === 'outbox_publish_lag_seconds_count')?.value ?? 0;
+
+describe.each(brokerKinds())('outbox relay with the %s broker', (kind) => {
+  it('publishes committed events in creation order with event id, type as routing key and project header', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(kind, db);
+    const rec = await startRecorder(db, broker);
+    const before = await publishedSoFar();
+    const p = uuidv7();
+    const events = Array.from({ length: 30 }, (_, i) => (i % 3 === 1 ? sessionStarted(p) : contactCreated(p)));
+    for (let i = 0; i < events.length; i += 7) await withTransaction(db, (tx) => appendEvents(tx, events.slice(i, i + 7)));
+    relayFor({ db, broker, pollMs: 50, batchSize: 8 });
+
+    await waitFor(() => rec.applied.length === events.length, 'all events consumed', LONG);
+    expect(rec.deliveries).toEqual(events.map((e) => e.id));
+    for (const e of events) {
+      expect(rec.routingKeys.get(e.id)).toBe(e.type);
+      expect(rec.headers.get(e.id)?.[PROJECT_HEADER]).toBe(p);
+    }
+    await waitFor(async () => (await countPending(db)) === 0, 'rows marked published', LONG);
+    expect(await publishedSoFar()).toBeGreaterThanOrEqual(before + events.length);
+    await waitFor(async () => (await outboxPending.get()).values[0]?.value === 0, 'outbox_pending back to 0', LONG);
+  }, 120_000);
+
+  it('wakes on the commit notification instead of waiting for the poll', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(kind, db);
+    const rec = await startRecorder(db, broker);
+    // The pending-count query runs after a claim came back empty: from then on the relay sleeps.
+    let idle = 0;
+    const watched = interceptDb(db, (sql) => void (/count\(\*\)::int AS n FROM outbox/.test(sql) && idle++));
+    await relayFor({ db: watched, broker, pollMs: 600_000 }).ready;
+    await waitFor(() => idle > 0, 'the relay to go idle', LONG);
+    const [id] = await writeEvents(db, 1);
+    // The poll would take ten minutes: only the NOTIFY at commit can make this pass.
+    await waitFor(() => rec.applied.includes(id), 'the event to arrive', LONG);
+  }, 120_000);
+
+  it('publishes again after dying between publish and mark, and the idempotent consumer applies it once', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(kind, db);
+    const rec = await startRecorder(db, broker);
+    const [id] = await writeEvents(db, 1);
+    let crashes = 0;
+    // The mark step is the only UPDATE that sets published_at; failing it once is the relay
+    // dying after the broker accepted the batch and before the rows were marked.
+    const crashOnce = interceptDb(db, (sql) => {
+      if (/UPDATE outbox SET published_at/.test(sql) && crashes === 0) {
+        crashes++;
+        throw new Error('relay killed before marking (test)');
+      }
+    });
+    relayFor({ db: crashOnce, broker, pollMs: 50 });
+
+    await waitFor(async () => (await countPending(db)) === 0, 'the event to be marked published at last', LONG);
+    const row = await db.query('SELECT publish_attempts, last_error FROM outbox WHERE id = $1', [id]);
+    expect(crashes).toBe(1);
+    expect(row.rows[0]).toEqual({ publish_attempts: 2, last_error: null });
+    // With publish-in-transaction the first publish rolled back with the failed mark; otherwise
+    // the broker got it twice and the consumer must absorb the duplicate.
+    const expectedDeliveries = canPublishInTransaction(broker) ? 1 : 2;
+    await waitFor(() => rec.deliveries.length >= expectedDeliveries, `${expectedDeliveries} deliveries`, LONG);
+    await waitFor(async () => (await broker.stats([rec.queue]))[0].depth === 0, 'queue drained', LONG);
+    expect(rec.deliveries).toEqual(Array(expectedDeliveries).fill(id));
+    expect(rec.applied).toEqual([id]);
+    expect(await effectCounts(db)).toEqual({ rows: 1, distinct: 1 });
+  }, 120_000);
+
+  it('gives a redelivered event no second effect', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(kind, db);
+    const rec = await startRecorder(db, broker);
+    const e = contactCreated(uuidv7());
+    const msg = { messageId: e.id, body: eventMessageBody(e) };
+    await broker.publish(e.type, [msg]);
+    await broker.publish(e.type, [msg]);
+    await waitFor(() => rec.deliveries.length === 2, 'both deliveries', LONG);
+    expect(rec.applied).toEqual([e.id]);
+    expect(await effectCounts(db)).toEqual({ rows: 1, distinct: 1 });
+  }, 120_000);
+
+  it('keeps events while publishing fails and drains them in creation order once it works again', async () => {
+    const { db } = await makeTestDb();
+    const real = await makeTestBroker(kind, db);
+    const rec = await startRecorder(db, real);
+    const sw = switchableBroker(real);
+    sw.fail(true);
+    relayFor({ db, broker: sw.broker, pollMs: 50, batchSize: 25 });
+
+    const ids: string[] = [];
+    for (let i = 0; i < 20; i++) ids.push(...(await writeEvents(db, 5, { perTx: i % 2 ? 5 : 1 })));
+    await waitFor(() => sw.attempts() >= 3, 'the relay to have tried (and failed) several times', LONG);
+    expect(await countPending(db)).toBe(100);
+    expect(rec.deliveries).toEqual([]);
+    const tried = await db.query(`SELECT publish_attempts, last_error FROM outbox ORDER BY seq LIMIT 1`);
+    expect(tried.rows[0].publish_attempts).toBeGreaterThan(0);
+    expect(tried.rows[0].last_error).toMatch(/broker unavailable/);
+
+    sw.fail(false);
+    await waitFor(() => rec.applied.length === ids.length, 'every event consumed after recovery', LONG);
+    await waitFor(async () => (await countPending(db)) === 0, 'the outbox drained', LONG);
+    expect(firstOccurrences(rec.deliveries)).toEqual(ids);
+    expect(rec.applied).toEqual(ids);
+    expect(await effectCounts(db)).toEqual({ rows: ids.length, distinct: ids.length });
+  }, 120_000);
+
+  it('lets a second relay publish other rows while the first is still publishing, never the same ones', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(kind, db);
+    // PGlite is one connection: with publish-in-transaction the first relay's open transaction
+    // holds the whole database, so relays there take turns instead (nothing to observe here).
+    if (db.kind === 'pglite' && canPublishInTransaction(broker)) return;
+    const ids = await writeEvents(db, 10);
+    const first = switchableBroker(broker);
+    const second = switchableBroker(broker);
+    let release!: () => void;
+    first.hold(new Promise<void>((r) => (release = r)));
+    relayFor({ db, broker: first.broker, pollMs: 50, batchSize: 5 });
+    await waitFor(() => first.attempts() > 0, 'the first relay to be publishing its batch', LONG);
+
+    relayFor({ db, broker: second.broker, pollMs: 50, batchSize: 5 });
+    await waitFor(() => second.published.length === 5, 'the second relay to publish the next five', LONG);
+    expect(second.published).toEqual(ids.slice(5));
+    expect(first.published).toEqual([]); // still held at the gate, rows still claimed
+    release();
+    await waitFor(async () => (await countPending(db)) === 0, 'every row published', LONG);
+    expect(first.published).toEqual(ids.slice(0, 5));
+    expect(second.published).toEqual(ids.slice(5));
+  }, 120_000);
+
+  // 10,000 on the real services; PGlite runs one query at a time, so fewer there keep it quick.
+  const total = onServices ? 10_000 : 3_000;
+  it(`runs three relays at once over ${total} events: each is published once and applied once`, async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(kind, db);
+    const rec = await startRecorder(db, broker, { concurrency: 16 });
+    const ids = await writeEvents(db, total, { perTx: 250 });
+    const counted = [0, 0, 0].map(() => switchableBroker(broker));
+    for (const c of counted) relayFor({ db, broker: c.broker, pollMs: 50, batchSize: 100 });
+
+    await waitFor(() => rec.applied.length === total, `${total} effects`, 200_000, 50);
+    await waitFor(async () => (await countPending(db)) === 0, 'the outbox drained', LONG);
+    expect(new Set(rec.applied)).toEqual(new Set(ids));
+    expect(await effectCounts(db)).toEqual({ rows: total, distinct: total });
+    // SKIP LOCKED (or the in-process lock on PGlite) keeps relays off each other's rows: each
+    // event was handed to the broker once, by one relay, and the work was shared.
+    const published = counted.flatMap((c) => c.published);
+    expect(published.length).toBe(total);
+    expect(new Set(published)).toEqual(new Set(ids));
+    expect(counted.filter((c) => c.published.length > 0).length).toBeGreaterThanOrEqual(2);
+  }, 300_000);
+
+  it('prunes published events past retention while it runs', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(kind, db);
+    const [oldId, owedId] = await writeEvents(db, 2);
+    await db.query(`UPDATE outbox SET published_at = now() - interval '31 days' WHERE id = $1`, [oldId]);
+    const sw = switchableBroker(broker);
+    sw.fail(true); // the owed event must survive pruning however long the broker stays away
+    await db.query(`UPDATE outbox SET created_at = now() - interval '90 days' WHERE id = $1`, [owedId]);
+    relayFor({ db, broker: sw.broker, pollMs: 20, retentionDays: 30, pruneEveryMs: 10 });
+    await waitFor(async () => (await db.query('SELECT 1 FROM outbox WHERE id = $1', [oldId])).rowCount === 0, 'the old event pruned', LONG);
+    expect((await db.query('SELECT id FROM outbox')).rows.map((r) => r.id)).toEqual([owedId]);
+  }, 120_000);
+});
+
+describe.runIf(onServices)('outbox relay when its RabbitMQ connection breaks', () => {
+  it('backs off while cut off, reconnects, and drains in creation order with each effect once', async () => {
+    const { db } = await makeTestDb();
+    const direct = await makeTestBroker('rabbitmq', db);
+    const rec = await startRecorder(db, direct);
+    // The relay reaches the same RabbitMQ (same namespace) through a proxy the test can cut.
+    const url = process.env.AMQP_URL!;
+    const u = new URL(url);
+    const proxy = await startTcpProxy({ host: u.hostname, port: Number(u.port || 5672) });
+    onCleanup(() => proxy.close());
+    const { connectRabbitBroker } = await import('../../src/broker/rabbitmq.ts');
+    const viaProxy = await connectRabbitBroker({ url: proxy.urlFor(url), db, retryDelaysMs: [50], namespace: direct.namespace });
+    onCleanup(() => viaProxy.close());
+    relayFor({ db, broker: viaProxy, pollMs: 50 });
+
+    const ids = await writeEvents(db, 20);
+    await waitFor(() => rec.applied.length === 20, 'events flowing through the proxy', LONG);
+    proxy.cut();
+    for (let i = 0; i < 10; i++) ids.push(...(await writeEvents(db, 1 + (i % 3))));
+    await waitFor(async () => (await db.query(`SELECT 1 FROM outbox WHERE publish_attempts > 0 AND published_at IS NULL`)).rowCount > 0, 'a failed publish', LONG);
+    expect(await countPending(db)).toBe(ids.length - 20);
+    proxy.restore();
+    ids.push(...(await writeEvents(db, 5)));
+
+    await waitFor(() => rec.applied.length === ids.length, 'every event applied after the reconnect', 30_000);
+    await waitFor(async () => (await countPending(db)) === 0, 'the outbox drained', LONG);
+    expect(firstOccurrences(rec.deliveries)).toEqual(ids);
+    expect(await effectCounts(db)).toEqual({ rows: ids.length, distinct: ids.length });
+  }, 120_000);
+});
