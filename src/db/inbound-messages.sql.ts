@@ -1,0 +1,105 @@
+// The inbound write path for new messages: one call of inbound_store_messages() (migration 006)
+// stores a whole batch — dedupe, contact, session, message, counters — in the caller's tenant
+// transaction. The function's header comment says what it does per message and why it lives in
+// the database.
+import type { Queryable } from './database.ts';
+import { toContact, type ContactRecord } from './contacts-read.sql.ts';
+
+export type InboundMessageRow = {
+  channelId: string;
+  /** Bare provider id (messages.external_key): the dedupe key. */
+  externalKey: string;
+  externalId: string;
+  /** Ids for the rows this message may create. */
+  messageId: string;
+  newContactId: string;
+  newSessionId: string;
+  phone?: string;
+  waId?: string;
+  lid?: string;
+  pushName?: string;
+  source: string;
+  adAttribution: Record<string, unknown> | null;
+  timestamp: Date;
+  fromMe: boolean;
+  timeoutMinutes: number;
+  type: string;
+  text: string | null;
+  media: Record<string, unknown> | null;
+  location: Record<string, unknown> | null;
+  contactCard: Record<string, unknown> | null;
+  status: string;
+  sentAt: Date | null;
+  deliveredAt: Date | null;
+  readAt: Date | null;
+  playedAt: Date | null;
+  replyToExternalId: string | null;
+  metadata: Record<string, unknown>;
+};
+
+export type StoredOutcome =
+  | { outcome: 'duplicate' }
+  /** The conversation's active session is over by its due time: end it, then store this again. */
+  | { outcome: 'overdue'; contactId: string }
+  | {
+      outcome: 'stored';
+      contactId: string;
+      contactInserted: boolean;
+      /** Fields of the contact this message changed (name, ad_attribution, phone…). */
+      contactChanges: string[];
+      /** The contact as it is now, when it was created or changed. */
+      contact: ContactRecord | null;
+      session: { id: string; inserted: boolean; startedAt: Date; timeoutMinutes: number };
+    };
+
+/** SQLSTATE raised when a concurrent transaction stored the same message first. */
+export const DUPLICATE_RACE = 'VTDUP';
+
+export async function storeInboundMessages(tx: Queryable, projectId: string, rows: readonly InboundMessageRow[]): Promise<StoredOutcome[]> {
+  if (rows.length === 0) return [];
+  const batch = rows.map((m) => ({
+    channel_id: m.channelId,
+    external_key: m.externalKey,
+    external_id: m.externalId,
+    message_id: m.messageId,
+    new_contact_id: m.newContactId,
+    new_session_id: m.newSessionId,
+    phone: m.phone ?? null,
+    wa_id: m.waId ?? null,
+    lid: m.lid ?? null,
+    push_name: m.pushName ?? null,
+    source: m.source,
+    ad_attribution: m.adAttribution,
+    timestamp: m.timestamp.toISOString(),
+    from_me: m.fromMe,
+    timeout_minutes: m.timeoutMinutes,
+    type: m.type,
+    text: m.text,
+    media: m.media,
+    location: m.location,
+    contact_card: m.contactCard,
+    status: m.status,
+    sent_at: m.sentAt?.toISOString() ?? null,
+    delivered_at: m.deliveredAt?.toISOString() ?? null,
+    read_at: m.readAt?.toISOString() ?? null,
+    played_at: m.playedAt?.toISOString() ?? null,
+    reply_to_external_id: m.replyToExternalId,
+    metadata: m.metadata,
+  }));
+  const r = await tx.query(`SELECT * FROM inbound_store_messages($1::uuid, $2::jsonb) ORDER BY n`, [projectId, JSON.stringify(batch)]);
+  return r.rows.map((x): StoredOutcome =>
+    x.outcome === 'duplicate'
+      ? { outcome: 'duplicate' }
+      : x.outcome === 'overdue'
+        ? { outcome: 'overdue', contactId: x.contact_id }
+        : {
+          outcome: 'stored',
+          contactId: x.contact_id,
+          contactInserted: x.contact_inserted === true,
+          contactChanges: x.contact_changes ?? [],
+          contact: x.contact ? toContact(x.contact) : null,
+          session: { id: x.session_id, inserted: x.session_inserted === true, startedAt: new Date(x.session_started_at), timeoutMinutes: x.session_timeout },
+        },
+  );
+}
+

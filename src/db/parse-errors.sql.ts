@@ -1,0 +1,46 @@
+// Provider payloads the inbound processor could not understand, parked with the raw body and the
+// reason so an operator can see (and a fix can replay) them. Written in the project's tenant
+// transaction when the channel is known; without a project otherwise.
+import type { Queryable } from './database.ts';
+import type { Headers } from '../broker/broker.ts';
+
+export type NewParseError = {
+  id: string;
+  projectId: string | null;
+  channelId: string | null;
+  provider: string;
+  eventType: string | null;
+  reason: string;
+  body: Buffer;
+  headers: Headers;
+};
+
+export async function insertParseError(q: Queryable, e: NewParseError): Promise<void> {
+  await q.query(
+    `INSERT INTO parse_errors (id, project_id, channel_id, provider, event_type, reason, body, headers)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)`,
+    [e.id, e.projectId, e.channelId, e.provider, e.eventType, e.reason.slice(0, 2000), e.body, JSON.stringify(e.headers)],
+  );
+}
+
+export type ParseErrorRecord = NewParseError & { createdAt: Date };
+
+/** The project's parse errors, newest first. */
+export async function listParseErrors(q: Queryable, projectId: string, limit = 50): Promise<ParseErrorRecord[]> {
+  const r = await q.query(
+    `SELECT id, project_id, channel_id, provider, event_type, reason, body, headers, created_at FROM parse_errors
+     WHERE project_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
+    [projectId, limit],
+  );
+  return r.rows.map((row) => ({
+    id: row.id,
+    projectId: row.project_id,
+    channelId: row.channel_id,
+    provider: row.provider,
+    eventType: row.event_type,
+    reason: row.reason,
+    body: Buffer.from(row.body),
+    headers: row.headers ?? {},
+    createdAt: new Date(row.created_at),
+  }));
+}

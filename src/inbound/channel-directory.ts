@@ -1,0 +1,116 @@
+// The ingress and the processor look a channel up for every webhook; the answer changes only when
+// someone edits the channel. So lookups are cached in memory, with the secrets already opened and
+// the token already digested, and a change announced on the CHANNEL_CHANGES notification (sent by
+// channels.sql.ts at commit, seen by every process on the database) drops the entry. A TTL bounds
+// staleness should a notification be missed (listener reconnecting).
+import { createHash } from 'node:crypto';
+import type { Database } from '../db/database.ts';
+import { CHANNEL_CHANGES, findChannelById, type ChannelType } from '../db/channels.sql.ts';
+import { isUuid } from '../domain/ids.ts';
+import type { Logger } from '../observability/logger.ts';
+import { openChannelSecrets, type ChannelSecrets } from '../services/channels.service.ts';
+
+export type KnownChannel = {
+  id: string;
+  projectId: string;
+  name: string;
+  type: ChannelType;
+  config: Record<string, unknown>;
+  secrets: ChannelSecrets;
+  /** SHA-256 of the webhook token: compared in constant time with the digest of what was sent. */
+  tokenDigest: Buffer;
+  sessionTimeoutMinutes: number;
+};
+
+export type ChannelDirectory = {
+  /** The live channel, or undefined when there is none with this id. */
+  get(id: string): Promise<KnownChannel | undefined>;
+  invalidate(id: string): void;
+  /** Subscribes to change notifications. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+};
+
+export type ChannelDirectoryOptions = {
+  db: Database;
+  /** SECRET_KEY, or how to get it when the directory is built before it is known. */
+  secretKey: string | (() => string);
+  defaultSessionTimeoutMinutes: number;
+  logger: Logger;
+  ttlMs?: number;
+  /** Unknown ids are remembered briefly too, so a flood of bad URLs does not become a flood of queries. */
+  missTtlMs?: number;
+  maxEntries?: number;
+};
+
+type Entry = { value: KnownChannel | undefined; expires: number };
+
+export const sha256 = (s: string | Buffer): Buffer => createHash('sha256').update(s).digest();
+
+export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDirectory {
+  const ttl = opts.ttlMs ?? 60_000;
+  const missTtl = opts.missTtlMs ?? 5_000;
+  const maxEntries = opts.maxEntries ?? 10_000;
+  const entries = new Map<string, Entry>();
+  const loading = new Map<string, Promise<KnownChannel | undefined>>();
+  // Bumped by every invalidation, so a load that started before a change does not cache its result.
+  let generation = 0;
+  let unlisten: (() => Promise<void>) | undefined;
+
+  function invalidate(id: string): void {
+    generation++;
+    entries.delete(id);
+    loading.delete(id);
+  }
+
+  async function load(id: string): Promise<KnownChannel | undefined> {
+    const row = await findChannelById(opts.db, id);
+    if (!row) return undefined;
+    return {
+      id: row.id,
+      projectId: row.projectId,
+      name: row.name,
+      type: row.type,
+      config: row.config,
+      secrets: openChannelSecrets(typeof opts.secretKey === 'string' ? opts.secretKey : opts.secretKey(), row.secrets),
+      tokenDigest: sha256(row.webhookToken),
+      sessionTimeoutMinutes: row.sessionTimeoutMinutes ?? opts.defaultSessionTimeoutMinutes,
+    };
+  }
+
+  return {
+    get(id) {
+      if (!isUuid(id)) return Promise.resolve(undefined);
+      const hit = entries.get(id);
+      if (hit && hit.expires > Date.now()) return Promise.resolve(hit.value);
+      const pending = loading.get(id);
+      if (pending) return pending;
+      const gen = generation;
+      const p: Promise<KnownChannel | undefined> = load(id)
+        .then((value) => {
+          if (gen === generation) {
+            if (entries.size >= maxEntries) entries.delete(entries.keys().next().value!);
+            entries.set(id, { value, expires: Date.now() + (value ? ttl : missTtl) });
+          }
+          return value;
+        })
+        .finally(() => {
+          if (loading.get(id) === p) loading.delete(id);
+        });
+      loading.set(id, p);
+      return p;
+    },
+
+    invalidate,
+
+    async start() {
+      unlisten = await opts.db.listen(CHANNEL_CHANGES, invalidate);
+    },
+
+    async stop() {
+      await unlisten?.().catch((err) => opts.logger.warn({ err }, 'could not stop listening for channel changes'));
+      unlisten = undefined;
+      entries.clear();
+    },
+  };
+}

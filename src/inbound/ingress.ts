@@ -1,0 +1,128 @@
+// The ingress fast path: find the channel (cached), authenticate the raw bytes, check the body is
+// a JSON object, and hand it to the raw queue with a publisher confirm — nothing more. The body is
+// forwarded as received (no re-encoding); the envelope rides in message headers. If the broker
+// does not confirm within a short bound the webhook is spilled to `inbound_events` (the drainer
+// republishes it later) and still answered 200; only when the database refuses too is the answer
+// 503, so the provider retries. A confirm arriving after a spill makes a duplicate, which the
+// processor's dedupe absorbs.
+import { isUtf8 } from 'node:buffer';
+import { PROJECT_HEADER, errorText, type Broker, type Headers } from '../broker/broker.ts';
+import { Queues } from '../broker/topology.ts';
+import type { Database } from '../db/database.ts';
+import { spillInboundEvent } from '../db/inbound-events.sql.ts';
+import { withDeadline } from '../db/postgres.ts';
+import { uuidv7 } from '../domain/ids.ts';
+import { AppError } from '../errors.ts';
+import type { Logger } from '../observability/logger.ts';
+import { inboundEventsTotal } from '../observability/metrics.ts';
+import type { ChannelDirectory, KnownChannel } from './channel-directory.ts';
+import type { InboundProvider, IngressRequest } from './providers.ts';
+
+/** Envelope headers on every raw-queue message. */
+export const EnvelopeHeaders = {
+  provider: 'x-provider',
+  channelId: 'x-channel-id',
+  receivedAt: 'x-received-at',
+  requestId: 'x-request-id',
+  projectId: PROJECT_HEADER,
+} as const;
+
+export const DEFAULT_PUBLISH_TIMEOUT_MS = 250;
+
+export type IngressDeps = {
+  db: Database;
+  broker: Broker;
+  logger: Logger;
+  channels: ChannelDirectory;
+  /** How long to wait for the broker's confirm before spilling. */
+  publishTimeoutMs?: number;
+};
+
+export type Accepted = { eventId: string; spilled: boolean };
+
+export type Ingress = {
+  /** The channel a provider URL names, when it exists and has that provider's type. */
+  channel(provider: InboundProvider, channelId: string): Promise<KnownChannel>;
+  accept(provider: InboundProvider, channelId: string, req: IngressRequest, requestId: string): Promise<Accepted>;
+};
+
+export function makeIngress(deps: IngressDeps): Ingress {
+  const { db, broker, logger } = deps;
+  const timeoutMs = deps.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS;
+  const count = (provider: string, result: string) => inboundEventsTotal.inc({ provider, event: 'webhook', result });
+
+  async function channel(provider: InboundProvider, channelId: string): Promise<KnownChannel> {
+    const c = await deps.channels.get(channelId);
+    if (!c || c.type !== provider.channelType) {
+      count(provider.name, 'unknown_channel');
+      throw new AppError('not_found', `no ${provider.name} channel ${channelId}`);
+    }
+    return c;
+  }
+
+  return {
+    channel,
+
+    async accept(provider, channelId, req, requestId) {
+      const c = await channel(provider, channelId);
+      const verdict = provider.verify(c, req);
+      if (!verdict.ok) {
+        count(provider.name, 'unauthorized');
+        throw new AppError('invalid_signature', verdict.reason);
+      }
+      checkJsonObject(req.rawBody, () => count(provider.name, 'malformed'));
+
+      const eventId = uuidv7();
+      const receivedAt = new Date();
+      const headers: Headers = {
+        [EnvelopeHeaders.provider]: provider.name,
+        [EnvelopeHeaders.channelId]: c.id,
+        [EnvelopeHeaders.projectId]: c.projectId,
+        [EnvelopeHeaders.receivedAt]: receivedAt.toISOString(),
+        [EnvelopeHeaders.requestId]: requestId,
+      };
+      try {
+        await withDeadline(
+          broker.send(Queues.inboundRaw, [{ messageId: eventId, body: req.rawBody, headers }], { timeoutMs }),
+          timeoutMs + 50,
+          'broker did not confirm in time',
+        );
+        count(provider.name, 'queued');
+        return { eventId, spilled: false };
+      } catch (publishErr) {
+        try {
+          await spillInboundEvent(db, { id: eventId, provider: provider.name, channelId: c.id, headers, body: req.rawBody, receivedAt });
+          count(provider.name, 'spilled');
+          logger.warn({ event_id: eventId, err: errorText(publishErr) }, 'broker did not confirm; webhook spilled to the database');
+          return { eventId, spilled: true };
+        } catch (spillErr) {
+          count(provider.name, 'unavailable');
+          logger.error({ event_id: eventId, publish_error: errorText(publishErr), spill_error: errorText(spillErr) }, 'webhook refused: broker and database both failed');
+          throw new AppError('unavailable', 'cannot accept webhooks right now; retry later', undefined, { 'retry-after': '5' });
+        }
+      }
+    },
+  };
+}
+
+/**
+ * The one parse the ingress does: the body must be UTF-8 JSON with an object at the top, because
+ * every provider sends one and anything else can only become a parse error later.
+ */
+function checkJsonObject(raw: Buffer, onBad: () => void): void {
+  let detail: string | undefined;
+  if (raw.length === 0) detail = 'the body is empty';
+  else if (!isUtf8(raw)) detail = 'the body is not valid UTF-8';
+  else {
+    try {
+      const v: unknown = JSON.parse(raw.toString('utf8'));
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) detail = 'the body must be a JSON object';
+    } catch (err) {
+      detail = `the body is not JSON: ${(err as Error).message}`;
+    }
+  }
+  if (detail) {
+    onBad();
+    throw new AppError('bad_json', detail);
+  }
+}

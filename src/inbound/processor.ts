@@ -1,0 +1,149 @@
+// The raw-queue consumer: envelope headers → channel → provider parser → the inbound transaction.
+// It knows providers only through providers.ts, and the transaction only through InboundEvents.
+//
+// Outcomes of one delivery:
+// - stored (or found to be a duplicate, or ignored and counted): acked;
+// - malformed (not JSON, not the provider's shape, or a parser that throws on it): parked in
+//   parse_errors with the raw body and the reason, and acked — retrying cannot help;
+// - a reference to a message not stored yet (an ack that overtook its message): thrown, so the
+//   broker retries it later and dead-letters it after the last delay (parked, replayable);
+// - any other failure (database away, a conflict): thrown, retried by the broker.
+import type { Broker, Consumer, Delivery, Handler } from '../broker/broker.ts';
+import { startConsumer } from '../broker/consumer-runner.ts';
+import { Queues } from '../broker/topology.ts';
+import type { Database } from '../db/database.ts';
+import { insertParseError } from '../db/parse-errors.sql.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { uuidv7 } from '../domain/ids.ts';
+import { isRecord, type InboundEvent } from '../domain/inbound.ts';
+import type { Logger } from '../observability/logger.ts';
+import { inboundEventsTotal } from '../observability/metrics.ts';
+import { DuplicateRace, makeInboundService, type InboundItem, type InboundService, type ItemOutcome } from '../services/inbound.service.ts';
+import { makeBatcher } from './batcher.ts';
+import type { ChannelDirectory } from './channel-directory.ts';
+import { EnvelopeHeaders } from './ingress.ts';
+import { providerOf } from './providers.ts';
+
+export const PROCESSOR_NAME = 'inbound-processor';
+
+export type ProcessorDeps = {
+  db: Database;
+  broker: Broker;
+  logger: Logger;
+  channels: ChannelDirectory;
+  service?: InboundService;
+};
+
+export type ProcessorOptions = {
+  /** Deliveries handled at once (the broker prefetch). */
+  concurrency?: number;
+  /** Webhooks per transaction at most. */
+  maxBatch?: number;
+  /** Transactions at once; PGlite, a single connection, gets 1. */
+  maxInflight?: number;
+};
+
+/** A reference to a message the channel does not have yet: try again later. */
+export class TargetNotStored extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'TargetNotStored';
+  }
+}
+
+type Result = ItemOutcome & { error?: unknown };
+
+export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions = {}): Handler {
+  const { db, logger } = deps;
+  const service = deps.service ?? makeInboundService({ db });
+
+  // A batch that rolls back is retried item by item, so one bad item (or a lost race) costs only
+  // itself: the others commit, and it alone goes back to the broker.
+  async function runBatch(projectId: string, items: InboundItem[]): Promise<Result[]> {
+    try {
+      return await service.apply(projectId, items);
+    } catch (err) {
+      if (items.length === 1 && !(err instanceof DuplicateRace)) return [{ error: err }];
+    }
+    const results: Result[] = [];
+    for (const item of items) {
+      let outcome: Result | undefined;
+      for (let attempt = 0; !outcome; attempt++) {
+        try {
+          outcome = (await service.apply(projectId, [item]))[0];
+        } catch (err) {
+          // Lost the race to a copy of the same message: once more, and it reads as a duplicate.
+          if (!(err instanceof DuplicateRace) || attempt > 0) outcome = { error: err };
+        }
+      }
+      results.push(outcome);
+    }
+    return results;
+  }
+
+  const batcher = makeBatcher<InboundItem, Result>(runBatch, {
+    maxBatch: opts.maxBatch ?? 50,
+    maxInflight: opts.maxInflight ?? (db.kind === 'pglite' ? 1 : 4),
+  });
+
+  async function park(d: Delivery, reason: string, ctx: { provider: string; projectId: string | null; channelId: string | null; body?: unknown }) {
+    const eventType = isRecord(ctx.body) && typeof ctx.body.event === 'string' ? ctx.body.event.slice(0, 200) : null;
+    const row = {
+      id: uuidv7(),
+      projectId: ctx.projectId,
+      channelId: ctx.channelId,
+      provider: ctx.provider,
+      eventType,
+      reason,
+      body: d.body,
+      headers: d.headers,
+    };
+    if (ctx.projectId) await withTransaction(db, (tx) => insertParseError(tx, row), { projectId: ctx.projectId });
+    else await insertParseError(db, row);
+    inboundEventsTotal.inc({ provider: ctx.provider, event: eventType ?? 'unknown', result: 'parse_error' });
+    logger.warn({ message_id: d.messageId, provider: ctx.provider, channel_id: ctx.channelId, reason }, 'malformed webhook parked in parse_errors');
+  }
+
+  return async (d: Delivery) => {
+    const providerName = d.headers[EnvelopeHeaders.provider] ?? 'unknown';
+    const channelId = d.headers[EnvelopeHeaders.channelId];
+    const receivedAt = new Date(d.headers[EnvelopeHeaders.receivedAt] ?? Date.now());
+    const provider = providerOf(providerName);
+    if (!provider || !channelId || Number.isNaN(receivedAt.getTime())) {
+      return park(d, 'the queue message has no valid envelope headers (provider, channel, received time)', { provider: providerName, projectId: null, channelId: null });
+    }
+    const channel = await deps.channels.get(channelId);
+    if (!channel) {
+      // Deleted since the ingress accepted the webhook: nothing to attach it to.
+      inboundEventsTotal.inc({ provider: provider.name, event: 'webhook', result: 'unknown_channel' });
+      logger.info({ message_id: d.messageId, channel_id: channelId }, 'webhook for a channel that no longer exists dropped');
+      return;
+    }
+
+    const ctx = { provider: provider.name, projectId: channel.projectId, channelId: channel.id };
+    let body: unknown;
+    let events: InboundEvent[];
+    try {
+      body = JSON.parse(d.body.toString('utf8'));
+      events = provider.parse(body);
+    } catch (err) {
+      // ParseError for malformed input; anything else a parser throws on hostile input is the same
+      // verdict: this body cannot be processed, now or later.
+      return park(d, err instanceof Error ? err.message : String(err), { ...ctx, body });
+    }
+
+    const result = await batcher.submit(channel.projectId, { channel, events, receivedAt });
+    if (result.error) throw result.error;
+    if (result.retry) throw new TargetNotStored(result.retry);
+  };
+}
+
+/** Starts consuming the raw queue. Stopping it lets in-flight webhooks finish first. */
+export async function startInboundProcessor(deps: ProcessorDeps, opts: ProcessorOptions = {}): Promise<{ name: string; stop(): Promise<void> }> {
+  const consumer: Consumer = await startConsumer(
+    deps.broker,
+    { name: PROCESSOR_NAME, queue: Queues.inboundRaw, concurrency: opts.concurrency ?? 64, handle: makeInboundHandler(deps, opts) },
+    deps.logger,
+  );
+  return { name: PROCESSOR_NAME, stop: () => consumer.stop() };
+}

@@ -1,0 +1,104 @@
+// The provider seam. Each WhatsApp provider says how its webhooks are authenticated (checked by
+// the ingress on the raw bytes, before anything is parsed) and how a body becomes normalised
+// InboundEvents (run by the processor). Everything else — queueing, spilling, the transaction —
+// is provider-agnostic. A new provider is one entry here plus its parser.
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { ChannelType } from '../db/channels.sql.ts';
+import type { InboundEvent, Provider } from '../domain/inbound.ts';
+import { parseWahaEvent } from './waha/waha.parser.ts';
+import { parseCloudWebhook } from './whatsapp-cloud/cloud.parser.ts';
+import { sha256, type KnownChannel } from './channel-directory.ts';
+
+export type IngressRequest = {
+  rawBody: Buffer;
+  headers: Record<string, string | string[] | undefined>;
+  query: Record<string, unknown>;
+};
+
+export type Verdict = { ok: true } | { ok: false; reason: string };
+
+export interface InboundProvider {
+  readonly name: Provider;
+  /** The channel type whose webhooks this provider sends. */
+  readonly channelType: ChannelType;
+  /** Authenticates one webhook. Pure and synchronous: it runs on the ingress fast path. */
+  verify(channel: KnownChannel, req: IngressRequest): Verdict;
+  /** Body (already JSON-decoded) → events. Throws ParseError on malformed input. */
+  parse(body: unknown): InboundEvent[];
+}
+
+const OK: Verdict = { ok: true };
+const fail = (reason: string): Verdict => ({ ok: false, reason });
+
+export function header(req: IngressRequest, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Equal-length digests compared in constant time: neither the content nor the length leaks. */
+export function sameSecret(given: string, expectedDigest: Buffer): boolean {
+  return timingSafeEqual(sha256(given), expectedDigest);
+}
+
+/** A hex signature compared in constant time with the HMAC of the raw body. */
+export function hmacMatches(algorithm: 'sha256' | 'sha512', key: string, body: Buffer, givenHex: string): boolean {
+  const expected = createHmac(algorithm, key).update(body).digest();
+  const given = /^[0-9a-f]+$/i.test(givenHex) ? Buffer.from(givenHex, 'hex') : Buffer.alloc(0);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+export const wahaProvider: InboundProvider = {
+  name: 'waha',
+  channelType: 'waha',
+  verify(channel, req) {
+    const q = req.query.token;
+    const token = (typeof q === 'string' ? q : undefined) ?? header(req, 'x-webhook-token');
+    if (!token || !sameSecret(token, channel.tokenDigest)) return fail('webhook token missing or wrong');
+    const key = channel.secrets.hmac_key;
+    if (key) {
+      const algorithm = header(req, 'x-webhook-hmac-algorithm');
+      if (algorithm && algorithm.toLowerCase() !== 'sha512') return fail(`unsupported HMAC algorithm ${algorithm}`);
+      const signature = header(req, 'x-webhook-hmac');
+      if (!signature || !hmacMatches('sha512', key, req.rawBody, signature)) return fail('X-Webhook-Hmac missing or wrong');
+    }
+    return OK;
+  },
+  parse: parseWahaEvent,
+};
+
+export const cloudProvider: InboundProvider = {
+  name: 'whatsapp_cloud',
+  channelType: 'whatsapp_cloud',
+  verify(channel, req) {
+    const secret = channel.secrets.app_secret;
+    const signature = header(req, 'x-hub-signature-256');
+    if (!secret) return fail('channel has no app secret');
+    if (!signature?.startsWith('sha256=') || !hmacMatches('sha256', secret, req.rawBody, signature.slice(7))) {
+      return fail('X-Hub-Signature-256 missing or wrong');
+    }
+    return OK;
+  },
+  parse: parseCloudWebhook,
+};
+
+export const PROVIDERS: Record<Provider, InboundProvider> = {
+  waha: wahaProvider,
+  whatsapp_cloud: cloudProvider,
+};
+
+export function providerOf(name: string): InboundProvider | undefined {
+  return Object.hasOwn(PROVIDERS, name) ? PROVIDERS[name as Provider] : undefined;
+}
+
+/**
+ * Meta's subscription handshake (GET with hub.mode, hub.verify_token, hub.challenge): the
+ * challenge to echo when the token is the channel's, else undefined.
+ */
+export function cloudSubscriptionChallenge(channel: KnownChannel, query: Record<string, unknown>): string | undefined {
+  const mode = query['hub.mode'];
+  const token = query['hub.verify_token'];
+  const challenge = query['hub.challenge'];
+  const expected = channel.secrets.verify_token;
+  if (mode !== 'subscribe' || typeof token !== 'string' || typeof challenge !== 'string' || !expected) return undefined;
+  return sameSecret(token, sha256(expected)) ? challenge : undefined;
+}

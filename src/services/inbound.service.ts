@@ -1,0 +1,293 @@
+// The inbound transaction: normalised provider events → contacts, sessions, messages and their
+// outbox rows, all committed together. Provider-agnostic: it sees InboundEvents and a channel.
+//
+// New messages go to the database in one call for the whole batch (inbound_store_messages(),
+// migration 006: per message, dedupe first — a duplicate changes nothing, not even counters —
+// then the contact and the active session upserted on their unique indexes, the message, the
+// counters). Losing the message insert to a concurrent copy of the same message rolls the
+// transaction back (DuplicateRace); the retry then reads it as a duplicate. Acks, reactions, edits,
+// revokes and session states follow, one statement or two each; then the events of the whole
+// batch are appended in one statement. A conversation whose active session fell due before its
+// message (the sweeper had not got to it) has that session ended first, so the message opens a new one.
+// Several webhooks share the transaction (the processor batches them). Messages are stored in
+// contact order so that concurrent batches take row locks in the same order and do not deadlock.
+import type { Database, Queryable } from '../db/database.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { DUPLICATE_RACE, storeInboundMessages, type InboundMessageRow, type StoredOutcome } from '../db/inbound-messages.sql.ts';
+import { endOverdueSession, type EndedSession } from '../db/session-lifecycle.sql.ts';
+import { sessionEndedEvent } from './session-lifecycle.service.ts';
+import { editMessage, lockMessageByKey, revokeMessage, setMessageStatus, setReaction } from '../db/messages.sql.ts';
+import { setChannelStatus, type ChannelType } from '../db/channels.sql.ts';
+import { newEvent, type EventEnvelope, type MessageStatus as EventStatus } from '../domain/events.ts';
+import { uuidv7 } from '../domain/ids.ts';
+import { isForward, type InboundEvent, type InboundMessage, type InboundStatus } from '../domain/inbound.ts';
+import { appendEvents } from '../outbox/outbox.sql.ts';
+import { inboundEventsTotal, sessionsActive } from '../observability/metrics.ts';
+import {
+  adDoc, contactCardDoc, contactData, eventAd, initialStatus, locationDoc, machineStatus, mediaDoc, messageData, stepTimes,
+  type StoredMessage,
+} from '../inbound/payloads.ts';
+
+export type InboundChannel = { id: string; projectId: string; name: string; type: ChannelType; sessionTimeoutMinutes: number };
+
+/** The events of one webhook, from one channel. */
+export type InboundItem = { channel: InboundChannel; events: readonly InboundEvent[]; receivedAt: Date };
+
+/** What one item came to: done, or worth another try later (a reference to a message not stored yet). */
+export type ItemOutcome = { retry?: string };
+
+type Result =
+  | 'stored' | 'duplicate' | 'updated' | 'unchanged' | 'ignored' | 'missing_target'
+  | Extract<InboundEvent, { kind: 'ignored' }>['reason'];
+
+/** Another transaction committed the same message between our dedupe and our insert. */
+export class DuplicateRace extends Error {
+  constructor(detail: string) {
+    super(`${detail}; the transaction is rolled back and retried`);
+    this.name = 'DuplicateRace';
+  }
+}
+
+const KIND_ORDER: Record<InboundEvent['kind'], number> = {
+  message: 0, status: 1, reaction: 1, edit: 1, revoke: 1, channel_status: 2, ignored: 3,
+};
+
+function lockKey(e: InboundEvent): string {
+  return e.kind === 'message' ? (e.contact.phone ?? e.contact.lid ?? '') : '';
+}
+
+export function makeInboundService(deps: { db: Database }) {
+  /** Applies the items in one tenant transaction (all of one project). Throws when it rolls back. */
+  async function apply(projectId: string, items: readonly InboundItem[]): Promise<ItemOutcome[]> {
+    const work = items
+      .flatMap((item, i) => item.events.map((event, n) => ({ item: i, n, event })))
+      .sort((a, b) => KIND_ORDER[a.event.kind] - KIND_ORDER[b.event.kind] || compare(lockKey(a.event), lockKey(b.event)) || a.item - b.item || a.n - b.n);
+
+    let opened = 0;
+    let closed = 0;
+    const messages = work.filter((w) => w.event.kind === 'message');
+    const others = work.filter((w) => w.event.kind !== 'message');
+    const prepared = messages.map((w) => prepareMessage(items[w.item].channel, w.event as InboundMessage));
+    const results = await withTransaction(
+      deps.db,
+      async (tx) => {
+        const out: EventEnvelope[] = [];
+        const res: Array<{ item: number; event: InboundEvent; result: Result }> = [];
+        opened = 0;
+        closed = 0;
+        const stored = await storeMessages(tx, projectId, prepared, (ended) => {
+          closed++;
+          out.push(sessionEndedEvent(ended));
+        });
+        stored.forEach((outcome, i) => {
+          const w = messages[i];
+          if (outcome.outcome === 'stored') {
+            if (outcome.session.inserted) opened++;
+            messageEvents(items[w.item].channel, w.event as InboundMessage, prepared[i], outcome, out);
+          }
+          res.push({ item: w.item, event: w.event, result: outcome.outcome });
+        });
+        for (const w of others) {
+          const { channel, receivedAt } = items[w.item];
+          res.push({ item: w.item, event: w.event, result: await applyEvent(tx, channel, w.event, receivedAt, out) });
+        }
+        await appendEvents(tx, out);
+        return res;
+      },
+      { projectId },
+    );
+
+    sessionsActive.inc(opened - closed);
+    const outcomes: ItemOutcome[] = items.map(() => ({}));
+    for (const r of results) {
+      inboundEventsTotal.inc({ provider: r.event.provider, event: r.event.event, result: r.result });
+      if (r.result === 'missing_target') outcomes[r.item].retry = `${r.event.kind} refers to a message this channel does not have (yet)`;
+    }
+    return outcomes;
+  }
+
+  return { apply };
+}
+
+export type InboundService = ReturnType<typeof makeInboundService>;
+
+const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+async function applyEvent(
+  tx: Queryable,
+  ch: InboundChannel,
+  e: InboundEvent,
+  receivedAt: Date,
+  out: EventEnvelope[],
+): Promise<Result> {
+  switch (e.kind) {
+    case 'message':
+      throw new Error('new messages are stored in one batch, not here');
+    case 'status':
+      return applyStatus(tx, ch, e, receivedAt, out);
+    case 'reaction': {
+      const who = e.fromMe ? 'me' : (e.contact.phone ?? e.contact.lid ?? 'unknown');
+      return (await setReaction(tx, ch.id, e.targetKey, who, e.emoji)) ? 'updated' : 'missing_target';
+    }
+    case 'edit':
+      return (await editMessage(tx, ch.id, e.targetKey, e.text, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
+    case 'revoke':
+      return (await revokeMessage(tx, ch.id, e.targetKey, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
+    case 'channel_status': {
+      const changed = await setChannelStatus(tx, ch.id, e.status, e.timestamp ?? receivedAt);
+      if (!changed) return 'unchanged';
+      out.push(newEvent('channel.status_changed', {
+        projectId: ch.projectId,
+        aggregateId: ch.id,
+        occurredAt: e.timestamp ?? receivedAt,
+        data: { channel_id: ch.id, name: changed.name, type: changed.type, status: e.status, previous_status: changed.previous, reason: e.providerStatus },
+      }));
+      return 'updated';
+    }
+    case 'ignored':
+      return e.reason;
+  }
+}
+
+type Prepared = { row: InboundMessageRow; stored: StoredMessage };
+type Stored = Exclude<StoredOutcome, { outcome: 'overdue' }>;
+
+/**
+ * Stores the batch's messages. Those of a conversation whose session is over by its due time come
+ * back untouched: that session is ended (as the sweeper would have) and they go again, now opening
+ * a new session. A later message of the same batch can find the new session over too, hence a loop.
+ */
+async function storeMessages(tx: Queryable, projectId: string, prepared: Prepared[], onEnded: (s: EndedSession) => void): Promise<Stored[]> {
+  const outcomes: Stored[] = new Array(prepared.length);
+  let pending = prepared.map((_, i) => i);
+  for (let round = 0; pending.length > 0; round++) {
+    if (round > prepared.length) throw new Error('sessions keep falling due while storing this batch');
+    const results = await storeInboundMessages(tx, projectId, pending.map((i) => prepared[i].row)).catch((err) => {
+      throw err?.code === DUPLICATE_RACE ? new DuplicateRace(String(err.message)) : err;
+    });
+    const again: number[] = [];
+    const overdue = new Map<string, { contactId: string; channelId: string; at: Date }>();
+    results.forEach((o, k) => {
+      const i = pending[k];
+      if (o.outcome !== 'overdue') return void (outcomes[i] = o);
+      again.push(i);
+      const { channelId, timestamp } = prepared[i].row;
+      const key = `${o.contactId}/${channelId}`;
+      const seen = overdue.get(key);
+      if (!seen || timestamp < seen.at) overdue.set(key, { contactId: o.contactId, channelId, at: timestamp });
+    });
+    for (const o of overdue.values()) {
+      const ended = await endOverdueSession(tx, o);
+      if (ended) onEnded(ended);
+    }
+    pending = again;
+  }
+  return outcomes;
+}
+
+/** A message as the database function takes it, with the ids of the rows it may create. */
+function prepareMessage(ch: InboundChannel, m: InboundMessage): Prepared {
+  const ad = adDoc(m.ad) ?? null;
+  const status = initialStatus(m);
+  const stored: StoredMessage = {
+    id: uuidv7(),
+    contactId: '',
+    sessionId: '',
+    channelId: ch.id,
+    status,
+    media: mediaDoc(m),
+    location: locationDoc(m),
+    contactCard: contactCardDoc(m),
+  };
+  const steps = m.fromMe ? stepTimes(status, m.timestamp) : { sentAt: null, deliveredAt: null, readAt: null, playedAt: null };
+  return {
+    stored,
+    row: {
+      channelId: ch.id,
+      externalKey: m.messageKey,
+      externalId: m.externalId,
+      messageId: stored.id,
+      newContactId: uuidv7(),
+      newSessionId: uuidv7(),
+      phone: m.contact.phone,
+      waId: m.contact.waId,
+      lid: m.contact.lid,
+      pushName: m.pushName,
+      source: ad ? 'ctwa_ad' : 'whatsapp',
+      adAttribution: ad,
+      timestamp: m.timestamp,
+      fromMe: m.fromMe,
+      timeoutMinutes: ch.sessionTimeoutMinutes,
+      type: m.type,
+      text: m.text ?? null,
+      media: stored.media,
+      location: stored.location,
+      contactCard: stored.contactCard,
+      status,
+      ...steps,
+      replyToExternalId: m.replyToExternalId ?? null,
+      metadata: { ...m.metadata, ...(m.source ? { source: m.source } : {}), ...(m.pushName ? { push_name: m.pushName } : {}) },
+    },
+  };
+}
+
+/** contact.created/updated, session.started, message.received or message.sent, tracking.ad_click. */
+function messageEvents(ch: InboundChannel, m: InboundMessage, p: Prepared, s: Extract<Stored, { outcome: 'stored' }>, out: EventEnvelope[]): void {
+  const projectId = ch.projectId;
+  const stored: StoredMessage = { ...p.stored, contactId: s.contactId, sessionId: s.session.id };
+  if (s.contactInserted && s.contact) out.push(newEvent('contact.created', { projectId, aggregateId: s.contactId, data: contactData(s.contact) }));
+  else if (s.contactChanges.length && s.contact) {
+    out.push(newEvent('contact.updated', { projectId, aggregateId: s.contactId, data: { ...contactData(s.contact), changed_fields: s.contactChanges } }));
+  }
+  if (s.session.inserted) {
+    out.push(newEvent('session.started', {
+      projectId,
+      aggregateId: s.session.id,
+      occurredAt: s.session.startedAt,
+      data: { session_id: s.session.id, contact_id: s.contactId, channel_id: ch.id, started_at: s.session.startedAt.toISOString(), timeout_minutes: s.session.timeoutMinutes },
+    }));
+  }
+  out.push(newEvent(m.fromMe ? 'message.sent' : 'message.received', { projectId, aggregateId: stored.id, occurredAt: m.timestamp, data: messageData(m, stored) }));
+  const ad = p.row.adAttribution;
+  if (ad) {
+    out.push(newEvent('tracking.ad_click', {
+      projectId,
+      aggregateId: s.contactId,
+      occurredAt: m.timestamp,
+      data: { ...eventAd(ad), contact_id: s.contactId, message_id: stored.id, session_id: s.session.id, channel_id: ch.id, clicked_at: m.timestamp.toISOString() },
+    }));
+  }
+}
+
+const STATUS_EVENTS = { delivered: 'message.delivered', read: 'message.read', played: 'message.played' } as const;
+
+async function applyStatus(tx: Queryable, ch: InboundChannel, s: InboundStatus, receivedAt: Date, out: EventEnvelope[]): Promise<Result> {
+  // An ack of a message the contact sent us says we read it: not a delivery status we track.
+  if (s.fromMe === false) return 'ignored';
+  const msg = await lockMessageByKey(tx, ch.id, s.messageKey);
+  if (!msg) return 'missing_target';
+  if (msg.direction !== 'outbound') return 'ignored';
+  if (!isForward(machineStatus(msg.status), s.status)) return 'unchanged';
+
+  const at = s.timestamp ?? receivedAt;
+  const error = s.error ? { ...s.error } : null;
+  await setMessageStatus(tx, msg.id, s.status, at, error);
+  const data = {
+    message_id: msg.id,
+    contact_id: msg.contactId,
+    session_id: msg.sessionId,
+    channel_id: ch.id,
+    external_id: msg.externalId,
+    status: s.status as EventStatus,
+    previous_status: msg.status as EventStatus,
+    at: at.toISOString(),
+  };
+  const base = { projectId: ch.projectId, aggregateId: msg.id, occurredAt: at };
+  if (s.status === 'failed') {
+    const text = s.error?.message ?? s.error?.title ?? s.error?.details ?? 'the provider reported a delivery failure';
+    out.push(newEvent('message.failed', { ...base, data: { ...data, error: text, error_code: s.error?.code != null ? String(s.error.code) : null } }));
+  } else if (s.status in STATUS_EVENTS) {
+    out.push(newEvent(STATUS_EVENTS[s.status as keyof typeof STATUS_EVENTS], { ...base, data }));
+  }
+  return 'updated';
+}

@@ -1,0 +1,245 @@
+// The cases providers.md warns about, each through the real ingress: LIDs with and without a phone
+// (and the phone turning up later), device suffixes, the same message twice under two events and
+// two id forms, an ack that overtakes its message, repeated webhooks, push names a person already
+// overrode, and repeated ad clicks.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { waitFor } from '../support/env.ts';
+import { parseWahaEvent } from '../../src/inbound/waha/waha.parser.ts';
+import { makeInboundService } from '../../src/services/inbound.service.ts';
+import { contactOf, count, eventTypes, fixture, inboundCount, messageByKey, startInbound, wahaText, type Channel, type Inbound } from './harness.ts';
+
+let t: Inbound;
+
+beforeAll(async () => {
+  t = await startInbound({ retryDelaysMs: [200, 400, 800, 1600] });
+});
+
+const stored = (ch: Channel, key: string) => waitFor(() => messageByKey(t.db, ch.id, key), `message ${key} stored`);
+
+/** A GOWS message whose chat is a LID, with the phone in SenderAlt when given. */
+function lidMessage(lid: string, id: string, phone?: string) {
+  const body = wahaText('5511900000000', 'mensagem', { id });
+  body.payload.from = `${lid}@lid`;
+  body.payload._data.Info = { Chat: `${lid}@lid`, Sender: `${lid}@lid`, ...(phone ? { SenderAlt: `${phone}@s.whatsapp.net` } : {}), IsFromMe: false, ID: id, PushName: 'Pessoa LID' };
+  return body;
+}
+
+describe('addresses', () => {
+  it('keys a LID-only sender by its LID, then joins it to its phone when the phone turns up', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, lidMessage('90000000007001', 'LIDONLY01'));
+    const first = await stored(ch, 'LIDONLY01');
+    const lidContact = await contactOf(t.db, first.contact_id);
+    expect(lidContact).toMatchObject({ phone: null, wa_id: null, wa_lid: '90000000007001@lid' });
+
+    await t.post(ch, lidMessage('90000000007001', 'LIDPHONE02', '5511977770001'));
+    const second = await stored(ch, 'LIDPHONE02');
+    expect(second.contact_id).toBe(first.contact_id);
+    expect(await contactOf(t.db, first.contact_id)).toMatchObject({ phone: '+5511977770001', wa_id: '5511977770001', wa_lid: '90000000007001@lid', total_messages: 2 });
+    expect(second.session_id).toBe(first.session_id);
+    expect(await eventTypes(t.db, first.contact_id)).toEqual(['contact.created', 'contact.updated']);
+
+    // Later messages by phone alone, or by LID alone, find the same person.
+    await t.post(ch, wahaText('5511977770001', 'pelo telefone', { id: 'LIDPHONE03' }));
+    await t.post(ch, lidMessage('90000000007001', 'LIDONLY04'));
+    expect((await stored(ch, 'LIDPHONE03')).contact_id).toBe(first.contact_id);
+    expect((await stored(ch, 'LIDONLY04')).contact_id).toBe(first.contact_id);
+    expect(await count(t.db, 'SELECT 1 FROM contacts WHERE project_id = $1 AND (wa_lid = $2 OR phone = $3)', [t.projectId, '90000000007001@lid', '+5511977770001'])).toBe(1);
+  });
+
+  it('uses the phone of a LID sender when the engine gives it, never the LID as a phone', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, fixture('noweb-lid-sender-pn'));
+    const m = await stored(ch, '3EB0DEV000000NOWEB02');
+    expect(await contactOf(t.db, m.contact_id)).toMatchObject({ phone: '+5511900000011', wa_lid: '90000000001111@lid' });
+    const lidAsPhone = await count(t.db, `SELECT 1 FROM contacts WHERE phone LIKE '+9000000%'`);
+    expect(lidAsPhone).toBe(0);
+  });
+
+  it('drops the device suffix of a JID', async () => {
+    const ch = await t.createChannel();
+    const body = wahaText('5511977770002', 'do computador', { id: 'DEVICE01' });
+    body.payload.from = '5511977770002:17@s.whatsapp.net';
+    body.payload._data.Info.Chat = '5511977770002:17@s.whatsapp.net';
+    await t.post(ch, body);
+    const m = await stored(ch, 'DEVICE01');
+    expect((await contactOf(t.db, m.contact_id)).phone).toBe('+5511977770002');
+  });
+
+  it('takes the contact from the other party of our own messages', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, wahaText('5511977770003', 'resposta da loja', { id: 'OURS01', fromMe: true, event: 'message.any' }));
+    const m = await stored(ch, 'OURS01');
+    expect(m).toMatchObject({ from_me: true, direction: 'outbound', status: 'sent' });
+    const c = await contactOf(t.db, m.contact_id);
+    expect(c).toMatchObject({ phone: '+5511977770003', name: null });
+    const s = (await t.db.query('SELECT * FROM sessions WHERE id = $1', [m.session_id])).rows[0];
+    expect(s).toMatchObject({ message_count: 1, messages_from_contact: 0, messages_from_agent: 1 });
+  });
+});
+
+describe('duplicates', () => {
+  it('stores one message when `message` and `message.any` both deliver it, under either id form', async () => {
+    const ch = await t.createChannel();
+    const id = 'BOTH0000001';
+    const asMessage = wahaText('5511977770010', 'duas vezes', { id: `false_5511977770010@c.us_${id}`, event: 'message' });
+    const asAny = wahaText('5511977770010', 'duas vezes', { id, event: 'message.any' });
+    const duplicates = async () => (await inboundCount({ event: 'message.any', result: 'duplicate' })) + (await inboundCount({ event: 'message', result: 'duplicate' }));
+    const dupes = await duplicates();
+    const [a, b] = await Promise.all([t.post(ch, asMessage), t.post(ch, asAny)]);
+    expect([a.status, b.status]).toEqual([200, 200]);
+    await waitFor(async () => (await duplicates()) > dupes, 'the second copy counted as a duplicate');
+    expect(await count(t.db, 'SELECT 1 FROM messages WHERE channel_id = $1', [ch.id])).toBe(1);
+    const m = await messageByKey(t.db, ch.id, id);
+    expect((await t.db.query('SELECT message_count FROM sessions WHERE id = $1', [m.session_id])).rows[0].message_count).toBe(1);
+    expect(await eventTypes(t.db, m.id)).toEqual(['message.received']);
+  });
+
+  it('changes nothing, not even counters, when the same webhook is posted 5 times', async () => {
+    const ch = await t.createChannel();
+    const body = wahaText('5511977770011', 'repetido', { id: 'REPEAT00001' });
+    expect((await t.post(ch, body)).status).toBe(200);
+    const m = await stored(ch, 'REPEAT00001');
+    // What the inbound transaction writes (other consumers react to its events on their own rows).
+    const snapshot = async () => ({
+      contact: (await t.db.query(
+        'SELECT name, phone, total_messages, total_sessions, first_interaction_at, last_interaction_at FROM contacts WHERE id = $1', [m.contact_id])).rows[0],
+      session: (await t.db.query('SELECT * FROM sessions WHERE id = $1', [m.session_id])).rows[0],
+      message: await messageByKey(t.db, ch.id, 'REPEAT00001'),
+      events: (await t.db.query(
+        `SELECT id, type FROM outbox WHERE project_id = $1 AND type IN ('contact.created', 'contact.updated', 'session.started', 'message.received', 'message.sent')
+         ORDER BY seq`, [t.projectId])).rows,
+    });
+    const before = await snapshot();
+    const dupes = await inboundCount({ event: 'message', result: 'duplicate' });
+    for (let i = 0; i < 4; i++) expect((await t.post(ch, body)).status).toBe(200);
+    await waitFor(async () => (await inboundCount({ event: 'message', result: 'duplicate' })) >= dupes + 4, '4 duplicates counted');
+    expect(await snapshot()).toEqual(before);
+    expect(before.session).toMatchObject({ message_count: 1, messages_from_contact: 1 });
+    expect(before.contact.total_messages).toBe(1);
+  });
+});
+
+describe('references that arrive before their message', () => {
+  it('retries an ack that overtook its message, then applies it', async () => {
+    const ch = await t.createChannel();
+    const ack = fixture('ack-read');
+    const missing = await inboundCount({ event: 'message.ack', result: 'missing_target' });
+    expect((await t.post(ch, ack)).status).toBe(200);
+    await waitFor(async () => (await inboundCount({ event: 'message.ack', result: 'missing_target' })) > missing, 'the ack found no message');
+    await t.post(ch, fixture('gows-from-me-phone'));
+    await waitFor(async () => (await messageByKey(t.db, ch.id, '3EB0DEV00000000OUT01'))?.status === 'read', 'the retried ack applied');
+    const m = await messageByKey(t.db, ch.id, '3EB0DEV00000000OUT01');
+    expect(await eventTypes(t.db, m.id)).toEqual(['message.sent', 'message.read']);
+    expect(new Date(m.delivered_at).toISOString()).toBe('2025-11-30T00:08:00.000Z'); // read implies delivered
+  });
+});
+
+describe('delivery statuses', () => {
+  const ack = (id: string, ack: number, ts: number) => ({
+    event: 'message.ack', session: 'loja-principal', timestamp: ts * 1000, me: { id: '5511900000000@c.us' },
+    payload: { id: `true_5511977770040@c.us_${id}`, from: '5511977770040@c.us', to: '5511900000000@c.us', fromMe: true, ack },
+  });
+
+  it('records a played voice note and a failed message, each with its event', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, wahaText('5511977770040', 'áudio', { id: 'PLAY01', fromMe: true, event: 'message.any' }));
+    await t.post(ch, wahaText('5511977770040', 'não vai', { id: 'FAIL01', fromMe: true, event: 'message.any' }));
+    await stored(ch, 'PLAY01');
+    await stored(ch, 'FAIL01');
+    await t.post(ch, ack('PLAY01', 4, 1764460900));
+    await t.post(ch, ack('FAIL01', -1, 1764460910));
+    await waitFor(async () => (await messageByKey(t.db, ch.id, 'PLAY01')).status === 'played', 'played');
+    await waitFor(async () => (await messageByKey(t.db, ch.id, 'FAIL01')).status === 'failed', 'failed');
+    const played = await messageByKey(t.db, ch.id, 'PLAY01');
+    for (const col of ['delivered_at', 'read_at', 'played_at']) expect(new Date(played[col]).toISOString(), col).toBe('2025-11-30T00:01:40.000Z');
+    expect(await eventTypes(t.db, played.id)).toEqual(['message.sent', 'message.played']);
+    const failed = await messageByKey(t.db, ch.id, 'FAIL01');
+    expect(new Date(failed.failed_at).toISOString()).toBe('2025-11-30T00:01:50.000Z');
+    const e = (await t.db.query(`SELECT data FROM outbox WHERE aggregate_id = $1 AND type = 'message.failed'`, [failed.id])).rows[0].data;
+    expect(e).toMatchObject({ status: 'failed', previous_status: 'sent', error: expect.any(String) });
+    // Terminal: a late "read" does not revive it.
+    await t.post(ch, ack('FAIL01', 3, 1764460920));
+    const before = await inboundCount({ event: 'message.ack', result: 'unchanged' });
+    await t.post(ch, ack('FAIL01', 3, 1764460930));
+    await waitFor(async () => (await inboundCount({ event: 'message.ack', result: 'unchanged' })) > before, 'late read ignored');
+    expect((await messageByKey(t.db, ch.id, 'FAIL01')).status).toBe('failed');
+  });
+});
+
+describe('contact details', () => {
+  it('lets a push name replace a push name, never a name a person set', async () => {
+    const ch = await t.createChannel();
+    const a = wahaText('5511977770020', 'oi', { id: 'PUSH0001' });
+    await t.post(ch, a);
+    const m = await stored(ch, 'PUSH0001');
+    expect((await contactOf(t.db, m.contact_id)).name).toBe('Cliente Teste');
+
+    const renamed = wahaText('5511977770020', 'mudei de nome', { id: 'PUSH0002' });
+    renamed.payload._data.Info.PushName = 'Cliente Novo Nome';
+    await t.post(ch, renamed);
+    await stored(ch, 'PUSH0002');
+    expect((await contactOf(t.db, m.contact_id)).name).toBe('Cliente Novo Nome');
+    expect(await eventTypes(t.db, m.contact_id)).toEqual(['contact.created', 'contact.updated']);
+
+    await t.db.query(`UPDATE contacts SET name = 'Nome do CRM', name_source = 'user' WHERE id = $1`, [m.contact_id]);
+    const again = wahaText('5511977770020', 'outro nome', { id: 'PUSH0003' });
+    again.payload._data.Info.PushName = 'Apelido';
+    await t.post(ch, again);
+    await stored(ch, 'PUSH0003');
+    expect((await contactOf(t.db, m.contact_id)).name).toBe('Nome do CRM');
+  });
+
+  it('keeps the first ad on the contact and records every ad on its message', async () => {
+    const ch = await t.createChannel();
+    const first = fixture('gows-ad-referral');
+    await t.post(ch, first);
+    const m1 = await stored(ch, '3EB0DEV00000000ADS01');
+    const second = structuredClone(first);
+    second.payload.id = 'false_5511900000003@c.us_3EB0DEV00000000ADS02';
+    second.payload._data.Info.ID = '3EB0DEV00000000ADS02';
+    second.payload._data.Message.extendedTextMessage.contextInfo.externalAdReply.sourceID = '120200000000000099';
+    await t.post(ch, second);
+    const m2 = await stored(ch, '3EB0DEV00000000ADS02');
+    expect(m1.ad_attribution.source_id).toBe('120200000000000001');
+    expect(m2.ad_attribution.source_id).toBe('120200000000000099');
+    expect((await contactOf(t.db, m1.contact_id)).ad_attribution.source_id).toBe('120200000000000001');
+    const clicks = await t.db.query(`SELECT data FROM outbox WHERE type = 'tracking.ad_click' AND aggregate_id = $1 ORDER BY seq`, [m1.contact_id]);
+    expect(clicks.rows.map((r) => [r.data.source_id, r.data.message_id])).toEqual([['120200000000000001', m1.id], ['120200000000000099', m2.id]]);
+    expect(clicks.rows[0].data).toMatchObject({ source_type: 'ad', ctwa_clid: 'FAKE-CTWA-CLID-0001', headline: 'BLACK FRIDAY LOJA EXEMPLO', image_url: 'https://www.instagram.com/p/FAKEPOST01/' });
+  });
+});
+
+describe('sessions', () => {
+  const T = 1764460800; // 2025-11-30T00:00:00Z
+
+  it('ends a session that fell due before the next message (the sweeper had not yet) and opens a new one', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, wahaText('5511977770030', 'primeira', { id: 'GAP01', ts: T }));
+    const first = await stored(ch, 'GAP01');
+    await t.post(ch, wahaText('5511977770030', 'meia hora depois', { id: 'GAP02', ts: T + 31 * 60 }));
+    const second = await stored(ch, 'GAP02');
+    expect(second.session_id).not.toBe(first.session_id);
+    const old = (await t.db.query('SELECT * FROM sessions WHERE id = $1', [first.session_id])).rows[0];
+    expect(old).toMatchObject({ status: 'ended', end_reason: 'inactivity_timeout', message_count: 1 });
+    expect(new Date(old.ended_at).toISOString()).toBe('2025-11-30T00:30:00.000Z');
+    expect(await eventTypes(t.db, first.session_id)).toEqual(['session.started']);
+    const ended = await t.db.query(`SELECT data FROM outbox WHERE type = 'session.ended' AND aggregate_id = $1`, [first.session_id]);
+    expect(ended.rows).toHaveLength(1);
+    expect((await contactOf(t.db, first.contact_id)).total_sessions).toBe(2);
+  });
+
+  it('splits one batch into two sessions when its messages are further apart than the timeout', async () => {
+    const ch = await t.createChannel();
+    const channel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha' as const, sessionTimeoutMinutes: 30 };
+    const item = (id: string, ts: number) => ({ channel, events: parseWahaEvent(wahaText('5511977770031', id, { id, ts })), receivedAt: new Date() });
+    await makeInboundService({ db: t.db }).apply(t.projectId, [item('BATCH01', T), item('BATCH02', T + 60), item('BATCH03', T + 45 * 60)]);
+    const rows = (await t.db.query(
+      `SELECT m.external_id, s.status, s.message_count FROM messages m JOIN sessions s ON s.id = m.session_id WHERE m.channel_id = $1 ORDER BY m."timestamp"`, [ch.id])).rows;
+    expect(rows).toEqual([
+      { external_id: 'BATCH01', status: 'ended', message_count: 2 },
+      { external_id: 'BATCH02', status: 'ended', message_count: 2 },
+      { external_id: 'BATCH03', status: 'active', message_count: 1 },
+    ]);
+  });
+});
