@@ -7,11 +7,22 @@ export const Queues = {
   inboundRaw: 'inbound.raw',
   /** Webhook delivery ids ready to be sent. */
   webhooksOutbound: 'webhooks.outbound',
+  /** Ids of queued outbound messages (replies) for the sender; the messages row is the truth. */
+  messagesOutbound: 'messages.outbound',
+  /** contact.created → the contact enters the project's default pipeline (when the project wants it). */
+  pipelineEntry: 'consumer.pipeline-entry',
+  /** session.ended → the contact's conversation totals. */
+  contactTotals: 'consumer.contact-totals',
 } as const;
 
 /** Domain consumers: `consumer.<name>` bound to the event types they handle. */
-export const consumerQueues: QueueSpec[] = [];
+export const consumerQueues: QueueSpec[] = [
+  // Every event may match some project's webhook subscription (`*`), so the fan-out sees them all.
+  { name: 'consumer.webhook-fanout', bindings: ['#'] },
+  { name: Queues.pipelineEntry, bindings: ['contact.created'] },
+  { name: Queues.contactTotals, bindings: ['session.ended'] },
+];
 
 export function allQueues(): QueueSpec[] {
-  return [{ name: Queues.inboundRaw }, { name: Queues.webhooksOutbound }, ...consumerQueues];
+  return [{ name: Queues.inboundRaw }, { name: Queues.webhooksOutbound }, { name: Queues.messagesOutbound }, ...consumerQueues];
 }

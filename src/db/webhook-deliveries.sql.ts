@@ -1,0 +1,176 @@
+// Queries on `webhook_deliveries` and `webhook_attempts` that the fan-out and the operations API
+// use. The dispatcher's claim/record/schedule statements are in webhook-dispatch.sql.ts.
+import type { Queryable, Row } from './database.ts';
+import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
+
+export const DELIVERY_STATUSES = ['pending', 'sending', 'retrying', 'succeeded', 'dead'] as const;
+export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
+
+export type DeliveryRecord = {
+  id: string;
+  projectId: string;
+  subscriptionId: string;
+  eventId: string;
+  eventType: string;
+  status: DeliveryStatus;
+  attempts: number;
+  nextAttemptAt: Date | null;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+};
+
+export type AttemptRecord = {
+  n: number;
+  at: Date;
+  statusCode: number | null;
+  durationMs: number | null;
+  errorClass: string;
+  error: string | null;
+  responseExcerpt: string | null;
+};
+
+const COLUMNS = `id, project_id, subscription_id, event_id, event_type, status, attempts, next_attempt_at,
+  last_status_code, last_error, created_at, updated_at`;
+
+function toDelivery(r: Row): DeliveryRecord {
+  return {
+    id: r.id,
+    projectId: r.project_id,
+    subscriptionId: r.subscription_id,
+    eventId: r.event_id,
+    eventType: r.event_type,
+    status: r.status,
+    attempts: r.attempts,
+    nextAttemptAt: r.next_attempt_at ? new Date(r.next_attempt_at) : null,
+    lastStatusCode: r.last_status_code ?? null,
+    lastError: r.last_error ?? null,
+    createdAt: new Date(r.created_at),
+    updatedAt: new Date(r.updated_at),
+  };
+}
+
+export type NewDelivery = {
+  id: string;
+  subscriptionId: string;
+  eventId: string;
+  eventType: string;
+  /** The signed-and-sent bytes, built once from the event. */
+  body: string;
+};
+
+/**
+ * Inserts deliveries of a project, due now and marked enqueued (the caller sends them right after
+ * commit), in one statement. A (subscription, event) pair that exists already is skipped, and so
+ * is a subscription no longer active (the caller may hold a slightly stale list): only the rows
+ * returned are new and need sending.
+ */
+export async function insertDeliveries(tx: Queryable, projectId: string, rows: readonly NewDelivery[]): Promise<Array<{ id: string; subscriptionId: string }>> {
+  if (rows.length === 0) return [];
+  const r = await tx.query<{ id: string; subscription_id: string }>(
+    `INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, next_attempt_at, enqueued_at)
+     SELECT t.id, $1::uuid, t.sub, t.event_id, t.event_type, t.body, 'pending', now(), now()
+     FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[]) AS t(id, sub, event_id, event_type, body)
+     JOIN webhook_subscriptions s ON s.id = t.sub AND s.project_id = $1::uuid AND s.active
+     ON CONFLICT (subscription_id, event_id) DO NOTHING
+     RETURNING id, subscription_id`,
+    [projectId, rows.map((x) => x.id), rows.map((x) => x.subscriptionId), rows.map((x) => x.eventId), rows.map((x) => x.eventType), rows.map((x) => x.body)],
+  );
+  return r.rows.map((x) => ({ id: x.id, subscriptionId: x.subscription_id }));
+}
+
+export type DeliveryQuery = {
+  projectId: string;
+  subscriptionId?: string;
+  status?: DeliveryStatus;
+  limit?: number;
+  cursor?: string;
+};
+
+/** Newest first, keyset-paginated on (created_at, id). */
+export async function listDeliveries(q: Queryable, query: DeliveryQuery): Promise<Page<DeliveryRecord>> {
+  const params: unknown[] = [query.projectId];
+  const where = ['project_id = $1'];
+  const add = (clause: (p: string) => string, value: unknown) => {
+    params.push(value);
+    where.push(clause(`$${params.length}`));
+  };
+  if (query.subscriptionId !== undefined) add((p) => `subscription_id = ${p}::uuid`, query.subscriptionId);
+  if (query.status !== undefined) add((p) => `status = ${p}`, query.status);
+  if (query.cursor !== undefined) {
+    const c = decodeCursor(query.cursor);
+    params.push(c.at, c.id);
+    where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+  }
+  const limit = pageSize(query.limit);
+  params.push(limit + 1);
+  const r = await q.query(
+    `SELECT ${COLUMNS}, ${exactTime('created_at')} AS k_at FROM webhook_deliveries
+     WHERE ${where.join(' AND ')}
+     ORDER BY created_at DESC, id DESC
+     LIMIT $${params.length}`,
+    params,
+  );
+  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toDelivery);
+}
+
+export async function findDelivery(q: Queryable, projectId: string, id: string): Promise<DeliveryRecord | undefined> {
+  const r = await q.query(`SELECT ${COLUMNS} FROM webhook_deliveries WHERE project_id = $1 AND id = $2`, [projectId, id]);
+  return r.rows[0] ? toDelivery(r.rows[0]) : undefined;
+}
+
+export async function listAttempts(q: Queryable, deliveryId: string): Promise<AttemptRecord[]> {
+  const r = await q.query(
+    `SELECT n, at, status_code, duration_ms, error_class, error, response_excerpt FROM webhook_attempts
+     WHERE delivery_id = $1 ORDER BY n`,
+    [deliveryId],
+  );
+  return r.rows.map((x) => ({
+    n: x.n,
+    at: new Date(x.at),
+    statusCode: x.status_code ?? null,
+    durationMs: x.duration_ms ?? null,
+    errorClass: x.error_class,
+    error: x.error ?? null,
+    responseExcerpt: x.response_excerpt ?? null,
+  }));
+}
+
+/**
+ * Makes one delivery due now (manual retry). Not while an attempt is out: that one's outcome
+ * would race ours. The attempt count goes on, so a dead delivery gets exactly one more try.
+ */
+export async function requeueDelivery(tx: Queryable, projectId: string, id: string): Promise<DeliveryRecord | undefined> {
+  const r = await tx.query(
+    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), locked_until = NULL, updated_at = now()
+     WHERE project_id = $1 AND id = $2 AND status <> 'sending'
+     RETURNING ${COLUMNS}`,
+    [projectId, id],
+  );
+  return r.rows[0] ? toDelivery(r.rows[0]) : undefined;
+}
+
+/** Makes every dead delivery of a subscription created since `since` due now (recover). */
+export async function requeueDead(tx: Queryable, projectId: string, subscriptionId: string, since: Date): Promise<string[]> {
+  const r = await tx.query<{ id: string }>(
+    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), updated_at = now()
+     WHERE project_id = $1 AND subscription_id = $2 AND status = 'dead' AND created_at >= $3::timestamptz
+     RETURNING id`,
+    [projectId, subscriptionId, since.toISOString()],
+  );
+  return r.rows.map((x) => x.id);
+}
+
+/**
+ * Lets the scheduler enqueue these rows again (a send that failed, a subscription resumed):
+ * without it they would wait out the enqueue grace first.
+ */
+export async function clearEnqueued(q: Queryable, where: { ids?: readonly string[]; subscriptionId?: string }): Promise<void> {
+  if (where.ids) {
+    if (where.ids.length === 0) return;
+    await q.query(`UPDATE webhook_deliveries SET enqueued_at = NULL WHERE id = ANY($1::uuid[]) AND status IN ('pending', 'retrying')`, [where.ids]);
+  } else if (where.subscriptionId) {
+    await q.query(`UPDATE webhook_deliveries SET enqueued_at = NULL WHERE subscription_id = $1 AND status IN ('pending', 'retrying')`, [where.subscriptionId]);
+  }
+}

@@ -1,0 +1,195 @@
+// The statements that move a delivery through its states: claim → record (dispatcher), postpone
+// (circuit open, rate or in-flight limit: no attempt spent), and the scheduler's two sweeps
+// (expired leases, due rows). Each takes a batch and is one statement, so a busy dispatcher pays
+// one round trip and one commit for many deliveries. These run outside tenant transactions: the
+// ids come from our own queue, and the work crosses projects.
+import type { Queryable } from './database.ts';
+
+const MS = `* interval '1 millisecond'`;
+
+/** A delivery claimed for one attempt, with what the attempt needs from its subscription. */
+export type ClaimedDelivery = {
+  id: string;
+  projectId: string;
+  subscriptionId: string;
+  eventId: string;
+  body: string;
+  /** `sending`, or `dead` when the subscription turned out to be disabled. */
+  status: 'sending' | 'dead';
+  /** The number of this attempt (attempts so far, this one included). */
+  attempts: number;
+  url: string;
+  headers: Record<string, string>;
+  /** Sealed secrets: the current one, then the previous while it is still valid. */
+  secrets: string[];
+  maxAttempts: number | null;
+  timeoutSeconds: number | null;
+  rateLimitPerSecond: number | null;
+};
+
+/**
+ * Claims the due, claimable deliveries among `ids`: status → sending, attempts + 1, a lease of
+ * the subscription's timeout + `leaseMarginMs`. Ids that are not due, already taken, locked by
+ * someone else at this instant, or of a paused subscription are left alone (their message was a
+ * duplicate, or another message will come). A delivery of a disabled subscription becomes dead.
+ */
+export async function claimDeliveries(q: Queryable, ids: readonly string[], opts: { defaultTimeoutMs: number; leaseMarginMs: number }): Promise<ClaimedDelivery[]> {
+  if (ids.length === 0) return [];
+  const r = await q.query(
+    `WITH c AS (
+       SELECT d.id, s.active, COALESCE(s.timeout_seconds * 1000, $2::int) + $3::int AS lease_ms
+       FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+       WHERE d.id = ANY($1::uuid[]) AND d.status IN ('pending', 'retrying') AND d.next_attempt_at <= now() AND NOT s.paused
+       ORDER BY d.id
+       FOR UPDATE OF d SKIP LOCKED)
+     UPDATE webhook_deliveries d SET
+       status = CASE WHEN c.active THEN 'sending' ELSE 'dead' END,
+       attempts = d.attempts + CASE WHEN c.active THEN 1 ELSE 0 END,
+       locked_until = CASE WHEN c.active THEN now() + c.lease_ms ${MS} END,
+       next_attempt_at = CASE WHEN c.active THEN d.next_attempt_at END,
+       last_error = CASE WHEN c.active THEN d.last_error ELSE 'subscription disabled' END,
+       enqueued_at = NULL,
+       updated_at = now()
+     FROM c, webhook_subscriptions s
+     WHERE d.id = c.id AND s.id = d.subscription_id
+     RETURNING d.id, d.project_id, d.subscription_id, d.event_id, d.body, d.status, d.attempts,
+       s.url, s.headers, s.secret, s.previous_secret, s.previous_secret_expires_at > now() AS previous_valid,
+       s.max_attempts, s.timeout_seconds, s.rate_limit_per_second`,
+    [ids, opts.defaultTimeoutMs, opts.leaseMarginMs],
+  );
+  return r.rows.map((x) => ({
+    id: x.id,
+    projectId: x.project_id,
+    subscriptionId: x.subscription_id,
+    eventId: x.event_id,
+    body: x.body,
+    status: x.status,
+    attempts: x.attempts,
+    url: x.url,
+    headers: x.headers ?? {},
+    secrets: x.previous_secret && x.previous_valid ? [x.secret, x.previous_secret] : [x.secret],
+    maxAttempts: x.max_attempts ?? null,
+    timeoutSeconds: x.timeout_seconds ?? null,
+    rateLimitPerSecond: x.rate_limit_per_second ?? null,
+  }));
+}
+
+/** Gives a claim back without spending its attempt (the circuit closed on it meanwhile). */
+export async function unclaimDelivery(q: Queryable, id: string, attempt: number, retryAt: Date): Promise<void> {
+  await q.query(
+    `UPDATE webhook_deliveries SET status = CASE WHEN attempts = 1 THEN 'pending' ELSE 'retrying' END,
+       attempts = attempts - 1, locked_until = NULL, next_attempt_at = $3::timestamptz, enqueued_at = NULL, updated_at = now()
+     WHERE id = $1 AND status = 'sending' AND attempts = $2`,
+    [id, attempt, retryAt.toISOString()],
+  );
+}
+
+/** Moves waiting deliveries to a later time without an attempt; the scheduler enqueues them then. */
+export async function postponeDeliveries(q: Queryable, items: ReadonlyArray<{ id: string; until: Date }>): Promise<void> {
+  if (items.length === 0) return;
+  await q.query(
+    `UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(d.next_attempt_at, p.until), enqueued_at = NULL, updated_at = now()
+     FROM unnest($1::uuid[], $2::timestamptz[]) AS p(id, until)
+     WHERE d.id = p.id AND d.status IN ('pending', 'retrying')`,
+    [items.map((i) => i.id), items.map((i) => i.until.toISOString())],
+  );
+}
+
+export type AttemptOutcomeRow = {
+  deliveryId: string;
+  projectId: string;
+  /** The attempt number the claim returned: the fencing token. */
+  n: number;
+  at: Date;
+  statusCode: number | null;
+  durationMs: number;
+  errorClass: string;
+  error: string | null;
+  responseExcerpt: string | null;
+  next: { status: 'succeeded' | 'dead' } | { status: 'retrying'; at: Date };
+};
+
+/**
+ * Records attempts and the states they lead to, in one statement. The delivery changes only if
+ * it is still in the claim this attempt made (sending, same attempt number): a dispatcher that
+ * outlived its lease cannot overwrite what happened since. The attempt itself is always kept —
+ * it replaces the `interrupted` placeholder the scheduler may have written for it.
+ */
+export async function recordAttempts(q: Queryable, rows: readonly AttemptOutcomeRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await q.query(
+    `WITH r AS (
+       SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::timestamptz[], $5::int[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
+         AS r(id, project_id, n, at, status_code, duration_ms, error_class, error, excerpt, next_status, next_at)),
+     upd AS (
+       UPDATE webhook_deliveries d SET status = r.next_status, next_attempt_at = r.next_at, locked_until = NULL,
+         last_status_code = r.status_code, last_error = r.error, updated_at = now()
+       FROM r WHERE d.id = r.id AND d.status = 'sending' AND d.attempts = r.n
+       RETURNING d.id)
+     INSERT INTO webhook_attempts (delivery_id, n, project_id, at, status_code, duration_ms, error_class, error, response_excerpt)
+     SELECT id, n, project_id, at, status_code, duration_ms, error_class, error, excerpt FROM r
+     ON CONFLICT (delivery_id, n) DO UPDATE SET at = EXCLUDED.at, status_code = EXCLUDED.status_code, duration_ms = EXCLUDED.duration_ms,
+       error_class = EXCLUDED.error_class, error = EXCLUDED.error, response_excerpt = EXCLUDED.response_excerpt`,
+    [
+      rows.map((x) => x.deliveryId),
+      rows.map((x) => x.projectId),
+      rows.map((x) => x.n),
+      rows.map((x) => x.at.toISOString()),
+      rows.map((x) => x.statusCode),
+      rows.map((x) => x.durationMs),
+      rows.map((x) => x.errorClass),
+      rows.map((x) => x.error),
+      rows.map((x) => x.responseExcerpt),
+      rows.map((x) => x.next.status),
+      rows.map((x) => (x.next.status === 'retrying' ? x.next.at.toISOString() : null)),
+    ],
+  );
+}
+
+export const INTERRUPTED_ERROR = 'the dispatcher stopped before recording the outcome (crash or lost lease); the receiver may or may not have received it';
+
+/**
+ * Sending rows whose lease expired: their dispatcher died mid-attempt. The attempt is recorded as
+ * `interrupted` and counts; the delivery is due again right away, or dead if that was its last.
+ */
+export async function reclaimExpired(q: Queryable, opts: { limit: number; defaultMaxAttempts: number }): Promise<Array<{ id: string; subscriptionId: string; projectId: string; status: string }>> {
+  const r = await q.query(
+    `WITH lost AS (
+       SELECT d.id, d.project_id, d.attempts, d.updated_at, COALESCE(s.max_attempts, $2::int) AS max_attempts
+       FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+       WHERE d.status = 'sending' AND d.locked_until < now()
+       ORDER BY d.locked_until LIMIT $1
+       FOR UPDATE OF d SKIP LOCKED),
+     att AS (
+       INSERT INTO webhook_attempts (delivery_id, n, project_id, at, error_class, error)
+       SELECT id, attempts, project_id, updated_at, 'interrupted', $3 FROM lost
+       ON CONFLICT (delivery_id, n) DO NOTHING)
+     UPDATE webhook_deliveries d SET
+       status = CASE WHEN lost.attempts >= lost.max_attempts THEN 'dead' ELSE 'retrying' END,
+       next_attempt_at = CASE WHEN lost.attempts >= lost.max_attempts THEN NULL ELSE now() END,
+       locked_until = NULL, enqueued_at = NULL, last_status_code = NULL, last_error = $3, updated_at = now()
+     FROM lost WHERE d.id = lost.id
+     RETURNING d.id, d.subscription_id, d.project_id, d.status`,
+    [opts.limit, opts.defaultMaxAttempts, INTERRUPTED_ERROR],
+  );
+  return r.rows.map((x) => ({ id: x.id, subscriptionId: x.subscription_id, projectId: x.project_id, status: x.status }));
+}
+
+/**
+ * Due deliveries not on the queue (or put there longer than `graceMs` ago — a message the broker
+ * lost), skipping paused subscriptions; marks them enqueued. Several schedulers share the work.
+ */
+export async function takeDue(q: Queryable, opts: { limit: number; graceMs: number }): Promise<Array<{ id: string; subscriptionId: string; projectId: string }>> {
+  const r = await q.query(
+    `WITH due AS (
+       SELECT d.id FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+       WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= now()
+         AND (d.enqueued_at IS NULL OR d.enqueued_at < now() - $2::int ${MS}) AND NOT s.paused
+       ORDER BY d.next_attempt_at LIMIT $1
+       FOR UPDATE OF d SKIP LOCKED)
+     UPDATE webhook_deliveries d SET enqueued_at = now() FROM due WHERE d.id = due.id
+     RETURNING d.id, d.subscription_id, d.project_id`,
+    [opts.limit, opts.graceMs],
+  );
+  return r.rows.map((x) => ({ id: x.id, subscriptionId: x.subscription_id, projectId: x.project_id }));
+}

@@ -1,0 +1,269 @@
+// Queries on `webhook_subscriptions`. Secrets stay sealed here (strings the service and the
+// dispatcher open with SECRET_KEY).
+import type { Queryable, Row } from './database.ts';
+import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
+
+export type SubscriptionRecord = {
+  id: string;
+  projectId: string;
+  name: string | null;
+  url: string;
+  events: string[];
+  headers: Record<string, string>;
+  /** Sealed. */
+  secret: string;
+  /** Sealed; signs too until previousSecretExpiresAt. */
+  previousSecret: string | null;
+  previousSecretExpiresAt: Date | null;
+  maxAttempts: number | null;
+  timeoutSeconds: number | null;
+  rateLimitPerSecond: number | null;
+  active: boolean;
+  paused: boolean;
+  disabledAt: Date | null;
+  disabledReason: string | null;
+  successCount: number;
+  failureCount: number;
+  lastSuccessAt: Date | null;
+  lastFailureAt: Date | null;
+  failingSince: Date | null;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+};
+
+const COLUMNS = `id, project_id, name, url, events, headers, secret, previous_secret, previous_secret_expires_at,
+  max_attempts, timeout_seconds, rate_limit_per_second, active, paused, disabled_at, disabled_reason,
+  success_count, failure_count, last_success_at, last_failure_at, failing_since, last_status_code, last_error,
+  created_at, updated_at`;
+
+const date = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(v as string));
+
+export function toSubscription(r: Row): SubscriptionRecord {
+  return {
+    id: r.id,
+    projectId: r.project_id,
+    name: r.name ?? null,
+    url: r.url,
+    events: r.events ?? [],
+    headers: r.headers ?? {},
+    secret: r.secret,
+    previousSecret: r.previous_secret ?? null,
+    previousSecretExpiresAt: date(r.previous_secret_expires_at),
+    maxAttempts: r.max_attempts ?? null,
+    timeoutSeconds: r.timeout_seconds ?? null,
+    rateLimitPerSecond: r.rate_limit_per_second ?? null,
+    active: r.active,
+    paused: r.paused,
+    disabledAt: date(r.disabled_at),
+    disabledReason: r.disabled_reason ?? null,
+    successCount: Number(r.success_count),
+    failureCount: Number(r.failure_count),
+    lastSuccessAt: date(r.last_success_at),
+    lastFailureAt: date(r.last_failure_at),
+    failingSince: date(r.failing_since),
+    lastStatusCode: r.last_status_code ?? null,
+    lastError: r.last_error ?? null,
+    createdAt: new Date(r.created_at),
+    updatedAt: new Date(r.updated_at),
+  };
+}
+
+export type NewSubscription = Pick<
+  SubscriptionRecord,
+  'id' | 'projectId' | 'name' | 'url' | 'events' | 'headers' | 'secret' | 'maxAttempts' | 'timeoutSeconds' | 'rateLimitPerSecond' | 'active'
+>;
+
+export async function insertSubscription(tx: Queryable, s: NewSubscription): Promise<SubscriptionRecord> {
+  const r = await tx.query(
+    `INSERT INTO webhook_subscriptions (id, project_id, name, url, events, headers, secret, max_attempts, timeout_seconds, rate_limit_per_second, active)
+     VALUES ($1, $2, $3, $4, $5::text[], $6::jsonb, $7, $8, $9, $10, $11)
+     RETURNING ${COLUMNS}`,
+    [s.id, s.projectId, s.name, s.url, s.events, JSON.stringify(s.headers), s.secret, s.maxAttempts, s.timeoutSeconds, s.rateLimitPerSecond, s.active],
+  );
+  return toSubscription(r.rows[0]);
+}
+
+export async function findSubscription(q: Queryable, projectId: string, id: string, lock = false): Promise<SubscriptionRecord | undefined> {
+  const r = await q.query(`SELECT ${COLUMNS} FROM webhook_subscriptions WHERE project_id = $1 AND id = $2${lock ? ' FOR UPDATE' : ''}`, [projectId, id]);
+  return r.rows[0] ? toSubscription(r.rows[0]) : undefined;
+}
+
+export async function listSubscriptions(q: Queryable, query: { projectId: string; limit?: number; cursor?: string }): Promise<Page<SubscriptionRecord>> {
+  const params: unknown[] = [query.projectId];
+  let after = '';
+  if (query.cursor !== undefined) {
+    const c = decodeCursor(query.cursor);
+    params.push(c.at, c.id);
+    after = 'AND (created_at, id) < ($2::timestamptz, $3::uuid)';
+  }
+  const limit = pageSize(query.limit);
+  params.push(limit + 1);
+  const r = await q.query(
+    `SELECT ${COLUMNS}, ${exactTime('created_at')} AS k_at FROM webhook_subscriptions
+     WHERE project_id = $1 ${after}
+     ORDER BY created_at DESC, id DESC
+     LIMIT $${params.length}`,
+    params,
+  );
+  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toSubscription);
+}
+
+export type SubscriptionChanges = Partial<
+  Pick<SubscriptionRecord, 'name' | 'url' | 'events' | 'headers' | 'maxAttempts' | 'timeoutSeconds' | 'rateLimitPerSecond' | 'active' | 'paused' | 'secret' | 'previousSecret' | 'previousSecretExpiresAt'>
+>;
+
+const COLUMN_OF: Record<keyof SubscriptionChanges, [string, string]> = {
+  name: ['name', ''],
+  url: ['url', ''],
+  events: ['events', '::text[]'],
+  headers: ['headers', '::jsonb'],
+  maxAttempts: ['max_attempts', ''],
+  timeoutSeconds: ['timeout_seconds', ''],
+  rateLimitPerSecond: ['rate_limit_per_second', ''],
+  active: ['active', ''],
+  paused: ['paused', ''],
+  secret: ['secret', ''],
+  previousSecret: ['previous_secret', ''],
+  previousSecretExpiresAt: ['previous_secret_expires_at', '::timestamptz'],
+};
+
+/**
+ * Applies `changes`. Turning `active` on clears the disable reason and the failing streak (the
+ * user says the endpoint is fixed); turning it off by hand records no reason.
+ */
+export async function updateSubscription(tx: Queryable, projectId: string, id: string, changes: SubscriptionChanges): Promise<SubscriptionRecord | undefined> {
+  const params: unknown[] = [projectId, id];
+  const sets = ['updated_at = now()'];
+  for (const [key, value] of Object.entries(changes) as Array<[keyof SubscriptionChanges, unknown]>) {
+    if (value === undefined) continue;
+    const [column, cast] = COLUMN_OF[key];
+    params.push(key === 'headers' ? JSON.stringify(value) : value instanceof Date ? value.toISOString() : value);
+    sets.push(`${column} = $${params.length}${cast}`);
+  }
+  if (changes.active === true) sets.push('disabled_at = NULL', 'disabled_reason = NULL', 'failing_since = NULL');
+  const r = await tx.query(`UPDATE webhook_subscriptions SET ${sets.join(', ')} WHERE project_id = $1 AND id = $2 RETURNING ${COLUMNS}`, params);
+  return r.rows[0] ? toSubscription(r.rows[0]) : undefined;
+}
+
+export async function deleteSubscription(tx: Queryable, projectId: string, id: string): Promise<boolean> {
+  const r = await tx.query('DELETE FROM webhook_subscriptions WHERE project_id = $1 AND id = $2', [projectId, id]);
+  return r.rowCount > 0;
+}
+
+/** The project's active subscriptions, for the fan-out (which matches filters in code). */
+export async function activeSubscriptions(q: Queryable, projectId: string): Promise<Array<{ id: string; events: string[] }>> {
+  const r = await q.query<{ id: string; events: string[] }>('SELECT id, events FROM webhook_subscriptions WHERE project_id = $1 AND active', [projectId]);
+  return r.rows;
+}
+
+export type DisabledSubscription = {
+  id: string;
+  projectId: string;
+  url: string;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  failingSince: Date | null;
+};
+
+const DISABLED_COLUMNS = 'id, project_id, url, last_status_code, last_error, failing_since';
+const toDisabled = (r: Row): DisabledSubscription => ({
+  id: r.id,
+  projectId: r.project_id,
+  url: r.url,
+  lastStatusCode: r.last_status_code ?? null,
+  lastError: r.last_error ?? null,
+  failingSince: date(r.failing_since),
+});
+
+/**
+ * Disables one subscription (410 Gone) and ends its waiting deliveries: nothing will send them,
+ * and `recover` re-sends them once the endpoint is back. Returns undefined if it was not active.
+ */
+export async function disableSubscription(
+  tx: Queryable,
+  id: string,
+  reason: string,
+  last: { statusCode: number | null; error: string | null },
+): Promise<DisabledSubscription | undefined> {
+  const r = await tx.query(
+    `UPDATE webhook_subscriptions SET active = false, disabled_at = now(), disabled_reason = $2,
+       last_status_code = COALESCE($3, last_status_code), last_error = COALESCE($4, last_error), updated_at = now()
+     WHERE id = $1 AND active RETURNING ${DISABLED_COLUMNS}`,
+    [id, reason, last.statusCode, last.error],
+  );
+  if (!r.rows[0]) return undefined;
+  await endWaitingDeliveries(tx, [id], `subscription disabled: ${reason}`);
+  return toDisabled(r.rows[0]);
+}
+
+/** Disables active, unpaused subscriptions whose every attempt has failed for `days` days. */
+export async function disableFailingSubscriptions(tx: Queryable, days: number, limit = 100): Promise<DisabledSubscription[]> {
+  const r = await tx.query(
+    `UPDATE webhook_subscriptions s SET active = false, disabled_at = now(), updated_at = now(),
+       disabled_reason = 'every attempt failed for ' || $1::int || ' days'
+     WHERE s.id IN (SELECT id FROM webhook_subscriptions
+                    WHERE active AND NOT paused AND failing_since < now() - make_interval(days => $1::int)
+                    ORDER BY failing_since LIMIT $2 FOR UPDATE SKIP LOCKED)
+     RETURNING ${DISABLED_COLUMNS}`,
+    [days, limit],
+  );
+  if (r.rows.length) await endWaitingDeliveries(tx, r.rows.map((x) => x.id), 'subscription disabled: failing for too long');
+  return r.rows.map(toDisabled);
+}
+
+async function endWaitingDeliveries(tx: Queryable, subscriptionIds: string[], reason: string): Promise<void> {
+  await tx.query(
+    `UPDATE webhook_deliveries SET status = 'dead', next_attempt_at = NULL, last_error = $2, updated_at = now()
+     WHERE subscription_id = ANY($1::uuid[]) AND status IN ('pending', 'retrying')`,
+    [subscriptionIds, reason],
+  );
+}
+
+/** Health counters gathered by a dispatcher since its last flush, per subscription. */
+export type HealthDelta = {
+  subscriptionId: string;
+  successes: number;
+  failures: number;
+  lastSuccessAt: Date | null;
+  lastFailureAt: Date | null;
+  /** The first failure after this batch's last success (or its first failure, if none succeeded). */
+  firstFailureAt: Date | null;
+  lastStatusCode: number | null;
+  lastError: string | null;
+};
+
+/**
+ * Adds the deltas of several subscriptions in one statement. Dispatchers flush out of order, so
+ * the times merge with GREATEST and failing_since keeps the earliest failure newer than the
+ * latest success anyone has seen.
+ */
+export async function addHealth(q: Queryable, deltas: readonly HealthDelta[]): Promise<void> {
+  if (deltas.length === 0) return;
+  const iso = (d: Date | null) => (d ? d.toISOString() : null);
+  await q.query(
+    `UPDATE webhook_subscriptions s SET
+       success_count = s.success_count + b.successes,
+       failure_count = s.failure_count + b.failures,
+       last_success_at = GREATEST(s.last_success_at, b.last_success_at),
+       last_failure_at = GREATEST(s.last_failure_at, b.last_failure_at),
+       failing_since = (SELECT min(x) FROM (VALUES (s.failing_since), (b.first_failure_at)) v(x)
+                        WHERE x > COALESCE(GREATEST(s.last_success_at, b.last_success_at), '-infinity'::timestamptz)),
+       last_status_code = COALESCE(b.last_status_code, s.last_status_code),
+       last_error = CASE WHEN b.last_failure_at IS NULL OR b.last_success_at > b.last_failure_at THEN NULL ELSE b.last_error END
+     FROM unnest($1::uuid[], $2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::int[], $8::text[])
+       AS b(id, successes, failures, last_success_at, last_failure_at, first_failure_at, last_status_code, last_error)
+     WHERE s.id = b.id`,
+    [
+      deltas.map((d) => d.subscriptionId),
+      deltas.map((d) => d.successes),
+      deltas.map((d) => d.failures),
+      deltas.map((d) => iso(d.lastSuccessAt)),
+      deltas.map((d) => iso(d.lastFailureAt)),
+      deltas.map((d) => iso(d.firstFailureAt)),
+      deltas.map((d) => d.lastStatusCode),
+      deltas.map((d) => d.lastError),
+    ],
+  );
+}

@@ -1,0 +1,277 @@
+// The dispatcher: consumes delivery ids from `webhooks.outbound` and makes one attempt each.
+//
+//   message ─▶ admit (circuit, in-flight cap, rate) ──refused──▶ postpone (no attempt spent)
+//                │ ok
+//                ▼
+//            claim (pending|retrying & due → sending, attempts+1, lease) ──nothing──▶ ack (duplicate)
+//                ▼
+//            sign + POST + classify ─▶ record attempt + next state (one statement)
+//                                       succeeded | retrying at next_attempt_at | dead
+//
+// Claims, records and postponements of concurrent messages are batched into one statement each,
+// so the database sees a few round trips per batch rather than per delivery. The broker message
+// is acked once the outcome is stored; if the process dies mid-attempt the row stays `sending`
+// until its lease passes, then the scheduler records the attempt as interrupted and retries it.
+import type { Broker, Delivery, Handler } from '../broker/broker.ts';
+import type { Config } from '../config.ts';
+import type { Database } from '../db/database.ts';
+import { withTransaction } from '../db/transaction.ts';
+import {
+  claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
+  type AttemptOutcomeRow, type ClaimedDelivery,
+} from '../db/webhook-dispatch.sql.ts';
+import { disableSubscription } from '../db/webhook-subscriptions.sql.ts';
+import { newEvent } from '../domain/events.ts';
+import { makeBatcher } from '../inbound/batcher.ts';
+import type { Logger } from '../observability/logger.ts';
+import { webhookAttemptDuration, webhookCircuitOpen, webhookDeliveriesTotal } from '../observability/metrics.ts';
+import { appendEvents } from '../outbox/outbox.sql.ts';
+import { makeCircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.ts';
+import { endpointCaps, makeEndpointLimits, type Slot } from './endpoint-limits.ts';
+import { makeHealthRecorder } from './health-recorder.ts';
+import { SUBSCRIPTION_HEADER } from './outbound-queue.ts';
+import { sendAttempt, type AttemptReport } from './send-attempt.ts';
+import { makeGuardedDispatcher, type ResolveHost } from './ssrf-guard.ts';
+
+export type DispatcherOptions = {
+  db: Database;
+  broker: Broker;
+  config: Pick<Config, 'webhookConcurrency' | 'webhookRetryScheduleMs' | 'webhookTimeoutMs' | 'webhookAllowPrivateUrls'>;
+  secretKey: string;
+  logger: Logger;
+  /** DNS for the delivery-time SSRF check (tests inject one). */
+  resolve?: ResolveHost;
+  /** Lease = the subscription's timeout + this; past it a `sending` row is presumed abandoned. */
+  leaseMarginMs?: number;
+  circuit?: Omit<CircuitBreakerOptions, 'onChange'>;
+  /** Told when a postponed or retried delivery comes due, so a scheduler can wake for it. */
+  onDue?: (atMs: number) => void;
+  random?: () => number;
+};
+
+export type WebhookDispatcher = {
+  handle: Handler;
+  /** After the consumer stopped: writes pending health counts, closes connections. */
+  stop(): Promise<void>;
+};
+
+/**
+ * At the per-endpoint cap: an endpoint whose oldest attempt in flight is younger than
+ * SLOW_ENDPOINT_MS is busy, not stuck — a delivery waits up to SLOT_WAIT_MS in memory for a slot,
+ * and if the line is full it comes back after BUSY_BACKOFF_MS. A stuck endpoint's deliveries are
+ * postponed by the age of that oldest attempt (at most MAX_STUCK_BACKOFF_MS): roughly when a slot
+ * may be free again, so its backlog does not churn through the queue.
+ */
+const SLOW_ENDPOINT_MS = 1_000;
+const SLOT_WAIT_MS = 1_000;
+const BUSY_BACKOFF_MS = 250;
+const MAX_STUCK_BACKOFF_MS = 30_000;
+/** While a half-open circuit's probe is out, other deliveries of that endpoint wait this long. */
+const PROBE_WAIT_MS = 5_000;
+/** A rate slot this close is waited for in place; a later one is a postponement. */
+const RATE_WAIT_INLINE_MS = 50;
+const MAX_AGENT_TIMEOUT_MS = 300_000;
+
+export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
+  const { db, config } = opts;
+  const log = opts.logger.child({ component: 'webhook-dispatcher' });
+  const random = opts.random ?? Math.random;
+  const leaseMarginMs = opts.leaseMarginMs ?? 30_000;
+  const agent = makeGuardedDispatcher({
+    allowPrivate: config.webhookAllowPrivateUrls,
+    timeoutMs: MAX_AGENT_TIMEOUT_MS, // postWebhook enforces each subscription's own deadline
+    ...(opts.resolve && { resolve: opts.resolve }),
+  });
+  const breaker = makeCircuitBreaker({
+    ...opts.circuit,
+    onChange: (key, state) => {
+      if (state === 'closed') webhookCircuitOpen.remove({ subscription: key });
+      else webhookCircuitOpen.set({ subscription: key }, 1);
+      log.info({ subscription_id: key, circuit: state }, 'webhook circuit changed');
+    },
+  });
+  const limits = makeEndpointLimits(endpointCaps(config.webhookConcurrency));
+  const health = makeHealthRecorder({ db, logger: log });
+  // Last known rate limit per subscription, learned from claims, so the admission check can
+  // apply it before claiming (a claim spends an attempt number).
+  const rates = new Map<string, number | null>();
+  const batch = { maxBatch: 200, maxInflight: db.kind === 'pglite' ? 1 : 4 };
+
+  const claims = makeBatcher<string, ClaimedDelivery | undefined>(async (_key, ids) => {
+    const rows = await claimDeliveries(db, [...new Set(ids)], { defaultTimeoutMs: config.webhookTimeoutMs, leaseMarginMs });
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    // The same id twice in one batch (a duplicate message) gets the claim once.
+    return ids.map((id) => {
+      const row = byId.get(id);
+      byId.delete(id);
+      return row;
+    });
+  }, batch);
+  const records = makeBatcher<AttemptOutcomeRow, void>(async (_key, rows) => {
+    await recordAttempts(db, rows);
+    return rows.map(() => undefined);
+  }, batch);
+  const postponements = makeBatcher<{ id: string; until: Date }, void>(async (_key, items) => {
+    await postponeDeliveries(db, items);
+    return items.map(() => undefined);
+  }, batch);
+
+  async function postpone(id: string, untilMs: number): Promise<void> {
+    await postponements.submit('p', { id, until: new Date(untilMs) });
+    opts.onDue?.(untilMs);
+  }
+
+  /** The circuit's word on an endpoint: undefined (go) or when to offer its deliveries again. */
+  function circuitWait(subscriptionId: string, now: number): number | undefined {
+    const circuit = breaker.state(subscriptionId);
+    if (circuit.state === 'open' && circuit.openUntil !== undefined && circuit.openUntil > now) return circuit.openUntil;
+    if (circuit.state === 'half_open') return now + PROBE_WAIT_MS;
+    return undefined;
+  }
+
+  /**
+   * Admission before the claim, for a message that names its subscription: the circuit, the
+   * in-flight cap, then the rate limit (if we know it). Returns the in-flight slot and the
+   * reserved send time, or undefined after postponing the delivery.
+   */
+  async function admit(id: string, sub: string): Promise<{ inflight: Slot; sendAt: number } | undefined> {
+    const now = Date.now();
+    const wait = circuitWait(sub, now);
+    if (wait !== undefined) return void (await postpone(id, wait));
+    let inflight = limits.tryAcquire(sub, now);
+    if (!inflight) {
+      // At the cap. A fast endpoint frees a slot in moments: wait for it here. One whose oldest
+      // attempt has been running a while is slow or stuck: offer this delivery again later, the
+      // longer the older that attempt, so a hanging endpoint's backlog does not churn.
+      const age = limits.oldestAge(sub, now);
+      if (age < SLOW_ENDPOINT_MS) inflight = await limits.waitFor(sub, SLOT_WAIT_MS);
+      if (!inflight) {
+        const backoff = age < SLOW_ENDPOINT_MS ? BUSY_BACKOFF_MS : Math.min(age, MAX_STUCK_BACKOFF_MS);
+        return void (await postpone(id, Date.now() + backoff * (0.8 + 0.4 * random())));
+      }
+    }
+    const sendAt = limits.rateSlot(sub, rates.get(sub) ?? null, Date.now());
+    if (sendAt - Date.now() > RATE_WAIT_INLINE_MS) {
+      inflight.release();
+      return void (await postpone(id, sendAt));
+    }
+    return { inflight, sendAt };
+  }
+
+  async function handle(msg: Delivery): Promise<void> {
+    const id = msg.messageId;
+    const hinted = msg.headers[SUBSCRIPTION_HEADER];
+    let admitted: { inflight: Slot; sendAt: number } | undefined;
+    if (hinted) {
+      admitted = await admit(id, hinted);
+      if (!admitted) return;
+    }
+    let claim: ClaimedDelivery | undefined;
+    try {
+      claim = await claims.submit('c', id);
+    } finally {
+      if (admitted && claim?.subscriptionId !== hinted) admitted.inflight.release();
+    }
+    if (!claim) return;
+    if (claim.status === 'dead') {
+      if (admitted && claim.subscriptionId === hinted) admitted.inflight.release();
+      webhookDeliveriesTotal.inc({ result: 'dead' });
+      return;
+    }
+    const sub = claim.subscriptionId;
+    // A message without a (right) hint: its slot is counted, never refused — the claim is made.
+    const inflight = admitted && hinted === sub ? admitted.inflight : limits.force(sub, Date.now());
+    try {
+      let sendAt = admitted && hinted === sub && rates.has(sub) ? admitted.sendAt : undefined;
+      rates.set(sub, claim.rateLimitPerSecond);
+      let now = Date.now();
+      sendAt ??= limits.rateSlot(sub, claim.rateLimitPerSecond, now);
+      let wait = circuitWait(sub, now) ?? (sendAt - now > RATE_WAIT_INLINE_MS ? sendAt : undefined);
+      if (wait === undefined && !breaker.canAttempt(sub, now)) wait = breaker.state(sub).openUntil ?? now + PROBE_WAIT_MS;
+      if (wait !== undefined) {
+        // Not now after all (the circuit opened meanwhile, or a rate we just learned): give the
+        // attempt number back.
+        await unclaimDelivery(db, claim.id, claim.attempts, new Date(wait));
+        opts.onDue?.(wait);
+        return;
+      }
+      now = Date.now();
+      if (sendAt > now) await new Promise((r) => setTimeout(r, sendAt - now));
+      const report = await sendAttempt(claim, {
+        secretKey: opts.secretKey,
+        scheduleMs: config.webhookRetryScheduleMs,
+        defaultTimeoutMs: config.webhookTimeoutMs,
+        agent,
+        random,
+      });
+      await settle(claim, report);
+    } finally {
+      inflight.release();
+    }
+  }
+
+  async function settle(claim: ClaimedDelivery, report: AttemptReport): Promise<void> {
+    const { result, outcome, next, startedAt } = report;
+    const sub = claim.subscriptionId;
+    const row: AttemptOutcomeRow = {
+      deliveryId: claim.id,
+      projectId: claim.projectId,
+      n: claim.attempts,
+      at: startedAt,
+      statusCode: result.statusCode ?? null,
+      durationMs: result.durationMs,
+      errorClass: outcome.class,
+      error: outcome.class === 'success' ? null : outcome.detail,
+      responseExcerpt: result.responseExcerpt || null,
+      next,
+    };
+    if (outcome.disable) await recordGone(claim, row, outcome.detail);
+    else await records.submit('r', row);
+    webhookAttemptDuration.observe(result.durationMs / 1000);
+    const done = new Date();
+    if (outcome.class === 'success') {
+      breaker.recordSuccess(sub, done.getTime());
+      health.success(sub, done, result.statusCode ?? 200);
+    } else {
+      // A 429 is an endpoint that is up and told us when to come back: not a circuit failure.
+      // After a 410 the subscription is disabled and its circuit forgotten.
+      if (outcome.class !== 'rate_limited' && !outcome.disable) breaker.recordFailure(sub, done.getTime());
+      health.failure(sub, done, result.statusCode ?? null, outcome.detail);
+    }
+    if (next.status === 'retrying') opts.onDue?.(next.at.getTime());
+    webhookDeliveriesTotal.inc({ result: outcome.disable ? 'disabled' : next.status });
+  }
+
+  /**
+   * 410 Gone: the attempt, the subscription's disabling (which ends its waiting deliveries) and
+   * the webhook.endpoint_disabled event commit together, so nobody sees one without the others.
+   */
+  async function recordGone(claim: ClaimedDelivery, row: AttemptOutcomeRow, detail: string): Promise<void> {
+    await withTransaction(
+      db,
+      async (tx) => {
+        await recordAttempts(tx, [row]);
+        const d = await disableSubscription(tx, claim.subscriptionId, 'the endpoint answered 410 Gone', { statusCode: row.statusCode, error: detail });
+        if (!d) return; // already disabled by another attempt
+        await appendEvents(tx, [
+          newEvent('webhook.endpoint_disabled', {
+            projectId: d.projectId,
+            aggregateId: d.id,
+            data: { subscription_id: d.id, url: d.url, reason: 'gone', last_status_code: row.statusCode, last_error: detail, failing_since: null },
+          }),
+        ]);
+        log.warn({ subscription_id: d.id, url: d.url }, 'webhook subscription disabled: 410 Gone');
+      },
+      { projectId: row.projectId },
+    );
+    breaker.reset(claim.subscriptionId);
+  }
+
+  return {
+    handle,
+    async stop() {
+      await health.stop();
+      await agent.close().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,114 @@
+// Per-subscription limits inside one dispatcher process, so one endpoint cannot take all the
+// workers: a cap on attempts in flight (an endpoint that hangs until the timeout holds at most
+// `maxInFlight` slots) and the subscription's optional rate limit. Pure, clock-injected.
+//
+// A delivery that finds its endpoint at the cap may wait here for a slot, briefly and behind at
+// most `maxWaiting` others: a fast endpoint that is merely busy frees a slot within milliseconds,
+// and waiting in memory costs far less than a trip through the database and the queue. Whether
+// the endpoint is fast or stuck is read from the age of its oldest attempt in flight.
+//
+// The rate limit hands out send slots 1/rate apart (a virtual schedule, GCRA-style): a delivery
+// that gets a slot in the future is postponed to exactly that slot, so a backlog spreads out
+// evenly instead of bouncing until a token happens to be free. It is per process: N dispatcher
+// processes together send up to N × rate.
+
+export type Slot = { release(): void };
+
+export type EndpointLimits = {
+  /** A slot if the subscription is under its cap. */
+  tryAcquire(subscriptionId: string, now: number): Slot | undefined;
+  /** A slot regardless of the cap (for work already claimed). */
+  force(subscriptionId: string, now: number): Slot;
+  /** Waits up to `ms` for a slot, behind at most `maxWaiting` others; undefined if none came. */
+  waitFor(subscriptionId: string, ms: number): Promise<Slot | undefined>;
+  /** How long the subscription's oldest attempt in flight has been running (0 if none). */
+  oldestAge(subscriptionId: string, now: number): number;
+  inFlight(subscriptionId: string): number;
+  /** When this delivery may go out under `perSecond`: `now` or later. Taking a slot reserves it. */
+  rateSlot(subscriptionId: string, perSecond: number | null, now: number): number;
+};
+
+/** How far ahead rate slots are handed out before we stop reserving and just say "later". */
+const MAX_AHEAD_MS = 60_000;
+
+type Waiter = (slot: Slot | undefined) => void;
+
+export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: number; clock?: () => number }): EndpointLimits {
+  const clock = opts.clock ?? Date.now;
+  const maxWaiting = opts.maxWaiting ?? opts.maxInFlight;
+  // Start times of the attempts in flight, per subscription.
+  const running = new Map<string, Set<{ at: number }>>();
+  const waiting = new Map<string, Waiter[]>();
+  const nextSlot = new Map<string, number>();
+
+  function take(id: string, now: number): Slot {
+    let set = running.get(id);
+    if (!set) running.set(id, (set = new Set()));
+    const entry = { at: now };
+    set.add(entry);
+    let released = false;
+    return {
+      release() {
+        if (released) return;
+        released = true;
+        set.delete(entry);
+        if (set.size === 0) running.delete(id);
+        // Hand the freed slot straight to the first waiter, so nobody overtakes it.
+        const line = waiting.get(id);
+        const next = line?.shift();
+        if (line && line.length === 0) waiting.delete(id);
+        next?.(take(id, clock()));
+      },
+    };
+  }
+
+  const count = (id: string) => running.get(id)?.size ?? 0;
+
+  return {
+    tryAcquire: (id, now) => (count(id) < opts.maxInFlight ? take(id, now) : undefined),
+    force: (id, now) => take(id, now),
+    waitFor(id, ms) {
+      if (count(id) < opts.maxInFlight) return Promise.resolve(take(id, clock()));
+      const line = waiting.get(id) ?? [];
+      if (line.length >= maxWaiting) return Promise.resolve(undefined);
+      waiting.set(id, line);
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          const i = line.indexOf(waiter);
+          if (i >= 0) line.splice(i, 1);
+          if (line.length === 0 && waiting.get(id) === line) waiting.delete(id);
+          resolve(undefined);
+        }, ms);
+        const waiter: Waiter = (slot) => {
+          clearTimeout(timer);
+          resolve(slot);
+        };
+        line.push(waiter);
+      });
+    },
+    oldestAge(id, now) {
+      let oldest = now;
+      for (const e of running.get(id) ?? []) oldest = Math.min(oldest, e.at);
+      return now - oldest;
+    },
+    inFlight: count,
+    rateSlot(id, perSecond, now) {
+      if (!perSecond || perSecond <= 0) return now;
+      const slot = Math.max(now, nextSlot.get(id) ?? 0);
+      if (slot - now > MAX_AHEAD_MS) return slot; // far enough out; do not push the schedule further
+      nextSlot.set(id, slot + 1000 / perSecond);
+      // Forget subscriptions that went idle, so the map holds only the busy ones.
+      if (nextSlot.size > 10_000) for (const [k, t] of nextSlot) if (t < now) nextSlot.delete(k);
+      return slot;
+    },
+  };
+}
+
+/**
+ * Per-subscription limits for a dispatcher of `concurrency` workers: a quarter of them in flight
+ * (what a hanging endpoint can hold until its timeout), and half of them waiting for a slot (they
+ * hold no connection, and a fast endpoint serves them in moments).
+ */
+export function endpointCaps(concurrency: number): { maxInFlight: number; maxWaiting: number } {
+  return { maxInFlight: Math.max(1, Math.floor(concurrency / 4)), maxWaiting: Math.max(1, Math.floor(concurrency / 2)) };
+}

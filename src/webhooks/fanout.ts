@@ -1,0 +1,128 @@
+// The fan-out: a consumer of every domain event that turns it into one delivery per matching
+// active subscription of the event's own project, then puts the new delivery ids on
+// webhooks.outbound.
+//
+// Idempotent twice over, like every consumer: the events are recorded in processed_events in the
+// same transaction as the deliveries (handleOnce's rule, applied to a batch), and a (subscription,
+// event) pair is unique — a redelivered event creates nothing and sends nothing.
+//
+// Events of one project that arrive together share one transaction: under load the broker hands
+// us dozens at a time, and one commit for all of them instead of one each is what lets the
+// fan-out keep up with the dispatchers. Each project's active subscriptions are cached, and the
+// cache entry dropped when the database announces a change (a trigger on the table): most events
+// match no subscription, and those then cost no database work at all.
+import type { Broker, Delivery, Handler } from '../broker/broker.ts';
+import type { Database } from '../db/database.ts';
+import { withTransaction } from '../db/transaction.ts';
+import { clearEnqueued, insertDeliveries, type NewDelivery } from '../db/webhook-deliveries.sql.ts';
+import { activeSubscriptions } from '../db/webhook-subscriptions.sql.ts';
+import { matchesEventFilter } from '../domain/event-filter.ts';
+import type { EventEnvelope } from '../domain/events.ts';
+import { uuidv7 } from '../domain/ids.ts';
+import { makeBatcher } from '../inbound/batcher.ts';
+import type { Logger } from '../observability/logger.ts';
+import { MalformedEventError, parseEventMessage } from '../outbox/idempotent.ts';
+import { enqueueDeliveries, type OutboundItem } from './outbound-queue.ts';
+import { buildWebhookBody } from './signer.ts';
+
+export const FANOUT_CONSUMER = 'webhook-fanout';
+export const FANOUT_QUEUE = 'consumer.webhook-fanout';
+
+/** NOTIFY channel of migration 008's trigger; the payload is the project id. */
+export const SUBSCRIPTION_CHANGES = 'ventros_webhook_subscriptions';
+/** A cache entry is trusted this long even without a notification (a lost LISTEN connection). */
+const CACHE_TTL_MS = 30_000;
+
+type ActiveSubscription = { id: string; events: string[] };
+
+export type Fanout = { handle: Handler; stop(): Promise<void> };
+
+export async function startFanout(deps: { db: Database; broker: Broker; logger: Logger }): Promise<Fanout> {
+  const { db, broker } = deps;
+  const log = deps.logger.child({ component: FANOUT_CONSUMER });
+
+  const cache = new Map<string, { subs: ActiveSubscription[]; at: number }>();
+  // Bumped by each notification, so a load that raced one is not cached as if it were fresh.
+  const versions = new Map<string, number>();
+  let ttlMs = CACHE_TTL_MS;
+  const unlisten = await db
+    .listen(SUBSCRIPTION_CHANGES, (projectId) => {
+      cache.delete(projectId);
+      versions.set(projectId, (versions.get(projectId) ?? 0) + 1);
+    })
+    .catch((err) => {
+      ttlMs = 1_000; // no notifications: keep the staleness short instead
+      log.warn({ err }, 'cannot LISTEN for webhook subscription changes; caching them for 1 s only');
+      return undefined;
+    });
+
+  async function subscriptionsOf(projectId: string): Promise<ActiveSubscription[]> {
+    const hit = cache.get(projectId);
+    if (hit && Date.now() - hit.at < ttlMs) return hit.subs;
+    const version = versions.get(projectId) ?? 0;
+    const subs = await withTransaction(db, (tx) => activeSubscriptions(tx, projectId), { projectId });
+    if ((versions.get(projectId) ?? 0) === version) {
+      if (cache.size >= 10_000) cache.clear();
+      cache.set(projectId, { subs, at: Date.now() });
+    }
+    return subs;
+  }
+
+  /** One transaction for a project's events: mark them processed, create their deliveries. */
+  async function fanOut(projectId: string, events: EventEnvelope[]): Promise<void[]> {
+    const subs = await subscriptionsOf(projectId);
+    const wanted = events.filter((e) => subs.some((s) => matchesEventFilter(s.events, e.type)));
+    if (wanted.length === 0) return events.map(() => undefined);
+    const created = await withTransaction(
+      db,
+      async (tx) => {
+        const fresh = await tx.query<{ event_id: string }>(
+          `INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
+           ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id`,
+          [FANOUT_CONSUMER, [...new Set(wanted.map((e) => e.id))]],
+        );
+        const isFresh = new Set(fresh.rows.map((r) => r.event_id));
+        const rows: NewDelivery[] = [];
+        for (const e of wanted) {
+          if (!isFresh.delete(e.id)) continue; // seen before (or twice in this batch)
+          const body = buildWebhookBody(e);
+          for (const s of subs) {
+            if (matchesEventFilter(s.events, e.type)) rows.push({ id: uuidv7(), subscriptionId: s.id, eventId: e.id, eventType: e.type, body });
+          }
+        }
+        const out: OutboundItem[] = (await insertDeliveries(tx, projectId, rows)).map((r) => ({ ...r, projectId }));
+        return out;
+      },
+      { projectId },
+    );
+    if (created.length > 0) {
+      try {
+        await enqueueDeliveries(broker, created);
+      } catch (err) {
+        // The rows are committed and due: the scheduler enqueues them at its next pass. Failing
+        // the messages would only redeliver events that are now marked processed.
+        log.warn({ err, deliveries: created.length }, 'could not enqueue new webhook deliveries; the scheduler will');
+        await clearEnqueued(db, { ids: created.map((c) => c.id) }).catch(() => {});
+      }
+    }
+    return events.map(() => undefined);
+  }
+
+  const batcher = makeBatcher<EventEnvelope, void>(fanOut, { maxBatch: 100, maxInflight: db.kind === 'pglite' ? 1 : 4 });
+
+  const handle = async (msg: Delivery) => {
+    let event: EventEnvelope;
+    try {
+      event = parseEventMessage(msg);
+    } catch (err) {
+      // Retrying cannot fix a malformed message; say so and drop it.
+      if (err instanceof MalformedEventError) return void log.error({ err, message_id: msg.messageId }, 'malformed event skipped by the webhook fan-out');
+      throw err;
+    }
+    // Test events go to one subscription directly (POST …/test), never through the fan-out.
+    if (!event.project_id || event.type === 'webhook.test') return;
+    await batcher.submit(event.project_id, event);
+  };
+
+  return { handle, stop: async () => void (await unlisten?.().catch(() => {})) };
+}

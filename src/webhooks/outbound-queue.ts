@@ -1,0 +1,22 @@
+// Messages on `webhooks.outbound`: one per delivery to send, carrying only ids — the row is the
+// truth, so a duplicate or stale message is harmless (its claim finds nothing to do).
+import { PROJECT_HEADER, type Broker } from '../broker/broker.ts';
+import { Queues } from '../broker/topology.ts';
+
+/** Lets the dispatcher apply the subscription's circuit and limits before touching the row. */
+export const SUBSCRIPTION_HEADER = 'x-webhook-subscription';
+
+export type OutboundItem = { id: string; subscriptionId: string; projectId: string };
+
+export async function enqueueDeliveries(broker: Broker, items: readonly OutboundItem[]): Promise<void> {
+  for (let i = 0; i < items.length; i += 500) {
+    await broker.send(
+      Queues.webhooksOutbound,
+      items.slice(i, i + 500).map((d) => ({
+        messageId: d.id,
+        body: Buffer.from(JSON.stringify({ delivery_id: d.id })),
+        headers: { [SUBSCRIPTION_HEADER]: d.subscriptionId, [PROJECT_HEADER]: d.projectId },
+      })),
+    );
+  }
+}

@@ -1,0 +1,81 @@
+// One attempt of a claimed delivery: sign with a fresh timestamp, POST, classify, and decide the
+// delivery's next state. No database here; the dispatcher records what this returns.
+import { readFileSync } from 'node:fs';
+import type { Dispatcher as HttpDispatcher } from 'undici';
+import type { ClaimedDelivery } from '../db/webhook-dispatch.sql.ts';
+import { openJson } from '../domain/secret-box.ts';
+import { classifyAttempt, type AttemptOutcome } from './classify.ts';
+import { postWebhook, type PostWebhookResult } from './post-webhook.ts';
+import { nextAttemptDelay } from './retry-schedule.ts';
+import { signPayload } from './signer.ts';
+
+const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
+export const USER_AGENT = `Ventros-CRM-Webhook/${VERSION}`;
+
+export type AttemptDeps = {
+  secretKey: string;
+  scheduleMs: readonly number[];
+  defaultTimeoutMs: number;
+  agent: HttpDispatcher;
+  random?: () => number;
+};
+
+export type Next = { status: 'succeeded' } | { status: 'dead' } | { status: 'retrying'; at: Date };
+
+export type AttemptReport = {
+  startedAt: Date;
+  result: PostWebhookResult;
+  outcome: AttemptOutcome;
+  next: Next;
+};
+
+// Opening a sealed secret costs a key derivation and a decryption; the same few subscriptions
+// are sent to thousands of times a second. Bounded: cleared when it grows past the limit.
+const openedSecrets = new Map<string, string>();
+
+function openSecret(secretKey: string, sealed: string): string {
+  let plain = openedSecrets.get(sealed);
+  if (plain === undefined) {
+    plain = openJson<string>(secretKey, sealed);
+    if (openedSecrets.size >= 10_000) openedSecrets.clear();
+    openedSecrets.set(sealed, plain);
+  }
+  return plain;
+}
+
+/**
+ * The request headers: the subscription's custom headers first, then ours, so a custom header
+ * can never replace the content type, the user agent or a signature.
+ */
+export function requestHeaders(c: Pick<ClaimedDelivery, 'headers' | 'eventId' | 'body'>, secrets: readonly string[], nowMs: number): Record<string, string> {
+  const signed = signPayload({ id: c.eventId, timestamp: Math.floor(nowMs / 1000), body: c.body, secrets });
+  return { ...c.headers, 'content-type': 'application/json', 'user-agent': USER_AGENT, ...signed };
+}
+
+export async function sendAttempt(c: ClaimedDelivery, deps: AttemptDeps): Promise<AttemptReport> {
+  const startedAt = new Date();
+  const timeoutMs = c.timeoutSeconds ? c.timeoutSeconds * 1000 : deps.defaultTimeoutMs;
+  let result: PostWebhookResult;
+  try {
+    const headers = requestHeaders(c, c.secrets.map((s) => openSecret(deps.secretKey, s)), startedAt.getTime());
+    result = await postWebhook({ url: c.url, body: c.body, headers, timeoutMs, dispatcher: deps.agent });
+  } catch (err) {
+    // Signing failed (a secret we cannot open): our fault, classified as internal and retried.
+    result = { durationMs: 0, responseExcerpt: '', responseBytes: 0, truncated: false, error: err instanceof Error ? err : new Error(String(err)) };
+  }
+  const outcome = classifyAttempt({ statusCode: result.statusCode, error: result.error, retryAfter: result.retryAfter });
+  return { startedAt, result, outcome, next: decideNext(c, outcome, deps) };
+}
+
+export function decideNext(c: Pick<ClaimedDelivery, 'attempts' | 'maxAttempts'>, outcome: AttemptOutcome, deps: Pick<AttemptDeps, 'scheduleMs' | 'random'>): Next {
+  if (outcome.class === 'success') return { status: 'succeeded' };
+  if (outcome.disable || !outcome.retry) return { status: 'dead' };
+  const delay = nextAttemptDelay({
+    attempt: c.attempts,
+    scheduleMs: deps.scheduleMs,
+    ...(c.maxAttempts !== null && { maxAttempts: c.maxAttempts }),
+    ...(outcome.retryAfterMs !== undefined && { retryAfterMs: outcome.retryAfterMs }),
+    ...(deps.random && { random: deps.random }),
+  });
+  return delay === undefined ? { status: 'dead' } : { status: 'retrying', at: new Date(Date.now() + delay) };
+}

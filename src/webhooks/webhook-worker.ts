@@ -1,0 +1,98 @@
+// The outbound-webhook part of the worker role: fan-out consumer, dispatchers, scheduler.
+// main.ts starts it; tests start it (or parts of it) with their own options.
+import type { Broker } from '../broker/broker.ts';
+import { startConsumer } from '../broker/consumer-runner.ts';
+import { Queues, allQueues } from '../broker/topology.ts';
+import type { Config } from '../config.ts';
+import type { Database } from '../db/database.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { CircuitBreakerOptions } from './circuit-breaker.ts';
+import { makeDispatcher } from './dispatcher.ts';
+import { FANOUT_CONSUMER, FANOUT_QUEUE, startFanout } from './fanout.ts';
+import { startScheduler } from './scheduler.ts';
+import type { ResolveHost } from './ssrf-guard.ts';
+
+export type WebhookWorkerOptions = {
+  db: Database;
+  broker: Broker;
+  config: Config;
+  secretKey: string;
+  logger: Logger;
+  /** Which parts to run (all by default). */
+  parts?: { fanout?: boolean; dispatcher?: boolean; scheduler?: boolean };
+  fanoutConcurrency?: number;
+  schedulerPollMs?: number;
+  enqueueGraceMs?: number;
+  disableCheckEveryMs?: number;
+  leaseMarginMs?: number;
+  circuit?: Omit<CircuitBreakerOptions, 'onChange'>;
+  resolve?: ResolveHost;
+};
+
+export type Component = { name: string; stop(): Promise<void> };
+
+export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Component[]> {
+  const { db, broker, config, logger } = opts;
+  const parts = { fanout: true, dispatcher: true, scheduler: true, ...opts.parts };
+  const components: Component[] = [];
+  // main.ts declares every queue at start-up; declaring ours again (idempotent) lets the worker be
+  // started on its own, as tests and benchmarks do.
+  await broker.declareQueues(allQueues().filter((q) => q.name === FANOUT_QUEUE || q.name === Queues.webhooksOutbound));
+
+  const scheduler = parts.scheduler
+    ? startScheduler({
+        db,
+        broker,
+        logger,
+        defaultMaxAttempts: config.webhookRetryScheduleMs.length + 1,
+        disableAfterDays: config.webhookDisableAfterDays,
+        ...(opts.schedulerPollMs !== undefined && { pollMs: opts.schedulerPollMs }),
+        ...(opts.enqueueGraceMs !== undefined && { enqueueGraceMs: opts.enqueueGraceMs }),
+        ...(opts.disableCheckEveryMs !== undefined && { disableCheckEveryMs: opts.disableCheckEveryMs }),
+      })
+    : undefined;
+  if (scheduler) components.push(scheduler);
+
+  if (parts.dispatcher) {
+    const dispatcher = makeDispatcher({
+      db,
+      broker,
+      config,
+      secretKey: opts.secretKey,
+      logger,
+      ...(opts.resolve && { resolve: opts.resolve }),
+      ...(opts.leaseMarginMs !== undefined && { leaseMarginMs: opts.leaseMarginMs }),
+      ...(opts.circuit && { circuit: opts.circuit }),
+      ...(scheduler && { onDue: (at: number) => scheduler.wakeAt(at) }),
+    });
+    const consumer = await startConsumer(
+      broker,
+      { name: 'webhook-dispatcher', queue: Queues.webhooksOutbound, concurrency: config.webhookConcurrency, handle: dispatcher.handle },
+      logger,
+    );
+    components.push({
+      name: 'webhook-dispatcher',
+      async stop() {
+        await consumer.stop();
+        await dispatcher.stop();
+      },
+    });
+  }
+
+  if (parts.fanout) {
+    const fanout = await startFanout({ db, broker, logger });
+    const consumer = await startConsumer(
+      broker,
+      { name: FANOUT_CONSUMER, queue: FANOUT_QUEUE, concurrency: opts.fanoutConcurrency ?? (db.kind === 'pglite' ? 16 : 64), handle: fanout.handle },
+      logger,
+    );
+    components.push({
+      name: FANOUT_CONSUMER,
+      async stop() {
+        await consumer.stop();
+        await fanout.stop();
+      },
+    });
+  }
+  return components;
+}

@@ -1,0 +1,69 @@
+// Endpoint isolation: a receiver that never answers, or keeps failing, must not take the workers
+// from the healthy ones — the per-subscription in-flight cap and the circuit breaker see to it,
+// and deliveries held back by them wait without spending attempts.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { webhookCircuitOpen } from '../../src/observability/metrics.ts';
+import { waitFor } from '../support/env.ts';
+import { startReceiver } from './receiver.ts';
+import { deliveriesOf, emit, makeTenant, startWorld, subscribe, type TestTenant, type World } from './webhook-harness.ts';
+
+describe('webhook endpoint isolation', () => {
+  let w: World;
+  let a: TestTenant;
+  beforeAll(async () => {
+    // 8 workers → at most 2 attempts in flight per subscription. A long cool-down keeps an opened
+    // circuit open for the whole test.
+    w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '8' }, worker: { circuit: { failureThreshold: 5, cooldownMs: 60_000 } } });
+    a = await makeTenant(w);
+  });
+
+  it('keeps delivering to nine healthy endpoints while a tenth never answers', async () => {
+    const slow = await startReceiver(() => 'hang');
+    const slowSub = await subscribe(w, a, { url: slow.url, timeout_seconds: 120 });
+    const healthy = await Promise.all(Array.from({ length: 9 }, () => startReceiver()));
+    const subs: Array<{ id: string }> = [];
+    for (const rx of healthy) subs.push(await subscribe(w, a, { url: rx.url }));
+
+    const started = Date.now();
+    await emit(w, a.projectId, 10);
+    await waitFor(
+      async () => {
+        for (const s of subs) if ((await deliveriesOf(w, s.id)).filter((d) => d.status === 'succeeded').length < 10) return false;
+        return true;
+      },
+      '90 deliveries to the healthy endpoints',
+      100_000,
+    );
+    // All of it inside a single timeout of the slow endpoint: its attempts never held the others up.
+    expect(Date.now() - started).toBeLessThan(120_000);
+    expect(healthy.every((rx) => rx.requests.length === 10)).toBe(true);
+    // It got no more than its share of the workers, and its waiting deliveries spent no attempts.
+    expect(slow.requests.length).toBeLessThanOrEqual(2);
+    const waiting = await deliveriesOf(w, slowSub.id);
+    expect(waiting).toHaveLength(10);
+    expect(waiting.reduce((n, d) => n + d.attempts, 0)).toBe(slow.requests.length);
+  }, 150_000);
+
+  it('opens the circuit after repeated failures: later deliveries wait for the cool-down without spending attempts', async () => {
+    const rx = await startReceiver(() => 500);
+    const s = await subscribe(w, a, { url: rx.url, max_attempts: 10 });
+    await emit(w, a.projectId, 10);
+    // The cool-down is 60 s; anything parked past this point waits for it, not for a retry step.
+    const coolDownEnds = Date.now() + 30_000;
+    const rows = await waitFor(
+      async () => {
+        const all = await deliveriesOf(w, s.id);
+        const parked = all.length === 10 && all.every((d) => d.status !== 'sending' && d.next_attempt_at && d.next_attempt_at.getTime() > coolDownEnds);
+        return parked ? all : undefined;
+      },
+      'every delivery parked until the circuit half-opens',
+      50_000,
+    );
+    // Five failures open it; an attempt already in flight then may add one more.
+    expect(rx.requests.length).toBeGreaterThanOrEqual(5);
+    expect(rx.requests.length).toBeLessThanOrEqual(6);
+    expect(rows.reduce((n, d) => n + d.attempts, 0)).toBe(rx.requests.length);
+    const gauge = (await webhookCircuitOpen.get()).values.find((v) => v.labels.subscription === s.id);
+    expect(gauge?.value).toBe(1);
+  }, 90_000);
+});
