@@ -53,9 +53,10 @@ function toEnvelope(r: Record<string, any>): EventEnvelope {
 export async function claimUnpublished(tx: Queryable, limit: number, exclude: readonly number[] = []): Promise<OutboxRow[]> {
   const r = await tx.query(
     `SELECT ${ENVELOPE_COLUMNS} FROM outbox
-     WHERE published_at IS NULL AND $2::bigint[] IS NOT NULL
+     WHERE published_at IS NULL AND seq <> ALL($2::bigint[])
      ORDER BY seq
-     LIMIT $1`,
+     LIMIT $1
+     FOR UPDATE SKIP LOCKED`,
     [limit, exclude],
   );
   return r.rows.map((row) => ({ seq: Number(row.seq), envelope: toEnvelope(row) }));

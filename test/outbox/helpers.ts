@@ -125,6 +125,7 @@ export function interceptDb(db: Database, before: (sql: string) => void): Databa
 /**
  * A broker whose publishing can be switched to fail; everything else goes to `broker`. Records
  * the message ids handed to the real broker (a rolled-back publish-in-transaction included).
+ * `inTransaction: false` hides publishInTransaction, so the relay takes its other path.
  */
 export type SwitchableBroker = {
   broker: Broker;
@@ -136,7 +137,7 @@ export type SwitchableBroker = {
   published: string[];
 };
 
-export function switchableBroker(broker: Broker): SwitchableBroker {
+export function switchableBroker(broker: Broker, opts: { inTransaction?: boolean } = {}): SwitchableBroker {
   let failing = false;
   let attempts = 0;
   let gate: Promise<void> | undefined;
@@ -160,7 +161,7 @@ export function switchableBroker(broker: Broker): SwitchableBroker {
     check: () => broker.check(),
     close: () => broker.close(),
   };
-  if (canPublishInTransaction(broker)) {
+  if (canPublishInTransaction(broker) && opts.inTransaction !== false) {
     wrapped.publishInTransaction = async (tx: Queryable, key: string, msgs: readonly OutgoingMessage[]) => {
       await guard(msgs);
       await broker.publishInTransaction(tx, key, msgs);
