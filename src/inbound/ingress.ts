@@ -50,6 +50,8 @@ export function makeIngress(deps: IngressDeps): Ingress {
   const { db, broker, logger } = deps;
   const timeoutMs = deps.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS;
   const count = (provider: string, result: string) => inboundEventsTotal.inc({ provider, event: 'webhook', result });
+  let spills = 0;
+  let lastSpillLog = 0;
 
   async function channel(provider: InboundProvider, channelId: string): Promise<KnownChannel> {
     const c = await deps.channels.get(channelId);
@@ -93,7 +95,13 @@ export function makeIngress(deps: IngressDeps): Ingress {
         try {
           await spillInboundEvent(db, { id: eventId, provider: provider.name, channelId: c.id, headers, body: req.rawBody, receivedAt });
           count(provider.name, 'spilled');
-          logger.warn({ event_id: eventId, err: errorText(publishErr) }, 'broker did not confirm; webhook spilled to the database');
+          spills++;
+          // During an outage every webhook spills: say so every few seconds, not every time.
+          if (Date.now() - lastSpillLog > 5000) {
+            logger.warn({ spilled: spills, err: errorText(publishErr) }, 'broker did not confirm; webhooks spilled to the database');
+            lastSpillLog = Date.now();
+            spills = 0;
+          }
           return { eventId, spilled: true };
         } catch (spillErr) {
           count(provider.name, 'unavailable');

@@ -22,12 +22,12 @@ describe('ventros simulate waha', () => {
     expect(out).toMatch(/sent 80 in \d+\.\d s/);
     expect(out).toMatch(/accepted 80, failed 0/);
     expect(out).toMatch(/latency ms: p50 \d+\.\d {2}p90 \d+\.\d {2}p99 \d+\.\d {2}max \d+\.\d/);
-    await waitFor(async () => (await count(t.db, 'SELECT 1 FROM messages WHERE channel_id = $1', [ch.id])) === 80, '80 messages stored', 30_000);
+    await waitFor(async () => (await count(t.db, 'SELECT 1 FROM messages WHERE channel_id = $1', [ch.id])) === 80, '80 messages stored', 60_000);
     const types = (await t.db.query('SELECT DISTINCT type FROM messages WHERE channel_id = $1', [ch.id])).rows.map((r) => r.type);
     expect(types.length).toBeGreaterThan(2);
     expect(await count(t.db, 'SELECT 1 FROM contacts WHERE project_id = $1', [t.projectId])).toBe(7);
     expect(await count(t.db, 'SELECT 1 FROM parse_errors')).toBe(0);
-  });
+  }, 120_000);
 
   it('fails with a usage message on bad arguments', async () => {
     const err = vi.spyOn(console, 'error').mockImplementation(() => {});

@@ -7,6 +7,13 @@
 ALTER TABLE messages ADD COLUMN external_key text
   GENERATED ALWAYS AS (regexp_replace(external_id, '^(?:true|false)_[^_]+_([^_]+)(?:_.+)?$', '\1')) STORED;
 CREATE UNIQUE INDEX messages_external_key ON messages (channel_id, external_key);
+-- Equal external ids have equal keys, so the key's index enforces what 005's index on the raw id
+-- did; keeping both would cost every stored message a second unique-index insertion for nothing.
+DROP INDEX messages_external;
+
+-- Every message touches its contact (last interaction, counters) on columns no index covers; room
+-- left in each page lets those updates stay on the page (HOT) instead of rewriting every index.
+ALTER TABLE contacts SET (fillfactor = 85);
 
 -- A LID can belong to a contact that already has its phone (joined later): lookups by LID must
 -- find those too, not only the LID-only rows covered by contacts_lid.
