@@ -68,14 +68,23 @@ export type NewDelivery = {
  */
 export async function insertDeliveries(tx: Queryable, projectId: string, rows: readonly NewDelivery[]): Promise<Array<{ id: string; subscriptionId: string }>> {
   if (rows.length === 0) return [];
+  // An event's body is the same for each of its subscriptions: send it once and index into it
+  // (array parameters are escaped character by character, and bodies are the bulk of the bytes).
+  const bodies: string[] = [];
+  const index = new Map<string, number>();
+  const bodyIdx = rows.map((x) => {
+    let i = index.get(x.body);
+    if (i === undefined) index.set(x.body, (i = bodies.push(x.body)));
+    return i;
+  });
   const r = await tx.query<{ id: string; subscription_id: string }>(
     `INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, next_attempt_at, enqueued_at)
-     SELECT t.id, $1::uuid, t.sub, t.event_id, t.event_type, t.body, 'pending', now(), now()
-     FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[]) AS t(id, sub, event_id, event_type, body)
+     SELECT t.id, $1::uuid, t.sub, t.event_id, t.event_type, ($7::text[])[t.body_idx], 'pending', now(), now()
+     FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int[]) AS t(id, sub, event_id, event_type, body_idx)
      JOIN webhook_subscriptions s ON s.id = t.sub AND s.project_id = $1::uuid AND s.active
      ON CONFLICT (subscription_id, event_id) DO NOTHING
      RETURNING id, subscription_id`,
-    [projectId, rows.map((x) => x.id), rows.map((x) => x.subscriptionId), rows.map((x) => x.eventId), rows.map((x) => x.eventType), rows.map((x) => x.body)],
+    [projectId, rows.map((x) => x.id), rows.map((x) => x.subscriptionId), rows.map((x) => x.eventId), rows.map((x) => x.eventType), bodyIdx, bodies],
   );
   return r.rows.map((x) => ({ id: x.id, subscriptionId: x.subscription_id }));
 }

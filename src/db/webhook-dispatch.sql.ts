@@ -128,6 +128,8 @@ export async function recordAttempts(q: Queryable, rows: readonly AttemptOutcome
        RETURNING d.id)
      INSERT INTO webhook_attempts (delivery_id, n, project_id, at, status_code, duration_ms, error_class, error, response_excerpt)
      SELECT id, n, project_id, at, status_code, duration_ms, error_class, error, excerpt FROM r
+     -- A delivery deleted meanwhile (its subscription was) has nothing left to record on.
+     WHERE EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.id = r.id)
      ON CONFLICT (delivery_id, n) DO UPDATE SET at = EXCLUDED.at, status_code = EXCLUDED.status_code, duration_ms = EXCLUDED.duration_ms,
        error_class = EXCLUDED.error_class, error = EXCLUDED.error, response_excerpt = EXCLUDED.response_excerpt`,
     [

@@ -22,6 +22,7 @@ import {
 } from '../db/webhook-dispatch.sql.ts';
 import { disableSubscription } from '../db/webhook-subscriptions.sql.ts';
 import { newEvent } from '../domain/events.ts';
+import { isUuid } from '../domain/ids.ts';
 import { makeBatcher } from '../inbound/batcher.ts';
 import type { Logger } from '../observability/logger.ts';
 import { webhookAttemptDuration, webhookCircuitOpen, webhookDeliveriesTotal } from '../observability/metrics.ts';
@@ -107,9 +108,15 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       return row;
     });
   }, batch);
-  const records = makeBatcher<AttemptOutcomeRow, void>(async (_key, rows) => {
-    await recordAttempts(db, rows);
-    return rows.map(() => undefined);
+  // A batch that fails is recorded row by row, so one bad row costs only itself.
+  const records = makeBatcher<AttemptOutcomeRow, unknown>(async (_key, rows) => {
+    try {
+      await recordAttempts(db, rows);
+      return rows.map(() => undefined);
+    } catch (err) {
+      if (rows.length === 1) return [err];
+      return Promise.all(rows.map((row) => recordAttempts(db, [row]).then(() => undefined, (e: unknown) => e)));
+    }
   }, batch);
   const postponements = makeBatcher<{ id: string; until: Date }, void>(async (_key, items) => {
     await postponeDeliveries(db, items);
@@ -143,9 +150,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       // At the cap. A fast endpoint frees a slot in moments: wait for it here. One whose oldest
       // attempt has been running a while is slow or stuck: offer this delivery again later, the
       // longer the older that attempt, so a hanging endpoint's backlog does not churn.
-      const age = limits.oldestAge(sub, now);
-      if (age < SLOW_ENDPOINT_MS) inflight = await limits.waitFor(sub, SLOT_WAIT_MS);
+      if (limits.oldestAge(sub, now) < SLOW_ENDPOINT_MS) inflight = await limits.waitFor(sub, SLOT_WAIT_MS);
       if (!inflight) {
+        const age = limits.oldestAge(sub, Date.now());
         const backoff = age < SLOW_ENDPOINT_MS ? BUSY_BACKOFF_MS : Math.min(age, MAX_STUCK_BACKOFF_MS);
         return void (await postpone(id, Date.now() + backoff * (0.8 + 0.4 * random())));
       }
@@ -160,6 +167,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
 
   async function handle(msg: Delivery): Promise<void> {
     const id = msg.messageId;
+    // Only our own code enqueues here, but a replayed dead letter could carry anything, and one
+    // bad id must not fail the claim batch it would share with others.
+    if (!isUuid(id)) return void log.error({ message_id: id }, 'webhooks.outbound message without a delivery id dropped');
     const hinted = msg.headers[SUBSCRIPTION_HEADER];
     let admitted: { inflight: Slot; sendAt: number } | undefined;
     if (hinted) {
@@ -226,7 +236,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       next,
     };
     if (outcome.disable) await recordGone(claim, row, outcome.detail);
-    else await records.submit('r', row);
+    else {
+      const failed = await records.submit('r', row);
+      if (failed) throw failed;
+    }
     webhookAttemptDuration.observe(result.durationMs / 1000);
     const done = new Date();
     if (outcome.class === 'success') {
@@ -271,7 +284,12 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     handle,
     async stop() {
       await health.stop();
-      await agent.close().catch(() => {});
+      // Attempts still out after the consumer's own grace period are cut off rather than waited
+      // for (up to their timeout): their rows are `sending` and come back after the lease.
+      let timer: NodeJS.Timeout | undefined;
+      const closed = await Promise.race([agent.close().then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), 1_000)))]).catch(() => false);
+      clearTimeout(timer);
+      if (!closed) await agent.destroy().catch(() => {});
     },
   };
 }

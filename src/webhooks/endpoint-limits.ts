@@ -106,9 +106,11 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
 
 /**
  * Per-subscription limits for a dispatcher of `concurrency` workers: a quarter of them in flight
- * (what a hanging endpoint can hold until its timeout), and half of them waiting for a slot (they
- * hold no connection, and a fast endpoint serves them in moments).
+ * (what a hanging endpoint can hold until its timeout), and any number of the others waiting for
+ * a slot — they hold no connection, a fast endpoint serves them in moments, and the rest of its
+ * backlog then waits in the broker's queue (in order) rather than bouncing through the database.
+ * Waiting is only allowed while the endpoint is fast (see the dispatcher), and for a second.
  */
 export function endpointCaps(concurrency: number): { maxInFlight: number; maxWaiting: number } {
-  return { maxInFlight: Math.max(1, Math.floor(concurrency / 4)), maxWaiting: Math.max(1, Math.floor(concurrency / 2)) };
+  return { maxInFlight: Math.max(1, Math.floor(concurrency / 4)), maxWaiting: concurrency };
 }

@@ -19,7 +19,7 @@ describe('a webhook dispatcher that dies mid-delivery', () => {
     // Fan-out and scheduler run here; each test brings its own (doomed) dispatcher first.
     w = await startWorld({ worker: { parts: { fanout: true, scheduler: true, dispatcher: false }, leaseMarginMs: LEASE_MARGIN_MS } });
     a = await makeTenant(w);
-  });
+  }, 120_000);
 
   it('retries a delivery whose claim was abandoned, once the lease has passed', async () => {
     const rx = await startReceiver();

@@ -20,7 +20,7 @@ describe('webhook delivery', () => {
   beforeAll(async () => {
     w = await startWorld();
     a = await makeTenant(w);
-  });
+  }, 120_000);
 
   it('signs every attempt so standardwebhooks and a hex HMAC both verify; webhook-id stays, the timestamp moves', async () => {
     // 429 with Retry-After: 1 first, so the retry lands in a later second than the first attempt.

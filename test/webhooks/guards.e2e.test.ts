@@ -22,7 +22,7 @@ describe('webhook delivery guards', () => {
     // The API accepts private URLs (as if saved before DNS changed); the dispatcher refuses them.
     w = await startWorld({ worker: { config: loadConfig({ WEBHOOK_RETRY_SCHEDULE: '100ms,100ms', WEBHOOK_ALLOW_PRIVATE_URLS: 'false' }), resolve, disableCheckEveryMs: 0 } });
     a = await makeTenant(w);
-  });
+  }, 120_000);
 
   it('refuses at delivery time a host that now resolves to loopback, and a private address', async () => {
     const rx = await startReceiver();
@@ -92,5 +92,5 @@ describe('the webhook worker as the composition root starts it', () => {
     const [event] = await emit({ db } as World, reg.json.project.id, 1, contactCreated);
     await waitFor(() => rx.requests.length === 1, 'the event at the subscriber');
     expect(rx.requests[0].headers['webhook-id']).toBe(event.id);
-  });
+  }, 120_000);
 });

@@ -15,7 +15,7 @@ describe('webhook endpoint isolation', () => {
     // circuit open for the whole test.
     w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '8' }, worker: { circuit: { failureThreshold: 5, cooldownMs: 60_000 } } });
     a = await makeTenant(w);
-  });
+  }, 120_000);
 
   it('keeps delivering to nine healthy endpoints while a tenth never answers', async () => {
     const slow = await startReceiver(() => 'hang');

@@ -15,7 +15,7 @@ describe('webhook subscriptions API', () => {
   beforeAll(async () => {
     w = await startWorld({ worker: false });
     [a, b] = [await makeTenant(w), await makeTenant(w)];
-  });
+  }, 120_000);
 
   it('creates a subscription and shows its generated whsec_ secret once', async () => {
     const r = await api(w, a, 'POST', '/webhook-subscriptions', {
