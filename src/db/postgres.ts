@@ -111,6 +111,7 @@ export function connectPostgres(opts: PostgresOptions): Database {
       await withDeadline(pool.query('SELECT 1'), timeoutMs, 'database did not answer');
     },
     async close() {
+      if (closed) return; // closing twice is harmless (shutdown paths may overlap)
       closed = true;
       if (reconnectTimer) clearTimeout(reconnectTimer);
       const c = listenClient;

@@ -54,7 +54,16 @@ export function makeIngress(deps: IngressDeps): Ingress {
   let lastSpillLog = 0;
 
   async function channel(provider: InboundProvider, channelId: string): Promise<KnownChannel> {
-    const c = await deps.channels.get(channelId);
+    let c: KnownChannel | undefined;
+    try {
+      c = await deps.channels.get(channelId);
+    } catch (err) {
+      // The channel is not cached and the database cannot say: the provider must retry later, so
+      // this is a 503 with Retry-After, never a 500 (a provider may treat 5xx alike, a person not).
+      count(provider.name, 'unavailable');
+      logger.error({ channel_id: channelId, err: errorText(err) }, 'webhook refused: channel lookup failed');
+      throw new AppError('unavailable', 'cannot accept webhooks right now; retry later', undefined, { 'retry-after': '5' });
+    }
     if (!c || c.type !== provider.channelType) {
       count(provider.name, 'unknown_channel');
       throw new AppError('not_found', `no ${provider.name} channel ${channelId}`);

@@ -76,6 +76,24 @@ describe('broker down while webhooks arrive', () => {
     expect(await messageByKey(t.db, ch.id, 'BOTH1')).toBeUndefined(); // refused, so the provider retries it
   });
 
+  it('answers 503, not 500, when the database cannot say which channel a webhook is for', async () => {
+    let dbDown = false;
+    const wrapDb = (db: Database): Database => {
+      const w = Object.create(db) as Database;
+      w.query = (sql, params) => (dbDown ? Promise.reject(new Error('database is down (test)')) : db.query(sql, params));
+      return w;
+    };
+    const t = await startInbound({ wrapDb });
+    const ch = await t.createChannel(); // never looked up, so not cached
+    dbDown = true;
+    const r = await t.post(ch, wahaText('5511933330003', 'sem banco', { id: 'NODB1' }));
+    dbDown = false;
+    expect(r.status).toBe(503);
+    expect(r.json.code).toBe('unavailable');
+    expect((await t.post(ch, wahaText('5511933330003', 'com banco', { id: 'NODB2' }))).status).toBe(200);
+    await waitFor(() => messageByKey(t.db, ch.id, 'NODB2'), 'stored after recovery');
+  });
+
   it.runIf(onServices)('survives RabbitMQ being cut off and frozen (through a TCP proxy)', async () => {
     const u = new URL(process.env.AMQP_URL!);
     const proxy = await startTcpProxy({ host: u.hostname, port: Number(u.port || 5672) });
