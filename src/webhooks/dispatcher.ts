@@ -31,7 +31,7 @@ import { makeCircuitBreaker, type CircuitBreakerOptions } from './circuit-breake
 import { endpointCaps, makeEndpointLimits, type Slot } from './endpoint-limits.ts';
 import { makeHealthRecorder } from './health-recorder.ts';
 import { SUBSCRIPTION_HEADER } from './outbound-queue.ts';
-import { sendAttempt, type AttemptReport } from './send-attempt.ts';
+import { closeAgent, sendAttempt, type AttemptReport } from './send-attempt.ts';
 import { makeGuardedDispatcher, type ResolveHost } from './ssrf-guard.ts';
 
 export type DispatcherOptions = {
@@ -72,6 +72,9 @@ const PROBE_WAIT_MS = 5_000;
 /** A rate slot this close is waited for in place; a later one is a postponement. */
 const RATE_WAIT_INLINE_MS = 50;
 const MAX_AGENT_TIMEOUT_MS = 300_000;
+
+/** Through admission: an in-flight slot, and the send time when the rate limit was applied. */
+type Admitted = { inflight: Slot; sendAt?: number };
 
 export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   const { db, config } = opts;
@@ -141,7 +144,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
    * in-flight cap, then the rate limit (if we know it). Returns the in-flight slot and the
    * reserved send time, or undefined after postponing the delivery.
    */
-  async function admit(id: string, sub: string): Promise<{ inflight: Slot; sendAt: number } | undefined> {
+  async function admit(id: string, sub: string): Promise<Admitted | undefined> {
     const now = Date.now();
     const wait = circuitWait(sub, now);
     if (wait !== undefined) return void (await postpone(id, wait));
@@ -157,7 +160,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         return void (await postpone(id, Date.now() + backoff * (0.8 + 0.4 * random())));
       }
     }
-    const sendAt = limits.rateSlot(sub, rates.get(sub) ?? null, Date.now());
+    // Unknown until a claim of this subscription told us; then the claim below applies it.
+    const rate = rates.get(sub);
+    if (rate === undefined) return { inflight };
+    const sendAt = limits.rateSlot(sub, id, rate, Date.now(), RATE_WAIT_INLINE_MS);
     if (sendAt - Date.now() > RATE_WAIT_INLINE_MS) {
       inflight.release();
       return void (await postpone(id, sendAt));
@@ -171,7 +177,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     // bad id must not fail the claim batch it would share with others.
     if (!isUuid(id)) return void log.error({ message_id: id }, 'webhooks.outbound message without a delivery id dropped');
     const hinted = msg.headers[SUBSCRIPTION_HEADER];
-    let admitted: { inflight: Slot; sendAt: number } | undefined;
+    let admitted: Admitted | undefined;
     if (hinted) {
       admitted = await admit(id, hinted);
       if (!admitted) return;
@@ -192,10 +198,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     // A message without a (right) hint: its slot is counted, never refused — the claim is made.
     const inflight = admitted && hinted === sub ? admitted.inflight : limits.force(sub, Date.now());
     try {
-      let sendAt = admitted && hinted === sub && rates.has(sub) ? admitted.sendAt : undefined;
+      let sendAt = admitted && hinted === sub ? admitted.sendAt : undefined;
       rates.set(sub, claim.rateLimitPerSecond);
       let now = Date.now();
-      sendAt ??= limits.rateSlot(sub, claim.rateLimitPerSecond, now);
+      sendAt ??= limits.rateSlot(sub, claim.id, claim.rateLimitPerSecond, now, RATE_WAIT_INLINE_MS);
       let wait = circuitWait(sub, now) ?? (sendAt - now > RATE_WAIT_INLINE_MS ? sendAt : undefined);
       if (wait === undefined && !breaker.canAttempt(sub, now)) wait = breaker.state(sub).openUntil ?? now + PROBE_WAIT_MS;
       if (wait !== undefined) {
@@ -284,12 +290,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     handle,
     async stop() {
       await health.stop();
-      // Attempts still out after the consumer's own grace period are cut off rather than waited
-      // for (up to their timeout): their rows are `sending` and come back after the lease.
-      let timer: NodeJS.Timeout | undefined;
-      const closed = await Promise.race([agent.close().then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), 1_000)))]).catch(() => false);
-      clearTimeout(timer);
-      if (!closed) await agent.destroy().catch(() => {});
+      await closeAgent(agent);
     },
   };
 }

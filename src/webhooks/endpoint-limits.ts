@@ -8,9 +8,10 @@
 // the endpoint is fast or stuck is read from the age of its oldest attempt in flight.
 //
 // The rate limit hands out send slots 1/rate apart (a virtual schedule, GCRA-style): a delivery
-// that gets a slot in the future is postponed to exactly that slot, so a backlog spreads out
-// evenly instead of bouncing until a token happens to be free. It is per process: N dispatcher
-// processes together send up to N × rate.
+// that gets a slot in the future is postponed to exactly that slot and keeps it — when it comes
+// back it goes, instead of queueing for a new slot behind everyone who asked meanwhile — so a
+// backlog spreads out evenly and each delivery is postponed once. It is per process: N
+// dispatcher processes together send up to N × rate.
 
 export type Slot = { release(): void };
 
@@ -24,8 +25,11 @@ export type EndpointLimits = {
   /** How long the subscription's oldest attempt in flight has been running (0 if none). */
   oldestAge(subscriptionId: string, now: number): number;
   inFlight(subscriptionId: string): number;
-  /** When this delivery may go out under `perSecond`: `now` or later. Taking a slot reserves it. */
-  rateSlot(subscriptionId: string, perSecond: number | null, now: number): number;
+  /**
+   * When delivery `key` may go out under `perSecond`: `now` or later. A slot more than `holdMs`
+   * away is held for the delivery until it comes back; a nearer one is used at once.
+   */
+  rateSlot(subscriptionId: string, key: string, perSecond: number | null, now: number, holdMs: number): number;
 };
 
 /** How far ahead rate slots are handed out before we stop reserving and just say "later". */
@@ -40,6 +44,7 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
   const running = new Map<string, Set<{ at: number }>>();
   const waiting = new Map<string, Waiter[]>();
   const nextSlot = new Map<string, number>();
+  const held = new Map<string, number>();
 
   function take(id: string, now: number): Slot {
     let set = running.get(id);
@@ -92,13 +97,20 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
       return now - oldest;
     },
     inFlight: count,
-    rateSlot(id, perSecond, now) {
+    rateSlot(id, key, perSecond, now, holdMs) {
       if (!perSecond || perSecond <= 0) return now;
-      const slot = Math.max(now, nextSlot.get(id) ?? 0);
-      if (slot - now > MAX_AHEAD_MS) return slot; // far enough out; do not push the schedule further
-      nextSlot.set(id, slot + 1000 / perSecond);
-      // Forget subscriptions that went idle, so the map holds only the busy ones.
+      let slot = held.get(key);
+      held.delete(key);
+      if (slot === undefined) {
+        slot = Math.max(now, nextSlot.get(id) ?? 0);
+        // Far enough out already: do not push the schedule further for it.
+        if (slot - now <= MAX_AHEAD_MS) nextSlot.set(id, slot + 1000 / perSecond);
+      }
+      if (slot - now > holdMs) held.set(key, slot);
+      // Forget idle subscriptions and reservations nobody came back for (another process took
+      // the delivery), so the maps hold only what is current.
       if (nextSlot.size > 10_000) for (const [k, t] of nextSlot) if (t < now) nextSlot.delete(k);
+      if (held.size > 100_000) for (const [k, t] of held) if (t < now - MAX_AHEAD_MS) held.delete(k);
       return slot;
     },
   };

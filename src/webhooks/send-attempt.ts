@@ -1,7 +1,7 @@
 // One attempt of a claimed delivery: sign with a fresh timestamp, POST, classify, and decide the
 // delivery's next state. No database here; the dispatcher records what this returns.
 import { readFileSync } from 'node:fs';
-import type { Dispatcher as HttpDispatcher } from 'undici';
+import type { Agent, Dispatcher as HttpDispatcher } from 'undici';
 import type { ClaimedDelivery } from '../db/webhook-dispatch.sql.ts';
 import { openJson } from '../domain/secret-box.ts';
 import { classifyAttempt, type AttemptOutcome } from './classify.ts';
@@ -78,4 +78,17 @@ export function decideNext(c: Pick<ClaimedDelivery, 'attempts' | 'maxAttempts'>,
     ...(deps.random && { random: deps.random }),
   });
   return delay === undefined ? { status: 'dead' } : { status: 'retrying', at: new Date(Date.now() + delay) };
+}
+
+/**
+ * Closes the HTTP agent when the dispatcher stops. Attempts still out after the consumer's own
+ * grace period are cut off rather than waited for (up to their timeout): their rows are `sending`
+ * and come back after the lease.
+ */
+export async function closeAgent(agent: Agent, graceMs = 1_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const grace = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), graceMs)));
+  const closed = await Promise.race([agent.close().then(() => true), grace]).catch(() => false);
+  clearTimeout(timer);
+  if (!closed) await agent.destroy().catch(() => {});
 }

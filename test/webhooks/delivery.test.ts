@@ -138,6 +138,17 @@ describe('webhook delivery', () => {
     expect(seenByA.has(mine.id)).toBe(false);
   });
 
+  it('spaces requests to a rate-limited endpoint without spending attempts', async () => {
+    const rx = await startReceiver();
+    const s = await subscribe(w, a, { url: rx.url, rate_limit_per_second: 5 });
+    await emit(w, a.projectId, 10);
+    const done = await waitForDeliveries(w, s.id, 10, 'succeeded', 30_000);
+    expect(done.every((d) => d.attempts === 1)).toBe(true);
+    const times = rx.requests.map((r) => r.at).sort((x, y) => x - y);
+    // 10 requests at 5/s: slots 200 ms apart, the tenth no sooner than 1.8 s after the first.
+    expect(times[9] - times[0]).toBeGreaterThanOrEqual(1800 - 50);
+  }, 60_000);
+
   it('keeps paused deliveries waiting without spending attempts, and sends them on resume', async () => {
     const rx = await startReceiver();
     const s = await subscribe(w, a, { url: rx.url });
