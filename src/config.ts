@@ -30,6 +30,7 @@ export type Config = Readonly<{
   webhookDisableAfterDays: number;
   consumerRetryDelaysMs: readonly number[];
   eventRetentionDays: number;
+  webhookRetentionDays: number;
   corsOrigins: readonly string[];
   loginTokenTtlHours: number;
   shutdownTimeoutMs: number;
@@ -138,6 +139,7 @@ export function loadConfig(env: Env = process.env): Config {
     webhookDisableAfterDays: int(env, 'WEBHOOK_DISABLE_AFTER_DAYS', 5, 1, 365),
     consumerRetryDelaysMs: Object.freeze(durations(env, 'CONSUMER_RETRY_DELAYS', '1s,5s,30s,2m')),
     eventRetentionDays: int(env, 'EVENT_RETENTION_DAYS', 30, 1, 36500),
+    webhookRetentionDays: int(env, 'WEBHOOK_RETENTION_DAYS', 30, 1, 36500),
     corsOrigins: Object.freeze(corsRaw ? corsRaw.split(',').map((s) => s.trim()) : []),
     loginTokenTtlHours: int(env, 'LOGIN_TOKEN_TTL_HOURS', 24, 1, 24 * 365),
     shutdownTimeoutMs: int(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000),

@@ -19,6 +19,7 @@ import { startSpillDrainer } from './inbound/drainer.ts';
 import { startInboundProcessor } from './inbound/processor.ts';
 import { makeLogger, type Logger } from './observability/logger.ts';
 import { startConversationWorker, type ConversationWorkerDeps } from './consumers/conversation-worker.ts';
+import { startHousekeeping } from './timers/housekeeping.ts';
 import { startWebhookWorker } from './webhooks/webhook-worker.ts';
 
 export type Role = 'all' | 'api' | 'worker';
@@ -100,6 +101,7 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
     components.push(startSpillDrainer({ db, broker, logger }));
     components.push(...(await startWebhookWorker({ db, broker, config, secretKey, logger })));
     components.push(...(await startConversationWorker({ db, broker, config, logger, channels: channelDirectory, sweeper: opts.sessionSweeper })));
+    components.push(startHousekeeping({ db, logger, webhookRetentionDays: config.webhookRetentionDays }));
   }
 
   let app: FastifyInstance | undefined;

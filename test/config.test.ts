@@ -17,6 +17,7 @@ describe('configuration', () => {
       webhookAllowPrivateUrls: false,
       consumerRetryDelaysMs: [1000, 5000, 30000, 120000],
       eventRetentionDays: 30,
+      webhookRetentionDays: 30,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -34,6 +35,10 @@ describe('configuration', () => {
     [{ SECRET_KEY: 'short' }, 'SECRET_KEY'],
     [{ DATABASE_URL: 'postgres://h/db' }, 'SECRET_KEY'],
     [{ PUBLIC_URL: 'ftp://x' }, 'PUBLIC_URL'],
+    [{ WEBHOOK_RETENTION_DAYS: 'thirty' }, 'WEBHOOK_RETENTION_DAYS'],
+    [{ WEBHOOK_RETENTION_DAYS: '0' }, 'WEBHOOK_RETENTION_DAYS'],
+    [{ WEBHOOK_RETENTION_DAYS: '36501' }, 'WEBHOOK_RETENTION_DAYS'],
+    [{ WEBHOOK_RETENTION_DAYS: '7.5' }, 'WEBHOOK_RETENTION_DAYS'],
   ])('rejects %o naming %s', (env, variable) => {
     let err: unknown;
     try {
@@ -49,6 +54,13 @@ describe('configuration', () => {
   it('parses durations in every unit', () => {
     expect(['250ms', '5s', '2m', '1h', '1d', '1500'].map(parseDuration)).toEqual([250, 5000, 120000, 3600000, 86400000, 1500]);
     expect(parseDuration('5 minutes')).toBeUndefined();
+  });
+
+  it('reads WEBHOOK_RETENTION_DAYS from 1 to 36500 days', () => {
+    expect(loadConfig({ WEBHOOK_RETENTION_DAYS: '1' }).webhookRetentionDays).toBe(1);
+    expect(loadConfig({ WEBHOOK_RETENTION_DAYS: ' 90 ' }).webhookRetentionDays).toBe(90);
+    expect(loadConfig({ WEBHOOK_RETENTION_DAYS: '36500' }).webhookRetentionDays).toBe(36500);
+    expect(() => loadConfig({ WEBHOOK_RETENTION_DAYS: '-1' })).toThrow(/^WEBHOOK_RETENTION_DAYS: expected an integer from 1 to 36500, got "-1"$/);
   });
 
   it('strips a trailing slash from PUBLIC_URL', () => {

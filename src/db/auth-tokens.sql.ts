@@ -21,8 +21,17 @@ export async function revokeAuthToken(q: Queryable, id: string): Promise<void> {
   await q.query('UPDATE auth_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1', [id]);
 }
 
-/** Deletes tokens expired for more than a day (kept that long only to explain a late 401 in logs). */
-export async function pruneAuthTokens(q: Queryable): Promise<number> {
-  const r = await q.query(`DELETE FROM auth_tokens WHERE expires_at < now() - interval '1 day'`);
+/**
+ * Deletes up to `limit` tokens expired for more than a day (kept that long only to explain a late
+ * 401 in logs); call it again while it returns `limit`. SKIP LOCKED lets several sweepers run.
+ */
+export async function pruneAuthTokens(q: Queryable, limit = 5000): Promise<number> {
+  const r = await q.query(
+    `DELETE FROM auth_tokens WHERE id = ANY(ARRAY(
+       SELECT id FROM auth_tokens WHERE expires_at < now() - interval '1 day'
+       ORDER BY expires_at LIMIT $1
+       FOR UPDATE SKIP LOCKED))`,
+    [limit],
+  );
   return r.rowCount;
 }

@@ -72,8 +72,19 @@ export async function releaseIdempotencyKey(q: Queryable, projectId: string, key
   await q.query('DELETE FROM idempotency_keys WHERE project_id = $1 AND key_hash = $2 AND status IS NULL', [projectId, keyHash]);
 }
 
-/** Deletes expired records (for a periodic sweeper; expiry is also enforced when a key is reused). */
-export async function pruneIdempotencyKeys(q: Queryable): Promise<number> {
-  const r = await q.query(`DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(hours => ${IDEMPOTENCY_TTL_HOURS})`);
+/**
+ * Deletes up to `limit` expired records (for the periodic sweeper; expiry is also enforced when a
+ * key is reused); call it again while it returns `limit`. A key being taken over at this moment is
+ * locked by its claim and skipped, or no longer expired once the lock is ours.
+ */
+export async function pruneIdempotencyKeys(q: Queryable, limit = 5000): Promise<number> {
+  const r = await q.query(
+    `DELETE FROM idempotency_keys WHERE (project_id, key_hash) IN (
+       SELECT project_id, key_hash FROM idempotency_keys
+       WHERE created_at < now() - make_interval(hours => ${IDEMPOTENCY_TTL_HOURS})
+       ORDER BY created_at LIMIT $1
+       FOR UPDATE SKIP LOCKED)`,
+    [limit],
+  );
   return r.rowCount;
 }

@@ -183,3 +183,25 @@ export async function clearEnqueued(q: Queryable, where: { ids?: readonly string
     await q.query(`UPDATE webhook_deliveries SET enqueued_at = NULL WHERE subscription_id = $1 AND status IN ('pending', 'retrying')`, [where.subscriptionId]);
   }
 }
+
+/**
+ * Deletes up to `limit` finished deliveries (succeeded or dead: nothing will happen to them unless
+ * a user replays one) last changed more than `olderThanDays` ago; their attempts go with them (ON
+ * DELETE CASCADE). Call it again while it returns `limit`. Waiting, sending and paused deliveries
+ * are never touched, however old. A row locked at this moment — another sweeper's, or a manual
+ * retry making it pending again — is skipped; the status is checked again once the lock is ours.
+ * The status list is spelled out to match the partial index `webhook_deliveries_finished`, and the
+ * chosen ids are an array so the delete looks them up by primary key instead of hash-joining the
+ * whole table.
+ */
+export async function pruneWebhookDeliveries(q: Queryable, olderThanDays: number, limit = 5000): Promise<number> {
+  const r = await q.query(
+    `DELETE FROM webhook_deliveries WHERE status IN ('succeeded', 'dead') AND id = ANY(ARRAY(
+       SELECT id FROM webhook_deliveries
+       WHERE status IN ('succeeded', 'dead') AND updated_at < now() - make_interval(days => $1::int)
+       ORDER BY updated_at LIMIT $2
+       FOR UPDATE SKIP LOCKED))`,
+    [olderThanDays, limit],
+  );
+  return r.rowCount;
+}

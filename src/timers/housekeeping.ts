@@ -1,0 +1,142 @@
+// Housekeeping: deletes what has outlived its use, once an hour — login tokens expired for over a
+// day, idempotency records past their 24 hours, and finished webhook deliveries (succeeded or
+// dead) with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change.
+// (Published events are pruned by the outbox relay.)
+//
+// Every worker process runs it; there is no leader. Each statement deletes a bounded chunk whose
+// rows it locks with SKIP LOCKED, so a large backlog is worked off in many short transactions and
+// concurrent passes in several processes split the rows instead of waiting on each other. A
+// failure is logged and the next pass tries again: nothing here is urgent.
+import type { Database } from '../db/database.ts';
+import { pruneAuthTokens } from '../db/auth-tokens.sql.ts';
+import { pruneIdempotencyKeys } from '../db/idempotency.sql.ts';
+import { pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
+
+export type HousekeepingOptions = {
+  db: Database;
+  /** Finished webhook deliveries are kept this long after their last change (WEBHOOK_RETENTION_DAYS). */
+  webhookRetentionDays: number;
+  logger?: Logger;
+  /** Pause between passes (default an hour). */
+  intervalMs?: number;
+  /**
+   * Delay before the first pass. By default a random part of a minute, so workers started together
+   * do not all sweep at once; a pass soon after start also covers processes restarted more often
+   * than `intervalMs`.
+   */
+  firstRunAfterMs?: number;
+  /** Rows deleted per statement. */
+  batchSize?: number;
+};
+
+/** Rows deleted by one pass, per table (attempts go with their deliveries). */
+export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; webhookDeliveries: number };
+
+export type HousekeepingResult = HousekeepingCounts & {
+  /** The tasks that failed this pass (logged; their rows wait for the next pass). */
+  failed: Array<keyof HousekeepingCounts>;
+};
+
+export type Housekeeping = {
+  readonly name: string;
+  /** Runs one pass now (after any pass in progress); never rejects. */
+  runOnce(): Promise<HousekeepingResult>;
+  stop(): Promise<void>;
+};
+
+export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
+  const { db } = opts;
+  const intervalMs = opts.intervalMs ?? 3_600_000;
+  const firstRunAfterMs = opts.firstRunAfterMs ?? Math.round(Math.random() * 60_000);
+  const batchSize = opts.batchSize ?? 5000;
+  const retentionDays = opts.webhookRetentionDays;
+  const log = (opts.logger ?? silentLogger).child({ component: 'housekeeping' });
+
+  const tasks: Record<keyof HousekeepingCounts, (limit: number) => Promise<number>> = {
+    authTokens: (limit) => pruneAuthTokens(db, limit),
+    idempotencyKeys: (limit) => pruneIdempotencyKeys(db, limit),
+    webhookDeliveries: (limit) => pruneWebhookDeliveries(db, retentionDays, limit),
+  };
+
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let wake: (() => void) | undefined;
+  // Passes run one at a time (runOnce from a test and the loop share this chain).
+  let chain: Promise<unknown> = Promise.resolve();
+
+  /** Deletes chunk after chunk until one comes back short (or the process is stopping). */
+  async function drain(task: (limit: number) => Promise<number>): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await task(batchSize);
+      total += n;
+      if (n < batchSize || stopped) return total;
+    }
+  }
+
+  async function pass(): Promise<HousekeepingResult> {
+    const started = Date.now();
+    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, failed: [] };
+    for (const [key, task] of Object.entries(tasks) as Array<[keyof HousekeepingCounts, (limit: number) => Promise<number>]>) {
+      if (stopped) break;
+      try {
+        result[key] = await drain(task);
+      } catch (err) {
+        // Chunks deleted before the failure stay deleted; the rest waits for the next pass.
+        result.failed.push(key);
+        log.warn({ err, task: key }, 'housekeeping task failed; trying again next pass');
+      }
+    }
+    if (result.authTokens + result.idempotencyKeys + result.webhookDeliveries > 0) {
+      log.info(
+        {
+          auth_tokens: result.authTokens,
+          idempotency_keys: result.idempotencyKeys,
+          webhook_deliveries: result.webhookDeliveries,
+          webhook_retention_days: retentionDays,
+          duration_ms: Date.now() - started,
+        },
+        'housekeeping deleted expired rows',
+      );
+    }
+    return result;
+  }
+
+  function runOnce(): Promise<HousekeepingResult> {
+    const run = chain.then(pass);
+    chain = run.catch(() => {});
+    return run;
+  }
+
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (stopped) return resolve();
+      wake = resolve;
+      timer = setTimeout(resolve, ms);
+    }).finally(() => {
+      clearTimeout(timer);
+      wake = undefined;
+    });
+
+  async function loop(): Promise<void> {
+    await pause(firstRunAfterMs);
+    while (!stopped) {
+      await runOnce();
+      await pause(intervalMs);
+    }
+  }
+
+  const running = loop().catch((err) => log.error({ err }, 'housekeeping stopped by an unexpected error'));
+
+  return {
+    name: 'housekeeping',
+    runOnce,
+    async stop() {
+      stopped = true;
+      wake?.();
+      await running;
+      await chain;
+    },
+  };
+}

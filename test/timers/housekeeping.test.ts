@@ -1,0 +1,219 @@
+import pino from 'pino';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Database } from '../../src/db/database.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
+import { startHousekeeping, type HousekeepingOptions } from '../../src/timers/housekeeping.ts';
+import { makeTestDb, onCleanup } from '../support/env.ts';
+
+const HOUR = 3_600_000;
+
+/** A housekeeping whose own timer never fires during the test: passes run through runOnce(). */
+function housekeeping(opts: Omit<HousekeepingOptions, 'webhookRetentionDays'> & { webhookRetentionDays?: number }) {
+  const h = startHousekeeping({ webhookRetentionDays: 30, firstRunAfterMs: 24 * HOUR, intervalMs: 24 * HOUR, ...opts });
+  onCleanup(() => h.stop());
+  return h;
+}
+
+/** The database, with every statement (and its row count) recorded, and optional failures. */
+function watched(db: Database, failWhen?: (sql: string) => boolean) {
+  const statements: Array<{ sql: string; rowCount: number }> = [];
+  const proxy = new Proxy(db, {
+    get(target, prop) {
+      if (prop === 'query') {
+        return async (sql: string, params?: readonly unknown[]) => {
+          if (failWhen?.(sql)) throw new Error('connection terminated unexpectedly');
+          const r = await target.query(sql, params);
+          statements.push({ sql, rowCount: r.rowCount });
+          return r;
+        };
+      }
+      const v = Reflect.get(target, prop);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  const deletes = (table: string) => statements.filter((s) => new RegExp(`^\\s*DELETE FROM ${table}\\b`).test(s.sql)).map((s) => s.rowCount);
+  return { db: proxy, deletes };
+}
+
+describe('housekeeping', () => {
+  let db: Database;
+  let projectId: string;
+  let userId: string;
+  let subscriptionId: string;
+  let pausedSubscriptionId: string;
+
+  beforeAll(async () => {
+    ({ db } = await makeTestDb());
+    userId = uuidv7();
+    projectId = uuidv7();
+    subscriptionId = uuidv7();
+    pausedSubscriptionId = uuidv7();
+    await db.query(`INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, 'Ana', 'x')`, [userId, `${userId}@example.com`]);
+    await db.query(`INSERT INTO projects (id, name, created_by) VALUES ($1, 'P', $2)`, [projectId, userId]);
+    for (const [id, paused] of [
+      [subscriptionId, false],
+      [pausedSubscriptionId, true],
+    ] as const) {
+      await db.query(
+        `INSERT INTO webhook_subscriptions (id, project_id, url, events, secret, paused) VALUES ($1, $2, 'https://example.com/h', '{*}', 'sealed', $3)`,
+        [id, projectId, paused],
+      );
+    }
+  });
+
+  /** A delivery last changed `ageHours` ago (created `createdAgeHours` ago), with `attempts` attempts. */
+  async function delivery(status: string, ageHours: number, o: { attempts?: number; createdAgeHours?: number; subscription?: string } = {}): Promise<string> {
+    const id = uuidv7();
+    const attempts = o.attempts ?? 2;
+    await db.query(
+      `INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, attempts, created_at, updated_at)
+       VALUES ($1, $2, $3, gen_random_uuid(), 'contact.created', '{}', $4, $5,
+               now() - make_interval(hours => $6::int), now() - make_interval(hours => $7::int))`,
+      [id, projectId, o.subscription ?? subscriptionId, status, attempts, o.createdAgeHours ?? ageHours, ageHours],
+    );
+    await db.query(
+      `INSERT INTO webhook_attempts (delivery_id, n, project_id, at, status_code, error_class)
+       SELECT $1, n, $2, now() - make_interval(hours => $3::int), 500, 'server_error' FROM generate_series(1, $4::int) AS n`,
+      [id, projectId, ageHours, attempts],
+    );
+    return id;
+  }
+
+  async function authToken(expiresInHours: number, revoked = false): Promise<string> {
+    const id = uuidv7();
+    await db.query(
+      `INSERT INTO auth_tokens (id, user_id, hash, expires_at, revoked_at)
+       VALUES ($1, $2, $3, now() + make_interval(hours => $4::int), CASE WHEN $5::boolean THEN now() END)`,
+      [id, userId, `hash-${id}`, expiresInHours, revoked],
+    );
+    return id;
+  }
+
+  async function idempotencyKey(ageHours: number, done = true): Promise<string> {
+    const keyHash = `key-${uuidv7()}`;
+    await db.query(
+      `INSERT INTO idempotency_keys (project_id, key_hash, method, path, request_hash, status, created_at)
+       VALUES ($1, $2, 'POST', '/api/v1/contacts', 'r', $3, now() - make_interval(hours => $4::int))`,
+      [projectId, keyHash, done ? 201 : null, ageHours],
+    );
+    return keyHash;
+  }
+
+  const existing = async (table: string, column: string, ids: string[]) =>
+    (await db.query(`SELECT ${column} AS id FROM ${table} WHERE ${column} = ANY($1)`, [ids])).rows.map((r) => r.id).sort();
+  const attemptsOf = async (ids: string[]) =>
+    Number((await db.query('SELECT count(*)::int AS n FROM webhook_attempts WHERE delivery_id = ANY($1::uuid[])', [ids])).rows[0].n);
+  const clear = () => db.exec('DELETE FROM webhook_deliveries; DELETE FROM auth_tokens; DELETE FROM idempotency_keys;');
+
+  it('deletes expired login tokens, expired idempotency keys and old finished deliveries with their attempts, and nothing else', async () => {
+    await clear();
+    const DAY = 24;
+    const gone = {
+      deliveries: [await delivery('succeeded', 40 * DAY), await delivery('dead', 31 * DAY, { attempts: 8 })],
+      tokens: [await authToken(-2 * DAY), await authToken(-3 * DAY, true)],
+      keys: [await idempotencyKey(25), await idempotencyKey(48, false)],
+    };
+    const kept = {
+      deliveries: [
+        await delivery('succeeded', 29 * DAY),
+        await delivery('dead', 1),
+        // Created long ago, but replayed lately: retention counts from the last change.
+        await delivery('succeeded', 2 * DAY, { createdAgeHours: 90 * DAY }),
+        // Never finished, however old.
+        await delivery('pending', 60 * DAY, { attempts: 0 }),
+        await delivery('retrying', 60 * DAY),
+        await delivery('sending', 60 * DAY),
+        await delivery('retrying', 60 * DAY, { subscription: pausedSubscriptionId }),
+      ],
+      // Expired for less than the day of grace, live, and revoked but not yet expired.
+      tokens: [await authToken(-1), await authToken(DAY), await authToken(DAY, true)],
+      keys: [await idempotencyKey(23), await idempotencyKey(0, false)],
+    };
+    const keptAttempts = await attemptsOf(kept.deliveries);
+    expect(keptAttempts).toBe(12);
+
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const result = await housekeeping({ db, logger }).runOnce();
+
+    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, webhookDeliveries: 2, failed: [] });
+    expect(await existing('webhook_deliveries', 'id', [...gone.deliveries, ...kept.deliveries])).toEqual([...kept.deliveries].sort());
+    expect(await attemptsOf(gone.deliveries)).toBe(0);
+    expect(await attemptsOf(kept.deliveries)).toBe(keptAttempts);
+    expect(await existing('auth_tokens', 'id', [...gone.tokens, ...kept.tokens])).toEqual([...kept.tokens].sort());
+    expect(await existing('idempotency_keys', 'key_hash', [...gone.keys, ...kept.keys])).toEqual([...kept.keys].sort());
+    expect(lines).toContainEqual(
+      expect.objectContaining({ msg: 'housekeeping deleted expired rows', auth_tokens: 2, idempotency_keys: 2, webhook_deliveries: 2, webhook_retention_days: 30 }),
+    );
+
+    // Nothing left to do: the next pass deletes nothing and says nothing.
+    lines.length = 0;
+    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, failed: [] });
+    expect(lines).toEqual([]);
+  });
+
+  it('keeps finished deliveries for the configured number of days', async () => {
+    await clear();
+    const old = await delivery('succeeded', 6 * 24);
+    const recent = await delivery('dead', 4 * 24);
+    const result = await housekeeping({ db, webhookRetentionDays: 5 }).runOnce();
+    expect(result.webhookDeliveries).toBe(1);
+    expect(await existing('webhook_deliveries', 'id', [old, recent])).toEqual([recent]);
+    expect(await attemptsOf([old])).toBe(0);
+    expect(await attemptsOf([recent])).toBe(2);
+  });
+
+  it('works off a backlog in bounded chunks until one comes back short', async () => {
+    await clear();
+    for (let i = 0; i < 23; i++) await delivery(i % 2 ? 'succeeded' : 'dead', 40 * 24);
+    const live = await delivery('retrying', 40 * 24);
+    for (let i = 0; i < 10; i++) await authToken(-48);
+    for (let i = 0; i < 7; i++) await idempotencyKey(30);
+
+    const w = watched(db);
+    const result = await housekeeping({ db: w.db, batchSize: 5 }).runOnce();
+
+    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, webhookDeliveries: 23, failed: [] });
+    expect(w.deletes('webhook_deliveries')).toEqual([5, 5, 5, 5, 3]);
+    // A full last chunk needs one more statement to find that nothing is left.
+    expect(w.deletes('auth_tokens')).toEqual([5, 5, 0]);
+    expect(w.deletes('idempotency_keys')).toEqual([5, 2]);
+    expect(await existing('webhook_deliveries', 'id', [live])).toEqual([live]);
+    expect(Number((await db.query('SELECT count(*)::int AS n FROM webhook_deliveries')).rows[0].n)).toBe(1);
+    expect(await attemptsOf([live])).toBe(2);
+  });
+
+  it('lets several processes sweep at once, each row deleted once', async () => {
+    await clear();
+    for (let i = 0; i < 31; i++) await delivery('succeeded', 40 * 24);
+    for (let i = 0; i < 9; i++) await authToken(-48);
+    const passes = await Promise.all([1, 2, 3].map(() => housekeeping({ db, batchSize: 4 }).runOnce()));
+    expect(passes.flatMap((p) => p.failed)).toEqual([]);
+    expect(passes.reduce((n, p) => n + p.webhookDeliveries, 0)).toBe(31);
+    expect(passes.reduce((n, p) => n + p.authTokens, 0)).toBe(9);
+    expect(Number((await db.query('SELECT count(*)::int AS n FROM webhook_deliveries')).rows[0].n)).toBe(0);
+  });
+
+  it('logs a failed task and still runs the others; the next pass catches up', async () => {
+    await clear();
+    const key = await idempotencyKey(30);
+    const token = await authToken(-48);
+    const old = await delivery('dead', 40 * 24);
+
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    let failing = true;
+    const w = watched(db, (sql) => failing && /DELETE FROM idempotency_keys/.test(sql));
+    const h = housekeeping({ db: w.db, logger });
+
+    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, webhookDeliveries: 1, failed: ['idempotencyKeys'] });
+    expect(lines).toContainEqual(expect.objectContaining({ level: 40, task: 'idempotencyKeys', msg: 'housekeeping task failed; trying again next pass' }));
+    expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([key]);
+    expect(await existing('auth_tokens', 'id', [token])).toEqual([]);
+    expect(await existing('webhook_deliveries', 'id', [old])).toEqual([]);
+
+    failing = false;
+    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, webhookDeliveries: 0, failed: [] });
+    expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([]);
+  });
+});
