@@ -65,6 +65,12 @@ export type RelayOptions = {
   lingerMs?: number;
   /** Rows claimed and published per transaction. */
   batchSize?: number;
+  /**
+   * Locked mode: batches whose confirms may be awaited at once. The next batch is claimed and sent
+   * while earlier ones wait for the broker, so an event committed meanwhile does not wait for a
+   * whole confirm round trip before it is even claimed. Claims and sends stay one at a time.
+   */
+  pipelineDepth?: number;
   /** Deadline for one broker publish (confirms) while rows are locked. */
   publishTimeoutMs?: number;
   /** Delete published events older than this (EVENT_RETENTION_DAYS); undefined: never prune here. */
@@ -103,6 +109,9 @@ export function startRelay(opts: RelayOptions): Relay {
   const log = (opts.logger ?? silentLogger).child({ component: 'outbox-relay' });
   const inTx = canPublishInTransaction(broker) ? broker : undefined;
   const mode: RelayMode = inTx ? 'in-transaction' : db.kind === 'pglite' ? 'in-process' : 'locked';
+  // Pipelining needs publishes that reach the broker in call order (RabbitMQ: one confirm channel);
+  // a database-backed publish through a pool does not, so it sends one batch at a time.
+  const pipelineDepth = mode === 'locked' && broker.kind === 'rabbitmq' ? Math.max(1, opts.pipelineDepth ?? 2) : 1;
 
   let stopped = false;
   let woken = false;
@@ -140,6 +149,7 @@ export function startRelay(opts: RelayOptions): Relay {
   async function publish(tx: Queryable | undefined, rows: OutboxRow[]): Promise<void> {
     // The port publishes one routing key per call, so consecutive rows of the same type go
     // together and runs are published one after another: seq order holds within the batch.
+    const runs: Array<{ type: string; msgs: OutgoingMessage[] }> = [];
     for (let i = 0; i < rows.length; ) {
       const type = rows[i].envelope.type;
       let j = i;
@@ -149,18 +159,67 @@ export function startRelay(opts: RelayOptions): Relay {
         body: eventMessageBody(e),
         headers: projectHeader(e.project_id),
       }));
-      if (inTx && tx) await inTx.publishInTransaction(tx, type, msgs);
-      // The deadline bounds how long a network broker can keep rows locked. A database-backed
-      // publish is only queued behind other statements: giving up on it would just publish twice.
-      else if (broker.kind === 'postgres') await broker.publish(type, msgs);
-      else await withDeadline(broker.publish(type, msgs), publishTimeoutMs, `broker did not confirm ${msgs.length} events within ${publishTimeoutMs} ms`);
+      runs.push({ type, msgs });
       i = j;
+    }
+    if (broker.kind === 'rabbitmq' && !inTx) {
+      // One confirm channel: every run is on the wire, in call order, as soon as publish() is
+      // called, so all runs go out at once and their confirms are awaited together. The deadline
+      // bounds how long a network broker can keep rows locked.
+      const all = Promise.all(runs.map((r) => broker.publish(r.type, r.msgs)));
+      await withDeadline(all, publishTimeoutMs, `broker did not confirm ${rows.length} events within ${publishTimeoutMs} ms`);
+      return;
+    }
+    for (const r of runs) {
+      if (inTx && tx) await inTx.publishInTransaction(tx, r.type, r.msgs);
+      // A database-backed publish is only queued behind other statements: giving up on it would
+      // just publish twice, so it has no deadline.
+      else await broker.publish(r.type, r.msgs);
     }
   }
 
   const local = mode === 'in-process' ? inProcessClaims(db) : undefined;
 
-  /** One claim → publish → mark. Returns the rows published. */
+  /**
+   * One claim → publish → mark. Resolves once the batch is claimed and sent: `n` is its size and
+   * `done` settles when it is confirmed, marked and committed (with the rows published), or
+   * rejects when it is not. Only locked mode returns before `done`; the others finish first.
+   */
+  async function startBatch(): Promise<{ n: number; done: Promise<number> }> {
+    if (mode !== 'locked') {
+      const n = await relayBatch();
+      return { n, done: Promise.resolve(n) };
+    }
+    let claimed: number[] = [];
+    let sent!: (n: number) => void;
+    const sending = new Promise<number>((resolve) => (sent = resolve));
+    const done = withTransaction(db, async (tx) => {
+      const rows = await claimUnpublished(tx, batchSize);
+      if (rows.length === 0) {
+        sent(0);
+        return [];
+      }
+      claimed = rows.map((r) => r.seq);
+      const confirmed = publish(tx, rows); // on the wire now (see publish)
+      sent(rows.length);
+      await confirmed;
+      return markPublished(tx, claimed);
+    }).then(
+      (lags) => {
+        for (const s of lags) outboxPublishLag.observe(s);
+        return lags.length;
+      },
+      async (err: unknown) => {
+        if (claimed.length > 0) await markPublishFailed(db, claimed, errorText(err)).catch(() => {});
+        throw err;
+      },
+    );
+    // Either the batch is sent, or it failed (or was empty) before it could be.
+    const n = await Promise.race([sending, done]);
+    return { n, done };
+  }
+
+  /** One claim → publish → mark, start to finish. Returns the rows published. */
   async function relayBatch(): Promise<number> {
     let claimed: number[] = [];
     const publishClaimed = async (q: Queryable, tx: Queryable | undefined) => {
@@ -209,14 +268,45 @@ export function startRelay(opts: RelayOptions): Relay {
   async function loop(): Promise<void> {
     let failures = 0;
     let lastWorkAt = 0;
+    // Batches sent and not yet settled (locked mode), and the first failure among them.
+    const inFlight = new Set<Promise<unknown>>();
+    let failed: { err: unknown } | undefined;
+    const settle = async () => {
+      while (inFlight.size) await Promise.allSettled([...inFlight]);
+    };
     while (!stopped) {
       woken = false;
-      let n: number;
-      try {
-        n = await relayBatch();
-        if (failures > 0) log.info({ failures }, 'outbox relay publishing again');
-        failures = 0;
-      } catch (err) {
+      while (inFlight.size >= pipelineDepth) await Promise.race(inFlight);
+      let n = 0;
+      if (!failed) {
+        try {
+          const batch = await startBatch();
+          n = batch.n;
+          if (n > 0) {
+            const tracked: Promise<unknown> = batch.done
+              .then(
+                () => {
+                  if (failures > 0) log.info({ failures }, 'outbox relay publishing again');
+                  failures = 0;
+                },
+                (err: unknown) => {
+                  failed ??= { err };
+                  wake(); // out of an idle wait, into the back-off
+                },
+              )
+              .finally(() => inFlight.delete(tracked));
+            inFlight.add(tracked);
+          }
+        } catch (err) {
+          failed ??= { err };
+        }
+      }
+      if (failed) {
+        // Let the batches still out finish (they fail or succeed on their own), then back off and
+        // claim again from the oldest unpublished row — nothing is skipped.
+        await settle();
+        const { err } = failed;
+        failed = undefined;
         failures++;
         const delay = Math.min(backoff.min * 2 ** (failures - 1), backoff.max);
         // First failure and then every tenth: a long outage should not flood the log.
@@ -231,6 +321,7 @@ export function startRelay(opts: RelayOptions): Relay {
       if (n > 0) lastWorkAt = Date.now();
       else await pause(Date.now() - lastWorkAt < lingerMs ? activePollMs : pollMs, true);
     }
+    await settle();
   }
 
   const running = loop().catch((err) => log.error({ err }, 'outbox relay stopped by an unexpected error'));

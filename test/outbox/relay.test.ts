@@ -149,9 +149,10 @@ describe.each(variants)('outbox relay with the $label', ({ kind, plain }) => {
     let release!: () => void;
     first.hold(new Promise<void>((r) => (release = r)));
     try {
-      relayFor({ db, broker: first.broker, pollMs: 50, batchSize: 5 });
+      // One batch in flight each (no pipelining), so the first relay holds exactly one batch.
+      relayFor({ db, broker: first.broker, pollMs: 50, batchSize: 5, pipelineDepth: 1 });
       await waitFor(() => first.attempts() > 0, 'the first relay to be publishing its batch', LONG);
-      relayFor({ db, broker: second.broker, pollMs: 50, batchSize: 5 });
+      relayFor({ db, broker: second.broker, pollMs: 50, batchSize: 5, pipelineDepth: 1 });
       await waitFor(() => second.published.length >= 5, 'the second relay to publish five', LONG);
       expect(second.published).toEqual(ids.slice(5));
       expect(first.published).toEqual([]); // still held at the gate, its rows still claimed
@@ -161,6 +162,29 @@ describe.each(variants)('outbox relay with the $label', ({ kind, plain }) => {
     await waitFor(async () => (await countPending(db)) === 0, 'every row published', LONG);
     expect(first.published).toEqual(ids.slice(0, 5));
     expect(second.published).toEqual(ids.slice(5));
+  }, 120_000);
+
+  it.runIf(kind === 'rabbitmq')('sends the next batch while the previous one waits for its confirm, and keeps creation order', async () => {
+    const { db } = await makeTestDb();
+    const broker = await brokerFor(db);
+    const gated = switchableBroker(broker);
+    const rec = await startRecorder(db, broker);
+    const ids = await writeEvents(db, 10);
+    let release!: () => void;
+    gated.hold(new Promise<void>((r) => (release = r)));
+    try {
+      const relay = relayFor({ db, broker: gated.broker, pollMs: 50, batchSize: 5, pipelineDepth: 2 });
+      expect(relay.mode).toBe('locked');
+      // Both batches are claimed and handed to the broker before the first one is confirmed.
+      await waitFor(() => gated.attempts() >= 2, 'two batches in flight at once', LONG);
+      expect(gated.published).toEqual([]);
+      expect(await countPending(db)).toBe(10);
+    } finally {
+      release();
+    }
+    await waitFor(() => rec.applied.length === ids.length, 'all events consumed', LONG);
+    expect(rec.deliveries).toEqual(ids);
+    await waitFor(async () => (await countPending(db)) === 0, 'rows marked published', LONG);
   }, 120_000);
 
   // 10,000 on the real services; PGlite runs one query at a time, so fewer there keep it quick.
