@@ -24,6 +24,6 @@ export function withTransaction<T>(
 
 /** Switches the current transaction to the RLS-bound application role for one project. */
 export async function enterTenant(tx: Queryable, projectId: string): Promise<void> {
-  await tx.query(`SELECT set_config('app.project_id', $1, true)`, [projectId]);
-  await tx.query(`SET LOCAL ROLE ${APP_ROLE}`);
+  // One round trip: set_config('role', …, true) is SET LOCAL ROLE.
+  await tx.query(`SELECT set_config('app.project_id', $1, true), set_config('role', '${APP_ROLE}', true)`, [projectId]);
 }
