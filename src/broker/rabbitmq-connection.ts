@@ -2,6 +2,7 @@
 // After a drop it reconnects with a capped backoff and calls `onReady` again, which re-declares the
 // topology and restarts the consumers. While it is down, publishing fails at once (never hangs) so
 // the ingress can spill to the database and the outbox relay can back off.
+import { Socket } from 'node:net';
 import amqp from 'amqplib';
 import type { ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
 import type { Logger } from '../observability/logger.ts';
@@ -76,6 +77,7 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
       noDelay: true,
       clientProperties: { connection_name: 'ventros' },
     });
+    coalesceWrites(conn);
     conn.on('error', (err: Error) => logger.warn({ err: errorText(err) }, 'rabbitmq connection error'));
     conn.on('close', () => lost(conn));
     conn.on('blocked', (reason: string) => {
@@ -222,6 +224,33 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
       await conn?.close().catch(() => {});
     },
   };
+}
+
+/**
+ * amqplib hands the socket one write per frame — a system call for every publish and every ack.
+ * Corking the socket at the first write of an event-loop turn and uncorking it on the next tick
+ * sends everything written in that turn together, in order. Flow control is unchanged (write()
+ * still reports a full buffer). Reaches into amqplib's connection (pinned version); if the shape
+ * is not what it expects, it leaves the socket alone.
+ */
+export function coalesceWrites(conn: ChannelModel): boolean {
+  const socket = (conn as unknown as { connection?: { stream?: unknown } }).connection?.stream;
+  if (!(socket instanceof Socket)) return false;
+  const write = socket.write;
+  let corked = false;
+  const uncork = () => {
+    corked = false;
+    socket.uncork();
+  };
+  socket.write = function (this: Socket, ...args: Parameters<Socket['write']>) {
+    if (!corked) {
+      corked = true;
+      socket.cork();
+      process.nextTick(uncork);
+    }
+    return write.apply(this, args);
+  } as Socket['write'];
+  return true;
 }
 
 function returnKey(routingKey: string, messageId: unknown): string {
