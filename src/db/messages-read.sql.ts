@@ -24,10 +24,14 @@ export type MessageRecord = {
   timestamp: Date;
   replyToExternalId: string | null;
   metadata: Record<string, unknown>;
+  /** Why the message failed (or why its last send attempt did, while a retry waits); null when none. */
+  error: MessageError | null;
 };
 
+export type MessageError = { code: string | null; title: string | null; message: string; details: string | null };
+
 export const MESSAGE_COLUMNS = `id, project_id, contact_id, session_id, channel_id, direction, from_me, type, text, media,
-  location, contact_card, external_id, status, sent_at, delivered_at, read_at, "timestamp", reply_to_external_id, metadata`;
+  location, contact_card, external_id, status, sent_at, delivered_at, read_at, "timestamp", reply_to_external_id, metadata, error`;
 
 const date = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(v as string));
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
@@ -42,6 +46,17 @@ function toMedia(m: any): MessageRecord['media'] {
 function toLocation(l: any): MessageRecord['location'] {
   if (!l || typeof l !== 'object') return null;
   return { latitude: Number(l.latitude), longitude: Number(l.longitude), name: str(l.name), address: str(l.address) };
+}
+
+// Two writers store `error` in their own shapes: a provider's failed status ({code, title?,
+// message?, details?}, Meta's code a number) and our sender ({message, code, attempts}). The API
+// shows one shape whatever the writer, with the code as a string and always some words to read.
+function toError(e: any): MessageError | null {
+  if (!e || typeof e !== 'object') return null;
+  const code = typeof e.code === 'number' ? String(e.code) : str(e.code);
+  const title = str(e.title);
+  const details = str(e.details);
+  return { code, title, message: str(e.message) ?? title ?? details ?? 'the provider reported a delivery failure', details };
 }
 
 export function toMessage(r: Row): MessageRecord {
@@ -66,6 +81,7 @@ export function toMessage(r: Row): MessageRecord {
     timestamp: new Date(r.timestamp),
     replyToExternalId: r.reply_to_external_id,
     metadata: r.metadata ?? {},
+    error: toError(r.error),
   };
 }
 

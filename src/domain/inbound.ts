@@ -165,6 +165,7 @@ export const IGNORE_REASONS = [
   'unhandled_event', // an event we acknowledge and count but do not act on
   'unknown_status', // a status or session state we do not recognise
   'provider_error', // the provider reported an error instead of content
+  'other_phone_number', // a Cloud API change addressed to another business number than the channel's
 ] as const;
 export type IgnoreReason = (typeof IGNORE_REASONS)[number];
 

@@ -125,7 +125,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     let events: InboundEvent[];
     try {
       body = JSON.parse(d.body.toString('utf8'));
-      events = provider.parse(body);
+      events = provider.parse(body, channel);
     } catch (err) {
       // ParseError for malformed input; anything else a parser throws on hostile input is the same
       // verdict: this body cannot be processed, now or later.

@@ -23,8 +23,11 @@ export interface InboundProvider {
   readonly channelType: ChannelType;
   /** Authenticates one webhook. Pure and synchronous: it runs on the ingress fast path. */
   verify(channel: KnownChannel, req: IngressRequest): Verdict;
-  /** Body (already JSON-decoded) → events. Throws ParseError on malformed input. */
-  parse(body: unknown): InboundEvent[];
+  /**
+   * Body (already JSON-decoded) → events, for the channel it was posted to. Throws ParseError on
+   * malformed input.
+   */
+  parse(body: unknown, channel: Pick<KnownChannel, 'config'>): InboundEvent[];
 }
 
 const OK: Verdict = { ok: true };
@@ -78,8 +81,14 @@ export const cloudProvider: InboundProvider = {
     }
     return OK;
   },
-  parse: parseCloudWebhook,
+  // One Meta app can be subscribed for several numbers: only changes for this channel's number count.
+  parse: (body, channel) => parseCloudWebhook(body, { phoneNumberId: configString(channel.config.phone_number_id) }),
 };
+
+function configString(v: unknown): string | undefined {
+  if (typeof v === 'number') return String(v);
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
 
 export const PROVIDERS: Record<Provider, InboundProvider> = {
   waha: wahaProvider,

@@ -111,8 +111,15 @@ const CHECKS: Array<[string, () => Promise<void>]> = [
   }],
   ['multi-entry', async () => {
     expect(await readBack('wamid.DEV00000000000000000000000000MLT01')).toMatchObject({ text: 'Chegou, obrigada!' });
-    expect(await readBack('wamid.DEV00000000000000000000000000MLT02')).toMatchObject({ text: 'Bom dia!' });
     await waitFor(async () => (await row(OUT(7)))?.status === 'delivered', 'OUT007 delivered', 30_000);
+    // The second entry is for business number 200000000000002, not this channel's. One POST is
+    // one transaction: with MLT01 stored, MLT02 was seen too, and skipped.
+    expect(await row('wamid.DEV00000000000000000000000000MLT02')).toBeUndefined();
+  }],
+  ['other-phone-number', async () => {
+    expect(await readBack('wamid.DEV00000000000000000000000000OPN01')).toMatchObject({ text: 'Mensagem para este número', channel_id: channel.id });
+    expect(await row('wamid.DEV00000000000000000000000000OPN02')).toBeUndefined();
+    expect(await count(t.db, 'SELECT 1 FROM contacts WHERE phone = $1', ['+5511900000077'])).toBe(0);
   }],
   ['reaction', async () => {
     await waitFor(async () => JSON.stringify((await row(OUT(1))).reactions ?? {}).includes('❤️'), 'reaction recorded', 30_000);
@@ -167,6 +174,26 @@ describe('Cloud message types, statuses and signatures', () => {
     expect(await eventsOf(m.id, 'message.received')).toHaveLength(1);
   });
 
+  it("skips a change addressed to another business number, counting it, and keeps the rest of the POST", async () => {
+    const [mine, theirs] = [phone(), phone()];
+    const kept = cloudText(mine, 'para este número', { name: 'Cliente Daqui' });
+    const skipped = cloudText(theirs, 'para outro número', { name: 'Cliente de Lá' });
+    // The other number's change first: skipping it must not stop the one after it.
+    const body = cloudBody({ contacts: [{ profile: { name: 'Cliente Daqui' }, wa_id: mine }], messages: [kept.msg] });
+    const foreign = cloudBody({ contacts: [{ profile: { name: 'Cliente de Lá' }, wa_id: theirs }], messages: [skipped.msg], phoneNumberId: '200000000000999' });
+    body.entry[0].changes.unshift(foreign.entry[0].changes[0]);
+    const labels = { provider: 'whatsapp_cloud', event: 'messages', result: 'other_phone_number' };
+    const before = await inboundCount(labels);
+
+    expect((await postCloud(t.app, channel.id, body)).status).toBe(200);
+    expect(await readBack(kept.msg.id)).toMatchObject({ text: 'para este número', channel_id: channel.id });
+    await waitFor(async () => (await inboundCount(labels)) === before + 1, 'the skipped change counted', 30_000);
+    expect(await row(skipped.msg.id)).toBeUndefined();
+    expect(await count(t.db, 'SELECT 1 FROM messages WHERE external_id = $1', [skipped.msg.id])).toBe(0);
+    expect(await count(t.db, 'SELECT 1 FROM contacts WHERE phone = $1', [`+${theirs}`])).toBe(0);
+    expect(await count(t.db, 'SELECT 1 FROM parse_errors WHERE channel_id = $1', [channel.id])).toBe(0);
+  });
+
   it('records a reaction on its target', async () => {
     const p = phone();
     const target = wamid('rt');
@@ -194,6 +221,9 @@ describe('Cloud message types, statuses and signatures', () => {
     await postCloud(t.app, channel.id, cloudBody({ statuses: [cloudStatus(id, 'failed', p, { ts: now + 1, errors })] }));
     const m = await waitFor(async () => ((await row(id))?.status === 'failed' ? row(id) : undefined), 'failed', 30_000);
     expect(m.error).toMatchObject({ code: 131026, title: 'Message undeliverable', details: 'Receiver is incapable of receiving this message' });
+    expect((await t.api('GET', `/messages/${messageId}`)).json).toMatchObject({
+      status: 'failed', error: { code: '131026', title: 'Message undeliverable', message: 'Message undeliverable', details: 'Receiver is incapable of receiving this message' },
+    });
     expect(await eventsOf(messageId, 'message.failed')).toMatchObject([{ error_code: '131026', error: 'Message undeliverable' }]);
     // A late `delivered` does not resurrect it.
     const before = await inboundCount({ provider: 'whatsapp_cloud', event: 'statuses', result: 'unchanged' });

@@ -51,6 +51,10 @@ describe('POST /messages through the Cloud API', () => {
     // Meta's statuses for the wamid then move the reply forward through the same ingress.
     await postCloud(world.app, channel.id, { object: 'whatsapp_business_account', entry: [{ id: '1', changes: [{ field: 'messages', value: { messaging_product: 'whatsapp', metadata: { phone_number_id: PHONE_NUMBER_ID }, statuses: [{ id: out, status: 'read', timestamp: String(Math.floor(Date.now() / 1000)), recipient_id: phone }] } }] }] });
     await waitFor(async () => (await message(id)).status === 'read', 'the reply to be read', 30_000);
+    // Nothing went wrong: the API says so with an explicit null.
+    const shown = await tenant.api('GET', `/messages/${id}`);
+    expect(shown.status).toBe(200);
+    expect(shown.json).toMatchObject({ id, status: 'read', error: null });
   });
 
   it('asks for a link preview when the text has a link', async () => {
@@ -99,6 +103,12 @@ describe('POST /messages through the Cloud API', () => {
     const failed = await events(db, { aggregateId: id, type: 'message.failed' });
     expect(failed).toHaveLength(1);
     expect(failed[0].data).toMatchObject({ message_id: id, status: 'failed', error: WINDOW_CLOSED_REASON, error_code: '131047' });
+    // The API says why, on the message and in the list.
+    const shown = await tenant.api('GET', `/messages/${id}`);
+    expect(shown.status).toBe(200);
+    expect(shown.json).toMatchObject({ id, status: 'failed', error: { code: '131047', title: null, message: WINDOW_CLOSED_REASON, details: null } });
+    const listed = await tenant.api('GET', `/messages?contact_id=${m.contact_id}`);
+    expect(listed.json.data.find((r: any) => r.id === id)?.error).toEqual(shown.json.error);
   });
 
   it('retries a 500 and ends sent when Meta answers 200 next', async () => {

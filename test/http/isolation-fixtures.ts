@@ -14,8 +14,13 @@ import { PROJECT_HEADER } from '../../src/broker/broker.ts';
 import { insertDeadLetter } from '../../src/broker/dead-letters.sql.ts';
 import type { Database } from '../../src/db/database.ts';
 import { insertParseError } from '../../src/db/parse-errors.sql.ts';
+import { withTransaction } from '../../src/db/transaction.ts';
+import { insertDeliveries } from '../../src/db/webhook-deliveries.sql.ts';
+import { insertSubscription } from '../../src/db/webhook-subscriptions.sql.ts';
 import { newEvent } from '../../src/domain/events.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
+import { sealJson } from '../../src/domain/secret-box.ts';
+import { buildWebhookBody, generateSecret } from '../../src/webhooks/signer.ts';
 import { appendEvents } from '../../src/outbox/outbox.sql.ts';
 import type { FastifyInstance } from 'fastify';
 import type { Tenant } from './harness.ts';
@@ -55,6 +60,42 @@ export async function deadLetterOfA(w: World): Promise<string> {
   });
 }
 
+/**
+ * Memoised per world: one A-owned webhook subscription with one dead delivery (one attempt made),
+ * stored directly — no worker runs here, so nothing is ever sent.
+ */
+const webhooks = new WeakMap<World, Promise<{ subscriptionId: string; deliveryId: string; eventId: string }>>();
+export function webhookOfA(w: World) {
+  let h = webhooks.get(w);
+  if (!h) {
+    h = withTransaction(
+      w.db,
+      async (tx) => {
+        const projectId = w.a.projectId;
+        const sub = await insertSubscription(tx, {
+          id: uuidv7(), projectId, name: 'A hook', url: 'https://hooks.example.com/a', events: ['*'], headers: {},
+          // Sealed with the key startApp gives the app.
+          secret: sealJson('k'.repeat(64), generateSecret()), maxAttempts: null, timeoutSeconds: null, rateLimitPerSecond: null, active: true,
+        });
+        const e = newEvent('contact.deleted', { projectId, aggregateId: uuidv7(), data: { contact_id: uuidv7(), phone: null, deleted_at: new Date().toISOString() } });
+        const [d] = await insertDeliveries(tx, projectId, [{ id: uuidv7(), subscriptionId: sub.id, eventId: e.id, eventType: e.type, body: buildWebhookBody(e) }]);
+        await tx.query(
+          `UPDATE webhook_deliveries SET status = 'dead', attempts = 1, next_attempt_at = NULL, last_status_code = 500, last_error = 'HTTP 500' WHERE id = $1`,
+          [d.id],
+        );
+        await tx.query(
+          `INSERT INTO webhook_attempts (delivery_id, n, project_id, at, status_code, duration_ms, error_class, error) VALUES ($1, 1, $2, now(), 500, 12, 'server_error', 'HTTP 500')`,
+          [d.id, projectId],
+        );
+        return { subscriptionId: sub.id, deliveryId: d.id, eventId: e.id };
+      },
+      { projectId: w.a.projectId },
+    );
+    webhooks.set(w, h);
+  }
+  return h;
+}
+
 /** Path params of an A-owned resource, by route prefix. */
 export const resources: Record<string, (w: World) => Promise<Params>> = {
   '/api/v1/projects/:id': async (w) => ({ id: w.a.projectId }),
@@ -66,6 +107,8 @@ export const resources: Record<string, (w: World) => Promise<Params>> = {
   '/api/v1/sessions/:id': async (w) => ({ id: (await conversationOfA(w)).sessionId }),
   '/api/v1/messages/:id': async (w) => ({ id: (await conversationOfA(w)).messageId }),
   '/api/v1/pipelines/:id': async (w) => ({ id: w.a.pipelineId }),
+  '/api/v1/webhook-subscriptions/:id': async (w) => ({ id: (await webhookOfA(w)).subscriptionId }),
+  '/api/v1/webhook-deliveries/:id': async (w) => ({ id: (await webhookOfA(w)).deliveryId }),
 };
 
 /** Valid bodies for routes whose generated body would not validate (or would prove little). */
@@ -101,4 +144,5 @@ export const seeds: Array<(w: World) => Promise<string[]>> = [
     return [e.id, e.aggregate_id];
   },
   async (w) => Object.values(await conversationOfA(w)),
+  async (w) => Object.values(await webhookOfA(w)),
 ];

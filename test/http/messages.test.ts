@@ -1,3 +1,4 @@
+import type { FastifyInstance } from 'fastify';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.ts';
 import { registerTenant, startApp, walkPages, type Tenant } from './read-api-harness.ts';
@@ -5,10 +6,11 @@ import { at, seedChannel, seedContact, seedMessage, seedSession } from './seed-c
 
 const MESSAGE_KEYS = [
   'id', 'contact_id', 'session_id', 'channel_id', 'direction', 'from_me', 'type', 'text', 'media', 'location', 'contact_card',
-  'external_id', 'status', 'sent_at', 'delivered_at', 'read_at', 'timestamp', 'reply_to_external_id', 'metadata',
+  'external_id', 'status', 'sent_at', 'delivered_at', 'read_at', 'timestamp', 'reply_to_external_id', 'metadata', 'error',
 ].sort();
 
 let db: Database;
+let app: FastifyInstance;
 let a: Tenant;
 let b: Tenant;
 let channelId: string;
@@ -21,6 +23,7 @@ const m: Record<string, string> = {};
 beforeAll(async () => {
   const started = await startApp();
   db = started.db;
+  app = started.app;
   a = await registerTenant(started.app);
   b = await registerTenant(started.app);
   const p = a.projectId;
@@ -73,7 +76,7 @@ describe('GET /messages/{id}', () => {
     expect(r.json).toEqual({
       id: m.text, contact_id: x, session_id: sx, channel_id: channelId, direction: 'inbound', from_me: false, type: 'text', text: 'oi',
       media: null, location: null, contact_card: null, external_id: `wamid.${m.text}`, status: 'received', sent_at: null,
-      delivered_at: null, read_at: null, timestamp: at(1), reply_to_external_id: null, metadata: { event: 'message', engine: 'GOWS' },
+      delivered_at: null, read_at: null, timestamp: at(1), reply_to_external_id: null, metadata: { event: 'message', engine: 'GOWS' }, error: null,
     });
   });
 
@@ -87,6 +90,36 @@ describe('GET /messages/{id}', () => {
     expect(await get(m.reply)).toMatchObject({
       direction: 'outbound', from_me: true, status: 'delivered', sent_at: at(3), delivered_at: at(4), read_at: null, reply_to_external_id: 'wamid.quoted',
     });
+  });
+
+  it('shows why a message failed in one shape, whichever writer stored the reason', async () => {
+    // A project of its own, so these messages stay out of the list tests above.
+    const c = await registerTenant(app);
+    const ch = await seedChannel(db, c.projectId);
+    const who = await seedContact(db, c.projectId, { name: 'Zé' });
+    const failed = async (error: Record<string, unknown> | null, status = 'failed') => {
+      const id = await seedMessage(db, { projectId: c.projectId, contactId: who, channelId: ch, timestamp: at(10), fromMe: true, status });
+      await db.query('UPDATE messages SET error = $2::jsonb WHERE id = $1', [id, error === null ? null : JSON.stringify(error)]);
+      return (await c.call('GET', `/messages/${id}`)).json;
+    };
+    // Our sender, when the provider refused the send (the 24-hour window).
+    expect((await failed({ message: 'outside the 24-hour window', code: '131047', attempts: 1 })).error).toEqual({
+      code: '131047', title: null, message: 'outside the 24-hour window', details: null,
+    });
+    // A provider's failed status: Meta's numeric code, title and details.
+    expect((await failed({ code: 131026, title: 'Message undeliverable', message: 'Message undeliverable', details: 'Receiver is incapable' })).error).toEqual({
+      code: '131026', title: 'Message undeliverable', message: 'Message undeliverable', details: 'Receiver is incapable',
+    });
+    // A reason with a title only still has words to read; a failure without a reason shows null.
+    expect((await failed({ code: 131000, title: 'Something went wrong' })).error).toEqual({ code: '131000', title: 'Something went wrong', message: 'Something went wrong', details: null });
+    expect((await failed(null)).error).toBeNull();
+    // A queued message shows the last attempt's error while it waits for a retry.
+    expect(await failed({ message: 'WAHA answered 502', code: '502', attempt: 1, retrying: true }, 'queued')).toMatchObject({
+      status: 'queued', error: { code: '502', message: 'WAHA answered 502', title: null, details: null },
+    });
+    // The list shows the same field.
+    const listed = (await c.call('GET', '/messages')).json.data;
+    expect(listed.map((r: any) => r.error?.code ?? null).sort()).toEqual(['131000', '131026', '131047', '502', null].sort());
   });
 
   it('answers 404 for an unknown id and 400 for a malformed one', async () => {

@@ -76,6 +76,19 @@ describe('GET /openapi.json', () => {
     expect(bad).toEqual([]);
   });
 
+  it("declares a message's error: null or {code, title, message, details}, on the message and in its list", () => {
+    const deref = (node: any): any => (node && typeof node.$ref === 'string' ? deref(resolvePointer(node.$ref)) : node);
+    const ok = (path: string) => deref(doc.paths[path].get.responses['200'].content['application/json'].schema);
+    for (const message of [ok('/api/v1/messages/{id}'), deref(ok('/api/v1/messages').properties.data.items)]) {
+      const error = deref(message.properties.error);
+      expect(error).toMatchObject({ type: 'object', nullable: true, required: expect.arrayContaining(['code', 'title', 'message', 'details']) });
+      expect(deref(error.properties.code)).toMatchObject({ type: 'string', nullable: true });
+      expect(deref(error.properties.message)).toMatchObject({ type: 'string' });
+      expect(deref(error.properties.message).nullable).toBeUndefined();
+      expect(message.required).toContain('error');
+    }
+  });
+
   it('is served as Swagger UI at /docs', async () => {
     const r = await app.inject({ method: 'GET', url: '/docs/' });
     expect(r.statusCode).toBe(200);

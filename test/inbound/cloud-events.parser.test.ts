@@ -74,6 +74,32 @@ describe('one POST, many entries and changes', () => {
   });
 });
 
+describe("changes addressed to another business number than the channel's", () => {
+  const channel = { phoneNumberId: '200000000000001' };
+
+  it('skips a change for another phone_number_id as ignored, keeping the other changes of the POST', () => {
+    expect(parseCloudWebhook(load('other-phone-number'), channel)).toEqual([
+      { kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'other_phone_number', detail: "phone_number_id 200000000000003 is not this channel's (200000000000001)" },
+      expect.objectContaining({ kind: 'message', externalId: 'wamid.DEV00000000000000000000000000OPN01', text: 'Mensagem para este número' }),
+    ]);
+    // Across entries too: the second entry of multi-entry is another number's.
+    expect(parseCloudWebhook(load('multi-entry'), channel).map((e) => (e.kind === 'ignored' ? e.reason : e.kind))).toEqual(['message', 'status', 'unhandled_event', 'other_phone_number']);
+  });
+
+  it("skips another number's statuses too, so they never touch this channel's messages", () => {
+    const body = load('statuses');
+    body.entry[0].changes[0].value.metadata.phone_number_id = '200000000000009';
+    expect(parseCloudWebhook(body, channel)).toEqual([expect.objectContaining({ kind: 'ignored', reason: 'other_phone_number' })]);
+  });
+
+  it('processes a change that names no phone_number_id, and everything when the channel number is not known', () => {
+    const body = load('text');
+    delete body.entry[0].changes[0].value.metadata;
+    expect(parseCloudWebhook(body, channel)).toEqual([expect.objectContaining({ kind: 'message' })]);
+    expect(parseCloudWebhook(load('other-phone-number')).map((e) => e.kind)).toEqual(['message', 'message']);
+  });
+});
+
 describe('cloudPhoneNumberIds', () => {
   it('lists each business phone number id once', () => {
     expect(cloudPhoneNumberIds(load('text'))).toEqual(['200000000000001']);

@@ -27,7 +27,8 @@ function cloudMessage(m: Partial<InboundMessage> & Pick<InboundMessage, 'externa
 const EXPECTED: Record<string, string[]> = {
   'ad-referral': ['message'], audio: ['message'], button: ['message'], contacts: ['message'], document: ['message'],
   'image-caption': ['message'], 'interactive-button-reply': ['message'], 'interactive-list-reply': ['message'],
-  location: ['message'], 'multi-entry': ['message', 'status', 'ignored', 'message'], 'reaction-removed': ['reaction'],
+  location: ['message'], 'multi-entry': ['message', 'status', 'ignored', 'message'], 'other-phone-number': ['message', 'message'],
+  'reaction-removed': ['reaction'],
   reaction: ['reaction'], 'status-sent': ['status'], statuses: ['status', 'status', 'status'], sticker: ['message'],
   text: ['message'], 'two-messages-one-post': ['message', 'message'], unsupported: ['message'], video: ['message'],
   voice: ['message'],

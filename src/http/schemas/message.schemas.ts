@@ -19,6 +19,16 @@ const Location = Type.Object({
   address: Nullable(Type.String()),
 });
 
+// Why a message failed, in one shape whatever reported it: the provider's failed status (Meta's
+// statuses[].errors[0], with `title` and `details`) or our sender when the provider refused the send
+// (Meta's 24-hour window: code "131047").
+const MessageError = Type.Object({
+  code: Nullable(Type.String({ description: "The provider's error code as a string (Meta's \"131047\"), an HTTP status, or ours: no_address, misconfigured, unsupported, channel_deleted" })),
+  title: Nullable(Type.String({ description: "The provider's short title, when it gave one" })),
+  message: Type.String({ description: 'What went wrong, in words a person can read' }),
+  details: Nullable(Type.String({ description: "The provider's details (Meta's error_data.details), when it gave them" })),
+});
+
 export const Message = Type.Object(
   {
     id: Uuid,
@@ -40,6 +50,11 @@ export const Message = Type.Object(
     timestamp: { ...Timestamp, description: 'When it was sent, by the provider clock' },
     reply_to_external_id: Nullable(Type.String()),
     metadata: JsonObject,
+    error: Nullable({
+      ...MessageError,
+      description:
+        'Why it failed (status failed), or why the last send attempt failed while a retry waits (status queued); null when none. Cleared when the message is sent.',
+    }),
   },
   { title: 'Message' },
 );
@@ -70,6 +85,7 @@ export function presentMessage(m: MessageRecord) {
     timestamp: iso(m.timestamp),
     reply_to_external_id: m.replyToExternalId,
     metadata: m.metadata,
+    error: m.error,
   };
 }
 

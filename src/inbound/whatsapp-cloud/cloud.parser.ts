@@ -12,7 +12,17 @@ const STATUSES: Record<string, MessageStatus> = {
   sent: 'sent', delivered: 'delivered', read: 'read', played: 'played', failed: 'failed',
 };
 
-export function parseCloudWebhook(body: unknown): InboundEvent[] {
+export type CloudParseOptions = {
+  /**
+   * The channel's business phone number id. A change addressed to another number (its
+   * metadata.phone_number_id differs: a Meta app subscribed to more numbers than this channel)
+   * is skipped as `other_phone_number`, so it is never stored as this channel's. A change without
+   * a phone_number_id is processed.
+   */
+  phoneNumberId?: string;
+};
+
+export function parseCloudWebhook(body: unknown, opts: CloudParseOptions = {}): InboundEvent[] {
   const b = needRecord(body, 'body');
   const object = needString(b, 'object', 'body');
   if (object !== 'whatsapp_business_account') {
@@ -34,6 +44,14 @@ export function parseCloudWebhook(body: unknown): InboundEvent[] {
       // Template, quality and account updates share this webhook; they are counted, not processed.
       if (field !== 'messages') {
         out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: field, reason: 'unhandled_event' });
+        return;
+      }
+      const addressedTo = loose.str(loose.rec(value, 'metadata'), 'phone_number_id');
+      if (opts.phoneNumberId !== undefined && addressedTo !== undefined && addressedTo !== opts.phoneNumberId) {
+        out.push({
+          kind: 'ignored', provider: 'whatsapp_cloud', event: field, reason: 'other_phone_number',
+          detail: `phone_number_id ${addressedTo} is not this channel's (${opts.phoneNumberId})`,
+        });
         return;
       }
       out.push(...parseValue(value, `${cPath}.value`, wabaId));
