@@ -18,6 +18,10 @@ export function pipelineEntryHandler(db: Database): Handler {
     const e = parseEventMessage(d);
     if (e.type !== 'contact.created' || !e.project_id) return;
     const { project_id: projectId, data } = e;
+    // Most projects leave the setting off: then there is nothing to do and no transaction to open
+    // (one read instead of five round trips per new contact). When it is on, it is read again
+    // inside the transaction that acts on it.
+    if (!(await autoEnterEnabled(db, projectId))) return;
     await handleOnce(
       db,
       PIPELINE_ENTRY,

@@ -1,6 +1,8 @@
 // Pipelines: ordered statuses, moving contacts through them (history with who and when, events),
 // and the choreographed entry of new contacts into the default pipeline (contact.created → consumer).
 import { describe, expect, it } from 'vitest';
+import { PIPELINE_ENTRY } from '../../src/consumers/pipeline-entry.consumer.ts';
+import { consumerMessagesTotal } from '../../src/observability/metrics.ts';
 import { waitFor } from '../support/env.ts';
 import { events, rows, startWorld, wahaMessage, type Tenant } from './harness.ts';
 
@@ -136,10 +138,15 @@ describe('new contacts entering the default pipeline (contact.created → pipeli
     await waitFor(async () => (await rows(db, 'SELECT 1 FROM contact_pipeline_statuses WHERE contact_id = $1', [apiContact])).length, 'the API contact to enter');
   });
 
-  it('leaves new contacts alone by default', async () => {
+  it('leaves new contacts alone by default, without opening a transaction for them', async () => {
+    // With the setting off the consumer only reads it: no processed_events row to wait for, so
+    // wait for the consumer's own count of handled messages instead.
+    const handledOk = async () => (await consumerMessagesTotal.get()).values.find((v) => v.labels.consumer === PIPELINE_ENTRY && v.labels.result === 'ok')?.value ?? 0;
+    const before = await handledOk();
     const contactId = await newContact();
     const [created] = await events(db, { aggregateId: contactId, type: 'contact.created' });
-    await waitFor(() => handled(created.id), 'the consumer to handle contact.created');
+    await waitFor(async () => (await handledOk()) > before, 'the consumer to handle contact.created');
     expect(await rows(db, 'SELECT 1 FROM contact_pipeline_statuses WHERE contact_id = $1', [contactId])).toHaveLength(0);
+    expect(await handled(created.id)).toBe(false);
   });
 });
