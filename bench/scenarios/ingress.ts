@@ -6,6 +6,7 @@
 // and no processor competes for the CPU.
 import Fastify from 'fastify';
 import { readFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { percentile, type Measure } from '../report.ts';
 import type { Options, Scenario } from '../run.ts';
 import type { BenchEnv } from '../env.ts';
@@ -42,7 +43,12 @@ export const ingressScenario: Scenario = {
       console.log(`ingress: ingress, ${c.concurrency} connections for ${c.durationS} s…`);
       const i = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'closed', concurrency: c.concurrency, durationS: c.durationS, warmupS: c.warmupS, fixedBody: BODY });
       console.log(`ingress: ingress at ${c.rate}/s for ${c.rateDurationS} s…`);
+      // The server's event-loop delay during the fixed-rate phase: how much of the latency is the
+      // process being busy (CPU, GC) rather than waiting for the broker.
+      const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+      loopDelay.enable();
       const l = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'open', rate: c.rate, durationS: c.rateDurationS, concurrency: 512, fixedBody: BODY });
+      loopDelay.disable();
 
       const bareRps = b.count / b.measuredS;
       const ingressRps = i.count / i.measuredS;
@@ -64,6 +70,7 @@ export const ingressScenario: Scenario = {
           bare: { requests: b.count, p50_ms: percentile(b.latencies, 50), p99_ms: percentile(b.latencies, 99) },
           ingress_closed: { requests: i.count, failed: i.failed, p50_ms: percentile(i.latencies, 50), p99_ms: percentile(i.latencies, 99) },
           ingress_open: { requests: l.count, failed: l.failed, p50_ms: percentile(l.latencies, 50), p90_ms: percentile(l.latencies, 90), p99_ms: percentile(l.latencies, 99) },
+          server_event_loop_delay_ms: { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 },
           spilled: (await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM inbound_events')).rows[0].n,
         },
       };
