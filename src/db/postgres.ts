@@ -4,7 +4,13 @@ import type { Database, Queryable, QueryResult, Row } from './database.ts';
 // Timestamps come back as Date (pg default), bigint (int8) as string → we parse counts as numbers.
 pg.types.setTypeParser(20, (v) => Number(v));
 
-export type PostgresOptions = { url: string; max?: number; applicationName?: string };
+export type PostgresOptions = {
+  url: string;
+  max?: number;
+  applicationName?: string;
+  /** How long an idle pooled connection is kept (default 30 s). */
+  idleTimeoutMs?: number;
+};
 
 export function connectPostgres(opts: PostgresOptions): Database {
   const pool = new pg.Pool({
@@ -12,7 +18,7 @@ export function connectPostgres(opts: PostgresOptions): Database {
     max: opts.max ?? 20,
     application_name: opts.applicationName ?? 'ventros',
     connectionTimeoutMillis: 5000,
-    idleTimeoutMillis: 30_000,
+    idleTimeoutMillis: opts.idleTimeoutMs ?? 30_000,
   });
   // A pool client that errors while idle (server restart) must not crash the process.
   pool.on('error', () => {});

@@ -1,6 +1,7 @@
 // Queries on the `outbox` table, which is both the transactional outbox (rows with
 // published_at NULL) and the event log (published rows, kept until pruned by retention).
-import type { Queryable } from '../db/database.ts';
+import type { Database, Queryable } from '../db/database.ts';
+import { withTransaction } from '../db/transaction.ts';
 import { isEventType, type AggregateType, type EventEnvelope } from '../domain/events.ts';
 import { isUuid } from '../domain/ids.ts';
 import { invalid } from '../errors.ts';
@@ -189,4 +190,41 @@ function decodeCursor(cursor: string): { at: string; id: string } {
     // fall through to the error below
   }
   throw invalid('cursor is not valid', [{ field: 'cursor', message: 'use next_cursor from a previous page' }]);
+}
+
+// Relay sleep registrations (migration 011): commits notify only while a relay is registered here.
+/** The advisory lock outbox writers hold shared until they end (two-int key space). */
+const WAKEUP_LOCK = [1986097264, 1] as const;
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/** Registers (or refreshes) a relay that is about to sleep; drops registrations of dead relays. */
+export async function registerSleeper(q: Queryable, relayId: string): Promise<void> {
+  await q.query(
+    `WITH stale AS (DELETE FROM outbox_relay_sleepers WHERE seen_at < now() - interval '5 minutes' AND relay_id <> $1)
+     INSERT INTO outbox_relay_sleepers (relay_id) VALUES ($1) ON CONFLICT (relay_id) DO UPDATE SET seen_at = now()`,
+    [relayId],
+  );
+}
+
+export async function unregisterSleeper(q: Queryable, relayId: string): Promise<void> {
+  await q.query('DELETE FROM outbox_relay_sleepers WHERE relay_id = $1', [relayId]);
+}
+
+/**
+ * Waits until every outbox writer that started before now has ended: after it, a writer either
+ * committed (a claim sees its rows) or sees the registration (and notifies). Gives up after
+ * `timeoutMs` (a long writer transaction) and returns false, rather than stall new writers, who
+ * queue behind this lock request meanwhile.
+ */
+export async function writersBarrier(db: Database, timeoutMs: number): Promise<boolean> {
+  try {
+    await withTransaction(db, async (tx) => {
+      await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [`${Math.max(1, Math.round(timeoutMs))}ms`]);
+      await tx.query('SELECT pg_advisory_xact_lock($1, $2)', [...WAKEUP_LOCK]);
+    });
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return false;
+    throw err;
+  }
 }

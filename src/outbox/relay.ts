@@ -35,7 +35,10 @@ import { silentLogger, type Logger } from '../observability/logger.ts';
 import { outboxPending, outboxPublishLag } from '../observability/metrics.ts';
 import { eventMessageBody } from './idempotent.ts';
 import { inProcessClaims } from './in-process-claims.ts';
-import { claimUnpublished, countPending, markPublished, markPublishFailed, pruneEvents, type OutboxRow } from './outbox.sql.ts';
+import { uuidv7 } from '../domain/ids.ts';
+import {
+  claimUnpublished, countPending, markPublished, markPublishFailed, pruneEvents, registerSleeper, unregisterSleeper, writersBarrier, type OutboxRow,
+} from './outbox.sql.ts';
 
 /** The NOTIFY channel the outbox insert trigger signals (migration 002). */
 export const OUTBOX_CHANNEL = 'ventros_outbox';
@@ -55,7 +58,7 @@ export function canPublishInTransaction(b: Broker): b is Broker & TransactionalP
 export type RelayOptions = {
   db: Database;
   broker: Broker;
-  /** Safety-net poll (OUTBOX_POLL_MS); NOTIFY at commit is the normal wake-up. */
+  /** Safety-net poll (OUTBOX_POLL_MS); NOTIFY at commit wakes a sleeping relay. */
   pollMs: number;
   /**
    * Poll interval for `lingerMs` after the last batch that found work. While events are flowing
@@ -91,6 +94,10 @@ export type Relay = {
 };
 
 const PENDING_REFRESH_MS = 1000;
+/** How long going to sleep may wait for writers in flight before trying again later. */
+const BARRIER_TIMEOUT_MS = 100;
+/** A sleeping relay refreshes its registration this often (others drop ones older than 5 min). */
+const REGISTRATION_REFRESH_MS = 60_000;
 
 export type RelayMode = 'locked' | 'in-transaction' | 'in-process';
 
@@ -262,21 +269,25 @@ export function startRelay(opts: RelayOptions): Relay {
   }
 
   // Why the short poll while busy: a NOTIFY serialises committing transactions database-wide
-  // (PostgreSQL holds a lock from the NOTIFY until the commit is flushed), so commits should not
-  // have to notify while the relay is known to be awake; and a commit that lands just after an
-  // empty claim is then picked up within `activePollMs` instead of at the next long poll.
+  // (PostgreSQL holds a lock from the NOTIFY until the commit is flushed), so commits do not
+  // notify while every relay is awake (migration 011); a commit that lands just after an empty
+  // claim is then picked up within `activePollMs` instead of at the next long poll.
   async function loop(): Promise<void> {
     let failures = 0;
     let lastWorkAt = 0;
     // Batches sent and not yet settled (locked mode), and the first failure among them.
     const inFlight = new Set<Promise<unknown>>();
     let failed: { err: unknown } | undefined;
+    let solo = false;
     const settle = async () => {
       while (inFlight.size) await Promise.allSettled([...inFlight]);
     };
     while (!stopped) {
       woken = false;
-      while (inFlight.size >= pipelineDepth) await Promise.race(inFlight);
+      // After a failure the first batch goes alone: were the next one sent while the first is
+      // failing on a connection that is just coming back, it could overtake it.
+      const depth = solo ? 1 : pipelineDepth;
+      while (inFlight.size >= depth) await Promise.race(inFlight);
       let n = 0;
       if (!failed) {
         try {
@@ -288,6 +299,7 @@ export function startRelay(opts: RelayOptions): Relay {
                 () => {
                   if (failures > 0) log.info({ failures }, 'outbox relay publishing again');
                   failures = 0;
+                  solo = false;
                 },
                 (err: unknown) => {
                   failed ??= { err };
@@ -307,6 +319,7 @@ export function startRelay(opts: RelayOptions): Relay {
         await settle();
         const { err } = failed;
         failed = undefined;
+        solo = true;
         failures++;
         const delay = Math.min(backoff.min * 2 ** (failures - 1), backoff.max);
         // First failure and then every tenth: a long outage should not flood the log.
@@ -316,12 +329,58 @@ export function startRelay(opts: RelayOptions): Relay {
         continue;
       }
       await housekeeping(n < batchSize);
-      // A full batch means more are probably waiting; a partial one may have raced new commits,
-      // whose NOTIFY set `woken`. Only an empty claim waits for the next wake-up or poll.
-      if (n > 0) lastWorkAt = Date.now();
-      else await pause(Date.now() - lastWorkAt < lingerMs ? activePollMs : pollMs, true);
+      // A batch that found work is followed by another claim at once. An empty claim within
+      // `lingerMs` of the last work waits `activePollMs`; after that the relay goes to sleep on
+      // the long poll, woken by commits (see `sleepStep`).
+      if (n > 0) {
+        lastWorkAt = Date.now();
+        if (sleep !== 'awake') await wakeUp();
+      } else if (Date.now() - lastWorkAt < lingerMs) {
+        await pause(activePollMs, true);
+      } else {
+        await sleepStep();
+      }
     }
     await settle();
+    if (sleep !== 'awake') await wakeUp();
+  }
+
+  // Going to sleep (migration 011): commits notify only while some relay is registered as
+  // sleeping, so a busy relay costs writers no NOTIFY. 'registered': writers may still be running
+  // that checked before the registration; 'asleep': the barrier has passed, every later commit
+  // notifies, and the claim after the barrier saw every earlier one.
+  let sleep: 'awake' | 'registered' | 'asleep' = 'awake';
+  let registeredAt = 0;
+  const relayId = uuidv7();
+
+  async function sleepStep(): Promise<void> {
+    try {
+      if (sleep === 'awake') {
+        await registerSleeper(db, relayId);
+        registeredAt = Date.now();
+        sleep = 'registered';
+      }
+      if (sleep === 'registered') {
+        // Passed: claim once more before sleeping (the loop does, at once). Not passed (a long
+        // writer transaction holds it): keep polling quickly and try again.
+        if (await writersBarrier(db, BARRIER_TIMEOUT_MS)) sleep = 'asleep';
+        else await pause(activePollMs, true);
+        return;
+      }
+      if (Date.now() - registeredAt > REGISTRATION_REFRESH_MS) {
+        await registerSleeper(db, relayId);
+        registeredAt = Date.now();
+      }
+      await pause(pollMs, true);
+    } catch (err) {
+      log.warn({ err }, 'outbox relay could not register as sleeping; polling instead');
+      await pause(activePollMs, true);
+    }
+  }
+
+  async function wakeUp(): Promise<void> {
+    sleep = 'awake';
+    await unregisterSleeper(db, relayId).catch((err) => log.warn({ err }, 'outbox relay could not unregister as sleeping'));
   }
 
   const running = loop().catch((err) => log.error({ err }, 'outbox relay stopped by an unexpected error'));

@@ -59,7 +59,9 @@ export async function makeTestDb(): Promise<TestDb> {
   }
   await admin.end();
   const url = withDatabase(base, name);
-  const db = connectPostgres({ url, max: 10 });
+  // A file opens many databases and closes them at its end: idle connections go after a second,
+  // so the server's connection limit holds however many tests a file has.
+  const db = connectPostgres({ url, max: 10, idleTimeoutMs: 1000 });
   onCleanup(async () => {
     await db.close();
     const c = new pg.Client({ connectionString: base });
