@@ -1,12 +1,17 @@
 // Scenario "ingress": the WAHA webhook ingress measured beside a bare Fastify handler that reads the
 // same body and answers 200, in one run, with the same client (a worker thread):
 //   1. maximum throughput of each (closed loop, N connections), and their ratio;
-//   2. the ingress's latency at a fixed rate (open loop), p99 included.
+//   2. the ingress's latency at a fixed rate (open loop), p99 included;
+//   3. the floor under it: the broker's own confirm latency for the same sends at the same rate,
+//      without HTTP — the ingress waits for that confirm before it answers.
 // Ventros runs with role `api`: the ingress publishes to the raw queue with confirms (or spills),
 // and no processor competes for the CPU.
 import Fastify from 'fastify';
 import { readFileSync } from 'node:fs';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import type { Broker } from '../../src/broker/broker.ts';
+import { Queues } from '../../src/broker/topology.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
 import { percentile, type Measure } from '../report.ts';
 import type { Options, Scenario } from '../run.ts';
 import type { BenchEnv } from '../env.ts';
@@ -14,6 +19,28 @@ import { startBenchVentros } from './inbound-setup.ts';
 import { runLoadInWorker } from './load-worker.ts';
 
 const BODY = readFileSync(new URL('../../test/fixtures/waha/gows-text.json', import.meta.url), 'utf8');
+
+/**
+ * The floor under the ingress: the same body sent to the raw queue at the same rate straight
+ * through the broker port (no HTTP, no lookup), open loop; each send's time to its confirm.
+ */
+async function brokerConfirmLatencies(broker: Broker, rate: number, seconds: number): Promise<number[]> {
+  const body = Buffer.from(BODY);
+  const total = Math.round(rate * seconds);
+  const latencies: number[] = [];
+  const pending: Array<Promise<void>> = [];
+  const start = performance.now();
+  for (let i = 0; i < total; ) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
+    for (; i < due; i++) {
+      const t0 = performance.now();
+      pending.push(broker.send(Queues.inboundRaw, [{ messageId: uuidv7(), body, headers: {} }]).then(() => void latencies.push(performance.now() - t0)));
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.all(pending);
+  return latencies.sort((a, b) => a - b);
+}
 
 async function startBare(): Promise<{ url: string; close(): Promise<void> }> {
   const app = Fastify({ logger: false, bodyLimit: 1024 * 1024 });
@@ -34,6 +61,7 @@ export const ingressScenario: Scenario = {
       warmupS: o.number('warmup', 2),
       rate: o.number('rate', 2000),
       rateDurationS: o.number('rate-duration', 15),
+      floorDurationS: o.number('floor-duration', 5),
     };
     const ventros = await startBenchVentros(env, 'api');
     const bare = await startBare();
@@ -50,6 +78,9 @@ export const ingressScenario: Scenario = {
       const l = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'open', rate: c.rate, durationS: c.rateDurationS, concurrency: 512, fixedBody: BODY });
       loopDelay.disable();
 
+      console.log(`ingress: broker confirms alone at ${c.rate}/s for ${c.floorDurationS} s…`);
+      const floor = await brokerConfirmLatencies(env.broker, c.rate, c.floorDurationS);
+
       const bareRps = b.count / b.measuredS;
       const ingressRps = i.count / i.measuredS;
       const targeted = env.database === 'postgres' && env.brokerKind === 'rabbitmq';
@@ -59,6 +90,8 @@ export const ingressScenario: Scenario = {
         { name: 'ingress / bare throughput', value: (100 * ingressRps) / bareRps, unit: '%', ...(targeted ? { target: { kind: 'min', value: 50 } } : {}) },
         { name: `ingress p50 at ${c.rate}/s`, value: percentile(l.latencies, 50), unit: 'ms' },
         { name: `ingress p99 at ${c.rate}/s`, value: percentile(l.latencies, 99), unit: 'ms', ...(targeted ? { target: { kind: 'max', value: 10 } } : {}) },
+        { name: `broker confirm alone, p50 at ${c.rate}/s`, value: percentile(floor, 50), unit: 'ms' },
+        { name: `broker confirm alone, p99 at ${c.rate}/s`, value: percentile(floor, 99), unit: 'ms' },
         { name: `ingress max at ${c.rate}/s`, value: l.latencies[l.latencies.length - 1] ?? NaN, unit: 'ms' },
         { name: 'rate achieved', value: (l.count + l.failed) / l.measuredS, unit: 'req/s' },
         { name: 'failed requests (all phases)', value: b.failed + i.failed + l.failed, unit: '' },
