@@ -181,7 +181,10 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     release();
     await stopping;
     expect(started).toEqual(['s1']);
+    // RabbitMQ drops a cancelled consumer from its count a moment after the cancel is confirmed.
+    await waitFor(async () => (await broker.stats(['slow']))[0]?.consumers === 0, 'the consumer gone from the queue');
     expect((await broker.stats(['slow']))[0]).toMatchObject({ depth: 1, consumers: 0 });
+    expect(started).toEqual(['s1']);
 
     const second = await broker.consume('slow', (d) => {
       started.push(d.messageId);
