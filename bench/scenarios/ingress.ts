@@ -79,7 +79,7 @@ export const ingressScenario: Scenario = {
       loopDelay.disable();
 
       console.log(`ingress: broker confirms alone at ${c.rate}/s for ${c.floorDurationS} s…`);
-      const floor = await brokerConfirmLatencies(env.broker, c.rate, c.floorDurationS);
+      const floor = await brokerConfirmLatencies(ventros.broker, c.rate, c.floorDurationS);
 
       const bareRps = b.count / b.measuredS;
       const ingressRps = i.count / i.measuredS;

@@ -28,8 +28,9 @@ export function wrapPglite(pg: PGlite): Database {
     async exec(sql: string) {
       await pg.exec(sql);
     },
-    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>, setup?: string): Promise<T> {
       return pg.transaction(async (t) => {
+        if (setup) await t.exec(setup);
         const tx: Queryable = {
           async query<R extends Row>(sql: string, params?: readonly unknown[]) {
             return toResult<R>(await t.query(sql, params as unknown[]));

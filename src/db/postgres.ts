@@ -72,11 +72,12 @@ export function connectPostgres(opts: PostgresOptions): Database {
     async exec(sql: string) {
       await pool.query(sql);
     },
-    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>, setup?: string): Promise<T> {
       const client = await pool.connect();
       let broken = false;
       try {
-        await client.query('BEGIN');
+        // One simple-protocol round trip for BEGIN and the setup statements.
+        await client.query(setup ? `BEGIN; ${setup}` : 'BEGIN');
         const tx: Queryable = {
           async query<R extends Row>(sql: string, params?: readonly unknown[]) {
             const r = await client.query(sql, params as unknown[]);

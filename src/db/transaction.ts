@@ -1,3 +1,4 @@
+import { isUuid } from '../domain/ids.ts';
 import type { Database, Queryable } from './database.ts';
 
 export type TxOptions = {
@@ -16,14 +17,14 @@ export function withTransaction<T>(
   fn: (tx: Queryable) => Promise<T>,
   opts: TxOptions = {},
 ): Promise<T> {
-  return db.transaction(async (tx) => {
-    if (opts.projectId !== undefined) await enterTenant(tx, opts.projectId);
-    return fn(tx);
-  });
+  if (opts.projectId === undefined) return db.transaction(fn);
+  // The tenant is entered in BEGIN's own round trip, so the id goes into the SQL text: only a
+  // well-formed UUID may (anything else would be a bug upstream, never user text).
+  if (!isUuid(opts.projectId)) return Promise.reject(new Error(`withTransaction: project id is not a UUID: ${JSON.stringify(opts.projectId).slice(0, 80)}`));
+  return db.transaction(fn, tenantSetup(opts.projectId));
 }
 
-/** Switches the current transaction to the RLS-bound application role for one project. */
-export async function enterTenant(tx: Queryable, projectId: string): Promise<void> {
-  // One round trip: set_config('role', …, true) is SET LOCAL ROLE.
-  await tx.query(`SELECT set_config('app.project_id', $1, true), set_config('role', '${APP_ROLE}', true)`, [projectId]);
+/** SQL that switches the current transaction to the RLS-bound role for one (validated) project. */
+function tenantSetup(projectId: string): string {
+  return `SELECT set_config('app.project_id', '${projectId}', true), set_config('role', '${APP_ROLE}', true)`;
 }

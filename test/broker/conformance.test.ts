@@ -284,7 +284,7 @@ function killable(db: Database): { db: Database; kill(): void } {
     kind: db.kind,
     query: async (sql, params) => (alive(), db.query(sql, params)),
     exec: async (sql) => (alive(), db.exec(sql)),
-    transaction: async (fn) => (alive(), db.transaction(fn)),
+    transaction: async (fn, setup) => (alive(), db.transaction(fn, setup)),
     listen: (channel, cb) => db.listen(channel, (p) => void (dead || cb(p))),
     ping: async (ms) => (alive(), db.ping(ms)),
     close: async () => {},

@@ -115,7 +115,7 @@ export function interceptDb(db: Database, before: (sql: string) => void): Databa
   return {
     ...wrap(db),
     kind: db.kind,
-    transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
+    transaction: (fn, setup) => db.transaction((tx) => fn(wrap(tx)), setup),
     listen: (channel, cb) => db.listen(channel, cb),
     ping: (ms) => db.ping(ms),
     close: () => db.close(),
