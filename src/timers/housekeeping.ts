@@ -12,6 +12,7 @@ import { pruneAuthTokens } from '../db/auth-tokens.sql.ts';
 import { pruneIdempotencyKeys } from '../db/idempotency.sql.ts';
 import { pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
+import { makeStoppableSleep } from './stoppable-sleep.ts';
 
 export type HousekeepingOptions = {
   db: Database;
@@ -59,9 +60,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     webhookDeliveries: (limit) => pruneWebhookDeliveries(db, retentionDays, limit),
   };
 
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let wake: (() => void) | undefined;
+  const rest = makeStoppableSleep();
   // Passes run one at a time (runOnce from a test and the loop share this chain).
   let chain: Promise<unknown> = Promise.resolve();
 
@@ -71,7 +70,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     for (;;) {
       const n = await task(batchSize);
       total += n;
-      if (n < batchSize || stopped) return total;
+      if (n < batchSize || rest.stopped) return total;
     }
   }
 
@@ -79,7 +78,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     const started = Date.now();
     const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, failed: [] };
     for (const [key, task] of Object.entries(tasks) as Array<[keyof HousekeepingCounts, (limit: number) => Promise<number>]>) {
-      if (stopped) break;
+      if (rest.stopped) break;
       try {
         result[key] = await drain(task);
       } catch (err) {
@@ -109,19 +108,11 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     return run;
   }
 
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      if (stopped) return resolve();
-      wake = resolve;
-      timer = setTimeout(resolve, ms);
-    }).finally(() => {
-      clearTimeout(timer);
-      wake = undefined;
-    });
+  const pause = (ms: number) => rest.sleep(ms);
 
   async function loop(): Promise<void> {
     await pause(firstRunAfterMs);
-    while (!stopped) {
+    while (!rest.stopped) {
       await runOnce();
       await pause(intervalMs);
     }
@@ -133,8 +124,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     name: 'housekeeping',
     runOnce,
     async stop() {
-      stopped = true;
-      wake?.();
+      rest.stop();
       await running;
       await chain;
     },

@@ -12,6 +12,7 @@ import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { sessionsActive } from '../observability/metrics.ts';
 import { makeSessionLifecycle } from '../services/session-lifecycle.service.ts';
+import { makeStoppableSleep } from './stoppable-sleep.ts';
 
 export type SweeperOptions = {
   db: Database;
@@ -40,9 +41,7 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
   const log = (opts.logger ?? silentLogger).child({ component: 'session-sweeper' });
   const lifecycle = makeSessionLifecycle({ db: opts.db, now: opts.now });
 
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let wake: (() => void) | undefined;
+  const rest = makeStoppableSleep();
   // Passes of this sweeper run one at a time (sweepNow from a test and the loop share it).
   let chain: Promise<unknown> = Promise.resolve();
   let lastGaugeAt = 0;
@@ -54,7 +53,7 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
         const ended = await lifecycle.endDue(batchSize);
         total += ended.length;
         if (ended.length > 0) log.info({ ended: ended.length }, 'sessions ended by inactivity');
-        if (ended.length < batchSize || stopped) return total;
+        if (ended.length < batchSize || rest.stopped) return total;
       }
     });
     chain = run.catch(() => {});
@@ -68,19 +67,11 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
     sessionsActive.set(await countActiveSessions(opts.db));
   }
 
-  const pause = (ms: number) =>
-    new Promise<void>((resolve) => {
-      if (stopped) return resolve();
-      wake = resolve;
-      timer = setTimeout(resolve, ms);
-    }).finally(() => {
-      clearTimeout(timer);
-      wake = undefined;
-    });
+  const pause = (ms: number) => rest.sleep(ms);
 
   async function loop(): Promise<void> {
     let failures = 0;
-    while (!stopped) {
+    while (!rest.stopped) {
       try {
         await sweepNow();
         await refreshGauge();
@@ -102,8 +93,7 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
     name: 'session-sweeper',
     sweepNow,
     async stop() {
-      stopped = true;
-      wake?.();
+      rest.stop();
       await running;
       await chain;
     },
