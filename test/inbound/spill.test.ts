@@ -32,6 +32,19 @@ async function expectAllStored(t: Inbound, ch: Channel, ids: string[]) {
   expect(s).toEqual([{ message_count: ids.length }]);
 }
 
+/** A view of the database whose plain queries fail while switched off. */
+function switchableDb() {
+  let off = false;
+  return {
+    set: (v: boolean) => void (off = v),
+    wrap(db: Database): Database {
+      const w = Object.create(db) as Database;
+      w.query = (sql, params) => (off ? Promise.reject(new Error('database is down (test)')) : db.query(sql, params));
+      return w;
+    },
+  };
+}
+
 describe('broker down while webhooks arrive', () => {
   it('spills when the broker refuses, and delivers every spilled webhook when it is back', async () => {
     const t = await startInbound();
@@ -55,19 +68,14 @@ describe('broker down while webhooks arrive', () => {
   });
 
   it('answers 503 only when the database refuses the spill too', async () => {
-    let dbDown = false;
-    const wrapDb = (db: Database): Database => {
-      const w = Object.create(db) as Database;
-      w.query = (sql, params) => (dbDown ? Promise.reject(new Error('database is down (test)')) : db.query(sql, params));
-      return w;
-    };
-    const t = await startInbound({ wrapDb });
+    const down = switchableDb();
+    const t = await startInbound({ wrapDb: down.wrap });
     const ch = await t.createChannel();
     expect((await t.post(ch, wahaText('5511933330002', 'antes', { id: 'BOTH0' }))).status).toBe(200); // caches the channel
     t.broker.mode = 'failing';
-    dbDown = true;
+    down.set(true);
     const r = await t.post(ch, wahaText('5511933330002', 'durante', { id: 'BOTH1' }));
-    dbDown = false;
+    down.set(false);
     t.broker.mode = 'up';
     expect(r.status).toBe(503);
     expect(r.json.code).toBe('unavailable');
@@ -77,17 +85,12 @@ describe('broker down while webhooks arrive', () => {
   });
 
   it('answers 503, not 500, when the database cannot say which channel a webhook is for', async () => {
-    let dbDown = false;
-    const wrapDb = (db: Database): Database => {
-      const w = Object.create(db) as Database;
-      w.query = (sql, params) => (dbDown ? Promise.reject(new Error('database is down (test)')) : db.query(sql, params));
-      return w;
-    };
-    const t = await startInbound({ wrapDb });
+    const down = switchableDb();
+    const t = await startInbound({ wrapDb: down.wrap });
     const ch = await t.createChannel(); // never looked up, so not cached
-    dbDown = true;
+    down.set(true);
     const r = await t.post(ch, wahaText('5511933330003', 'sem banco', { id: 'NODB1' }));
-    dbDown = false;
+    down.set(false);
     expect(r.status).toBe(503);
     expect(r.json.code).toBe('unavailable');
     expect((await t.post(ch, wahaText('5511933330003', 'com banco', { id: 'NODB2' }))).status).toBe(200);
