@@ -67,6 +67,24 @@ export type NewDelivery = {
  * returned are new and need sending.
  */
 export async function insertDeliveries(tx: Queryable, projectId: string, rows: readonly NewDelivery[]): Promise<Array<{ id: string; subscriptionId: string }>> {
+  return insertRows(tx, projectId, rows);
+}
+
+/**
+ * The fan-out's write in one statement: records the events as processed by `consumer` and
+ * creates the deliveries of those that were not processed before (a redelivered event creates
+ * nothing). Returns the deliveries created.
+ */
+export async function insertDeliveriesOnce(
+  tx: Queryable,
+  projectId: string,
+  consumer: string,
+  rows: readonly NewDelivery[],
+): Promise<Array<{ id: string; subscriptionId: string }>> {
+  return insertRows(tx, projectId, rows, consumer);
+}
+
+async function insertRows(tx: Queryable, projectId: string, rows: readonly NewDelivery[], onceFor?: string): Promise<Array<{ id: string; subscriptionId: string }>> {
   if (rows.length === 0) return [];
   // An event's body is the same for each of its subscriptions: send it once and index into it
   // (array parameters are escaped character by character, and bodies are the bulk of the bytes).
@@ -77,14 +95,24 @@ export async function insertDeliveries(tx: Queryable, projectId: string, rows: r
     if (i === undefined) index.set(x.body, (i = bodies.push(x.body)));
     return i;
   });
+  const params: unknown[] = [projectId, rows.map((x) => x.id), rows.map((x) => x.subscriptionId), rows.map((x) => x.eventId), rows.map((x) => x.eventType), bodyIdx, bodies];
+  let fresh = '';
+  if (onceFor !== undefined) {
+    params.push(onceFor, [...new Set(rows.map((x) => x.eventId))]);
+    fresh = `WITH fresh AS (
+       INSERT INTO processed_events (consumer, event_id) SELECT $8, unnest($9::uuid[])
+       ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id
+     ) `;
+  }
   const r = await tx.query<{ id: string; subscription_id: string }>(
-    `INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, next_attempt_at, enqueued_at)
+    `${fresh}INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, next_attempt_at, enqueued_at)
      SELECT t.id, $1::uuid, t.sub, t.event_id, t.event_type, ($7::text[])[t.body_idx], 'pending', now(), now()
      FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int[]) AS t(id, sub, event_id, event_type, body_idx)
      JOIN webhook_subscriptions s ON s.id = t.sub AND s.project_id = $1::uuid AND s.active
+     ${onceFor !== undefined ? 'WHERE t.event_id IN (SELECT event_id FROM fresh)' : ''}
      ON CONFLICT (subscription_id, event_id) DO NOTHING
      RETURNING id, subscription_id`,
-    [projectId, rows.map((x) => x.id), rows.map((x) => x.subscriptionId), rows.map((x) => x.eventId), rows.map((x) => x.eventType), bodyIdx, bodies],
+    params,
   );
   return r.rows.map((x) => ({ id: x.id, subscriptionId: x.subscription_id }));
 }

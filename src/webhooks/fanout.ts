@@ -14,7 +14,7 @@
 import type { Broker, Delivery, Handler } from '../broker/broker.ts';
 import type { Database } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
-import { clearEnqueued, insertDeliveries, type NewDelivery } from '../db/webhook-deliveries.sql.ts';
+import { clearEnqueued, insertDeliveriesOnce, type NewDelivery } from '../db/webhook-deliveries.sql.ts';
 import { activeSubscriptions } from '../db/webhook-subscriptions.sql.ts';
 import { matchesEventFilter } from '../domain/event-filter.ts';
 import type { EventEnvelope } from '../domain/events.ts';
@@ -73,26 +73,21 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
     const subs = await subscriptionsOf(projectId);
     const wanted = events.filter((e) => subs.some((s) => matchesEventFilter(s.events, e.type)));
     if (wanted.length === 0) return events.map(() => undefined);
-    const created = await withTransaction(
+    const rows: NewDelivery[] = [];
+    const seen = new Set<string>();
+    for (const e of wanted) {
+      if (seen.has(e.id)) continue; // the same event twice in this batch
+      seen.add(e.id);
+      const body = buildWebhookBody(e);
+      for (const s of subs) {
+        if (matchesEventFilter(s.events, e.type)) rows.push({ id: uuidv7(), subscriptionId: s.id, eventId: e.id, eventType: e.type, body });
+      }
+    }
+    // One statement: the events are recorded as processed, and only those seen for the first
+    // time get deliveries.
+    const created: OutboundItem[] = await withTransaction(
       db,
-      async (tx) => {
-        const fresh = await tx.query<{ event_id: string }>(
-          `INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[])
-           ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id`,
-          [FANOUT_CONSUMER, [...new Set(wanted.map((e) => e.id))]],
-        );
-        const isFresh = new Set(fresh.rows.map((r) => r.event_id));
-        const rows: NewDelivery[] = [];
-        for (const e of wanted) {
-          if (!isFresh.delete(e.id)) continue; // seen before (or twice in this batch)
-          const body = buildWebhookBody(e);
-          for (const s of subs) {
-            if (matchesEventFilter(s.events, e.type)) rows.push({ id: uuidv7(), subscriptionId: s.id, eventId: e.id, eventType: e.type, body });
-          }
-        }
-        const out: OutboundItem[] = (await insertDeliveries(tx, projectId, rows)).map((r) => ({ ...r, projectId }));
-        return out;
-      },
+      async (tx) => (await insertDeliveriesOnce(tx, projectId, FANOUT_CONSUMER, rows)).map((r) => ({ ...r, projectId })),
       { projectId },
     );
     if (created.length > 0) {

@@ -3,6 +3,10 @@
 import { createHmac } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Webhook } from 'standardwebhooks';
+import { PROJECT_HEADER } from '../../src/broker/broker.ts';
+import { consumerMessagesTotal } from '../../src/observability/metrics.ts';
+import { eventMessageBody } from '../../src/outbox/idempotent.ts';
+import { FANOUT_CONSUMER } from '../../src/webhooks/fanout.ts';
 import { waitFor } from '../support/env.ts';
 import { startReceiver, type Received } from './receiver.ts';
 import { api, deliveriesOf, emit, makeTenant, schedulerPass, startWorld, subscribe, waitForDeliveries, type TestTenant, type World } from './webhook-harness.ts';
@@ -136,6 +140,21 @@ describe('webhook delivery', () => {
     const seenByA = new Set(rxA.requests.map((r) => r.headers['webhook-id']));
     for (const e of events) expect(seenByA.has(e.id)).toBe(true);
     expect(seenByA.has(mine.id)).toBe(false);
+  });
+
+  it('creates nothing more when the fan-out receives an event it has already fanned out', async () => {
+    const rx = await startReceiver();
+    const s = await subscribe(w, a, { url: rx.url });
+    const [event] = await emit(w, a.projectId);
+    await waitForDeliveries(w, s.id, 1, 'succeeded');
+    // The broker hands the fan-out the same event again (a redelivery after a lost ack).
+    const fanned = async () => (await consumerMessagesTotal.get()).values.find((v) => v.labels.consumer === FANOUT_CONSUMER && v.labels.result === 'ok')?.value ?? 0;
+    const before = await fanned();
+    await w.broker.publish(event.type, [{ messageId: event.id, body: eventMessageBody(event), headers: { [PROJECT_HEADER]: a.projectId } }]);
+    await waitFor(async () => (await fanned()) > before, 'the fan-out to handle the copy');
+    await schedulerPass(w);
+    expect(await deliveriesOf(w, s.id)).toHaveLength(1);
+    expect(rx.requests).toHaveLength(1);
   });
 
   it('spaces requests to a rate-limited endpoint without spending attempts', async () => {
