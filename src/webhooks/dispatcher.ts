@@ -213,13 +213,21 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       }
       now = Date.now();
       if (sendAt > now) await new Promise((r) => setTimeout(r, sendAt - now));
-      const report = await sendAttempt(claim, {
-        secretKey: opts.secretKey,
-        scheduleMs: config.webhookRetryScheduleMs,
-        defaultTimeoutMs: config.webhookTimeoutMs,
-        agent,
-        random,
-      });
+      let report: AttemptReport;
+      try {
+        report = await sendAttempt(claim, {
+          secretKey: opts.secretKey,
+          scheduleMs: config.webhookRetryScheduleMs,
+          defaultTimeoutMs: config.webhookTimeoutMs,
+          agent,
+          random,
+        });
+      } finally {
+        // The cap is on requests the endpoint has in flight: recording the outcome is our
+        // database's work, and holding the slot through it would cap a fast endpoint at
+        // slots ÷ (request + recording time).
+        inflight.release();
+      }
       await settle(claim, report);
     } finally {
       inflight.release();
