@@ -81,6 +81,7 @@ export function eventAd(ad: Record<string, unknown>): EventAd {
   };
 }
 
+/** The catalogue payload of contact.created / contact.updated, whichever path changed the contact. */
 export function contactData(c: ContactRecord): ContactData {
   return {
     contact_id: c.id,

@@ -9,7 +9,8 @@ import { listMessages, type MessageRecord } from '../db/messages-read.sql.ts';
 import { listSessions, type SessionRecord } from '../db/sessions-read.sql.ts';
 import { listTimeline, type TimelineEntry } from '../db/timeline-read.sql.ts';
 import type { Page } from '../db/keyset.ts';
-import { newEvent, type AdAttribution, type ContactData } from '../domain/events.ts';
+import { newEvent } from '../domain/events.ts';
+import { contactData } from '../inbound/payloads.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
@@ -153,21 +154,6 @@ export function makeContactsService(deps: { db: Database }) {
         return listTimeline(tx, { projectId, contactId, ...query });
       });
     },
-  };
-}
-
-/** The catalogue payload of contact.created / contact.updated. */
-export function contactData(c: ContactRecord): ContactData {
-  return {
-    contact_id: c.id,
-    name: c.name,
-    phone: c.phone,
-    email: c.email,
-    wa_id: c.waId,
-    tags: c.tags,
-    custom_fields: c.customFields,
-    source: c.source,
-    ad_attribution: c.adAttribution as AdAttribution | null,
   };
 }
 

@@ -30,7 +30,7 @@ import { wahaMessageKey } from '../inbound/waha/waha-jid.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { sessionsActive } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
-import { contactData } from './contacts.service.ts';
+import { contactData } from '../inbound/payloads.ts';
 import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
 
 export type QueueMessageInput = {

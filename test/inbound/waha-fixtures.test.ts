@@ -128,6 +128,17 @@ describe('WAHA fixtures through the ingress', () => {
     for (const c of contacts) expect(await eventTypes(t.db, c.id), c.phone).toEqual(c.ad_attribution ? ['contact.created', 'tracking.ad_click'] : ['contact.created']);
   });
 
+  it('describes the ad in the same catalogue shape whether the inbound path or the API changed the contact', async () => {
+    const ad = (await t.db.query(`SELECT id FROM contacts WHERE project_id = $1 AND phone = '+5511900000003'`, [t.projectId])).rows[0];
+    expect((await t.api('PATCH', `/contacts/${ad.id}`, { tags: ['from-ad'] })).status).toBe(200);
+    const data = async (type: string) =>
+      (await t.db.query(`SELECT data FROM outbox WHERE aggregate_id = $1 AND type = $2`, [ad.id, type])).rows[0].data.ad_attribution;
+    const created = await data('contact.created');
+    expect(created).toMatchObject({ source_id: '120200000000000001', ctwa_clid: 'FAKE-CTWA-CLID-0001' });
+    expect(Object.keys(created)).toContain('image_url');
+    expect(await data('contact.updated')).toEqual(created);
+  });
+
   it('counts each conversation on one session: contact vs agent messages and the first response', async () => {
     const sessions = (await t.db.query(
       `SELECT s.*, c.phone FROM sessions s JOIN contacts c ON c.id = s.contact_id WHERE s.channel_id = $1`, [ch.id])).rows;
