@@ -2,6 +2,7 @@
 // send a message, look a media id up. Every call carries the channel's access token as a bearer
 // token, has a deadline, and does not follow redirects (the token must never follow one).
 import { classifyFailure, filenameOf, type OutboundContent, type ProviderSender, type Recipient, type SendingChannel, type SendOutcome } from './sender.ts';
+import { providerRequest, type ProviderAnswer } from './provider-http.ts';
 
 export const DEFAULT_GRAPH_BASE_URL = 'https://graph.facebook.com';
 export const DEFAULT_GRAPH_VERSION = 'v21.0';
@@ -9,7 +10,7 @@ export const DEFAULT_GRAPH_TIMEOUT_MS = 15_000;
 
 export type CloudConnection = { baseUrl: string; version: string; phoneNumberId: string; accessToken: string; timeoutMs?: number };
 
-export type GraphAnswer = { status: number; json: unknown; text: string; retryAfter: string | null };
+export type GraphAnswer = ProviderAnswer;
 
 /** Meta's error object, as far as we use it: `{error: {message, type, code, error_data: {details}, error_user_title?, error_user_msg?}}`. */
 export type GraphError = { code: number | null; subcode: number | null; title: string | null; message: string | null; details: string | null };
@@ -43,26 +44,13 @@ export function cloudConnectionOf(channel: Pick<SendingChannel, 'config' | 'secr
 }
 
 /** One Graph API request. Throws only when no answer came (refused, reset, timed out). */
-export async function graphRequest(conn: CloudConnection, method: 'GET' | 'POST', path: string, body?: unknown): Promise<GraphAnswer> {
-  const res = await fetch(`${conn.baseUrl}/${conn.version}${path}`, {
+export function graphRequest(conn: CloudConnection, method: 'GET' | 'POST', path: string, body?: unknown): Promise<GraphAnswer> {
+  return providerRequest(`${conn.baseUrl}/${conn.version}${path}`, {
     method,
-    headers: {
-      accept: 'application/json',
-      authorization: `Bearer ${conn.accessToken}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    redirect: 'manual',
-    signal: AbortSignal.timeout(conn.timeoutMs ?? DEFAULT_GRAPH_TIMEOUT_MS),
+    headers: { authorization: `Bearer ${conn.accessToken}` },
+    body,
+    timeoutMs: conn.timeoutMs ?? DEFAULT_GRAPH_TIMEOUT_MS,
   });
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, json, text, retryAfter: res.headers.get('retry-after') };
 }
 
 /** The Cloud API body for one message to `to` (digits only, no '+'). */

@@ -2,12 +2,13 @@
 // state. Every call carries the channel's API key in X-Api-Key, has a deadline, and does not follow
 // redirects (a WAHA URL that redirects is misconfigured, and credentials must not follow it).
 import { classifyFailure, filenameOf, mimetypeOf, type OutboundContent, type ProviderSender, type Recipient, type SendingChannel, type SendOutcome } from './sender.ts';
+import { providerRequest, type ProviderAnswer } from './provider-http.ts';
 
 export type WahaConnection = { baseUrl: string; session: string; apiKey: string; timeoutMs?: number };
 
 export const DEFAULT_WAHA_TIMEOUT_MS = 15_000;
 
-export type WahaAnswer = { status: number; json: unknown; text: string; retryAfter: string | null };
+export type WahaAnswer = ProviderAnswer;
 
 /** The connection settings of a WAHA channel (config + opened secrets). */
 export function wahaConnectionOf(channel: Pick<SendingChannel, 'config' | 'secrets'>, timeoutMs?: number): WahaConnection {
@@ -20,22 +21,13 @@ export function wahaConnectionOf(channel: Pick<SendingChannel, 'config' | 'secre
 }
 
 /** One request to WAHA. Throws only when no answer came (refused, reset, timed out). */
-export async function wahaRequest(conn: WahaConnection, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<WahaAnswer> {
-  const res = await fetch(`${conn.baseUrl}${path}`, {
+export function wahaRequest(conn: WahaConnection, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<WahaAnswer> {
+  return providerRequest(`${conn.baseUrl}${path}`, {
     method,
-    headers: { accept: 'application/json', 'x-api-key': conn.apiKey, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    redirect: 'manual',
-    signal: AbortSignal.timeout(conn.timeoutMs ?? DEFAULT_WAHA_TIMEOUT_MS),
+    headers: { 'x-api-key': conn.apiKey },
+    body,
+    timeoutMs: conn.timeoutMs ?? DEFAULT_WAHA_TIMEOUT_MS,
   });
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, json, text, retryAfter: res.headers.get('retry-after') };
 }
 
 /** The WhatsApp chat id of a recipient: `<digits>@c.us` for a phone, the LID itself otherwise. */
