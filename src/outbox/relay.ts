@@ -191,20 +191,16 @@ export function startRelay(opts: RelayOptions): Relay {
   const local = mode === 'in-process' ? inProcessClaims(db) : undefined;
 
   /**
-   * One claim → publish → mark. Resolves once the batch is claimed and sent: `n` is its size and
-   * `done` settles when it is confirmed, marked and committed (with the rows published), or
-   * rejects when it is not. Only locked mode returns before `done`; the others finish first.
+   * One claim → publish → mark. Resolves with the batch's size `n` once it is sent (locked mode,
+   * so the next batch can be claimed meanwhile) or finished (the other modes); `done` settles
+   * when it is confirmed, marked and committed (with the rows published), or rejects when not.
    */
   async function startBatch(): Promise<{ n: number; done: Promise<number> }> {
-    if (mode !== 'locked') {
-      const n = await relayBatch();
-      return { n, done: Promise.resolve(n) };
-    }
     let claimed: number[] = [];
     let sent!: (n: number) => void;
     const sending = new Promise<number>((resolve) => (sent = resolve));
-    const done = withTransaction(db, async (tx) => {
-      const rows = await claimUnpublished(tx, batchSize);
+    const publishClaimed = async (q: Queryable, tx: Queryable | undefined) => {
+      const rows = local ? await local.claim(batchSize) : await claimUnpublished(q, batchSize);
       if (rows.length === 0) {
         sent(0);
         return [];
@@ -213,42 +209,23 @@ export function startRelay(opts: RelayOptions): Relay {
       const confirmed = publish(tx, rows); // on the wire now (see publish)
       sent(rows.length);
       await confirmed;
-      return markPublished(tx, claimed);
-    }).then(
-      (lags) => {
-        for (const s of lags) outboxPublishLag.observe(s);
-        return lags.length;
-      },
-      async (err: unknown) => {
-        if (claimed.length > 0) await markPublishFailed(db, claimed, errorText(err)).catch(() => {});
-        throw err;
-      },
-    );
-    // Either the batch is sent, or it failed (or was empty) before it could be.
-    const n = await Promise.race([sending, done]);
-    return { n, done };
-  }
-
-  /** One claim → publish → mark, start to finish. Returns the rows published. */
-  async function relayBatch(): Promise<number> {
-    let claimed: number[] = [];
-    const publishClaimed = async (q: Queryable, tx: Queryable | undefined) => {
-      const rows = local ? await local.claim(batchSize) : await claimUnpublished(q, batchSize);
-      if (rows.length === 0) return [];
-      claimed = rows.map((r) => r.seq);
-      await publish(tx, rows);
       return markPublished(q, claimed);
     };
-    try {
-      const lags = local ? await publishClaimed(db, undefined) : await withTransaction(db, (tx) => publishClaimed(tx, tx));
-      for (const s of lags) outboxPublishLag.observe(s);
-      return lags.length;
-    } catch (err) {
-      if (claimed.length > 0) await markPublishFailed(db, claimed, errorText(err)).catch(() => {});
-      throw err;
-    } finally {
-      local?.release(claimed);
-    }
+    const done = (local ? publishClaimed(db, undefined) : withTransaction(db, (tx) => publishClaimed(tx, tx)))
+      .then(
+        (lags) => {
+          for (const s of lags) outboxPublishLag.observe(s);
+          return lags.length;
+        },
+        async (err: unknown) => {
+          if (claimed.length > 0) await markPublishFailed(db, claimed, errorText(err)).catch(() => {});
+          throw err;
+        },
+      )
+      .finally(() => local?.release(claimed));
+    // Locked mode returns once the batch is sent, or failed (or was empty) before it could be.
+    const n = mode === 'locked' ? await Promise.race([sending, done]) : await done;
+    return { n, done };
   }
 
   let lastPendingAt = 0;
