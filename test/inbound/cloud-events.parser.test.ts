@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { type InboundStatus, ParseError, isForward } from '../../src/domain/inbound.ts';
-import { cloudPhoneNumberIds, parseCloudWebhook } from '../../src/inbound/whatsapp-cloud/cloud.parser.ts';
+import { parseCloudWebhook } from '../../src/inbound/whatsapp-cloud/cloud.parser.ts';
 
 const DIR = new URL('../fixtures/whatsapp-cloud/', import.meta.url);
 const load = (name: string): any => JSON.parse(readFileSync(new URL(`${name}.json`, DIR), 'utf8'));
@@ -98,20 +98,6 @@ describe("changes addressed to another business number than the channel's", () =
     expect(parseCloudWebhook(body, channel)).toEqual([expect.objectContaining({ kind: 'message' })]);
     expect(parseCloudWebhook(load('other-phone-number')).map((e) => e.kind)).toEqual(['message', 'message']);
   });
-});
-
-describe('cloudPhoneNumberIds', () => {
-  it('lists each business phone number id once', () => {
-    expect(cloudPhoneNumberIds(load('text'))).toEqual(['200000000000001']);
-    expect(cloudPhoneNumberIds(load('multi-entry'))).toEqual(['200000000000001', '200000000000002']);
-  });
-
-  it.each<[string, unknown]>([['null', null], ['an array', []], ['a string', 'x'], ['no entry', {}], ['garbage entries', { entry: [1, null, { changes: 'x' }] }]])(
-    'is empty, not an error, for %s',
-    (_l, body) => {
-      expect(cloudPhoneNumberIds(body)).toEqual([]);
-    },
-  );
 });
 
 describe('malformed Cloud bodies throw ParseError and nothing else', () => {

@@ -2,7 +2,7 @@
 // entries, each with several changes, each with several messages and statuses: every one of them
 // becomes an event, in the order Meta listed them (which is not delivery order: see isForward).
 import {
-  type ContactRef, type InboundEvent, type Json, type MessageStatus, ParseError, compact, isRecord,
+  type ContactRef, type InboundEvent, type Json, type MessageStatus, ParseError, compact,
   loose, needRecord, needString, optArray, optRecord, optString,
 } from '../../domain/inbound.ts';
 import { normalizePhone } from '../../domain/phone.ts';
@@ -110,21 +110,4 @@ function parseStatus(raw: unknown, path: string): InboundEvent {
     error: errors.length ? readCloudError(errors[0]) : undefined,
     recipient,
   });
-}
-
-/**
- * The business phone number ids a body is addressed to, for routing and for checking it reached the
- * right channel. Lenient on purpose: it runs before parsing and must not fail on a bad body.
- */
-export function cloudPhoneNumberIds(body: unknown): string[] {
-  const ids = new Set<string>();
-  const entries = isRecord(body) && Array.isArray(body.entry) ? body.entry : [];
-  for (const entry of entries) {
-    const changes = isRecord(entry) && Array.isArray(entry.changes) ? entry.changes : [];
-    for (const change of changes) {
-      const id = loose.str(loose.rec(loose.rec(change, 'value'), 'metadata'), 'phone_number_id');
-      if (id) ids.add(id);
-    }
-  }
-  return [...ids];
 }
