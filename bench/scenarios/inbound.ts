@@ -1,7 +1,8 @@
 // Scenario "inbound": the whole inbound path.
 //   1. end-to-end: WAHA webhooks posted at a steady rate (open loop, distinct messages from a pool
 //      of contacts) through the ingress; for each message, the time from the request being sent to
-//      the COMMIT of its transaction (a hook on the processor's service records it);
+//      the COMMIT of its transaction (a hook on the processor's service records it). The first
+//      `--warmup` seconds run at the same rate and are not counted (connections, compiled code);
 //   2. sustained processing: N raw webhooks waiting in the queue, then P processor instances, each
 //      with its own database pool and broker connection, drain it; messages/s until all are stored.
 import { performance } from 'node:perf_hooks';
@@ -41,7 +42,7 @@ function startProcessor(db: Database, broker: Broker, service?: InboundService) 
   return startInboundProcessor({ db, broker, logger: silentLogger, channels, ...(service ? { service } : {}) });
 }
 
-async function endToEnd(v: BenchVentros, db: Database, c: { rate: number; durationS: number; contacts: number }) {
+async function endToEnd(v: BenchVentros, db: Database, c: { rate: number; durationS: number; warmupS: number; contacts: number }) {
   // The processor's service, wrapped to note when each message's transaction committed.
   const committedAt = new Map<string, number>();
   const real = makeInboundService({ db });
@@ -55,8 +56,8 @@ async function endToEnd(v: BenchVentros, db: Database, c: { rate: number; durati
   };
   const processor = await startProcessor(db, v.broker, service);
   try {
-    const load = await runLoadInWorker({ url: v.webhookUrl, mode: 'open', rate: c.rate, durationS: c.durationS, contacts: c.contacts });
-    await untilStored(db, v.channelId, load.count, 60_000);
+    const load = await runLoadInWorker({ url: v.webhookUrl, mode: 'open', rate: c.rate, durationS: c.durationS, warmupS: c.warmupS, contacts: c.contacts });
+    await untilStored(db, v.channelId, load.acceptedAll, 60_000);
     const e2e = load.sentAt.map(([key, sent]) => (committedAt.get(key) ?? NaN) - sent).filter(Number.isFinite).sort((a, b) => a - b);
     return {
       accepted: load.count,
@@ -105,13 +106,14 @@ export const inboundScenario: Scenario = {
     const c = {
       rate: o.number('rate', 500),
       durationS: o.number('duration', 20),
+      warmupS: o.number('warmup', 3),
       contacts: o.number('contacts', 2000),
       drainN: o.number('drain', 30_000),
       processors: o.number('processors', 2),
     };
     const v = await startBenchVentros(env, 'api');
     try {
-      console.log(`inbound: end-to-end at ${c.rate} webhooks/s for ${c.durationS} s…`);
+      console.log(`inbound: end-to-end at ${c.rate} webhooks/s for ${c.warmupS} s not counted, then ${c.durationS} s…`);
       const e2e = await endToEnd(v, v.running.db, c);
       console.log(`inbound: ${c.processors} processors draining ${c.drainN} queued webhooks…`);
       const drain = await sustained(v, c);

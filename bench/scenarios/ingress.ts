@@ -1,7 +1,9 @@
 // Scenario "ingress": the WAHA webhook ingress measured beside a bare Fastify handler that reads the
 // same body and answers 200, in one run, with the same client (a worker thread):
 //   1. maximum throughput of each (closed loop, N connections), and their ratio;
-//   2. the ingress's latency at a fixed rate (open loop), p99 included;
+//   2. the ingress's latency at a fixed rate (open loop), p99 included; like the closed runs it
+//      starts with `--warmup` seconds at the same rate that are not counted: the load worker is a
+//      fresh thread whose connections and compiled code would otherwise be measured;
 //   3. the floor under it: the broker's own confirm latency for the same sends at the same rate,
 //      without HTTP — the ingress waits for that confirm before it answers.
 // Ventros runs with role `api`: the ingress publishes to the raw queue with confirms (or spills),
@@ -70,12 +72,12 @@ export const ingressScenario: Scenario = {
       const b = await runLoadInWorker({ url: bare.url, mode: 'closed', concurrency: c.concurrency, durationS: c.durationS, warmupS: c.warmupS, fixedBody: BODY });
       console.log(`ingress: ingress, ${c.concurrency} connections for ${c.durationS} s…`);
       const i = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'closed', concurrency: c.concurrency, durationS: c.durationS, warmupS: c.warmupS, fixedBody: BODY });
-      console.log(`ingress: ingress at ${c.rate}/s for ${c.rateDurationS} s…`);
+      console.log(`ingress: ingress at ${c.rate}/s for ${c.warmupS} s not counted, then ${c.rateDurationS} s…`);
       // The server's event-loop delay during the fixed-rate phase: how much of the latency is the
       // process being busy (CPU, GC) rather than waiting for the broker.
       const loopDelay = monitorEventLoopDelay({ resolution: 5 });
       loopDelay.enable();
-      const l = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'open', rate: c.rate, durationS: c.rateDurationS, concurrency: 512, fixedBody: BODY });
+      const l = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'open', rate: c.rate, durationS: c.rateDurationS, warmupS: c.warmupS, concurrency: 512, fixedBody: BODY });
       loopDelay.disable();
 
       console.log(`ingress: broker confirms alone at ${c.rate}/s for ${c.floorDurationS} s…`);

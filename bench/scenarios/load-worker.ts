@@ -27,8 +27,11 @@ export type LoadReport = {
   measuredS: number;
   /** Latencies (ms) of the measured requests, ascending. */
   latencies: number[];
-  /** Generated messages: bare message id → epoch ms the request was sent (open mode). */
+  /** Generated messages: bare message id → epoch ms the request was sent (open mode, measured
+   * requests only). */
   sentAt: Array<[string, number]>;
+  /** Every request answered 200, warm-up included: what the server took in. */
+  acceptedAll: number;
 };
 
 const epoch = () => performance.timeOrigin + performance.now();
@@ -43,6 +46,7 @@ async function closed(job: LoadJob): Promise<LoadReport> {
   const end = measureFrom + job.durationS * 1000;
   const latencies: number[] = [];
   let failed = 0;
+  let acceptedAll = 0;
   await Promise.all(
     Array.from({ length: c }, async () => {
       while (performance.now() < end) {
@@ -56,6 +60,7 @@ async function closed(job: LoadJob): Promise<LoadReport> {
           ok = false;
         }
         const done = performance.now();
+        if (ok) acceptedAll++;
         if (sent >= measureFrom && done <= end) {
           if (ok) latencies.push(done - sent);
           else failed++;
@@ -65,7 +70,7 @@ async function closed(job: LoadJob): Promise<LoadReport> {
   );
   await agent.close();
   latencies.sort((a, b) => a - b);
-  return { count: latencies.length, failed, measuredS: job.durationS, latencies, sentAt: [] };
+  return { count: latencies.length, failed, measuredS: job.durationS, latencies, sentAt: [], acceptedAll };
 }
 
 async function open(job: LoadJob): Promise<LoadReport> {
@@ -76,6 +81,7 @@ async function open(job: LoadJob): Promise<LoadReport> {
     url: job.url,
     rate: job.rate ?? 100,
     durationS: job.durationS,
+    warmupS: job.warmupS ?? 0,
     maxInflight: job.concurrency ?? 512,
     body: (i) => {
       if (job.fixedBody) return job.fixedBody;
@@ -87,7 +93,7 @@ async function open(job: LoadJob): Promise<LoadReport> {
       if (status === 200 && keys[i]) sentAt.push([keys[i], performance.timeOrigin + sent]);
     },
   });
-  return { count: r.accepted, failed: r.failed, measuredS: r.elapsedS, latencies: r.latencies, sentAt };
+  return { count: r.accepted, failed: r.failed, measuredS: r.elapsedS, latencies: r.latencies, sentAt, acceptedAll: r.accepted + r.warmupAccepted };
 }
 
 if (parentPort && workerData?.job) {

@@ -18,13 +18,18 @@ export type LoadOptions = {
   headers?: Record<string, string>;
   /** Requests in flight at most; a request due beyond it waits for a free slot. */
   maxInflight?: number;
-  /** Called with each request's outcome (status 0: network error); sentAt is performance.now(). */
+  /** Seconds of the same load sent first and not counted (connections opened, code compiled);
+   * default 0. Its requests get no onResponse and no place in the result. */
+  warmupS?: number;
+  /** Called with each counted request's outcome (status 0: network error); sentAt is performance.now(). */
   onResponse?: (status: number, latencyMs: number, sentAt: number, body: string, i: number) => void;
 };
 
 export type LoadResult = {
   sent: number;
   accepted: number;
+  /** Warm-up requests answered 2xx (not in the other figures). */
+  warmupAccepted: number;
   failed: number;
   byStatus: Record<string, number>;
   elapsedS: number;
@@ -40,10 +45,12 @@ export function percentileOf(sorted: readonly number[], p: number): number {
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const maxInflight = o.maxInflight ?? 256;
   const agent = new Agent({ connections: Math.min(maxInflight, 128), pipelining: 1, keepAliveTimeout: 30_000 });
-  const total = Math.max(1, Math.round(o.rate * o.durationS));
+  const warmupN = Math.round(o.rate * (o.warmupS ?? 0));
+  const total = warmupN + Math.max(1, Math.round(o.rate * o.durationS));
   const latencies: number[] = [];
   const byStatus: Record<string, number> = {};
   let accepted = 0;
+  let warmupAccepted = 0;
   let inflight = 0;
   let freed: (() => void) | undefined;
 
@@ -60,6 +67,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       text = (err as Error).message;
     }
     const ms = performance.now() - sentAt;
+    if (i < warmupN) {
+      if (status >= 200 && status < 300) warmupAccepted++;
+      return;
+    }
     latencies.push(ms);
     byStatus[status] = (byStatus[status] ?? 0) + 1;
     if (status >= 200 && status < 300) accepted++;
@@ -83,10 +94,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     pending.add(p);
   }
   await Promise.all(pending);
-  const elapsedS = (performance.now() - start) / 1000;
+  const elapsedS = (performance.now() - start) / 1000 - warmupN / o.rate;
   await agent.close();
   latencies.sort((a, b) => a - b);
-  return { sent: total, accepted, failed: total - accepted, byStatus, elapsedS, latencies };
+  return { sent: total - warmupN, accepted, warmupAccepted, failed: total - warmupN - accepted, byStatus, elapsedS, latencies };
 }
 
 const USAGE = `usage: ventros simulate waha --channel <id> [--rate <n/s>] [--duration <s>] [--url <base>]
