@@ -28,7 +28,7 @@ import type { Logger } from '../observability/logger.ts';
 import { webhookAttemptDuration, webhookCircuitOpen, webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { makeCircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.ts';
-import { endpointCaps, makeEndpointLimits, type Slot } from './endpoint-limits.ts';
+import { endpointCaps, makeEndpointLimits, makeSlots, type Slot } from './endpoint-limits.ts';
 import { makeHealthRecorder } from './health-recorder.ts';
 import { SUBSCRIPTION_HEADER } from './outbound-queue.ts';
 import { closeAgent, sendAttempt, type AttemptReport } from './send-attempt.ts';
@@ -58,13 +58,12 @@ export type WebhookDispatcher = {
 
 /**
  * At the per-endpoint cap: an endpoint whose oldest attempt in flight is younger than
- * SLOW_ENDPOINT_MS is busy, not stuck — a delivery waits up to SLOT_WAIT_MS in memory for a slot,
- * and if the line is full it comes back after BUSY_BACKOFF_MS. A stuck endpoint's deliveries are
+ * SLOW_ENDPOINT_MS is busy, not stuck — a delivery waits in memory for a slot until that attempt
+ * reaches SLOW_ENDPOINT_MS, and if the line is full it comes back after BUSY_BACKOFF_MS. A stuck endpoint's deliveries are
  * postponed by the age of that oldest attempt (at most MAX_STUCK_BACKOFF_MS): roughly when a slot
  * may be free again, so its backlog does not churn through the queue.
  */
 const SLOW_ENDPOINT_MS = 1_000;
-const SLOT_WAIT_MS = 1_000;
 const BUSY_BACKOFF_MS = 250;
 const MAX_STUCK_BACKOFF_MS = 30_000;
 /** While a half-open circuit's probe is out, other deliveries of that endpoint wait this long. */
@@ -95,6 +94,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     },
   });
   const limits = makeEndpointLimits(endpointCaps(config.webhookConcurrency));
+  // WEBHOOK_CONCURRENCY bounds the requests in flight. The consumer hands us more deliveries than
+  // that (webhook-worker.ts), so claims and records — database work — overlap with requests
+  // instead of idling a request slot, and an endpoint that hangs holds only request slots.
+  const requests = makeSlots(config.webhookConcurrency);
   const health = makeHealthRecorder({ db, logger: log });
   // Last known rate limit per subscription, learned from claims, so the admission check can
   // apply it before claiming (a claim spends an attempt number).
@@ -153,7 +156,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       // At the cap. A fast endpoint frees a slot in moments: wait for it here. One whose oldest
       // attempt has been running a while is slow or stuck: offer this delivery again later, the
       // longer the older that attempt, so a hanging endpoint's backlog does not churn.
-      if (limits.oldestAge(sub, now) < SLOW_ENDPOINT_MS) inflight = await limits.waitFor(sub, SLOT_WAIT_MS);
+      // It waits at most until that oldest attempt would make the endpoint slow.
+      const age = limits.oldestAge(sub, now);
+      if (age < SLOW_ENDPOINT_MS) inflight = await limits.waitFor(sub, SLOW_ENDPOINT_MS - age);
       if (!inflight) {
         const age = limits.oldestAge(sub, Date.now());
         const backoff = age < SLOW_ENDPOINT_MS ? BUSY_BACKOFF_MS : Math.min(age, MAX_STUCK_BACKOFF_MS);
@@ -213,6 +218,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       }
       now = Date.now();
       if (sendAt > now) await new Promise((r) => setTimeout(r, sendAt - now));
+      const request = await requests.acquire();
       let report: AttemptReport;
       try {
         report = await sendAttempt(claim, {
@@ -226,6 +232,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         // The cap is on requests the endpoint has in flight: recording the outcome is our
         // database's work, and holding the slot through it would cap a fast endpoint at
         // slots ÷ (request + recording time).
+        request.release();
         inflight.release();
       }
       await settle(claim, report);

@@ -118,11 +118,45 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
 
 /**
  * Per-subscription limits for a dispatcher of `concurrency` workers: a quarter of them in flight
- * (what a hanging endpoint can hold until its timeout), and any number of the others waiting for
- * a slot — they hold no connection, a fast endpoint serves them in moments, and the rest of its
- * backlog then waits in the broker's queue (in order) rather than bouncing through the database.
- * Waiting is only allowed while the endpoint is fast (see the dispatcher), and for a second.
+ * (what a hanging endpoint can hold until its timeout), and another quarter waiting for a slot —
+ * they hold no connection and a fast endpoint serves them in moments. One endpoint therefore
+ * occupies at most half of the workers; the other half always serves the other endpoints, even in
+ * the second before a hanging endpoint is recognised as slow (while every worker could wait for
+ * it, a newly stuck endpoint stalled all deliveries for that second). Waiting is only allowed
+ * while the endpoint is fast (see the dispatcher).
  */
 export function endpointCaps(concurrency: number): { maxInFlight: number; maxWaiting: number } {
-  return { maxInFlight: Math.max(1, Math.floor(concurrency / 4)), maxWaiting: concurrency };
+  const quarter = Math.max(1, Math.floor(concurrency / 4));
+  return { maxInFlight: quarter, maxWaiting: quarter };
+}
+
+/**
+ * A count of slots handed out first come, first served: the dispatcher's cap on requests in
+ * flight across all endpoints (WEBHOOK_CONCURRENCY). A slot's release is idempotent.
+ */
+export function makeSlots(size: number): { acquire(): Promise<Slot>; inUse(): number } {
+  let used = 0;
+  const line: Array<(slot: Slot) => void> = [];
+  const slot = (): Slot => {
+    let released = false;
+    return {
+      release() {
+        if (released) return;
+        released = true;
+        const next = line.shift();
+        if (next) next(slot()); // the slot passes straight on: `used` is unchanged
+        else used--;
+      },
+    };
+  };
+  return {
+    acquire() {
+      if (used < size) {
+        used++;
+        return Promise.resolve(slot());
+      }
+      return new Promise((resolve) => line.push(resolve));
+    },
+    inUse: () => used,
+  };
 }

@@ -65,9 +65,11 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
       ...(opts.circuit && { circuit: opts.circuit }),
       ...(scheduler && { onDue: (at: number) => scheduler.wakeAt(at) }),
     });
+    // Twice WEBHOOK_CONCURRENCY deliveries at once, of which WEBHOOK_CONCURRENCY may be requests
+    // in flight (the dispatcher's cap): the others are being claimed or recorded meanwhile.
     const consumer = await startConsumer(
       broker,
-      { name: 'webhook-dispatcher', queue: Queues.webhooksOutbound, concurrency: config.webhookConcurrency, handle: dispatcher.handle },
+      { name: 'webhook-dispatcher', queue: Queues.webhooksOutbound, concurrency: 2 * config.webhookConcurrency, handle: dispatcher.handle },
       logger,
     );
     components.push({

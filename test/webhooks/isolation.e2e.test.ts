@@ -67,3 +67,20 @@ describe('webhook endpoint isolation', () => {
     expect(gauge?.value).toBe(1);
   }, 90_000);
 });
+
+describe('requests in flight across endpoints', () => {
+  it('never has more than WEBHOOK_CONCURRENCY requests out, however many endpoints hang', async () => {
+    // 4 requests at most; the consumer takes 8 deliveries, and each endpoint may have one in flight.
+    const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '4' } });
+    const t = await makeTenant(w);
+    const hanging = await Promise.all(Array.from({ length: 6 }, () => startReceiver(() => 'hang')));
+    for (const rx of hanging) await subscribe(w, t, { url: rx.url, timeout_seconds: 1, max_attempts: 1 });
+    await emit(w, t.projectId, 1);
+    // Every endpoint is reached in the end: two of them only once an attempt timed out.
+    await waitFor(() => hanging.every((rx) => rx.requests.length > 0), 'a request at each of the six endpoints', 30_000);
+    const arrivals = hanging.map((rx) => rx.requests[0].at).sort((x, y) => x - y);
+    const timeoutMs = 1000;
+    expect(arrivals[3] - arrivals[0]).toBeLessThan(timeoutMs); // four at once
+    expect(arrivals[4] - arrivals[0]).toBeGreaterThanOrEqual(timeoutMs - 50); // the fifth waited for a slot
+  }, 60_000);
+});

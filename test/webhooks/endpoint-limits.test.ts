@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { endpointCaps, makeEndpointLimits, makeSlots } from '../../src/webhooks/endpoint-limits.ts';
+
+describe('per-endpoint limits', () => {
+  it('leaves at least half of the workers to other endpoints: a quarter in flight, a quarter waiting', () => {
+    expect(endpointCaps(64)).toEqual({ maxInFlight: 16, maxWaiting: 16 });
+    expect(endpointCaps(3)).toEqual({ maxInFlight: 1, maxWaiting: 1 });
+    for (const c of [4, 10, 64, 200]) {
+      const { maxInFlight, maxWaiting } = endpointCaps(c);
+      expect(maxInFlight + maxWaiting).toBeLessThanOrEqual(c / 2);
+    }
+  });
+
+  it('lets only maxWaiting deliveries wait for a slot; the next is refused at once', async () => {
+    const limits = makeEndpointLimits({ maxInFlight: 1, maxWaiting: 2, clock: () => 0 });
+    const first = limits.tryAcquire('a', 0)!;
+    expect(limits.tryAcquire('a', 0)).toBeUndefined();
+    const w1 = limits.waitFor('a', 60_000);
+    const w2 = limits.waitFor('a', 60_000);
+    expect(await limits.waitFor('a', 60_000)).toBeUndefined(); // the line is full
+    // Another endpoint is not affected.
+    expect(limits.tryAcquire('b', 0)).toBeDefined();
+    first.release();
+    const s1 = await w1; // the freed slot goes to the first in line
+    expect(s1).toBeDefined();
+    expect(limits.inFlight('a')).toBe(1);
+    s1!.release();
+    expect(await w2).toBeDefined();
+  });
+
+  it('gives up waiting after the time asked for', async () => {
+    const limits = makeEndpointLimits({ maxInFlight: 1, maxWaiting: 4 });
+    limits.tryAcquire('a', Date.now());
+    expect(await limits.waitFor('a', 5)).toBeUndefined();
+  });
+});
+
+describe('request slots', () => {
+  it('hands out `size` slots, then queues in arrival order; a double release frees one slot', async () => {
+    const slots = makeSlots(2);
+    const a = await slots.acquire();
+    const b = await slots.acquire();
+    const order: string[] = [];
+    const c = slots.acquire().then((s) => (order.push('c'), s));
+    const d = slots.acquire().then((s) => (order.push('d'), s));
+    expect(slots.inUse()).toBe(2);
+    a.release();
+    a.release(); // idempotent: does not hand out a second slot
+    const sc = await c;
+    expect(order).toEqual(['c']);
+    expect(slots.inUse()).toBe(2);
+    b.release();
+    const sd = await d;
+    expect(order).toEqual(['c', 'd']);
+    sc.release();
+    sd.release();
+    expect(slots.inUse()).toBe(0);
+    await slots.acquire();
+    expect(slots.inUse()).toBe(1);
+  });
+});
