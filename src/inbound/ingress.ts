@@ -1,6 +1,8 @@
 // The ingress fast path: find the channel (cached), authenticate the raw bytes, check the body is
 // a JSON object, and hand it to the raw queue with a publisher confirm — nothing more. The body is
-// forwarded as received (no re-encoding); the envelope rides in message headers. If the broker
+// forwarded as received (no re-encoding); the envelope rides in message headers. Webhooks of one
+// project accepted in the same event-loop turn share one message and one confirm (raw-batch.ts);
+// while a few such publishes await their confirms, the next one simply grows. If the broker
 // does not confirm within a short bound the webhook is spilled to `inbound_events` (the drainer
 // republishes it later) and still answered 200; only when the database refuses too is the answer
 // 503, so the provider retries. A confirm arriving after a spill makes a duplicate, which the
@@ -12,6 +14,8 @@ import type { Database } from '../db/database.ts';
 import { spillInboundEvent } from '../db/inbound-events.sql.ts';
 import { withDeadline } from '../db/postgres.ts';
 import { uuidv7 } from '../domain/ids.ts';
+import { makeBatcher } from './batcher.ts';
+import { BATCH_HEADER, encodeRawBatch, type RawItem } from './raw-batch.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
 import { inboundEventsTotal } from '../observability/metrics.ts';
@@ -28,6 +32,11 @@ export const EnvelopeHeaders = {
 } as const;
 
 export const DEFAULT_PUBLISH_TIMEOUT_MS = 250;
+/** Webhooks per raw-queue message at most, and about as many bytes. */
+const MAX_BATCH = 100;
+const MAX_BATCH_BYTES = 1024 * 1024;
+/** Publishes awaiting their confirm at once; webhooks arriving meanwhile form the next one. */
+const MAX_PUBLISHES_IN_FLIGHT = 8;
 
 export type IngressDeps = {
   db: Database;
@@ -52,6 +61,13 @@ export function makeIngress(deps: IngressDeps): Ingress {
   const count = (provider: string, result: string) => inboundEventsTotal.inc({ provider, event: 'webhook', result });
   let spills = 0;
   let lastSpillLog = 0;
+  const publishes = makeBatcher<RawItem, void>(
+    async (projectId, items) => {
+      await broker.send(Queues.inboundRaw, toMessages(projectId, items), { timeoutMs });
+      return items.map(() => undefined);
+    },
+    { maxBatch: MAX_BATCH, maxInflight: MAX_PUBLISHES_IN_FLIGHT },
+  );
 
   async function channel(provider: InboundProvider, channelId: string): Promise<KnownChannel> {
     let c: KnownChannel | undefined;
@@ -94,7 +110,7 @@ export function makeIngress(deps: IngressDeps): Ingress {
       };
       try {
         await withDeadline(
-          broker.send(Queues.inboundRaw, [{ messageId: eventId, body: req.rawBody, headers }], { timeoutMs }),
+          publishes.submit(c.projectId, { messageId: eventId, body: req.rawBody, headers }),
           timeoutMs + 50,
           'broker did not confirm in time',
         );
@@ -120,6 +136,26 @@ export function makeIngress(deps: IngressDeps): Ingress {
       }
     },
   };
+}
+
+/** Webhooks in arrival order, a batch message per MAX_BATCH_BYTES or so; one alone stays plain. */
+function toMessages(projectId: string, items: readonly RawItem[]): RawItem[] {
+  const out: RawItem[] = [];
+  let chunk: RawItem[] = [];
+  let bytes = 0;
+  const flush = () => {
+    if (chunk.length === 1) out.push(chunk[0]);
+    else if (chunk.length > 1) out.push({ messageId: uuidv7(), headers: { [BATCH_HEADER]: String(chunk.length), [PROJECT_HEADER]: projectId }, body: encodeRawBatch(chunk) });
+    chunk = [];
+    bytes = 0;
+  };
+  for (const item of items) {
+    if (bytes > 0 && bytes + item.body.length > MAX_BATCH_BYTES) flush();
+    chunk.push(item);
+    bytes += item.body.length;
+  }
+  flush();
+  return out;
 }
 
 /**

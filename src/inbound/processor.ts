@@ -8,13 +8,13 @@
 // - a reference to a message not stored yet (an ack that overtook its message): thrown, so the
 //   broker retries it later and dead-letters it after the last delay (parked, replayable);
 // - any other failure (database away, a conflict): thrown, retried by the broker.
-import type { Broker, Consumer, Delivery, Handler } from '../broker/broker.ts';
+import { PROJECT_HEADER, type Broker, type Consumer, type Delivery, type Handler } from '../broker/broker.ts';
 import { startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { insertParseError } from '../db/parse-errors.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
-import { uuidv7 } from '../domain/ids.ts';
+import { isUuid, uuidv7 } from '../domain/ids.ts';
 import { isRecord, type InboundEvent } from '../domain/inbound.ts';
 import type { Logger } from '../observability/logger.ts';
 import { inboundEventsTotal } from '../observability/metrics.ts';
@@ -23,6 +23,7 @@ import { makeBatcher } from './batcher.ts';
 import type { ChannelDirectory } from './channel-directory.ts';
 import { EnvelopeHeaders } from './ingress.ts';
 import { providerOf } from './providers.ts';
+import { BATCH_HEADER, decodeRawBatch, type RawItem } from './raw-batch.ts';
 
 export const PROCESSOR_NAME = 'inbound-processor';
 
@@ -86,7 +87,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     maxInflight: opts.maxInflight ?? (db.kind === 'pglite' ? 1 : 4),
   });
 
-  async function park(d: Delivery, reason: string, ctx: { provider: string; projectId: string | null; channelId: string | null; body?: unknown }) {
+  async function park(d: RawItem, reason: string, ctx: { provider: string; projectId: string | null; channelId: string | null; body?: unknown }) {
     const eventType = isRecord(ctx.body) && typeof ctx.body.event === 'string' ? ctx.body.event.slice(0, 200) : null;
     const row = {
       id: uuidv7(),
@@ -104,7 +105,8 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     logger.warn({ message_id: d.messageId, provider: ctx.provider, channel_id: ctx.channelId, reason }, 'malformed webhook parked in parse_errors');
   }
 
-  return async (d: Delivery) => {
+  /** One webhook: a plain message, or one of a batch. */
+  async function handleOne(d: RawItem): Promise<void> {
     const providerName = d.headers[EnvelopeHeaders.provider] ?? 'unknown';
     const channelId = d.headers[EnvelopeHeaders.channelId];
     const receivedAt = new Date(d.headers[EnvelopeHeaders.receivedAt] ?? Date.now());
@@ -135,6 +137,27 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     const result = await batcher.submit(channel.projectId, { channel, events, receivedAt });
     if (result.error) throw result.error;
     if (result.retry) throw new TargetNotStored(result.retry);
+  }
+
+  return async (d: Delivery) => {
+    const count = d.headers[BATCH_HEADER];
+    if (count === undefined) return handleOne(d);
+    let items: RawItem[];
+    try {
+      items = decodeRawBatch(d.body, Number(count));
+    } catch (err) {
+      const project = d.headers[PROJECT_HEADER];
+      return park(d, `a malformed batch of webhooks: ${err instanceof Error ? err.message : String(err)}`, { provider: 'unknown', projectId: project && isUuid(project) ? project : null, channelId: null });
+    }
+    // Together, so they share transactions as the ingress's plain messages would.
+    const results = await Promise.allSettled(items.map(handleOne));
+    const failed = items.filter((_, i) => results[i].status === 'rejected');
+    if (failed.length === 0) return;
+    // None stored: the batch goes back to the broker whole, with its retries (a redelivery finds
+    // nothing done). Some stored: the others go back to the queue one by one, each then with its
+    // own retries and dead-letter, and the batch is done — the stored ones are not redone.
+    if (failed.length === items.length) throw (results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason;
+    await deps.broker.send(Queues.inboundRaw, failed);
   };
 }
 

@@ -1,0 +1,57 @@
+// Several webhooks in one raw-queue message: the ingress's group commit. Webhooks of one project
+// accepted in the same turn of the event loop share one publish and one confirm, so the broker
+// stores one message (one quorum-queue entry, one fsync share) instead of one each. A message
+// with the BATCH_HEADER carries them; one webhook alone still travels as a plain message.
+//
+// Body: for each webhook, a 4-byte big-endian length and the JSON of {id, headers}, then a 4-byte
+// length and the raw body exactly as received.
+import type { Headers } from '../broker/broker.ts';
+
+/** On a batch message: how many webhooks it carries. */
+export const BATCH_HEADER = 'x-batch';
+
+export type RawItem = { messageId: string; headers: Headers; body: Buffer };
+
+export function encodeRawBatch(items: readonly RawItem[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const item of items) {
+    const meta = Buffer.from(JSON.stringify({ id: item.messageId, headers: item.headers }));
+    parts.push(length(meta.length), meta, length(item.body.length), item.body);
+  }
+  return Buffer.concat(parts);
+}
+
+/** The webhooks of a batch body; throws when the body is not one (truncated, bad metadata). */
+export function decodeRawBatch(buf: Buffer, expected?: number): RawItem[] {
+  const items: RawItem[] = [];
+  let at = 0;
+  const take = (what: string): Buffer => {
+    if (at + 4 > buf.length) throw new Error(`batch truncated before the length of ${what} ${items.length + 1}`);
+    const n = buf.readUInt32BE(at);
+    at += 4;
+    if (at + n > buf.length) throw new Error(`batch truncated inside ${what} ${items.length + 1}`);
+    const part = buf.subarray(at, at + n);
+    at += n;
+    return part;
+  };
+  while (at < buf.length) {
+    const meta: unknown = JSON.parse(take('the envelope of webhook').toString('utf8'));
+    if (!isMeta(meta)) throw new Error(`batch envelope ${items.length + 1} is not {id, headers}`);
+    items.push({ messageId: meta.id, headers: meta.headers, body: take('webhook') });
+  }
+  if (expected !== undefined && items.length !== expected) throw new Error(`batch holds ${items.length} webhooks, its header says ${expected}`);
+  return items;
+}
+
+function length(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n);
+  return b;
+}
+
+function isMeta(v: unknown): v is { id: string; headers: Headers } {
+  if (typeof v !== 'object' || v === null) return false;
+  const m = v as { id?: unknown; headers?: unknown };
+  if (typeof m.id !== 'string' || typeof m.headers !== 'object' || m.headers === null || Array.isArray(m.headers)) return false;
+  return Object.values(m.headers).every((h) => typeof h === 'string');
+}
