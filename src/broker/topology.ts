@@ -5,8 +5,12 @@ import type { QueueSpec } from './broker.ts';
 export const Queues = {
   /** Raw provider webhooks accepted by the ingress. */
   inboundRaw: 'inbound.raw',
-  /** Webhook delivery ids ready to be sent. */
+  /** Webhook delivery ids ready to be sent: new deliveries, and retries asked for through the API. */
   webhooksOutbound: 'webhooks.outbound',
+  /** Webhook delivery ids that came due again (retries, postponements), re-enqueued by the
+   * scheduler. The same dispatcher serves both queues; a long backlog coming due at once (a stuck
+   * endpoint's) waits here, never in front of new deliveries to other endpoints. */
+  webhooksDue: 'webhooks.due',
   /** Ids of queued outbound messages (replies) for the sender; the messages row is the truth. */
   messagesOutbound: 'messages.outbound',
   /** contact.created → the contact enters the project's default pipeline (when the project wants it). */
@@ -24,5 +28,5 @@ export const consumerQueues: QueueSpec[] = [
 ];
 
 export function allQueues(): QueueSpec[] {
-  return [{ name: Queues.inboundRaw }, { name: Queues.webhooksOutbound }, { name: Queues.messagesOutbound }, ...consumerQueues];
+  return [{ name: Queues.inboundRaw }, { name: Queues.webhooksOutbound }, { name: Queues.webhooksDue }, { name: Queues.messagesOutbound }, ...consumerQueues];
 }

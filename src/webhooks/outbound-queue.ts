@@ -1,5 +1,6 @@
-// Messages on `webhooks.outbound`: one per delivery to send, carrying only ids — the row is the
-// truth, so a duplicate or stale message is harmless (its claim finds nothing to do).
+// Messages on `webhooks.outbound` (new deliveries) and `webhooks.due` (those the scheduler finds
+// due again): one per delivery to send, carrying only ids — the row is the truth, so a duplicate
+// or stale message is harmless (its claim finds nothing to do).
 import { PROJECT_HEADER, type Broker } from '../broker/broker.ts';
 import { Queues } from '../broker/topology.ts';
 
@@ -8,10 +9,10 @@ export const SUBSCRIPTION_HEADER = 'x-webhook-subscription';
 
 export type OutboundItem = { id: string; subscriptionId: string; projectId: string };
 
-export async function enqueueDeliveries(broker: Broker, items: readonly OutboundItem[]): Promise<void> {
+export async function enqueueDeliveries(broker: Broker, items: readonly OutboundItem[], queue: string = Queues.webhooksOutbound): Promise<void> {
   for (let i = 0; i < items.length; i += 500) {
     await broker.send(
-      Queues.webhooksOutbound,
+      queue,
       items.slice(i, i + 500).map((d) => ({
         messageId: d.id,
         body: Buffer.from(JSON.stringify({ delivery_id: d.id })),

@@ -15,6 +15,7 @@ import { newEvent } from '../domain/events.ts';
 import type { Logger } from '../observability/logger.ts';
 import { webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
+import { Queues } from '../broker/topology.ts';
 import { enqueueDeliveries } from './outbound-queue.ts';
 
 export type SchedulerOptions = {
@@ -69,7 +70,7 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
       const rows = await takeDue(db, { limit: batchSize, graceMs });
       if (rows.length === 0) return;
       try {
-        await enqueueDeliveries(broker, rows);
+        await enqueueDeliveries(broker, rows, Queues.webhooksDue);
       } catch (err) {
         // Hand them back to the next pass instead of leaving them marked as enqueued.
         await clearEnqueued(db, { ids: rows.map((r) => r.id) }).catch(() => {});

@@ -37,7 +37,8 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
   const components: Component[] = [];
   // main.ts declares every queue at start-up; declaring ours again (idempotent) lets the worker be
   // started on its own, as tests and benchmarks do.
-  await broker.declareQueues(allQueues().filter((q) => q.name === FANOUT_QUEUE || q.name === Queues.webhooksOutbound));
+  const ours: string[] = [FANOUT_QUEUE, Queues.webhooksOutbound, Queues.webhooksDue];
+  await broker.declareQueues(allQueues().filter((q) => ours.includes(q.name)));
 
   const scheduler = parts.scheduler
     ? startScheduler({
@@ -65,17 +66,18 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
       ...(opts.circuit && { circuit: opts.circuit }),
       ...(scheduler && { onDue: (at: number) => scheduler.wakeAt(at) }),
     });
-    // Twice WEBHOOK_CONCURRENCY deliveries at once, of which WEBHOOK_CONCURRENCY may be requests
-    // in flight (the dispatcher's cap): the others are being claimed or recorded meanwhile.
-    const consumer = await startConsumer(
-      broker,
-      { name: 'webhook-dispatcher', queue: Queues.webhooksOutbound, concurrency: 2 * config.webhookConcurrency, handle: dispatcher.handle },
-      logger,
-    );
+    // Twice WEBHOOK_CONCURRENCY new deliveries at once, of which WEBHOOK_CONCURRENCY may be
+    // requests in flight (the dispatcher's cap): the others are being claimed or recorded
+    // meanwhile. Deliveries due again come on their own queue, with the same dispatcher (its
+    // request slots and per-endpoint limits are shared).
+    const consumers = [
+      await startConsumer(broker, { name: 'webhook-dispatcher', queue: Queues.webhooksOutbound, concurrency: 2 * config.webhookConcurrency, handle: dispatcher.handle }, logger),
+      await startConsumer(broker, { name: 'webhook-dispatcher-due', queue: Queues.webhooksDue, concurrency: config.webhookConcurrency, handle: dispatcher.handle }, logger),
+    ];
     components.push({
       name: 'webhook-dispatcher',
       async stop() {
-        await consumer.stop();
+        await Promise.all(consumers.map((c) => c.stop()));
         await dispatcher.stop();
       },
     });

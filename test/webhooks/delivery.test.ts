@@ -4,6 +4,7 @@ import { createHmac } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Webhook } from 'standardwebhooks';
 import { PROJECT_HEADER } from '../../src/broker/broker.ts';
+import { Queues } from '../../src/broker/topology.ts';
 import { consumerMessagesTotal } from '../../src/observability/metrics.ts';
 import { eventMessageBody } from '../../src/outbox/idempotent.ts';
 import { FANOUT_CONSUMER } from '../../src/webhooks/fanout.ts';
@@ -206,5 +207,27 @@ describe('webhook delivery', () => {
     new Webhook(s.secret).verify(r.body, r.headers as Record<string, string>);
     verifyBoth(rotated.secret, r);
     expect(other.requests).toHaveLength(0);
+  });
+});
+
+describe('the two delivery queues', () => {
+  it('puts new deliveries on webhooks.outbound and those due again on webhooks.due', async () => {
+    // No dispatcher: the messages stay in their queues for the test to count.
+    const w = await startWorld({ worker: { parts: { fanout: true, scheduler: true, dispatcher: false } } });
+    const t = await makeTenant(w);
+    const s = await subscribe(w, t, { url: 'http://127.0.0.1:9/hooks' });
+    const depth = async (queue: string) => (await w.broker.stats([queue]))[0].depth;
+    await emit(w, t.projectId, 3);
+    await waitFor(async () => (await depth(Queues.webhooksOutbound)) === 3, 'three new deliveries queued');
+    expect(await depth(Queues.webhooksDue)).toBe(0);
+    // Two of them failed once and are due for their retry.
+    await w.db.query(
+      `UPDATE webhook_deliveries SET status = 'retrying', attempts = 1, next_attempt_at = now() - interval '1 second', enqueued_at = NULL
+       WHERE id IN (SELECT id FROM webhook_deliveries WHERE subscription_id = $1 ORDER BY id LIMIT 2)`,
+      [s.id],
+    );
+    await schedulerPass(w);
+    expect(await depth(Queues.webhooksDue)).toBe(2);
+    expect(await depth(Queues.webhooksOutbound)).toBe(3);
   });
 });
