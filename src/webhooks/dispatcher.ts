@@ -1,18 +1,21 @@
-// The dispatcher: consumes delivery ids from `webhooks.outbound` and makes one attempt each.
+// The dispatcher: consumes delivery ids from `webhooks.outbound` and `webhooks.due` and makes one
+// attempt each.
 //
 //   message ─▶ admit (circuit, in-flight cap, rate) ──refused──▶ postpone (no attempt spent)
 //                │ ok
 //                ▼
 //            claim (pending|retrying & due → sending, attempts+1, lease) ──nothing──▶ ack (duplicate)
 //                ▼
+//            a request slot (WEBHOOK_CONCURRENCY) ─▶ ack; then, past the message:
 //            sign + POST + classify ─▶ record attempt + next state (one statement)
 //                                       succeeded | retrying at next_attempt_at | dead
 //
 // Claims, records and postponements of concurrent messages are batched into one statement each,
-// so the database sees a few round trips per batch rather than per delivery. The broker message
-// is acked once the outcome is stored; if the process dies mid-attempt the row stays `sending`
-// until its lease passes, then the scheduler records the attempt as interrupted and retries it.
-import type { Broker, Delivery, Handler } from '../broker/broker.ts';
+// so the database sees a few round trips per batch rather than per delivery. Once a delivery is
+// claimed and has its request slot, the row and its lease are the truth: if the process dies
+// mid-attempt (or cannot record the outcome) the row stays `sending` until its lease passes, then
+// the scheduler records the attempt as interrupted and retries it.
+import { errorText, type Broker, type Delivery, type Handler } from '../broker/broker.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
@@ -98,6 +101,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   // that (webhook-worker.ts), so claims and records — database work — overlap with requests
   // instead of idling a request slot, and an endpoint that hangs holds only request slots.
   const requests = makeSlots(config.webhookConcurrency);
+  /** Attempts under way, each past its queue message (see handle). */
+  const attempts = new Set<Promise<void>>();
   const health = makeHealthRecorder({ db, logger: log });
   // Last known rate limit per subscription, learned from claims, so the admission check can
   // apply it before claiming (a claim spends an attempt number).
@@ -202,6 +207,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     const sub = claim.subscriptionId;
     // A message without a (right) hint: its slot is counted, never refused — the claim is made.
     const inflight = admitted && hinted === sub ? admitted.inflight : limits.force(sub, Date.now());
+    let detached = false;
     try {
       let sendAt = admitted && hinted === sub ? admitted.sendAt : undefined;
       rates.set(sub, claim.rateLimitPerSecond);
@@ -219,26 +225,39 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       now = Date.now();
       if (sendAt > now) await new Promise((r) => setTimeout(r, sendAt - now));
       const request = await requests.acquire();
-      let report: AttemptReport;
-      try {
-        report = await sendAttempt(claim, {
-          secretKey: opts.secretKey,
-          scheduleMs: config.webhookRetryScheduleMs,
-          defaultTimeoutMs: config.webhookTimeoutMs,
-          agent,
-          random,
-        });
-      } finally {
-        // The cap is on requests the endpoint has in flight: recording the outcome is our
-        // database's work, and holding the slot through it would cap a fast endpoint at
-        // slots ÷ (request + recording time).
-        request.release();
-        inflight.release();
-      }
-      await settle(claim, report);
+      // From here the claimed row, with its lease, is the truth and the queue message is done: the
+      // consumer's worker goes back to other deliveries while the request runs, so an endpoint that
+      // hangs holds request slots (its quarter) and nothing else. If the process dies meanwhile,
+      // the lease runs out and the scheduler takes the delivery back — as it would anyway, since a
+      // redelivered message finds the row still `sending`.
+      detached = true;
+      const p: Promise<void> = attempt(claim, request, inflight)
+        .catch((err: unknown) => void log.error({ delivery_id: claim.id, err: errorText(err) }, 'webhook attempt not recorded; the delivery is retried once its lease runs out'))
+        .finally(() => attempts.delete(p));
+      attempts.add(p);
     } finally {
+      if (!detached) inflight.release();
+    }
+  }
+
+  async function attempt(claim: ClaimedDelivery, request: Slot, inflight: Slot): Promise<void> {
+    let report: AttemptReport;
+    try {
+      report = await sendAttempt(claim, {
+        secretKey: opts.secretKey,
+        scheduleMs: config.webhookRetryScheduleMs,
+        defaultTimeoutMs: config.webhookTimeoutMs,
+        agent,
+        random,
+      });
+    } finally {
+      // The cap is on requests the endpoint has in flight: recording the outcome is our
+      // database's work, and holding the slot through it would cap a fast endpoint at
+      // slots ÷ (request + recording time).
+      request.release();
       inflight.release();
     }
+    await settle(claim, report);
   }
 
   async function settle(claim: ClaimedDelivery, report: AttemptReport): Promise<void> {
@@ -304,6 +323,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   return {
     handle,
     async stop() {
+      // The consumers have stopped: let the attempts under way end and be recorded.
+      await Promise.allSettled([...attempts]);
       await health.stop();
       await closeAgent(agent);
     },

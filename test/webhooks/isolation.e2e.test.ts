@@ -2,6 +2,7 @@
 // from the healthy ones — the per-subscription in-flight cap and the circuit breaker see to it,
 // and deliveries held back by them wait without spending attempts.
 import { beforeAll, describe, expect, it } from 'vitest';
+import { Queues } from '../../src/broker/topology.ts';
 import { webhookCircuitOpen } from '../../src/observability/metrics.ts';
 import { waitFor } from '../support/env.ts';
 import { startReceiver } from './receiver.ts';
@@ -82,5 +83,22 @@ describe('requests in flight across endpoints', () => {
     const timeoutMs = 1000;
     expect(arrivals[3] - arrivals[0]).toBeLessThan(timeoutMs); // four at once
     expect(arrivals[4] - arrivals[0]).toBeGreaterThanOrEqual(timeoutMs - 50); // the fifth waited for a slot
+  }, 60_000);
+});
+
+describe('an attempt under way', () => {
+  it('holds a request slot, not the queue message: the message is acked once the delivery is claimed', async () => {
+    const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '8' } });
+    const t = await makeTenant(w);
+    const rx = await startReceiver(() => 'hang');
+    const s = await subscribe(w, t, { url: rx.url, timeout_seconds: 60 });
+    await emit(w, t.projectId, 2);
+    await waitFor(() => rx.hanging() === 2, 'two attempts hanging at the endpoint');
+    // Both rows are claimed (their lease is the truth now) and nothing is left in the queue.
+    expect((await deliveriesOf(w, s.id)).map((d) => [d.status, d.attempts])).toEqual([
+      ['sending', 1],
+      ['sending', 1],
+    ]);
+    await waitFor(async () => (await w.broker.stats([Queues.webhooksOutbound]))[0].depth === 0, 'the queue messages acked');
   }, 60_000);
 });
