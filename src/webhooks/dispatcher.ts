@@ -192,11 +192,14 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       admitted = await admit(id, hinted);
       if (!admitted) return;
     }
+    // A request slot before the claim: a claimed row (its lease running) never waits for one.
+    const request = await requests.acquire();
     let claim: ClaimedDelivery | undefined;
     try {
       claim = await claims.submit('c', id);
     } finally {
       if (admitted && claim?.subscriptionId !== hinted) admitted.inflight.release();
+      if (!claim || claim.status === 'dead') request.release();
     }
     if (!claim) return;
     if (claim.status === 'dead') {
@@ -224,7 +227,6 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       }
       now = Date.now();
       if (sendAt > now) await new Promise((r) => setTimeout(r, sendAt - now));
-      const request = await requests.acquire();
       // From here the claimed row, with its lease, is the truth and the queue message is done: the
       // consumer's worker goes back to other deliveries while the request runs, so an endpoint that
       // hangs holds request slots (its quarter) and nothing else. If the process dies meanwhile,
@@ -236,7 +238,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         .finally(() => attempts.delete(p));
       attempts.add(p);
     } finally {
-      if (!detached) inflight.release();
+      if (!detached) {
+        request.release();
+        inflight.release();
+      }
     }
   }
 
@@ -250,6 +255,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         agent,
         random,
       });
+      // The circuit hears of the answer before the endpoint's slot is free again, so the next
+      // delivery admitted to it is judged with this failure counted (recording it is ours to do).
+      judge(claim.subscriptionId, report);
     } finally {
       // The cap is on requests the endpoint has in flight: recording the outcome is our
       // database's work, and holding the slot through it would cap a fast endpoint at
@@ -258,6 +266,15 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       inflight.release();
     }
     await settle(claim, report);
+  }
+
+  /** The endpoint's circuit, told how an attempt ended. */
+  function judge(sub: string, { outcome }: AttemptReport): void {
+    const now = Date.now();
+    if (outcome.class === 'success') breaker.recordSuccess(sub, now);
+    // A 429 is an endpoint that is up and told us when to come back: not a circuit failure.
+    // After a 410 the subscription is disabled and its circuit forgotten (recordGone).
+    else if (outcome.class !== 'rate_limited' && !outcome.disable) breaker.recordFailure(sub, now);
   }
 
   async function settle(claim: ClaimedDelivery, report: AttemptReport): Promise<void> {
@@ -282,15 +299,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     }
     webhookAttemptDuration.observe(result.durationMs / 1000);
     const done = new Date();
-    if (outcome.class === 'success') {
-      breaker.recordSuccess(sub, done.getTime());
-      health.success(sub, done, result.statusCode ?? 200);
-    } else {
-      // A 429 is an endpoint that is up and told us when to come back: not a circuit failure.
-      // After a 410 the subscription is disabled and its circuit forgotten.
-      if (outcome.class !== 'rate_limited' && !outcome.disable) breaker.recordFailure(sub, done.getTime());
-      health.failure(sub, done, result.statusCode ?? null, outcome.detail);
-    }
+    if (outcome.class === 'success') health.success(sub, done, result.statusCode ?? 200);
+    else health.failure(sub, done, result.statusCode ?? null, outcome.detail);
     if (next.status === 'retrying') opts.onDue?.(next.at.getTime());
     webhookDeliveriesTotal.inc({ result: outcome.disable ? 'disabled' : next.status });
   }

@@ -113,3 +113,22 @@ describe('webhooks accepted together', () => {
     expect(contact.rows[0].total_messages).toBe(1);
   });
 });
+
+describe('a batch none of whose webhooks can be applied', () => {
+  it('is retried whole, then dead-lettered for its project; a replay applies it', async () => {
+    const t = await startInbound({ retryDelaysMs: [50, 100] });
+    const ch = await t.createChannel();
+    // Two acks for a message not stored yet: nothing of the batch can be applied.
+    await sendBatch(t, [fixture('ack-read'), fixture('ack-read')], ch);
+    const dead = await waitFor(async () => {
+      const r = await t.api('GET', '/admin/dead-letters');
+      return r.json.data.find((d: any) => d.queue === Queues.inboundRaw);
+    }, 'the batch dead-lettered', 30_000);
+    expect(dead.attempts).toBe(3);
+    expect(dead.error).toMatch(/^TargetNotStored/);
+    await t.post(ch, fixture('gows-from-me-phone'));
+    await waitFor(() => messageByKey(t.db, ch.id, '3EB0DEV00000000OUT01'), 'the message stored');
+    expect((await t.api('POST', `/admin/dead-letters/${dead.id}/replay`)).status).toBe(202);
+    await waitFor(async () => (await messageByKey(t.db, ch.id, '3EB0DEV00000000OUT01'))?.status === 'read', 'the replayed acks applied');
+  }, 60_000);
+});
