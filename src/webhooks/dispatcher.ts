@@ -62,9 +62,10 @@ export type WebhookDispatcher = {
 /**
  * At the per-endpoint cap: an endpoint whose oldest attempt in flight is younger than
  * SLOW_ENDPOINT_MS is busy, not stuck — a delivery waits in memory for a slot until that attempt
- * reaches SLOW_ENDPOINT_MS, and if the line is full it comes back after BUSY_BACKOFF_MS. A stuck endpoint's deliveries are
- * postponed by the age of that oldest attempt (at most MAX_STUCK_BACKOFF_MS): roughly when a slot
- * may be free again, so its backlog does not churn through the queue.
+ * reaches SLOW_ENDPOINT_MS, and if the line is full it comes back after BUSY_BACKOFF_MS. A stuck
+ * endpoint's deliveries are postponed by the age of that oldest attempt (at most
+ * MAX_STUCK_BACKOFF_MS): roughly when a slot may be free again, so its backlog does not churn
+ * through the queue.
  */
 const SLOW_ENDPOINT_MS = 1_000;
 const BUSY_BACKOFF_MS = 250;
@@ -158,12 +159,12 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     if (wait !== undefined) return void (await postpone(id, wait));
     let inflight = limits.tryAcquire(sub, now);
     if (!inflight) {
-      // At the cap. A fast endpoint frees a slot in moments: wait for it here. One whose oldest
-      // attempt has been running a while is slow or stuck: offer this delivery again later, the
-      // longer the older that attempt, so a hanging endpoint's backlog does not churn.
-      // It waits at most until that oldest attempt would make the endpoint slow.
-      const age = limits.oldestAge(sub, now);
-      if (age < SLOW_ENDPOINT_MS) inflight = await limits.waitFor(sub, SLOW_ENDPOINT_MS - age);
+      // At the cap. A fast endpoint frees a slot in moments: wait for it here, at most until its
+      // oldest attempt would make it slow. One whose oldest attempt has been running a while is
+      // slow or stuck: offer this delivery again later, the longer the older that attempt, so a
+      // hanging endpoint's backlog does not churn.
+      const ageNow = limits.oldestAge(sub, now);
+      if (ageNow < SLOW_ENDPOINT_MS) inflight = await limits.waitFor(sub, SLOW_ENDPOINT_MS - ageNow);
       if (!inflight) {
         const age = limits.oldestAge(sub, Date.now());
         const backoff = age < SLOW_ENDPOINT_MS ? BUSY_BACKOFF_MS : Math.min(age, MAX_STUCK_BACKOFF_MS);
