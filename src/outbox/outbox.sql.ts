@@ -1,7 +1,6 @@
 // Queries on the `outbox` table, which is both the transactional outbox (rows with
 // published_at NULL) and the event log (published rows, kept until pruned by retention).
-import type { Database, Queryable } from '../db/database.ts';
-import { withTransaction } from '../db/transaction.ts';
+import type { Queryable } from '../db/database.ts';
 import { isEventType, type AggregateType, type EventEnvelope } from '../domain/events.ts';
 import { isUuid } from '../domain/ids.ts';
 import { invalid } from '../errors.ts';
@@ -195,7 +194,6 @@ function decodeCursor(cursor: string): { at: string; id: string } {
 // Relay sleep registrations (migration 011): commits notify only while a relay is registered here.
 /** The advisory lock outbox writers hold shared until they end (two-int key space). */
 const WAKEUP_LOCK = [1986097264, 1] as const;
-const LOCK_NOT_AVAILABLE = '55P03';
 
 /** Registers (or refreshes) a relay that is about to sleep; drops registrations of dead relays. */
 export async function registerSleeper(q: Queryable, relayId: string): Promise<void> {
@@ -211,20 +209,12 @@ export async function unregisterSleeper(q: Queryable, relayId: string): Promise<
 }
 
 /**
- * Waits until every outbox writer that started before now has ended: after it, a writer either
- * committed (a claim sees its rows) or sees the registration (and notifies). Gives up after
- * `timeoutMs` (a long writer transaction) and returns false, rather than stall new writers, who
- * queue behind this lock request meanwhile.
+ * True when no outbox writer is in progress: every writer that started before the registration
+ * has ended, so it either committed (a claim sees its rows) or sees the registration (and
+ * notifies). Writers hold the lock shared until they end; this only tries it exclusively, for the
+ * instant of one statement, so it never makes a writer wait. False: try again later.
  */
-export async function writersBarrier(db: Database, timeoutMs: number): Promise<boolean> {
-  try {
-    await withTransaction(db, async (tx) => {
-      await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [`${Math.max(1, Math.round(timeoutMs))}ms`]);
-      await tx.query('SELECT pg_advisory_xact_lock($1, $2)', [...WAKEUP_LOCK]);
-    });
-    return true;
-  } catch (err) {
-    if ((err as { code?: string }).code === LOCK_NOT_AVAILABLE) return false;
-    throw err;
-  }
+export async function writersBarrier(q: Queryable): Promise<boolean> {
+  const r = await q.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1, $2) AS ok', [...WAKEUP_LOCK]);
+  return r.rows[0].ok;
 }

@@ -24,8 +24,10 @@
 //
 // Failure: the claim is abandoned (rows stay unpublished, in place), the attempt is recorded on
 // the rows, and the relay backs off (100 ms doubling to 5 s) before claiming again from the
-// oldest row — so nothing is skipped and the drain after an outage is in creation order.
-// Several relays drain concurrently, so strict order across batches only holds with one relay.
+// oldest row — so nothing is skipped, and the first batch after a failure goes alone. Order is
+// not strict across batches: with two batches in flight (RabbitMQ) the second may be confirmed
+// while the first fails and is published again later; several relays drain concurrently too.
+// Consumers must not rely on order between events (their ids and times let them sort).
 import type { Broker, Headers, OutgoingMessage } from '../broker/broker.ts';
 import { PROJECT_HEADER, errorText } from '../broker/broker.ts';
 import type { Database, Queryable } from '../db/database.ts';
@@ -40,7 +42,7 @@ import {
   claimUnpublished, countPending, markPublished, markPublishFailed, pruneEvents, registerSleeper, unregisterSleeper, writersBarrier, type OutboxRow,
 } from './outbox.sql.ts';
 
-/** The NOTIFY channel the outbox insert trigger signals (migration 002). */
+/** The NOTIFY channel the outbox insert trigger signals (migrations 002 and 011). */
 export const OUTBOX_CHANNEL = 'ventros_outbox';
 
 /**
@@ -96,8 +98,6 @@ export type Relay = {
 };
 
 const PENDING_REFRESH_MS = 1000;
-/** How long going to sleep may wait for writers in flight before trying again later. */
-const BARRIER_TIMEOUT_MS = 100;
 /** A sleeping relay refreshes its registration this often (others drop ones older than 5 min). */
 const REGISTRATION_REFRESH_MS = 60_000;
 
@@ -173,8 +173,8 @@ export function startRelay(opts: RelayOptions): Relay {
       i = j;
     }
     if (broker.kind === 'rabbitmq' && !inTx) {
-      // One confirm channel: every run is on the wire, in call order, as soon as publish() is
-      // called, so all runs go out at once and their confirms are awaited together. The deadline
+      // One confirm channel: every run is queued for the wire, in call order, as soon as publish()
+      // is called, so all runs go out together and their confirms are awaited together. The deadline
       // bounds how long a network broker can keep rows locked.
       const all = Promise.all(runs.map((r) => broker.publish(r.type, r.msgs)));
       await withDeadline(all, publishTimeoutMs, `broker did not confirm ${rows.length} events within ${publishTimeoutMs} ms`);
@@ -206,7 +206,7 @@ export function startRelay(opts: RelayOptions): Relay {
         return [];
       }
       claimed = rows.map((r) => r.seq);
-      const confirmed = publish(tx, rows); // on the wire now (see publish)
+      const confirmed = publish(tx, rows); // handed to the broker in order now (see publish)
       sent(rows.length);
       await confirmed;
       return markPublished(q, claimed);
@@ -273,6 +273,8 @@ export function startRelay(opts: RelayOptions): Relay {
         try {
           const batch = await startBatch();
           n = batch.n;
+          // An empty claim is not tracked below: its COMMIT (locked mode) must not fail unseen.
+          if (n === 0) await batch.done;
           if (n > 0) {
             const tracked: Promise<unknown> = batch.done
               .then(
@@ -344,9 +346,9 @@ export function startRelay(opts: RelayOptions): Relay {
         sleep = 'registered';
       }
       if (sleep === 'registered') {
-        // Passed: claim once more before sleeping (the loop does, at once). Not passed (a long
-        // writer transaction holds it): keep polling quickly and try again.
-        if (await writersBarrier(db, BARRIER_TIMEOUT_MS)) sleep = 'asleep';
+        // Passed: claim once more before sleeping (the loop does, at once). Not passed (a writer
+        // is in progress): keep polling quickly and try again.
+        if (await writersBarrier(db)) sleep = 'asleep';
         else await pause(activePollMs, true);
         return;
       }
@@ -354,7 +356,8 @@ export function startRelay(opts: RelayOptions): Relay {
         await registerSleeper(db, relayId);
         registeredAt = Date.now();
       }
-      await pause(pollMs, true);
+      // Wakes for the refresh even when the poll is longer (OUTBOX_POLL_MS may be up to an hour).
+      await pause(Math.min(pollMs, REGISTRATION_REFRESH_MS), true);
     } catch (err) {
       log.warn({ err }, 'outbox relay could not register as sleeping; polling instead');
       await pause(activePollMs, true);

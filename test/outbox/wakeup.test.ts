@@ -5,8 +5,10 @@ import { uuidv7 } from '../../src/domain/ids.ts';
 import { OUTBOX_CHANNEL } from '../../src/outbox/relay.ts';
 import { registerSleeper, unregisterSleeper } from '../../src/outbox/outbox.sql.ts';
 import { makeTestBroker, defaultBrokerKind } from '../support/brokers.ts';
-import { makeTestDb, onCleanup, waitFor } from '../support/env.ts';
-import { interceptDb, relayFor, startRecorder, writeEvents } from './helpers.ts';
+import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
+import { contactCreated, interceptDb, relayFor, startRecorder, writeEvents } from './helpers.ts';
+import { withTransaction } from '../../src/db/transaction.ts';
+import { appendEvents } from '../../src/outbox/outbox.sql.ts';
 
 describe('outbox wake-ups', () => {
   it('notifies on commit only while a relay is registered as sleeping', async () => {
@@ -41,7 +43,7 @@ describe('outbox wake-ups', () => {
     const { db: raw } = await makeTestDb();
     let barriers = 0;
     const db = interceptDb(raw, (sql) => {
-      if (sql.includes('pg_advisory_xact_lock($1, $2)')) barriers++;
+      if (sql.includes('pg_try_advisory_xact_lock($1, $2)')) barriers++;
     });
     const broker = await makeTestBroker(defaultBrokerKind(), raw);
     const rec = await startRecorder(raw, broker);
@@ -57,4 +59,28 @@ describe('outbox wake-ups', () => {
     expect(new Set(rec.applied)).toEqual(new Set(ids));
     expect(barriers).toBeGreaterThan(3); // it really went to sleep, again and again
   }, 60_000);
+
+  // PGlite is one connection: a writer cannot hold a transaction open while the relay works.
+  it.runIf(onServices)('waits, before sleeping, for a writer that was in progress when it registered', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(defaultBrokerKind(), db);
+    const rec = await startRecorder(db, broker);
+    const registered = async () => (await db.query('SELECT 1 FROM outbox_relay_sleepers')).rows.length > 0;
+    // This writer appends (its trigger finds nobody asleep: no NOTIFY will come) and stays open
+    // until the relay has registered; only then does it commit.
+    let release!: () => void;
+    const open = new Promise<void>((r) => (release = r));
+    const event = contactCreated(uuidv7());
+    const writer = withTransaction(db, async (tx) => {
+      await appendEvents(tx, [event]);
+      await open;
+    });
+    relayFor({ db, broker, pollMs: 3_600_000, lingerMs: 20, activePollMs: 5 });
+    await waitFor(registered, 'the relay registered as sleeping');
+    release();
+    await writer;
+    // Without the barrier the relay would be asleep for an hour by now, and this commit sent no
+    // wake-up: only the claim made after the barrier passes can find it.
+    await waitFor(() => rec.applied.includes(event.id), 'the event published', 10_000);
+  }, 30_000);
 });
