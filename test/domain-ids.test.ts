@@ -21,7 +21,7 @@ describe('uuidv7', () => {
     expect([...ids].sort()).toEqual(ids);
   });
 
-  it('keeps the random part random: no two ids share their last 62 bits', () => {
+  it('keeps the random part random: no two ids share their last 60 bits', () => {
     const tails = new Set(Array.from({ length: 20_000 }, () => uuidv7().slice(20)));
     expect(tails.size).toBe(20_000);
   });

@@ -19,7 +19,9 @@ export interface Database extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   /**
    * Runs `fn` inside BEGIN/COMMIT on one connection; rolls back when it throws. `setup` is SQL
-   * without parameters run right after BEGIN — in the same round trip where the adapter can.
+   * without parameters run right after BEGIN — in the same round trip where the adapter can. It
+   * carries the tenant (row-level security) switch of withTransaction: a wrapper of a Database
+   * must pass it on, or tenant transactions run as the owner.
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>, setup?: string): Promise<T>;
   /** Subscribes to NOTIFY on a channel. Returns an unsubscribe function. */

@@ -3,8 +3,8 @@ import { randomFillSync } from 'node:crypto';
 let lastMs = 0;
 let seq = 0;
 
-// Random bytes come from a pool refilled 4 KiB at a time: one system call per 256 ids instead of
-// two per id (ids are made on every request and every event).
+// Random bytes come from a pool refilled 4 KiB at a time (ids are made on every request and every
+// event): one call into the random generator per few hundred ids instead of one per id.
 const POOL_SIZE = 4096;
 const pool = Buffer.alloc(POOL_SIZE);
 let poolOffset = POOL_SIZE;
@@ -32,8 +32,10 @@ export function uuidv7(now = Date.now()): string {
     lastMs = now;
     seq = pool.readUInt16BE(randomFrom(2)) & 0x3ff; // random start, headroom to count up
   }
+  // Bytes 0–7 are time, version and counter; only 8–15 are random.
   const b = Buffer.allocUnsafe(16);
-  pool.copy(b, 0, randomFrom(16), poolOffset);
+  const at = randomFrom(8);
+  pool.copy(b, 8, at, at + 8);
   b.writeUIntBE(now, 0, 6);
   b[6] = 0x70 | (seq >> 8);
   b[7] = seq & 0xff;
