@@ -25,7 +25,7 @@ export async function revokeAuthToken(q: Queryable, id: string): Promise<void> {
  * Deletes up to `limit` tokens expired for more than a day (kept that long only to explain a late
  * 401 in logs); call it again while it returns `limit`. SKIP LOCKED lets several sweepers run.
  */
-export async function pruneAuthTokens(q: Queryable, limit = 5000): Promise<number> {
+export async function pruneAuthTokens(q: Queryable, limit: number): Promise<number> {
   const r = await q.query(
     `DELETE FROM auth_tokens WHERE id = ANY(ARRAY(
        SELECT id FROM auth_tokens WHERE expires_at < now() - interval '1 day'

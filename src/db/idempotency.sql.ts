@@ -77,7 +77,7 @@ export async function releaseIdempotencyKey(q: Queryable, projectId: string, key
  * key is reused); call it again while it returns `limit`. A key being taken over at this moment is
  * locked by its claim and skipped, or no longer expired once the lock is ours.
  */
-export async function pruneIdempotencyKeys(q: Queryable, limit = 5000): Promise<number> {
+export async function pruneIdempotencyKeys(q: Queryable, limit: number): Promise<number> {
   const r = await q.query(
     `DELETE FROM idempotency_keys WHERE (project_id, key_hash) IN (
        SELECT project_id, key_hash FROM idempotency_keys

@@ -222,7 +222,7 @@ export async function clearEnqueued(q: Queryable, where: { ids?: readonly string
  * chosen ids are an array so the delete looks them up by primary key instead of hash-joining the
  * whole table.
  */
-export async function pruneWebhookDeliveries(q: Queryable, olderThanDays: number, limit = 5000): Promise<number> {
+export async function pruneWebhookDeliveries(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
   const r = await q.query(
     `DELETE FROM webhook_deliveries WHERE status IN ('succeeded', 'dead') AND id = ANY(ARRAY(
        SELECT id FROM webhook_deliveries

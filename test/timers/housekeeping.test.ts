@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { startHousekeeping, type HousekeepingOptions } from '../../src/timers/housekeeping.ts';
-import { makeTestDb, onCleanup } from '../support/env.ts';
+import { makeTestDb, onCleanup, onServices } from '../support/env.ts';
 
 const HOUR = 3_600_000;
 
@@ -192,6 +192,31 @@ describe('housekeeping', () => {
     expect(passes.reduce((n, p) => n + p.webhookDeliveries, 0)).toBe(31);
     expect(passes.reduce((n, p) => n + p.authTokens, 0)).toBe(9);
     expect(Number((await db.query('SELECT count(*)::int AS n FROM webhook_deliveries')).rows[0].n)).toBe(0);
+  });
+
+  // What lets passes in several processes run at once: rows another transaction holds are skipped,
+  // not waited for. (PGlite is one connection: nothing can hold rows while a pass runs.)
+  it.runIf(onServices)('skips the rows another process is deleting instead of waiting for them', async () => {
+    await clear();
+    const all: string[] = [];
+    for (let i = 0; i < 10; i++) all.push(await delivery('succeeded', 40 * 24));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: (ids: string[]) => void;
+    const lockedIds = new Promise<string[]>((r) => (locked = r));
+    const holder = db.transaction(async (tx) => {
+      const r = await tx.query<{ id: string }>('SELECT id FROM webhook_deliveries ORDER BY updated_at, id LIMIT 3 FOR UPDATE');
+      locked(r.rows.map((x) => x.id));
+      await held;
+    });
+    const busy = await lockedIds;
+    // Returns while the other transaction still holds its rows (were it waiting, this would hang).
+    const first = await housekeeping({ db, batchSize: 4 }).runOnce();
+    expect(first.webhookDeliveries).toBe(7);
+    expect(await existing('webhook_deliveries', 'id', all)).toEqual([...busy].sort());
+    release();
+    await holder;
+    expect((await housekeeping({ db, batchSize: 4 }).runOnce()).webhookDeliveries).toBe(3);
   });
 
   it('logs a failed task and still runs the others; the next pass catches up', async () => {
