@@ -95,13 +95,13 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
   if (role === 'all' || role === 'worker') {
     // The relay first, so it stops last: events committed by the consumers below while they
     // finish their in-flight work still get published before the process exits.
-    const relay = startRelay({ db, broker, pollMs: config.outboxPollMs, retentionDays: config.eventRetentionDays, logger });
+    const relay = startRelay({ db, broker, pollMs: config.outboxPollMs, logger });
     components.push({ name: 'outbox-relay', stop: () => relay.stop() });
     components.push(await startInboundProcessor({ db, broker, logger, channels: channelDirectory }));
     components.push(startSpillDrainer({ db, broker, logger }));
     components.push(...(await startWebhookWorker({ db, broker, config, secretKey, logger })));
     components.push(...(await startConversationWorker({ db, broker, config, logger, channels: channelDirectory, sweeper: opts.sessionSweeper })));
-    components.push(startHousekeeping({ db, logger, webhookRetentionDays: config.webhookRetentionDays }));
+    components.push(startHousekeeping({ db, logger, webhookRetentionDays: config.webhookRetentionDays, eventRetentionDays: config.eventRetentionDays }));
   }
 
   let app: FastifyInstance | undefined;

@@ -93,26 +93,21 @@ export async function countPending(q: Queryable): Promise<number> {
 }
 
 /**
- * Deletes published rows older than the retention, in batches of `batchSize` so no statement
- * holds many locks or (on PGlite) the single connection for long. Unpublished rows are never
- * touched, however old: they are events still owed to the broker. SKIP LOCKED lets several relays
- * prune at once without waiting on each other.
+ * Deletes up to `limit` published rows older than the retention (housekeeping calls it chunk
+ * after chunk). Unpublished rows are never touched, however old: they are events still owed to the
+ * broker. SKIP LOCKED lets several processes prune at once without waiting on each other.
  */
-export async function pruneEvents(q: Queryable, olderThanDays: number, batchSize = 1000): Promise<number> {
-  let total = 0;
-  for (;;) {
-    const r = await q.query(
-      `DELETE FROM outbox WHERE seq IN (
-         SELECT seq FROM outbox
-         WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1::float8 * 86400)
-         ORDER BY published_at
-         LIMIT $2
-         FOR UPDATE SKIP LOCKED)`,
-      [olderThanDays, batchSize],
-    );
-    total += r.rowCount;
-    if (r.rowCount < batchSize) return total;
-  }
+export async function pruneEvents(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
+  const r = await q.query(
+    `DELETE FROM outbox WHERE seq IN (
+       SELECT seq FROM outbox
+       WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1::float8 * 86400)
+       ORDER BY published_at
+       LIMIT $2
+       FOR UPDATE SKIP LOCKED)`,
+    [olderThanDays, limit],
+  );
+  return r.rowCount;
 }
 
 // ---- event log --------------------------------------------------------------------------------

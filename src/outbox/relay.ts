@@ -39,7 +39,7 @@ import { eventMessageBody } from './idempotent.ts';
 import { inProcessClaims } from './in-process-claims.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import {
-  claimUnpublished, countPending, markPublished, markPublishFailed, pruneEvents, registerSleeper, unregisterSleeper, writersBarrier, type OutboxRow,
+  claimUnpublished, countPending, markPublished, markPublishFailed, registerSleeper, unregisterSleeper, writersBarrier, type OutboxRow,
 } from './outbox.sql.ts';
 
 /** The NOTIFY channel the outbox insert trigger signals (migrations 002 and 011). */
@@ -80,9 +80,6 @@ export type RelayOptions = {
   pipelineDepth?: number;
   /** Deadline for one broker publish (confirms) while rows are locked. */
   publishTimeoutMs?: number;
-  /** Delete published events older than this (EVENT_RETENTION_DAYS); undefined: never prune here. */
-  retentionDays?: number;
-  pruneEveryMs?: number;
   backoffMs?: { min: number; max: number };
   logger?: Logger;
 };
@@ -114,7 +111,6 @@ export function startRelay(opts: RelayOptions): Relay {
   const partialPauseMs = Math.min(opts.partialPauseMs ?? 5, activePollMs);
   const batchSize = opts.batchSize ?? 500;
   const publishTimeoutMs = opts.publishTimeoutMs ?? 10_000;
-  const pruneEveryMs = opts.pruneEveryMs ?? 3_600_000;
   const backoff = opts.backoffMs ?? { min: 100, max: 5000 };
   const log = (opts.logger ?? silentLogger).child({ component: 'outbox-relay' });
   const inTx = canPublishInTransaction(broker) ? broker : undefined;
@@ -229,22 +225,15 @@ export function startRelay(opts: RelayOptions): Relay {
   }
 
   let lastPendingAt = 0;
-  let lastPruneAt = 0;
-  /** Refreshes the pending gauge (at most once a second) and prunes when due, unless busy. */
-  async function housekeeping(mayPrune: boolean): Promise<void> {
+  /** Refreshes the pending gauge, at most once a second. (Old events are pruned by housekeeping.) */
+  async function refreshPending(): Promise<void> {
+    const now = Date.now();
+    if (now - lastPendingAt < PENDING_REFRESH_MS) return;
+    lastPendingAt = now;
     try {
-      const now = Date.now();
-      if (now - lastPendingAt >= PENDING_REFRESH_MS) {
-        lastPendingAt = now;
-        outboxPending.set(await countPending(db));
-      }
-      if (mayPrune && opts.retentionDays !== undefined && now - lastPruneAt >= pruneEveryMs) {
-        lastPruneAt = now;
-        const n = await pruneEvents(db, opts.retentionDays);
-        if (n > 0) log.info({ deleted: n, retention_days: opts.retentionDays }, 'pruned published events');
-      }
+      outboxPending.set(await countPending(db));
     } catch (err) {
-      log.warn({ err }, 'outbox housekeeping failed');
+      log.warn({ err }, 'outbox relay could not count pending events');
     }
   }
 
@@ -306,11 +295,11 @@ export function startRelay(opts: RelayOptions): Relay {
         const delay = Math.min(backoff.min * 2 ** (failures - 1), backoff.max);
         // First failure and then every tenth: a long outage should not flood the log.
         if (failures === 1 || failures % 10 === 0) log.warn({ err, failures, retry_in_ms: delay }, 'outbox publish failed; rows stay and will be retried');
-        await housekeeping(true); // pruning needs only the database: keep it going in an outage
+        await refreshPending();
         await pause(delay * (0.8 + Math.random() * 0.4), false);
         continue;
       }
-      await housekeeping(n < batchSize);
+      await refreshPending();
       // A full batch is followed by another claim at once. A partial one took everything there
       // was: the next claim waits `partialPauseMs`, so events gather into one batch instead of an
       // empty claim (three statements) followed by a poll. An empty claim within `lingerMs` of the

@@ -1,7 +1,7 @@
 // Housekeeping: deletes what has outlived its use, once an hour — login tokens expired for over a
-// day, idempotency records past their 24 hours, and finished webhook deliveries (succeeded or
-// dead) with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change.
-// (Published events are pruned by the outbox relay.)
+// day, idempotency records past their 24 hours, finished webhook deliveries (succeeded or dead)
+// with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change, and
+// published events older than EVENT_RETENTION_DAYS (never one still owed to the broker).
 //
 // Every worker process runs it; there is no leader. Each statement deletes a bounded chunk whose
 // rows it locks with SKIP LOCKED, so a large backlog is worked off in many short transactions and
@@ -11,6 +11,7 @@ import type { Database } from '../db/database.ts';
 import { pruneAuthTokens } from '../db/auth-tokens.sql.ts';
 import { pruneIdempotencyKeys } from '../db/idempotency.sql.ts';
 import { pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
+import { pruneEvents } from '../outbox/outbox.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { makeStoppableSleep } from './stoppable-sleep.ts';
 
@@ -18,6 +19,8 @@ export type HousekeepingOptions = {
   db: Database;
   /** Finished webhook deliveries are kept this long after their last change (WEBHOOK_RETENTION_DAYS). */
   webhookRetentionDays: number;
+  /** Published events are kept this long (EVENT_RETENTION_DAYS). */
+  eventRetentionDays: number;
   logger?: Logger;
   /** Pause between passes (default an hour). */
   intervalMs?: number;
@@ -27,12 +30,12 @@ export type HousekeepingOptions = {
    * than `intervalMs`.
    */
   firstRunAfterMs?: number;
-  /** Rows deleted per statement. */
+  /** Rows deleted per statement (default 5,000; 1,000 on PGlite, whose one connection it holds). */
   batchSize?: number;
 };
 
 /** Rows deleted by one pass, per table (attempts go with their deliveries). */
-export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; webhookDeliveries: number };
+export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; webhookDeliveries: number; events: number };
 
 export type HousekeepingResult = HousekeepingCounts & {
   /** The tasks that failed this pass (logged; their rows wait for the next pass). */
@@ -50,7 +53,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
   const { db } = opts;
   const intervalMs = opts.intervalMs ?? 3_600_000;
   const firstRunAfterMs = opts.firstRunAfterMs ?? Math.round(Math.random() * 60_000);
-  const batchSize = opts.batchSize ?? 5000;
+  const batchSize = opts.batchSize ?? (db.kind === 'pglite' ? 1000 : 5000);
   const retentionDays = opts.webhookRetentionDays;
   const log = (opts.logger ?? silentLogger).child({ component: 'housekeeping' });
 
@@ -58,6 +61,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     authTokens: (limit) => pruneAuthTokens(db, limit),
     idempotencyKeys: (limit) => pruneIdempotencyKeys(db, limit),
     webhookDeliveries: (limit) => pruneWebhookDeliveries(db, retentionDays, limit),
+    events: (limit) => pruneEvents(db, opts.eventRetentionDays, limit),
   };
 
   const rest = makeStoppableSleep();
@@ -76,7 +80,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
 
   async function pass(): Promise<HousekeepingResult> {
     const started = Date.now();
-    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, failed: [] };
+    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, events: 0, failed: [] };
     for (const [key, task] of Object.entries(tasks) as Array<[keyof HousekeepingCounts, (limit: number) => Promise<number>]>) {
       if (rest.stopped) break;
       try {
@@ -87,13 +91,15 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
         log.warn({ err, task: key }, 'housekeeping task failed; trying again next pass');
       }
     }
-    if (result.authTokens + result.idempotencyKeys + result.webhookDeliveries > 0) {
+    if (result.authTokens + result.idempotencyKeys + result.webhookDeliveries + result.events > 0) {
       log.info(
         {
           auth_tokens: result.authTokens,
           idempotency_keys: result.idempotencyKeys,
           webhook_deliveries: result.webhookDeliveries,
+          events: result.events,
           webhook_retention_days: retentionDays,
+          event_retention_days: opts.eventRetentionDays,
           duration_ms: Date.now() - started,
         },
         'housekeeping deleted expired rows',

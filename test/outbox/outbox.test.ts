@@ -124,7 +124,9 @@ describe('outbox storage and event log', () => {
     await db.query(`UPDATE outbox SET published_at = now() - interval '1 day' WHERE id = ANY($1::uuid[])`, [recent.map((e) => e.id)]);
     await db.query(`UPDATE outbox SET created_at = now() - interval '400 days' WHERE id = ANY($1::uuid[])`, [owed.map((e) => e.id)]);
 
-    expect(await pruneEvents(db, 30, 3)).toBe(7);
+    const chunks: number[] = [];
+    for (let n = 3; n === 3; ) chunks.push((n = await pruneEvents(db, 30, 3)));
+    expect(chunks).toEqual([3, 3, 1]);
     const left = await db.query<{ id: string }>('SELECT id FROM outbox WHERE project_id = $1 ORDER BY seq', [p]);
     expect(left.rows.map((r) => r.id)).toEqual([...recent, ...owed].map((e) => e.id));
     expect(await pruneEvents(db, 30, 3)).toBe(0);

@@ -2,14 +2,17 @@ import pino from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
+import { withTransaction } from '../../src/db/transaction.ts';
+import { appendEvents } from '../../src/outbox/outbox.sql.ts';
 import { startHousekeeping, type HousekeepingOptions } from '../../src/timers/housekeeping.ts';
+import { contactCreated } from '../outbox/helpers.ts';
 import { makeTestDb, onCleanup, onServices } from '../support/env.ts';
 
 const HOUR = 3_600_000;
 
 /** A housekeeping whose own timer never fires during the test: passes run through runOnce(). */
-function housekeeping(opts: Omit<HousekeepingOptions, 'webhookRetentionDays'> & { webhookRetentionDays?: number }) {
-  const h = startHousekeeping({ webhookRetentionDays: 30, firstRunAfterMs: 24 * HOUR, intervalMs: 24 * HOUR, ...opts });
+function housekeeping(opts: Omit<HousekeepingOptions, 'webhookRetentionDays' | 'eventRetentionDays'> & { webhookRetentionDays?: number; eventRetentionDays?: number }) {
+  const h = startHousekeeping({ webhookRetentionDays: 30, eventRetentionDays: 30, firstRunAfterMs: 24 * HOUR, intervalMs: 24 * HOUR, ...opts });
   onCleanup(() => h.stop());
   return h;
 }
@@ -136,7 +139,7 @@ describe('housekeeping', () => {
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
     const result = await housekeeping({ db, logger }).runOnce();
 
-    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, webhookDeliveries: 2, failed: [] });
+    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, webhookDeliveries: 2, events: 0, failed: [] });
     expect(await existing('webhook_deliveries', 'id', [...gone.deliveries, ...kept.deliveries])).toEqual([...kept.deliveries].sort());
     expect(await attemptsOf(gone.deliveries)).toBe(0);
     expect(await attemptsOf(kept.deliveries)).toBe(keptAttempts);
@@ -148,8 +151,27 @@ describe('housekeeping', () => {
 
     // Nothing left to do: the next pass deletes nothing and says nothing.
     lines.length = 0;
-    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, failed: [] });
+    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, events: 0, failed: [] });
     expect(lines).toEqual([]);
+  });
+
+  it('deletes published events past EVENT_RETENTION_DAYS, never one still owed to the broker', async () => {
+    const p = uuidv7();
+    const events = (n: number) => Array.from({ length: n }, () => contactCreated(p));
+    const [old, recent, owed] = [events(5), events(2), events(3)];
+    await withTransaction(db, (tx) => appendEvents(tx, [...old, ...recent, ...owed]));
+    const ids = (list: Array<{ id: string }>) => list.map((e) => e.id);
+    await db.query(`UPDATE outbox SET published_at = now() - interval '31 days' WHERE id = ANY($1::uuid[])`, [ids(old)]);
+    await db.query(`UPDATE outbox SET published_at = now() - interval '29 days' WHERE id = ANY($1::uuid[])`, [ids(recent)]);
+    // Unpublished, however old: the broker was away all this time.
+    await db.query(`UPDATE outbox SET created_at = now() - interval '90 days' WHERE id = ANY($1::uuid[])`, [ids(owed)]);
+    const w = watched(db);
+    const result = await housekeeping({ db: w.db, batchSize: 2 }).runOnce();
+    expect(result.events).toBe(5);
+    expect(w.deletes('outbox')).toEqual([2, 2, 1]);
+    expect(await existing('outbox', 'id', [...ids(old), ...ids(recent), ...ids(owed)])).toEqual([...ids(recent), ...ids(owed)].sort());
+    expect((await housekeeping({ db, eventRetentionDays: 28 }).runOnce()).events).toBe(2);
+    await db.query('DELETE FROM outbox WHERE project_id = $1', [p]);
   });
 
   it('keeps finished deliveries for the configured number of days', async () => {
@@ -173,7 +195,7 @@ describe('housekeeping', () => {
     const w = watched(db);
     const result = await housekeeping({ db: w.db, batchSize: 5 }).runOnce();
 
-    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, webhookDeliveries: 23, failed: [] });
+    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, webhookDeliveries: 23, events: 0, failed: [] });
     expect(w.deletes('webhook_deliveries')).toEqual([5, 5, 5, 5, 3]);
     // A full last chunk needs one more statement to find that nothing is left.
     expect(w.deletes('auth_tokens')).toEqual([5, 5, 0]);
@@ -231,14 +253,14 @@ describe('housekeeping', () => {
     const w = watched(db, (sql) => failing && /DELETE FROM idempotency_keys/.test(sql));
     const h = housekeeping({ db: w.db, logger });
 
-    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, webhookDeliveries: 1, failed: ['idempotencyKeys'] });
+    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, webhookDeliveries: 1, events: 0, failed: ['idempotencyKeys'] });
     expect(lines).toContainEqual(expect.objectContaining({ level: 40, task: 'idempotencyKeys', msg: 'housekeeping task failed; trying again next pass' }));
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([key]);
     expect(await existing('auth_tokens', 'id', [token])).toEqual([]);
     expect(await existing('webhook_deliveries', 'id', [old])).toEqual([]);
 
     failing = false;
-    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, webhookDeliveries: 0, failed: [] });
+    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, webhookDeliveries: 0, events: 0, failed: [] });
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([]);
   });
 });
