@@ -20,7 +20,8 @@ export function pipelineEntryHandler(db: Database): Handler {
     const { project_id: projectId, data } = e;
     // Most projects leave the setting off: then there is nothing to do and no transaction to open
     // (one read instead of five round trips per new contact). When it is on, it is read again
-    // inside the transaction that acts on it.
+    // inside the transaction that acts on it. (This first read uses the owner connection, outside
+    // row-level security: fine for one flag of the event's own project, not a pattern for tenant data.)
     if (!(await autoEnterEnabled(db, projectId))) return;
     await handleOnce(
       db,

@@ -1,5 +1,6 @@
 // Reads of `messages` for the API, ordered by the provider's timestamp (when it was said, not when
 // we stored it: webhooks can arrive late or out of order), with the id breaking ties.
+import { failureView } from '../domain/inbound.ts';
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, Where, type Page } from './keyset.ts';
 
@@ -48,15 +49,9 @@ function toLocation(l: any): MessageRecord['location'] {
   return { latitude: Number(l.latitude), longitude: Number(l.longitude), name: str(l.name), address: str(l.address) };
 }
 
-// Two writers store `error` in their own shapes: a provider's failed status ({code, title?,
-// message?, details?}, Meta's code a number) and our sender ({message, code, attempts}). The API
-// shows one shape whatever the writer, with the code as a string and always some words to read.
-function toError(e: any): MessageError | null {
-  if (!e || typeof e !== 'object') return null;
-  const code = typeof e.code === 'number' ? String(e.code) : str(e.code);
-  const title = str(e.title);
-  const details = str(e.details);
-  return { code, title, message: str(e.message) ?? title ?? details ?? 'the provider reported a delivery failure', details };
+// Two writers store `error` in their own shapes; the API shows one (failureView).
+function toError(e: unknown): MessageError | null {
+  return e && typeof e === 'object' ? failureView(e) : null;
 }
 
 export function toMessage(r: Row): MessageRecord {

@@ -114,6 +114,20 @@ export type InboundStatus = Base & {
 
 export type StatusError = { code?: number | string; title?: string; message?: string; details?: string };
 
+/**
+ * A delivery failure as people read it, whoever stored it — a provider's failed status ({code,
+ * title?, message?, details?}, Meta's code a number) or our sender ({message, code, attempts}):
+ * the code as a string, and always some words. The API's `error` and `message.failed` use it.
+ */
+export function failureView(e: unknown): { code: string | null; title: string | null; message: string; details: string | null } {
+  const o = isRecord(e) ? e : {};
+  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : null);
+  const title = text(o.title);
+  const details = text(o.details);
+  const code = typeof o.code === 'number' ? String(o.code) : text(o.code);
+  return { code, title, message: text(o.message) ?? title ?? details ?? 'the provider reported a delivery failure', details };
+}
+
 export type InboundReaction = Base & {
   kind: 'reaction';
   externalId?: string;

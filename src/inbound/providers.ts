@@ -4,7 +4,7 @@
 // is provider-agnostic. A new provider is one entry here plus its parser.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { ChannelType } from '../db/channels.sql.ts';
-import type { InboundEvent, Provider } from '../domain/inbound.ts';
+import { loose, type InboundEvent, type Provider } from '../domain/inbound.ts';
 import { parseWahaEvent } from './waha/waha.parser.ts';
 import { parseCloudWebhook } from './whatsapp-cloud/cloud.parser.ts';
 import { sha256, type KnownChannel } from './channel-directory.ts';
@@ -82,13 +82,8 @@ export const cloudProvider: InboundProvider = {
     return OK;
   },
   // One Meta app can be subscribed for several numbers: only changes for this channel's number count.
-  parse: (body, channel) => parseCloudWebhook(body, { phoneNumberId: configString(channel.config.phone_number_id) }),
+  parse: (body, channel) => parseCloudWebhook(body, { phoneNumberId: loose.str(channel.config, 'phone_number_id') }),
 };
-
-function configString(v: unknown): string | undefined {
-  if (typeof v === 'number') return String(v);
-  return typeof v === 'string' && v !== '' ? v : undefined;
-}
 
 export const PROVIDERS: Record<Provider, InboundProvider> = {
   waha: wahaProvider,

@@ -20,7 +20,7 @@ import { editMessage, lockMessageByKey, revokeMessage, setMessageStatus, setReac
 import { setChannelStatus, type ChannelType } from '../db/channels.sql.ts';
 import { newEvent, type EventEnvelope, type MessageStatus as EventStatus } from '../domain/events.ts';
 import { uuidv7 } from '../domain/ids.ts';
-import { isForward, type InboundEvent, type InboundMessage, type InboundStatus } from '../domain/inbound.ts';
+import { failureView, isForward, type InboundEvent, type InboundMessage, type InboundStatus } from '../domain/inbound.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { inboundEventsTotal, sessionsActive } from '../observability/metrics.ts';
 import {
@@ -284,8 +284,8 @@ async function applyStatus(tx: Queryable, ch: InboundChannel, s: InboundStatus, 
   };
   const base = { projectId: ch.projectId, aggregateId: msg.id, occurredAt: at };
   if (s.status === 'failed') {
-    const text = s.error?.message ?? s.error?.title ?? s.error?.details ?? 'the provider reported a delivery failure';
-    out.push(newEvent('message.failed', { ...base, data: { ...data, error: text, error_code: s.error?.code != null ? String(s.error.code) : null } }));
+    const failure = failureView(s.error);
+    out.push(newEvent('message.failed', { ...base, data: { ...data, error: failure.message, error_code: failure.code } }));
   } else if (s.status in STATUS_EVENTS) {
     out.push(newEvent(STATUS_EVENTS[s.status as keyof typeof STATUS_EVENTS], { ...base, data }));
   }

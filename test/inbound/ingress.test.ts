@@ -171,7 +171,6 @@ describe('Meta Cloud API ingress', () => {
     // The messages addressed to other business numbers (multi-entry, other-phone-number) were not
     // stored: each shared its POST with a message that was, so their POSTs are done.
     for (const key of ['wamid.DEV00000000000000000000000000MLT02', 'wamid.DEV00000000000000000000000000OPN02']) {
-      expect(expected.has(key), key).toBe(false);
       expect(await messageByKey(t.db, cloud.id, key), key).toBeUndefined();
     }
   });
