@@ -1,6 +1,7 @@
 // Points a WAHA session's webhook at our ingress (POST /channels/{id}/configure-webhook).
 // `message.any` alone covers incoming messages and those typed on the phone; subscribing
 // `message` too would only send every incoming message twice (harmless, deduped, but wasteful).
+import { wahaRequest, type WahaAnswer } from '../channels/waha.client.ts';
 import { AppError } from '../errors.ts';
 
 export const WAHA_WEBHOOK_EVENTS = [
@@ -29,21 +30,14 @@ export async function registerWahaWebhook(s: WahaWebhookSetup): Promise<void> {
     ...(s.hmacKey ? { hmac: { key: s.hmacKey } } : {}),
     retries: { policy: 'constant', delaySeconds: 2, attempts: 15 },
   };
-  let res: Response;
+  let a: WahaAnswer;
   try {
-    res = await fetch(`${s.baseUrl}/api/sessions/${encodeURIComponent(s.session)}`, {
-      method: 'PUT',
-      headers: { 'content-type': 'application/json', 'x-api-key': s.apiKey },
-      body: JSON.stringify({ config: { webhooks: [webhook] } }),
-      redirect: 'manual',
-      signal: AbortSignal.timeout(s.timeoutMs ?? 10_000),
-    });
+    a = await wahaRequest({ ...s, timeoutMs: s.timeoutMs ?? 10_000 }, 'PUT', `/api/sessions/${encodeURIComponent(s.session)}`, { config: { webhooks: [webhook] } });
   } catch (err) {
     throw new AppError('unprocessable', `WAHA at ${s.baseUrl} could not be reached: ${(err as Error).message}`);
   }
-  if (!res.ok) {
-    const text = (await res.text().catch(() => '')).slice(0, 300);
-    throw new AppError('unprocessable', `WAHA answered ${res.status} to the webhook registration${text ? `: ${text}` : ''}`);
+  if (a.status < 200 || a.status >= 300) {
+    const text = a.text.slice(0, 300);
+    throw new AppError('unprocessable', `WAHA answered ${a.status} to the webhook registration${text ? `: ${text}` : ''}`);
   }
-  await res.body?.cancel().catch(() => {});
 }
