@@ -20,7 +20,7 @@ import { editMessage, lockMessageByKey, revokeMessage, setMessageStatus, setReac
 import { setChannelStatus, type ChannelType } from '../db/channels.sql.ts';
 import { newEvent, type EventEnvelope, type MessageStatus as EventStatus } from '../domain/events.ts';
 import { uuidv7 } from '../domain/ids.ts';
-import { failureView, isForward, type InboundEvent, type InboundMessage, type InboundStatus } from '../domain/inbound.ts';
+import { failureView, isForward, type Ignored, type InboundEvent, type InboundMessage, type InboundStatus } from '../domain/inbound.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { inboundEventsTotal, sessionsActive } from '../observability/metrics.ts';
 import {
@@ -68,7 +68,9 @@ export function makeInboundService(deps: { db: Database }) {
     const messages = work.filter((w) => w.event.kind === 'message');
     const others = work.filter((w) => w.event.kind !== 'message');
     const prepared = messages.map((w) => prepareMessage(items[w.item].channel, w.event as InboundMessage));
-    const results = await withTransaction(
+    // Webhooks with nothing to store (Status posts, groups, another number's changes…) are only
+    // counted: no transaction for them.
+    const store = () => withTransaction(
       deps.db,
       async (tx) => {
         const out: EventEnvelope[] = [];
@@ -96,6 +98,9 @@ export function makeInboundService(deps: { db: Database }) {
       },
       { projectId },
     );
+    const results = work.every((w) => w.event.kind === 'ignored')
+      ? work.map((w) => ({ item: w.item, event: w.event, result: (w.event as Ignored).reason as Result }))
+      : await store();
 
     sessionsActive.inc(opened - closed);
     const outcomes: ItemOutcome[] = items.map(() => ({}));
