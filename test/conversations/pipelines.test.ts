@@ -1,8 +1,10 @@
 // Pipelines: ordered statuses, moving contacts through them (history with who and when, events),
 // and the choreographed entry of new contacts into the default pipeline (contact.created → consumer).
 import { describe, expect, it } from 'vitest';
-import { PIPELINE_ENTRY } from '../../src/consumers/pipeline-entry.consumer.ts';
-import { consumerMessagesTotal } from '../../src/observability/metrics.ts';
+import { pipelineEntryHandler } from '../../src/consumers/pipeline-entry.consumer.ts';
+import type { Database } from '../../src/db/database.ts';
+import type { EventEnvelope } from '../../src/domain/events.ts';
+import { eventMessageBody } from '../../src/outbox/idempotent.ts';
 import { waitFor } from '../support/env.ts';
 import { events, rows, startWorld, wahaMessage, type Tenant } from './harness.ts';
 
@@ -139,13 +141,19 @@ describe('new contacts entering the default pipeline (contact.created → pipeli
   });
 
   it('leaves new contacts alone by default, without opening a transaction for them', async () => {
-    // With the setting off the consumer only reads it: no processed_events row to wait for, so
-    // wait for the consumer's own count of handled messages instead.
-    const handledOk = async () => (await consumerMessagesTotal.get()).values.find((v) => v.labels.consumer === PIPELINE_ENTRY && v.labels.result === 'ok')?.value ?? 0;
-    const before = await handledOk();
+    // The consumer's handler, given this contact's contact.created, with a database that counts
+    // transactions: with the setting off it only reads the setting.
     const contactId = await newContact();
-    const [created] = await events(db, { aggregateId: contactId, type: 'contact.created' });
-    await waitFor(async () => (await handledOk()) > before, 'the consumer to handle contact.created');
+    const [row] = await rows(db, 'SELECT * FROM outbox WHERE aggregate_id = $1 AND type = $2', [contactId, 'contact.created']);
+    const created = {
+      id: row.id, type: row.type, version: row.version, occurred_at: new Date(row.occurred_at).toISOString(), project_id: row.project_id,
+      aggregate_type: row.aggregate_type, aggregate_id: row.aggregate_id, data: row.data,
+    } as EventEnvelope;
+    let transactions = 0;
+    const counting = Object.create(db) as Database;
+    counting.transaction = (fn, setup) => (transactions++, db.transaction(fn, setup));
+    await pipelineEntryHandler(counting)({ messageId: created.id, queue: 'test', routingKey: created.type, body: eventMessageBody(created), headers: {}, attempt: 1 });
+    expect(transactions).toBe(0);
     expect(await rows(db, 'SELECT 1 FROM contact_pipeline_statuses WHERE contact_id = $1', [contactId])).toHaveLength(0);
     expect(await handled(created.id)).toBe(false);
   });
