@@ -13,6 +13,7 @@ import { pruneIdempotencyKeys } from '../db/idempotency.sql.ts';
 import { pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
 import { pruneEvents } from '../outbox/outbox.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
+import { drainChunks, oneAtATime } from './passes.ts';
 import { makeStoppableSleep } from './stoppable-sleep.ts';
 
 export type HousekeepingOptions = {
@@ -65,18 +66,6 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
   };
 
   const rest = makeStoppableSleep();
-  // Passes run one at a time (runOnce from a test and the loop share this chain).
-  let chain: Promise<unknown> = Promise.resolve();
-
-  /** Deletes chunk after chunk until one comes back short (or the process is stopping). */
-  async function drain(task: (limit: number) => Promise<number>): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const n = await task(batchSize);
-      total += n;
-      if (n < batchSize || rest.stopped) return total;
-    }
-  }
 
   async function pass(): Promise<HousekeepingResult> {
     const started = Date.now();
@@ -84,7 +73,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     for (const [key, task] of Object.entries(tasks) as Array<[keyof HousekeepingCounts, (limit: number) => Promise<number>]>) {
       if (rest.stopped) break;
       try {
-        result[key] = await drain(task);
+        result[key] = await drainChunks(task, batchSize, () => rest.stopped);
       } catch (err) {
         // Chunks deleted before the failure stay deleted; the rest waits for the next pass.
         result.failed.push(key);
@@ -108,19 +97,15 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     return result;
   }
 
-  function runOnce(): Promise<HousekeepingResult> {
-    const run = chain.then(pass);
-    chain = run.catch(() => {});
-    return run;
-  }
-
-  const pause = (ms: number) => rest.sleep(ms);
+  // runOnce from a test and the loop share one line of passes.
+  const passes = oneAtATime(pass);
+  const runOnce = passes.run;
 
   async function loop(): Promise<void> {
-    await pause(firstRunAfterMs);
+    await rest.sleep(firstRunAfterMs);
     while (!rest.stopped) {
       await runOnce();
-      await pause(intervalMs);
+      await rest.sleep(intervalMs);
     }
   }
 
@@ -132,7 +117,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     async stop() {
       rest.stop();
       await running;
-      await chain;
+      await passes.idle();
     },
   };
 }

@@ -12,6 +12,7 @@ import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { sessionsActive } from '../observability/metrics.ts';
 import { makeSessionLifecycle } from '../services/session-lifecycle.service.ts';
+import { drainChunks, oneAtATime } from './passes.ts';
 import { makeStoppableSleep } from './stoppable-sleep.ts';
 
 export type SweeperOptions = {
@@ -42,23 +43,16 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
   const lifecycle = makeSessionLifecycle({ db: opts.db, now: opts.now });
 
   const rest = makeStoppableSleep();
-  // Passes of this sweeper run one at a time (sweepNow from a test and the loop share it).
-  let chain: Promise<unknown> = Promise.resolve();
   let lastGaugeAt = 0;
 
-  function sweepNow(): Promise<number> {
-    const run = chain.then(async () => {
-      let total = 0;
-      for (;;) {
-        const ended = await lifecycle.endDue(batchSize);
-        total += ended.length;
-        if (ended.length > 0) log.info({ ended: ended.length }, 'sessions ended by inactivity');
-        if (ended.length < batchSize || rest.stopped) return total;
-      }
-    });
-    chain = run.catch(() => {});
-    return run;
-  }
+  const endDue = async (limit: number) => {
+    const ended = await lifecycle.endDue(limit);
+    if (ended.length > 0) log.info({ ended: ended.length }, 'sessions ended by inactivity');
+    return ended.length;
+  };
+  // sweepNow from a test and the loop share one line of passes.
+  const passes = oneAtATime(() => drainChunks(endDue, batchSize, () => rest.stopped));
+  const sweepNow = passes.run;
 
   async function refreshGauge(): Promise<void> {
     if (Date.now() - lastGaugeAt < gaugeEveryMs) return;
@@ -67,8 +61,6 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
     sessionsActive.set(await countActiveSessions(opts.db));
   }
 
-  const pause = (ms: number) => rest.sleep(ms);
-
   async function loop(): Promise<void> {
     let failures = 0;
     while (!rest.stopped) {
@@ -76,13 +68,13 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
         await sweepNow();
         await refreshGauge();
         failures = 0;
-        await pause(intervalMs);
+        await rest.sleep(intervalMs);
       } catch (err) {
         failures++;
         // The database went away or a statement failed: due rows stay due and the next pass, after
         // a growing pause, takes them. Logged on the first failure and every tenth after.
         if (failures === 1 || failures % 10 === 0) log.warn({ err, failures }, 'session sweep failed; retrying');
-        await pause(Math.min(intervalMs * 2 ** Math.min(failures, 5), 30_000));
+        await rest.sleep(Math.min(intervalMs * 2 ** Math.min(failures, 5), 30_000));
       }
     }
   }
@@ -95,7 +87,7 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
     async stop() {
       rest.stop();
       await running;
-      await chain;
+      await passes.idle();
     },
   };
 }
