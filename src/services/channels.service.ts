@@ -186,7 +186,10 @@ function splitConfig(
     } else if (spec.url && !isHttpUrl(value)) {
       errors.push({ field: `config.${key}`, message: 'must be an http(s) URL' });
     } else {
-      merged[key] = spec.url ? value.replace(/\/+$/, '') : value;
+      // Shown settings are identifiers and URLs: a space pasted around one (a phone_number_id
+      // that no webhook would then match) is dropped. Secrets are kept exactly as given.
+      const v = spec.secret ? value : value.trim();
+      merged[key] = spec.url ? v.replace(/\/+$/, '') : v;
     }
   }
   for (const [key, spec] of Object.entries(fields)) {

@@ -81,6 +81,23 @@ describe('channels', () => {
     expect((await t.api('PATCH', `/channels/${ok.id}`, {})).status).toBe(400);
   });
 
+  it('drops spaces pasted around a shown setting, never around a secret', async () => {
+    const cloud = await t.api('POST', '/channels', {
+      name: 'padded',
+      type: 'whatsapp_cloud',
+      config: { phone_number_id: ' 200000000000001\n', access_token: 'tok', app_secret: 'sec', verify_token: ' v ' },
+    });
+    expect(cloud.status, JSON.stringify(cloud.json)).toBe(201);
+    expect(cloud.json.config.phone_number_id).toBe('200000000000001');
+    const waha = await t.api('POST', '/channels', { name: 'padded', type: 'waha', config: { ...WAHA, base_url: ' http://waha.example.test:3000/ ', session: ' loja ' } });
+    expect(waha.json.config).toMatchObject({ base_url: 'http://waha.example.test:3000', session: 'loja' });
+    // The verify token was kept with its spaces: only it answers Meta's challenge.
+    const challenge = (token: string) =>
+      t.app.inject({ method: 'GET', url: `/api/v1/webhooks/whatsapp/${cloud.json.id}`, query: { 'hub.mode': 'subscribe', 'hub.verify_token': token, 'hub.challenge': '42' } });
+    expect((await challenge(' v ')).body).toBe('42');
+    expect((await challenge('v')).statusCode).not.toBe(200);
+  });
+
   it('shows the webhook URL (it embeds the token) only to roles that manage channels', async () => {
     const created = (await t.api('POST', '/channels', { name: 'v', type: 'waha', config: WAHA })).json;
     const key = await t.api('POST', '/api-keys', { name: 'viewer', role: 'viewer' });
