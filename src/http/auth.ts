@@ -4,7 +4,9 @@
 //   `config.public: true`, and response schemas; otherwise start-up fails. Each route is recorded
 //   in the route table that the isolation tests iterate, so a new route is tested without anyone
 //   remembering to.
-// - onRequest: `Authorization: Bearer <vtr_ key | login token>` or `X-API-Key` → `req.auth`, then
+// - onRequest of every route that is not public (attached to the route when it registers, so a
+//   public route such as the provider ingress runs no authentication hook at all):
+//   `Authorization: Bearer <vtr_ key | login token>` or `X-API-Key` → `req.auth`, then
 //   `can(role, permission)`, before the body is even read.
 import type { FastifyInstance, FastifyRequest, FastifySchema, RouteOptions } from 'fastify';
 import type { AppDeps } from './app.ts';
@@ -13,7 +15,7 @@ import { can, isAction, type Action, type Caller } from '../domain/permissions.t
 import { AppError, notFound } from '../errors.ts';
 import { makeAccountsService } from '../services/accounts.service.ts';
 import { makeApiKeysService } from '../services/api-keys.service.ts';
-import { registerIdempotency } from './idempotency.ts';
+import { attachIdempotency } from './idempotency.ts';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -139,7 +141,13 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
 
   app.decorate('authCache', cache);
   app.decorateRequest('auth', null as unknown as Caller);
-  app.addHook('onRoute', (opts) => guardRoute(opts, table));
+  app.addHook('onRoute', (opts) => {
+    guardRoute(opts, table);
+    // Every route that is not public gets the authentication hook, HEAD twins of GET routes too
+    // (Fastify registers them from a copy of the options taken before this hook ran).
+    if (opts.config?.public !== true) opts.onRequest = [...[opts.onRequest ?? []].flat(), authenticate];
+    if (opts.config?.idempotent === true) attachIdempotency(opts, deps);
+  });
 
   async function resolve(secret: string, projectHeader: string | undefined): Promise<Caller> {
     const cacheKey = `${secretHash(secret)}|${projectHeader ?? ''}`;
@@ -170,9 +178,8 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
     return found.caller;
   }
 
-  app.addHook('onRequest', async (req) => {
+  async function authenticate(req: FastifyRequest): Promise<void> {
     const cfg = req.routeOptions.config;
-    if (req.is404 || cfg.public === true) return;
     const secret = readCredential(req);
     const header = req.headers['x-project-id'];
     const caller = await resolve(secret, typeof header === 'string' && header !== '' ? header : undefined);
@@ -180,7 +187,7 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
       throw new AppError('forbidden', `the ${caller.role} role may not do this (needs ${cfg.permission ?? 'a permission'})`);
     }
     req.auth = caller;
-  });
+  }
 
-  registerIdempotency(app, deps);
+  app.decorateRequest('idempotency', null);
 }

@@ -8,7 +8,7 @@
 // encrypted with a key derived from the client's Idempotency-Key, so the table alone reveals no
 // response (some carry secrets shown once).
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { onSendAsyncHookHandler, preHandlerAsyncHookHandler, RouteOptions } from 'fastify';
 import type { AppDeps } from './app.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../db/idempotency.sql.ts';
@@ -54,12 +54,11 @@ function unseal(key: string, projectId: string, sealed: Buffer): Buffer {
   return Buffer.concat([d.update(sealed.subarray(28)), d.final()]);
 }
 
-export function registerIdempotency(app: FastifyInstance, deps: AppDeps): void {
+/** Adds the claim (preHandler) and the record (onSend) to one route that declared `idempotent`. */
+export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db'>): void {
   const { db } = deps;
-  app.decorateRequest('idempotency', null);
 
-  app.addHook('preHandler', async (req, reply) => {
-    if (!req.routeOptions.config.idempotent) return;
+  const claim: preHandlerAsyncHookHandler = async (req, reply) => {
     const key = req.headers['idempotency-key'];
     if (key === undefined) return;
     if (typeof key !== 'string' || key.length < 1 || key.length > 255) {
@@ -87,9 +86,9 @@ export function registerIdempotency(app: FastifyInstance, deps: AppDeps): void {
     reply.header('idempotent-replayed', 'true');
     if (held.contentType) reply.header('content-type', held.contentType);
     return reply.code(held.status).send(unseal(key, projectId, held.body));
-  });
+  };
 
-  app.addHook('onSend', async (req, reply, payload) => {
+  const record: onSendAsyncHookHandler = async (req, reply, payload) => {
     const claim = req.idempotency;
     if (!claim) return payload;
     req.idempotency = null;
@@ -116,5 +115,8 @@ export function registerIdempotency(app: FastifyInstance, deps: AppDeps): void {
       req.log.error({ err }, 'could not record the Idempotency-Key outcome');
     }
     return payload;
-  });
+  };
+
+  opts.preHandler = [...[opts.preHandler ?? []].flat(), claim];
+  opts.onSend = [...[opts.onSend ?? []].flat(), record];
 }

@@ -53,6 +53,27 @@ describe('the route table', () => {
   });
 });
 
+describe('no route that is not public answers a caller without a credential', () => {
+  // Authentication is attached to each route as it registers; a route (or the HEAD twin Fastify
+  // makes of a GET) that missed it would answer here with something other than 401.
+  for (const r of routes) {
+    const methods = r.method === 'GET' ? ['GET', 'HEAD'] : [r.method];
+    for (const method of methods) {
+      it(`${method} ${r.url}`, async () => {
+        const res = await call(app, undefined, method as any, fillUrl(r.url, {}), { query: queryFor(r) });
+        expect(res.status, res.body).toBe(401);
+        if (method !== 'HEAD') expect(res.json.code).toBe('unauthorized');
+      });
+    }
+  }
+
+  it('while the public ones (provider webhooks, auth) run without one', () => {
+    const open = routeTable(app).filter((r) => r.public).map(label);
+    expect(open).toContain('POST /api/v1/webhooks/waha/:channel_id');
+    expect(open.filter((u) => !/\/(webhooks\/(waha|whatsapp)|auth)\//.test(u))).toEqual([]);
+  });
+});
+
 describe("B's admin key on A's resources answers 404", () => {
   for (const r of routes.filter((x) => x.params.length > 0)) {
     const fixture = resourceFor(r);
