@@ -2,6 +2,11 @@
 // (and one fsync) for many webhooks instead of one each. Items submitted in the same turn of the
 // event loop go together; while `maxInflight` batches are running, new items wait and the next
 // batch is simply bigger. So an idle system adds no latency and a busy one batches more.
+//
+// With `deadlineMs`, an item whose batch has not answered that long after it was submitted is
+// rejected with DeadlineError; one still waiting for its batch is taken out of the line, so it
+// never runs. Timers are per batch and one for the whole line, never per item (a timer per item
+// costs more than the rest of a webhook's hand-off), and nothing is kept once answered.
 export type BatchRunner<I, O> = (key: string, items: I[]) => Promise<O[]>;
 
 export type Batcher<I, O> = {
@@ -9,13 +14,28 @@ export type Batcher<I, O> = {
   submit(key: string, item: I): Promise<O>;
 };
 
-type Waiting<I, O> = { item: I; resolve: (o: O) => void; reject: (err: unknown) => void };
+export type BatcherOptions = { maxBatch: number; maxInflight: number; deadlineMs?: number; deadlineMessage?: string };
 
-export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: { maxBatch: number; maxInflight: number }): Batcher<I, O> {
+export class DeadlineError extends Error {
+  override readonly name = 'DeadlineError';
+}
+
+const enum State {
+  Waiting,
+  Running,
+  Done,
+}
+
+type Entry<I, O> = { item: I; resolve: (o: O) => void; reject: (err: unknown) => void; due: number; state: State };
+
+export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions): Batcher<I, O> {
   // Keys in the order they first waited: each pump serves the longest-waiting key first.
-  const queues = new Map<string, Waiting<I, O>[]>();
+  const queues = new Map<string, Entry<I, O>[]>();
   let inflight = 0;
   let scheduled = false;
+  let waitTimer: NodeJS.Timeout | undefined;
+  const { deadlineMs } = opts;
+  const late = () => new DeadlineError(opts.deadlineMessage ?? `no answer within ${deadlineMs} ms`);
 
   const schedule = () => {
     if (scheduled) return;
@@ -23,32 +43,63 @@ export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: { maxBatch: numb
     setImmediate(pump);
   };
 
+  const settle = (e: Entry<I, O>, ok: boolean, value: unknown) => {
+    if (e.state === State.Done) return;
+    e.state = State.Done;
+    if (ok) e.resolve(value as O);
+    else e.reject(value);
+  };
+
   function pump(): void {
     scheduled = false;
     for (const [key, queue] of queues) {
-      if (inflight >= opts.maxInflight) return;
+      if (inflight >= opts.maxInflight) break;
       const batch = queue.splice(0, opts.maxBatch);
       queues.delete(key);
       if (queue.length) queues.set(key, queue); // the rest goes to the back of the line
+      for (const e of batch) e.state = State.Running;
       inflight++;
-      run(key, batch.map((w) => w.item))
+      // A batch's items were submitted in order, so its first item is due first: one timer each.
+      const timer = deadlineMs === undefined ? undefined : setTimeout(() => batch.forEach((e) => settle(e, false, late())), batch[0].due - Date.now());
+      run(key, batch.map((e) => e.item))
         .then(
-          (results) => batch.forEach((w, i) => w.resolve(results[i])),
-          (err) => batch.forEach((w) => w.reject(err)),
+          (results) => batch.forEach((e, i) => settle(e, true, results[i])),
+          (err) => batch.forEach((e) => settle(e, false, err)),
         )
         .finally(() => {
+          clearTimeout(timer);
           inflight--;
           if (queues.size) schedule();
         });
     }
+    watchWaiting();
+  }
+
+  /** While items wait for a free slot, one timer takes out those whose deadline has come. */
+  function watchWaiting(): void {
+    if (deadlineMs === undefined || waitTimer || queues.size === 0) return;
+    let first = Infinity;
+    for (const queue of queues.values()) first = Math.min(first, queue[0].due);
+    waitTimer = setTimeout(() => {
+      waitTimer = undefined;
+      const now = Date.now();
+      for (const [key, queue] of queues) {
+        let expired = 0;
+        while (expired < queue.length && queue[expired].due <= now) expired++;
+        for (const e of queue.splice(0, expired)) settle(e, false, late());
+        if (queue.length === 0) queues.delete(key);
+      }
+      watchWaiting();
+    }, first - Date.now());
   }
 
   return {
     submit(key, item) {
       return new Promise<O>((resolve, reject) => {
+        const due = deadlineMs === undefined ? 0 : Date.now() + deadlineMs;
         let queue = queues.get(key);
         if (!queue) queues.set(key, (queue = []));
-        queue.push({ item, resolve, reject });
+        queue.push({ item, resolve, reject, due, state: State.Waiting });
         schedule();
       });
     },

@@ -5,16 +5,16 @@
 // while a few such publishes await their confirms, the next one simply grows. If the broker
 // does not confirm within a short bound the webhook is spilled to `inbound_events` (the drainer
 // republishes it later) and still answered 200; only when the database refuses too is the answer
-// 503, so the provider retries. A confirm arriving after a spill makes a duplicate, which the
-// processor's dedupe absorbs.
+// 503, so the provider retries. A webhook still waiting for a publish at its deadline is not sent
+// at all; a confirm arriving after a spill makes a duplicate, which the processor's dedupe absorbs.
 import { isUtf8 } from 'node:buffer';
 import { PROJECT_HEADER, errorText, type Broker, type Headers } from '../broker/broker.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { spillInboundEvent } from '../db/inbound-events.sql.ts';
-import { withDeadline } from '../db/postgres.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { makeBatcher } from './batcher.ts';
+import { checkJson } from './json-check.ts';
 import { BATCH_HEADER, encodeRawBatch, type RawItem } from './raw-batch.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -66,7 +66,9 @@ export function makeIngress(deps: IngressDeps): Ingress {
       await broker.send(Queues.inboundRaw, toMessages(projectId, items), { timeoutMs });
       return items.map(() => undefined);
     },
-    { maxBatch: MAX_BATCH, maxInflight: MAX_PUBLISHES_IN_FLIGHT },
+    // The deadline covers waiting for a publish slot as well as the confirm: a webhook is answered
+    // within it, spilled if need be, whatever the broker does with its own timeout.
+    { maxBatch: MAX_BATCH, maxInflight: MAX_PUBLISHES_IN_FLIGHT, deadlineMs: timeoutMs + 50, deadlineMessage: 'broker did not confirm in time' },
   );
 
   async function channel(provider: InboundProvider, channelId: string): Promise<KnownChannel> {
@@ -97,7 +99,11 @@ export function makeIngress(deps: IngressDeps): Ingress {
         count(provider.name, 'unauthorized');
         throw new AppError('invalid_signature', verdict.reason);
       }
-      checkJsonObject(req.rawBody, () => count(provider.name, 'malformed'));
+      const malformed = jsonObjectFault(req.rawBody);
+      if (malformed) {
+        count(provider.name, 'malformed');
+        throw new AppError('bad_json', malformed);
+      }
 
       const eventId = uuidv7();
       const receivedAt = new Date();
@@ -109,11 +115,7 @@ export function makeIngress(deps: IngressDeps): Ingress {
         [EnvelopeHeaders.requestId]: requestId,
       };
       try {
-        await withDeadline(
-          publishes.submit(c.projectId, { messageId: eventId, body: req.rawBody, headers }),
-          timeoutMs + 50,
-          'broker did not confirm in time',
-        );
+        await publishes.submit(c.projectId, { messageId: eventId, body: req.rawBody, headers });
         count(provider.name, 'queued');
         return { eventId, spilled: false };
       } catch (publishErr) {
@@ -159,23 +161,16 @@ function toMessages(projectId: string, items: readonly RawItem[]): RawItem[] {
 }
 
 /**
- * The one parse the ingress does: the body must be UTF-8 JSON with an object at the top, because
- * every provider sends one and anything else can only become a parse error later.
+ * The one check of the body the ingress makes: UTF-8 JSON with an object at the top, because
+ * every provider sends one and anything else can only become a parse error later. The bytes are
+ * walked, not parsed (json-check.ts): the value would be thrown away. Says what is wrong, if
+ * anything.
  */
-function checkJsonObject(raw: Buffer, onBad: () => void): void {
-  let detail: string | undefined;
-  if (raw.length === 0) detail = 'the body is empty';
-  else if (!isUtf8(raw)) detail = 'the body is not valid UTF-8';
-  else {
-    try {
-      const v: unknown = JSON.parse(raw.toString('utf8'));
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) detail = 'the body must be a JSON object';
-    } catch (err) {
-      detail = `the body is not JSON: ${(err as Error).message}`;
-    }
-  }
-  if (detail) {
-    onBad();
-    throw new AppError('bad_json', detail);
-  }
+function jsonObjectFault(raw: Buffer): string | undefined {
+  if (raw.length === 0) return 'the body is empty';
+  if (!isUtf8(raw)) return 'the body is not valid UTF-8';
+  const verdict = checkJson(raw);
+  if (!verdict.ok) return `the body is not JSON: ${verdict.reason}`;
+  if (verdict.top !== 'object') return 'the body must be a JSON object';
+  return undefined;
 }
