@@ -17,8 +17,8 @@ export type KnownChannel = {
   type: ChannelType;
   config: Record<string, unknown>;
   secrets: ChannelSecrets;
-  /** SHA-256 of the webhook token: compared in constant time with the digest of what was sent. */
-  tokenDigest: Buffer;
+  /** The webhook token's bytes, compared in constant time with what a webhook sends (sameToken). */
+  token: Buffer;
   sessionTimeoutMinutes: number;
 };
 
@@ -73,7 +73,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       type: row.type,
       config: row.config,
       secrets: openChannelSecrets(typeof opts.secretKey === 'string' ? opts.secretKey : opts.secretKey(), row.secrets),
-      tokenDigest: sha256(row.webhookToken),
+      token: Buffer.from(row.webhookToken),
       sessionTimeoutMinutes: row.sessionTimeoutMinutes ?? opts.defaultSessionTimeoutMinutes,
     };
   }

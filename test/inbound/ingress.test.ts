@@ -33,6 +33,9 @@ describe('who may post', () => {
     expect((await t.post(ch, body, { token: null })).status).toBe(401);
     expect((await t.post(ch, body, { token: `${ch.token}x` })).status).toBe(401);
     expect((await t.post(ch, body, { token: '' })).status).toBe(401);
+    const flipped = `${ch.token.slice(0, -1)}${ch.token.endsWith('A') ? 'B' : 'A'}`; // same length, one character off
+    expect((await t.post(ch, body, { token: flipped })).status).toBe(401);
+    expect((await t.post(ch, body, { token: ch.token.slice(0, -1) })).status).toBe(401);
     expect((await t.post({ ...ch, id: uuidv7() }, body)).status).toBe(404);
     expect((await t.post({ ...ch, id: 'not-a-uuid' }, body)).status).toBe(404);
     expect(await messageByKey(t.db, ch.id, 'TOKBAD01')).toBeUndefined();
