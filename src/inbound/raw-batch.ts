@@ -13,12 +13,20 @@ export const BATCH_HEADER = 'x-batch';
 export type RawItem = { messageId: string; headers: Headers; body: Buffer };
 
 export function encodeRawBatch(items: readonly RawItem[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const item of items) {
-    const meta = Buffer.from(JSON.stringify({ id: item.messageId, headers: item.headers }));
-    parts.push(length(meta.length), meta, length(item.body.length), item.body);
+  // One allocation for the whole message: the bodies are copied once, straight into it.
+  const metas = items.map((item) => JSON.stringify({ id: item.messageId, headers: item.headers }));
+  let size = 0;
+  for (let i = 0; i < items.length; i++) size += 8 + Buffer.byteLength(metas[i]) + items[i].body.length;
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (let i = 0; i < items.length; i++) {
+    const metaLength = out.write(metas[i], at + 4);
+    out.writeUInt32BE(metaLength, at);
+    at += 4 + metaLength;
+    out.writeUInt32BE(items[i].body.length, at);
+    at += 4 + items[i].body.copy(out, at + 4);
   }
-  return Buffer.concat(parts);
+  return out;
 }
 
 /** The webhooks of a batch body; throws when the body is not one (truncated, bad metadata). */
@@ -41,12 +49,6 @@ export function decodeRawBatch(buf: Buffer, expected?: number): RawItem[] {
   }
   if (expected !== undefined && items.length !== expected) throw new Error(`batch holds ${items.length} webhooks, its header says ${expected}`);
   return items;
-}
-
-function length(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n);
-  return b;
 }
 
 function isMeta(v: unknown): v is { id: string; headers: Headers } {
