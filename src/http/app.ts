@@ -87,9 +87,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     done();
   });
 
-  await app.register(cors, {
-    origin: deps.config.corsOrigins.length === 0 ? false : deps.config.corsOrigins.includes('*') ? true : [...deps.config.corsOrigins],
-  });
+  // CORS off (no CORS_ORIGINS) means no plugin at all: it would still run a hook on every request
+  // only to find it has nothing to add.
+  if (deps.config.corsOrigins.length > 0) {
+    await app.register(cors, { origin: deps.config.corsOrigins.includes('*') ? true : [...deps.config.corsOrigins] });
+  }
 
   await app.register(swagger, {
     openapi: {
