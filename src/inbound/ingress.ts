@@ -39,8 +39,8 @@ const MAX_BATCH_BYTES = 1024 * 1024;
  * Publishes awaiting their confirm at once; webhooks arriving meanwhile form the next one. Two
  * keep one batch filling while one is confirmed. More only cut the batches smaller: the broker's
  * work is mostly per message, and on a machine it shares with the ingress it then takes CPU the
- * ingress needs (with 8, three runs of the ingress benchmark gave 42–49 % of the bare handler's throughput; with
- * 2, three runs gave 54–70 %).
+ * ingress needs (ingress benchmark, best-of-each ratio to the bare handler: 42–49 % with 8 in
+ * three runs, 54–70 % with 2 in three runs).
  */
 const MAX_PUBLISHES_IN_FLIGHT = 2;
 
