@@ -59,8 +59,23 @@ export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions):
       if (queue.length) queues.set(key, queue); // the rest goes to the back of the line
       for (const e of batch) e.state = State.Running;
       inflight++;
+      let released = false;
+      const release = () => {
+        if (released) return;
+        released = true;
+        inflight--;
+        if (queues.size) schedule();
+      };
       // A batch's items were submitted in order, so its first item is due first: one timer each.
-      const timer = deadlineMs === undefined ? undefined : setTimeout(() => batch.forEach((e) => settle(e, false, late())), batch[0].due - Date.now());
+      // At the deadline the batch also gives its slot back: a run that never ends (a broker that
+      // swallows a publish) must not stop the line behind it.
+      const timer =
+        deadlineMs === undefined
+          ? undefined
+          : setTimeout(() => {
+              batch.forEach((e) => settle(e, false, late()));
+              release();
+            }, batch[0].due - Date.now());
       run(key, batch.map((e) => e.item))
         .then(
           (results) => batch.forEach((e, i) => settle(e, true, results[i])),
@@ -68,8 +83,7 @@ export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions):
         )
         .finally(() => {
           clearTimeout(timer);
-          inflight--;
-          if (queues.size) schedule();
+          release();
         });
     }
     watchWaiting();

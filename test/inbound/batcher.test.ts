@@ -81,20 +81,37 @@ describe('makeBatcher', () => {
     const other = track(b.submit('b', 3)); // another key, due at 500
     await vi.advanceTimersByTimeAsync(100);
     expect(running.error).toBeInstanceOf(DeadlineError);
-    runs[0].finish(); // the slot frees up: 2 and 3 run
-    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(1); // 1's slot is given back at its deadline: 2 runs, 3 waits
     expect(runs.map((r) => r.items)).toEqual([[1], [2]]);
-    await vi.advanceTimersByTimeAsync(200); // 3 is still in line at its deadline
+    await vi.advanceTimersByTimeAsync(199); // 3 is still in line at its deadline
     expect(waiting.error).toBeInstanceOf(DeadlineError);
     expect(other.error).toBeInstanceOf(DeadlineError);
+    runs[0].finish();
     runs[1].finish();
-    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(10);
     expect(runs.map((r) => r.items)).toEqual([[1], [2]]); // 3 never ran
     const after = track(b.submit('b', 4));
-    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(1);
     runs[2].finish();
     await vi.advanceTimersByTimeAsync(0);
     expect(after.value).toBe('done 4');
+  });
+
+  it('gives the slot of a batch that never ends back at its deadline, so the line moves on', async () => {
+    const { runs, runner } = controlledRunner();
+    const b = makeBatcher(runner, { maxBatch: 10, maxInflight: 1, deadlineMs: 300 });
+    const swallowed = track(b.submit('a', 1)); // its run never finishes
+    await vi.advanceTimersByTimeAsync(100);
+    const next = track(b.submit('a', 2));
+    await vi.advanceTimersByTimeAsync(199);
+    expect(runs.map((r) => r.items)).toEqual([[1]]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(swallowed.error).toBeInstanceOf(DeadlineError);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(runs.map((r) => r.items)).toEqual([[1], [2]]); // the slot came back: 2 runs
+    runs[1].finish();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(next.value).toBe('done 2');
   });
 
   it('answers every item through many batches and leaves no timer behind', async () => {
