@@ -3,10 +3,12 @@
 // event loop go together; while `maxInflight` batches are running, new items wait and the next
 // batch is simply bigger. So an idle system adds no latency and a busy one batches more.
 //
-// With `deadlineMs`, an item whose batch has not answered that long after it was submitted is
-// rejected with DeadlineError; one still waiting for its batch is taken out of the line, so it
-// never runs. Timers are per batch and one for the whole line, never per item (a timer per item
-// costs more than the rest of a webhook's hand-off), and nothing is kept once answered.
+// With `deadlineMs`, an item not answered that long after it was submitted is rejected with
+// DeadlineError; one still waiting for a batch at that time is taken out of the line, so it never
+// runs. A batch all of whose items have been rejected so gives its slot back even if its run has
+// not ended: a run that never ends must not stop the line behind it. Timers are per batch and one
+// for the line, never per item (a timer per item costs more than the rest of a webhook's hand-off),
+// and nothing is kept once answered.
 export type BatchRunner<I, O> = (key: string, items: I[]) => Promise<O[]>;
 
 export type Batcher<I, O> = {
@@ -20,13 +22,7 @@ export class DeadlineError extends Error {
   override readonly name = 'DeadlineError';
 }
 
-const enum State {
-  Waiting,
-  Running,
-  Done,
-}
-
-type Entry<I, O> = { item: I; resolve: (o: O) => void; reject: (err: unknown) => void; due: number; state: State };
+type Entry<I, O> = { item: I; resolve: (o: O) => void; reject: (err: unknown) => void; due: number; done: boolean };
 
 export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions): Batcher<I, O> {
   // Keys in the order they first waited: each pump serves the longest-waiting key first.
@@ -44,20 +40,29 @@ export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions):
   };
 
   const settle = (e: Entry<I, O>, ok: boolean, value: unknown) => {
-    if (e.state === State.Done) return;
-    e.state = State.Done;
+    if (e.done) return;
+    e.done = true;
     if (ok) e.resolve(value as O);
     else e.reject(value);
   };
 
+  /** Rejects the items of `queue` (in submission order, so in deadline order) that are due. */
+  function rejectDue(queue: Entry<I, O>[], now: number): void {
+    let due = 0;
+    while (due < queue.length && queue[due].due <= now) due++;
+    for (const e of queue.splice(0, due)) settle(e, false, late());
+  }
+
   function pump(): void {
     scheduled = false;
+    const now = deadlineMs === undefined ? 0 : Date.now();
     for (const [key, queue] of queues) {
       if (inflight >= opts.maxInflight) break;
+      if (deadlineMs !== undefined) rejectDue(queue, now); // a slot came free after their deadline
       const batch = queue.splice(0, opts.maxBatch);
       queues.delete(key);
       if (queue.length) queues.set(key, queue); // the rest goes to the back of the line
-      for (const e of batch) e.state = State.Running;
+      if (batch.length === 0) continue;
       inflight++;
       let released = false;
       const release = () => {
@@ -66,16 +71,15 @@ export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions):
         inflight--;
         if (queues.size) schedule();
       };
-      // A batch's items were submitted in order, so its first item is due first: one timer each.
-      // At the deadline the batch also gives its slot back: a run that never ends (a broker that
-      // swallows a publish) must not stop the line behind it.
-      const timer =
-        deadlineMs === undefined
-          ? undefined
-          : setTimeout(() => {
-              batch.forEach((e) => settle(e, false, late()));
-              release();
-            }, batch[0].due - Date.now());
+      let timer: NodeJS.Timeout | undefined;
+      const expire = () => {
+        const at = Date.now();
+        const open = batch.filter((e) => !e.done);
+        rejectDue(open, at);
+        if (open.length === 0) release();
+        else timer = setTimeout(expire, open[0].due - at);
+      };
+      if (deadlineMs !== undefined) timer = setTimeout(expire, batch[0].due - now);
       run(key, batch.map((e) => e.item))
         .then(
           (results) => batch.forEach((e, i) => settle(e, true, results[i])),
@@ -85,6 +89,10 @@ export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions):
           clearTimeout(timer);
           release();
         });
+    }
+    if (queues.size === 0 && waitTimer) {
+      clearTimeout(waitTimer);
+      waitTimer = undefined;
     }
     watchWaiting();
   }
@@ -98,9 +106,7 @@ export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions):
       waitTimer = undefined;
       const now = Date.now();
       for (const [key, queue] of queues) {
-        let expired = 0;
-        while (expired < queue.length && queue[expired].due <= now) expired++;
-        for (const e of queue.splice(0, expired)) settle(e, false, late());
+        rejectDue(queue, now);
         if (queue.length === 0) queues.delete(key);
       }
       watchWaiting();
@@ -113,7 +119,7 @@ export function makeBatcher<I, O>(run: BatchRunner<I, O>, opts: BatcherOptions):
         const due = deadlineMs === undefined ? 0 : Date.now() + deadlineMs;
         let queue = queues.get(key);
         if (!queue) queues.set(key, (queue = []));
-        queue.push({ item, resolve, reject, due, state: State.Waiting });
+        queue.push({ item, resolve, reject, due, done: false });
         schedule();
       });
     },

@@ -114,20 +114,61 @@ describe('makeBatcher', () => {
     expect(next.value).toBe('done 2');
   });
 
+  it('gives each item of a batch its own deadline, and the slot back once all have passed', async () => {
+    const { runs, runner } = controlledRunner();
+    const b = makeBatcher(runner, { maxBatch: 10, maxInflight: 1, deadlineMs: 300 });
+    const first = track(b.submit('a', 1)); // runs alone, never ends
+    await vi.advanceTimersByTimeAsync(100);
+    const second = track(b.submit('a', 2)); // due at 400
+    await vi.advanceTimersByTimeAsync(100);
+    const third = track(b.submit('a', 3)); // due at 500
+    await vi.advanceTimersByTimeAsync(101); // 1 passes its deadline; 2 and 3 run together
+    expect(first.error).toBeInstanceOf(DeadlineError);
+    expect(runs.map((r) => r.items)).toEqual([[1], [2, 3]]);
+    await vi.advanceTimersByTimeAsync(99); // 400: 2's deadline, not 3's
+    expect(second.error).toBeInstanceOf(DeadlineError);
+    expect(third.settled).toBe(false);
+    const fourth = track(b.submit('a', 4));
+    await vi.advanceTimersByTimeAsync(50);
+    expect(runs).toHaveLength(2); // the batch of 2 and 3 still holds the slot: 3 is still waiting for it
+    await vi.advanceTimersByTimeAsync(51); // 500: 3's deadline; the slot comes back and 4 runs
+    expect(third.error).toBeInstanceOf(DeadlineError);
+    expect(runs.map((r) => r.items)).toEqual([[1], [2, 3], [4]]);
+    runs[2].finish();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(fourth.value).toBe('done 4');
+  });
+
+  it('does not run an item whose deadline passed before a slot came free', async () => {
+    const { runs, runner } = controlledRunner();
+    const b = makeBatcher(runner, { maxBatch: 10, maxInflight: 1, deadlineMs: 300 });
+    track(b.submit('a', 1));
+    await vi.advanceTimersByTimeAsync(100);
+    const waiting = track(b.submit('a', 2)); // due at 400
+    // The clock reaches 400 before the line's timer has had its turn, and then the slot frees up.
+    vi.setSystemTime(Date.now() + 300);
+    runs[0].finish();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(waiting.error).toBeInstanceOf(DeadlineError);
+    expect(runs.map((r) => r.items)).toEqual([[1]]);
+  });
+
   it('answers every item through many batches and leaves no timer behind', async () => {
     const { runs, runner } = controlledRunner();
-    const b = makeBatcher(runner, { maxBatch: 50, maxInflight: 4, deadlineMs: 300 });
+    const b = makeBatcher(runner, { maxBatch: 50, maxInflight: 2, deadlineMs: 300 }); // three keys: one waits each round
     const all = [];
     for (let round = 0; round < 40; round++) {
       for (let i = 0; i < 50; i++) all.push(track(b.submit(`k${i % 3}`, round * 50 + i)));
       await vi.advanceTimersByTimeAsync(10);
       for (const r of runs.splice(0)) r.finish();
       await vi.advanceTimersByTimeAsync(0);
+      for (const r of runs.splice(0)) r.finish(); // the key that waited
+      await vi.advanceTimersByTimeAsync(0);
     }
     await vi.advanceTimersByTimeAsync(0);
     for (const r of runs.splice(0)) r.finish();
-    await vi.advanceTimersByTimeAsync(1000);
+    await vi.advanceTimersByTimeAsync(0);
     expect(all.every((t) => t.settled && t.error === undefined)).toBe(true);
-    expect(vi.getTimerCount()).toBe(0);
+    expect(vi.getTimerCount()).toBe(0); // answered, and no timer keeps the process up
   });
 });
