@@ -3,7 +3,6 @@
 // the token already digested, and a change announced on the CHANNEL_CHANGES notification (sent by
 // channels.sql.ts at commit, seen by every process on the database) drops the entry. A TTL bounds
 // staleness should a notification be missed (listener reconnecting).
-import { createHash } from 'node:crypto';
 import type { Database } from '../db/database.ts';
 import { CHANNEL_CHANGES, findChannelById, type ChannelType } from '../db/channels.sql.ts';
 import { isUuid } from '../domain/ids.ts';
@@ -44,8 +43,6 @@ export type ChannelDirectoryOptions = {
 };
 
 type Entry = { value: KnownChannel | undefined; expires: number };
-
-export const sha256 = (s: string | Buffer): Buffer => createHash('sha256').update(s).digest();
 
 export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDirectory {
   const ttl = opts.ttlMs ?? 60_000;

@@ -2,12 +2,12 @@
 // the ingress on the raw bytes, before anything is parsed) and how a body becomes normalised
 // InboundEvents (run by the processor). Everything else — queueing, spilling, the transaction —
 // is provider-agnostic. A new provider is one entry here plus its parser.
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { ChannelType } from '../db/channels.sql.ts';
 import { loose, type InboundEvent, type Provider } from '../domain/inbound.ts';
 import { parseWahaEvent } from './waha/waha.parser.ts';
 import { parseCloudWebhook } from './whatsapp-cloud/cloud.parser.ts';
-import { sha256, type KnownChannel } from './channel-directory.ts';
+import type { KnownChannel } from './channel-directory.ts';
 
 export type IngressRequest = {
   rawBody: Buffer;
@@ -38,12 +38,14 @@ export function header(req: IngressRequest, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
+
 /**
  * A secret someone chose (any length), compared in constant time through equal-length digests:
  * neither its content nor its length leaks.
  */
-export function sameSecret(given: string, expectedDigest: Buffer): boolean {
-  return timingSafeEqual(sha256(given), expectedDigest);
+export function sameSecret(given: string, expected: string): boolean {
+  return timingSafeEqual(sha256(given), sha256(expected));
 }
 
 /**
@@ -116,5 +118,5 @@ export function cloudSubscriptionChallenge(channel: KnownChannel, query: Record<
   const challenge = query['hub.challenge'];
   const expected = channel.secrets.verify_token;
   if (mode !== 'subscribe' || typeof token !== 'string' || typeof challenge !== 'string' || !expected) return undefined;
-  return sameSecret(token, sha256(expected)) ? challenge : undefined;
+  return sameSecret(token, expected) ? challenge : undefined;
 }
