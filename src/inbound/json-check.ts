@@ -126,7 +126,6 @@ export function checkJson(b: Uint8Array): JsonVerdict {
   const n = b.length;
   const stack: number[] = [];
   let want = Want.Value;
-  let top: 'object' | 'array' | 'scalar' = 'scalar';
   let i = 0;
 
   while (i < n) {
@@ -171,7 +170,6 @@ export function checkJson(b: Uint8Array): JsonVerdict {
       }
       case Want.Value:
       case Want.ValueOrClose: {
-        if (stack.length === 0) top = c === B.OpenCurly ? 'object' : c === B.OpenSquare ? 'array' : 'scalar';
         if (c === B.CloseSquare && want === Want.ValueOrClose) {
           i++;
           stack.pop();
@@ -198,7 +196,14 @@ export function checkJson(b: Uint8Array): JsonVerdict {
       }
     }
   }
-  return want === Want.End ? { ok: true, top } : fail(b, n);
+  return want === Want.End ? { ok: true, top: topKind(b) } : fail(b, n);
+}
+
+/** What a valid document holds at the top: its first byte that is not whitespace says. */
+function topKind(b: Uint8Array): 'object' | 'array' | 'scalar' {
+  let i = 0;
+  while (isWs(b[i])) i++;
+  return b[i] === B.OpenCurly ? 'object' : b[i] === B.OpenSquare ? 'array' : 'scalar';
 }
 
 function fail(b: Uint8Array, at: number): JsonVerdict {
