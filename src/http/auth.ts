@@ -145,7 +145,8 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
     guardRoute(opts, table);
     // Every route that is not public gets the authentication hook, HEAD twins of GET routes too
     // (Fastify registers them from a copy of the options taken before this hook ran).
-    if (opts.config?.public !== true) opts.onRequest = [...[opts.onRequest ?? []].flat(), authenticate];
+    // guardRoute has made sure such a route names a permission (a HEAD twin shares its GET's).
+    if (opts.config?.public !== true) opts.onRequest = [...[opts.onRequest ?? []].flat(), authenticateFor(opts.config!.permission!)];
     if (opts.config?.idempotent === true) attachIdempotency(opts, deps);
   });
 
@@ -178,15 +179,15 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
     return found.caller;
   }
 
-  async function authenticate(req: FastifyRequest): Promise<void> {
-    const cfg = req.routeOptions.config;
-    const secret = readCredential(req);
-    const header = req.headers['x-project-id'];
-    const caller = await resolve(secret, typeof header === 'string' && header !== '' ? header : undefined);
-    if (!cfg.permission || !can(caller.role, cfg.permission)) {
-      throw new AppError('forbidden', `the ${caller.role} role may not do this (needs ${cfg.permission ?? 'a permission'})`);
-    }
-    req.auth = caller;
+  /** The onRequest hook of a route that needs `permission`. */
+  function authenticateFor(permission: Action) {
+    return async (req: FastifyRequest): Promise<void> => {
+      const secret = readCredential(req);
+      const header = req.headers['x-project-id'];
+      const caller = await resolve(secret, typeof header === 'string' && header !== '' ? header : undefined);
+      if (!can(caller.role, permission)) throw new AppError('forbidden', `the ${caller.role} role may not do this (needs ${permission})`);
+      req.auth = caller;
+    };
   }
 
   app.decorateRequest('idempotency', null);
