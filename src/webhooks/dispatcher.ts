@@ -31,7 +31,7 @@ import type { Logger } from '../observability/logger.ts';
 import { webhookAttemptDuration, webhookCircuitOpen, webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { makeCircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.ts';
-import { endpointCaps, makeEndpointLimits, makeSlots, type Slot } from './endpoint-limits.ts';
+import { endpointCaps, makeEndpointLimits, makeSlots, type EndpointSlot, type Slot } from './endpoint-limits.ts';
 import { makeHealthRecorder } from './health-recorder.ts';
 import { SUBSCRIPTION_HEADER } from './outbound-queue.ts';
 import { closeAgent, sendAttempt, type AttemptReport } from './send-attempt.ts';
@@ -77,7 +77,7 @@ const RATE_WAIT_INLINE_MS = 50;
 const MAX_AGENT_TIMEOUT_MS = 300_000;
 
 /** Through admission: an in-flight slot, and the send time when the rate limit was applied. */
-type Admitted = { inflight: Slot; sendAt?: number };
+type Admitted = { inflight: EndpointSlot; sendAt?: number };
 
 export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   const { db, config } = opts;
@@ -157,7 +157,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     const now = Date.now();
     const wait = circuitWait(sub, now);
     if (wait !== undefined) return void (await postpone(id, wait));
-    let inflight = limits.tryAcquire(sub, now);
+    let inflight = limits.tryAcquire(sub);
     if (!inflight) {
       // At the cap. A fast endpoint frees a slot in moments: wait for it here, at most until its
       // oldest attempt would make it slow. One whose oldest attempt has been running a while is
@@ -210,7 +210,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     }
     const sub = claim.subscriptionId;
     // A message without a (right) hint: its slot is counted, never refused — the claim is made.
-    const inflight = admitted && hinted === sub ? admitted.inflight : limits.force(sub, Date.now());
+    const inflight = admitted && hinted === sub ? admitted.inflight : limits.force(sub);
     let detached = false;
     try {
       let sendAt = admitted && hinted === sub ? admitted.sendAt : undefined;
@@ -246,8 +246,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     }
   }
 
-  async function attempt(claim: ClaimedDelivery, request: Slot, inflight: Slot): Promise<void> {
+  async function attempt(claim: ClaimedDelivery, request: Slot, inflight: EndpointSlot): Promise<void> {
     let report: AttemptReport;
+    inflight.start(Date.now()); // the endpoint's clock starts with its request
     try {
       report = await sendAttempt(claim, {
         secretKey: opts.secretKey,
