@@ -18,6 +18,7 @@
 import { errorText, type Broker, type Delivery, type Handler } from '../broker/broker.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
+import { withDeadline } from '../db/postgres.ts';
 import { withTransaction } from '../db/transaction.ts';
 import {
   claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
@@ -75,6 +76,8 @@ const PROBE_WAIT_MS = 5_000;
 /** A rate slot this close is waited for in place; a later one is a postponement. */
 const RATE_WAIT_INLINE_MS = 50;
 const MAX_AGENT_TIMEOUT_MS = 300_000;
+/** At shutdown, how long attempts under way may go on: what a consumer gives its handlers. */
+const STOP_ATTEMPTS_MS = 10_000;
 
 /** Through admission: an in-flight slot, and the send time when the rate limit was applied. */
 type Admitted = { inflight: EndpointSlot; sendAt?: number };
@@ -335,8 +338,12 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   return {
     handle,
     async stop() {
-      // The consumers have stopped: let the attempts under way end and be recorded.
-      await Promise.allSettled([...attempts]);
+      // The consumers have stopped: let the attempts under way end and be recorded — for as long
+      // as a consumer gives its handlers. An attempt still running then is cut off with the
+      // connections below; its lease brings the delivery back.
+      await withDeadline(Promise.allSettled([...attempts]), STOP_ATTEMPTS_MS, 'attempts still running').catch(
+        () => void log.warn({ attempts: attempts.size }, 'webhook attempts cut off at shutdown; their leases bring them back'),
+      );
       await health.stop();
       await closeAgent(agent);
     },
