@@ -52,6 +52,8 @@ export type DispatcherOptions = {
   /** Told when a postponed or retried delivery comes due, so a scheduler can wake for it. */
   onDue?: (atMs: number) => void;
   random?: () => number;
+  /** At shutdown, how long attempts under way may go on before they are cut off. */
+  stopAttemptsMs?: number;
 };
 
 export type WebhookDispatcher = {
@@ -76,7 +78,7 @@ const PROBE_WAIT_MS = 5_000;
 /** A rate slot this close is waited for in place; a later one is a postponement. */
 const RATE_WAIT_INLINE_MS = 50;
 const MAX_AGENT_TIMEOUT_MS = 300_000;
-/** At shutdown, how long attempts under way may go on: what a consumer gives its handlers. */
+/** At shutdown, how long attempts under way may go on by default: what a consumer gives its handlers. */
 const STOP_ATTEMPTS_MS = 10_000;
 
 /** Through admission: an in-flight slot, and the send time when the rate limit was applied. */
@@ -341,7 +343,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       // The consumers have stopped: let the attempts under way end and be recorded — for as long
       // as a consumer gives its handlers. An attempt still running then is cut off with the
       // connections below; its lease brings the delivery back.
-      await withDeadline(Promise.allSettled([...attempts]), STOP_ATTEMPTS_MS, 'attempts still running').catch(
+      await withDeadline(Promise.allSettled([...attempts]), opts.stopAttemptsMs ?? STOP_ATTEMPTS_MS, 'attempts still running').catch(
         () => void log.warn({ attempts: attempts.size }, 'webhook attempts cut off at shutdown; their leases bring them back'),
       );
       await health.stop();

@@ -25,6 +25,7 @@ export type WebhookWorkerOptions = {
   enqueueGraceMs?: number;
   disableCheckEveryMs?: number;
   leaseMarginMs?: number;
+  stopAttemptsMs?: number;
   circuit?: Omit<CircuitBreakerOptions, 'onChange'>;
   resolve?: ResolveHost;
 };
@@ -63,6 +64,7 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
       logger,
       ...(opts.resolve && { resolve: opts.resolve }),
       ...(opts.leaseMarginMs !== undefined && { leaseMarginMs: opts.leaseMarginMs }),
+      ...(opts.stopAttemptsMs !== undefined && { stopAttemptsMs: opts.stopAttemptsMs }),
       ...(opts.circuit && { circuit: opts.circuit }),
       ...(scheduler && { onDue: (at: number) => scheduler.wakeAt(at) }),
     });
