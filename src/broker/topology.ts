@@ -9,7 +9,8 @@ export const Queues = {
   webhooksOutbound: 'webhooks.outbound',
   /** Webhook delivery ids that came due again (retries, postponements), re-enqueued by the
    * scheduler. The same dispatcher serves both queues; a long backlog coming due at once (a stuck
-   * endpoint's) waits here, never in front of new deliveries to other endpoints. */
+   * endpoint's) waits here rather than in front of new deliveries — at most WEBHOOK_CONCURRENCY of
+   * it are taken at once, and those share the line for request slots. */
   webhooksDue: 'webhooks.due',
   /** Ids of queued outbound messages (replies) for the sender; the messages row is the truth. */
   messagesOutbound: 'messages.outbound',

@@ -103,9 +103,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     },
   });
   const limits = makeEndpointLimits(endpointCaps(config.webhookConcurrency));
-  // WEBHOOK_CONCURRENCY bounds the requests in flight. The consumer hands us more deliveries than
-  // that (webhook-worker.ts), so claims and records — database work — overlap with requests
-  // instead of idling a request slot, and an endpoint that hangs holds only request slots.
+  // WEBHOOK_CONCURRENCY bounds the requests in flight. The consumers hand us more deliveries than
+  // that (webhook-worker.ts), so one already admitted to its endpoint is waiting whenever a request
+  // slot frees, and waiting for an endpoint never holds a request slot. An attempt's outcome is
+  // recorded after both its slots are free; an endpoint that hangs holds only request slots.
   const requests = makeSlots(config.webhookConcurrency);
   /** Attempts under way, each past its queue message (see handle). */
   const attempts = new Set<Promise<void>>();
@@ -191,7 +192,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     const id = msg.messageId;
     // Only our own code enqueues here, but a replayed dead letter could carry anything, and one
     // bad id must not fail the claim batch it would share with others.
-    if (!isUuid(id)) return void log.error({ message_id: id }, 'webhooks.outbound message without a delivery id dropped');
+    if (!isUuid(id)) return void log.error({ message_id: id }, 'webhook delivery message without a delivery id dropped');
     const hinted = msg.headers[SUBSCRIPTION_HEADER];
     let admitted: Admitted | undefined;
     if (hinted) {

@@ -1,7 +1,7 @@
 // The webhook scheduler: the loop that makes Postgres-held delays happen. Each pass
 //   1. takes `sending` rows whose lease expired (their dispatcher died): the attempt is recorded
 //      as interrupted and the delivery is due again (or dead, if that was its last attempt);
-//   2. enqueues due `pending`/`retrying` rows of unpaused subscriptions onto webhooks.outbound;
+//   2. enqueues due `pending`/`retrying` rows of unpaused subscriptions onto webhooks.due;
 //   3. now and then, disables subscriptions failing for WEBHOOK_DISABLE_AFTER_DAYS.
 // It runs every `pollMs`, and sooner when the dispatcher says a retry comes due earlier. Several
 // schedulers (one per worker process) share the work through SKIP LOCKED; none is special.

@@ -68,10 +68,10 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
       ...(opts.circuit && { circuit: opts.circuit }),
       ...(scheduler && { onDue: (at: number) => scheduler.wakeAt(at) }),
     });
-    // Twice WEBHOOK_CONCURRENCY new deliveries at once, of which WEBHOOK_CONCURRENCY may be
-    // requests in flight (the dispatcher's cap): the others are being claimed or recorded
-    // meanwhile. Deliveries due again come on their own queue, with the same dispatcher (its
-    // request slots and per-endpoint limits are shared).
+    // Twice WEBHOOK_CONCURRENCY new deliveries at once, and WEBHOOK_CONCURRENCY due again on their
+    // own queue — three times the dispatcher's cap on requests in flight, so admitted deliveries
+    // are waiting whenever a request slot frees. Both queues share the dispatcher (its request
+    // slots and per-endpoint limits), and so one line for request slots.
     const consumers = [
       await startConsumer(broker, { name: 'webhook-dispatcher', queue: Queues.webhooksOutbound, concurrency: 2 * config.webhookConcurrency, handle: dispatcher.handle }, logger),
       await startConsumer(broker, { name: 'webhook-dispatcher-due', queue: Queues.webhooksDue, concurrency: config.webhookConcurrency, handle: dispatcher.handle }, logger),
