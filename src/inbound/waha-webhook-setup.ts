@@ -1,7 +1,7 @@
 // Points a WAHA session's webhook at our ingress (POST /channels/{id}/configure-webhook).
 // `message.any` alone covers incoming messages and those typed on the phone; subscribing
 // `message` too would only send every incoming message twice (harmless, deduped, but wasteful).
-import { wahaRequest, type WahaAnswer } from '../channels/waha.client.ts';
+import { wahaErrorText, wahaRequest, type WahaAnswer } from '../channels/waha.client.ts';
 import { AppError } from '../errors.ts';
 
 export const WAHA_WEBHOOK_EVENTS = [
@@ -36,8 +36,5 @@ export async function registerWahaWebhook(s: WahaWebhookSetup): Promise<void> {
   } catch (err) {
     throw new AppError('unprocessable', `WAHA at ${s.baseUrl} could not be reached: ${(err as Error).message}`);
   }
-  if (a.status < 200 || a.status >= 300) {
-    const text = a.text.slice(0, 300);
-    throw new AppError('unprocessable', `WAHA answered ${a.status} to the webhook registration${text ? `: ${text}` : ''}`);
-  }
+  if (a.status < 200 || a.status >= 300) throw new AppError('unprocessable', `${wahaErrorText(a)} (webhook registration)`);
 }
