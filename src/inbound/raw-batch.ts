@@ -1,11 +1,13 @@
 // Several webhooks in one raw-queue message: the ingress's group commit. Webhooks of one project
-// accepted in the same turn of the event loop share one publish and one confirm, so the broker
+// that wait together for a publish (those of one event-loop turn, and those that arrive while the
+// publishes in flight await their confirms) share one publish and one confirm, so the broker
 // stores one message (one quorum-queue entry, one fsync share) instead of one each. A message
 // with the BATCH_HEADER carries them; one webhook alone still travels as a plain message.
 //
 // Body: for each webhook, a 4-byte big-endian length and the JSON of {id, headers}, then a 4-byte
 // length and the raw body exactly as received.
 import type { Headers } from '../broker/broker.ts';
+import { isRecord } from '../domain/inbound.ts';
 
 /** On a batch message: how many webhooks it carries. */
 export const BATCH_HEADER = 'x-batch';
@@ -52,8 +54,5 @@ export function decodeRawBatch(buf: Buffer, expected?: number): RawItem[] {
 }
 
 function isMeta(v: unknown): v is { id: string; headers: Headers } {
-  if (typeof v !== 'object' || v === null) return false;
-  const m = v as { id?: unknown; headers?: unknown };
-  if (typeof m.id !== 'string' || typeof m.headers !== 'object' || m.headers === null || Array.isArray(m.headers)) return false;
-  return Object.values(m.headers).every((h) => typeof h === 'string');
+  return isRecord(v) && typeof v.id === 'string' && isRecord(v.headers) && Object.values(v.headers).every((h) => typeof h === 'string');
 }

@@ -38,7 +38,7 @@ export type ItemOutcome = { retry?: string };
 
 type Result =
   | 'stored' | 'duplicate' | 'updated' | 'unchanged' | 'ignored' | 'missing_target'
-  | Extract<InboundEvent, { kind: 'ignored' }>['reason'];
+  | Ignored['reason'];
 
 /** Another transaction committed the same message between our dedupe and our insert. */
 export class DuplicateRace extends Error {
@@ -99,7 +99,7 @@ export function makeInboundService(deps: { db: Database }) {
       { projectId },
     );
     const results = work.every((w) => w.event.kind === 'ignored')
-      ? work.map((w) => ({ item: w.item, event: w.event, result: (w.event as Ignored).reason as Result }))
+      ? work.map((w) => ({ item: w.item, event: w.event, result: (w.event as Ignored).reason }))
       : await store();
 
     sessionsActive.inc(opened - closed);
