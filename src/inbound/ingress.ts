@@ -39,8 +39,8 @@ const MAX_BATCH_BYTES = 1024 * 1024;
  * Publishes awaiting their confirm at once; webhooks arriving meanwhile form the next one. Two
  * keep one batch filling while one is confirmed. More only cut the batches smaller: the broker's
  * work is mostly per message, and on a machine it shares with the ingress it then takes CPU the
- * ingress needs (ingress benchmark, best-of-each ratio to the bare handler: 42–49 % with 8 in
- * three runs, 54–70 % with 2 in three runs).
+ * ingress needs (ingress benchmark, 5-second runs of one hour, best-of-each ratio to the bare
+ * handler: 42–49 % with 8, 54–70 % with 2, three runs each; docs/benchmarks.md has all the runs).
  */
 const MAX_PUBLISHES_IN_FLIGHT = 2;
 

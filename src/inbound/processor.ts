@@ -8,6 +8,13 @@
 // - a reference to a message not stored yet (an ack that overtook its message): thrown, so the
 //   broker retries it later and dead-letters it after the last delay (parked, replayable);
 // - any other failure (database away, a conflict): thrown, retried by the broker.
+//
+// A batch message (raw-batch.ts) is taken apart and its webhooks handled as above, together. A
+// malformed batch is parked whole. When none of them could be done the batch is thrown, retried
+// and dead-lettered whole; when only some could, those others are sent back to the queue one by
+// one and the batch is done: each then starts its own retries afresh, the first at once (not after
+// a delay), and the stored ones are not redone. If that send fails the batch is retried whole, and
+// webhooks it had parked are parked (and counted) again.
 import { PROJECT_HEADER, type Broker, type Consumer, type Delivery, type Handler } from '../broker/broker.ts';
 import { startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
