@@ -1,5 +1,5 @@
-// The outbox relay: moves committed outbox rows to the `domain.events` exchange, in order of
-// creation, at least once, and marks them published (they then form the event log).
+// The outbox relay: moves committed outbox rows to the `domain.events` exchange, oldest first, at
+// least once, and marks them published (they then form the event log).
 //
 // How a batch is claimed, and why it is correct on every adapter pair. Three modes, one rule:
 // rows are claimed oldest first, published in seq order, and marked published only after the

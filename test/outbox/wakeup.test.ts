@@ -79,7 +79,7 @@ describe('outbox wake-ups', () => {
     await waitFor(registered, 'the relay registered as sleeping');
     release();
     await writer;
-    // Without the barrier the relay would be asleep for an hour by now, and this commit sent no
+    // Without the barrier the relay would be asleep for a minute by now, and this commit sent no
     // wake-up: only the claim made after the barrier passes can find it.
     await waitFor(() => rec.applied.includes(event.id), 'the event published', 10_000);
   }, 30_000);
