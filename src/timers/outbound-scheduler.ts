@@ -6,6 +6,7 @@ import type { Database } from '../db/database.ts';
 import { nextRetryAt, takeDueForQueue } from '../db/outbound.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
+import { drainChunks } from './passes.ts';
 import type { OutboundMessages } from '../services/outbound-messages.service.ts';
 
 export type OutboundSchedulerOptions = {
@@ -62,13 +63,17 @@ export function startOutboundScheduler(opts: OutboundSchedulerOptions): Outbound
   }
 
   async function pass(): Promise<void> {
-    for (;;) {
-      const due = await withTransaction(opts.db, (tx) => takeDueForQueue(tx, { limit: batchSize, graceMs, staleMs }));
-      // Handed over after commit: a failure here leaves the rows marked, and the stale rule
-      // hands them over again later.
-      if (due.length) await opts.outbound.enqueue(due);
-      if (due.length < batchSize || stopped) return;
-    }
+    await drainChunks(
+      async (limit) => {
+        const due = await withTransaction(opts.db, (tx) => takeDueForQueue(tx, { limit, graceMs, staleMs }));
+        // Handed over after commit: a failure here leaves the rows marked, and the stale rule
+        // hands them over again later.
+        if (due.length) await opts.outbound.enqueue(due);
+        return due.length;
+      },
+      batchSize,
+      () => stopped,
+    );
   }
 
   async function loop(): Promise<void> {
