@@ -1,6 +1,6 @@
 // Reads of `messages` for the API, ordered by the provider's timestamp (when it was said, not when
 // we stored it: webhooks can arrive late or out of order), with the id breaking ties.
-import { failureView } from '../domain/inbound.ts';
+import { failureView, type FailureView } from '../domain/inbound.ts';
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, Where, type Page } from './keyset.ts';
 
@@ -29,7 +29,7 @@ export type MessageRecord = {
   error: MessageError | null;
 };
 
-export type MessageError = { code: string | null; title: string | null; message: string; details: string | null };
+export type MessageError = FailureView;
 
 export const MESSAGE_COLUMNS = `id, project_id, contact_id, session_id, channel_id, direction, from_me, type, text, media,
   location, contact_card, external_id, status, sent_at, delivered_at, read_at, "timestamp", reply_to_external_id, metadata, error`;

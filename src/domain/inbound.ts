@@ -119,13 +119,13 @@ export type StatusError = { code?: number | string; title?: string; message?: st
  * title?, message?, details?}, Meta's code a number) or our sender ({message, code, attempts}):
  * the code as a string, and always some words. The API's `error` and `message.failed` use it.
  */
-export function failureView(e: unknown): { code: string | null; title: string | null; message: string; details: string | null } {
-  const o = isRecord(e) ? e : {};
-  const text = (v: unknown) => (typeof v === 'string' && v !== '' ? v : null);
-  const title = text(o.title);
-  const details = text(o.details);
-  const code = typeof o.code === 'number' ? String(o.code) : text(o.code);
-  return { code, title, message: text(o.message) ?? title ?? details ?? 'the provider reported a delivery failure', details };
+export type FailureView = { code: string | null; title: string | null; message: string; details: string | null };
+
+export function failureView(e: unknown): FailureView {
+  const title = loose.str(e, 'title') ?? null;
+  const details = loose.str(e, 'details') ?? null;
+  const code = isRecord(e) && typeof e.code === 'number' ? String(e.code) : (loose.str(e, 'code') ?? null);
+  return { code, title, message: loose.str(e, 'message') ?? title ?? details ?? 'the provider reported a delivery failure', details };
 }
 
 export type InboundReaction = Base & {
