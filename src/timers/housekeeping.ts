@@ -55,13 +55,12 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
   const intervalMs = opts.intervalMs ?? 3_600_000;
   const firstRunAfterMs = opts.firstRunAfterMs ?? Math.round(Math.random() * 60_000);
   const batchSize = opts.batchSize ?? (db.kind === 'pglite' ? 1000 : 5000);
-  const retentionDays = opts.webhookRetentionDays;
   const log = (opts.logger ?? silentLogger).child({ component: 'housekeeping' });
 
   const tasks: Record<keyof HousekeepingCounts, (limit: number) => Promise<number>> = {
     authTokens: (limit) => pruneAuthTokens(db, limit),
     idempotencyKeys: (limit) => pruneIdempotencyKeys(db, limit),
-    webhookDeliveries: (limit) => pruneWebhookDeliveries(db, retentionDays, limit),
+    webhookDeliveries: (limit) => pruneWebhookDeliveries(db, opts.webhookRetentionDays, limit),
     events: (limit) => pruneEvents(db, opts.eventRetentionDays, limit),
   };
 
@@ -87,7 +86,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
           idempotency_keys: result.idempotencyKeys,
           webhook_deliveries: result.webhookDeliveries,
           events: result.events,
-          webhook_retention_days: retentionDays,
+          webhook_retention_days: opts.webhookRetentionDays,
           event_retention_days: opts.eventRetentionDays,
           duration_ms: Date.now() - started,
         },

@@ -3,12 +3,11 @@
 import { describe, expect, it } from 'vitest';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { OUTBOX_CHANNEL } from '../../src/outbox/relay.ts';
-import { registerSleeper, unregisterSleeper } from '../../src/outbox/outbox.sql.ts';
+import { appendEvents, registerSleeper, unregisterSleeper } from '../../src/outbox/outbox.sql.ts';
 import { makeTestBroker, defaultBrokerKind } from '../support/brokers.ts';
 import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
 import { contactCreated, interceptDb, relayFor, startRecorder, writeEvents } from './helpers.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
-import { appendEvents } from '../../src/outbox/outbox.sql.ts';
 
 describe('outbox wake-ups', () => {
   it('notifies on commit only while a relay is registered as sleeping', async () => {
