@@ -197,10 +197,7 @@ export function startRelay(opts: RelayOptions): Relay {
     const sending = new Promise<number>((resolve) => (sent = resolve));
     const publishClaimed = async (q: Queryable, tx: Queryable | undefined) => {
       const rows = local ? await local.claim(batchSize) : await claimUnpublished(q, batchSize);
-      if (rows.length === 0) {
-        sent(0);
-        return [];
-      }
+      if (rows.length === 0) return []; // nothing is sent: `done` (after the COMMIT) answers
       claimed = rows.map((r) => r.seq);
       const confirmed = publish(tx, rows); // handed to the broker in order now (see publish)
       sent(rows.length);
@@ -219,7 +216,8 @@ export function startRelay(opts: RelayOptions): Relay {
         },
       )
       .finally(() => local?.release(claimed));
-    // Locked mode returns once the batch is sent, or failed (or was empty) before it could be.
+    // Locked mode returns once the batch is sent, or once it ended without being sent (empty, its
+    // COMMIT made; or failed).
     const n = mode === 'locked' ? await Promise.race([sending, done]) : await done;
     return { n, done };
   }
@@ -262,8 +260,6 @@ export function startRelay(opts: RelayOptions): Relay {
         try {
           const batch = await startBatch();
           n = batch.n;
-          // An empty claim is not tracked below: its COMMIT (locked mode) must not fail unseen.
-          if (n === 0) await batch.done;
           if (n > 0) {
             const tracked: Promise<unknown> = batch.done
               .then(
