@@ -201,25 +201,21 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     }
     // A request slot before the claim: a claimed row (its lease running) never waits for one.
     const request = await requests.acquire();
-    let claim: ClaimedDelivery | undefined;
-    try {
-      claim = await claims.submit('c', id);
-    } finally {
-      if (admitted && claim?.subscriptionId !== hinted) admitted.inflight.release();
-      if (!claim || claim.status === 'dead') request.release();
-    }
-    if (!claim) return;
-    if (claim.status === 'dead') {
-      if (admitted && claim.subscriptionId === hinted) admitted.inflight.release();
-      webhookDeliveriesTotal.inc({ result: 'dead' });
-      return;
-    }
-    const sub = claim.subscriptionId;
-    // A message without a (right) hint: its slot is counted, never refused — the claim is made.
-    const inflight = admitted && hinted === sub ? admitted.inflight : limits.force(sub);
+    // Both slots go back below unless an attempt takes them over.
+    let inflight = admitted?.inflight;
     let detached = false;
     try {
-      let sendAt = admitted && hinted === sub ? admitted.sendAt : undefined;
+      const claim = await claims.submit('c', id);
+      if (!claim) return;
+      if (claim.status === 'dead') return void webhookDeliveriesTotal.inc({ result: 'dead' });
+      const sub = claim.subscriptionId;
+      if (hinted !== sub || !inflight) {
+        // No (right) hint: that endpoint's slot goes back, and this one's is counted, never
+        // refused — the claim is made.
+        inflight?.release();
+        inflight = limits.force(sub);
+      }
+      let sendAt = hinted === sub ? admitted?.sendAt : undefined;
       rates.set(sub, claim.rateLimitPerSecond);
       let now = Date.now();
       sendAt ??= limits.rateSlot(sub, claim.id, claim.rateLimitPerSecond, now, RATE_WAIT_INLINE_MS);
@@ -247,7 +243,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     } finally {
       if (!detached) {
         request.release();
-        inflight.release();
+        inflight?.release();
       }
     }
   }
