@@ -73,8 +73,9 @@ export const ingressScenario: Scenario = {
     let failed = 0;
     const bare = await startBare();
     try {
-      // The server's event-loop utilisation during each ingress run: below 100 % the ingress is
-      // waiting (for confirms), not out of CPU on its thread.
+      // The server's event-loop utilisation during each ingress run (its warm-up and the load
+      // thread's start-up included, so a little low): below 100 % the ingress is waiting (for
+      // confirms), not out of CPU on its thread.
       const sweep: Array<{ connections: number; bare: number; ingress: number; ingressFailed: number; ingressP99: number; serverLoopBusy: number }> = [];
       for (const connections of c.concurrency) {
         console.log(`ingress: bare handler, ${connections} connections for ${c.durationS} s…`);

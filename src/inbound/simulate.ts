@@ -79,11 +79,13 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
 
   const pending = new Set<Promise<void>>();
   const start = performance.now();
+  let measuredFrom = start; // when the first counted request went out (warm-up excluded)
   for (let i = 0; i < total; i++) {
     const due = start + (i * 1000) / o.rate;
     const wait = due - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     while (inflight >= maxInflight) await new Promise<void>((r) => (freed = r));
+    if (i === warmupN) measuredFrom = performance.now();
     inflight++;
     const p = send(i).finally(() => {
       inflight--;
@@ -94,7 +96,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     pending.add(p);
   }
   await Promise.all(pending);
-  const elapsedS = (performance.now() - start) / 1000 - warmupN / o.rate;
+  const elapsedS = (performance.now() - measuredFrom) / 1000;
   await agent.close();
   latencies.sort((a, b) => a - b);
   return { sent: total - warmupN, accepted, warmupAccepted, failed: total - warmupN - accepted, byStatus, elapsedS, latencies };
