@@ -2,9 +2,9 @@
 // and the choreographed entry of new contacts into the default pipeline (contact.created → consumer).
 import { describe, expect, it } from 'vitest';
 import { pipelineEntryHandler } from '../../src/consumers/pipeline-entry.consumer.ts';
-import type { Database } from '../../src/db/database.ts';
 import type { EventEnvelope } from '../../src/domain/events.ts';
 import { eventMessageBody } from '../../src/outbox/idempotent.ts';
+import { countingDb } from '../support/counting-db.ts';
 import { waitFor } from '../support/env.ts';
 import { events, rows, startWorld, wahaMessage, type Tenant } from './harness.ts';
 
@@ -149,11 +149,9 @@ describe('new contacts entering the default pipeline (contact.created → pipeli
       id: row.id, type: row.type, version: row.version, occurred_at: new Date(row.occurred_at).toISOString(), project_id: row.project_id,
       aggregate_type: row.aggregate_type, aggregate_id: row.aggregate_id, data: row.data,
     } as EventEnvelope;
-    let transactions = 0;
-    const counting = Object.create(db) as Database;
-    counting.transaction = (fn, setup) => (transactions++, db.transaction(fn, setup));
-    await pipelineEntryHandler(counting)({ messageId: created.id, queue: 'test', routingKey: created.type, body: eventMessageBody(created), headers: {}, attempt: 1 });
-    expect(transactions).toBe(0);
+    const counting = countingDb(db);
+    await pipelineEntryHandler(counting.db)({ messageId: created.id, queue: 'test', routingKey: created.type, body: eventMessageBody(created), headers: {}, attempt: 1 });
+    expect(counting.counts.transactions).toBe(0);
     expect(await rows(db, 'SELECT 1 FROM contact_pipeline_statuses WHERE contact_id = $1', [contactId])).toHaveLength(0);
     expect(await handled(created.id)).toBe(false);
   });

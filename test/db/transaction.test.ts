@@ -1,9 +1,9 @@
 // The one transaction helper: a tenant transaction runs as the RLS-bound role with the project set
 // (entered in BEGIN's own round trip), a plain one as the owner; a rollback leaves nothing.
 import { describe, expect, it } from 'vitest';
-import type { Database } from '../../src/db/database.ts';
 import { withTransaction, APP_ROLE } from '../../src/db/transaction.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
+import { countingDb } from '../support/counting-db.ts';
 import { makeTestDb } from '../support/env.ts';
 
 const { db } = await makeTestDb();
@@ -25,12 +25,9 @@ describe('withTransaction', () => {
   it('refuses a project id that is not a UUID, before touching the database', async () => {
     // Valid SQL once pasted into the setup: were it not refused, the table would be dropped.
     const injection = "x', true); DROP TABLE outbox; SELECT set_config('a.b', 'y";
-    let touched = 0;
-    const counting = Object.create(db) as Database;
-    counting.transaction = (fn, setup) => (touched++, db.transaction(fn, setup));
-    counting.query = (sql, params) => (touched++, db.query(sql, params));
-    await expect(withTransaction(counting, async () => 1, { projectId: injection })).rejects.toThrow(/not a UUID/);
-    expect(touched).toBe(0);
+    const counting = countingDb(db);
+    await expect(withTransaction(counting.db, async () => 1, { projectId: injection })).rejects.toThrow(/not a UUID/);
+    expect(counting.counts).toEqual({ transactions: 0, queries: 0 });
     expect((await db.query(`SELECT to_regclass('outbox') IS NOT NULL AS ok`)).rows[0].ok).toBe(true);
   });
 
