@@ -1,6 +1,6 @@
 // Per-subscription limits inside one dispatcher process, so one endpoint cannot take all the
 // workers: a cap on attempts in flight (an endpoint that hangs until the timeout holds at most
-// `maxInFlight` slots) and the subscription's optional rate limit. Pure: times are passed in.
+// `maxInFlight` slots) and the subscription's optional rate limit. Pure, clock-injected.
 //
 // A delivery that finds its endpoint at the cap may wait here for a slot, briefly and behind at
 // most `maxWaiting` others: a fast endpoint that is merely busy frees a slot within milliseconds,
@@ -15,24 +15,14 @@
 
 export type Slot = { release(): void };
 
-/** An endpoint's slot: held from admission, but its age counts from the request's start. */
-export type EndpointSlot = Slot & {
-  /**
-   * The attempt's request starts now. Until then the slot does not count towards the endpoint's
-   * oldest attempt: time spent waiting for a request slot, the claim or a rate slot is not the
-   * endpoint being slow.
-   */
-  start(now: number): void;
-};
-
 export type EndpointLimits = {
   /** A slot if the subscription is under its cap. */
-  tryAcquire(subscriptionId: string): EndpointSlot | undefined;
+  tryAcquire(subscriptionId: string, now: number): Slot | undefined;
   /** A slot regardless of the cap (for work already claimed). */
-  force(subscriptionId: string): EndpointSlot;
+  force(subscriptionId: string, now: number): Slot;
   /** Waits up to `ms` for a slot, behind at most `maxWaiting` others; undefined if none came. */
-  waitFor(subscriptionId: string, ms: number): Promise<EndpointSlot | undefined>;
-  /** How long the subscription's oldest started attempt in flight has been running (0 if none). */
+  waitFor(subscriptionId: string, ms: number): Promise<Slot | undefined>;
+  /** How long the subscription's oldest attempt in flight has been running (0 if none). */
   oldestAge(subscriptionId: string, now: number): number;
   inFlight(subscriptionId: string): number;
   /**
@@ -45,26 +35,24 @@ export type EndpointLimits = {
 /** How far ahead rate slots are handed out before we stop reserving and just say "later". */
 const MAX_AHEAD_MS = 60_000;
 
-type Waiter = (slot: EndpointSlot | undefined) => void;
+type Waiter = (slot: Slot | undefined) => void;
 
-export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: number }): EndpointLimits {
+export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: number; clock?: () => number }): EndpointLimits {
+  const clock = opts.clock ?? Date.now;
   const maxWaiting = opts.maxWaiting ?? opts.maxInFlight;
-  // The slots held, per subscription, with their request's start time once it has started.
-  const running = new Map<string, Set<{ at: number | undefined }>>();
+  // Start times of the attempts in flight, per subscription.
+  const running = new Map<string, Set<{ at: number }>>();
   const waiting = new Map<string, Waiter[]>();
   const nextSlot = new Map<string, number>();
   const held = new Map<string, number>();
 
-  function take(id: string): EndpointSlot {
+  function take(id: string, now: number): Slot {
     let set = running.get(id);
     if (!set) running.set(id, (set = new Set()));
-    const entry: { at: number | undefined } = { at: undefined };
+    const entry = { at: now };
     set.add(entry);
     let released = false;
     return {
-      start(now) {
-        entry.at = now;
-      },
       release() {
         if (released) return;
         released = true;
@@ -74,7 +62,7 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
         const line = waiting.get(id);
         const next = line?.shift();
         if (line && line.length === 0) waiting.delete(id);
-        next?.(take(id));
+        next?.(take(id, clock()));
       },
     };
   }
@@ -82,10 +70,10 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
   const count = (id: string) => running.get(id)?.size ?? 0;
 
   return {
-    tryAcquire: (id) => (count(id) < opts.maxInFlight ? take(id) : undefined),
-    force: (id) => take(id),
+    tryAcquire: (id, now) => (count(id) < opts.maxInFlight ? take(id, now) : undefined),
+    force: (id, now) => take(id, now),
     waitFor(id, ms) {
-      if (count(id) < opts.maxInFlight) return Promise.resolve(take(id));
+      if (count(id) < opts.maxInFlight) return Promise.resolve(take(id, clock()));
       const line = waiting.get(id) ?? [];
       if (line.length >= maxWaiting) return Promise.resolve(undefined);
       waiting.set(id, line);
@@ -105,7 +93,7 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
     },
     oldestAge(id, now) {
       let oldest = now;
-      for (const e of running.get(id) ?? []) if (e.at !== undefined) oldest = Math.min(oldest, e.at);
+      for (const e of running.get(id) ?? []) oldest = Math.min(oldest, e.at);
       return now - oldest;
     },
     inFlight: count,
@@ -132,7 +120,8 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
  * Per-subscription limits for a dispatcher of `concurrency` workers: a quarter of them in flight
  * (what a hanging endpoint can hold until its timeout), and another quarter waiting for a slot —
  * they hold no connection and a fast endpoint serves them in moments. One endpoint therefore
- * occupies at most half of the workers (from four workers up; with fewer, one of each); the other half always serves the other endpoints, even in
+ * occupies at most half of the workers (from four workers up; with fewer, one of each); the other
+ * half always serves the other endpoints, even in
  * the second before a hanging endpoint is recognised as slow (while every worker could wait for
  * it, a newly stuck endpoint stalled all deliveries for that second). Waiting is only allowed
  * while the endpoint is fast (see the dispatcher).
