@@ -32,7 +32,7 @@ import type { Logger } from '../observability/logger.ts';
 import { webhookAttemptDuration, webhookCircuitOpen, webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { makeCircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.ts';
-import { endpointCaps, makeEndpointLimits, makeSlots, type Slot } from './endpoint-limits.ts';
+import { endpointCaps, makeEndpointLimits, makeSlots, type EndpointSlot, type Slot } from './endpoint-limits.ts';
 import { makeHealthRecorder } from './health-recorder.ts';
 import { SUBSCRIPTION_HEADER } from './outbound-queue.ts';
 import { closeAgent, sendAttempt, type AttemptReport } from './send-attempt.ts';
@@ -82,7 +82,7 @@ const MAX_AGENT_TIMEOUT_MS = 300_000;
 const STOP_ATTEMPTS_MS = 10_000;
 
 /** Through admission: an in-flight slot, and the send time when the rate limit was applied. */
-type Admitted = { inflight: Slot; sendAt?: number };
+type Admitted = { inflight: EndpointSlot; sendAt?: number };
 
 export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   const { db, config } = opts;
@@ -163,7 +163,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     const now = Date.now();
     const wait = circuitWait(sub, now);
     if (wait !== undefined) return void (await postpone(id, wait));
-    let inflight = limits.tryAcquire(sub, now);
+    let inflight = limits.tryAcquire(sub);
     if (!inflight) {
       // At the cap. A fast endpoint frees a slot in moments: wait for it here, at most until its
       // oldest attempt would make it slow. One whose oldest attempt has been running a while is
@@ -213,7 +213,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         // No (right) hint: that endpoint's slot goes back, and this one's is counted, never
         // refused — the claim is made.
         inflight?.release();
-        inflight = limits.force(sub, Date.now());
+        inflight = limits.force(sub);
       }
       let sendAt = hinted === sub ? admitted?.sendAt : undefined;
       rates.set(sub, claim.rateLimitPerSecond);
@@ -248,8 +248,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     }
   }
 
-  async function attempt(claim: ClaimedDelivery, request: Slot, inflight: Slot): Promise<void> {
+  async function attempt(claim: ClaimedDelivery, request: Slot, inflight: EndpointSlot): Promise<void> {
     let report: AttemptReport;
+    inflight.start(Date.now()); // the endpoint's clock starts with its request
     try {
       report = await sendAttempt(claim, {
         secretKey: opts.secretKey,

@@ -1,6 +1,6 @@
 // Per-subscription limits inside one dispatcher process, so one endpoint cannot take all the
 // workers: a cap on attempts in flight (an endpoint that hangs until the timeout holds at most
-// `maxInFlight` slots) and the subscription's optional rate limit. Pure, clock-injected.
+// `maxInFlight` slots) and the subscription's optional rate limit. Pure: times are passed in.
 //
 // A delivery that finds its endpoint at the cap may wait here for a slot, briefly and behind at
 // most `maxWaiting` others: a fast endpoint that is merely busy frees a slot within milliseconds,
@@ -15,14 +15,24 @@
 
 export type Slot = { release(): void };
 
+/** An endpoint's slot: held from admission, but its age counts from the request's start. */
+export type EndpointSlot = Slot & {
+  /**
+   * The attempt's request starts now. Until then the slot does not count towards the endpoint's
+   * oldest attempt: time spent waiting for a request slot, the claim or a rate slot is not the
+   * endpoint being slow.
+   */
+  start(now: number): void;
+};
+
 export type EndpointLimits = {
   /** A slot if the subscription is under its cap. */
-  tryAcquire(subscriptionId: string, now: number): Slot | undefined;
+  tryAcquire(subscriptionId: string): EndpointSlot | undefined;
   /** A slot regardless of the cap (for work already claimed). */
-  force(subscriptionId: string, now: number): Slot;
+  force(subscriptionId: string): EndpointSlot;
   /** Waits up to `ms` for a slot, behind at most `maxWaiting` others; undefined if none came. */
-  waitFor(subscriptionId: string, ms: number): Promise<Slot | undefined>;
-  /** How long the subscription's oldest attempt in flight has been running (0 if none). */
+  waitFor(subscriptionId: string, ms: number): Promise<EndpointSlot | undefined>;
+  /** How long the subscription's oldest started attempt in flight has been running (0 if none). */
   oldestAge(subscriptionId: string, now: number): number;
   inFlight(subscriptionId: string): number;
   /**
@@ -35,24 +45,26 @@ export type EndpointLimits = {
 /** How far ahead rate slots are handed out before we stop reserving and just say "later". */
 const MAX_AHEAD_MS = 60_000;
 
-type Waiter = (slot: Slot | undefined) => void;
+type Waiter = (slot: EndpointSlot | undefined) => void;
 
-export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: number; clock?: () => number }): EndpointLimits {
-  const clock = opts.clock ?? Date.now;
+export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: number }): EndpointLimits {
   const maxWaiting = opts.maxWaiting ?? opts.maxInFlight;
-  // Start times of the attempts in flight, per subscription.
-  const running = new Map<string, Set<{ at: number }>>();
+  // The slots held, per subscription, with their request's start time once it has started.
+  const running = new Map<string, Set<{ at: number | undefined }>>();
   const waiting = new Map<string, Waiter[]>();
   const nextSlot = new Map<string, number>();
   const held = new Map<string, number>();
 
-  function take(id: string, now: number): Slot {
+  function take(id: string): EndpointSlot {
     let set = running.get(id);
     if (!set) running.set(id, (set = new Set()));
-    const entry = { at: now };
+    const entry: { at: number | undefined } = { at: undefined };
     set.add(entry);
     let released = false;
     return {
+      start(now) {
+        entry.at = now;
+      },
       release() {
         if (released) return;
         released = true;
@@ -62,7 +74,7 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
         const line = waiting.get(id);
         const next = line?.shift();
         if (line && line.length === 0) waiting.delete(id);
-        next?.(take(id, clock()));
+        next?.(take(id));
       },
     };
   }
@@ -70,10 +82,10 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
   const count = (id: string) => running.get(id)?.size ?? 0;
 
   return {
-    tryAcquire: (id, now) => (count(id) < opts.maxInFlight ? take(id, now) : undefined),
-    force: (id, now) => take(id, now),
+    tryAcquire: (id) => (count(id) < opts.maxInFlight ? take(id) : undefined),
+    force: (id) => take(id),
     waitFor(id, ms) {
-      if (count(id) < opts.maxInFlight) return Promise.resolve(take(id, clock()));
+      if (count(id) < opts.maxInFlight) return Promise.resolve(take(id));
       const line = waiting.get(id) ?? [];
       if (line.length >= maxWaiting) return Promise.resolve(undefined);
       waiting.set(id, line);
@@ -93,7 +105,7 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
     },
     oldestAge(id, now) {
       let oldest = now;
-      for (const e of running.get(id) ?? []) oldest = Math.min(oldest, e.at);
+      for (const e of running.get(id) ?? []) if (e.at !== undefined) oldest = Math.min(oldest, e.at);
       return now - oldest;
     },
     inFlight: count,

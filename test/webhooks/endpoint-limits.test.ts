@@ -12,14 +12,14 @@ describe('per-endpoint limits', () => {
   });
 
   it('lets only maxWaiting deliveries wait for a slot; the next is refused at once', async () => {
-    const limits = makeEndpointLimits({ maxInFlight: 1, maxWaiting: 2, clock: () => 0 });
-    const first = limits.tryAcquire('a', 0)!;
-    expect(limits.tryAcquire('a', 0)).toBeUndefined();
+    const limits = makeEndpointLimits({ maxInFlight: 1, maxWaiting: 2 });
+    const first = limits.tryAcquire('a')!;
+    expect(limits.tryAcquire('a')).toBeUndefined();
     const w1 = limits.waitFor('a', 60_000);
     const w2 = limits.waitFor('a', 60_000);
     expect(await limits.waitFor('a', 60_000)).toBeUndefined(); // the line is full
     // Another endpoint is not affected.
-    expect(limits.tryAcquire('b', 0)).toBeDefined();
+    expect(limits.tryAcquire('b')).toBeDefined();
     first.release();
     const s1 = await w1; // the freed slot goes to the first in line
     expect(s1).toBeDefined();
@@ -28,9 +28,21 @@ describe('per-endpoint limits', () => {
     expect(await w2).toBeDefined();
   });
 
+  it("ages an endpoint by its started requests only: time a slot spends before its request is not the endpoint's", () => {
+    const limits = makeEndpointLimits({ maxInFlight: 2 });
+    const admitted = limits.tryAcquire('a')!; // waiting for a request slot, say
+    expect(limits.oldestAge('a', 5_000)).toBe(0);
+    const sending = limits.tryAcquire('a')!;
+    sending.start(1_000);
+    expect(limits.oldestAge('a', 5_000)).toBe(4_000);
+    admitted.start(4_500);
+    sending.release();
+    expect(limits.oldestAge('a', 5_000)).toBe(500);
+  });
+
   it('gives up waiting after the time asked for', async () => {
     const limits = makeEndpointLimits({ maxInFlight: 1, maxWaiting: 4 });
-    limits.tryAcquire('a', Date.now());
+    limits.tryAcquire('a');
     expect(await limits.waitFor('a', 5)).toBeUndefined();
   });
 });
