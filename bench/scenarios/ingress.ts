@@ -10,7 +10,8 @@
 //   3. the floor under it: the broker's own confirm latency for the same sends at the same rate,
 //      without HTTP — the ingress waits for that confirm before it answers.
 // Ventros runs with role `api`: the ingress publishes to the raw queue with confirms (or spills),
-// and no processor competes for the CPU.
+// and no processor competes for the CPU. With no processor the raw queue only grows, so it is
+// emptied after each phase: every phase starts on an empty queue, as in a running system.
 import Fastify from 'fastify';
 import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
@@ -84,6 +85,7 @@ export const ingressScenario: Scenario = {
         const elu = performance.eventLoopUtilization();
         const i = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'closed', concurrency: connections, durationS: c.durationS, warmupS: c.warmupS, fixedBody: BODY });
         const serverLoopBusy = 100 * performance.eventLoopUtilization(elu).utilization;
+        await ventros.emptyRawQueue(); // no processor runs here: each phase starts on an empty queue
         failed += b.failed + i.failed;
         sweep.push({ connections, bare: b.count / b.measuredS, ingress: i.count / i.measuredS, ingressFailed: i.failed, ingressP99: percentile(i.latencies, 99), serverLoopBusy });
       }
@@ -94,6 +96,7 @@ export const ingressScenario: Scenario = {
       loopDelay.enable();
       const l = await runLoadInWorker({ url: ventros.webhookUrl, mode: 'open', rate: c.rate, durationS: c.rateDurationS, warmupS: c.warmupS, concurrency: 512, fixedBody: BODY });
       loopDelay.disable();
+      await ventros.emptyRawQueue();
 
       console.log(`ingress: broker confirms alone at ${c.rate}/s for ${c.floorDurationS} s…`);
       const floor = await brokerConfirmLatencies(ventros.broker, c.rate, c.floorDurationS);
