@@ -5,7 +5,7 @@
 // is the safety net. The SQL lives in queue-messages.sql.ts.
 import { randomBytes } from 'node:crypto';
 import type { Database, Queryable } from '../db/database.ts';
-import { withDeadline } from '../db/postgres.ts';
+import { withDeadline } from '../deadline.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import {
   DOMAIN_EXCHANGE, errorText, retryDelayAfter,

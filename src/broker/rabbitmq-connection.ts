@@ -5,6 +5,7 @@
 import { Socket } from 'node:net';
 import amqp from 'amqplib';
 import type { ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import { withDeadline } from '../deadline.ts';
 import type { Logger } from '../observability/logger.ts';
 import { errorText } from './broker.ts';
 
@@ -210,7 +211,7 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
             });
           }),
       );
-      await withTimeout(Promise.all(confirms), timeoutMs, () => new PublishError('timeout', `RabbitMQ did not confirm within ${timeoutMs} ms`));
+      await withDeadline(Promise.all(confirms), timeoutMs, () => new PublishError('timeout', `RabbitMQ did not confirm within ${timeoutMs} ms`));
     },
     restart,
     stopReconnecting,
@@ -263,12 +264,4 @@ function withHeartbeat(url: string): string {
   const u = new URL(url);
   if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', '10');
   return u.toString();
-}
-
-export function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let t: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    t = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([p, deadline]).finally(() => clearTimeout(t));
 }

@@ -6,7 +6,8 @@ import type { Database } from '../db/database.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { deadLettersGauge, queueDepth } from '../observability/metrics.ts';
 import { errorText, type Broker, type Consumer, type OutgoingMessage, type QueueSpec, type QueueStats } from './broker.ts';
-import { openRabbitLink, withTimeout, type OutgoingFrame } from './rabbitmq-connection.ts';
+import { withDeadline } from '../deadline.ts';
+import { openRabbitLink, type OutgoingFrame } from './rabbitmq-connection.ts';
 import { makeDeadQueueDrainer, makeQueueConsumer, type ConsumerDeps, type Subscription } from './rabbitmq-consumer.ts';
 import {
   declareExchange,
@@ -208,7 +209,7 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
         await ch.close();
       })();
       probe.catch(() => {});
-      await withTimeout(probe, 2000, () => new Error('RabbitMQ did not answer within 2000 ms'));
+      await withDeadline(probe, 2000, () => new Error('RabbitMQ did not answer within 2000 ms'));
     },
 
     async close() {

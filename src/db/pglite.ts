@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
 import type { Database, Queryable, QueryResult, Row } from './database.ts';
-import { withDeadline } from './postgres.ts';
+import { withDeadline } from '../deadline.ts';
 
 /**
  * The embedded database: real PostgreSQL compiled to WASM, in this process. `dataDir` undefined

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { Database, Queryable, QueryResult, Row } from './database.ts';
+import { withDeadline } from '../deadline.ts';
 
 // Timestamps come back as Date (pg default), bigint (int8) as string → we parse counts as numbers.
 pg.types.setTypeParser(20, (v) => Number(v));
@@ -132,14 +133,4 @@ export function connectPostgres(opts: PostgresOptions): Database {
 
 export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
-}
-
-export function withDeadline<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(message)), ms);
-    }),
-  ]);
 }

@@ -8,7 +8,7 @@ import { errorText } from '../broker/broker.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { claimSpilled, deleteSpilled, releaseSpilled } from '../db/inbound-events.sql.ts';
-import { withDeadline } from '../db/postgres.ts';
+import { withDeadline } from '../deadline.ts';
 import type { Logger } from '../observability/logger.ts';
 
 export type DrainerOptions = {

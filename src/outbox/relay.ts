@@ -31,7 +31,7 @@
 import type { Broker, Headers, OutgoingMessage } from '../broker/broker.ts';
 import { PROJECT_HEADER, errorText } from '../broker/broker.ts';
 import type { Database, Queryable } from '../db/database.ts';
-import { withDeadline } from '../db/postgres.ts';
+import { withDeadline } from '../deadline.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { outboxPending, outboxPublishLag } from '../observability/metrics.ts';

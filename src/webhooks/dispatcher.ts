@@ -18,7 +18,7 @@
 import { errorText, type Broker, type Delivery, type Handler } from '../broker/broker.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
-import { withDeadline } from '../db/postgres.ts';
+import { withDeadline } from '../deadline.ts';
 import { withTransaction } from '../db/transaction.ts';
 import {
   claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
