@@ -13,7 +13,7 @@
 // backlog spreads out evenly and each delivery is postponed once. It is per process: N
 // dispatcher processes together send up to N × rate.
 
-export type Slot = { release(): void };
+import type { Slot } from './request-slots.ts';
 
 /** An endpoint's slot: held from admission, but its age counts from the request's start. */
 export type EndpointSlot = Slot & {
@@ -141,35 +141,4 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
 export function endpointCaps(concurrency: number): { maxInFlight: number; maxWaiting: number } {
   const quarter = Math.max(1, Math.floor(concurrency / 4));
   return { maxInFlight: quarter, maxWaiting: quarter };
-}
-
-/**
- * A count of slots handed out first come, first served: the dispatcher's cap on requests in
- * flight across all endpoints (WEBHOOK_CONCURRENCY). A slot's release is idempotent.
- */
-export function makeSlots(size: number): { acquire(): Promise<Slot>; inUse(): number } {
-  let used = 0;
-  const line: Array<(slot: Slot) => void> = [];
-  const slot = (): Slot => {
-    let released = false;
-    return {
-      release() {
-        if (released) return;
-        released = true;
-        const next = line.shift();
-        if (next) next(slot()); // the slot passes straight on: `used` is unchanged
-        else used--;
-      },
-    };
-  };
-  return {
-    acquire() {
-      if (used < size) {
-        used++;
-        return Promise.resolve(slot());
-      }
-      return new Promise((resolve) => line.push(resolve));
-    },
-    inUse: () => used,
-  };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { endpointCaps, makeEndpointLimits, makeSlots } from '../../src/webhooks/endpoint-limits.ts';
+import { endpointCaps, makeEndpointLimits } from '../../src/webhooks/endpoint-limits.ts';
 
 describe('per-endpoint limits', () => {
   it('leaves at least half of the workers to other endpoints: a quarter in flight, a quarter waiting', () => {
@@ -44,30 +44,5 @@ describe('per-endpoint limits', () => {
     const limits = makeEndpointLimits({ maxInFlight: 1, maxWaiting: 4 });
     limits.tryAcquire('a');
     expect(await limits.waitFor('a', 5)).toBeUndefined();
-  });
-});
-
-describe('request slots', () => {
-  it('hands out `size` slots, then queues in arrival order; a double release frees one slot', async () => {
-    const slots = makeSlots(2);
-    const a = await slots.acquire();
-    const b = await slots.acquire();
-    const order: string[] = [];
-    const c = slots.acquire().then((s) => (order.push('c'), s));
-    const d = slots.acquire().then((s) => (order.push('d'), s));
-    expect(slots.inUse()).toBe(2);
-    a.release();
-    a.release(); // idempotent: does not hand out a second slot
-    const sc = await c;
-    expect(order).toEqual(['c']);
-    expect(slots.inUse()).toBe(2);
-    b.release();
-    const sd = await d;
-    expect(order).toEqual(['c', 'd']);
-    sc.release();
-    sd.release();
-    expect(slots.inUse()).toBe(0);
-    await slots.acquire();
-    expect(slots.inUse()).toBe(1);
   });
 });
