@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { makeTestDb, onServices } from '../support/env.ts';
 import { loadMigrations, migrate } from '../../src/db/migrate.ts';
 import { connectPostgres } from '../../src/db/postgres.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
 
 describe('migrations', () => {
   it('are all applied to a fresh test database and re-running applies nothing', async () => {
@@ -34,5 +35,39 @@ describe('migrations', () => {
     await expect(migrate(db, bad)).rejects.toThrow(/division by zero/);
     const r = await db.query(`SELECT to_regclass('will_vanish') IS NULL AS gone, (SELECT count(*)::int FROM schema_migrations WHERE id = 900) AS n`);
     expect(r.rows[0]).toEqual({ gone: true, n: 0 });
+  });
+
+  it('012 trims the shown settings of channels saved before input was trimmed, and nothing else', async () => {
+    const { db } = await makeTestDb();
+    // As the API stored them before: spaces pasted around shown settings, secrets as given.
+    const rows = [
+      { id: uuidv7(), type: 'whatsapp_cloud', config: { phone_number_id: ' 106540352242922\n', api_version: 'v21.0', api_base_url: 'https://graph.example.com/ ' }, ref: ' 106540352242922\n' },
+      { id: uuidv7(), type: 'waha', config: { base_url: '\thttp://waha.local:3000/ ', session: 'default ' }, ref: 'default ' },
+      { id: uuidv7(), type: 'waha', config: { base_url: 'http://clean.local', session: 'clean' }, ref: 'clean' },
+      { id: uuidv7(), type: 'waha', config: {}, ref: ' only-ref' },
+    ];
+    for (const r of rows) {
+      await db.query(
+        `INSERT INTO channels (id, project_id, name, type, config, secrets, webhook_token, external_ref, updated_at)
+         VALUES ($1, $2, 'old', $3, $4::jsonb, ' sealed secret ', 'tok', $5, '2026-01-01T00:00:00Z')`,
+        [r.id, uuidv7(), r.type, JSON.stringify(r.config), r.ref],
+      );
+    }
+    await db.query('DELETE FROM schema_migrations WHERE id = 12');
+    expect(await migrate(db)).toEqual(['012_channel_settings_trimmed.sql']);
+
+    const got = await db.query<{ id: string; config: Record<string, string>; external_ref: string; secrets: string; updated_at: Date }>(
+      'SELECT id, config, external_ref, secrets, updated_at FROM channels WHERE id = ANY($1::uuid[])',
+      [rows.map((r) => r.id)],
+    );
+    const byId = new Map(got.rows.map((r) => [r.id, r]));
+    expect(byId.get(rows[0].id)).toMatchObject({ config: { phone_number_id: '106540352242922', api_version: 'v21.0', api_base_url: 'https://graph.example.com' }, external_ref: '106540352242922' });
+    expect(byId.get(rows[1].id)).toMatchObject({ config: { base_url: 'http://waha.local:3000', session: 'default' }, external_ref: 'default' });
+    expect(byId.get(rows[2].id)).toMatchObject({ config: { base_url: 'http://clean.local', session: 'clean' }, external_ref: 'clean' });
+    expect(byId.get(rows[3].id)).toMatchObject({ config: {}, external_ref: 'only-ref' });
+    for (const r of got.rows) {
+      expect(r.secrets).toBe(' sealed secret ');
+      expect(new Date(r.updated_at).toISOString()).toBe('2026-01-01T00:00:00.000Z');
+    }
   });
 });
