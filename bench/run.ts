@@ -67,7 +67,7 @@ function usage(): string {
     '',
     'relay options: --rate=1000 --duration=20 --warmup=2 --drain=50000 --relays=1,3 --batch=500 --poll=1000 --consumer-concurrency=32',
     'webhooks options: --events=3000 --concurrency=64 --rate=200 --duration=20 --warmup=2 --phases=throughput,isolation,e2e',
-    'ingress options: --concurrency=64 --duration=10 --warmup=2 --rate=2000 --rate-duration=15 --floor-duration=5',
+    'ingress options: --concurrency=64,256 --duration=10 (two runs of half each per pair) --warmup=2 (before every run) --rate=2000 --rate-duration=15 --floor-duration=5',
     'inbound options: --rate=500 --duration=20 --contacts=2000 --drain=30000 --processors=2',
     'Runs on PostgreSQL when DATABASE_URL is set (in a fresh database, dropped after) and on RabbitMQ',
     'when AMQP_URL is set (in a unique namespace, deleted after); on PGlite and the Postgres broker otherwise.',

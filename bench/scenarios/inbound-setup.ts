@@ -84,6 +84,7 @@ export async function startBenchVentros(env: BenchEnv, role: 'api' | 'all'): Pro
       async emptyRawQueue() {
         if (env.brokerKind === 'rabbitmq') {
           const conn = await amqp.connect(process.env.AMQP_URL!);
+          conn.on('error', () => {}); // a failed purge rejects below; no unhandled 'error' event
           try {
             const ch = await conn.createChannel();
             return (await ch.purgeQueue(workQueueName(namespace, Queues.inboundRaw))).messageCount;

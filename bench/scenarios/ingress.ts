@@ -76,9 +76,11 @@ export const ingressScenario: Scenario = {
     let failed = 0;
     const bare = await startBare();
     try {
-      // Latency first, on a fresh broker: the saturating phases below leave RabbitMQ writing what
-      // they sent to its segment files for a while after, emptied queue or not (10–16 MB/s of disk
+      // Latency first, before the saturating phases below: they leave RabbitMQ writing what they
+      // sent to its segment files for a while after, emptied queue or not (10–16 MB/s of disk
       // writes through the phases that followed them), and that is their cost, not this phase's.
+      // (Run alone, the scenario starts on an idle broker; after `relay` and `webhooks` in a full
+      // `npm run bench`, their writes may still be going on.)
       console.log(`ingress: ingress at ${c.rate}/s for ${c.warmupS} s not counted, then ${c.rateDurationS} s…`);
       // The server's event-loop delay during the fixed-rate phase: how much of the latency is the
       // process being busy (CPU, GC) rather than waiting for the broker.
@@ -126,7 +128,7 @@ export const ingressScenario: Scenario = {
           bareRuns: b.map((x) => Math.round(x.rps)),
           ingressRuns: i.map((x) => Math.round(x.rps)),
           ingressFailed: i.reduce((n, x) => n + x.failed, 0),
-          ingressP99: Math.max(...i.map((x) => x.p99)),
+          ingressP99: Math.max(...i.map((x) => x.p99)), // the worse of its two runs
           serverLoopBusy: mean(i.map((x) => x.loopBusy)),
         };
       });

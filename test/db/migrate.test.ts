@@ -45,6 +45,8 @@ describe('migrations', () => {
       { id: uuidv7(), type: 'waha', config: { base_url: '\thttp://waha.local:3000/ ', session: 'default ' }, ref: 'default ' },
       { id: uuidv7(), type: 'waha', config: { base_url: 'http://clean.local', session: 'clean' }, ref: 'clean' },
       { id: uuidv7(), type: 'waha', config: {}, ref: ' only-ref' },
+      // Pasted from a web page: no-break spaces, as JavaScript's trim() removes them.
+      { id: uuidv7(), type: 'whatsapp_cloud', config: { phone_number_id: '\u00a0106540352242923\u202f' }, ref: '\u00a0106540352242923\u202f' },
     ];
     for (const r of rows) {
       await db.query(
@@ -53,6 +55,12 @@ describe('migrations', () => {
         [r.id, uuidv7(), r.type, JSON.stringify(r.config), r.ref],
       );
     }
+    // Never written by the API, but it must not stop the migration (or the process starting).
+    const oddId = uuidv7();
+    await db.query(
+      `INSERT INTO channels (id, project_id, name, type, config, secrets, webhook_token, external_ref) VALUES ($1, $2, 'odd', 'waha', 'null'::jsonb, 's', 'tok', ' odd ')`,
+      [oddId, uuidv7()],
+    );
     await db.query('DELETE FROM schema_migrations WHERE id = 12');
     expect(await migrate(db)).toEqual(['012_channel_settings_trimmed.sql']);
 
@@ -65,6 +73,9 @@ describe('migrations', () => {
     expect(byId.get(rows[1].id)).toMatchObject({ config: { base_url: 'http://waha.local:3000', session: 'default' }, external_ref: 'default' });
     expect(byId.get(rows[2].id)).toMatchObject({ config: { base_url: 'http://clean.local', session: 'clean' }, external_ref: 'clean' });
     expect(byId.get(rows[3].id)).toMatchObject({ config: {}, external_ref: 'only-ref' });
+    expect(byId.get(rows[4].id)).toMatchObject({ config: { phone_number_id: '106540352242923' }, external_ref: '106540352242923' });
+    const odd = await db.query<{ config: unknown; external_ref: string }>('SELECT config, external_ref FROM channels WHERE id = $1', [oddId]);
+    expect(odd.rows[0]).toEqual({ config: null, external_ref: ' odd ' });
     for (const r of got.rows) {
       expect(r.secrets).toBe(' sealed secret ');
       expect(new Date(r.updated_at).toISOString()).toBe('2026-01-01T00:00:00.000Z');
