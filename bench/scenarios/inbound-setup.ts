@@ -26,13 +26,12 @@ export type BenchVentros = {
   /** A broker on the scenario's own queues (RabbitMQ: its own namespace). */
   broker: Broker;
   /**
-   * Empties the raw queue; says how many messages it held (a batch of webhooks counts once). A
-   * scenario with no processor leaves every accepted webhook there, and RabbitMQ goes on moving a
-   * backlog of hundreds of megabytes from its log to its segment files for a while afterwards (a
-   * 300 MB fill put a quorum queue's confirm p99 at 167 ms in the seconds after, against 5–9 ms on
-   * an empty queue): a state a running system, whose processors keep the queue short, is not in.
+   * Empties the raw queue. A scenario with no processor leaves every accepted webhook there, a
+   * backlog a running system, whose processors keep the queue short, never has — and a quorum
+   * queue just filled with hundreds of megabytes confirms far more slowly for a while (figures in
+   * docs/benchmarks.md).
    */
-  emptyRawQueue(): Promise<number>;
+  emptyRawQueue(): Promise<void>;
   /** Another connection to the same database and queues, as a second process would have. */
   connect(): Promise<{ db: Database; broker: Broker }>;
   stop(): Promise<void>;
@@ -87,12 +86,13 @@ export async function startBenchVentros(env: BenchEnv, role: 'api' | 'all'): Pro
           conn.on('error', () => {}); // a failed purge rejects below; no unhandled 'error' event
           try {
             const ch = await conn.createChannel();
-            return (await ch.purgeQueue(workQueueName(namespace, Queues.inboundRaw))).messageCount;
+            await ch.purgeQueue(workQueueName(namespace, Queues.inboundRaw));
           } finally {
             await conn.close();
           }
+          return;
         }
-        return (await env.db.query('DELETE FROM queue_messages WHERE queue = $1', [Queues.inboundRaw])).rowCount;
+        await env.db.query('DELETE FROM queue_messages WHERE queue = $1', [Queues.inboundRaw]);
       },
       async connect() {
         if (!dbUrl) return { db: env.db, broker: await makeBroker(env.db) }; // PGlite: one database handle per process
