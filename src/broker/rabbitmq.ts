@@ -209,7 +209,7 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
         await ch.close();
       })();
       probe.catch(() => {});
-      await withDeadline(probe, 2000, () => new Error('RabbitMQ did not answer within 2000 ms'));
+      await withDeadline(probe, 2000, 'RabbitMQ did not answer within 2000 ms');
     },
 
     async close() {
