@@ -32,7 +32,8 @@ const ENVELOPE_COLUMNS = 'seq, id, type, version, project_id, aggregate_type, ag
 
 export type OutboxRow = { seq: number; envelope: EventEnvelope };
 
-function toEnvelope(r: Record<string, any>): EventEnvelope {
+/** An outbox row (ENVELOPE_COLUMNS) as the event envelope the relay publishes. */
+export function toEnvelope(r: Record<string, any>): EventEnvelope {
   return {
     id: r.id,
     type: r.type,

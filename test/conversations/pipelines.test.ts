@@ -2,8 +2,8 @@
 // and the choreographed entry of new contacts into the default pipeline (contact.created → consumer).
 import { describe, expect, it } from 'vitest';
 import { pipelineEntryHandler } from '../../src/consumers/pipeline-entry.consumer.ts';
-import type { EventEnvelope } from '../../src/domain/events.ts';
 import { eventMessageBody } from '../../src/outbox/idempotent.ts';
+import { toEnvelope } from '../../src/outbox/outbox.sql.ts';
 import { countingDb } from '../support/counting-db.ts';
 import { waitFor } from '../support/env.ts';
 import { events, rows, startWorld, wahaMessage, type Tenant } from './harness.ts';
@@ -145,10 +145,7 @@ describe('new contacts entering the default pipeline (contact.created → pipeli
     // transactions: with the setting off it only reads the setting.
     const contactId = await newContact();
     const [row] = await rows(db, 'SELECT * FROM outbox WHERE aggregate_id = $1 AND type = $2', [contactId, 'contact.created']);
-    const created = {
-      id: row.id, type: row.type, version: row.version, occurred_at: new Date(row.occurred_at).toISOString(), project_id: row.project_id,
-      aggregate_type: row.aggregate_type, aggregate_id: row.aggregate_id, data: row.data,
-    } as EventEnvelope;
+    const created = toEnvelope(row);
     const counting = countingDb(db);
     await pipelineEntryHandler(counting.db)({ messageId: created.id, queue: 'test', routingKey: created.type, body: eventMessageBody(created), headers: {}, attempt: 1 });
     expect(counting.counts.transactions).toBe(0);
