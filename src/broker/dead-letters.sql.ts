@@ -1,8 +1,8 @@
 // The dead-letter store shared by both brokers: messages that exhausted their retries or crashed
 // their consumer too often. Rows are shown (per project) and replayed through the admin API.
 import type { Database, Queryable } from '../db/database.ts';
+import { decodeCursor, encodeCursor, exactTime } from '../db/keyset.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
-import { invalid } from '../errors.ts';
 import { PROJECT_HEADER, type Broker, type Headers } from './broker.ts';
 
 /**
@@ -57,7 +57,7 @@ type DeadLetterRow = {
 // and page boundaries would skip or repeat rows created in the same millisecond).
 const COLUMNS = `id::text AS id, queue, message_id, routing_key, headers, body, error, attempts,
   project_id::text AS project_id, created_at, replayed_at, replay_count,
-  to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS cursor_at`;
+  ${exactTime('created_at')} AS cursor_at`;
 
 /** PGlite returns bytea as Uint8Array, pg as Buffer; callers always get a Buffer. */
 export function toBuffer(b: Uint8Array): Buffer {
@@ -109,7 +109,7 @@ export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promis
     where.push(`queue = $${params.length}`);
   }
   if (f.cursor !== undefined) {
-    const [at, id] = decodeCursor(f.cursor);
+    const { at, id } = decodeCursor(f.cursor);
     params.push(at, id);
     where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
@@ -124,7 +124,7 @@ export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promis
   const last = rows[rows.length - 1];
   return {
     items: rows.map(toDeadLetter),
-    ...(r.rows.length > limit && last ? { nextCursor: encodeCursor(last.cursor_at, last.id) } : {}),
+    ...(r.rows.length > limit && last ? { nextCursor: encodeCursor({ at: last.cursor_at, id: last.id }) } : {}),
   };
 }
 
@@ -163,14 +163,4 @@ export async function replayDeadLetter(
   const headers = { ...dl.headers, [ROUTING_KEY_HEADER]: dl.routingKey };
   await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }]);
   return markReplayed(db, dl.id);
-}
-
-function encodeCursor(at: string, id: string): string {
-  return Buffer.from(`${at}|${id}`).toString('base64url');
-}
-
-function decodeCursor(cursor: string): [string, string] {
-  const [at, id] = Buffer.from(cursor, 'base64url').toString().split('|');
-  if (!at || !id || !isUuid(id) || !/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(at)) throw invalid('cursor is not valid');
-  return [at, id];
 }

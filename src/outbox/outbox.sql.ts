@@ -1,8 +1,8 @@
 // Queries on the `outbox` table, which is both the transactional outbox (rows with
 // published_at NULL) and the event log (published rows, kept until pruned by retention).
 import type { Queryable } from '../db/database.ts';
+import { decodeCursor, encodeCursor, exactTime } from '../db/keyset.ts';
 import { isEventType, type AggregateType, type EventEnvelope } from '../domain/events.ts';
-import { isUuid } from '../domain/ids.ts';
 import { invalid } from '../errors.ts';
 
 /**
@@ -152,7 +152,7 @@ export async function listEvents(q: Queryable, query: ListEventsQuery): Promise<
   const limit = Math.max(1, Math.min(Math.trunc(query.limit), 1000));
   params.push(limit + 1);
   const r = await q.query(
-    `SELECT ${ENVELOPE_COLUMNS}, published_at, occurred_at::text AS occurred_at_exact FROM outbox
+    `SELECT ${ENVELOPE_COLUMNS}, published_at, ${exactTime('occurred_at')} AS cursor_at FROM outbox
      WHERE ${where.join(' AND ')}
      ORDER BY occurred_at DESC, id DESC
      LIMIT $${params.length}`,
@@ -161,9 +161,9 @@ export async function listEvents(q: Queryable, query: ListEventsQuery): Promise<
   const rows = r.rows.slice(0, limit);
   const data = rows.map((row) => ({ ...toEnvelope(row), published_at: new Date(row.published_at).toISOString() }));
   const last = rows[rows.length - 1];
-  // The cursor carries the database's own text of occurred_at (microseconds), not a JS Date
-  // (milliseconds), so no event is skipped or repeated at a page boundary.
-  const nextCursor = r.rows.length > limit && last ? encodeCursor(last.occurred_at_exact, last.id) : null;
+  // The cursor carries occurred_at with its microseconds, not a JS Date (milliseconds), so no event
+  // is skipped or repeated at a page boundary.
+  const nextCursor = r.rows.length > limit && last ? encodeCursor({ at: last.cursor_at, id: last.id }) : null;
   return { data: data as StoredEvent[], nextCursor };
 }
 
@@ -171,20 +171,6 @@ function toIso(v: Date | string, field: string): string {
   const d = v instanceof Date ? v : new Date(v);
   if (Number.isNaN(d.getTime())) throw invalid(`${field} is not a date`, [{ field, message: 'expected an ISO 8601 date-time' }]);
   return d.toISOString();
-}
-
-function encodeCursor(at: string, id: string): string {
-  return Buffer.from(JSON.stringify([at, id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): { at: string; id: string } {
-  try {
-    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (typeof at === 'string' && !Number.isNaN(Date.parse(at)) && isUuid(id)) return { at, id };
-  } catch {
-    // fall through to the error below
-  }
-  throw invalid('cursor is not valid', [{ field: 'cursor', message: 'use next_cursor from a previous page' }]);
 }
 
 // Relay sleep registrations (migration 011): commits notify only while a relay is registered here.

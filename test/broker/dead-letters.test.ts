@@ -1,0 +1,52 @@
+// Listing dead letters page by page: newest first, every row exactly once, also rows created in
+// the same microsecond (same transaction) and rows apart by less than a millisecond.
+import { describe, expect, it } from 'vitest';
+import { PROJECT_HEADER } from '../../src/broker/broker.ts';
+import { insertDeadLetter, listDeadLetters } from '../../src/broker/dead-letters.sql.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
+import { withTransaction } from '../../src/db/transaction.ts';
+import { makeTestDb } from '../support/env.ts';
+
+const { db } = await makeTestDb();
+
+describe('listDeadLetters', () => {
+  it('pages through every dead letter once, newest first, including ties and sub-millisecond times', async () => {
+    const project = uuidv7();
+    const dead = (n: number) => ({
+      queue: 'inbound.raw', messageId: `m-${n}`, routingKey: 'inbound.raw', headers: { [PROJECT_HEADER]: project },
+      body: Buffer.from(`body ${n}`), error: 'handler failed', attempts: 5,
+    });
+    // Five in one transaction (the same now()), four more whose times differ by 100 µs.
+    const tied = await withTransaction(db, async (tx) => {
+      const ids: string[] = [];
+      for (let n = 0; n < 5; n++) ids.push(await insertDeadLetter(tx, dead(n)));
+      return ids;
+    });
+    const apart: string[] = [];
+    for (let n = 5; n < 9; n++) apart.push(await insertDeadLetter(db, dead(n)));
+    for (let i = 0; i < apart.length; i++) {
+      await db.query(`UPDATE dead_letters SET created_at = '2030-01-01T00:00:00Z'::timestamptz + (interval '100 microseconds' * $2::int) WHERE id = $1::uuid`, [apart[i], i + 1]);
+    }
+
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await listDeadLetters(db, { projectId: project, limit: 2, cursor });
+      expect(page.items.length).toBeLessThanOrEqual(2);
+      seen.push(...page.items.map((d) => d.id));
+      cursor = page.nextCursor;
+      pages++;
+    } while (cursor && pages < 10);
+
+    // The sub-millisecond ones are newest (2030, latest first), then the tied ones by id, descending.
+    expect(seen).toEqual([...[...apart].reverse(), ...[...tied].sort().reverse()]);
+    expect(pages).toBe(5);
+  });
+
+  it('refuses a cursor it did not make', async () => {
+    await expect(listDeadLetters(db, { limit: 2, cursor: 'not-a-cursor' })).rejects.toThrow(/cursor/);
+    const forged = Buffer.from(JSON.stringify(['yesterday', uuidv7()])).toString('base64url');
+    await expect(listDeadLetters(db, { limit: 2, cursor: forged })).rejects.toThrow(/cursor/);
+  });
+});
