@@ -36,7 +36,8 @@ export type WebhookScheduler = {
   name: string;
   /** Run a pass at `atMs` (or at the next poll, whichever is first). */
   wakeAt(atMs: number): void;
-  /** One pass now; resolves when it is done (tests, and callers that just made rows due). */
+  /** A pass that starts now, or right after the running one; resolves when it is done (tests,
+   * and callers that just made rows due). */
   runOnce(): Promise<void>;
   stop(): Promise<void>;
 };
@@ -53,7 +54,8 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
   let timer: NodeJS.Timeout | undefined;
   let timerAt = Infinity;
   let running: Promise<void> | undefined;
-  let again = false;
+  /** The pass queued behind the running one. */
+  let following: Promise<void> | undefined;
 
   async function reclaim(): Promise<void> {
     for (;;) {
@@ -117,22 +119,28 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
     }
   }
 
-  /** Runs a pass unless one is running, in which case one more follows it. */
-  function runOnce(): Promise<void> {
-    if (running) {
-      again = true;
-      return running;
-    }
+  function start(): Promise<void> {
     running = pass()
       .catch((err) => log.warn({ err }, 'webhook scheduler pass failed; retrying at the next poll'))
       .finally(() => {
         running = undefined;
-        if (again && !stopped) {
-          again = false;
-          void runOnce();
-        }
       });
     return running;
+  }
+
+  /**
+   * Runs a pass and resolves when a pass that started after this call has finished. While one is
+   * running — it may have read the rows before the caller's change — one more follows it, shared
+   * by every call made meanwhile.
+   */
+  function runOnce(): Promise<void> {
+    if (!running) return start();
+    following ??= running.then(() => {
+      following = undefined;
+      // A call between that pass's end and now may have started one already: it is recent enough.
+      return stopped ? undefined : (running ?? start());
+    });
+    return following;
   }
 
   function arm(atMs: number): void {
@@ -161,6 +169,7 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
     async stop() {
       stopped = true;
       clearTimeout(timer);
+      await following;
       await running;
     },
   };
