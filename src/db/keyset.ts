@@ -26,6 +26,13 @@ export function exactTime(column: string): string {
   return `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
 }
 
+/**
+ * What `exactTime` renders. A cursor's time goes back to the database as `$n::timestamptz`: text
+ * that JavaScript's lenient Date.parse takes but PostgreSQL refuses ("1", "Jan 1") would fail
+ * there, a server error for a bad cursor; so only this exact shape is accepted.
+ */
+const EXACT_TIME = /^\d{4,6}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
+
 export function encodeCursor(k: Keyset): string {
   const tuple = k.rank === undefined ? [k.at, k.id] : [k.at, k.id, k.rank];
   return Buffer.from(JSON.stringify(tuple)).toString('base64url');
@@ -37,7 +44,7 @@ export function decodeCursor(cursor: string): Keyset {
     if (Array.isArray(v) && (v.length === 2 || v.length === 3)) {
       const [at, id, rank] = v;
       const rankOk = rank === undefined || Number.isInteger(rank);
-      if (typeof at === 'string' && !Number.isNaN(Date.parse(at)) && isUuid(id) && rankOk) {
+      if (typeof at === 'string' && EXACT_TIME.test(at) && !Number.isNaN(Date.parse(at)) && isUuid(id) && rankOk) {
         return rank === undefined ? { at, id } : { at, id, rank };
       }
     }
