@@ -134,6 +134,7 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
    * by every call made meanwhile.
    */
   function runOnce(): Promise<void> {
+    if (stopped) return Promise.resolve();
     if (!running) return start();
     following ??= running.then(() => {
       following = undefined;

@@ -11,23 +11,32 @@ import { makeTestDb, onCleanup, waitFor } from '../support/env.ts';
 const { db } = await makeTestDb();
 const broker = await makeTestBroker(defaultBrokerKind(), db);
 
-/** The database, with each pass's two statements logged, and the first pass held at its start. */
+/**
+ * The database, with each pass's two statements logged, the first pass held at its start (until
+ * `release`), and the most passes ever in progress at once.
+ */
 function held(inner: Database) {
   const log: string[] = [];
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
   let passes = 0;
+  let inProgress = 0;
+  let mostAtOnce = 0;
   const kind = (sql: string) => (/status = 'sending' AND d\.locked_until < now\(\)/.test(sql) ? 'reclaim' : /SET enqueued_at = now\(\) FROM due/.test(sql) ? 'take' : undefined);
   const proxy = new Proxy(inner, {
     get(target, prop) {
       if (prop === 'query') {
         return async (sql: string, params?: readonly unknown[]) => {
           const k = kind(sql);
-          if (k === 'reclaim' && ++passes === 1) await gate;
+          if (k === 'reclaim') {
+            mostAtOnce = Math.max(mostAtOnce, ++inProgress);
+            if (++passes === 1) await gate;
+          }
           try {
             return await target.query(sql, params);
           } finally {
             if (k) log.push(`${k} done`);
+            if (k === 'take') inProgress--; // the pass's last statement (nothing is due here)
           }
         };
       }
@@ -35,7 +44,7 @@ function held(inner: Database) {
       return typeof v === 'function' ? v.bind(target) : v;
     },
   });
-  return { db: proxy, log, release, passes: () => passes };
+  return { db: proxy, log, release, passes: () => passes, mostAtOnce: () => mostAtOnce };
 }
 
 describe('webhook scheduler runOnce', () => {
@@ -43,7 +52,10 @@ describe('webhook scheduler runOnce', () => {
     const h = held(db);
     // An hour's poll: the only passes are the one it starts with and the ones asked for.
     const s = startScheduler({ db: h.db, broker, logger: silentLogger, defaultMaxAttempts: 5, disableAfterDays: 3, pollMs: 3_600_000, disableCheckEveryMs: Number.MAX_SAFE_INTEGER });
-    onCleanup(() => s.stop());
+    onCleanup(async () => {
+      h.release(); // a test that failed early must not leave stop() waiting on the held pass
+      await s.stop();
+    });
     await waitFor(() => h.passes() === 1, 'the first pass to start');
 
     const asked = [s.runOnce(), s.runOnce()]; // two callers while it runs share the next pass
@@ -51,16 +63,22 @@ describe('webhook scheduler runOnce', () => {
     await Promise.all(asked);
     expect(h.log).toEqual(['reclaim done', 'take done', 'reclaim done', 'take done']);
     expect(h.passes()).toBe(2);
+    expect(h.mostAtOnce()).toBe(1);
 
     // Nothing running: a call runs a pass of its own.
     await s.runOnce();
     expect(h.passes()).toBe(3);
     expect(h.log).toHaveLength(6);
+    expect(h.mostAtOnce()).toBe(1);
   });
 
   it('starts no more passes once stopped, and stop waits for the running one', async () => {
     const h = held(db);
     const s = startScheduler({ db: h.db, broker, logger: silentLogger, defaultMaxAttempts: 5, disableAfterDays: 3, pollMs: 3_600_000, disableCheckEveryMs: Number.MAX_SAFE_INTEGER });
+    onCleanup(async () => {
+      h.release(); // a test that failed early must not leave stop() waiting on the held pass
+      await s.stop();
+    });
     await waitFor(() => h.passes() === 1, 'the first pass to start');
     const asked = s.runOnce();
     const stopped = s.stop();
@@ -68,6 +86,7 @@ describe('webhook scheduler runOnce', () => {
     await stopped;
     await asked;
     expect(h.log).toEqual(['reclaim done', 'take done']);
+    await s.runOnce(); // after stop: nothing
     expect(h.passes()).toBe(1);
   });
 });
