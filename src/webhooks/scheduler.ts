@@ -16,6 +16,7 @@ import type { Logger } from '../observability/logger.ts';
 import { webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { Queues } from '../broker/topology.ts';
+import { oneAtATime } from '../timers/passes.ts';
 import { enqueueDeliveries } from './outbound-queue.ts';
 
 export type SchedulerOptions = {
@@ -53,9 +54,6 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let timerAt = Infinity;
-  let running: Promise<void> | undefined;
-  /** The pass queued behind the running one. */
-  let following: Promise<void> | undefined;
 
   async function reclaim(): Promise<void> {
     for (;;) {
@@ -119,30 +117,11 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
     }
   }
 
-  function start(): Promise<void> {
-    running = pass()
-      .catch((err) => log.warn({ err }, 'webhook scheduler pass failed; retrying at the next poll'))
-      .finally(() => {
-        running = undefined;
-      });
-    return running;
-  }
-
-  /**
-   * Runs a pass and resolves when a pass that started after this call has finished. While one is
-   * running — it may have read the rows before the caller's change — one more follows it, shared
-   * by every call made meanwhile.
-   */
-  function runOnce(): Promise<void> {
-    if (stopped) return Promise.resolve();
-    if (!running) return start();
-    following ??= running.then(() => {
-      following = undefined;
-      // A call between that pass's end and now may have started one already: it is recent enough.
-      return stopped ? undefined : (running ?? start());
-    });
-    return following;
-  }
+  // Passes never overlap; a call made during one gets the next (passes.ts). None starts once stopped.
+  const passes = oneAtATime(() =>
+    stopped ? Promise.resolve() : pass().catch((err) => log.warn({ err }, 'webhook scheduler pass failed; retrying at the next poll')),
+  );
+  const runOnce = (): Promise<void> => (stopped ? Promise.resolve() : passes.run());
 
   function arm(atMs: number): void {
     if (stopped || atMs >= timerAt) return;
@@ -170,8 +149,7 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
     async stop() {
       stopped = true;
       clearTimeout(timer);
-      await following;
-      await running;
+      await passes.idle();
     },
   };
 }
