@@ -47,16 +47,22 @@ function held(inner: Database) {
   return { db: proxy, log, release, passes: () => passes, mostAtOnce: () => mostAtOnce };
 }
 
+/** A scheduler on the held database, its first pass started and held. */
+async function startHeld() {
+  const h = held(db);
+  // An hour's poll: the only passes are the one it starts with and the ones asked for.
+  const s = startScheduler({ db: h.db, broker, logger: silentLogger, defaultMaxAttempts: 5, disableAfterDays: 3, pollMs: 3_600_000, disableCheckEveryMs: Number.MAX_SAFE_INTEGER });
+  onCleanup(async () => {
+    h.release(); // a test that failed early must not leave stop() waiting on the held pass
+    await s.stop();
+  });
+  await waitFor(() => h.passes() === 1, 'the first pass to start');
+  return { h, s };
+}
+
 describe('webhook scheduler runOnce', () => {
   it('resolves after a pass that started after the call, not with the one already running', async () => {
-    const h = held(db);
-    // An hour's poll: the only passes are the one it starts with and the ones asked for.
-    const s = startScheduler({ db: h.db, broker, logger: silentLogger, defaultMaxAttempts: 5, disableAfterDays: 3, pollMs: 3_600_000, disableCheckEveryMs: Number.MAX_SAFE_INTEGER });
-    onCleanup(async () => {
-      h.release(); // a test that failed early must not leave stop() waiting on the held pass
-      await s.stop();
-    });
-    await waitFor(() => h.passes() === 1, 'the first pass to start');
+    const { h, s } = await startHeld();
 
     const asked = [s.runOnce(), s.runOnce()]; // two callers while it runs share the next pass
     h.release();
@@ -73,13 +79,7 @@ describe('webhook scheduler runOnce', () => {
   });
 
   it('starts no more passes once stopped, and stop waits for the running one', async () => {
-    const h = held(db);
-    const s = startScheduler({ db: h.db, broker, logger: silentLogger, defaultMaxAttempts: 5, disableAfterDays: 3, pollMs: 3_600_000, disableCheckEveryMs: Number.MAX_SAFE_INTEGER });
-    onCleanup(async () => {
-      h.release(); // a test that failed early must not leave stop() waiting on the held pass
-      await s.stop();
-    });
-    await waitFor(() => h.passes() === 1, 'the first pass to start');
+    const { h, s } = await startHeld();
     const asked = s.runOnce();
     const stopped = s.stop();
     h.release();
