@@ -1,7 +1,7 @@
 // The dead-letter store shared by both brokers: messages that exhausted their retries or crashed
 // their consumer too often. Rows are shown (per project) and replayed through the admin API.
 import type { Database, Queryable } from '../db/database.ts';
-import { decodeCursor, encodeCursor, exactTime } from '../db/keyset.ts';
+import { decodeCursor, exactTime, toPage } from '../db/keyset.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import { PROJECT_HEADER, type Broker, type Headers } from './broker.ts';
 
@@ -120,12 +120,8 @@ export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promis
      ORDER BY created_at DESC, id DESC LIMIT $${params.length}`,
     params,
   );
-  const rows = r.rows.slice(0, limit);
-  const last = rows[rows.length - 1];
-  return {
-    items: rows.map(toDeadLetter),
-    ...(r.rows.length > limit && last ? { nextCursor: encodeCursor({ at: last.cursor_at, id: last.id }) } : {}),
-  };
+  const page = toPage(r.rows, limit, (row) => ({ at: row.cursor_at, id: row.id }), toDeadLetter);
+  return { items: page.rows, ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) };
 }
 
 /** One dead letter; with `projectId`, only when it belongs to that project. */

@@ -1,7 +1,7 @@
 // Queries on the `outbox` table, which is both the transactional outbox (rows with
 // published_at NULL) and the event log (published rows, kept until pruned by retention).
 import type { Queryable } from '../db/database.ts';
-import { decodeCursor, encodeCursor, exactTime } from '../db/keyset.ts';
+import { decodeCursor, exactTime, toPage } from '../db/keyset.ts';
 import { isEventType, type AggregateType, type EventEnvelope } from '../domain/events.ts';
 import { invalid } from '../errors.ts';
 
@@ -158,13 +158,10 @@ export async function listEvents(q: Queryable, query: ListEventsQuery): Promise<
      LIMIT $${params.length}`,
     params,
   );
-  const rows = r.rows.slice(0, limit);
-  const data = rows.map((row) => ({ ...toEnvelope(row), published_at: new Date(row.published_at).toISOString() }));
-  const last = rows[rows.length - 1];
   // The cursor carries occurred_at with its microseconds, not a JS Date (milliseconds), so no event
   // is skipped or repeated at a page boundary.
-  const nextCursor = r.rows.length > limit && last ? encodeCursor({ at: last.cursor_at, id: last.id }) : null;
-  return { data: data as StoredEvent[], nextCursor };
+  const page = toPage(r.rows, limit, (row) => ({ at: row.cursor_at, id: row.id }), (row) => ({ ...toEnvelope(row), published_at: new Date(row.published_at).toISOString() }) as StoredEvent);
+  return { data: page.rows, nextCursor: page.nextCursor };
 }
 
 function toIso(v: Date | string, field: string): string {
