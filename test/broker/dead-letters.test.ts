@@ -6,6 +6,7 @@ import { insertDeadLetter, listDeadLetters } from '../../src/broker/dead-letters
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
 import { makeTestDb } from '../support/env.ts';
+import { walkCursor } from '../support/paging.ts';
 
 const { db } = await makeTestDb();
 
@@ -28,16 +29,12 @@ describe('listDeadLetters', () => {
       await db.query(`UPDATE dead_letters SET created_at = '2030-01-01T00:00:00Z'::timestamptz + (interval '100 microseconds' * $2::int) WHERE id = $1::uuid`, [apart[i], i + 1]);
     }
 
-    const seen: string[] = [];
-    let cursor: string | undefined;
-    let pages = 0;
-    do {
+    const walked = await walkCursor(async (cursor) => {
       const page = await listDeadLetters(db, { projectId: project, limit: 2, cursor });
-      expect(page.items.length).toBeLessThanOrEqual(2);
-      seen.push(...page.items.map((d) => d.id));
-      cursor = page.nextCursor;
-      pages++;
-    } while (cursor && pages < 10);
+      return { items: page.items.map((d) => d.id), next: page.nextCursor };
+    });
+    expect(walked.largest).toBeLessThanOrEqual(2);
+    const { items: seen, pages } = walked;
 
     // The sub-millisecond ones are newest (2030, latest first), then the tied ones by id, descending.
     expect(seen).toEqual([...[...apart].reverse(), ...[...tied].sort().reverse()]);

@@ -6,6 +6,7 @@ import { AppError } from '../../src/errors.ts';
 import { appendEvents, countPending, listEvents, pruneEvents, type StoredEvent } from '../../src/outbox/outbox.sql.ts';
 import { brokerKinds, makeTestBroker } from '../support/brokers.ts';
 import { makeTestDb, waitFor } from '../support/env.ts';
+import { walkCursor } from '../support/paging.ts';
 import { contactCreated, relayFor, sessionStarted, startRecorder } from './helpers.ts';
 
 /** Marks the projects' rows published, as the relay would. */
@@ -98,16 +99,12 @@ describe('outbox storage and event log', () => {
     await withTransaction(db, (tx) => appendEvents(tx, evs));
     await publishAll(db, p);
 
-    const seen: string[] = [];
-    let cursor: string | undefined;
-    let pages = 0;
-    do {
+    const walked = await walkCursor(async (cursor) => {
       const page = await listEvents(db, { projectId: p, limit: 4, cursor });
-      expect(page.data.length).toBeLessThanOrEqual(4);
-      seen.push(...page.data.map((e) => e.id));
-      cursor = page.nextCursor ?? undefined;
-      pages++;
-    } while (cursor && pages < 10);
+      return { items: page.data.map((e) => e.id), next: page.nextCursor };
+    });
+    expect(walked.largest).toBeLessThanOrEqual(4);
+    const { items: seen, pages } = walked;
     const expected = [...evs].sort((a, b) => (a.occurred_at === b.occurred_at ? (a.id < b.id ? 1 : -1) : a.occurred_at < b.occurred_at ? 1 : -1)).map((e) => e.id);
     expect(seen).toEqual(expected);
     expect(pages).toBe(4);
