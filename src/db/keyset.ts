@@ -89,3 +89,12 @@ export class Where {
     return this.clauses.length === 0 ? 'TRUE' : this.clauses.join(' AND ');
   }
 }
+
+/**
+ * Just the paging of a caller's query. A list's filters that the path fixes (its project, its
+ * contact) are the service's to set; spreading a whole query object next to them would let a key
+ * in it overwrite them.
+ */
+export function pageOf(query: { limit?: number | undefined; cursor?: string | undefined }): { limit?: number; cursor?: string } {
+  return { ...(query.limit !== undefined && { limit: query.limit }), ...(query.cursor !== undefined && { cursor: query.cursor }) };
+}

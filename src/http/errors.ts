@@ -24,10 +24,17 @@ export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
 
 function fromFastifyError(err: FastifyError): Problem | undefined {
   if (err.validation) {
-    const errors = err.validation.map((v) => ({
-      field: (v.instancePath || (v.params as any)?.missingProperty || '').replace(/^\//, '').replace(/\//g, '.') || undefined,
-      message: v.message ?? 'invalid',
-    }));
+    const errors = err.validation.map((v) => {
+      const params = v.params as { missingProperty?: string; additionalProperty?: string } | undefined;
+      // An unknown key is named as its own field: "search_text is not allowed", not "must NOT have
+      // additional properties" with no field.
+      const unknown = v.keyword === 'additionalProperties' ? params?.additionalProperty : undefined;
+      const path = v.instancePath + (unknown !== undefined ? `/${unknown}` : '');
+      return {
+        field: (path || params?.missingProperty || '').replace(/^\//, '').replace(/\//g, '.') || undefined,
+        message: unknown !== undefined ? 'is not allowed' : (v.message ?? 'invalid'),
+      };
+    });
     return problem('validation', `${err.validationContext ?? 'request'} ${errors.map((e) => `${e.field ?? ''} ${e.message}`.trim()).join('; ')}`, errors);
   }
   switch (err.code) {

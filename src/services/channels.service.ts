@@ -13,6 +13,7 @@ import type { Page } from '../db/keyset.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { openJson, sealJson } from '../domain/secret-box.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
+import { pageOf } from '../db/keyset.ts';
 
 export type ChannelSecrets = Partial<Record<'api_key' | 'hmac_key' | 'access_token' | 'app_secret' | 'verify_token', string>>;
 
@@ -112,7 +113,7 @@ export function makeChannelsService(deps: ChannelsServiceDeps) {
     },
 
     async list(projectId: string, query: { limit?: number; cursor?: string }): Promise<Page<ChannelView>> {
-      const page = await withTransaction(db, (tx) => listChannels(tx, { projectId, ...query }), { projectId });
+      const page = await withTransaction(db, (tx) => listChannels(tx, { ...pageOf(query), projectId }), { projectId });
       return { rows: page.rows.map(view), nextCursor: page.nextCursor };
     },
 

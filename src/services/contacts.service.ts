@@ -15,6 +15,7 @@ import { uuidv7 } from '../domain/ids.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
+import { pageOf } from '../db/keyset.ts';
 
 export type PageQuery = { limit?: number; cursor?: string };
 
@@ -51,7 +52,7 @@ export function makeContactsService(deps: { db: Database }) {
 
   return {
     list(projectId: string, query: PageQuery & { search?: string; tags?: readonly string[] }): Promise<Page<ContactRecord>> {
-      return tenant(projectId, (tx) => listContacts(tx, { projectId, ...query }));
+      return tenant(projectId, (tx) => listContacts(tx, { ...query, projectId }));
     },
 
     get(projectId: string, id: string): Promise<ContactRecord> {
@@ -137,21 +138,21 @@ export function makeContactsService(deps: { db: Database }) {
     sessions(projectId: string, contactId: string, query: PageQuery): Promise<Page<SessionRecord>> {
       return tenant(projectId, async (tx) => {
         await requireContact(tx, projectId, contactId);
-        return listSessions(tx, { projectId, contactId, ...query });
+        return listSessions(tx, { ...pageOf(query), projectId, contactId });
       });
     },
 
     messages(projectId: string, contactId: string, query: PageQuery): Promise<Page<MessageRecord>> {
       return tenant(projectId, async (tx) => {
         await requireContact(tx, projectId, contactId);
-        return listMessages(tx, { projectId, contactId, ...query });
+        return listMessages(tx, { ...pageOf(query), projectId, contactId });
       });
     },
 
     timeline(projectId: string, contactId: string, query: PageQuery): Promise<Page<TimelineEntry>> {
       return tenant(projectId, async (tx) => {
         await requireContact(tx, projectId, contactId);
-        return listTimeline(tx, { projectId, contactId, ...query });
+        return listTimeline(tx, { ...pageOf(query), projectId, contactId });
       });
     },
   };

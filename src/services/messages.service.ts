@@ -5,6 +5,7 @@ import type { Page } from '../db/keyset.ts';
 import { findMessage, listMessages, type MessageRecord } from '../db/messages-read.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { notFound } from '../errors.ts';
+import { pageOf } from '../db/keyset.ts';
 
 export type MessagesService = ReturnType<typeof makeMessagesService>;
 
@@ -16,7 +17,7 @@ export function makeMessagesService(deps: { db: Database }) {
       projectId: string,
       query: { contactId?: string; sessionId?: string; limit?: number; cursor?: string },
     ): Promise<Page<MessageRecord>> {
-      return withTransaction(db, (tx) => listMessages(tx, { projectId, order: 'newest', ...query }), { projectId });
+      return withTransaction(db, (tx) => listMessages(tx, { contactId: query.contactId, sessionId: query.sessionId, ...pageOf(query), projectId, order: 'newest' }), { projectId });
     },
 
     get(projectId: string, id: string): Promise<MessageRecord> {

@@ -15,6 +15,7 @@ import type { Caller } from '../domain/permissions.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { actorOf } from './session-lifecycle.service.ts';
+import { pageOf } from '../db/keyset.ts';
 
 export type StatusInput = { name: string; kind: PipelineStatusKind };
 export type CreatePipelineInput = { name: string; description?: string | null; statuses: StatusInput[]; isDefault?: boolean };
@@ -116,7 +117,7 @@ export function makePipelinesService(deps: { db: Database }) {
 
   return {
     list(projectId: string, query: { limit?: number; cursor?: string }): Promise<Page<PipelineView>> {
-      return tenant(projectId, (tx) => listPipelines(tx, { projectId, ...query }));
+      return tenant(projectId, (tx) => listPipelines(tx, { ...pageOf(query), projectId }));
     },
 
     get(projectId: string, id: string): Promise<PipelineView> {
@@ -189,7 +190,7 @@ export function makePipelinesService(deps: { db: Database }) {
     history(projectId: string, contactId: string, query: { pipelineId?: string; afterSeq?: number; limit?: number }): Promise<{ rows: HistoryEntry[]; more: boolean }> {
       return tenant(projectId, async (tx) => {
         if (!(await contactExists(tx, projectId, contactId))) throw notFound('contact');
-        return listMoves(tx, { projectId, contactId, ...query });
+        return listMoves(tx, { pipelineId: query.pipelineId, afterSeq: query.afterSeq, limit: query.limit, projectId, contactId });
       });
     },
   };

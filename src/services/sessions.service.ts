@@ -6,6 +6,7 @@ import { listMessages, type MessageRecord } from '../db/messages-read.sql.ts';
 import { findSession, listSessions, type ListSessionsQuery, type SessionRecord } from '../db/sessions-read.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { notFound } from '../errors.ts';
+import { pageOf } from '../db/keyset.ts';
 
 export type SessionsService = ReturnType<typeof makeSessionsService>;
 
@@ -13,7 +14,7 @@ export function makeSessionsService(deps: { db: Database }) {
   const { db } = deps;
   return {
     list(projectId: string, query: Omit<ListSessionsQuery, 'projectId'>): Promise<Page<SessionRecord>> {
-      return withTransaction(db, (tx) => listSessions(tx, { projectId, ...query }), { projectId });
+      return withTransaction(db, (tx) => listSessions(tx, { ...query, projectId }), { projectId });
     },
 
     get(projectId: string, id: string): Promise<SessionRecord> {
@@ -34,7 +35,7 @@ export function makeSessionsService(deps: { db: Database }) {
         db,
         async (tx) => {
           if (!(await findSession(tx, projectId, sessionId))) throw notFound('session');
-          return listMessages(tx, { projectId, sessionId, order: 'oldest', ...query });
+          return listMessages(tx, { ...pageOf(query), projectId, sessionId, order: 'oldest' });
         },
         { projectId },
       );

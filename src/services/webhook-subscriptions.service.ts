@@ -21,6 +21,7 @@ import { enqueueDeliveries, type OutboundItem } from '../webhooks/outbound-queue
 import { generateSecret, validateSecret, buildWebhookBody } from '../webhooks/signer.ts';
 import { checkWebhookUrl, type ResolveHost } from '../webhooks/ssrf-guard.ts';
 import { checkEvents, checkHeaders } from '../webhooks/subscription-input.ts';
+import { pageOf } from '../db/keyset.ts';
 
 /** How long the previous secret keeps signing after a rotation. */
 export const ROTATION_OVERLAP_MS = 24 * 3_600_000;
@@ -120,7 +121,7 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
     },
 
     async list(projectId: string, query: { limit?: number; cursor?: string }): Promise<Page<SubscriptionView>> {
-      const page = await tenant(projectId, (tx) => listSubscriptions(tx, { projectId, ...query }));
+      const page = await tenant(projectId, (tx) => listSubscriptions(tx, { ...pageOf(query), projectId }));
       return { rows: page.rows.map(view), nextCursor: page.nextCursor };
     },
 
@@ -194,7 +195,7 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
     async listDeliveries(projectId: string, query: { subscriptionId?: string; status?: DeliveryStatus; limit?: number; cursor?: string }): Promise<Page<DeliveryRecord>> {
       return tenant(projectId, async (tx) => {
         if (query.subscriptionId !== undefined) await mustFind(tx, projectId, query.subscriptionId);
-        return listDeliveries(tx, { projectId, ...query });
+        return listDeliveries(tx, { ...query, projectId });
       });
     },
 

@@ -6,7 +6,7 @@ import { routeTable, type RouteInfo } from '../../src/http/auth.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { can, PERMISSIONS, ROLES } from '../../src/domain/permissions.ts';
 import { call, makeTenant, startApp } from './harness.ts';
-import { bodies, resources, seeds, type World } from './isolation-fixtures.ts';
+import { bodies, conversationOfA, resources, seeds, type World } from './isolation-fixtures.ts';
 import { sample, sampleQuery } from './sample.ts';
 
 const { app, db, broker } = await startApp();
@@ -120,6 +120,27 @@ describe("B's lists never contain A's rows", () => {
       expect(res.status, res.body).toBe(200);
       const leaked = [...aIds].filter((id) => res.body.includes(id));
       expect(leaked, `${label(r)} shows A's ids to B`).toEqual([]);
+    });
+  }
+});
+
+describe('a query parameter the route does not declare is refused, never passed on', () => {
+  // Services build their SQL filters from the caller's project and the path's ids plus the query.
+  // A key smuggled into the query (`projectId`, `contactId`…) once overwrote those filters; only
+  // row-level security stood behind them. Every route with a query schema must refuse it by name.
+  const withQuery = routes.filter((r) => (r.schema as any)?.querystring);
+  it('(the app has such routes)', () => expect(withQuery.length).toBeGreaterThan(10));
+  for (const r of withQuery) {
+    it(label(r), async () => {
+      const { contactId } = await conversationOfA(world);
+      const fixture = resourceFor(r);
+      const params = fixture && r.params.length > 0 ? await fixture(world) : {};
+      const query = { ...queryFor(r), projectId: world.a.projectId, contactId };
+      const res = await call(app, world.b.keys.admin, r.method as any, fillUrl(r.url, params), { body: bodyFor(r), query });
+      expect(res.status, res.body).toBe(400);
+      expect(res.json.code).toBe('validation');
+      expect(res.json.errors.map((e: any) => e.field).sort()).toEqual(['contactId', 'projectId']);
+      expect(res.json.detail).toContain('projectId is not allowed');
     });
   }
 });

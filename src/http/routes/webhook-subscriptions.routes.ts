@@ -194,7 +194,7 @@ export async function webhookSubscriptionsRoutes(app: FastifyInstance, deps: App
     querystring: ListQuery({ status: Type.Optional(DeliveryStatusParam) }),
     response: { 200: Page(Delivery) },
     handler: async (req) =>
-      toPageBody(await hooks().listDeliveries(req.auth.projectId, { subscriptionId: req.params.id, ...req.query }), presentDelivery),
+      toPageBody(await hooks().listDeliveries(req.auth.projectId, { ...req.query, subscriptionId: req.params.id }), presentDelivery),
   });
 
   defineRoute(app, {

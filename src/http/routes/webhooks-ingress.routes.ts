@@ -18,7 +18,7 @@ const HubQuery = Type.Object({
   'hub.mode': Type.Optional(Type.String()),
   'hub.verify_token': Type.Optional(Type.String()),
   'hub.challenge': Type.Optional(Type.String()),
-});
+}, { additionalProperties: true }); // Meta's to extend: a parameter we do not know is not an error
 const IngressProblems = {
   400: 'The body is not a UTF-8 JSON object',
   401: 'Token or signature missing or wrong',

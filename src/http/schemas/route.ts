@@ -75,7 +75,7 @@ export function defineRoute<P extends TSchema | undefined = undefined, Q extends
     ...(spec.description ? { description: spec.description } : {}),
     tags: spec.tags ?? [spec.url.split('/')[1] || 'api'],
     ...(spec.params ? { params: spec.params } : {}),
-    ...(spec.querystring ? { querystring: spec.querystring } : {}),
+    ...(spec.querystring ? { querystring: closed(spec.querystring) } : {}),
     ...(spec.body ? { body: spec.body } : {}),
     ...(headers ? { headers } : {}),
     response,
@@ -88,4 +88,15 @@ export function defineRoute<P extends TSchema | undefined = undefined, Q extends
     config: spec.public ? { public: true } : { permission: spec.permission, ...(spec.idempotent ? { idempotent: true } : {}) },
     handler: spec.handler as unknown as (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
   });
+}
+
+/**
+ * A query string takes only the parameters its route declares: an unknown one is a 400 naming
+ * it, never silently ignored (a misspelt filter would otherwise list everything) and never passed
+ * on to a service whose filters it could overwrite. A schema that says otherwise keeps its word
+ * (a provider's verification request may carry parameters we do not know).
+ */
+function closed<T extends TSchema>(schema: T): T {
+  if (schema.type !== 'object' || 'additionalProperties' in schema) return schema;
+  return { ...schema, additionalProperties: false };
 }
