@@ -307,3 +307,16 @@ export function compact<T extends object>(o: T): T {
   for (const k of Object.keys(o) as Array<keyof T>) if (o[k] !== undefined) out[k] = o[k];
   return out;
 }
+
+/**
+ * The latest provider time we store: the end of year 9999. Past it a date has no plain ISO 8601
+ * form and PostgreSQL refuses the expanded one (a milliseconds value read as seconds lands in the
+ * year 11476): such a webhook is a parse error, not a transaction that fails on every retry.
+ */
+export const LATEST_PROVIDER_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
+
+/** A provider time we can store: a real date after 1970 and within LATEST_PROVIDER_TIME_MS. */
+export function isStorableTime(d: Date): boolean {
+  const t = d.getTime();
+  return t > 0 && t <= LATEST_PROVIDER_TIME_MS;
+}

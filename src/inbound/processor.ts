@@ -3,8 +3,9 @@
 //
 // Outcomes of one delivery:
 // - stored (or found to be a duplicate, or ignored and counted): acked;
-// - malformed (not JSON, not the provider's shape, or a parser that throws on it): parked in
-//   parse_errors with the raw body and the reason, and acked — retrying cannot help;
+// - malformed (not JSON, not the provider's shape, or a parser that throws on it), or refused by
+//   the database for a value it holds (provider-json.ts): parked in parse_errors with the raw body
+//   and the reason, and acked — retrying cannot help;
 // - a reference to a message not stored yet (an ack that overtook its message): thrown, so the
 //   broker retries it later and dead-letters it after the last delay (parked, replayable);
 // - any other failure (database away, a conflict): thrown, retried by the broker.
@@ -15,7 +16,7 @@
 // one and the batch is done: each then starts its own retries afresh, the first at once (not after
 // a delay), and the stored ones are not redone. If that send fails the batch is retried whole, and
 // webhooks it had parked are parked (and counted) again.
-import { PROJECT_HEADER, type Broker, type Consumer, type Delivery, type Handler } from '../broker/broker.ts';
+import { PROJECT_HEADER, errorText, type Broker, type Consumer, type Delivery, type Handler } from '../broker/broker.ts';
 import { startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
@@ -29,6 +30,7 @@ import { DuplicateRace, makeInboundService, type InboundItem, type InboundServic
 import { makeBatcher } from './batcher.ts';
 import type { ChannelDirectory } from './channel-directory.ts';
 import { EnvelopeHeaders } from './ingress.ts';
+import { isInputRefusal, parseProviderJson } from './provider-json.ts';
 import { providerOf } from './providers.ts';
 import { BATCH_HEADER, decodeRawBatch, type RawItem } from './raw-batch.ts';
 
@@ -133,7 +135,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     let body: unknown;
     let events: InboundEvent[];
     try {
-      body = JSON.parse(d.body.toString('utf8'));
+      body = parseProviderJson(d.body.toString('utf8'));
       events = provider.parse(body, channel);
     } catch (err) {
       // ParseError for malformed input; anything else a parser throws on hostile input is the same
@@ -142,7 +144,12 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     }
 
     const result = await batcher.submit(channel.projectId, { channel, events, receivedAt });
-    if (result.error) throw result.error;
+    if (result.error) {
+      // Refused for what it holds (a batch that failed was retried item by item, so this error is
+      // this webhook's own): parked like any malformed input, not retried into a dead letter.
+      if (isInputRefusal(result.error)) return park(d, `the database refused a value in it: ${errorText(result.error)}`, { ...ctx, body });
+      throw result.error;
+    }
     if (result.retry) throw new TargetNotStored(result.retry);
   }
 

@@ -1,6 +1,6 @@
 // The ingress: who may post (token, HMAC, Meta signature), what is refused at the door (4xx, never
 // 5xx), what is parked as a parse error later, and that valid traffic keeps flowing around bad.
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { waitFor } from '../support/env.ts';
@@ -108,6 +108,42 @@ describe('malformed input', () => {
       expect(row).toMatchObject({ project_id: t.projectId, provider: 'waha' });
     }
     // Parked, not retried: nothing of them is waiting in the broker or dead-lettered.
+    expect(await count(t.db, 'SELECT 1 FROM dead_letters WHERE project_id = $1', [t.projectId])).toBe(0);
+  });
+
+  it('stores text holding U+0000 or half an emoji with U+FFFD in their place, instead of failing on every retry', async () => {
+    // JSON.stringify writes both as \u escapes, as a sender's JSON library would.
+    const nul = wahaText('5511966660021', 'antes\u0000depois', { id: 'NUL01' });
+    nul.payload._data.Info.PushName = 'Ana\u0000';
+    const cut = wahaText('5511966660022', 'oi \ud83d', { id: 'CUT01' });
+    const pair = wahaText('5511966660023', 'inteiro \ud83d\ude00', { id: 'PAIR01' });
+    for (const b of [nul, cut, pair]) expect((await t.post(ch, JSON.stringify(b))).status).toBe(200);
+    const stored = await waitFor(() => messageByKey(t.db, ch.id, 'NUL01'), 'message with U+0000 stored');
+    expect(stored.text).toBe('antes\ufffddepois');
+    const contact = (await t.db.query('SELECT name FROM contacts WHERE id = $1', [stored.contact_id])).rows[0];
+    expect(contact.name).toBe('Ana\ufffd');
+    expect((await waitFor(() => messageByKey(t.db, ch.id, 'CUT01'), 'message with a lone surrogate stored')).text).toBe('oi \ufffd');
+    expect((await waitFor(() => messageByKey(t.db, ch.id, 'PAIR01'), 'message with an escaped emoji stored')).text).toBe('inteiro 😀');
+    expect(await count(t.db, 'SELECT 1 FROM dead_letters WHERE project_id = $1', [t.projectId])).toBe(0);
+  });
+
+  it('parks, without retries, what the parser lets through but the database refuses', async () => {
+    const cases = [
+      // Milliseconds where seconds belong: the year 11476, which no ISO date or PostgreSQL holds.
+      { what: 'a timestamp in the year 11476', body: wahaText('5511966660024', 'futuro', { id: 'FAR01', ts: 300_000_000_000_000 }), reason: /timestamp/ },
+      // Accepted by the parser; too large for the index of message ids even compressed (SQLSTATE 54000).
+      { what: 'a 16 KB message id', body: wahaText('5511966660025', 'id enorme', { id: `BIG${randomBytes(8192).toString('hex').toUpperCase()}` }), reason: /database refused a value/ },
+    ];
+    for (const c of cases) expect((await t.post(ch, JSON.stringify(c.body))).status, c.what).toBe(200);
+    await t.post(ch, wahaText('5511966660026', 'depois', { id: 'AFTERREFUSED' }));
+    await waitFor(() => messageByKey(t.db, ch.id, 'AFTERREFUSED'), 'valid message after the refused ones');
+    for (const c of cases) {
+      const row = await waitFor(
+        async () => (await t.db.query('SELECT reason FROM parse_errors WHERE channel_id = $1 AND body = $2', [ch.id, Buffer.from(JSON.stringify(c.body))])).rows[0],
+        `${c.what} parked`,
+      );
+      expect(row.reason, c.what).toMatch(c.reason);
+    }
     expect(await count(t.db, 'SELECT 1 FROM dead_letters WHERE project_id = $1', [t.projectId])).toBe(0);
   });
 

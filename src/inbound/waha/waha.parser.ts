@@ -4,7 +4,7 @@
 import {
   type ChannelState, type ContactRef, type InboundEvent, type InboundMessage, type InboundReaction,
   type Json, type MessageStatus, ParseError, compact, loose, needRecord, needString, optBoolean,
-  optNumber, optRecord, optString,
+  isStorableTime, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
 import { resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
 import { rawContent, readWahaContent } from './waha-message.ts';
@@ -43,7 +43,7 @@ export function parseWahaEnvelope(body: unknown): WahaEnvelope {
   const b = needRecord(body, 'body');
   const ts = optNumber(b, 'timestamp', 'body');
   const timestamp = ts !== undefined && ts > 0 ? toDate(ts) : undefined;
-  if (timestamp && Number.isNaN(timestamp.getTime())) throw new ParseError(`body.timestamp is out of range: ${ts}`);
+  if (timestamp && !isStorableTime(timestamp)) throw new ParseError(`body.timestamp is out of range: ${ts}`);
   return compact<WahaEnvelope>({
     id: optString(b, 'id', 'body'),
     event: needString(b, 'event', 'body'),
@@ -279,7 +279,7 @@ function readTime(o: Json, path: string): Date | undefined {
   if (v == null) return undefined;
   const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
   const d = typeof n === 'number' && n > 0 ? toDate(n) : undefined;
-  if (!d || Number.isNaN(d.getTime())) throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v)}`);
+  if (!d || !isStorableTime(d)) throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v)}`);
   return d;
 }
 

@@ -3,7 +3,7 @@
 import {
   type AdAttribution, type ContactCard, type ContactRef, type InboundEvent, type InboundMessage,
   type Json, type MediaRef, type MessageType, ParseError, compact, loose, needRecord, needString,
-  optArray, optBoolean, optNumber, optRecord, optString,
+  isStorableTime, optArray, optBoolean, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
 import { normalizePhone } from '../../domain/phone.ts';
 
@@ -210,7 +210,7 @@ export function readCloudTime(o: Json, path: string): Date {
   const v = o.timestamp;
   const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
   const d = typeof n === 'number' && Number.isInteger(n) && n > 0 ? new Date(n * 1000) : undefined;
-  if (!d || Number.isNaN(d.getTime())) {
+  if (!d || !isStorableTime(d)) {
     throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v) ?? 'nothing'}`);
   }
   return d;
