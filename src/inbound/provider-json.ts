@@ -4,18 +4,14 @@
 // fail on every retry. Each becomes U+FFFD, the replacement character, so the message is stored
 // with its text marked where it was damaged. Bodies without such an escape (nearly all) are parsed
 // as they are: the check is one scan of the text, the per-value pass only runs when it finds one.
+import { storableText } from '../domain/text.ts';
+
 const RISKY_ESCAPE = /\\u(?:0000|[dD][89a-fA-F])/;
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 
 /** `JSON.parse`, with every string value made storable (throws on what is not JSON). */
 export function parseProviderJson(text: string): unknown {
   if (!RISKY_ESCAPE.test(text)) return JSON.parse(text);
   return JSON.parse(text, (_key, value: unknown) => (typeof value === 'string' ? storableText(value) : value));
-}
-
-/** The string with U+0000 and lone surrogates replaced by U+FFFD. */
-export function storableText(s: string): string {
-  return s.replaceAll('\u0000', '\uFFFD').replace(LONE_SURROGATE, '\uFFFD');
 }
 
 /**

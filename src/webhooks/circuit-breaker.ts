@@ -31,6 +31,8 @@ export type CircuitSnapshot = {
   consecutiveFailures: number;
   /** While open: when a probe becomes possible (ms since epoch). */
   openUntil?: number;
+  /** While half-open: when the probe out counts as lost and another may go (ms since epoch). */
+  probeExpiresAt?: number;
 };
 
 export type CircuitBreaker = {
@@ -124,6 +126,7 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
         state: entry.state,
         consecutiveFailures: entry.failures,
         ...(entry.state === 'open' && { openUntil: entry.openUntil }),
+        ...(entry.state === 'half_open' && { probeExpiresAt: entry.probeStartedAt + probeTimeoutMs }),
       };
     },
 

@@ -151,7 +151,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   function circuitWait(subscriptionId: string, now: number): number | undefined {
     const circuit = breaker.state(subscriptionId);
     if (circuit.state === 'open' && circuit.openUntil !== undefined && circuit.openUntil > now) return circuit.openUntil;
-    if (circuit.state === 'half_open') return now + PROBE_WAIT_MS;
+    // A probe is out: wait for its word, but not past the time it counts as lost — then the
+    // attempt's own canAttempt lets another probe go.
+    if (circuit.state === 'half_open' && circuit.probeExpiresAt !== undefined && circuit.probeExpiresAt > now) return Math.min(now + PROBE_WAIT_MS, circuit.probeExpiresAt);
     return undefined;
   }
 
@@ -276,10 +278,12 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   /** The endpoint's circuit, told how an attempt ended. */
   function judge(sub: string, { outcome }: AttemptReport): void {
     const now = Date.now();
-    if (outcome.class === 'success') breaker.recordSuccess(sub, now);
-    // A 429 is an endpoint that is up and told us when to come back: not a circuit failure.
+    // A 429 is an endpoint that is up and told us when to come back: alive, as a success is. So a
+    // half-open circuit's probe answered 429 closes it (the delivery itself waits for its
+    // Retry-After); were it left unreported, the circuit would stay half-open for good.
+    if (outcome.class === 'success' || outcome.class === 'rate_limited') breaker.recordSuccess(sub, now);
     // After a 410 the subscription is disabled and its circuit forgotten (recordGone).
-    else if (outcome.class !== 'rate_limited' && !outcome.disable) breaker.recordFailure(sub, now);
+    else if (!outcome.disable) breaker.recordFailure(sub, now);
   }
 
   async function settle(claim: ClaimedDelivery, report: AttemptReport): Promise<void> {

@@ -2,6 +2,7 @@
 // reports what happened and never throws; deciding what it means is classify.ts's job.
 import { performance } from 'node:perf_hooks';
 import { request, type Dispatcher } from 'undici';
+import { storableText } from '../domain/text.ts';
 
 export const TIMEOUT_CODE = 'ERR_WEBHOOK_TIMEOUT';
 export const DEFAULT_MAX_RESPONSE_BYTES = 65_536;
@@ -54,8 +55,14 @@ export async function postWebhook(input: PostWebhookInput): Promise<PostWebhookR
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(new WebhookTimeoutError(timeoutMs)), timeoutMs);
   const result: Omit<PostWebhookResult, 'durationMs'> = { responseExcerpt: '', responseBytes: 0, truncated: false };
+  // undici acts on an abort only once the connection is up: a receiver that accepts TCP but never
+  // finishes the TLS handshake (or drops the SYN) would hold the attempt until the connector gives
+  // up, far past the deadline. So the deadline is raced here too; the abandoned request settles
+  // (rejects) whenever its connect ends, and is ignored.
+  const deadline = new Promise<never>((_, reject) => controller.signal.addEventListener('abort', () => reject(controller.signal.reason), { once: true }));
+  deadline.catch(() => undefined); // it also fires while the body is read, when nothing awaits it
   try {
-    const res = await request(url, {
+    const pending = request(url, {
       method: 'POST',
       body,
       headers: withContentType(input.headers),
@@ -66,6 +73,8 @@ export async function postWebhook(input: PostWebhookInput): Promise<PostWebhookR
       bodyTimeout: timeoutMs + 1_000,
       ...(dispatcher && { dispatcher }),
     });
+    pending.catch(() => undefined);
+    const res = await Promise.race([pending, deadline]);
     result.statusCode = res.statusCode;
     const retryAfter = res.headers['retry-after'];
     const first = Array.isArray(retryAfter) ? retryAfter[0] : retryAfter;
@@ -107,7 +116,9 @@ async function readLimited(
     into.responseBytes = total;
     // `stream: true` holds back a multi-byte character cut at the 1 KiB edge instead of
     // emitting a replacement character.
-    into.responseExcerpt = new TextDecoder('utf-8').decode(Buffer.concat(excerpt), { stream: true });
+    // Stored as text: a NUL byte in the answer (binary, padded) would make PostgreSQL refuse the
+    // attempt's record, and the delivery, though answered, be sent again and again.
+    into.responseExcerpt = storableText(new TextDecoder('utf-8').decode(Buffer.concat(excerpt), { stream: true }));
   }
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isInputRefusal, parseProviderJson, storableText } from '../../src/inbound/provider-json.ts';
+import { storableText } from '../../src/domain/text.ts';
+import { isInputRefusal, parseProviderJson } from '../../src/inbound/provider-json.ts';
 
 describe('provider JSON made storable', () => {
   it('replaces U+0000 and lone surrogates with U+FFFD, in values at any depth, and keeps whole pairs', () => {

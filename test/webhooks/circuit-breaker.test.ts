@@ -95,10 +95,13 @@ describe('circuit breaker', () => {
     t.fail(5);
     t.advance(30_000);
     expect(t.breaker.canAttempt(key, t.now())).toBe(true);
+    // The snapshot says when the probe counts as lost, so a caller that waits knows until when.
+    expect(t.breaker.state(key)).toEqual({ state: 'half_open', consecutiveFailures: 5, probeExpiresAt: t.now() + 5_000 });
     t.advance(4_999);
     expect(t.breaker.canAttempt(key, t.now())).toBe(false);
     t.advance(1);
     expect(t.breaker.canAttempt(key, t.now())).toBe(true);
+    expect(t.breaker.state(key).probeExpiresAt).toBe(t.now() + 5_000);
     expect(t.breaker.canAttempt(key, t.now())).toBe(false);
   });
 

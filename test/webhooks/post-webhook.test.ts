@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import { Webhook } from 'standardwebhooks';
 import { classifyAttempt } from '../../src/webhooks/classify.ts';
 import { postWebhook, TIMEOUT_CODE } from '../../src/webhooks/post-webhook.ts';
@@ -130,6 +130,29 @@ describe('postWebhook', () => {
     expect((result.error as NodeJS.ErrnoException).code).toBe(TIMEOUT_CODE);
     expect(result.responseExcerpt).toBe('partial');
     expect(result.durationMs).toBeLessThan(2_000);
+  });
+
+  it('keeps its deadline while the TLS handshake never finishes (undici only hears an abort once connected)', async () => {
+    // A TCP server that accepts and never says a word: the https connector waits for a handshake.
+    const sockets: Socket[] = [];
+    const silent = createNetServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    onTestFinished(() => new Promise<void>((resolve) => (sockets.forEach((x) => x.destroy()), silent.close(() => resolve()))));
+    const { port } = silent.address() as AddressInfo;
+    // The dispatcher's own connect limit is far away, as the deliveries' one is (the longest timeout a subscription may have).
+    const dispatcher = track(makeGuardedDispatcher({ allowPrivate: true, timeoutMs: 300_000 }));
+    const result = await postWebhook({ url: `https://127.0.0.1:${port}/hooks`, body: '{}', headers: {}, timeoutMs: 300, dispatcher });
+    expect(sockets.length).toBe(1);
+    expect(result.statusCode).toBeUndefined();
+    expect((result.error as NodeJS.ErrnoException).code).toBe(TIMEOUT_CODE);
+    expect(result.durationMs).toBeGreaterThanOrEqual(250);
+    expect(result.durationMs).toBeLessThan(2_000);
+  });
+
+  it('keeps an answer holding NUL bytes as text the database can store', async () => {
+    const r = await receiver((_req, res) => res.writeHead(200).end(Buffer.from([0x6f, 0x6b, 0x00, 0x00, 0x21])));
+    const result = await postWebhook({ url: r.url, body: '{}', headers: {}, timeoutMs: 5_000, dispatcher: local() });
+    expect(result).toMatchObject({ statusCode: 200, responseBytes: 5, responseExcerpt: 'ok\ufffd\ufffd!' });
   });
 
   it('reads only 64 KiB of a 1 MiB response and keeps a 1 KiB excerpt', async () => {
