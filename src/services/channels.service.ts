@@ -17,21 +17,22 @@ import { pageOf } from '../db/keyset.ts';
 
 export type ChannelSecrets = Partial<Record<'api_key' | 'hmac_key' | 'access_token' | 'app_secret' | 'verify_token', string>>;
 
-type FieldSpec = { secret: boolean; required: boolean; url?: boolean };
+/** `sentTo`: the URL setting this secret is sent to (as a header or in a request body). */
+type FieldSpec = { secret: boolean; required: boolean; url?: boolean; sentTo?: string };
 
 /** Every config key a channel type accepts. Required keys may not be removed by an update. */
 export const CHANNEL_CONFIG: Record<ChannelType, Record<string, FieldSpec>> = {
   waha: {
     base_url: { secret: false, required: true, url: true },
     session: { secret: false, required: true },
-    api_key: { secret: true, required: true },
-    hmac_key: { secret: true, required: false },
+    api_key: { secret: true, required: true, sentTo: 'base_url' },
+    hmac_key: { secret: true, required: false, sentTo: 'base_url' },
   },
   whatsapp_cloud: {
     phone_number_id: { secret: false, required: true },
     api_base_url: { secret: false, required: false, url: true },
     api_version: { secret: false, required: false },
-    access_token: { secret: true, required: true },
+    access_token: { secret: true, required: true, sentTo: 'api_base_url' },
     app_secret: { secret: true, required: true },
     verify_token: { secret: true, required: true },
   },
@@ -196,6 +197,15 @@ function splitConfig(
   for (const [key, spec] of Object.entries(fields)) {
     const field = `config.${key}`;
     if (spec.required && merged[key] == null && !errors.some((e) => e.field === field)) errors.push({ field, message: 'is required' });
+  }
+  // A stored secret never follows its URL to a new address: whoever may edit a channel but not
+  // read its credentials could otherwise point the URL at a server of theirs and have the
+  // credential sent there. A new address takes the credentials given with it.
+  for (const [key, spec] of Object.entries(fields)) {
+    const target = spec.sentTo;
+    if (!target || patch[key] !== undefined || currentSecrets[key as keyof ChannelSecrets] === undefined) continue;
+    const moved = merged[target] != null && merged[target] !== currentConfig[target];
+    if (moved) errors.push({ field: `config.${key}`, message: `must be sent again with a new ${target}: stored credentials are not sent to a new address` });
   }
   if (errors.length) throw invalid(`invalid ${type} channel config`, errors);
 

@@ -81,6 +81,29 @@ describe('channels', () => {
     expect((await t.api('PATCH', `/channels/${ok.id}`, {})).status).toBe(400);
   });
 
+  it('never carries stored credentials to a new provider address: they must be sent with it', async () => {
+    const waha = (await t.api('POST', '/channels', { name: 'moving', type: 'waha', config: WAHA })).json;
+    // Someone who may edit the channel but not read its key points it at a server of theirs.
+    const moved = await t.api('PATCH', `/channels/${waha.id}`, { config: { base_url: 'https://elsewhere.example.test' } });
+    expect(moved.status).toBe(400);
+    expect(moved.json.errors.map((e: any) => e.field).sort()).toEqual(['config.api_key', 'config.hmac_key']);
+    expect((await t.api('GET', `/channels/${waha.id}`)).json.config.base_url).toBe('http://waha.example.test:3000');
+    // The same address (as stored after normalising) is not a move; a move with its credentials is fine.
+    expect((await t.api('PATCH', `/channels/${waha.id}`, { config: { base_url: 'http://waha.example.test:3000/', session: 'loja2' } })).status).toBe(200);
+    const withKeys = await t.api('PATCH', `/channels/${waha.id}`, { config: { base_url: 'https://elsewhere.example.test', api_key: 'new-key', hmac_key: null } });
+    expect(withKeys.status, JSON.stringify(withKeys.json)).toBe(200);
+    expect(withKeys.json).toMatchObject({ config: { base_url: 'https://elsewhere.example.test' }, secrets_set: ['api_key'] });
+
+    const cloudConfig = { phone_number_id: '200000000000009', access_token: 'tok', app_secret: 'sec', verify_token: 'v' };
+    const cloud = (await t.api('POST', '/channels', { name: 'moving', type: 'whatsapp_cloud', config: cloudConfig })).json;
+    const away = await t.api('PATCH', `/channels/${cloud.id}`, { config: { api_base_url: 'https://graph.elsewhere.example.test' } });
+    expect(away.status).toBe(400);
+    expect(away.json.errors.map((e: any) => e.field)).toEqual(['config.access_token']);
+    expect((await t.api('PATCH', `/channels/${cloud.id}`, { config: { api_base_url: 'https://graph.elsewhere.example.test', access_token: 'tok2' } })).status).toBe(200);
+    // Back to Meta's own address (the default) needs nothing.
+    expect((await t.api('PATCH', `/channels/${cloud.id}`, { config: { api_base_url: null } })).status).toBe(200);
+  });
+
   it('drops spaces pasted around a shown setting, never around a secret', async () => {
     const cloud = await t.api('POST', '/channels', {
       name: 'padded',
