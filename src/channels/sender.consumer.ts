@@ -81,6 +81,8 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     const sender = channel ? senderFor(channel.type) : undefined;
     let outcome: SendOutcome;
     if (!channel) outcome = { ok: false, retry: false, error: 'the channel no longer exists', code: 'channel_deleted' };
+    // Deleted while the message waited (queued or between retries): nothing more goes to them.
+    else if (job.contactDeleted) outcome = { ok: false, retry: false, error: 'the contact was deleted before the message could be sent', code: 'contact_deleted' };
     else if (!sender) outcome = { ok: false, retry: false, error: `sending through a ${channel.type} channel is not supported`, code: 'unsupported' };
     else outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job));
 

@@ -45,6 +45,8 @@ export type SendJob = {
   attempt: number;
   phone: string | null;
   waLid: string | null;
+  /** The contact was deleted after the message was queued: it must not be sent. */
+  contactDeleted: boolean;
 };
 
 /**
@@ -61,11 +63,11 @@ export async function claimForSend(q: Queryable, projectId: string, id: string, 
          AND (send_lease_until IS NULL OR send_lease_until < now())
        RETURNING ${MESSAGE_COLUMNS}, send_attempts
      )
-     SELECT c.*, k.phone AS k_phone, k.wa_lid AS k_wa_lid FROM c JOIN contacts k ON k.id = c.contact_id`,
+     SELECT c.*, k.phone AS k_phone, k.wa_lid AS k_wa_lid, k.deleted_at IS NOT NULL AS k_deleted FROM c JOIN contacts k ON k.id = c.contact_id`,
     [projectId, id, leaseMs],
   );
   const row = r.rows[0];
-  return row ? { message: toMessage(row), attempt: row.send_attempts, phone: row.k_phone, waLid: row.k_wa_lid } : undefined;
+  return row ? { message: toMessage(row), attempt: row.send_attempts, phone: row.k_phone, waLid: row.k_wa_lid, contactDeleted: row.k_deleted === true } : undefined;
 }
 
 /** Locks our queued message for recording a send; undefined when it is no longer queued. */

@@ -139,6 +139,28 @@ describe('POST /messages through WAHA', () => {
     }
   });
 
+  it('sends nothing more to a contact deleted while its message waited for a retry', async () => {
+    const phone = newPhone();
+    // The first attempt fails; before answering it, the contact is deleted through the API.
+    waha.respond(async (call) => {
+      if (call.body?.chatId !== `${phone}@c.us`) return undefined;
+      const [k] = await rows(db, 'SELECT id FROM contacts WHERE phone = $1', [`+${phone}`]);
+      expect((await tenant.api('DELETE', `/contacts/${k.id}`)).status).toBe(204);
+      return { status: 500, body: { message: 'engine restarting' } };
+    });
+    try {
+      const id = await send({ phone: `+${phone}`, text: 'Ainda aí?' });
+      const m = await settled(id);
+      expect(m.status).toBe('failed');
+      expect(m.error).toMatchObject({ code: 'contact_deleted' });
+      expect(sends(phone)).toHaveLength(1);
+      expect(await events(db, { aggregateId: id, type: 'message.sent' })).toHaveLength(0);
+      expect((await events(db, { aggregateId: id, type: 'message.failed' }))[0].data.error_code).toBe('contact_deleted');
+    } finally {
+      waha.respond(() => undefined);
+    }
+  });
+
   it('ends failed after the last retry when WAHA keeps failing', async () => {
     const phone = newPhone();
     waha.respond((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 503, body: { message: 'busy' } } : undefined));
