@@ -87,6 +87,6 @@ const userOf = (jid: string): string => jid.split('@')[0].split(':')[0];
  * send the bare `<ID>`, and revoke/edit events name their target bare: all of them meet on `<ID>`.
  */
 export function wahaMessageKey(id: string): string {
-  const m = /^(?:true|false)_[^_]+_([^_]+)(?:_.+)?$/.exec(id);
+  const m = /^(?:true|false)_[^_]+_([^_]+)(?:_.+)?$/s.exec(id); // `s`: `.` takes newlines too, as in PostgreSQL
   return m ? m[1] : id;
 }
