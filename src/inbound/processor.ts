@@ -25,7 +25,7 @@ import { withTransaction } from '../db/transaction.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import { isRecord, type InboundEvent } from '../domain/inbound.ts';
 import type { Logger } from '../observability/logger.ts';
-import { inboundEventsTotal } from '../observability/metrics.ts';
+import { eventLabel, inboundEventsTotal } from '../observability/metrics.ts';
 import { DuplicateRace, makeInboundService, type InboundItem, type InboundService, type ItemOutcome } from '../services/inbound.service.ts';
 import { makeBatcher } from './batcher.ts';
 import type { ChannelDirectory } from './channel-directory.ts';
@@ -110,7 +110,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     };
     if (ctx.projectId) await withTransaction(db, (tx) => insertParseError(tx, row), { projectId: ctx.projectId });
     else await insertParseError(db, row);
-    inboundEventsTotal.inc({ provider: ctx.provider, event: eventType ?? 'unknown', result: 'parse_error' });
+    inboundEventsTotal.inc({ provider: ctx.provider, event: eventType === null ? 'unknown' : eventLabel(eventType), result: 'parse_error' });
     logger.warn({ message_id: d.messageId, provider: ctx.provider, channel_id: ctx.channelId, reason }, 'malformed webhook parked in parse_errors');
   }
 

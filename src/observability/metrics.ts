@@ -22,6 +22,24 @@ export const inboundEventsTotal = new client.Counter({
   registers: r,
 });
 
+/** Distinct event names a process labels `inbound_events_total` with; later ones count as `other`. */
+export const MAX_EVENT_LABELS = 100;
+const eventLabels = new Set<string>();
+
+/**
+ * The `event` label for a provider's event name. The name comes from the webhook body, so anyone
+ * holding a channel's token could otherwise mint a time series per request: a name is kept as it is
+ * when it looks like one (lowercase, dotted, at most 40 characters) and is among the first
+ * MAX_EVENT_LABELS seen, else it is `other`. The events we handle are a handful; the rest are
+ * providers' events we count and skip (WAHA's presence.update, call.received…).
+ */
+export function eventLabel(name: string): string {
+  if (eventLabels.has(name)) return name;
+  if (!/^[a-z][a-z0-9._-]{0,39}$/.test(name) || eventLabels.size >= MAX_EVENT_LABELS) return 'other';
+  eventLabels.add(name);
+  return name;
+}
+
 export const inboundAckDuration = new client.Histogram({
   name: 'inbound_ack_duration_seconds',
   help: 'Time from a provider webhook arriving to our 200 (publish confirmed or spilled)',

@@ -22,7 +22,7 @@ import { newEvent, type EventEnvelope, type MessageStatus as EventStatus } from 
 import { uuidv7 } from '../domain/ids.ts';
 import { failureView, isForward, type Ignored, type InboundEvent, type InboundMessage, type InboundStatus } from '../domain/inbound.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
-import { inboundEventsTotal, sessionsActive } from '../observability/metrics.ts';
+import { eventLabel, inboundEventsTotal, sessionsActive } from '../observability/metrics.ts';
 import {
   adDoc, contactCardDoc, contactData, eventAd, initialStatus, locationDoc, machineStatus, mediaDoc, messageData, stepTimes,
   type StoredMessage,
@@ -105,7 +105,7 @@ export function makeInboundService(deps: { db: Database }) {
     sessionsActive.inc(opened - closed);
     const outcomes: ItemOutcome[] = items.map(() => ({}));
     for (const r of results) {
-      inboundEventsTotal.inc({ provider: r.event.provider, event: r.event.event, result: r.result });
+      inboundEventsTotal.inc({ provider: r.event.provider, event: eventLabel(r.event.event), result: r.result });
       if (r.result === 'missing_target') outcomes[r.item].retry = `${r.event.kind} refers to a message this channel does not have (yet)`;
     }
     return outcomes;
