@@ -86,6 +86,7 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
     reply_to_external_id: m.replyToExternalId,
     metadata: m.metadata,
   }));
+  await lockLids(tx, projectId, rows);
   const r = await tx.query(`SELECT * FROM inbound_store_messages($1::uuid, $2::jsonb) ORDER BY n`, [projectId, JSON.stringify(batch)]);
   return r.rows.map((x): StoredOutcome =>
     x.outcome === 'duplicate'
@@ -103,3 +104,17 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
   );
 }
 
+/**
+ * A new person's messages may name them by LID and phone (GOWS's SenderAlt) or by LID alone. The
+ * unique indexes settle a race between two of the same kind, not between the two kinds: a
+ * LID-only row and a phone row are both legal, and neither transaction sees the other's
+ * uncommitted one, so each would create its own contact. Holding a lock on the LID until commit
+ * (a transaction-scoped advisory lock, keyed by project and LID) makes the second wait and then
+ * find the first's contact. Taken in sorted order, all before the batch touches any contact row,
+ * so two batches never wait on each other's locks in a circle.
+ */
+async function lockLids(tx: Queryable, projectId: string, rows: readonly InboundMessageRow[]): Promise<void> {
+  const lids = [...new Set(rows.flatMap((m) => (m.lid ? [m.lid] : [])))].sort();
+  if (lids.length === 0) return;
+  await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || lid, 0)) FROM unnest($2::text[]) WITH ORDINALITY AS l(lid, i) ORDER BY i`, [projectId, lids]);
+}

@@ -87,6 +87,21 @@ describe('concurrent messages of one new number', () => {
     expect(lid[0]).toMatchObject({ phone: null, total_messages: 30, total_sessions: 1 });
     expect(await count(t.db, 'SELECT 1 FROM sessions WHERE contact_id = $1', [lid[0].id])).toBe(1);
 
+    // A new person whose messages come some with their LID and phone (GOWS SenderAlt), some with
+    // the LID alone, all at once: one contact, holding both, and one session.
+    const mixedBody = (i: number) => {
+      const b = lidBody(i);
+      b.payload.id = b.payload._data.Info.ID = `MIXTX${i}`;
+      b.payload.from = b.payload._data.Info.Chat = b.payload._data.Info.Sender = '90000000007777@lid';
+      if (i % 2 === 0) b.payload._data.Info.SenderAlt = '5511944440077@s.whatsapp.net';
+      return b;
+    };
+    await Promise.all(Array.from({ length: 40 }, (_, i) => apply(mixedBody(i))));
+    const mixed = (await t.db.query(`SELECT * FROM contacts WHERE wa_lid = '90000000007777@lid' OR phone = '+5511944440077'`)).rows;
+    expect(mixed).toHaveLength(1);
+    expect(mixed[0]).toMatchObject({ phone: '+5511944440077', wa_lid: '90000000007777@lid', total_messages: 40, total_sessions: 1 });
+    expect(await count(t.db, 'SELECT 1 FROM sessions WHERE contact_id = $1', [mixed[0].id])).toBe(1);
+
     // The same message applied 10 times at once is stored once and counted once.
     const dup = wahaText('5511944440002', 'the same', { id: 'TXDUP' });
     const results = await Promise.allSettled(Array.from({ length: 10 }, () => apply(dup)));
