@@ -145,20 +145,23 @@ export async function softDeleteChannel(tx: Queryable, projectId: string, id: st
 /**
  * Moves the channel to `status` when it is not there already; returns the previous status, or
  * undefined when nothing changed. The sub-select locks the row first, so concurrent status events
- * each see the status the other left.
+ * each see the status the other left. With `providerTime` (a provider's status event), an event
+ * older than the last one applied is stale and changes nothing (provider_status_at, migration 013).
  */
 export async function setChannelStatus(
   tx: Queryable,
   id: string,
   status: ChannelStatus,
   at: Date,
+  opts: { providerTime?: Date } = {},
 ): Promise<{ previous: ChannelStatus; name: string; type: ChannelType } | undefined> {
   const r = await tx.query(
-    `UPDATE channels c SET status = $2, status_changed_at = $3, updated_at = now()
-     FROM (SELECT id, status FROM channels WHERE id = $1 AND deleted_at IS NULL FOR UPDATE) old
+    `UPDATE channels c SET status = $2, status_changed_at = $3, provider_status_at = COALESCE($4::timestamptz, c.provider_status_at), updated_at = now()
+     FROM (SELECT id, status, provider_status_at FROM channels WHERE id = $1 AND deleted_at IS NULL FOR UPDATE) old
      WHERE c.id = old.id AND old.status IS DISTINCT FROM $2
+       AND ($4::timestamptz IS NULL OR old.provider_status_at IS NULL OR old.provider_status_at <= $4::timestamptz)
      RETURNING old.status AS previous, c.name, c.type`,
-    [id, status, at],
+    [id, status, at, opts.providerTime ?? null],
   );
   const row = r.rows[0];
   return row ? { previous: row.previous, name: row.name, type: row.type } : undefined;

@@ -57,14 +57,22 @@ export async function setMessageStatus(
   );
 }
 
-/** Sets (or, with an empty emoji, removes) one person's reaction. False: no such message yet. */
-export async function setReaction(tx: Queryable, channelId: string, key: string, who: string, emoji: string): Promise<boolean> {
+/**
+ * Sets (or, with an empty emoji, removes) one person's reaction made at `at`. A reaction of theirs
+ * older than the one applied changes nothing (reactions_at, migration 013): deliveries come out of
+ * order. False: no such message yet.
+ */
+export async function setReaction(tx: Queryable, channelId: string, key: string, who: string, emoji: string, at: Date): Promise<boolean> {
   const r = await tx.query(
-    `UPDATE messages SET
-       reactions = CASE WHEN $4::text = '' THEN reactions - $3::text ELSE reactions || jsonb_build_object($3::text, $4::text) END,
+    `UPDATE messages m SET
+       reactions = CASE WHEN NOT fresh.ok THEN reactions WHEN $4::text = '' THEN reactions - $3::text
+                   ELSE reactions || jsonb_build_object($3::text, $4::text) END,
+       reactions_at = CASE WHEN fresh.ok THEN reactions_at || jsonb_build_object($3::text, $5::timestamptz) ELSE reactions_at END,
        updated_at = now()
-     WHERE channel_id = $1 AND external_key = $2 RETURNING id`,
-    [channelId, key, who, emoji],
+     FROM (SELECT id, NOT (reactions_at ? $3::text) OR (reactions_at->>$3::text)::timestamptz <= $5::timestamptz AS ok
+           FROM messages WHERE channel_id = $1 AND external_key = $2) fresh
+     WHERE m.id = fresh.id RETURNING m.id`,
+    [channelId, key, who, emoji, at],
   );
   return r.rows.length > 0;
 }

@@ -132,14 +132,14 @@ async function applyEvent(
       return applyStatus(tx, ch, e, receivedAt, out);
     case 'reaction': {
       const who = e.fromMe ? 'me' : (e.contact.phone ?? e.contact.lid ?? 'unknown');
-      return (await setReaction(tx, ch.id, e.targetKey, who, e.emoji)) ? 'updated' : 'missing_target';
+      return (await setReaction(tx, ch.id, e.targetKey, who, e.emoji, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
     }
     case 'edit':
       return (await editMessage(tx, ch.id, e.targetKey, e.text, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
     case 'revoke':
       return (await revokeMessage(tx, ch.id, e.targetKey, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
     case 'channel_status': {
-      const changed = await setChannelStatus(tx, ch.id, e.status, e.timestamp ?? receivedAt);
+      const changed = await setChannelStatus(tx, ch.id, e.status, e.timestamp ?? receivedAt, { providerTime: e.timestamp ?? receivedAt });
       if (!changed) return 'unchanged';
       out.push(newEvent('channel.status_changed', {
         projectId: ch.projectId,

@@ -112,4 +112,21 @@ describe('concurrent messages of one new number', () => {
     expect(await count(t.db, `SELECT 1 FROM messages WHERE external_id = 'TXDUP'`)).toBe(1);
     await expectOneConversation(t, ch.id, '+5511944440002', 51);
   });
+
+  it('dates the session from its earliest message, whichever of them commits first', async () => {
+    const t = await startInbound({ role: 'api' });
+    const ch = await t.createChannel();
+    const service = makeInboundService({ db: t.db });
+    const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
+    const apply = (body: unknown) => service.apply(t.projectId, [{ channel, events: parseWahaEvent(body), receivedAt: new Date() }]);
+    const t0 = 1764460800;
+    // The later message is stored first (a backlog out of order, or the race above).
+    await apply(wahaText('5511944440003', 'segunda', { id: 'ORDER2', ts: t0 + 10 }));
+    await apply(wahaText('5511944440003', 'primeira', { id: 'ORDER1', ts: t0 }));
+    const [session] = (await t.db.query(`SELECT s.* FROM sessions s JOIN contacts c ON c.id = s.contact_id WHERE c.phone = '+5511944440003'`)).rows;
+    expect(session).toMatchObject({ message_count: 2 });
+    expect(new Date(session.started_at).getTime()).toBe(t0 * 1000);
+    expect(new Date(session.last_activity_at).getTime()).toBe((t0 + 10) * 1000);
+    expect(new Date(session.first_contact_message_at).getTime()).toBe(t0 * 1000);
+  });
 });

@@ -209,9 +209,11 @@ describe('WAHA fixtures through the ingress', () => {
       ['session-status-failed', 'error'],
       ['session-status-stopped', 'inactive'],
     ];
-    for (const [name, status] of states) {
+    // The fixtures' own times are not in this order; each is sent as the newest so far (an older
+    // status event is stale: see the test below).
+    for (const [i, [name, status]] of states.entries()) {
       const seen = await inboundCount({ event: 'session.status', result: 'updated' }) + await inboundCount({ event: 'session.status', result: 'unchanged' });
-      await t.post(ch, fixture(name));
+      await t.post(ch, { ...fixture(name), timestamp: 1764470000000 + i * 1000 });
       await waitFor(async () => (await inboundCount({ event: 'session.status', result: 'updated' })) + (await inboundCount({ event: 'session.status', result: 'unchanged' })) > seen, name);
       expect((await t.api('GET', `/channels/${ch.id}`)).json.status, name).toBe(status);
     }
@@ -219,6 +221,38 @@ describe('WAHA fixtures through the ingress', () => {
     expect(r.rows.map((x) => [x.data.previous_status, x.data.status])).toEqual([
       ['inactive', 'connecting'], ['connecting', 'active'], ['active', 'error'], ['error', 'inactive'],
     ]);
+  });
+
+  it('lets no reaction or session status older than the one applied undo it (deliveries come out of order)', async () => {
+    // The removal arrives first, then the older 👍 it removed (a retry, a drained spill): still removed.
+    const mine = await t.createChannel();
+    const reactions = async () => (await messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02'))?.reactions;
+    expect((await t.post(mine, fixture('webjs-from-me'))).status).toBe(200);
+    await waitFor(() => messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02'), 'target stored');
+    await t.post(mine, fixture('webjs-reaction-remove'));
+    await waitFor(async () => (await messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02')).reactions_at['+5511900000005'], 'removal applied');
+    const applied = await inboundCount({ event: 'message.reaction', result: 'updated' });
+    await t.post(mine, fixture('webjs-reaction-add'));
+    await waitFor(async () => (await inboundCount({ event: 'message.reaction', result: 'updated' })) > applied, 'older reaction handled');
+    expect(await reactions()).toEqual({});
+    // A newer one still applies.
+    await t.post(mine, { ...fixture('webjs-reaction-add'), payload: { ...fixture('webjs-reaction-add').payload, timestamp: 1764461999 } });
+    await waitFor(async () => (await reactions())?.['+5511900000005'] === '👍', 'newer reaction applied');
+
+    // WORKING at t+100 s, then a STARTING from t (spilled during an outage, drained later): stale.
+    const other = await t.createChannel();
+    const base = 1764480000000;
+    await t.post(other, { ...fixture('session-status-working'), timestamp: base + 100_000 });
+    await waitFor(async () => (await t.api('GET', `/channels/${other.id}`)).json.status === 'active', 'working applied');
+    const before = await inboundCount({ event: 'session.status', result: 'unchanged' });
+    await t.post(other, { ...fixture('session-status-starting'), timestamp: base });
+    await waitFor(async () => (await inboundCount({ event: 'session.status', result: 'unchanged' })) > before, 'stale status handled');
+    expect((await t.api('GET', `/channels/${other.id}`)).json.status).toBe('active');
+    const changes = await t.db.query(`SELECT data FROM outbox WHERE aggregate_id = $1 AND type = 'channel.status_changed'`, [other.id]);
+    expect(changes.rows.map((r) => r.data.status)).toEqual(['active']);
+    // A newer one still applies.
+    await t.post(other, { ...fixture('session-status-failed'), timestamp: base + 200_000 });
+    await waitFor(async () => (await t.api('GET', `/channels/${other.id}`)).json.status === 'error', 'newer status applied');
   });
 
   it('skips groups, Status posts, broadcast lists, newsletters and unknown events, counting them', async () => {
