@@ -27,6 +27,8 @@ export type Config = Readonly<{
   webhookTimeoutMs: number;
   webhookConcurrency: number;
   webhookAllowPrivateUrls: boolean;
+  /** Media downloads may reach a Graph API or media URL on a loopback/private address (tests, a local proxy). */
+  cloudApiAllowPrivateUrls: boolean;
   webhookDisableAfterDays: number;
   consumerRetryDelaysMs: readonly number[];
   eventRetentionDays: number;
@@ -136,6 +138,7 @@ export function loadConfig(env: Env = process.env): Config {
     webhookTimeoutMs: int(env, 'WEBHOOK_TIMEOUT_MS', 15000, 100, 300_000),
     webhookConcurrency: int(env, 'WEBHOOK_CONCURRENCY', 64, 1, 10_000),
     webhookAllowPrivateUrls: bool(env, 'WEBHOOK_ALLOW_PRIVATE_URLS', false),
+    cloudApiAllowPrivateUrls: bool(env, 'CLOUD_API_ALLOW_PRIVATE_URLS', false),
     webhookDisableAfterDays: int(env, 'WEBHOOK_DISABLE_AFTER_DAYS', 5, 1, 365),
     consumerRetryDelaysMs: Object.freeze(durations(env, 'CONSUMER_RETRY_DELAYS', '1s,5s,30s,2m')),
     eventRetentionDays: int(env, 'EVENT_RETENTION_DAYS', 30, 1, 36500),

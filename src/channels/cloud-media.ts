@@ -9,16 +9,24 @@ import { findChannel } from '../db/channels.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { AppError, notFound } from '../errors.ts';
 import { openChannelSecrets } from '../services/channels.service.ts';
+import type { Dispatcher } from 'undici';
 import { cloudConnectionOf, graphErrorOf, graphRequest, type CloudConnection } from './cloud.client.ts';
+import { providerFetch } from './provider-http.ts';
+import { BLOCKED_ADDRESS_CODE } from '../webhooks/ssrf-guard.ts';
 
 /** Big media take a while to come down; the lookup itself is quick. */
-const DOWNLOAD_TIMEOUT_MS = 120_000;
+export const MEDIA_DOWNLOAD_TIMEOUT_MS = 120_000;
 
 export type MessageMedia =
   | { kind: 'url'; url: string; mimetype: string | null; filename: string | null }
   | { kind: 'stream'; body: Readable; mimetype: string; filename: string | null; size: number | null };
 
-export type MediaDeps = { db: Database; secretKey: string };
+/**
+ * `dispatcher`: where the lookup and the download may connect. The media URL comes from the Graph
+ * API's answer, and the Graph API's address from the channel's settings: without a guard, whoever
+ * may edit a channel could have us fetch an internal address and hand them its bytes.
+ */
+export type MediaDeps = { db: Database; secretKey: string; dispatcher?: Dispatcher };
 
 /** The media of one of the project's messages: a URL to follow, or the bytes. 404 when there is none. */
 export async function messageMedia(deps: MediaDeps, projectId: string, messageId: string): Promise<MessageMedia> {
@@ -43,6 +51,7 @@ export async function messageMedia(deps: MediaDeps, projectId: string, messageId
   const mediaId = str(media?.media_id);
   if (mediaId && found.channel?.type === 'whatsapp_cloud') {
     const conn = cloudConnectionOf({ config: found.channel.config, secrets: openChannelSecrets(deps.secretKey, found.channel.secrets) });
+    if (deps.dispatcher) conn.dispatcher = deps.dispatcher;
     return downloadCloudMedia(conn, mediaId, { mimetype, filename });
   }
   const url = str(media?.url);
@@ -57,6 +66,7 @@ export async function downloadCloudMedia(conn: CloudConnection, mediaId: string,
   try {
     lookup = await graphRequest(conn, 'GET', `/${encodeURIComponent(mediaId)}`);
   } catch (err) {
+    if (blockedAddress(err)) throw privateAddress('the Graph API address of this channel');
     throw new AppError('unavailable', `the Graph API could not be reached: ${(err as Error).message}`);
   }
   if (lookup.status !== 200) throw graphFailure(lookup.status, lookup.json, 'looking the media up');
@@ -66,8 +76,9 @@ export async function downloadCloudMedia(conn: CloudConnection, mediaId: string,
   let res: Response;
   try {
     // No redirects: the token goes to the host Meta named and nowhere else.
-    res = await fetch(info.url, { headers: { authorization: `Bearer ${conn.accessToken}` }, redirect: 'manual', signal: AbortSignal.timeout(DOWNLOAD_TIMEOUT_MS) });
+    res = await providerFetch(info.url, { method: 'GET', headers: { authorization: `Bearer ${conn.accessToken}` }, signal: AbortSignal.timeout(MEDIA_DOWNLOAD_TIMEOUT_MS), ...(conn.dispatcher && { dispatcher: conn.dispatcher }) });
   } catch (err) {
+    if (blockedAddress(err)) throw privateAddress('the media URL the Graph API gave');
     throw new AppError('unavailable', `the media could not be downloaded: ${(err as Error).message}`);
   }
   if (res.status !== 200 || !res.body) {
@@ -83,6 +94,17 @@ export async function downloadCloudMedia(conn: CloudConnection, mediaId: string,
     size: Number.isFinite(size) && size >= 0 ? size : null,
   };
 }
+
+/** The guard refused the connection (fetch wraps its error as a cause). */
+function blockedAddress(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (e.code === BLOCKED_ADDRESS_CODE) return true;
+  }
+  return false;
+}
+
+const privateAddress = (what: string) =>
+  new AppError('unprocessable', `${what} is a loopback or private address: media are fetched from public addresses only (CLOUD_API_ALLOW_PRIVATE_URLS=true allows others, for tests or a local proxy)`);
 
 // Meta forgets media after about 30 days and answers 400/404 for it; a refused token is the
 // channel's configuration, not the caller's request; anything else is Meta being unavailable.

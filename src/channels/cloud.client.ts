@@ -2,13 +2,15 @@
 // send a message, look a media id up. Every call carries the channel's access token as a bearer
 // token, has a deadline, and does not follow redirects (the token must never follow one).
 import { classifyFailure, filenameOf, type OutboundContent, type ProviderSender, type Recipient, type SendingChannel, type SendOutcome } from './sender.ts';
+import type { Dispatcher } from 'undici';
 import { providerRequest, type ProviderAnswer } from './provider-http.ts';
 
 export const DEFAULT_GRAPH_BASE_URL = 'https://graph.facebook.com';
 export const DEFAULT_GRAPH_VERSION = 'v21.0';
 export const DEFAULT_GRAPH_TIMEOUT_MS = 15_000;
 
-export type CloudConnection = { baseUrl: string; version: string; phoneNumberId: string; accessToken: string; timeoutMs?: number };
+/** `dispatcher`: where the connections may go (ssrf-guard.ts); any address when absent. */
+export type CloudConnection = { baseUrl: string; version: string; phoneNumberId: string; accessToken: string; timeoutMs?: number; dispatcher?: Dispatcher };
 
 export type GraphAnswer = ProviderAnswer;
 
@@ -50,6 +52,7 @@ export function graphRequest(conn: CloudConnection, method: 'GET' | 'POST', path
     headers: { authorization: `Bearer ${conn.accessToken}` },
     body,
     timeoutMs: conn.timeoutMs ?? DEFAULT_GRAPH_TIMEOUT_MS,
+    ...(conn.dispatcher && { dispatcher: conn.dispatcher }),
   });
 }
 

@@ -1,18 +1,30 @@
 // One JSON request to a provider's HTTP API (WAHA, the Graph API): no redirects followed, a
 // deadline, the body read whole and parsed when it is JSON. Throws only when no answer came
 // (refused, reset, timed out); any status is an answer for the caller to classify.
+import { fetch as undiciFetch, type Dispatcher } from 'undici';
+
 export type ProviderAnswer = { status: number; json: unknown; text: string; retryAfter: string | null };
+
+/** Fetch options this module uses; a dispatcher decides where connections may go (ssrf-guard.ts). */
+export type ProviderFetchInit = { method: string; headers: Record<string, string>; body?: string; signal: AbortSignal; dispatcher?: Dispatcher };
+
+/** `fetch` without redirects, through `init.dispatcher` when there is one. */
+export async function providerFetch(url: string, init: ProviderFetchInit): Promise<Response> {
+  const { dispatcher, ...rest } = init;
+  if (!dispatcher) return fetch(url, { ...rest, redirect: 'manual' });
+  return (await undiciFetch(url, { ...rest, redirect: 'manual', dispatcher })) as unknown as Response;
+}
 
 export async function providerRequest(
   url: string,
-  opts: { method: string; headers: Record<string, string>; body?: unknown; timeoutMs: number },
+  opts: { method: string; headers: Record<string, string>; body?: unknown; timeoutMs: number; dispatcher?: Dispatcher },
 ): Promise<ProviderAnswer> {
-  const res = await fetch(url, {
+  const res = await providerFetch(url, {
     method: opts.method,
     headers: { accept: 'application/json', ...opts.headers, ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }) },
     ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
-    redirect: 'manual',
     signal: AbortSignal.timeout(opts.timeoutMs),
+    ...(opts.dispatcher && { dispatcher: opts.dispatcher }),
   });
   const text = await res.text();
   let json: unknown;

@@ -2,11 +2,15 @@
 // streamed through with the channel token; WAHA media redirect to their stored URL; no media, or
 // another project's message, is 404.
 import { describe, expect, it } from 'vitest';
-import { uniqueName, waitFor } from '../support/env.ts';
-import { startInbound, wahaText } from '../inbound/harness.ts';
+import { loadConfig } from '../../src/config.ts';
+import { buildApp } from '../../src/http/app.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { onCleanup, uniqueName, waitFor } from '../support/env.ts';
+import { SECRET_KEY, startInbound, wahaText } from '../inbound/harness.ts';
 import { ACCESS_TOKEN, cloudMessage, cloudText, createCloudChannel, graphError, postCloud, startFakeGraph } from './harness.ts';
 
-const t = await startInbound();
+// The fake Graph API listens on 127.0.0.1: allowed here, refused by default (the last test).
+const t = await startInbound({ env: { CLOUD_API_ALLOW_PRIVATE_URLS: 'true' } });
 const graph = await startFakeGraph();
 const channel = await createCloudChannel(t.api, { api_base_url: graph.url });
 
@@ -72,5 +76,19 @@ describe('GET /messages/{id}/media', () => {
     const r = await media(id);
     expect(r.statusCode).toBe(302);
     expect(r.headers.location).toBe('http://waha.example.test:3000/api/files/loja/foto.jpeg');
+  });
+
+  it('fetches nothing from a loopback or private address by default: no Graph lookup, no download, a 422 naming the setting', async () => {
+    const { msg, body } = cloudMessage('5531900000109', 'image', { image: { id: '777000009', mime_type: 'image/jpeg' } });
+    await postCloud(t.app, channel.id, body);
+    const id = await stored(channel.id, msg.id);
+    // The same database and channel, served by an app with the default setting.
+    const strict = await buildApp({ config: loadConfig({ LOG_LEVEL: 'silent', SECRET_KEY }), db: t.db, broker: t.broker, logger: silentLogger });
+    onCleanup(() => strict.close());
+    const before = graph.calls.length;
+    const r = await strict.inject({ method: 'GET', url: `/api/v1/messages/${id}/media`, headers: { authorization: `Bearer ${t.key}` } });
+    expect(r.statusCode).toBe(422);
+    expect(r.json().detail).toMatch(/Graph API address .* private address.*CLOUD_API_ALLOW_PRIVATE_URLS/);
+    expect(graph.calls.length).toBe(before);
   });
 });

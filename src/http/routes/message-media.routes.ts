@@ -3,13 +3,17 @@
 // WAHA gave us. See providers.md §2 "Media".
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { messageMedia } from '../../channels/cloud-media.ts';
+import { MEDIA_DOWNLOAD_TIMEOUT_MS, messageMedia } from '../../channels/cloud-media.ts';
+import { makeGuardedDispatcher } from '../../webhooks/ssrf-guard.ts';
 import type { AppDeps } from '../app.ts';
 import { IdParams } from '../schemas/common.ts';
 import { defineRoute } from '../schemas/route.ts';
 import { secretKeyOf } from './channels.routes.ts';
 
 export async function messageMediaRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  // Graph API and media URLs must be public addresses unless CLOUD_API_ALLOW_PRIVATE_URLS (cloud-media.ts).
+  const dispatcher = makeGuardedDispatcher({ allowPrivate: deps.config.cloudApiAllowPrivateUrls, timeoutMs: MEDIA_DOWNLOAD_TIMEOUT_MS });
+  app.addHook('onClose', () => dispatcher.close());
   defineRoute(app, {
     method: 'GET',
     url: '/messages/:id/media',
@@ -23,9 +27,9 @@ export async function messageMediaRoutes(app: FastifyInstance, deps: AppDeps): P
       200: Type.Unsafe<unknown>({ type: 'string', format: 'binary', description: 'The media file' }),
       302: Type.Null({ description: 'Location: the media URL' }),
     },
-    problems: { 422: "Meta refused the channel's access token", 503: 'Meta could not be reached; retry' },
+    problems: { 422: "Meta refused the channel's access token, or the channel's Graph API address (or the media URL it gave) is not public", 503: 'Meta could not be reached; retry' },
     handler: async (req, reply) => {
-      const media = await messageMedia({ db: deps.db, secretKey: secretKeyOf(deps) }, req.auth.projectId, req.params.id);
+      const media = await messageMedia({ db: deps.db, secretKey: secretKeyOf(deps), dispatcher }, req.auth.projectId, req.params.id);
       if (media.kind === 'url') return reply.redirect(media.url, 302);
       reply.header('content-type', media.mimetype).header('cache-control', 'private, max-age=300');
       if (media.size !== null) reply.header('content-length', String(media.size));
