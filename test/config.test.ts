@@ -31,6 +31,7 @@ describe('configuration', () => {
     [{ WEBHOOK_RETRY_SCHEDULE: '5s,soon' }, 'WEBHOOK_RETRY_SCHEDULE'],
     [{ CONSUMER_RETRY_DELAYS: '1 minute' }, 'CONSUMER_RETRY_DELAYS'],
     [{ WEBHOOK_ALLOW_PRIVATE_URLS: 'maybe' }, 'WEBHOOK_ALLOW_PRIVATE_URLS'],
+    [{ CLOUD_API_ALLOW_PRIVATE_URLS: 'yes please' }, 'CLOUD_API_ALLOW_PRIVATE_URLS'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ SECRET_KEY: 'short' }, 'SECRET_KEY'],
     [{ DATABASE_URL: 'postgres://h/db' }, 'SECRET_KEY'],
