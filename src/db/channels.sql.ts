@@ -155,16 +155,22 @@ export async function setChannelStatus(
   at: Date,
   opts: { providerTime?: Date } = {},
 ): Promise<{ previous: ChannelStatus; name: string; type: ChannelType } | undefined> {
+  // A provider event that repeats the status still moves provider_status_at on: a STARTING older
+  // than a repeated WORKING is as stale as one older than the WORKING that changed the status.
   const r = await tx.query(
-    `UPDATE channels c SET status = $2, status_changed_at = $3, provider_status_at = COALESCE($4::timestamptz, c.provider_status_at), updated_at = now()
+    `UPDATE channels c SET
+       status = $2,
+       status_changed_at = CASE WHEN old.status IS DISTINCT FROM $2 THEN $3 ELSE c.status_changed_at END,
+       provider_status_at = GREATEST(c.provider_status_at, $4::timestamptz),
+       updated_at = CASE WHEN old.status IS DISTINCT FROM $2 THEN now() ELSE c.updated_at END
      FROM (SELECT id, status, provider_status_at FROM channels WHERE id = $1 AND deleted_at IS NULL FOR UPDATE) old
-     WHERE c.id = old.id AND old.status IS DISTINCT FROM $2
+     WHERE c.id = old.id AND (old.status IS DISTINCT FROM $2 OR $4::timestamptz IS NOT NULL)
        AND ($4::timestamptz IS NULL OR old.provider_status_at IS NULL OR old.provider_status_at <= $4::timestamptz)
-     RETURNING old.status AS previous, c.name, c.type`,
+     RETURNING old.status AS previous, old.status IS DISTINCT FROM $2 AS changed, c.name, c.type`,
     [id, status, at, opts.providerTime ?? null],
   );
   const row = r.rows[0];
-  return row ? { previous: row.previous, name: row.name, type: row.type } : undefined;
+  return row?.changed ? { previous: row.previous, name: row.name, type: row.type } : undefined;
 }
 
 /** Announced at commit (NOTIFY is transactional), so caches never reload a row before it exists. */

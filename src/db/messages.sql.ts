@@ -60,7 +60,8 @@ export async function setMessageStatus(
 /**
  * Sets (or, with an empty emoji, removes) one person's reaction made at `at`. A reaction of theirs
  * older than the one applied changes nothing (reactions_at, migration 013): deliveries come out of
- * order. False: no such message yet.
+ * order. The sub-select locks the row first, so of two concurrent reactions the second judges its
+ * age against what the first left. False: no such message yet.
  */
 export async function setReaction(tx: Queryable, channelId: string, key: string, who: string, emoji: string, at: Date): Promise<boolean> {
   const r = await tx.query(
@@ -70,7 +71,7 @@ export async function setReaction(tx: Queryable, channelId: string, key: string,
        reactions_at = CASE WHEN fresh.ok THEN reactions_at || jsonb_build_object($3::text, $5::timestamptz) ELSE reactions_at END,
        updated_at = now()
      FROM (SELECT id, NOT (reactions_at ? $3::text) OR (reactions_at->>$3::text)::timestamptz <= $5::timestamptz AS ok
-           FROM messages WHERE channel_id = $1 AND external_key = $2) fresh
+           FROM messages WHERE channel_id = $1 AND external_key = $2 FOR UPDATE) fresh
      WHERE m.id = fresh.id RETURNING m.id`,
     [channelId, key, who, emoji, at],
   );
