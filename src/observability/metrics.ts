@@ -22,19 +22,28 @@ export const inboundEventsTotal = new client.Counter({
   registers: r,
 });
 
-/** Distinct event names a process labels `inbound_events_total` with; later ones count as `other`. */
+/** Distinct event names, besides the providers' known ones, a process labels `inbound_events_total` with. */
 export const MAX_EVENT_LABELS = 100;
+/** The providers' documented event names (WAHA's events, the Cloud API's fields, our own): always labelled as they are. */
+const KNOWN_EVENTS = new Set([
+  'webhook', 'message', 'message.any', 'message.ack', 'message.reaction', 'message.revoked', 'message.edited', 'message.waiting',
+  'session.status', 'presence.update', 'poll.vote', 'poll.vote.failed', 'chat.archive', 'call.received', 'call.accepted',
+  'call.rejected', 'label.upsert', 'label.deleted', 'label.chat.added', 'label.chat.deleted', 'group.join', 'group.leave',
+  'group.v2.join', 'group.v2.leave', 'group.v2.update', 'group.v2.participants', 'event.response', 'event.response.failed',
+  'engine.event', 'state.change', 'messages', 'statuses', 'errors',
+]);
 const eventLabels = new Set<string>();
 
 /**
  * The `event` label for a provider's event name. The name comes from the webhook body, so anyone
  * holding a channel's token could otherwise mint a time series per request: a name is kept as it is
- * when it looks like one (lowercase, dotted, at most 40 characters) and is among the first
- * MAX_EVENT_LABELS seen, else it is `other`. The events we handle are a handful; the rest are
+ * when the provider documents it, or when it looks like one (lowercase, dotted, at most 40
+ * characters) and is among the first MAX_EVENT_LABELS others seen; else it is `other`. So names
+ * made up to fill the others cannot push out the real ones. The events we handle are a handful; the rest are
  * providers' events we count and skip (WAHA's presence.update, call.received…).
  */
 export function eventLabel(name: string): string {
-  if (eventLabels.has(name)) return name;
+  if (KNOWN_EVENTS.has(name) || eventLabels.has(name)) return name;
   if (!/^[a-z][a-z0-9._-]{0,39}$/.test(name) || eventLabels.size >= MAX_EVENT_LABELS) return 'other';
   eventLabels.add(name);
   return name;
