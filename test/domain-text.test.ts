@@ -1,17 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { storableText } from '../../src/domain/text.ts';
-import { isInputRefusal, parseProviderJson } from '../../src/inbound/provider-json.ts';
+import { parseStorableJson, storableText } from '../src/domain/text.ts';
+import { isInputRefusal } from '../src/inbound/input-refusal.ts';
 
-describe('provider JSON made storable', () => {
+describe('text and JSON made storable', () => {
   it('replaces U+0000 and lone surrogates with U+FFFD, in values at any depth, and keeps whole pairs', () => {
     const text = '{"a":"x\\u0000y","b":["\\ud83d","\\ude00z","\\ud83d\\ude00"],"c":{"d":"\\uD83D!"},"n":1,"t":true,"z":null}';
-    expect(parseProviderJson(text)).toEqual({ a: 'x\ufffdy', b: ['\ufffd', '\ufffdz', '😀'], c: { d: '\ufffd!' }, n: 1, t: true, z: null });
+    expect(parseStorableJson(text)).toEqual({ a: 'x\ufffdy', b: ['\ufffd', '\ufffdz', '😀'], c: { d: '\ufffd!' }, n: 1, t: true, z: null });
   });
 
   it('parses everything else exactly as JSON.parse does, errors included', () => {
-    for (const text of ['{"a":"\\u00e9\\u0001"}', '[1,"\\ud7ff\\ue000"]', '"plain"', '{"k":"\\\\u0000"}']) expect(parseProviderJson(text)).toEqual(JSON.parse(text));
-    expect(() => parseProviderJson('{"a":')).toThrow(SyntaxError);
-    expect(() => parseProviderJson('{"a":"\\u0000"')).toThrow(SyntaxError);
+    for (const text of ['{"a":"\\u00e9\\u0001"}', '[1,"\\ud7ff\\ue000"]', '"plain"', '{"k":"\\\\u0000"}']) expect(parseStorableJson(text)).toEqual(JSON.parse(text));
+    expect(() => parseStorableJson('{"a":')).toThrow(SyntaxError);
+    expect(() => parseStorableJson('{"a":"\\u0000"')).toThrow(SyntaxError);
   });
 
   it('storableText leaves well-formed text alone', () => {

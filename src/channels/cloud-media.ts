@@ -12,6 +12,7 @@ import { openChannelSecrets } from '../services/channels.service.ts';
 import type { Dispatcher } from 'undici';
 import { cloudConnectionOf, graphErrorOf, graphRequest, type CloudConnection } from './cloud.client.ts';
 import { providerFetch } from './provider-http.ts';
+import { errorCodes } from '../webhooks/classify.ts';
 import { BLOCKED_ADDRESS_CODE } from '../webhooks/ssrf-guard.ts';
 
 /** Big media take a while to come down; the lookup itself is quick. */
@@ -96,12 +97,7 @@ export async function downloadCloudMedia(conn: CloudConnection, mediaId: string,
 }
 
 /** The guard refused the connection (fetch wraps its error as a cause). */
-function blockedAddress(err: unknown): boolean {
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    if (e.code === BLOCKED_ADDRESS_CODE) return true;
-  }
-  return false;
-}
+const blockedAddress = (err: unknown): boolean => errorCodes(err).includes(BLOCKED_ADDRESS_CODE);
 
 const privateAddress = (what: string) =>
   new AppError('unprocessable', `${what} is a loopback or private address: media are fetched from public addresses only (CLOUD_API_ALLOW_PRIVATE_URLS=true allows others, for tests or a local proxy)`);

@@ -2,6 +2,7 @@
 // deadline, the body read whole and parsed when it is JSON. Throws only when no answer came
 // (refused, reset, timed out); any status is an answer for the caller to classify.
 import { fetch as undiciFetch, type Dispatcher } from 'undici';
+import { parseStorableJson, storableText } from '../domain/text.ts';
 
 export type ProviderAnswer = { status: number; json: unknown; text: string; retryAfter: string | null };
 
@@ -26,10 +27,11 @@ export async function providerRequest(
     signal: AbortSignal.timeout(opts.timeoutMs),
     ...(opts.dispatcher && { dispatcher: opts.dispatcher }),
   });
-  const text = await res.text();
+  // The answer ends up in our rows (a send's error, a status detail): stored as text it must be storable.
+  const text = storableText(await res.text());
   let json: unknown;
   try {
-    json = text ? JSON.parse(text) : undefined;
+    json = text ? parseStorableJson(text) : undefined;
   } catch {
     json = undefined;
   }

@@ -4,7 +4,7 @@
 // Outcomes of one delivery:
 // - stored (or found to be a duplicate, or ignored and counted): acked;
 // - malformed (not JSON, not the provider's shape, or a parser that throws on it), or refused by
-//   the database for a value it holds (provider-json.ts): parked in parse_errors with the raw body
+//   the database for a value it holds (input-refusal.ts): parked in parse_errors with the raw body
 //   and the reason, and acked — retrying cannot help;
 // - a reference to a message not stored yet (an ack that overtook its message): thrown, so the
 //   broker retries it later and dead-letters it after the last delay (parked, replayable);
@@ -23,6 +23,7 @@ import type { Database } from '../db/database.ts';
 import { insertParseError } from '../db/parse-errors.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
+import { parseStorableJson } from '../domain/text.ts';
 import { isRecord, type InboundEvent } from '../domain/inbound.ts';
 import type { Logger } from '../observability/logger.ts';
 import { eventLabel, inboundEventsTotal } from '../observability/metrics.ts';
@@ -30,7 +31,7 @@ import { DuplicateRace, makeInboundService, type InboundItem, type InboundServic
 import { makeBatcher } from './batcher.ts';
 import type { ChannelDirectory } from './channel-directory.ts';
 import { EnvelopeHeaders } from './ingress.ts';
-import { isInputRefusal, parseProviderJson } from './provider-json.ts';
+import { isInputRefusal } from './input-refusal.ts';
 import { providerOf } from './providers.ts';
 import { BATCH_HEADER, decodeRawBatch, type RawItem } from './raw-batch.ts';
 
@@ -135,7 +136,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     let body: unknown;
     let events: InboundEvent[];
     try {
-      body = parseProviderJson(d.body.toString('utf8'));
+      body = parseStorableJson(d.body.toString('utf8'));
       events = provider.parse(body, channel);
     } catch (err) {
       // ParseError for malformed input; anything else a parser throws on hostile input is the same

@@ -134,7 +134,7 @@ function classifyError(error: unknown): AttemptOutcome {
  * AggregateErrors — Node reports a failed IPv4/IPv6 race as an AggregateError of per-address
  * errors, and fetch-style wrappers hide the real error in `cause`.
  */
-function errorCodes(error: unknown, depth = 0): string[] {
+export function errorCodes(error: unknown, depth = 0): string[] {
   if (depth > 5 || typeof error !== 'object' || error === null) return [];
   const e = error as { code?: unknown; name?: unknown; cause?: unknown; errors?: unknown };
   const out: string[] = [];

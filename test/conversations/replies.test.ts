@@ -139,6 +139,19 @@ describe('POST /messages through WAHA', () => {
     }
   });
 
+  it("keeps a reason holding U+0000 as storable text: the message still ends failed, with WAHA's words", async () => {
+    const phone = newPhone();
+    waha.respond((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'bad\u0000number' } } : undefined));
+    try {
+      const id = await send({ phone: `+${phone}`, text: 'Oi' });
+      const m = await settled(id);
+      expect(m.status).toBe('failed');
+      expect(m.error.message).toContain('bad\ufffdnumber');
+    } finally {
+      waha.respond(() => undefined);
+    }
+  });
+
   it('sends nothing more to a contact deleted while its message waited for a retry', async () => {
     const phone = newPhone();
     // The first attempt fails; before answering it, the contact is deleted through the API.
