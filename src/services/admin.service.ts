@@ -51,14 +51,14 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
     },
 
     parseErrors(caller: Caller, f: { channelId?: string; limit?: number; cursor?: string }): Promise<Page<ParseErrorRecord>> {
-      return inProject(caller, (tx) => listParseErrorsPage(tx, { projectId: caller.projectId, ...f }));
+      return inProject(caller, (tx) => listParseErrorsPage(tx, { ...f, projectId: caller.projectId }));
     },
 
     async events(
       caller: Caller,
       f: { type?: string; aggregateId?: string; since?: string; until?: string; limit?: number; cursor?: string },
     ): Promise<Page<StoredEvent>> {
-      const page = await inProject(caller, (tx) => listEvents(tx, { projectId: caller.projectId, ...f, limit: f.limit ?? 50 }));
+      const page = await inProject(caller, (tx) => listEvents(tx, { ...f, projectId: caller.projectId, limit: f.limit ?? 50 }));
       return { rows: page.data, nextCursor: page.nextCursor };
     },
   };

@@ -9,11 +9,10 @@ import {
   findChannel, insertChannel, listChannels, softDeleteChannel, updateChannel,
   type ChannelRecord, type ChannelType,
 } from '../db/channels.sql.ts';
-import type { Page } from '../db/keyset.ts';
+import { pageOf, type Page } from '../db/keyset.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { openJson, sealJson } from '../domain/secret-box.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
-import { pageOf } from '../db/keyset.ts';
 
 export type ChannelSecrets = Partial<Record<'api_key' | 'hmac_key' | 'access_token' | 'app_secret' | 'verify_token', string>>;
 

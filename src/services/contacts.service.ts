@@ -8,14 +8,13 @@ import { findContactIdByPhone, insertContact, lockContact, softDeleteContact, up
 import { listMessages, type MessageRecord } from '../db/messages-read.sql.ts';
 import { listSessions, type SessionRecord } from '../db/sessions-read.sql.ts';
 import { listTimeline, type TimelineEntry } from '../db/timeline-read.sql.ts';
-import type { Page } from '../db/keyset.ts';
+import { pageOf, type Page } from '../db/keyset.ts';
 import { newEvent } from '../domain/events.ts';
 import { contactData } from '../inbound/payloads.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
-import { pageOf } from '../db/keyset.ts';
 
 export type PageQuery = { limit?: number; cursor?: string };
 

@@ -1,11 +1,10 @@
 // Messages as the API reads them (sending is a separate use case). Reads run in a tenant
 // transaction so row-level security backs up the project filter.
 import type { Database } from '../db/database.ts';
-import type { Page } from '../db/keyset.ts';
+import { pageOf, type Page } from '../db/keyset.ts';
 import { findMessage, listMessages, type MessageRecord } from '../db/messages-read.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { notFound } from '../errors.ts';
-import { pageOf } from '../db/keyset.ts';
 
 export type MessagesService = ReturnType<typeof makeMessagesService>;
 

@@ -2,7 +2,7 @@
 // moves themselves — where a contact stands in each pipeline, and the history of who moved it when.
 // Every change commits with its event (pipeline.created, contact.status_changed).
 import type { Database, Queryable } from '../db/database.ts';
-import type { Page } from '../db/keyset.ts';
+import { pageOf, type Page } from '../db/keyset.ts';
 import { insertPipeline, insertPipelineStatuses, type PipelineStatusKind } from '../db/pipelines.sql.ts';
 import {
   contactExists, defaultEntryStatus, findPipeline, findStatus, insertStatusAt, listMoves, listPipelines, lockContactPlace, lockPipeline,
@@ -15,7 +15,6 @@ import type { Caller } from '../domain/permissions.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { actorOf } from './session-lifecycle.service.ts';
-import { pageOf } from '../db/keyset.ts';
 
 export type StatusInput = { name: string; kind: PipelineStatusKind };
 export type CreatePipelineInput = { name: string; description?: string | null; statuses: StatusInput[]; isDefault?: boolean };

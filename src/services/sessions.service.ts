@@ -1,12 +1,11 @@
 // Conversation sessions as the API reads them. Sessions are opened and closed by the inbound
 // processor and the inactivity sweeper; this service only reads, inside a tenant transaction.
 import type { Database } from '../db/database.ts';
-import type { Page } from '../db/keyset.ts';
+import { pageOf, type Page } from '../db/keyset.ts';
 import { listMessages, type MessageRecord } from '../db/messages-read.sql.ts';
 import { findSession, listSessions, type ListSessionsQuery, type SessionRecord } from '../db/sessions-read.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { notFound } from '../errors.ts';
-import { pageOf } from '../db/keyset.ts';
 
 export type SessionsService = ReturnType<typeof makeSessionsService>;
 

@@ -3,7 +3,7 @@
 // leave this module in clear only once — in the answer to create or rotate.
 import type { Broker } from '../broker/broker.ts';
 import type { Database, Queryable } from '../db/database.ts';
-import type { Page } from '../db/keyset.ts';
+import { pageOf, type Page } from '../db/keyset.ts';
 import { withTransaction } from '../db/transaction.ts';
 import {
   clearEnqueued, findDelivery, insertDeliveries, listAttempts, listDeliveries, requeueDead, requeueDelivery,
@@ -21,7 +21,6 @@ import { enqueueDeliveries, type OutboundItem } from '../webhooks/outbound-queue
 import { generateSecret, validateSecret, buildWebhookBody } from '../webhooks/signer.ts';
 import { checkWebhookUrl, type ResolveHost } from '../webhooks/ssrf-guard.ts';
 import { checkEvents, checkHeaders } from '../webhooks/subscription-input.ts';
-import { pageOf } from '../db/keyset.ts';
 
 /** How long the previous secret keeps signing after a rotation. */
 export const ROTATION_OVERLAP_MS = 24 * 3_600_000;
