@@ -88,7 +88,8 @@ describe('concurrent messages of one new number', () => {
     expect(await count(t.db, 'SELECT 1 FROM sessions WHERE contact_id = $1', [lid[0].id])).toBe(1);
 
     // A new person whose messages come some with their LID and phone (GOWS SenderAlt), some with
-    // the LID alone, all at once: one contact, holding both, and one session.
+    // the LID alone, all at once: one contact, holding both, and one session. (Only PostgreSQL runs
+    // these transactions at the same time; PGlite's one connection takes them in turn.)
     const mixedBody = (i: number) => {
       const b = lidBody(i);
       b.payload.id = b.payload._data.Info.ID = `MIXTX${i}`;
