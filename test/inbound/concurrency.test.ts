@@ -37,6 +37,16 @@ async function expectOneConversation(t: Inbound, channelId: string, phone: strin
   ]);
 }
 
+/** A world without processors, and a function that applies one WAHA body in its own transaction. */
+async function straightToTheService() {
+  const t = await startInbound({ role: 'api' });
+  const ch = await t.createChannel();
+  const service = makeInboundService({ db: t.db });
+  const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
+  const apply = (body: unknown) => service.apply(t.projectId, [{ channel, events: parseWahaEvent(body), receivedAt: new Date() }]);
+  return { t, ch, apply };
+}
+
 describe('concurrent messages of one new number', () => {
   it('gives one contact, one active session, 50 messages and counters of 50 across 3 processors', async () => {
     const t = await startInbound({ role: 'api' });
@@ -65,11 +75,7 @@ describe('concurrent messages of one new number', () => {
   });
 
   it('gives the same answer for 50 transactions started at once, by phone and by LID', async () => {
-    const t = await startInbound({ role: 'api' });
-    const ch = await t.createChannel();
-    const service = makeInboundService({ db: t.db });
-    const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
-    const apply = (body: unknown) => service.apply(t.projectId, [{ channel, events: parseWahaEvent(body), receivedAt: new Date() }]);
+    const { t, ch, apply } = await straightToTheService();
 
     await Promise.all(Array.from({ length: 50 }, (_, i) => apply(wahaText('5511944440002', `m${i}`, { id: `TX${i}` }))));
     await expectOneConversation(t, ch.id, '+5511944440002', 50);
@@ -115,11 +121,7 @@ describe('concurrent messages of one new number', () => {
   });
 
   it('dates the session from its earliest message, whichever of them commits first', async () => {
-    const t = await startInbound({ role: 'api' });
-    const ch = await t.createChannel();
-    const service = makeInboundService({ db: t.db });
-    const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
-    const apply = (body: unknown) => service.apply(t.projectId, [{ channel, events: parseWahaEvent(body), receivedAt: new Date() }]);
+    const { t, apply } = await straightToTheService();
     const t0 = 1764460800;
     // The later message is stored first (a backlog out of order, or the race above).
     await apply(wahaText('5511944440003', 'segunda', { id: 'ORDER2', ts: t0 + 10 }));
