@@ -1,5 +1,6 @@
 // Environment → one typed, frozen configuration. Every variable is parsed here and nowhere else;
 // a bad value stops start-up with a message that names the variable and the form it expects.
+import { isIP } from 'node:net';
 
 export class ConfigError extends Error {
   constructor(
@@ -34,6 +35,12 @@ export type Config = Readonly<{
   eventRetentionDays: number;
   webhookRetentionDays: number;
   corsOrigins: readonly string[];
+  /**
+   * Which hops in front of us to believe about the client's address (X-Forwarded-For): false
+   * (none: the connection's address is the client's), true (all), a number of hops, or the
+   * proxies' addresses/CIDRs. The per-address login limit counts by this address.
+   */
+  trustProxy: boolean | number | readonly string[];
   loginTokenTtlHours: number;
   shutdownTimeoutMs: number;
 }>;
@@ -71,6 +78,24 @@ function bool(env: Env, name: string, def: boolean): boolean {
   if (['true', '1', 'yes', 'on'].includes(raw)) return true;
   if (['false', '0', 'no', 'off'].includes(raw)) return false;
   throw new ConfigError(name, `expected true or false, got "${raw}"`);
+}
+
+function trustProxy(env: Env): boolean | number | readonly string[] {
+  const raw = read(env, 'TRUST_PROXY');
+  if (raw === undefined) return false;
+  const lower = raw.toLowerCase();
+  if (['true', 'false'].includes(lower)) return lower === 'true';
+  if (/^\d+$/.test(raw)) {
+    if (Number(raw) < 1 || Number(raw) > 10) throw new ConfigError('TRUST_PROXY', `expected a hop count from 1 to 10, got "${raw}"`);
+    return Number(raw);
+  }
+  const entries = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const named = ['loopback', 'linklocal', 'uniquelocal'];
+  const bad = entries.find((e) => !named.includes(e) && !isIP(e.split('/')[0]));
+  if (bad !== undefined || entries.length === 0) {
+    throw new ConfigError('TRUST_PROXY', `expected true, false, a hop count, or proxy addresses/CIDRs (or loopback, linklocal, uniquelocal), got "${bad ?? raw}"`);
+  }
+  return Object.freeze(entries);
 }
 
 function url(env: Env, name: string, protocols: string[]): string | undefined {
@@ -144,6 +169,7 @@ export function loadConfig(env: Env = process.env): Config {
     eventRetentionDays: int(env, 'EVENT_RETENTION_DAYS', 30, 1, 36500),
     webhookRetentionDays: int(env, 'WEBHOOK_RETENTION_DAYS', 30, 1, 36500),
     corsOrigins: Object.freeze(corsRaw ? corsRaw.split(',').map((s) => s.trim()) : []),
+    trustProxy: trustProxy(env),
     loginTokenTtlHours: int(env, 'LOGIN_TOKEN_TTL_HOURS', 24, 1, 24 * 365),
     shutdownTimeoutMs: int(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000),
   });

@@ -32,6 +32,8 @@ describe('configuration', () => {
     [{ CONSUMER_RETRY_DELAYS: '1 minute' }, 'CONSUMER_RETRY_DELAYS'],
     [{ WEBHOOK_ALLOW_PRIVATE_URLS: 'maybe' }, 'WEBHOOK_ALLOW_PRIVATE_URLS'],
     [{ CLOUD_API_ALLOW_PRIVATE_URLS: 'yes please' }, 'CLOUD_API_ALLOW_PRIVATE_URLS'],
+    [{ TRUST_PROXY: 'the load balancer' }, 'TRUST_PROXY'],
+    [{ TRUST_PROXY: '0' }, 'TRUST_PROXY'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ SECRET_KEY: 'short' }, 'SECRET_KEY'],
     [{ DATABASE_URL: 'postgres://h/db' }, 'SECRET_KEY'],

@@ -124,6 +124,26 @@ describe('POST /auth/login', () => {
   });
 });
 
+describe('the per-address login limit behind a proxy', () => {
+  const spray = async (into: typeof db, ip: string) =>
+    into.query(`INSERT INTO login_attempts (email, ip) SELECT 'spray' || g || '@example.com', $1 FROM generate_series(1, 50) g`, [ip]);
+  const viaProxy = (target: typeof app, client: string) =>
+    target.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: `${uniqueName('p')}@example.com`, password: 'nope nope' }, remoteAddress: '10.0.0.2', headers: { 'x-forwarded-for': client } });
+
+  it('counts the client named by a trusted proxy, not the proxy, with TRUST_PROXY', async () => {
+    const { app: proxied, db: proxiedDb } = await startApp({ TRUST_PROXY: '10.0.0.0/8' });
+    await spray(proxiedDb, '192.0.2.60');
+    expect((await viaProxy(proxied, '192.0.2.60')).statusCode).toBe(429);
+    // Everyone else behind the same proxy still gets in (here: is told the password is wrong).
+    expect((await viaProxy(proxied, '192.0.2.61')).statusCode).toBe(401);
+  });
+
+  it('believes no X-Forwarded-For by default: a client cannot pick the address it is counted under', async () => {
+    await spray(db, '10.0.0.2');
+    expect((await viaProxy(app, '192.0.2.62')).statusCode).toBe(429);
+  });
+});
+
 describe('login tokens and API keys', () => {
   it('answers 401 to a revoked key, at once', async () => {
     const a = await makeTenant(app);
