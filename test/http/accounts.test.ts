@@ -130,8 +130,8 @@ describe('the per-address login limit behind a proxy', () => {
   const viaProxy = (target: typeof app, client: string) =>
     target.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: `${uniqueName('p')}@example.com`, password: 'nope nope' }, remoteAddress: '10.0.0.2', headers: { 'x-forwarded-for': client } });
 
-  it('counts the client named by a trusted proxy, not the proxy, with TRUST_PROXY', async () => {
-    const { app: proxied, db: proxiedDb } = await startApp({ TRUST_PROXY: '10.0.0.0/8' });
+  it.each(['10.0.0.0/8', '1'])('counts the client named by a trusted proxy, not the proxy, with TRUST_PROXY=%s', async (trust) => {
+    const { app: proxied, db: proxiedDb } = await startApp({ TRUST_PROXY: trust });
     await spray(proxiedDb, '192.0.2.60');
     expect((await viaProxy(proxied, '192.0.2.60')).statusCode).toBe(429);
     // Everyone else behind the same proxy still gets in (here: is told the password is wrong).
