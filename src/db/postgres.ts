@@ -53,20 +53,10 @@ export function connectPostgres(opts: PostgresOptions): Database {
     if (listenClient !== client) return;
     listenClient = undefined;
     client.end().catch(() => {});
-    retryListen();
-  }
-
-  /**
-   * Connects the LISTEN client again, backing off to 5 s, for as long as anyone listens: after the
-   * connection dropped, and also when the first connect failed (listen() rejected then, and its
-   * caller fell back to polling; its notifications resume once this succeeds).
-   */
-  function retryListen(): void {
     if (closed || reconnectTimer) return;
     const attempt = (delay: number) => {
       reconnectTimer = setTimeout(() => {
         reconnectTimer = undefined;
-        if (closed || listeners.size === 0) return;
         ensureListenClient().catch(() => attempt(Math.min(delay * 2, 5000)));
       }, delay);
       reconnectTimer.unref();
@@ -115,12 +105,7 @@ export function connectPostgres(opts: PostgresOptions): Database {
       const isNew = !set;
       if (!set) listeners.set(channel, (set = new Set()));
       set.add(onNotify);
-      try {
-        await ensureListenClient();
-      } catch (err) {
-        retryListen();
-        throw err;
-      }
+      await ensureListenClient();
       if (isNew && listenClient) await listenClient.query(`LISTEN ${quoteIdent(channel)}`);
       return async () => {
         set!.delete(onNotify);
