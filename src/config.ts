@@ -36,11 +36,11 @@ export type Config = Readonly<{
   webhookRetentionDays: number;
   corsOrigins: readonly string[];
   /**
-   * Which hops in front of us to believe about the client's address (X-Forwarded-For): false
-   * (none: the connection's address is the client's), true (all), a number of hops, or the
-   * proxies' addresses/CIDRs. The per-address login limit counts by this address.
+   * Whom to believe about the client's address (X-Forwarded-For): false (nobody: the connection's
+   * address is the client's), true (any peer), or the proxies' addresses/CIDRs. The per-address
+   * login limit counts by this address.
    */
-  trustProxy: boolean | number | readonly string[];
+  trustProxy: boolean | readonly string[];
   loginTokenTtlHours: number;
   shutdownTimeoutMs: number;
 }>;
@@ -80,22 +80,34 @@ function bool(env: Env, name: string, def: boolean): boolean {
   throw new ConfigError(name, `expected true or false, got "${raw}"`);
 }
 
-function trustProxy(env: Env): boolean | number | readonly string[] {
+/**
+ * TRUST_PROXY: true, false, or the proxies' addresses and CIDRs (and the names loopback,
+ * linklocal, uniquelocal). No hop count: it would believe whatever a client that reaches the port
+ * directly writes in X-Forwarded-For (Fastify itself refuses a number for that reason).
+ */
+function trustProxy(env: Env): boolean | readonly string[] {
   const raw = read(env, 'TRUST_PROXY');
   if (raw === undefined) return false;
   const lower = raw.toLowerCase();
   if (['true', 'false'].includes(lower)) return lower === 'true';
-  if (/^\d+$/.test(raw)) {
-    if (Number(raw) < 1 || Number(raw) > 10) throw new ConfigError('TRUST_PROXY', `expected a hop count from 1 to 10, got "${raw}"`);
-    return Number(raw);
-  }
   const entries = raw.split(',').map((s) => s.trim()).filter(Boolean);
-  const named = ['loopback', 'linklocal', 'uniquelocal'];
-  const bad = entries.find((e) => !named.includes(e) && !isIP(e.split('/')[0]));
+  const bad = entries.find((e) => !isProxyAddress(e));
   if (bad !== undefined || entries.length === 0) {
-    throw new ConfigError('TRUST_PROXY', `expected true, false, a hop count, or proxy addresses/CIDRs (or loopback, linklocal, uniquelocal), got "${bad ?? raw}"`);
+    const hint = /^\d+$/.test(raw) ? ' (a hop count is not taken: name the proxies)' : '';
+    throw new ConfigError('TRUST_PROXY', `expected true, false, or proxy addresses/CIDRs (or loopback, linklocal, uniquelocal), got "${bad ?? raw}"${hint}`);
   }
   return Object.freeze(entries);
+}
+
+/** An IP address, or an IP with a prefix length its family allows (at least /1), or a range name. */
+function isProxyAddress(e: string): boolean {
+  if (['loopback', 'linklocal', 'uniquelocal'].includes(e)) return true;
+  const m = /^([^/]+)(?:\/(\d{1,3}))?$/.exec(e);
+  const family = m ? isIP(m[1]) : 0;
+  if (!m || family === 0) return false;
+  if (m[2] === undefined) return true;
+  const bits = Number(m[2]);
+  return bits >= 1 && bits <= (family === 4 ? 32 : 128);
 }
 
 function url(env: Env, name: string, protocols: string[]): string | undefined {

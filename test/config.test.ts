@@ -33,7 +33,6 @@ describe('configuration', () => {
     [{ WEBHOOK_ALLOW_PRIVATE_URLS: 'maybe' }, 'WEBHOOK_ALLOW_PRIVATE_URLS'],
     [{ CLOUD_API_ALLOW_PRIVATE_URLS: 'yes please' }, 'CLOUD_API_ALLOW_PRIVATE_URLS'],
     [{ TRUST_PROXY: 'the load balancer' }, 'TRUST_PROXY'],
-    [{ TRUST_PROXY: '0' }, 'TRUST_PROXY'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ SECRET_KEY: 'short' }, 'SECRET_KEY'],
     [{ DATABASE_URL: 'postgres://h/db' }, 'SECRET_KEY'],
@@ -66,12 +65,14 @@ describe('configuration', () => {
     expect(() => loadConfig({ WEBHOOK_RETENTION_DAYS: '-1' })).toThrow(/^WEBHOOK_RETENTION_DAYS: expected an integer from 1 to 36500, got "-1"$/);
   });
 
-  it('reads TRUST_PROXY as off, all, a hop count, or proxy addresses', () => {
+  it('reads TRUST_PROXY as off, any peer, or proxy addresses, and names a bad entry', () => {
     expect(loadConfig({}).trustProxy).toBe(false);
     expect(loadConfig({ TRUST_PROXY: 'TRUE' }).trustProxy).toBe(true);
-    expect(loadConfig({ TRUST_PROXY: '2' }).trustProxy).toBe(2);
-    expect(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8,fd00::1' }).trustProxy).toEqual(['loopback', '10.0.0.0/8', 'fd00::1']);
-    expect(() => loadConfig({ TRUST_PROXY: '10.0.0.0/8, proxy.internal' })).toThrow(/^TRUST_PROXY: .*got "proxy.internal"$/);
+    expect(loadConfig({ TRUST_PROXY: 'loopback, 10.0.0.0/8,fd00::1, fd00::/8, 192.0.2.1/32' }).trustProxy).toEqual(['loopback', '10.0.0.0/8', 'fd00::1', 'fd00::/8', '192.0.2.1/32']);
+    for (const bad of ['proxy.internal', '10.0.0.0/33', '10.0.0.0/0', '10.0.0.0/x', '1.2.3.4/8/8', 'fd00::/129']) {
+      expect(() => loadConfig({ TRUST_PROXY: `10.0.0.1, ${bad}` }), bad).toThrow(new RegExp(`^TRUST_PROXY: .*got "${bad.replace(/[./]/g, '\\$&')}"$`));
+    }
+    expect(() => loadConfig({ TRUST_PROXY: '2' })).toThrow(/a hop count is not taken/);
   });
 
   it('strips a trailing slash from PUBLIC_URL', () => {

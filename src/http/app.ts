@@ -72,7 +72,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: true } },
     return503OnClosing: true,
     // The client's address (req.ip, the per-address login limit) through the proxies we trust.
-    trustProxy: trustProxyOption(deps.config.trustProxy),
+    trustProxy: typeof deps.config.trustProxy === 'boolean' ? deps.config.trustProxy : [...deps.config.trustProxy],
   });
 
   app.setErrorHandler(errorHandler);
@@ -120,10 +120,4 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     { prefix: '/api/v1' },
   );
   return app;
-}
-
-/** TRUST_PROXY as Fastify takes it: a hop count becomes "trust the nearest n addresses". */
-function trustProxyOption(t: Config['trustProxy']): boolean | string[] | ((address: string, hop: number) => boolean) {
-  if (typeof t === 'number') return (_address, hop) => hop < t;
-  return typeof t === 'boolean' ? t : [...t];
 }

@@ -130,12 +130,22 @@ describe('the per-address login limit behind a proxy', () => {
   const viaProxy = (target: typeof app, client: string) =>
     target.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: `${uniqueName('p')}@example.com`, password: 'nope nope' }, remoteAddress: '10.0.0.2', headers: { 'x-forwarded-for': client } });
 
-  it.each(['10.0.0.0/8', '1'])('counts the client named by a trusted proxy, not the proxy, with TRUST_PROXY=%s', async (trust) => {
+  it.each(['10.0.0.0/8', 'true'])('counts the client named by a trusted proxy, not the proxy, with TRUST_PROXY=%s', async (trust) => {
     const { app: proxied, db: proxiedDb } = await startApp({ TRUST_PROXY: trust });
     await spray(proxiedDb, '192.0.2.60');
     expect((await viaProxy(proxied, '192.0.2.60')).statusCode).toBe(429);
     // Everyone else behind the same proxy still gets in (here: is told the password is wrong).
     expect((await viaProxy(proxied, '192.0.2.61')).statusCode).toBe(401);
+  });
+
+  it('believes X-Forwarded-For only from the proxies named: a client reaching the port directly cannot pick its address', async () => {
+    const { app: proxied, db: proxiedDb } = await startApp({ TRUST_PROXY: '10.0.0.0/8' });
+    await spray(proxiedDb, '198.51.100.7');
+    const direct = await proxied.inject({
+      method: 'POST', url: '/api/v1/auth/login', payload: { email: `${uniqueName('p')}@example.com`, password: 'nope nope' },
+      remoteAddress: '198.51.100.7', headers: { 'x-forwarded-for': '192.0.2.99' },
+    });
+    expect(direct.statusCode).toBe(429);
   });
 
   it('believes no X-Forwarded-For by default: a client cannot pick the address it is counted under', async () => {
