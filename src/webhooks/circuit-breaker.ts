@@ -40,6 +40,13 @@ export type CircuitBreaker = {
   canAttempt(key: string, now: number): boolean;
   recordSuccess(key: string, now: number): void;
   recordFailure(key: string, now: number): void;
+  /**
+   * The endpoint answered, but with neither a success nor a failure (a 429: up, and told us when to
+   * come back). While closed or open this changes nothing, forgives no failure; a half-open
+   * circuit's probe that gets it has proved the endpoint alive, and the circuit closes. Left
+   * unreported, that probe would hold the circuit half-open for good.
+   */
+  recordAnswer(key: string, now: number): void;
   state(key: string): CircuitSnapshot;
   /** Forget a key (subscription deleted or re-enabled by hand). */
   reset(key: string): void;
@@ -82,6 +89,14 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
     move(key, entry, 'open');
   };
 
+  /** Back to closed, with nothing counted (only troubled keys are stored). */
+  const close = (key: string) => {
+    const entry = entries.get(key);
+    if (!entry) return;
+    entries.delete(key);
+    move(key, entry, 'closed');
+  };
+
   return {
     canAttempt(key, now) {
       const entry = entries.get(key);
@@ -98,12 +113,11 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
       return true;
     },
 
-    recordSuccess(key) {
-      const entry = entries.get(key);
-      if (!entry) return;
-      // Any success proves the endpoint alive — also a slow attempt that started before opening.
-      entries.delete(key);
-      move(key, entry, 'closed');
+    // Any success proves the endpoint alive — also a slow attempt that started before opening.
+    recordSuccess: (key) => close(key),
+
+    recordAnswer(key) {
+      if (entries.get(key)?.state === 'half_open') close(key);
     },
 
     recordFailure(key, now) {
@@ -130,11 +144,6 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
       };
     },
 
-    reset(key) {
-      const entry = entries.get(key);
-      if (!entry) return;
-      entries.delete(key);
-      move(key, entry, 'closed');
-    },
+    reset: (key) => close(key),
   };
 }

@@ -279,13 +279,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   function judge(sub: string, { outcome }: AttemptReport): void {
     const now = Date.now();
     if (outcome.class === 'success') breaker.recordSuccess(sub, now);
-    else if (outcome.class === 'rate_limited') {
-      // A 429 is an endpoint that is up and told us when to come back: not a circuit failure, and
-      // not a success that forgives the failures counted so far either. But the probe of a
-      // half-open circuit answered 429 proves it alive: that closes it (the delivery itself waits
-      // for its Retry-After); left unreported, the circuit would stay half-open for good.
-      if (breaker.state(sub).state === 'half_open') breaker.recordSuccess(sub, now);
-    }
+    // A 429: up, and told us when to come back (the delivery waits for its Retry-After).
+    else if (outcome.class === 'rate_limited') breaker.recordAnswer(sub, now);
     // After a 410 the subscription is disabled and its circuit forgotten (recordGone).
     else if (!outcome.disable) breaker.recordFailure(sub, now);
   }

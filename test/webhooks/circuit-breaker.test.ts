@@ -90,6 +90,21 @@ describe('circuit breaker', () => {
     expect(t.breaker.state(key).openUntil).toBe(openUntil);
   });
 
+  it('closes when its probe is answered 429, and counts a 429 neither way otherwise', () => {
+    const t = setup();
+    t.fail(4);
+    t.breaker.recordAnswer(key, t.now()); // closed: forgives nothing
+    expect(t.breaker.state(key)).toEqual({ state: 'closed', consecutiveFailures: 4 });
+    t.fail(1);
+    t.breaker.recordAnswer(key, t.now()); // open: no change, and the cool-down stands
+    expect(t.breaker.state(key)).toEqual({ state: 'open', consecutiveFailures: 5, openUntil: t.now() + 30_000 });
+    t.advance(30_000);
+    expect(t.breaker.canAttempt(key, t.now())).toBe(true); // the probe
+    t.breaker.recordAnswer(key, t.now());
+    expect(t.breaker.state(key)).toEqual({ state: 'closed', consecutiveFailures: 0 });
+    expect(t.changes.map(([, state]) => state)).toEqual(['open', 'half_open', 'closed']);
+  });
+
   it('allows a new probe when the previous one never reported back', () => {
     const t = setup({ probeTimeoutMs: 5_000 });
     t.fail(5);
