@@ -27,7 +27,7 @@ export type MessageMedia =
  * API's answer, and the Graph API's address from the channel's settings: without a guard, whoever
  * may edit a channel could have us fetch an internal address and hand them its bytes.
  */
-export type MediaDeps = { db: Database; secretKey: string; dispatcher?: Dispatcher };
+export type MediaDeps = { db: Database; secretKey: string; dispatcher?: Dispatcher | undefined };
 
 /** The media of one of the project's messages: a URL to follow, or the bytes. 404 when there is none. */
 export async function messageMedia(deps: MediaDeps, projectId: string, messageId: string): Promise<MessageMedia> {
@@ -51,8 +51,7 @@ export async function messageMedia(deps: MediaDeps, projectId: string, messageId
   const filename = str(media?.filename);
   const mediaId = str(media?.media_id);
   if (mediaId && found.channel?.type === 'whatsapp_cloud') {
-    const conn = cloudConnectionOf({ config: found.channel.config, secrets: openChannelSecrets(deps.secretKey, found.channel.secrets) });
-    if (deps.dispatcher) conn.dispatcher = deps.dispatcher;
+    const conn = { ...cloudConnectionOf({ config: found.channel.config, secrets: openChannelSecrets(deps.secretKey, found.channel.secrets) }), dispatcher: deps.dispatcher };
     return downloadCloudMedia(conn, mediaId, { mimetype, filename });
   }
   const url = str(media?.url);
@@ -77,7 +76,7 @@ export async function downloadCloudMedia(conn: CloudConnection, mediaId: string,
   let res: Response;
   try {
     // No redirects: the token goes to the host Meta named and nowhere else.
-    res = await providerFetch(info.url, { method: 'GET', headers: { authorization: `Bearer ${conn.accessToken}` }, signal: AbortSignal.timeout(MEDIA_DOWNLOAD_TIMEOUT_MS), ...(conn.dispatcher && { dispatcher: conn.dispatcher }) });
+    res = await providerFetch(info.url, { method: 'GET', headers: { authorization: `Bearer ${conn.accessToken}` }, signal: AbortSignal.timeout(MEDIA_DOWNLOAD_TIMEOUT_MS), dispatcher: conn.dispatcher });
   } catch (err) {
     if (blockedAddress(err)) throw privateAddress('the media URL the Graph API gave');
     throw new AppError('unavailable', `the media could not be downloaded: ${(err as Error).message}`);

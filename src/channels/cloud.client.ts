@@ -10,7 +10,7 @@ export const DEFAULT_GRAPH_VERSION = 'v21.0';
 export const DEFAULT_GRAPH_TIMEOUT_MS = 15_000;
 
 /** `dispatcher`: where the connections may go (ssrf-guard.ts); any address when absent. */
-export type CloudConnection = { baseUrl: string; version: string; phoneNumberId: string; accessToken: string; timeoutMs?: number; dispatcher?: Dispatcher };
+export type CloudConnection = { baseUrl: string; version: string; phoneNumberId: string; accessToken: string; timeoutMs?: number; dispatcher?: Dispatcher | undefined };
 
 export type GraphAnswer = ProviderAnswer;
 
@@ -52,7 +52,7 @@ export function graphRequest(conn: CloudConnection, method: 'GET' | 'POST', path
     headers: { authorization: `Bearer ${conn.accessToken}` },
     body,
     timeoutMs: conn.timeoutMs ?? DEFAULT_GRAPH_TIMEOUT_MS,
-    ...(conn.dispatcher && { dispatcher: conn.dispatcher }),
+    dispatcher: conn.dispatcher,
   });
 }
 

@@ -7,7 +7,7 @@ import { parseStorableJson, storableText } from '../domain/text.ts';
 export type ProviderAnswer = { status: number; json: unknown; text: string; retryAfter: string | null };
 
 /** Fetch options this module uses; a dispatcher decides where connections may go (ssrf-guard.ts). */
-export type ProviderFetchInit = { method: string; headers: Record<string, string>; body?: string; signal: AbortSignal; dispatcher?: Dispatcher };
+export type ProviderFetchInit = { method: string; headers: Record<string, string>; body?: string; signal: AbortSignal; dispatcher?: Dispatcher | undefined };
 
 /** `fetch` without redirects, through `init.dispatcher` when there is one. */
 export async function providerFetch(url: string, init: ProviderFetchInit): Promise<Response> {
@@ -18,14 +18,14 @@ export async function providerFetch(url: string, init: ProviderFetchInit): Promi
 
 export async function providerRequest(
   url: string,
-  opts: { method: string; headers: Record<string, string>; body?: unknown; timeoutMs: number; dispatcher?: Dispatcher },
+  opts: { method: string; headers: Record<string, string>; body?: unknown; timeoutMs: number; dispatcher?: Dispatcher | undefined },
 ): Promise<ProviderAnswer> {
   const res = await providerFetch(url, {
     method: opts.method,
     headers: { accept: 'application/json', ...opts.headers, ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }) },
     ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
     signal: AbortSignal.timeout(opts.timeoutMs),
-    ...(opts.dispatcher && { dispatcher: opts.dispatcher }),
+    dispatcher: opts.dispatcher,
   });
   // The answer ends up in our rows (a send's error, a status detail): stored as text it must be storable.
   const text = storableText(await res.text());

@@ -139,12 +139,13 @@ async function applyEvent(
     case 'revoke':
       return (await revokeMessage(tx, ch.id, e.targetKey, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
     case 'channel_status': {
-      const changed = await setChannelStatus(tx, ch.id, e.status, e.timestamp ?? receivedAt, { providerTime: e.timestamp ?? receivedAt });
+      const at = e.timestamp ?? receivedAt;
+      const changed = await setChannelStatus(tx, ch.id, e.status, at, { providerTime: at });
       if (!changed) return 'unchanged';
       out.push(newEvent('channel.status_changed', {
         projectId: ch.projectId,
         aggregateId: ch.id,
-        occurredAt: e.timestamp ?? receivedAt,
+        occurredAt: at,
         data: { channel_id: ch.id, name: changed.name, type: changed.type, status: e.status, previous_status: changed.previous, reason: e.providerStatus },
       }));
       return 'updated';
