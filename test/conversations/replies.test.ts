@@ -39,6 +39,16 @@ async function duplicates(): Promise<number> {
   return m.values.filter((v) => v.labels.result === 'duplicate').reduce((a, v) => a + v.value, 0);
 }
 
+/** Runs `run` while the fake WAHA answers with `answer` (then back to its defaults). */
+async function answering(answer: Parameters<typeof waha.respond>[0], run: () => Promise<void>): Promise<void> {
+  waha.respond(answer);
+  try {
+    await run();
+  } finally {
+    waha.respond(() => undefined);
+  }
+}
+
 describe('POST /messages through WAHA', () => {
   it('sends a text with the channel credentials and stores the provider id', async () => {
     const phone = newPhone();
@@ -86,44 +96,37 @@ describe('POST /messages through WAHA', () => {
   it('folds an echo that arrived before WAHA answered into the queued message', async () => {
     const phone = newPhone();
     const provided = sentId(`${phone}@c.us`);
-    waha.respond(async (call) => {
+    await answering(async (call) => {
       if (!call.path.startsWith('/api/send') || call.body?.chatId !== `${phone}@c.us`) return undefined;
       // WAHA posts the echo first; it is stored as a message typed on the phone, then WAHA answers.
       await world.postWebhook(channel, wahaMessage(phone, 'Corrida', { id: wahaMessageKey(provided), fromMe: true, ts: Math.floor(Date.now() / 1000) }));
       await waitFor(async () => (await rows(db, 'SELECT 1 FROM messages WHERE channel_id = $1 AND external_key = $2', [channel.id, wahaMessageKey(provided)])).length, 'the echo stored');
       return { status: 201, body: { id: { _serialized: provided } } };
-    });
-    try {
+    }, async () => {
       const id = await send({ phone: `+${phone}`, text: 'Corrida' });
       const m = await settled(id);
       expect(m).toMatchObject({ status: 'sent', external_id: provided });
       expect(await rows(db, 'SELECT id FROM messages WHERE channel_id = $1 AND external_key = $2', [channel.id, wahaMessageKey(provided)])).toEqual([{ id }]);
       const [s] = await rows(db, 'SELECT * FROM sessions WHERE id = $1', [m.session_id]);
       expect(s.messages_from_agent).toBe(1);
-    } finally {
-      waha.respond(() => undefined);
-    }
+    });
   });
 
   it('retries when WAHA answers 500, then succeeds', async () => {
     const phone = newPhone();
-    waha.respond((call) => (call.body?.chatId === `${phone}@c.us` && sends(phone).length === 1 ? { status: 500, body: { message: 'engine restarting' } } : undefined));
-    try {
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` && sends(phone).length === 1 ? { status: 500, body: { message: 'engine restarting' } } : undefined), async () => {
       const id = await send({ phone: `+${phone}`, text: 'Tentando de novo' });
       const m = await settled(id);
       expect(m.status).toBe('sent');
       expect(m.send_attempts).toBe(2);
       expect(sends(phone)).toHaveLength(2);
       expect(await events(db, { aggregateId: id, type: 'message.failed' })).toHaveLength(0);
-    } finally {
-      waha.respond(() => undefined);
-    }
+    });
   });
 
   it("ends failed with WAHA's reason on a 4xx, without retrying", async () => {
     const phone = newPhone();
-    waha.respond((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'chatId is not on WhatsApp' } } : undefined));
-    try {
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'chatId is not on WhatsApp' } } : undefined), async () => {
       const id = await send({ phone: `+${phone}`, text: 'Alguém aí?' });
       const m = await settled(id);
       expect(m.status).toBe('failed');
@@ -134,34 +137,28 @@ describe('POST /messages through WAHA', () => {
       expect(failed.data).toMatchObject({ message_id: id, status: 'failed', previous_status: 'queued', error_code: '422' });
       expect(failed.data.error).toContain('chatId is not on WhatsApp');
       expect(await events(db, { aggregateId: id, type: 'message.sent' })).toHaveLength(0);
-    } finally {
-      waha.respond(() => undefined);
-    }
+    });
   });
 
   it("keeps a reason holding U+0000 as storable text: the message still ends failed, with WAHA's words", async () => {
     const phone = newPhone();
-    waha.respond((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'bad\u0000number' } } : undefined));
-    try {
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'bad\u0000number' } } : undefined), async () => {
       const id = await send({ phone: `+${phone}`, text: 'Oi' });
       const m = await settled(id);
       expect(m.status).toBe('failed');
       expect(m.error.message).toContain('bad\ufffdnumber');
-    } finally {
-      waha.respond(() => undefined);
-    }
+    });
   });
 
   it('sends nothing more to a contact deleted while its message waited for a retry', async () => {
     const phone = newPhone();
     // The first attempt fails; before answering it, the contact is deleted through the API.
-    waha.respond(async (call) => {
+    await answering(async (call) => {
       if (call.body?.chatId !== `${phone}@c.us`) return undefined;
       const [k] = await rows(db, 'SELECT id FROM contacts WHERE phone = $1', [`+${phone}`]);
       expect((await tenant.api('DELETE', `/contacts/${k.id}`)).status).toBe(204);
       return { status: 500, body: { message: 'engine restarting' } };
-    });
-    try {
+    }, async () => {
       const id = await send({ phone: `+${phone}`, text: 'Ainda aí?' });
       const m = await settled(id);
       expect(m.status).toBe('failed');
@@ -169,23 +166,18 @@ describe('POST /messages through WAHA', () => {
       expect(sends(phone)).toHaveLength(1);
       expect(await events(db, { aggregateId: id, type: 'message.sent' })).toHaveLength(0);
       expect((await events(db, { aggregateId: id, type: 'message.failed' }))[0].data.error_code).toBe('contact_deleted');
-    } finally {
-      waha.respond(() => undefined);
-    }
+    });
   });
 
   it('ends failed after the last retry when WAHA keeps failing', async () => {
     const phone = newPhone();
-    waha.respond((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 503, body: { message: 'busy' } } : undefined));
-    try {
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 503, body: { message: 'busy' } } : undefined), async () => {
       const id = await send({ phone: `+${phone}`, text: 'Insistente' });
       const m = await settled(id);
       expect(m.status).toBe('failed');
       expect(sends(phone)).toHaveLength(3); // CONSUMER_RETRY_DELAYS=100ms,200ms → 3 attempts
       expect((await events(db, { aggregateId: id, type: 'message.failed' }))[0].data.error_code).toBe('503');
-    } finally {
-      waha.respond(() => undefined);
-    }
+    });
   });
 
   it('sends media by URL with caption and file name, and quotes the message replied to', async () => {
@@ -261,8 +253,7 @@ describe('channel operations against WAHA', () => {
 
   it('refreshes the channel status from the WAHA session state', async () => {
     let state = 'SCAN_QR_CODE';
-    waha.respond((call) => (call.method === 'GET' && call.path === '/api/sessions/loja' ? { status: 200, body: { name: 'loja', status: state } } : undefined));
-    try {
+    await answering((call) => (call.method === 'GET' && call.path === '/api/sessions/loja' ? { status: 200, body: { name: 'loja', status: state } } : undefined), async () => {
       const first = await tenant.api('POST', `/channels/${channel.id}/refresh`);
       expect(first.json).toMatchObject({ status: 'connecting', provider_status: 'SCAN_QR_CODE', changed: true });
       state = 'WORKING';
@@ -271,8 +262,6 @@ describe('channel operations against WAHA', () => {
       expect((await tenant.api('GET', `/channels/${channel.id}`)).json.status).toBe('active');
       const changes = await events(db, { aggregateId: channel.id, type: 'channel.status_changed' });
       expect(changes.map((e) => e.data.status)).toEqual(['connecting', 'active']);
-    } finally {
-      waha.respond(() => undefined);
-    }
+    });
   });
 });
