@@ -34,14 +34,21 @@ export function connectPostgres(opts: PostgresOptions): Database {
     if (listenClient || closed) return;
     if (listenConnecting) return listenConnecting;
     listenConnecting = (async () => {
-      const client = new pg.Client({ connectionString: opts.url, application_name: `${opts.applicationName ?? 'ventros'}-listen` });
+      const client = new pg.Client({ connectionString: opts.url, application_name: `${opts.applicationName ?? 'ventros'}-listen`, connectionTimeoutMillis: 5000 });
       client.on('notification', (msg) => {
         for (const cb of listeners.get(msg.channel) ?? []) cb(msg.payload ?? '');
       });
       client.on('error', () => scheduleReconnect(client));
       client.on('end', () => scheduleReconnect(client));
-      await client.connect();
-      for (const ch of listeners.keys()) await client.query(`LISTEN ${quoteIdent(ch)}`);
+      try {
+        await client.connect();
+        for (const ch of listeners.keys()) await client.query(`LISTEN ${quoteIdent(ch)}`);
+      } catch (err) {
+        client.end().catch(() => {});
+        throw err;
+      }
+      // close() ran while this was connecting: nobody would end this connection.
+      if (closed) return void (await client.end().catch(() => {}));
       listenClient = client;
     })().finally(() => {
       listenConnecting = undefined;
@@ -105,8 +112,16 @@ export function connectPostgres(opts: PostgresOptions): Database {
       const isNew = !set;
       if (!set) listeners.set(channel, (set = new Set()));
       set.add(onNotify);
-      await ensureListenClient();
-      if (isNew && listenClient) await listenClient.query(`LISTEN ${quoteIdent(channel)}`);
+      try {
+        await ensureListenClient();
+        if (isNew && listenClient) await listenClient.query(`LISTEN ${quoteIdent(channel)}`);
+      } catch (err) {
+        // The caller gets no unsubscribe function: keep nothing of this call, or a later connection
+        // would call a callback nobody can remove (a caller that tries again would add another).
+        set.delete(onNotify);
+        if (set.size === 0 && listeners.get(channel) === set) listeners.delete(channel);
+        throw err;
+      }
       return async () => {
         set!.delete(onNotify);
         if (set!.size === 0) {

@@ -1,0 +1,82 @@
+// LISTEN that does not give up. `Database.listen` fails when its connection cannot be made at that
+// moment (PostgreSQL restarting, connection slots full); after a drop the adapter reconnects by
+// itself, but a first failure is the caller's to retry. Every caller has a fallback that works
+// without notifications (a poll, a short cache lifetime), only slower or costlier, so none should
+// stay on it once the database is reachable again: this tries again, backing off, until it listens
+// or is stopped.
+import { errorText } from '../broker/broker.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Database } from './database.ts';
+
+export type KeepListeningOptions = {
+  logger: Logger;
+  /** What the notifications are for, and what is done without them: for the log. */
+  what: string;
+  fallback: string;
+  /** Called each time listening starts (the first success, and after failures). */
+  onListening?: () => void;
+  /** Between attempts: doubling from `min` to `max` (default 500 ms to 30 s). */
+  retryMs?: { min: number; max: number };
+};
+
+export type Listening = {
+  /** Settles after the first attempt: true if it listens, false if it failed (and retries go on). */
+  readonly first: Promise<boolean>;
+  /** Stops trying, and stops listening. */
+  stop(): Promise<void>;
+};
+
+export function keepListening(db: Database, channel: string, onNotify: (payload: string) => void, o: KeepListeningOptions): Listening {
+  const retry = o.retryMs ?? { min: 500, max: 30_000 };
+  let stopped = false;
+  let unlisten: (() => Promise<void>) | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let cutWait: (() => void) | undefined;
+  let reportFirst!: (ok: boolean) => void;
+  const first = new Promise<boolean>((resolve) => (reportFirst = resolve));
+
+  const attempt = async (n: number): Promise<boolean> => {
+    try {
+      const u = await db.listen(channel, onNotify);
+      if (stopped) {
+        await u().catch(() => {});
+        return true;
+      }
+      unlisten = u;
+      if (n > 0) o.logger.info({ channel, attempts: n + 1 }, `listening for ${o.what} again`);
+      o.onListening?.();
+      return true;
+    } catch (err) {
+      // The first failure and every tenth: an outage should not flood the log.
+      if (n % 10 === 0) o.logger.warn({ channel, attempts: n + 1, err: errorText(err) }, `cannot LISTEN for ${o.what}; ${o.fallback} until it can`);
+      return false;
+    }
+  };
+
+  const running = (async () => {
+    for (let n = 0; !stopped; n++) {
+      const ok = await attempt(n);
+      if (n === 0) reportFirst(ok);
+      if (ok) return;
+      const delay = Math.min(retry.min * 2 ** Math.min(n, 20), retry.max);
+      await new Promise<void>((resolve) => {
+        cutWait = resolve;
+        timer = setTimeout(resolve, delay);
+        timer.unref();
+      });
+    }
+  })();
+
+  return {
+    first,
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      cutWait?.();
+      reportFirst(false); // if stopped before the first attempt ended
+      await running;
+      await unlisten?.().catch(() => {});
+      unlisten = undefined;
+    },
+  };
+}

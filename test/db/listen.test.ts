@@ -1,0 +1,121 @@
+// LISTEN: a call that fails leaves nothing behind, the PostgreSQL connection comes back after a
+// drop, closing mid-connect leaves no connection open, and keepListening retries a first failure
+// until it listens (or is stopped).
+import { describe, expect, it } from 'vitest';
+import type { Database } from '../../src/db/database.ts';
+import { keepListening } from '../../src/db/keep-listening.ts';
+import { connectPostgres } from '../../src/db/postgres.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { makeTestDb, onCleanup, onServices, uniqueName, waitFor } from '../support/env.ts';
+import { failingListen } from '../support/failing-listen.ts';
+import { startTcpProxy } from '../support/tcp-proxy.ts';
+
+/** Notifies until `got` holds the marker: a listener may still be (re)connecting. */
+function heardBy(notifier: Database, channel: string, got: string[]) {
+  return (marker: string) =>
+    waitFor(async () => {
+      await notifier.query('SELECT pg_notify($1, $2)', [channel, marker]);
+      return got.includes(marker);
+    }, `notification ${marker}`, 15_000, 100);
+}
+
+describe('keepListening', () => {
+  it('tries again after a failed first LISTEN, reports it, and delivers once listening', async () => {
+    const { db } = await makeTestDb();
+    const channel = uniqueName('keep');
+    const flaky = failingListen(db, 2);
+    const got: string[] = [];
+    let started = 0;
+    const l = keepListening(flaky.db, channel, (p) => got.push(p), {
+      logger: silentLogger,
+      what: 'test notifications',
+      fallback: 'nothing',
+      retryMs: { min: 20, max: 40 },
+      onListening: () => started++,
+    });
+    onCleanup(() => l.stop());
+    expect(await l.first).toBe(false);
+    await heardBy(db, channel, got)('after-two-failures');
+    expect(flaky.calls()).toBe(3);
+    expect(started).toBe(1);
+    await l.stop();
+    // Notifications arrive in commit order: once the second channel's is in, the first's would be.
+    const other = uniqueName('other');
+    const fromOther: string[] = [];
+    onCleanup(await db.listen(other, (p) => fromOther.push(p)));
+    await db.query('SELECT pg_notify($1, $2)', [channel, 'after-stop']);
+    await heardBy(db, other, fromOther)('marker');
+    expect(got).not.toContain('after-stop');
+  });
+
+  it('stops trying when stopped during its back-off', async () => {
+    const { db } = await makeTestDb();
+    const flaky = failingListen(db, Infinity);
+    const l = keepListening(flaky.db, uniqueName('keep'), () => {}, {
+      logger: silentLogger,
+      what: 'test notifications',
+      fallback: 'nothing',
+      retryMs: { min: 60_000, max: 60_000 },
+    });
+    expect(await l.first).toBe(false);
+    const t0 = Date.now();
+    await l.stop(); // would wait out the minute if the back-off were not cut short
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(flaky.calls()).toBe(1);
+  });
+});
+
+describe.skipIf(!onServices)('LISTEN on PostgreSQL', () => {
+  async function setup(applicationName?: string) {
+    const { db: direct, url } = await makeTestDb();
+    const u = new URL(url!);
+    const proxy = await startTcpProxy({ host: u.hostname, port: Number(u.port || 5432) });
+    onCleanup(() => proxy.close());
+    const db = connectPostgres({ url: proxy.urlFor(url!), max: 2, applicationName });
+    onCleanup(() => db.close());
+    return { db, direct, proxy };
+  }
+
+  it('keeps nothing of a listen() that failed: a later connection does not call its callback', async () => {
+    const { db, direct, proxy } = await setup();
+    const [a, b] = [uniqueName('failed'), uniqueName('later')];
+    const fromA: string[] = [];
+    const fromB: string[] = [];
+    proxy.cut();
+    await expect(db.listen(a, (p) => fromA.push(p))).rejects.toThrow();
+    proxy.restore();
+    onCleanup(await db.listen(b, (p) => fromB.push(p)));
+    // One connection delivers in commit order: once B's notification is in, A's (sent first)
+    // would be too, had the failed call's callback been kept and its channel listened to.
+    await direct.query('SELECT pg_notify($1, $2)', [a, 'to-the-failed-call']);
+    await heardBy(direct, b, fromB)('to-b');
+    expect(fromA).toEqual([]);
+  });
+
+  it('listens again after the connection drops', async () => {
+    const { db, direct, proxy } = await setup();
+    const channel = uniqueName('drop');
+    const got: string[] = [];
+    onCleanup(await db.listen(channel, (p) => got.push(p)));
+    const heard = heardBy(direct, channel, got);
+    await heard('before');
+    proxy.cut();
+    proxy.restore();
+    await heard('after-drop');
+  });
+
+  it('leaves no connection open when closed while the LISTEN connection is being made', async () => {
+    const applicationName = uniqueName('closing');
+    const { db, direct, proxy } = await setup(applicationName);
+    proxy.freeze(); // TCP connects, nothing is forwarded: the connect hangs
+    const listening = db.listen(uniqueName('closing'), () => {}).catch(() => undefined);
+    await waitFor(() => proxy.accepted() > 0, 'the LISTEN connection to be attempted');
+    await db.close();
+    proxy.thaw();
+    await listening;
+    await waitFor(async () => {
+      const { rows } = await direct.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1', [`${applicationName}-listen`]);
+      return rows[0].n === 0;
+    }, 'the LISTEN connection to be gone');
+  });
+});
