@@ -5,6 +5,7 @@
 // is the safety net. The SQL lives in queue-messages.sql.ts.
 import { randomBytes } from 'node:crypto';
 import type { Database, Queryable } from '../db/database.ts';
+import { keepListening, type Listening } from '../db/keep-listening.ts';
 import { withDeadline } from '../deadline.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import {
@@ -48,21 +49,20 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
   // never hands a running handler's message to another consumer.
   const heartbeatMs = Math.max(10, Math.floor(leaseMs / 3));
   const consumers = new Set<RunningConsumer>();
-  let listening: Promise<(() => Promise<void>) | undefined> | undefined;
+  let listening: Listening | undefined;
   let closed = false;
 
+  /** LISTEN from the first consumer on, retried in the background while it fails (the poll delivers meanwhile). */
   function ensureListening(): Promise<unknown> {
-    listening ??= db
-      .listen(sql.QUEUE_CHANNEL, (queue) => {
+    listening ??= keepListening(
+      db,
+      sql.QUEUE_CHANNEL,
+      (queue) => {
         for (const c of consumers) if (c.queue === queue) c.wake();
-      })
-      .catch((err) => {
-        // The poll still delivers everything, only later; LISTEN is tried again with the next consumer.
-        logger.warn({ err }, 'LISTEN failed; consumers fall back to polling');
-        listening = undefined;
-        return undefined;
-      });
-    return listening;
+      },
+      { logger, what: 'queue messages', fallback: 'consumers poll' },
+    );
+    return listening.first;
   }
 
   async function consume(queue: string, handler: Handler, o: ConsumeOptions = {}): Promise<Consumer> {
@@ -247,9 +247,8 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
     async close() {
       closed = true;
       await Promise.all([...consumers].map((c) => c.stop()));
-      const unlisten = await listening;
+      await listening?.stop();
       listening = undefined;
-      await unlisten?.().catch(() => {});
     },
   };
 }

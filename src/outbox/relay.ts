@@ -32,6 +32,7 @@ import type { Broker, Headers, OutgoingMessage } from '../broker/broker.ts';
 import { PROJECT_HEADER, errorText } from '../broker/broker.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import { withDeadline } from '../deadline.ts';
+import { keepListening } from '../db/keep-listening.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { outboxPending, outboxPublishLag } from '../observability/metrics.ts';
@@ -90,7 +91,8 @@ export type Relay = {
   stop(): Promise<void>;
   /** Claims right away instead of at the next NOTIFY or poll. */
   wake(): void;
-  /** Settles once the relay listens for commit notifications (or gave up and only polls). */
+  /** Settles once the relay listens for commit notifications, or its first try failed (it polls
+   * meanwhile and keeps trying). */
   readonly ready: Promise<void>;
 };
 
@@ -143,14 +145,7 @@ export function startRelay(opts: RelayOptions): Relay {
       };
     });
 
-  let unlisten: (() => Promise<void>) | undefined;
-  const listening = db.listen(OUTBOX_CHANNEL, wake).then(
-    (u) => {
-      if (stopped) return u();
-      unlisten = u;
-    },
-    (err) => log.warn({ err }, 'cannot LISTEN for outbox commits; relying on the poll'),
-  );
+  const listening = keepListening(db, OUTBOX_CHANNEL, wake, { logger: log, what: 'outbox commits', fallback: 'relying on the poll' });
 
   async function publish(tx: Queryable | undefined, rows: OutboxRow[]): Promise<void> {
     // The port publishes one routing key per call, so consecutive rows of the same type go
@@ -359,14 +354,13 @@ export function startRelay(opts: RelayOptions): Relay {
   return {
     mode,
     wake,
-    ready: listening.then(() => undefined),
+    ready: listening.first.then(() => undefined),
     async stop() {
       if (stopped) return running;
       stopped = true;
       interrupt?.();
       await running;
-      await listening;
-      await unlisten?.().catch(() => {});
+      await listening.stop();
     },
   };
 }

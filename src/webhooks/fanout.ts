@@ -13,6 +13,7 @@
 // match no subscription, and those then cost no database work at all.
 import type { Broker, Delivery, Handler } from '../broker/broker.ts';
 import type { Database } from '../db/database.ts';
+import { keepListening } from '../db/keep-listening.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { clearEnqueued, insertDeliveriesOnce, type NewDelivery } from '../db/webhook-deliveries.sql.ts';
 import { activeSubscriptions } from '../db/webhook-subscriptions.sql.ts';
@@ -32,6 +33,8 @@ export const FANOUT_QUEUE = 'consumer.webhook-fanout';
 export const SUBSCRIPTION_CHANGES = 'ventros_webhook_subscriptions';
 /** A cache entry is trusted this long even without a notification (a lost LISTEN connection). */
 const CACHE_TTL_MS = 30_000;
+/** …and this long while it cannot LISTEN (it keeps trying). */
+const UNHEARD_TTL_MS = 1_000;
 
 type ActiveSubscription = { id: string; events: string[] };
 
@@ -41,29 +44,36 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
   const { db, broker } = deps;
   const log = deps.logger.child({ component: FANOUT_CONSUMER });
 
-  const cache = new Map<string, { subs: ActiveSubscription[]; at: number }>();
+  // `heard`: loaded while notifications were arriving, so a change would have dropped it.
+  const cache = new Map<string, { subs: ActiveSubscription[]; at: number; heard: boolean }>();
   // Bumped by each notification, so a load that raced one is not cached as if it were fresh.
   const versions = new Map<string, number>();
-  let ttlMs = CACHE_TTL_MS;
-  const unlisten = await db
-    .listen(SUBSCRIPTION_CHANGES, (projectId) => {
+  let heard = false;
+  const listening = keepListening(
+    db,
+    SUBSCRIPTION_CHANGES,
+    (projectId) => {
       cache.delete(projectId);
       versions.set(projectId, (versions.get(projectId) ?? 0) + 1);
-    })
-    .catch((err) => {
-      ttlMs = 1_000; // no notifications: keep the staleness short instead
-      log.warn({ err }, 'cannot LISTEN for webhook subscription changes; caching them for 1 s only');
-      return undefined;
-    });
+    },
+    {
+      logger: log,
+      what: 'webhook subscription changes',
+      fallback: `caching subscriptions for ${UNHEARD_TTL_MS / 1000} s only`,
+      onListening: () => void (heard = true),
+    },
+  );
+  await listening.first;
 
   async function subscriptionsOf(projectId: string): Promise<ActiveSubscription[]> {
     const hit = cache.get(projectId);
-    if (hit && Date.now() - hit.at < ttlMs) return hit.subs;
+    if (hit && Date.now() - hit.at < (hit.heard ? CACHE_TTL_MS : UNHEARD_TTL_MS)) return hit.subs;
     const version = versions.get(projectId) ?? 0;
+    const entry = { at: Date.now(), heard };
     const subs = await withTransaction(db, (tx) => activeSubscriptions(tx, projectId), { projectId });
     if ((versions.get(projectId) ?? 0) === version) {
       if (cache.size >= 10_000) cache.clear();
-      cache.set(projectId, { subs, at: Date.now() });
+      cache.set(projectId, { subs, ...entry });
     }
     return subs;
   }
@@ -119,5 +129,5 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
     await batcher.submit(event.project_id, event);
   };
 
-  return { handle, stop: async () => void (await unlisten?.().catch(() => {})) };
+  return { handle, stop: () => listening.stop() };
 }

@@ -9,6 +9,7 @@ import { canPublishInTransaction } from '../../src/outbox/relay.ts';
 import { brokerKinds, makeTestBroker, type BrokerKind } from '../support/brokers.ts';
 import type { Database } from '../../src/db/database.ts';
 import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
+import { failingListen } from '../support/failing-listen.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
 import {
   contactCreated, effectCounts, firstOccurrences, interceptDb, relayFor, sessionStarted, startRecorder, switchableBroker, writeEvents,
@@ -66,6 +67,21 @@ describe.each(variants)('outbox relay with the $label', ({ kind, plain }) => {
     await waitFor(() => idle > 0, 'the relay to go idle', LONG);
     const [id] = await writeEvents(db, 1);
     // The poll would take ten minutes: only the NOTIFY at commit can make this pass.
+    await waitFor(() => rec.applied.includes(id), 'the event to arrive', LONG);
+  }, 120_000);
+
+  it('keeps trying to LISTEN when its first try fails, and then wakes on commits again', async () => {
+    const { db } = await makeTestDb();
+    const broker = await brokerFor(db);
+    const rec = await startRecorder(db, broker);
+    const flaky = failingListen(db, 1);
+    let idle = 0;
+    const watched = interceptDb(flaky.db, (sql) => void (/count\(\*\)::int AS n FROM outbox/.test(sql) && idle++));
+    await relayFor({ db: watched, broker, pollMs: 600_000 }).ready;
+    await waitFor(() => flaky.listening() === 1, 'LISTEN to succeed on a later try', LONG);
+    await waitFor(() => idle > 0, 'the relay to go idle', LONG);
+    const [id] = await writeEvents(db, 1);
+    // The poll would take ten minutes: only a LISTEN made after the failure can make this pass.
     await waitFor(() => rec.applied.includes(id), 'the event to arrive', LONG);
   }, 120_000);
 
