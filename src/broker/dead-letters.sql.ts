@@ -1,5 +1,6 @@
 // The dead-letter store shared by both brokers: messages that exhausted their retries or crashed
 // their consumer too often. Rows are shown (per project) and replayed through the admin API.
+import { createHash } from 'node:crypto';
 import type { Database, Queryable } from '../db/database.ts';
 import { decodeCursor, exactTime, toPage } from '../db/keyset.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
@@ -81,16 +82,36 @@ function toDeadLetter(r: DeadLetterRow): DeadLetter {
   };
 }
 
-/** Records a dead message. The tenant comes from the project header when it holds a uuid. Returns the id. */
+/**
+ * Set on every replayed message, fresh each time: a message that dies again after a replay is a new
+ * death, while the same death written twice (its ack lost, the message redelivered) is one.
+ */
+export const REPLAY_HEADER = 'x-replay-id';
+
+/** What names one death of a message in a queue (migration 014); none without a message id. */
+function deathKey(d: NewDeadLetter): string | null {
+  if (!d.messageId) return null;
+  return createHash('sha256').update(JSON.stringify([d.messageId, d.headers[REPLAY_HEADER] ?? null])).digest('hex');
+}
+
+/**
+ * Records a dead message once: the same death written again (same queue, message id and replay)
+ * changes nothing and answers the first row's id. The tenant comes from the project header when it
+ * holds a uuid. Returns the id.
+ */
 export async function insertDeadLetter(q: Queryable, d: NewDeadLetter): Promise<string> {
-  const id = uuidv7();
   const project = d.headers[PROJECT_HEADER];
-  await q.query(
-    `INSERT INTO dead_letters (id, queue, message_id, routing_key, headers, body, error, attempts, project_id)
-     VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7, $8, $9::uuid)`,
-    [id, d.queue, d.messageId, d.routingKey, JSON.stringify(d.headers), d.body, d.error, d.attempts, isUuid(project) ? project : null],
+  const key = deathKey(d);
+  const r = await q.query<{ id: string }>(
+    `INSERT INTO dead_letters (id, queue, message_id, routing_key, headers, body, error, attempts, project_id, death_key)
+     VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7, $8, $9::uuid, $10)
+     ON CONFLICT (queue, death_key) WHERE death_key IS NOT NULL DO NOTHING
+     RETURNING id::text AS id`,
+    [uuidv7(), d.queue, d.messageId, d.routingKey, JSON.stringify(d.headers), d.body, d.error, d.attempts, isUuid(project) ? project : null, key],
   );
-  return id;
+  if (r.rows[0]) return r.rows[0].id;
+  const first = await q.query<{ id: string }>('SELECT id::text AS id FROM dead_letters WHERE queue = $1 AND death_key = $2', [d.queue, key]);
+  return first.rows[0]?.id ?? insertDeadLetter(q, d); // gone since (pruned): write it again
 }
 
 export type DeadLetterFilter = { projectId?: string; queue?: string; limit: number; cursor?: string };
@@ -144,8 +165,8 @@ export async function markReplayed(q: Queryable, id: string): Promise<DeadLetter
 }
 
 /**
- * Sends a dead message back to its queue as a fresh message (same id, headers and body; attempts
- * start again at 1), then marks the row replayed. Marking after the send means a crash in between
+ * Sends a dead message back to its queue as a fresh message (same id, body and headers, with a new
+ * REPLAY_HEADER; attempts start again at 1), then marks the row replayed. Marking after the send means a crash in between
  * can replay twice, never lose the replay — consumers are idempotent.
  */
 export async function replayDeadLetter(
@@ -156,7 +177,7 @@ export async function replayDeadLetter(
 ): Promise<DeadLetter | undefined> {
   const dl = await getDeadLetter(db, id, scope);
   if (!dl) return undefined;
-  const headers = { ...dl.headers, [ROUTING_KEY_HEADER]: dl.routingKey };
+  const headers = { ...dl.headers, [ROUTING_KEY_HEADER]: dl.routingKey, [REPLAY_HEADER]: uuidv7() };
   await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }]);
   return markReplayed(db, dl.id);
 }

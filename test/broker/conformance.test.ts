@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PROJECT_HEADER, type Broker, type Consumer, type Delivery, type Handler, type QueueStats } from '../../src/broker/broker.ts';
-import { getDeadLetter, listDeadLetters, replayDeadLetter } from '../../src/broker/dead-letters.sql.ts';
+import { REPLAY_HEADER, getDeadLetter, listDeadLetters, replayDeadLetter } from '../../src/broker/dead-letters.sql.ts';
 import { makePostgresBroker } from '../../src/broker/postgres-broker.ts';
 import type { Database } from '../../src/db/database.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
@@ -166,6 +166,14 @@ describe.each(brokerKinds())('%s broker conformance', (kind) => {
     expect((await getDeadLetter(db, dl.id))?.replayedAt).toBeInstanceOf(Date);
     await expectStats(b, q, { depth: 0, deadLetters: 0 });
     expect(calls).toHaveLength(3);
+
+    // Replayed and dead again: a death of its own beside the first, not merged into it.
+    healthy = false;
+    await replayDeadLetter(db, b, dl.id);
+    const again = await waitFor(async () => (await listDeadLetters(db, { queue: q, limit: 10 })).items.find((d) => d.id !== dl.id), 'second dead letter');
+    expect(again).toMatchObject({ messageId: original.messageId, attempts: 3, replayedAt: null, replayCount: 0 });
+    expect(again.headers[REPLAY_HEADER]).toMatch(/^[0-9a-f]{8}-[0-9a-f-]{27}$/);
+    expect((await listDeadLetters(db, { queue: q, limit: 10 })).items).toHaveLength(2);
   });
 
   it('redelivers the messages of a consumer that died without acking', async () => {

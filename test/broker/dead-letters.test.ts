@@ -1,14 +1,34 @@
-// Listing dead letters page by page: newest first, every row exactly once, also rows created in
-// the same microsecond (same transaction) and rows apart by less than a millisecond.
+// Dead letters: one row per death (the same death written twice is one), and listing them page by
+// page: newest first, every row exactly once, also rows created in the same microsecond (same
+// transaction) and rows apart by less than a millisecond.
 import { describe, expect, it } from 'vitest';
 import { PROJECT_HEADER } from '../../src/broker/broker.ts';
-import { insertDeadLetter, listDeadLetters } from '../../src/broker/dead-letters.sql.ts';
+import { REPLAY_HEADER, insertDeadLetter, listDeadLetters } from '../../src/broker/dead-letters.sql.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
-import { makeTestDb } from '../support/env.ts';
+import { makeTestDb, uniqueName } from '../support/env.ts';
 import { walkCursor } from '../support/paging.ts';
 
 const { db } = await makeTestDb();
+
+describe('insertDeadLetter', () => {
+  it('records the same death once; a death after a replay, in another queue or without a message id apart', async () => {
+    const queue = uniqueName('dead');
+    const death = { queue, messageId: uuidv7(), routingKey: 'contact.deleted', headers: {}, body: Buffer.from('{}'), error: 'first', attempts: 3 };
+    const first = await insertDeadLetter(db, death);
+    // Its ack was lost, the message came back and failed its last attempt again.
+    expect(await insertDeadLetter(db, { ...death, error: 'second' })).toBe(first);
+    const replayed = { ...death, headers: { [REPLAY_HEADER]: uuidv7() } };
+    const afterReplay = await insertDeadLetter(db, replayed);
+    expect(await insertDeadLetter(db, replayed)).toBe(afterReplay);
+    const elsewhere = await insertDeadLetter(db, { ...death, queue: `${queue}.other` });
+    const noId = [await insertDeadLetter(db, { ...death, messageId: '' }), await insertDeadLetter(db, { ...death, messageId: '' })];
+    expect(new Set([first, afterReplay, elsewhere, ...noId]).size).toBe(5);
+    const rows = (await listDeadLetters(db, { queue, limit: 10 })).items;
+    expect(rows).toHaveLength(4);
+    expect(rows.find((d) => d.id === first)?.error).toBe('first');
+  });
+});
 
 describe('listDeadLetters', () => {
   it('pages through every dead letter once, newest first, including ties and sub-millisecond times', async () => {
