@@ -44,7 +44,11 @@ export function keepListening(db: Database, channel: string, onNotify: (payload:
       }
       unlisten = u;
       if (n > 0) o.logger.info({ channel, attempts: n + 1 }, `listening for ${o.what} again`);
-      o.onListening?.();
+      try {
+        o.onListening?.();
+      } catch (err) {
+        o.logger.error({ channel, err: errorText(err) }, `reacting to listening for ${o.what} failed`);
+      }
       return true;
     } catch (err) {
       // The first failure and every tenth: an outage should not flood the log.
@@ -57,9 +61,10 @@ export function keepListening(db: Database, channel: string, onNotify: (payload:
     for (let n = 0; !stopped; n++) {
       const ok = await attempt(n);
       if (n === 0) reportFirst(ok);
-      if (ok) return;
+      if (ok || stopped) return; // stopped while the attempt ran: no back-off to sit out
       const delay = Math.min(retry.min * 2 ** Math.min(n, 20), retry.max);
       await new Promise<void>((resolve) => {
+        if (stopped) return resolve();
         cutWait = resolve;
         timer = setTimeout(resolve, delay);
         timer.unref();

@@ -34,7 +34,16 @@ export function connectPostgres(opts: PostgresOptions): Database {
     if (listenClient || closed) return;
     if (listenConnecting) return listenConnecting;
     listenConnecting = (async () => {
-      const client = new pg.Client({ connectionString: opts.url, application_name: `${opts.applicationName ?? 'ventros'}-listen`, connectionTimeoutMillis: 5000 });
+      // Bounded: a connect or a LISTEN that never answers (a half-open connection) must fail, so
+      // that its caller tries again, not wait for good.
+      const client = new pg.Client({
+        connectionString: opts.url,
+        application_name: `${opts.applicationName ?? 'ventros'}-listen`,
+        connectionTimeoutMillis: 5000,
+        query_timeout: 10_000,
+        keepAlive: true,
+        keepAliveInitialDelayMillis: 10_000,
+      });
       client.on('notification', (msg) => {
         for (const cb of listeners.get(msg.channel) ?? []) cb(msg.payload ?? '');
       });
@@ -108,6 +117,7 @@ export function connectPostgres(opts: PostgresOptions): Database {
       }
     },
     async listen(channel, onNotify) {
+      if (closed) throw new Error('database is closed');
       let set = listeners.get(channel);
       const isNew = !set;
       if (!set) listeners.set(channel, (set = new Set()));

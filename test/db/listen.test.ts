@@ -48,6 +48,33 @@ describe('keepListening', () => {
     expect(got).not.toContain('after-stop');
   });
 
+  it('stops at once when stopped while an attempt is still running', async () => {
+    const { db } = await makeTestDb();
+    let fail!: (err: Error) => void;
+    let calls = 0;
+    const hanging: Database = {
+      ...failingListen(db, 0).db,
+      listen: () => {
+        calls++;
+        return new Promise((_, reject) => (fail = reject));
+      },
+    };
+    const l = keepListening(hanging, uniqueName('keep'), () => {}, {
+      logger: silentLogger,
+      what: 'test notifications',
+      fallback: 'nothing',
+      retryMs: { min: 60_000, max: 60_000 },
+    });
+    await waitFor(() => calls === 1, 'the first attempt');
+    const stopped = l.stop();
+    fail(new Error('connect timed out')); // the attempt ends after stop(): no back-off may follow
+    const t0 = Date.now();
+    await stopped;
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(await l.first).toBe(false);
+    expect(calls).toBe(1);
+  });
+
   it('stops trying when stopped during its back-off', async () => {
     const { db } = await makeTestDb();
     const flaky = failingListen(db, Infinity);
