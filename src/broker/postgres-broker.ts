@@ -54,6 +54,7 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
 
   /** LISTEN from the first consumer on, retried in the background while it fails (the poll delivers meanwhile). */
   function ensureListening(): Promise<unknown> {
+    if (closed) return Promise.resolve(); // close() has stopped listening, or is about to
     listening ??= keepListening(
       db,
       sql.QUEUE_CHANNEL,

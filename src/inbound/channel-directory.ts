@@ -2,9 +2,11 @@
 // someone edits the channel. So lookups are cached in memory, with the secrets already opened and
 // the token already digested, and a change announced on the CHANNEL_CHANGES notification (sent by
 // channels.sql.ts at commit, seen by every process on the database) drops the entry. A TTL bounds
-// staleness should a notification be missed (listener reconnecting).
+// staleness should a notification be missed (listener reconnecting); while LISTEN cannot be made
+// at all, entries are kept for a second only.
 import type { Database } from '../db/database.ts';
 import { CHANNEL_CHANGES, findChannelById, type ChannelType } from '../db/channels.sql.ts';
+import { keepListening, type Listening } from '../db/keep-listening.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { Logger } from '../observability/logger.ts';
 import { openChannelSecrets, type ChannelSecrets } from '../services/channels.service.ts';
@@ -25,7 +27,7 @@ export type ChannelDirectory = {
   /** The live channel, or undefined when there is none with this id. */
   get(id: string): Promise<KnownChannel | undefined>;
   invalidate(id: string): void;
-  /** Subscribes to change notifications. */
+  /** Subscribes to change notifications (after its first try: it keeps trying while that fails). */
   start(): Promise<void>;
   stop(): Promise<void>;
 };
@@ -44,6 +46,9 @@ export type ChannelDirectoryOptions = {
 
 type Entry = { value: KnownChannel | undefined; expires: number };
 
+/** How long a channel is cached while change notifications cannot be heard (LISTEN failing). */
+const UNHEARD_TTL_MS = 1_000;
+
 export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDirectory {
   const ttl = opts.ttlMs ?? 60_000;
   const missTtl = opts.missTtlMs ?? 5_000;
@@ -52,7 +57,9 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
   const loading = new Map<string, Promise<KnownChannel | undefined>>();
   // Bumped by every invalidation, so a load that started before a change does not cache its result.
   let generation = 0;
-  let unlisten: (() => Promise<void>) | undefined;
+  let listening: Listening | undefined;
+  /** Change notifications arrive (a LISTEN made after start() failed its first try counts too). */
+  let heard = false;
 
   function invalidate(id: string): void {
     generation++;
@@ -83,11 +90,13 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       const pending = loading.get(id);
       if (pending) return pending;
       const gen = generation;
+      // Loaded while no notification could drop it: kept briefly.
+      const keep = heard ? ttl : Math.min(ttl, UNHEARD_TTL_MS);
       const p: Promise<KnownChannel | undefined> = load(id)
         .then((value) => {
           if (gen === generation) {
             if (entries.size >= maxEntries) entries.delete(entries.keys().next().value!);
-            entries.set(id, { value, expires: Date.now() + (value ? ttl : missTtl) });
+            entries.set(id, { value, expires: Date.now() + (value ? keep : missTtl) });
           }
           return value;
         })
@@ -101,12 +110,19 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
     invalidate,
 
     async start() {
-      unlisten = await opts.db.listen(CHANNEL_CHANGES, invalidate);
+      listening = keepListening(opts.db, CHANNEL_CHANGES, invalidate, {
+        logger: opts.logger,
+        what: 'channel changes',
+        fallback: `caching channels for ${UNHEARD_TTL_MS / 1000} s only`,
+        onListening: () => void (heard = true),
+      });
+      await listening.first;
     },
 
     async stop() {
-      await unlisten?.().catch((err) => opts.logger.warn({ err }, 'could not stop listening for channel changes'));
-      unlisten = undefined;
+      await listening?.stop();
+      listening = undefined;
+      heard = false;
       entries.clear();
     },
   };
