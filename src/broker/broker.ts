@@ -14,6 +14,13 @@ export const DOMAIN_EXCHANGE = 'domain.events';
 /** Header that carries the tenant of a message, so dead letters can be shown to that tenant only. */
 export const PROJECT_HEADER = 'x-project-id';
 
+/**
+ * Header a broker that can deliver one send twice (RabbitMQ: an ack lost after the consumer acted)
+ * sets on every message it sends, fresh each time and kept through retries, so that one send's
+ * death is recorded once (dead-letters.sql.ts).
+ */
+export const SEND_HEADER = 'x-send-id';
+
 export type Headers = Record<string, string>;
 
 export type OutgoingMessage = {

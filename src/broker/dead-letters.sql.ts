@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { Database, Queryable } from '../db/database.ts';
 import { decodeCursor, exactTime, toPage } from '../db/keyset.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
-import { PROJECT_HEADER, type Broker, type Headers } from './broker.ts';
+import { PROJECT_HEADER, SEND_HEADER, type Broker, type Headers } from './broker.ts';
 
 /**
  * Carries a message's original routing key through `send` (a replay goes straight to its queue,
@@ -83,21 +83,20 @@ function toDeadLetter(r: DeadLetterRow): DeadLetter {
 }
 
 /**
- * Set on every replayed message, fresh each time: a message that dies again after a replay is a new
- * death, while the same death written twice (its ack lost, the message redelivered) is one.
+ * What names one death (migration 014): the message in one send (SEND_HEADER) to one queue. None
+ * without both: the Postgres broker records a death in the transaction that removes the message,
+ * so it never writes one twice and sets no send id.
  */
-export const REPLAY_HEADER = 'x-replay-id';
-
-/** What names one death of a message in a queue (migration 014); none without a message id. */
 function deathKey(d: NewDeadLetter): string | null {
-  if (!d.messageId) return null;
-  return createHash('sha256').update(JSON.stringify([d.messageId, d.headers[REPLAY_HEADER] ?? null])).digest('hex');
+  const send = d.headers[SEND_HEADER];
+  if (!d.messageId || !send) return null;
+  return createHash('sha256').update(JSON.stringify([d.messageId, send])).digest('hex');
 }
 
 /**
- * Records a dead message once: the same death written again (same queue, message id and replay)
- * changes nothing and answers the first row's id. The tenant comes from the project header when it
- * holds a uuid. Returns the id.
+ * Records a dead message once: the same death written again (same queue, message and send: an ack
+ * lost after the first write) changes nothing and answers the first row's id. The tenant comes from
+ * the project header when it holds a uuid. Returns the id.
  */
 export async function insertDeadLetter(q: Queryable, d: NewDeadLetter): Promise<string> {
   const project = d.headers[PROJECT_HEADER];
@@ -111,7 +110,8 @@ export async function insertDeadLetter(q: Queryable, d: NewDeadLetter): Promise<
   );
   if (r.rows[0]) return r.rows[0].id;
   const first = await q.query<{ id: string }>('SELECT id::text AS id FROM dead_letters WHERE queue = $1 AND death_key = $2', [d.queue, key]);
-  return first.rows[0]?.id ?? insertDeadLetter(q, d); // gone since (pruned): write it again
+  if (!first.rows[0]) throw new Error(`dead letter of message ${d.messageId} in ${d.queue} conflicts with a row this connection cannot see`);
+  return first.rows[0].id;
 }
 
 export type DeadLetterFilter = { projectId?: string; queue?: string; limit: number; cursor?: string };
@@ -165,8 +165,8 @@ export async function markReplayed(q: Queryable, id: string): Promise<DeadLetter
 }
 
 /**
- * Sends a dead message back to its queue as a fresh message (same id, body and headers, with a new
- * REPLAY_HEADER; attempts start again at 1), then marks the row replayed. Marking after the send means a crash in between
+ * Sends a dead message back to its queue as a fresh message (same id, headers and body; attempts
+ * start again at 1), then marks the row replayed. Marking after the send means a crash in between
  * can replay twice, never lose the replay — consumers are idempotent.
  */
 export async function replayDeadLetter(
@@ -177,7 +177,10 @@ export async function replayDeadLetter(
 ): Promise<DeadLetter | undefined> {
   const dl = await getDeadLetter(db, id, scope);
   if (!dl) return undefined;
-  const headers = { ...dl.headers, [ROUTING_KEY_HEADER]: dl.routingKey, [REPLAY_HEADER]: uuidv7() };
+  // A new send: the old send id must not come along (a broker that sets none would keep it, and the
+  // next death would be taken for the old one).
+  const { [SEND_HEADER]: _oldSend, ...kept } = dl.headers;
+  const headers = { ...kept, [ROUTING_KEY_HEADER]: dl.routingKey };
   await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }]);
   return markReplayed(db, dl.id);
 }

@@ -3,9 +3,10 @@
 // the self-healing connection and confirms: rabbitmq-connection.ts; consuming: rabbitmq-consumer.ts.
 import type { ChannelModel } from 'amqplib';
 import type { Database } from '../db/database.ts';
+import { uuidv7 } from '../domain/ids.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { deadLettersGauge, queueDepth } from '../observability/metrics.ts';
-import { errorText, type Broker, type Consumer, type OutgoingMessage, type QueueSpec, type QueueStats } from './broker.ts';
+import { SEND_HEADER, errorText, type Broker, type Consumer, type OutgoingMessage, type QueueSpec, type QueueStats } from './broker.ts';
 import { withDeadline } from '../deadline.ts';
 import { openRabbitLink, type OutgoingFrame } from './rabbitmq-connection.ts';
 import { makeDeadQueueDrainer, makeQueueConsumer, type ConsumerDeps, type Subscription } from './rabbitmq-consumer.ts';
@@ -107,7 +108,7 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
         messageId: m.messageId,
         contentType: 'application/octet-stream',
         timestamp: Math.floor(Date.now() / 1000),
-        headers: { ...m.headers },
+        headers: { ...m.headers, [SEND_HEADER]: uuidv7() },
       },
     };
   }

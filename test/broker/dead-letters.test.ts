@@ -2,8 +2,8 @@
 // page: newest first, every row exactly once, also rows created in the same microsecond (same
 // transaction) and rows apart by less than a millisecond.
 import { describe, expect, it } from 'vitest';
-import { PROJECT_HEADER } from '../../src/broker/broker.ts';
-import { REPLAY_HEADER, insertDeadLetter, listDeadLetters } from '../../src/broker/dead-letters.sql.ts';
+import { PROJECT_HEADER, SEND_HEADER } from '../../src/broker/broker.ts';
+import { insertDeadLetter, listDeadLetters } from '../../src/broker/dead-letters.sql.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
 import { makeTestDb, uniqueName } from '../support/env.ts';
@@ -12,20 +12,27 @@ import { walkCursor } from '../support/paging.ts';
 const { db } = await makeTestDb();
 
 describe('insertDeadLetter', () => {
-  it('records the same death once; a death after a replay, in another queue or without a message id apart', async () => {
+  it('records one send\'s death once; another send of the message, another queue, or no send id apart', async () => {
     const queue = uniqueName('dead');
-    const death = { queue, messageId: uuidv7(), routingKey: 'contact.deleted', headers: {}, body: Buffer.from('{}'), error: 'first', attempts: 3 };
+    const death = {
+      queue, messageId: uuidv7(), routingKey: 'contact.deleted', headers: { [SEND_HEADER]: uuidv7() }, body: Buffer.from('{}'), error: 'first', attempts: 3,
+    };
     const first = await insertDeadLetter(db, death);
     // Its ack was lost, the message came back and failed its last attempt again.
     expect(await insertDeadLetter(db, { ...death, error: 'second' })).toBe(first);
-    const replayed = { ...death, headers: { [REPLAY_HEADER]: uuidv7() } };
-    const afterReplay = await insertDeadLetter(db, replayed);
-    expect(await insertDeadLetter(db, replayed)).toBe(afterReplay);
+    const resent = { ...death, headers: { [SEND_HEADER]: uuidv7() } }; // replayed, or due again
+    const afterResend = await insertDeadLetter(db, resent);
+    expect(await insertDeadLetter(db, resent)).toBe(afterResend);
     const elsewhere = await insertDeadLetter(db, { ...death, queue: `${queue}.other` });
-    const noId = [await insertDeadLetter(db, { ...death, messageId: '' }), await insertDeadLetter(db, { ...death, messageId: '' })];
-    expect(new Set([first, afterReplay, elsewhere, ...noId]).size).toBe(5);
+    const unkeyed = [
+      await insertDeadLetter(db, { ...death, headers: {} }),
+      await insertDeadLetter(db, { ...death, headers: {} }),
+      await insertDeadLetter(db, { ...death, messageId: '' }),
+      await insertDeadLetter(db, { ...death, messageId: '' }),
+    ];
+    expect(new Set([first, afterResend, elsewhere, ...unkeyed]).size).toBe(7);
     const rows = (await listDeadLetters(db, { queue, limit: 10 })).items;
-    expect(rows).toHaveLength(4);
+    expect(rows).toHaveLength(6);
     expect(rows.find((d) => d.id === first)?.error).toBe('first');
   });
 });
