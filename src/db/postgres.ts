@@ -122,22 +122,31 @@ export function connectPostgres(opts: PostgresOptions): Database {
       const isNew = !set;
       if (!set) listeners.set(channel, (set = new Set()));
       set.add(onNotify);
+      const forget = (): boolean => {
+        set!.delete(onNotify);
+        if (set!.size > 0 || listeners.get(channel) !== set) return false;
+        listeners.delete(channel);
+        return true;
+      };
+      let client: pg.Client | undefined;
       try {
         await ensureListenClient();
-        if (isNew && listenClient) await listenClient.query(`LISTEN ${quoteIdent(channel)}`);
+        client = listenClient;
+        if (isNew && client) await client.query(`LISTEN ${quoteIdent(channel)}`);
       } catch (err) {
         // The caller gets no unsubscribe function: keep nothing of this call, or a later connection
         // would call a callback nobody can remove (a caller that tries again would add another).
-        set.delete(onNotify);
-        if (set.size === 0 && listeners.get(channel) === set) listeners.delete(channel);
+        forget();
+        // A LISTEN that timed out is still queued on that connection, and so would every later
+        // one be: give it up and connect afresh.
+        if (client) scheduleReconnect(client);
         throw err;
       }
+      let done = false;
       return async () => {
-        set!.delete(onNotify);
-        if (set!.size === 0) {
-          listeners.delete(channel);
-          await listenClient?.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => {});
-        }
+        if (done) return;
+        done = true;
+        if (forget()) await listenClient?.query(`UNLISTEN ${quoteIdent(channel)}`).catch(() => {});
       };
     },
     async ping(timeoutMs = 2000) {

@@ -75,6 +75,23 @@ describe('keepListening', () => {
     expect(calls).toBe(1);
   });
 
+  it('keeps listening when its onListening callback throws', async () => {
+    const { db } = await makeTestDb();
+    const channel = uniqueName('keep');
+    const got: string[] = [];
+    const l = keepListening(db, channel, (p) => got.push(p), {
+      logger: silentLogger,
+      what: 'test notifications',
+      fallback: 'nothing',
+      onListening: () => {
+        throw new Error('a bug in the caller');
+      },
+    });
+    onCleanup(() => l.stop());
+    expect(await l.first).toBe(true);
+    await heardBy(db, channel, got)('still-heard');
+  });
+
   it('stops trying when stopped during its back-off', async () => {
     const { db } = await makeTestDb();
     const flaky = failingListen(db, Infinity);
@@ -117,6 +134,12 @@ describe.skipIf(!onServices)('LISTEN on PostgreSQL', () => {
     await direct.query('SELECT pg_notify($1, $2)', [a, 'to-the-failed-call']);
     await heardBy(direct, b, fromB)('to-b');
     expect(fromA).toEqual([]);
+  });
+
+  it('refuses to listen once closed', async () => {
+    const { db } = await setup();
+    await db.close();
+    await expect(db.listen(uniqueName('closed'), () => {})).rejects.toThrow(/closed/);
   });
 
   it('listens again after the connection drops', async () => {
