@@ -193,6 +193,11 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
     await sql.pruneConsumers(db).catch((err) => log.warn({ err }, 'could not prune old consumers'));
     await heartbeat();
     await ensureListening();
+    if (closed) {
+      // close() ran meanwhile and has stopped the consumers it knew: this one would run on for good.
+      await sql.removeConsumer(db, consumerId).catch(() => {});
+      throw new Error('broker is closed');
+    }
     const poll = setInterval(wake, pollMs);
     poll.unref();
     const beat = setInterval(() => void heartbeat(), heartbeatMs);

@@ -92,11 +92,12 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       const gen = generation;
       // Loaded while no notification could drop it: kept briefly.
       const keep = heard ? ttl : Math.min(ttl, UNHEARD_TTL_MS);
+      const keepMiss = heard ? missTtl : Math.min(missTtl, UNHEARD_TTL_MS);
       const p: Promise<KnownChannel | undefined> = load(id)
         .then((value) => {
           if (gen === generation) {
             if (entries.size >= maxEntries) entries.delete(entries.keys().next().value!);
-            entries.set(id, { value, expires: Date.now() + (value ? keep : missTtl) });
+            entries.set(id, { value, expires: Date.now() + (value ? keep : keepMiss) });
           }
           return value;
         })
@@ -110,6 +111,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
     invalidate,
 
     async start() {
+      if (listening) return;
       listening = keepListening(opts.db, CHANNEL_CHANGES, invalidate, {
         logger: opts.logger,
         what: 'channel changes',

@@ -1,6 +1,10 @@
-// The channel cache when LISTEN cannot be made at first: the directory still starts, keeps what it
-// loads for a second only, and once a later try listens, a change drops the cached channel at once.
-import { describe, expect, it } from 'vitest';
+// The channel cache when LISTEN cannot be made at first: the directory still starts and keeps what
+// it loads for a second only; once a later try listens, it keeps entries for its full lifetime and
+// a change announced by NOTIFY drops one at once. Only Date is faked (the cache's clock, which
+// moves with real time and jumps when the test says); timers, the database and the LISTEN retries
+// run for real.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { Database } from '../../src/db/database.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { makeChannelDirectory } from '../../src/inbound/channel-directory.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
@@ -10,27 +14,39 @@ import { failingListen } from '../support/failing-listen.ts';
 
 const SECRET_KEY = 'k'.repeat(64);
 
+/** Renames a channel behind the application's back: no NOTIFY, only a cache lifetime can show it. */
+const renameSilently = (db: Database, id: string, name: string) => db.query('UPDATE channels SET name = $2 WHERE id = $1::uuid', [id, name]);
+
+afterEach(() => void vi.useRealTimers());
+
 describe('channel directory', () => {
-  it('starts while LISTEN fails, caches briefly meanwhile, and drops a changed channel once it listens', async () => {
+  it('starts while LISTEN fails and caches for a second; once listening, for its lifetime, dropped by a change', async () => {
     const { db } = await makeTestDb();
     const channels = makeChannelsService({ db, secretKey: SECRET_KEY, publicUrl: 'http://127.0.0.1', defaultSessionTimeoutMinutes: 30 });
     const projectId = uuidv7();
     const ch = await channels.create(projectId, { name: 'first', type: 'waha', config: { base_url: 'http://127.0.0.1:1', api_key: 'k', session: 's' } });
-    const flaky = failingListen(db, 1);
-    const directory = makeChannelDirectory({ db: flaky.db, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger });
-    await directory.start(); // its first LISTEN failed; it starts anyway
+    const flaky = failingListen(db, Infinity);
+    const directory = makeChannelDirectory({ db: flaky.db, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger, ttlMs: 60_000 });
+    await directory.start(); // its LISTEN fails, and keeps failing until allowed: it starts anyway
     onCleanup(() => directory.stop());
-    expect((await directory.get(ch.id))?.name).toBe('first');
+    const nameOf = async () => (await directory.get(ch.id))?.name;
 
-    // Not listening yet (or only just): the cached entry lives a second, not a minute.
-    await channels.update(projectId, ch.id, { name: 'second' });
-    await waitFor(async () => (await directory.get(ch.id))?.name === 'second', 'the renamed channel', 10_000);
+    vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true }); // runs on, and jumps when told
+    const later = (ms: number) => vi.setSystemTime(Date.now() + ms);
+    expect(await nameOf()).toBe('first');
+    await renameSilently(db, ch.id, 'second');
+    expect(await nameOf()).toBe('first'); // cached
+    later(1_500);
+    expect(await nameOf()).toBe('second'); // a second, not a minute
 
-    await waitFor(() => flaky.listening() === 1, 'a later LISTEN', 10_000);
+    flaky.allow();
+    await waitFor(() => flaky.listening() === 1, 'a later LISTEN', 30_000);
     directory.invalidate(ch.id);
-    expect((await directory.get(ch.id))?.name).toBe('second'); // loaded while listening
-    // Cached for a minute now: only the change notification can make this pass in time.
-    await channels.update(projectId, ch.id, { name: 'third' });
-    await waitFor(async () => (await directory.get(ch.id))?.name === 'third', 'the change to be heard', 10_000);
+    expect(await nameOf()).toBe('second'); // loaded while listening
+    await renameSilently(db, ch.id, 'third');
+    later(30_000);
+    expect(await nameOf()).toBe('second'); // kept for its lifetime now
+    await channels.update(projectId, ch.id, { name: 'fourth' }); // announced
+    await waitFor(async () => (await nameOf()) === 'fourth', 'the announced change to drop the entry', 10_000);
   });
 });
