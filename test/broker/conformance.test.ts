@@ -137,12 +137,12 @@ describe.each(brokerKinds())('%s broker conformance', (kind) => {
     await b.declareQueues([{ name: q, bindings: ['contact.deleted'] }]);
     const headers = { [PROJECT_HEADER]: project, 'x-trace': 'abc' };
     const original = msg('{"contact":"c1"}', headers);
-    const calls: Array<{ at: number; attempt: number }> = [];
+    const calls: Array<{ at: number; attempt: number; send?: string }> = [];
     const healed: Delivery[] = [];
     let healthy = false;
     await consume(b, q, async (m) => {
       if (healthy) return void healed.push(m);
-      calls.push({ at: Date.now(), attempt: m.attempt });
+      calls.push({ at: Date.now(), attempt: m.attempt, send: m.headers[SEND_HEADER] });
       throw new Error(`boom on attempt ${m.attempt}`);
     });
     await b.publish('contact.deleted', [original]);
@@ -175,6 +175,9 @@ describe.each(brokerKinds())('%s broker conformance', (kind) => {
     expect((await listDeadLetters(db, { queue: q, limit: 10 })).items).toHaveLength(2);
     // RabbitMQ can deliver one send twice: each send has an id of its own, kept through its retries
     // (the Postgres broker never writes a death twice and sets none).
+    // One send through all its retry hops: every attempt and its dead letter carry the same id.
+    expect(new Set(calls.slice(0, 3).map((c) => c.send)).size).toBe(1);
+    expect(calls[0].send).toBe(dl.headers[SEND_HEADER]);
     const sends = [dl, again].map((d) => d.headers[SEND_HEADER]);
     const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
     expect(sends.map((id) => (id === undefined ? 'none' : uuid.test(id) ? 'uuid' : id))).toEqual(kind === 'rabbitmq' ? ['uuid', 'uuid'] : ['none', 'none']);
