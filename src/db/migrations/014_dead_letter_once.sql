@@ -1,4 +1,4 @@
--- A dead message is recorded once. The RabbitMQ consumer writes the dead letter, then acks; when the
+-- The death of one send is recorded once. The RabbitMQ consumer writes the dead letter, then acks; when the
 -- ack is lost (the connection drops in between) the message comes back, fails its last attempt
 -- again and was written a second time, and replaying both sent it twice. `death_key` names one
 -- death: a hash of the message id and of the send it came in (RabbitMQ gives every send a fresh
