@@ -136,6 +136,21 @@ describe.skipIf(!onServices)('LISTEN on PostgreSQL', () => {
     expect(fromA).toEqual([]);
   });
 
+  it('gives up a LISTEN connection that stopped answering, and listens on a new one', async () => {
+    const { db, direct, proxy } = await setup();
+    const [a, b] = [uniqueName('before'), uniqueName('after')];
+    const fromA: string[] = [];
+    const fromB: string[] = [];
+    onCleanup(await db.listen(a, (p) => fromA.push(p)));
+    await heardBy(direct, a, fromA)('a-before');
+    proxy.stall(); // the LISTEN connection goes silent without closing
+    await expect(db.listen(b, (p) => fromB.push(p))).rejects.toThrow(/timeout/i); // after 10 s
+    // Kept, that connection would queue this LISTEN behind the stuck one, and time out again.
+    onCleanup(await db.listen(b, (p) => fromB.push(p)));
+    await heardBy(direct, b, fromB)('b-after');
+    await heardBy(direct, a, fromA)('a-after'); // listened again on the new connection
+  }, 60_000);
+
   it('refuses to listen once closed', async () => {
     const { db } = await setup();
     await db.close();

@@ -4,6 +4,8 @@
 //   restore() accepts connections again
 //   freeze()  keeps connections open but forwards nothing (a broker that stopped answering)
 //   thaw()    forwards again
+//   stall()   the connections open now forward nothing from here on, later ones work (a peer that
+//             went silent on one connection: a half-open TCP connection)
 import net from 'node:net';
 
 export type TcpProxy = {
@@ -14,6 +16,7 @@ export type TcpProxy = {
   restore(): void;
   freeze(): void;
   thaw(): void;
+  stall(): void;
   /** Connections accepted and forwarded so far. */
   accepted(): number;
   close(): Promise<void>;
@@ -89,6 +92,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     thaw() {
       frozen = false;
       for (const p of pairs) link(p);
+    },
+    stall() {
+      for (const p of pairs) unlink(p);
     },
     accepted: () => accepted,
     async close() {
