@@ -13,15 +13,21 @@ export type KeepListeningOptions = {
   /** What the notifications are for, and what is done without them: for the log. */
   what: string;
   fallback: string;
-  /** Called each time listening starts (the first success, and after failures). */
-  onListening?: () => void;
   /** Between attempts: doubling from `min` to `max` (default 500 ms to 30 s). */
   retryMs?: { min: number; max: number };
 };
 
+/**
+ * How long a cache fed by change notifications keeps an entry it loaded while they could not be
+ * heard (LISTEN not made yet): nothing would drop it on a change.
+ */
+export const UNHEARD_CACHE_MS = 1_000;
+
 export type Listening = {
   /** Settles after the first attempt: true if it listens, false if it failed (and retries go on). */
   readonly first: Promise<boolean>;
+  /** Listening now (after a drop the adapter reconnects by itself, so this stays true). */
+  readonly heard: boolean;
   /** Stops trying, and stops listening. */
   stop(): Promise<void>;
 };
@@ -44,11 +50,6 @@ export function keepListening(db: Database, channel: string, onNotify: (payload:
       }
       unlisten = u;
       if (n > 0) o.logger.info({ channel, attempts: n + 1 }, `listening for ${o.what} again`);
-      try {
-        o.onListening?.();
-      } catch (err) {
-        o.logger.error({ channel, err: errorText(err) }, `reacting to listening for ${o.what} failed`);
-      }
       return true;
     } catch (err) {
       // The first failure and every tenth: an outage should not flood the log.
@@ -74,6 +75,9 @@ export function keepListening(db: Database, channel: string, onNotify: (payload:
 
   return {
     first,
+    get heard() {
+      return unlisten !== undefined;
+    },
     async stop() {
       stopped = true;
       clearTimeout(timer);

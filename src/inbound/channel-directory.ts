@@ -6,7 +6,7 @@
 // at all, entries are kept for a second only.
 import type { Database } from '../db/database.ts';
 import { CHANNEL_CHANGES, findChannelById, type ChannelType } from '../db/channels.sql.ts';
-import { keepListening, type Listening } from '../db/keep-listening.ts';
+import { UNHEARD_CACHE_MS, keepListening, type Listening } from '../db/keep-listening.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { Logger } from '../observability/logger.ts';
 import { openChannelSecrets, type ChannelSecrets } from '../services/channels.service.ts';
@@ -46,8 +46,6 @@ export type ChannelDirectoryOptions = {
 
 type Entry = { value: KnownChannel | undefined; expires: number };
 
-/** How long a channel is cached while change notifications cannot be heard (LISTEN failing). */
-const UNHEARD_TTL_MS = 1_000;
 
 export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDirectory {
   const ttl = opts.ttlMs ?? 60_000;
@@ -58,8 +56,6 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
   // Bumped by every invalidation, so a load that started before a change does not cache its result.
   let generation = 0;
   let listening: Listening | undefined;
-  /** Change notifications arrive (a LISTEN made after start() failed its first try counts too). */
-  let heard = false;
 
   function invalidate(id: string): void {
     generation++;
@@ -91,8 +87,9 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       if (pending) return pending;
       const gen = generation;
       // Loaded while no notification could drop it: kept briefly.
-      const keep = heard ? ttl : Math.min(ttl, UNHEARD_TTL_MS);
-      const keepMiss = heard ? missTtl : Math.min(missTtl, UNHEARD_TTL_MS);
+      const heard = listening?.heard === true;
+      const keep = heard ? ttl : Math.min(ttl, UNHEARD_CACHE_MS);
+      const keepMiss = heard ? missTtl : Math.min(missTtl, UNHEARD_CACHE_MS);
       const p: Promise<KnownChannel | undefined> = load(id)
         .then((value) => {
           if (gen === generation) {
@@ -115,8 +112,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       listening = keepListening(opts.db, CHANNEL_CHANGES, invalidate, {
         logger: opts.logger,
         what: 'channel changes',
-        fallback: `caching channels for ${UNHEARD_TTL_MS / 1000} s only`,
-        onListening: () => void (heard = true),
+        fallback: `caching channels for ${UNHEARD_CACHE_MS / 1000} s only`,
       });
       await listening.first;
     },
@@ -124,7 +120,6 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
     async stop() {
       await listening?.stop();
       listening = undefined;
-      heard = false;
       entries.clear();
     },
   };

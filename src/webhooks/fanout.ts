@@ -13,7 +13,7 @@
 // match no subscription, and those then cost no database work at all.
 import type { Broker, Delivery, Handler } from '../broker/broker.ts';
 import type { Database } from '../db/database.ts';
-import { keepListening } from '../db/keep-listening.ts';
+import { UNHEARD_CACHE_MS, keepListening } from '../db/keep-listening.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { clearEnqueued, insertDeliveriesOnce, type NewDelivery } from '../db/webhook-deliveries.sql.ts';
 import { activeSubscriptions } from '../db/webhook-subscriptions.sql.ts';
@@ -33,8 +33,6 @@ export const FANOUT_QUEUE = 'consumer.webhook-fanout';
 export const SUBSCRIPTION_CHANGES = 'ventros_webhook_subscriptions';
 /** A cache entry is trusted this long even without a notification (a lost LISTEN connection). */
 const CACHE_TTL_MS = 30_000;
-/** …and this long while it cannot LISTEN (it keeps trying). */
-const UNHEARD_TTL_MS = 1_000;
 
 type ActiveSubscription = { id: string; events: string[] };
 
@@ -44,11 +42,9 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
   const { db, broker } = deps;
   const log = deps.logger.child({ component: FANOUT_CONSUMER });
 
-  // `heard`: loaded while notifications were arriving, so a change would have dropped it.
-  const cache = new Map<string, { subs: ActiveSubscription[]; at: number; heard: boolean }>();
+  const cache = new Map<string, { subs: ActiveSubscription[]; expires: number }>();
   // Bumped by each notification, so a load that raced one is not cached as if it were fresh.
   const versions = new Map<string, number>();
-  let heard = false;
   const listening = keepListening(
     db,
     SUBSCRIPTION_CHANGES,
@@ -56,24 +52,20 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
       cache.delete(projectId);
       versions.set(projectId, (versions.get(projectId) ?? 0) + 1);
     },
-    {
-      logger: log,
-      what: 'webhook subscription changes',
-      fallback: `caching subscriptions for ${UNHEARD_TTL_MS / 1000} s only`,
-      onListening: () => void (heard = true),
-    },
+    { logger: log, what: 'webhook subscription changes', fallback: `caching subscriptions for ${UNHEARD_CACHE_MS / 1000} s only` },
   );
   await listening.first;
 
   async function subscriptionsOf(projectId: string): Promise<ActiveSubscription[]> {
     const hit = cache.get(projectId);
-    if (hit && Date.now() - hit.at < (hit.heard ? CACHE_TTL_MS : UNHEARD_TTL_MS)) return hit.subs;
+    if (hit && Date.now() < hit.expires) return hit.subs;
     const version = versions.get(projectId) ?? 0;
-    const entry = { at: Date.now(), heard };
+    // Loaded while no notification could drop it: kept briefly.
+    const expires = Date.now() + (listening.heard ? CACHE_TTL_MS : UNHEARD_CACHE_MS);
     const subs = await withTransaction(db, (tx) => activeSubscriptions(tx, projectId), { projectId });
     if ((versions.get(projectId) ?? 0) === version) {
       if (cache.size >= 10_000) cache.clear();
-      cache.set(projectId, { subs, ...entry });
+      cache.set(projectId, { subs, expires });
     }
     return subs;
   }
