@@ -108,6 +108,24 @@ export function retryDelayAfter(attempt: number, delays: readonly number[]): num
   return attempt <= delays.length ? delays[attempt - 1] : undefined;
 }
 
+/**
+ * How long a message waits before it is tried again while the database is away (no attempt
+ * spent): the first retry delay of 30 s or more, else the longest (with the default delays, 30 s:
+ * a backlog goes round at most twice a minute); undefined for a queue without retries. On
+ * RabbitMQ only a configured delay has a wait queue to go round.
+ */
+export function outageDelay(delays: readonly number[]): number | undefined {
+  if (delays.length === 0) return undefined;
+  return [...delays].sort((a, b) => a - b).find((d) => d >= OUTAGE_ROUND_MS) ?? Math.max(...delays);
+}
+const OUTAGE_ROUND_MS = 30_000;
+
+/**
+ * A message goes round for outages, no attempt spent, for at most this long in its life (counted
+ * from its first such round, kept through its retries); after that its failures count again.
+ */
+export const OUTAGE_LIMIT_MS = 60 * 60_000;
+
 export function errorText(err: unknown): string {
   if (err instanceof Error) return `${err.name}: ${err.message}`.slice(0, 4000);
   return String(err).slice(0, 4000);

@@ -6,16 +6,20 @@
 import { randomBytes } from 'node:crypto';
 import type { Database, Queryable } from '../db/database.ts';
 import { keepListening, type Listening } from '../db/keep-listening.ts';
+import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import { withDeadline } from '../deadline.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import {
-  DOMAIN_EXCHANGE, errorText, retryDelayAfter,
+  DOMAIN_EXCHANGE, OUTAGE_LIMIT_MS, errorText, outageDelay, retryDelayAfter,
   type Broker, type ConsumeOptions, type Consumer, type Delivery, type Handler, type OutgoingMessage,
 } from './broker.ts';
 import { insertDeadLetter } from './dead-letters.sql.ts';
 import * as sql from './queue-messages.sql.ts';
 
 export { QUEUE_CHANNEL } from './queue-messages.sql.ts';
+
+/** Between rounds of a message whose handler found the database away, on a queue without retries. */
+const OUTAGE_WAIT_MS = 30_000;
 
 export type PostgresBrokerOptions = {
   db: Database;
@@ -27,6 +31,8 @@ export type PostgresBrokerOptions = {
   /** Claims without an outcome (crashes, expired leases) before a message is dead-lettered. */
   deliveryLimit?: number;
   logger?: Logger;
+  /** How long a consumer's stop() (and close()) waits for its running handlers (SHUTDOWN_TIMEOUT_MS). */
+  shutdownTimeoutMs?: number;
 };
 
 /**
@@ -153,6 +159,16 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
         }
         if (!failed) return await sql.ackMessage(db, m.id);
         const error = errorText(failed.err);
+        // The database blipped under the handler and is back (this very write needs it): no
+        // attempt of the message is spent on that.
+        // For at most OUTAGE_LIMIT_MS from its first such round (as on RabbitMQ).
+        const withinOutageLimit = m.outageMs === null || m.outageMs <= OUTAGE_LIMIT_MS;
+        const outage = isDatabaseUnavailable(failed.err) && withinOutageLimit ? (outageDelay(delays) ?? OUTAGE_WAIT_MS) : undefined;
+        if (outage !== undefined) {
+          log.warn({ ...ctx, error, retry_in_ms: outage }, 'database unavailable to the handler; message handed back, no attempt spent');
+          await sql.handBack(db, claim, outage, error);
+          return wakeIn(outage);
+        }
         const delay = retryDelayAfter(attempt, delays);
         if (delay === undefined) {
           log.error({ ...ctx, error }, 'handler failed on its last attempt; message dead-lettered');
@@ -206,7 +222,7 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
     const self: RunningConsumer = {
       queue,
       wake,
-      stop(timeoutMs = 10_000) {
+      stop(timeoutMs = opts.shutdownTimeoutMs ?? 10_000) {
         stopping ??= (async () => {
           running = false;
           clearInterval(poll);

@@ -18,6 +18,8 @@ export type ClaimedMessage = {
   attempts: number;
   /** Times claimed, this claim included. */
   deliveries: number;
+  /** Milliseconds since it was first handed back for a database outage; null if never. */
+  outageMs: number | null;
 };
 
 /** Identifies one claim: the row, who holds it, and which of its deliveries this is. */
@@ -75,7 +77,7 @@ export async function insertSent(q: Queryable, queue: string, msgs: readonly Out
   );
 }
 
-type ClaimedRow = { id: string; message_id: string; routing_key: string; headers: Headers | null; body: Uint8Array; attempts: number; deliveries: number };
+type ClaimedRow = { id: string; message_id: string; routing_key: string; headers: Headers | null; body: Uint8Array; attempts: number; deliveries: number; outage_ms: number | null };
 
 /** Claims up to `limit` due messages whose lease is free, oldest first, and commits the lease. */
 export async function claimMessages(
@@ -89,7 +91,8 @@ export async function claimMessages(
        ORDER BY available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
      UPDATE queue_messages m SET locked_until = now() + $3::int ${MS}, locked_by = $4, deliveries = m.deliveries + 1
      FROM c WHERE m.id = c.id
-     RETURNING m.id::text AS id, m.message_id, m.routing_key, m.headers, m.body, m.attempts, m.deliveries`,
+     RETURNING m.id::text AS id, m.message_id, m.routing_key, m.headers, m.body, m.attempts, m.deliveries,
+       (extract(epoch FROM now() - m.outage_since) * 1000)::float8 AS outage_ms`,
     [c.queue, c.limit, c.leaseMs, c.consumerId],
   );
   return r.rows
@@ -102,6 +105,7 @@ export async function claimMessages(
       body: toBuffer(x.body),
       attempts: x.attempts,
       deliveries: x.deliveries,
+      outageMs: x.outage_ms === null ? null : Number(x.outage_ms),
     }));
 }
 
@@ -127,6 +131,21 @@ export async function ackMessage(q: Queryable, id: string): Promise<void> {
 export async function scheduleRetry(q: Queryable, c: Claim, delayMs: number, error: string): Promise<void> {
   await q.query(
     `UPDATE queue_messages SET attempts = attempts + 1, available_at = now() + $2::int ${MS},
+       locked_until = NULL, locked_by = NULL, last_error = $3
+     WHERE id = $1::bigint AND locked_by = $4 AND deliveries = $5`,
+    [c.id, delayMs, error, c.consumerId, c.deliveries],
+  );
+}
+
+/**
+ * Gives a claimed row back for later without spending an attempt or a delivery: its handler could
+ * not reach the database, which is no fault of the message. The first hand-back is remembered
+ * (outage_since), so that such rounds can be bounded.
+ */
+export async function handBack(q: Queryable, c: Claim, delayMs: number, error: string): Promise<void> {
+  await q.query(
+    `UPDATE queue_messages SET deliveries = deliveries - 1, available_at = now() + $2::int ${MS},
+       outage_since = coalesce(outage_since, now()),
        locked_until = NULL, locked_by = NULL, last_error = $3
      WHERE id = $1::bigint AND locked_by = $4 AND deliveries = $5`,
     [c.id, delayMs, error, c.consumerId, c.deliveries],

@@ -3,8 +3,9 @@
 // from Q.dlq into the same dead_letters table.
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Database } from '../db/database.ts';
+import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import type { Logger } from '../observability/logger.ts';
-import { errorText, retryDelayAfter, type Delivery, type Handler, type Headers } from './broker.ts';
+import { OUTAGE_LIMIT_MS, errorText, outageDelay, retryDelayAfter, type Delivery, type Handler, type Headers } from './broker.ts';
 // The original routing key rides in this header through retry hops and replays (sent to a queue
 // by name, a message would otherwise carry the queue name as its key).
 import { ROUTING_KEY_HEADER, insertDeadLetter } from './dead-letters.sql.ts';
@@ -31,6 +32,8 @@ type Settle = { live(): boolean; stopping(): boolean; ack(): void; requeue(): vo
 const RETRY_CONFIRM_MS = 10_000;
 const HOLD_MS = 30_000;
 const DEFAULT_STOP_MS = 10_000;
+/** Epoch ms of a message's first round through a wait queue for a database outage. */
+const OUTAGE_HEADER = 'x-outage-since';
 
 export function makeQueueConsumer(
   deps: ConsumerDeps,
@@ -45,16 +48,34 @@ export function makeQueueConsumer(
       await Promise.resolve().then(() => handler(delivery));
     } catch (err) {
       if (!s.live()) return;
-      const delay = retryDelayAfter(delivery.attempt, opts.delays);
       const log = { queue, message_id: delivery.messageId, attempt: delivery.attempt, err: errorText(err) };
+      // The database away (a restart, a failover) is no fault of the message: no attempt is spent.
+      // It goes round a wait queue with its attempt number unchanged (a requeue would spend the
+      // quorum queue's delivery count) — for at most OUTAGE_LIMIT_MS from its first such round,
+      // since a message whose own query brings the server down looks the same from here.
+      const outage = outageRound(deps.ns, queue, msg, opts.delays);
+      if (outage && isDatabaseUnavailable(err)) {
+        deps.logger.debug({ ...log, retry_in_ms: outage.wait }, 'database unavailable; message goes round again, no attempt spent');
+        await settleAfter(deps, s, () => deps.link.publish([outage.frame(delivery)], RETRY_CONFIRM_MS));
+        return;
+      }
+      const delay = retryDelayAfter(delivery.attempt, opts.delays);
       if (delay !== undefined) {
         deps.logger.debug({ ...log, retry_in_ms: delay }, 'handler failed; retrying after a delay');
         await settleAfter(deps, s, () => deps.link.publish([retryFrame(deps.ns, queue, msg, delivery, delay)], RETRY_CONFIRM_MS));
       } else {
         deps.logger.warn(log, 'handler failed on its last attempt; dead-lettered');
-        await settleAfter(deps, s, () =>
-          insertDeadLetter(deps.db, { ...deadLetterOf(queue, delivery), error: errorText(err), attempts: delivery.attempt }),
-        );
+        await settleAfter(deps, s, async () => {
+          try {
+            await insertDeadLetter(deps.db, { ...deadLetterOf(queue, delivery), error: errorText(err), attempts: delivery.attempt });
+          } catch (insertErr) {
+            // The dead letter cannot be written while the database is away: the message goes round
+            // instead, its last attempt not spent, rather than be held past the broker's consumer
+            // timeout or requeued towards Q.dlq (where its real error would be lost).
+            if (!outage || !isDatabaseUnavailable(insertErr)) throw insertErr;
+            await deps.link.publish([outage.frame(delivery)], RETRY_CONFIRM_MS);
+          }
+        });
       }
       return;
     }
@@ -101,7 +122,22 @@ function deadLetterOf(queue: string, d: Delivery) {
   return { queue, messageId: d.messageId, routingKey: d.routingKey, headers: d.headers, body: d.body };
 }
 
-function retryFrame(ns: string, queue: string, msg: ConsumeMessage, d: Delivery, delay: number): OutgoingFrame {
+/**
+ * A round through a wait queue for a message that met the database away, or undefined when none
+ * may go: the queue has no wait queue (no retries), or the message's rounds began more than
+ * OUTAGE_LIMIT_MS ago (then its failures count as usual).
+ */
+function outageRound(ns: string, queue: string, msg: ConsumeMessage, delays: readonly number[]): { wait: number; frame(d: Delivery): OutgoingFrame } | undefined {
+  const wait = outageDelay(delays);
+  if (wait === undefined) return undefined;
+  const given = Number(msg.properties.headers?.[OUTAGE_HEADER]);
+  const since = Number.isFinite(given) && given > 0 ? Math.min(given, Date.now()) : Date.now();
+  if (Date.now() - since > OUTAGE_LIMIT_MS) return undefined;
+  return { wait, frame: (d) => retryFrame(ns, queue, msg, d, wait, d.attempt, since) };
+}
+
+function retryFrame(ns: string, queue: string, msg: ConsumeMessage, d: Delivery, delay: number, nextAttempt = d.attempt + 1, outageSince?: number): OutgoingFrame {
+  const since = outageSince ?? msg.properties.headers?.[OUTAGE_HEADER];
   return {
     exchange: '',
     routingKey: retryQueueName(ns, queue, delay),
@@ -112,7 +148,7 @@ function retryFrame(ns: string, queue: string, msg: ConsumeMessage, d: Delivery,
       messageId: d.messageId,
       contentType: msg.properties.contentType,
       timestamp: msg.properties.timestamp,
-      headers: { ...d.headers, [ATTEMPT_HEADER]: d.attempt + 1, [ROUTING_KEY_HEADER]: d.routingKey },
+      headers: { ...d.headers, [ATTEMPT_HEADER]: nextAttempt, [ROUTING_KEY_HEADER]: d.routingKey, ...(since !== undefined && { [OUTAGE_HEADER]: since }) },
     },
   };
 }
@@ -201,7 +237,7 @@ function subscribe(
   };
 }
 
-const INTERNAL_HEADERS = new Set([ATTEMPT_HEADER, ROUTING_KEY_HEADER, 'x-death', 'x-delivery-count']);
+const INTERNAL_HEADERS = new Set([ATTEMPT_HEADER, ROUTING_KEY_HEADER, OUTAGE_HEADER, 'x-death', 'x-delivery-count']);
 
 export function toDelivery(ns: string, queue: string, msg: ConsumeMessage): Delivery {
   const raw: Record<string, unknown> = msg.properties.headers ?? {};

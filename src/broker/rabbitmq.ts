@@ -5,7 +5,6 @@ import type { ChannelModel } from 'amqplib';
 import type { Database } from '../db/database.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
-import { deadLettersGauge, queueDepth } from '../observability/metrics.ts';
 import { SEND_HEADER, errorText, type Broker, type Consumer, type OutgoingMessage, type QueueSpec, type QueueStats } from './broker.ts';
 import { withDeadline } from '../deadline.ts';
 import { openRabbitLink, type OutgoingFrame } from './rabbitmq-connection.ts';
@@ -37,7 +36,7 @@ export type RabbitBrokerOptions = {
   prefetch?: number;
   /** Confirm deadline of publish/send when the caller gives none. */
   confirmTimeoutMs?: number;
-  /** How long close() waits for in-flight handlers. */
+  /** How long a consumer's stop() and close() wait for in-flight handlers (SHUTDOWN_TIMEOUT_MS). */
   shutdownTimeoutMs?: number;
 };
 
@@ -156,7 +155,7 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
       }
       const consumer: Consumer = {
         async stop(timeoutMs) {
-          await sub.stop(timeoutMs); // a reconnect meanwhile leaves a stopping subscription alone
+          await sub.stop(timeoutMs ?? opts.shutdownTimeoutMs); // a reconnect meanwhile leaves a stopping subscription alone
           consumers.delete(sub);
         },
       };
@@ -193,8 +192,6 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
           for (const [sub, q] of consumers) if (q === queue) held += sub.inFlight();
           const depth = work.messageCount + held;
           out.push({ queue, depth, retrying, consumers: work.consumerCount, deadLetters });
-          queueDepth.set({ queue }, depth);
-          deadLettersGauge.set({ queue }, deadLetters);
         }
       } finally {
         await ch.close().catch(() => {});

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { Database, Queryable, QueryResult, Row } from './database.ts';
 import { withDeadline } from '../deadline.ts';
+import { markUnavailable } from './unavailable.ts';
 
 // Timestamps come back as Date (pg default), bigint (int8) as string → we parse counts as numbers.
 pg.types.setTypeParser(20, (v) => Number(v));
@@ -83,29 +84,37 @@ export function connectPostgres(opts: PostgresOptions): Database {
   const db: Database = {
     kind: 'postgres',
     async query<T extends Row>(sql: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
-      const r = await pool.query(sql, params as unknown[]);
+      const r = await pool.query(sql, params as unknown[]).catch(rethrowMarked);
       return { rows: r.rows as T[], rowCount: r.rowCount ?? 0 };
     },
     async exec(sql: string) {
-      await pool.query(sql);
+      await pool.query(sql).catch(rethrowMarked);
     },
     async transaction<T>(fn: (tx: Queryable) => Promise<T>, setup?: string): Promise<T> {
-      const client = await pool.connect();
+      const client = await pool.connect().catch(rethrowMarked);
       let broken = false;
+      // The pool listens for errors of idle clients only: one that loses its connection while
+      // checked out and between statements (the server restarting, a failover) emits 'error' with
+      // nobody listening, which would end the process. Heard here, the next statement fails
+      // (marked unavailable) and the client is not reused.
+      const onError = () => {
+        broken = true;
+      };
+      client.on('error', onError);
       try {
         // One simple-protocol round trip for BEGIN and the setup statements.
-        await client.query(setup ? `BEGIN; ${setup}` : 'BEGIN');
+        await client.query(setup ? `BEGIN; ${setup}` : 'BEGIN').catch(rethrowMarked);
         const tx: Queryable = {
           async query<R extends Row>(sql: string, params?: readonly unknown[]) {
-            const r = await client.query(sql, params as unknown[]);
+            const r = await client.query(sql, params as unknown[]).catch(rethrowMarked);
             return { rows: r.rows as R[], rowCount: r.rowCount ?? 0 };
           },
           async exec(sql: string) {
-            await client.query(sql);
+            await client.query(sql).catch(rethrowMarked);
           },
         };
         const result = await fn(tx);
-        await client.query('COMMIT');
+        await client.query('COMMIT').catch(rethrowMarked);
         return result;
       } catch (err) {
         await client.query('ROLLBACK').catch(() => {
@@ -113,6 +122,7 @@ export function connectPostgres(opts: PostgresOptions): Database {
         });
         throw err;
       } finally {
+        client.removeListener('error', onError);
         client.release(broken);
       }
     },
@@ -163,6 +173,11 @@ export function connectPostgres(opts: PostgresOptions): Database {
     },
   };
   return db;
+}
+
+/** Marks an error of ours that says the server is unavailable (unavailable.ts), then throws it. */
+function rethrowMarked(err: unknown): never {
+  throw markUnavailable(err);
 }
 
 export function quoteIdent(name: string): string {

@@ -71,7 +71,7 @@ export const outboxPublishLag = new client.Histogram({
 
 export const consumerMessagesTotal = new client.Counter({
   name: 'consumer_messages_total',
-  help: 'Messages handled by consumer and result (ok, retry, dead)',
+  help: 'Messages handled by consumer and result (ok, failed)',
   labelNames: ['consumer', 'result'] as const,
   registers: r,
 });

@@ -3,7 +3,9 @@
 import type { Queryable } from '../db/database.ts';
 import { decodeCursor, exactTime, toPage } from '../db/keyset.ts';
 import { isEventType, type AggregateType, type EventEnvelope } from '../domain/events.ts';
+import { instant } from '../domain/instant.ts';
 import { invalid } from '../errors.ts';
+import { isUuid } from '../domain/ids.ts';
 
 /**
  * Appends events in the caller's transaction: they commit with the aggregate write or not at all.
@@ -141,7 +143,8 @@ export async function listEvents(q: Queryable, query: ListEventsQuery): Promise<
     if (!isEventType(query.type)) throw invalid(`unknown event type "${query.type}"`, [{ field: 'type', message: 'not in the event catalogue' }]);
     add((p) => `type = ${p}`, query.type);
   }
-  if (query.aggregateId !== undefined) add((p) => `aggregate_id = ${p}`, query.aggregateId);
+  // Aggregate ids are uuids written in lower case (the column is text): any case finds them.
+  if (query.aggregateId !== undefined) add((p) => `aggregate_id = ${p}`, isUuid(query.aggregateId) ? query.aggregateId.toLowerCase() : query.aggregateId);
   if (query.since !== undefined) add((p) => `occurred_at >= ${p}::timestamptz`, toIso(query.since, 'since'));
   if (query.until !== undefined) add((p) => `occurred_at < ${p}::timestamptz`, toIso(query.until, 'until'));
   if (query.cursor !== undefined) {
@@ -165,9 +168,7 @@ export async function listEvents(q: Queryable, query: ListEventsQuery): Promise<
 }
 
 function toIso(v: Date | string, field: string): string {
-  const d = v instanceof Date ? v : new Date(v);
-  if (Number.isNaN(d.getTime())) throw invalid(`${field} is not a date`, [{ field, message: 'expected an ISO 8601 date-time' }]);
-  return d.toISOString();
+  return instant(v, field).toISOString();
 }
 
 // Relay sleep registrations (migration 011): commits notify only while a relay is registered here.

@@ -81,13 +81,18 @@ export type RelayOptions = {
   pipelineDepth?: number;
   /** Deadline for one broker publish (confirms) while rows are locked. */
   publishTimeoutMs?: number;
+  /** At stop, how long the relay goes on publishing what is already committed (default 5 s). */
+  stopDrainMs?: number;
   backoffMs?: { min: number; max: number };
   logger?: Logger;
 };
 
 export type Relay = {
   readonly mode: RelayMode;
-  /** Finishes the batch in flight (bounded by the publish deadline), then stops. */
+  /**
+   * Finishes the batches in flight (bounded by the publish deadline), publishes what is committed
+   * by then (for at most `stopDrainMs`), then stops.
+   */
   stop(): Promise<void>;
   /** Claims right away instead of at the next NOTIFY or poll. */
   wake(): void;
@@ -113,6 +118,7 @@ export function startRelay(opts: RelayOptions): Relay {
   const partialPauseMs = Math.min(opts.partialPauseMs ?? 5, activePollMs);
   const batchSize = opts.batchSize ?? 500;
   const publishTimeoutMs = opts.publishTimeoutMs ?? 10_000;
+  const stopDrainMs = opts.stopDrainMs ?? 5000;
   const backoff = opts.backoffMs ?? { min: 100, max: 5000 };
   const log = (opts.logger ?? silentLogger).child({ component: 'outbox-relay' });
   const inTx = canPublishInTransaction(broker) ? broker : undefined;
@@ -270,6 +276,12 @@ export function startRelay(opts: RelayOptions): Relay {
               )
               .finally(() => inFlight.delete(tracked));
             inFlight.add(tracked);
+          } else if (failures > 0) {
+            // A claim that worked and found nothing: the database answers again, and there was
+            // nothing to publish. (Left counting, the failure would also skip the drain at stop.)
+            log.info({ failures }, 'outbox relay claiming again');
+            failures = 0;
+            solo = false;
           }
         } catch (err) {
           failed ??= { err };
@@ -308,6 +320,30 @@ export function startRelay(opts: RelayOptions): Relay {
     }
     await settle();
     if (sleep !== 'awake') await wakeUp();
+    // Not while publishing is failing (a batch that failed in the last settle included): the rows
+    // stay for the next relay, and stopping stays quick. A batch still out at the deadline ends on
+    // its own (committed, or rolled back when the process closes its connections).
+    if (failures === 0 && !failed) {
+      await withDeadline(drainOnStop(), stopDrainMs, 'the last events at stop').catch(() => log.warn({ stop_drain_ms: stopDrainMs }, 'outbox relay stopped publishing its last events at the deadline; the rest stay for the next relay'));
+    }
+  }
+
+  /**
+   * Stopping: what was committed up to now (by the consumers that finished their work before us)
+   * is published now, not at the next start, which in a one-process deployment may be far off.
+   * Batch by batch until a claim finds nothing, for at most `stopDrainMs`; a broker that is away
+   * leaves the rows to the next relay.
+   */
+  async function drainOnStop(): Promise<void> {
+    const until = Date.now() + stopDrainMs;
+    try {
+      while (Date.now() < until) {
+        const batch = await startBatch();
+        if (batch.n === 0 || (await batch.done) < batchSize) break;
+      }
+    } catch (err) {
+      log.warn({ err }, 'outbox relay could not publish its last events at stop; they stay for the next relay');
+    }
   }
 
   // Going to sleep (migration 011): commits notify only while some relay is registered as

@@ -9,6 +9,7 @@ import { PROJECT_HEADER, SEND_HEADER, type Broker, type Consumer, type Delivery,
 import { getDeadLetter, listDeadLetters, replayDeadLetter } from '../../src/broker/dead-letters.sql.ts';
 import { makePostgresBroker } from '../../src/broker/postgres-broker.ts';
 import type { Database } from '../../src/db/database.ts';
+import { markUnavailable } from '../../src/db/unavailable.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { brokerKinds, makeTestBroker } from '../support/brokers.ts';
 import { makeTestDb, onCleanup, onServices, uniqueName, waitFor } from '../support/env.ts';
@@ -184,6 +185,29 @@ describe.each(brokerKinds())('%s broker conformance', (kind) => {
     expect(new Set(sends).size).toBe(kind === 'rabbitmq' ? 2 : 1);
   });
 
+  it('spends no attempt on a failure that says the database is away, and none of those dead-letters', async () => {
+    const b = await makeTestBroker(kind, db, { retryDelaysMs: [20, 40] });
+    const q = uniqueName('q');
+    await b.declareQueues([{ name: q }]);
+    const seen: number[] = [];
+    let away = 0;
+    await consume(b, q, async (m) => {
+      seen.push(m.attempt);
+      // As the PostgreSQL adapter marks a connection it could not make; five times, more than the
+      // message's three attempts.
+      if (away < 5) {
+        away++;
+        throw markUnavailable(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }));
+      }
+      if (m.attempt === 1) throw new Error('a failure of its own, which counts');
+    });
+    await b.send(q, [msg('{}')]);
+    await waitFor(() => seen.length === 7, 'the outage rounds, then a failure, then success');
+    expect(seen).toEqual([1, 1, 1, 1, 1, 1, 2]);
+    await expectStats(b, q, { depth: 0, retrying: 0, deadLetters: 0 });
+    expect((await listDeadLetters(db, { queue: q, limit: 10 })).items).toEqual([]);
+  });
+
   it('redelivers the messages of a consumer that died without acking', async () => {
     const b = await makeTestBroker(kind, db);
     const q = uniqueName('q');
@@ -226,6 +250,40 @@ describe.each(brokerKinds())('%s broker conformance', (kind) => {
     expect(got.map((m) => m.messageId).sort()).toEqual(msgs.map((m) => m.messageId).sort());
     expect(got.filter((m) => held.has(m.messageId)).every((m) => m.attempt === 1)).toBe(true);
     await expectStats(b, q, { depth: 0 });
+  });
+
+  it("stops a consumer within the broker's shutdown timeout, waiting for running handlers until then", async () => {
+    const b = await makeTestBroker(kind, db, { shutdownTimeoutMs: 200 });
+    const q = uniqueName('q');
+    await b.declareQueues([{ name: q }]);
+    const release: Array<() => void> = [];
+    const finished: string[] = [];
+    const handler: Handler = async (m) => {
+      await new Promise<void>((r) => release.push(r));
+      finished.push(m.messageId);
+    };
+    onCleanup(async () => release.forEach((r) => r()));
+    const stuck = await b.consume(q, handler, { concurrency: 1 });
+    await b.send(q, [msg('held')]);
+    await waitFor(() => release.length === 1, 'the handler running');
+    // Its handler never ends: stop() gives up after the broker's 200 ms, not a default of seconds.
+    const outcome = await Promise.race([stuck.stop().then(() => 'stopped'), new Promise((r) => setTimeout(() => r('still waiting after 5 s'), 5000))]);
+    expect(outcome).toBe('stopped');
+    expect(finished).toEqual([]);
+
+    // A handler that ends within the timeout is waited for, and its message is done.
+    const patient = await makeTestBroker(kind, db, { shutdownTimeoutMs: 20_000 });
+    const q2 = uniqueName('q');
+    await patient.declareQueues([{ name: q2 }]);
+    const c = await patient.consume(q2, handler, { concurrency: 1 });
+    const m = msg('finishes');
+    await patient.send(q2, [m]);
+    await waitFor(() => release.length === 2, 'the second handler running');
+    const stopping = c.stop();
+    release[1]();
+    await stopping;
+    expect(finished).toEqual([m.messageId]);
+    await expectStats(patient, q2, { depth: 0, consumers: 0 });
   });
 
   it('reports queue depth, messages waiting for a retry, live consumers and dead letters', async () => {

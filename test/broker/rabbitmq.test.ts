@@ -8,6 +8,8 @@ import { SEND_HEADER, type Broker, type Delivery } from '../../src/broker/broker
 import { connectRabbitBroker, deleteNamespace, PublishError, type RabbitBrokerOptions } from '../../src/broker/rabbitmq.ts';
 import { CRASHED_ERROR } from '../../src/broker/rabbitmq-consumer.ts';
 import type { Database } from '../../src/db/database.ts';
+import { connectPostgres } from '../../src/db/postgres.ts';
+import { markUnavailable } from '../../src/db/unavailable.ts';
 import { makeTestDb, onCleanup, onServices, uniqueName, waitFor } from '../support/env.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 
@@ -164,6 +166,87 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     await waitFor(async () => (await broker.stats(['fragile']))[0]?.depth === 0, 'acked');
   });
 
+  it('spends no attempt of a message while the database is away, so an outage dead-letters nothing', async () => {
+    // The handlers' database and the broker's (for dead letters) both behind a proxy we cut.
+    const t = await makeTestDb();
+    const u = new URL(t.url!);
+    const proxy = await startTcpProxy({ host: u.hostname, port: Number(u.port || 5432) });
+    onCleanup(() => proxy.close());
+    const viaProxy = connectPostgres({ url: proxy.urlFor(t.url!), max: 4, idleTimeoutMs: 1000 });
+    onCleanup(() => viaProxy.close());
+    const broker = await openBroker({ db: viaProxy, retryDelaysMs: [20, 20] });
+    await broker.declareQueues([{ name: 'needs-db' }]);
+    let refused = 0;
+    const handled = new Map<string, number>();
+    await broker.consume('needs-db', async (d) => {
+      try {
+        await viaProxy.query('SELECT 1');
+      } catch (err) {
+        refused++;
+        throw err;
+      }
+      handled.set(d.messageId, d.attempt);
+    });
+    proxy.cut();
+    await broker.send('needs-db', ['o1', 'o2', 'o3'].map((id) => msg(id)));
+    // Ten times the three attempts each message has: before, all three were dead-lettered here.
+    await waitFor(() => refused >= 30, 'handlers failed against the missing database');
+    proxy.restore();
+    await waitFor(() => handled.size === 3, 'every message handled once the database answers');
+    // Each succeeded on its first attempt: the outage spent none.
+    expect([...handled.entries()].sort()).toEqual([['o1', 1], ['o2', 1], ['o3', 1]]);
+    expect((await t.db.query('SELECT count(*)::int AS n FROM dead_letters')).rows[0].n).toBe(0);
+    await waitFor(async () => (await broker.stats(['needs-db']))[0]?.depth === 0, 'acked');
+  });
+
+  it('sends a message round, its last attempt unspent, while the database is away for its dead letter', async () => {
+    let away = true;
+    let refused = 0;
+    const query = (async (sql: string, params?: readonly unknown[]) => {
+      if (away && sql.includes('INSERT INTO dead_letters')) {
+        refused++;
+        throw markUnavailable(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }));
+      }
+      return db.query(sql, params);
+    }) as Database['query'];
+    const broker = await openBroker({ db: { ...db, query }, retryDelaysMs: [20] });
+    await broker.declareQueues([{ name: 'last-try' }]);
+    const attempts: number[] = [];
+    await broker.consume('last-try', async (d) => {
+      attempts.push(d.attempt);
+      throw new Error('a failure of its own');
+    });
+    await broker.send('last-try', [msg('lt1')]);
+    // Not held unacknowledged (past the broker's consumer timeout it would be requeued towards
+    // Q.dlq): it goes round, and its last attempt is tried again each time.
+    await waitFor(() => refused >= 3, 'the dead letter refused a few times');
+    expect(attempts.slice(0, 4)).toEqual([1, 2, 2, 2]);
+    away = false;
+    const row = await waitFor(async () => (await db.query(`SELECT message_id, attempts, error FROM dead_letters WHERE queue = 'last-try'`)).rows[0], 'the dead letter');
+    expect(row).toEqual({ message_id: 'lt1', attempts: 2, error: 'Error: a failure of its own' });
+    await waitFor(async () => (await broker.stats(['last-try']))[0]?.depth === 0, 'acked');
+  });
+
+  it('counts the failures of a message that has gone round for an outage for over an hour', async () => {
+    // A message whose own query brings the server down looks like an outage: it may go round
+    // without spending attempts only for so long in its life. This one's rounds began 61 minutes
+    // ago; each failure now counts, through its retries to its dead letter.
+    const broker = await openBroker({ retryDelaysMs: [20, 40] });
+    await broker.declareQueues([{ name: 'outage-cap' }]);
+    const attempts: number[] = [];
+    await broker.consume('outage-cap', async (d) => {
+      attempts.push(d.attempt);
+      throw markUnavailable(new Error('Connection terminated unexpectedly'));
+    });
+    const conn = await rawConnection();
+    const ch = await conn.createConfirmChannel();
+    ch.sendToQueue(`${broker.ns}outage-cap`, Buffer.from('{}'), { persistent: true, messageId: 'long-out', headers: { 'x-outage-since': Date.now() - 61 * 60_000 } });
+    await ch.waitForConfirms();
+    const row = await waitFor(async () => (await db.query(`SELECT message_id, attempts FROM dead_letters WHERE queue = 'outage-cap'`)).rows[0], 'the dead letter');
+    expect(row).toEqual({ message_id: 'long-out', attempts: 3 });
+    expect(attempts).toEqual([1, 2, 3]);
+  });
+
   it('stops a consumer after its in-flight handler, or leaves the message to the queue past the timeout', async () => {
     const broker = await openBroker();
     await broker.declareQueues([{ name: 'slow' }]);
@@ -195,7 +278,9 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     await waitFor(() => started.length === 2, 'the stuck handler started on s1b');
     const t0 = Date.now();
     await second.stop(200);
-    expect(Date.now() - t0).toBeLessThan(2000);
+    // Bounded by the 200 ms asked for, not the 10 s default (or forever, for this handler). The
+    // bound sits halfway to that default, so a slow machine does not fail it.
+    expect(Date.now() - t0).toBeLessThan(5000);
     await waitFor(async () => (await broker.stats(['slow']))[0]?.depth === 1, 's1b is back in the queue');
   });
 
@@ -215,7 +300,8 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     let started = Date.now();
     const late = await broker.send('raw', [msg('f1')], { timeoutMs: 200 }).catch((e: unknown) => e);
     expect((late as PublishError).reason).toBe('timeout');
-    expect(Date.now() - started).toBeLessThan(1500);
+    // The send's own 200 ms, not the broker's 30 s confirm timeout (with room for a slow machine).
+    expect(Date.now() - started).toBeLessThan(10_000);
     proxy.thaw();
 
     proxy.cut();
@@ -223,7 +309,9 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     started = Date.now();
     const down = await broker.send('raw', [msg('f2')], { timeoutMs: 5000 }).catch((e: unknown) => e);
     expect((down as PublishError).reason).toBe('disconnected');
-    expect(Date.now() - started).toBeLessThan(100);
+    // At once, not after the 5 s timeoutMs: the reason above says why it failed, and this bound,
+    // half that timeout, says it did not wait for it.
+    expect(Date.now() - started).toBeLessThan(2500);
     await expect(broker.publish('x.y', [msg('f3')])).rejects.toBeInstanceOf(PublishError);
     proxy.restore();
   });

@@ -2,7 +2,7 @@
 // saw and applied, and fault injection (a database whose mark step fails, a broker that refuses).
 import { onTestFinished } from 'vitest';
 import type { Broker, Consumer, OutgoingMessage } from '../../src/broker/broker.ts';
-import type { Database, Queryable } from '../../src/db/database.ts';
+import type { Database, Queryable, Row } from '../../src/db/database.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
 import { newEvent, type EventEnvelope } from '../../src/domain/events.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
@@ -100,12 +100,17 @@ export function relayFor(opts: RelayOptions): Relay {
   return relay;
 }
 
-/** A view of `db` whose queries (also inside transactions) first go through `before(sql)`. */
-export function interceptDb(db: Database, before: (sql: string) => void): Database {
+/**
+ * A view of `db` whose queries (also inside transactions) first go through `before(sql)`, and
+ * whose answers, if `after` is given, through `after(sql, rows)`.
+ */
+export function interceptDb(db: Database, before: (sql: string) => void, after?: (sql: string, rows: number) => void): Database {
   const wrap = (q: Queryable): Queryable => ({
-    query: (sql, params) => {
+    query: async <T extends Row>(sql: string, params?: readonly unknown[]) => {
       before(sql);
-      return q.query(sql, params);
+      const answer = await q.query<T>(sql, params);
+      after?.(sql, answer.rows.length);
+      return answer;
     },
     exec: (sql) => {
       before(sql);

@@ -73,6 +73,74 @@ describe.each(variants)('outbox relay with the $label', ({ kind, plain }) => {
     await waitFor(() => rec.applied.includes(id), 'the event to arrive', WAKE);
   }, 120_000);
 
+  it('publishes at stop what was committed while it waited, not at the next start', async () => {
+    const { db } = await makeTestDb();
+    const broker = await brokerFor(db);
+    const rec = await startRecorder(db, broker);
+    // What each claim found, in order.
+    const claims: number[] = [];
+    const watched = interceptDb(db, () => {}, (sql, rows) => void (/FROM outbox\s+WHERE published_at IS NULL/.test(sql) && claims.push(rows)));
+    // The first event is there before the relay starts, so it never goes to sleep (a commit racing
+    // its way to sleep would be met only by the next short poll, here ten minutes away).
+    const [first] = await writeEvents(db, 1);
+    // Every wait ten minutes long: after its last work, nothing but the stop makes it claim again.
+    const relay = relayFor({ db: watched, broker, pollMs: 600_000, activePollMs: 600_000, lingerMs: 600_000, partialPauseMs: 0 });
+    await relay.ready;
+    await waitFor(() => rec.applied.includes(first), 'the first event', LONG);
+    // A claim that found nothing after the one that found the first event: the relay now waits.
+    await waitFor(() => {
+      const found = claims.findIndex((n) => n > 0);
+      return found >= 0 && claims.slice(found + 1).includes(0);
+    }, 'the relay to wait', LONG);
+    const [second] = await writeEvents(db, 1);
+    await relay.stop();
+    expect(await countPending(db)).toBe(0);
+    await waitFor(() => rec.applied.includes(second), 'the second event', LONG);
+  }, 120_000);
+
+  it('publishes at stop what was committed while it waited, also after a claim that failed once and then worked', async () => {
+    const { db } = await makeTestDb();
+    const broker = await brokerFor(db);
+    const rec = await startRecorder(db, broker);
+    // What each claim found (-1: the claim failed), in order.
+    const claims: number[] = [];
+    let failNextClaim = false;
+    const watched = interceptDb(
+      db,
+      (sql) => {
+        if (failNextClaim && /FROM outbox\s+WHERE published_at IS NULL/.test(sql)) {
+          failNextClaim = false;
+          claims.push(-1);
+          throw new Error('Connection terminated unexpectedly (test: a database blip under one claim)');
+        }
+      },
+      (sql, rows) => void (/FROM outbox\s+WHERE published_at IS NULL/.test(sql) && claims.push(rows)),
+    );
+    const [first] = await writeEvents(db, 1);
+    // Every wait ten minutes long: after its last work, nothing but wake() or the stop makes it claim.
+    const relay = relayFor({ db: watched, broker, pollMs: 600_000, activePollMs: 600_000, lingerMs: 600_000, partialPauseMs: 0 });
+    await relay.ready;
+    await waitFor(() => rec.applied.includes(first), 'the first event', LONG);
+    await waitFor(() => {
+      const found = claims.findIndex((n) => n > 0);
+      return found >= 0 && claims.slice(found + 1).includes(0);
+    }, 'the relay to wait', LONG);
+
+    // One claim fails; the relay backs off and claims again, successfully (nothing pending).
+    failNextClaim = true;
+    relay.wake();
+    await waitFor(() => {
+      const failed = claims.indexOf(-1);
+      return failed >= 0 && claims.slice(failed + 1).includes(0);
+    }, 'a failed claim followed by one that worked', LONG);
+
+    const [second] = await writeEvents(db, 1);
+    await relay.stop();
+    // As without the blip: what was committed before stop() is published by it.
+    expect(await countPending(db)).toBe(0);
+    await waitFor(() => rec.applied.includes(second), 'the second event', LONG);
+  }, 120_000);
+
   it('keeps trying to LISTEN when its first try fails, and then wakes on commits again', async () => {
     const { db } = await makeTestDb();
     const broker = await brokerFor(db);

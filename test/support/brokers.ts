@@ -15,6 +15,7 @@ export type TestBrokerOptions = {
   /** Postgres broker only: claim lease and poll interval (short leases make redelivery quick). */
   leaseMs?: number;
   pollMs?: number;
+  shutdownTimeoutMs?: number;
 };
 
 /** The broker variants the conformance suite runs on for this target. */
@@ -40,11 +41,11 @@ export async function makeTestBroker(
   const namespace = opts.namespace ?? `${uniqueName('vt')}.`;
   let broker: Broker;
   if (kind === 'postgres') {
-    broker = makePostgresBroker({ db, retryDelaysMs, pollMs: opts.pollMs ?? 100, ...(opts.leaseMs ? { leaseMs: opts.leaseMs } : {}) });
+    broker = makePostgresBroker({ db, retryDelaysMs, pollMs: opts.pollMs ?? 100, ...(opts.leaseMs ? { leaseMs: opts.leaseMs } : {}), ...(opts.shutdownTimeoutMs ? { shutdownTimeoutMs: opts.shutdownTimeoutMs } : {}) });
   } else {
     // Loaded lazily so the embedded target does not depend on the RabbitMQ adapter.
     const { connectRabbitBroker } = await import('../../src/broker/rabbitmq.ts');
-    broker = await connectRabbitBroker({ url: process.env.AMQP_URL!, db, retryDelaysMs, namespace });
+    broker = await connectRabbitBroker({ url: process.env.AMQP_URL!, db, retryDelaysMs, namespace, ...(opts.shutdownTimeoutMs ? { shutdownTimeoutMs: opts.shutdownTimeoutMs } : {}) });
   }
   namespaceUsers.set(namespace, (namespaceUsers.get(namespace) ?? 0) + 1);
   onCleanup(async () => {
