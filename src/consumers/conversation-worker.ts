@@ -2,6 +2,7 @@
 // the reply sender and its scheduler, and the choreography consumers (pipeline entry, contact totals).
 import type { Broker } from '../broker/broker.ts';
 import { startSender } from '../channels/sender.consumer.ts';
+import { providerDispatchers } from '../channels/provider-dispatchers.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import type { ChannelDirectory } from '../inbound/channel-directory.ts';
@@ -39,6 +40,7 @@ export async function startConversationWorker(deps: ConversationWorkerDeps): Pro
         channels: deps.channels,
         retryDelaysMs: deps.config.consumerRetryDelaysMs,
         onRetryScheduled: (ms) => scheduler.wakeIn(ms),
+        dispatchers: providerDispatchers(deps.config),
       }),
     );
     components.push(await startPipelineEntryConsumer({ db, broker, logger }));

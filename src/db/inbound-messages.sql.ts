@@ -1,6 +1,6 @@
 // The inbound write path for new messages: one call of inbound_store_messages() (migration 006)
 // stores a whole batch — dedupe, contact, session, message, counters — in the caller's tenant
-// transaction. The function's header comment says what it does per message and why it lives in
+// transaction (restated in 015, which counts a late message in the session of its time). The function's header comment says what it does per message and why it lives in
 // the database.
 import type { Queryable } from './database.ts';
 import { toContact, type ContactRecord } from './contacts-read.sql.ts';
@@ -49,7 +49,12 @@ export type StoredOutcome =
       contactChanges: string[];
       /** The contact as it is now, when it was created or changed. */
       contact: ContactRecord | null;
-      session: { id: string; inserted: boolean; startedAt: Date; timeoutMinutes: number };
+      /**
+       * The session the message was counted in by its time (migration 015). `ended`: a session
+       * already over — one that held the message's time, or one opened for it as ended because
+       * a newer session is active (`inserted` too).
+       */
+      session: { id: string; inserted: boolean; startedAt: Date; timeoutMinutes: number; ended: boolean };
     };
 
 /** SQLSTATE raised when a concurrent transaction stored the same message first. */
@@ -99,7 +104,7 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
           contactInserted: x.contact_inserted === true,
           contactChanges: x.contact_changes ?? [],
           contact: x.contact ? toContact(x.contact) : null,
-          session: { id: x.session_id, inserted: x.session_inserted === true, startedAt: new Date(x.session_started_at), timeoutMinutes: x.session_timeout },
+          session: { id: x.session_id, inserted: x.session_inserted === true, startedAt: new Date(x.session_started_at), timeoutMinutes: x.session_timeout, ended: x.session_ended === true },
         },
   );
 }

@@ -118,6 +118,21 @@ export async function endOverdueSession(tx: Queryable, c: { contactId: string; c
   return r.rows[0] ? toEnded(r.rows[0]) : undefined;
 }
 
+/**
+ * Sessions already over that late messages were just counted in (migration 015): their customer
+ * wait is computed again with those messages. Returns them as ended, for the caller to send the
+ * session.ended of those it opened for the late messages.
+ */
+export async function settleLateSessions(tx: Queryable, ids: readonly string[]): Promise<EndedSession[]> {
+  const r = await tx.query(
+    `UPDATE sessions s SET customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
+     WHERE s.id = ANY($1::uuid[]) AND s.status = 'ended'
+     RETURNING ${ENDED_COLUMNS}`,
+    [ids],
+  );
+  return r.rows.map(toEnded);
+}
+
 /** Active sessions across all projects (the sessions_active gauge); uses the partial index. */
 export async function countActiveSessions(q: Queryable): Promise<number> {
   const r = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM sessions WHERE status = 'active'`);

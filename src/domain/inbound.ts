@@ -136,7 +136,8 @@ export type InboundReaction = Base & {
   /** Empty string: the reaction was removed. */
   emoji: string;
   fromMe: boolean;
-  contact: ContactRef;
+  /** Who reacted, when it was not us (our own reaction names no one: WAHA may not say the chat). */
+  contact?: ContactRef;
   timestamp?: Date;
 };
 
@@ -180,6 +181,7 @@ export const IGNORE_REASONS = [
   'unknown_status', // a status or session state we do not recognise
   'provider_error', // the provider reported an error instead of content
   'other_phone_number', // a Cloud API change addressed to another business number than the channel's
+  'malformed', // one item of a body that carries several could not be read; the others go on, the body is parked for it
 ] as const;
 export type IgnoreReason = (typeof IGNORE_REASONS)[number];
 

@@ -57,7 +57,8 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
   let generation = 0;
   let listening: Listening | undefined;
 
-  function invalidate(id: string): void {
+  function invalidate(given: string): void {
+    const id = given.toLowerCase();
     generation++;
     entries.delete(id);
     loading.delete(id);
@@ -79,8 +80,11 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
   }
 
   return {
-    get(id) {
-      if (!isUuid(id)) return Promise.resolve(undefined);
+    get(given) {
+      if (!isUuid(given)) return Promise.resolve(undefined);
+      // Kept under the id as the database writes it: a webhook URL may name the channel in any
+      // case, and a change notification drops the one entry whatever case its URL had.
+      const id = given.toLowerCase();
       const hit = entries.get(id);
       if (hit && hit.expires > Date.now()) return Promise.resolve(hit.value);
       const pending = loading.get(id);

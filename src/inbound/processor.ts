@@ -97,7 +97,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     maxInflight: opts.maxInflight ?? (db.kind === 'pglite' ? 1 : 4),
   });
 
-  async function park(d: RawItem, reason: string, ctx: { provider: string; projectId: string | null; channelId: string | null; body?: unknown }) {
+  async function park(d: RawItem, reason: string, ctx: { provider: string; projectId: string | null; channelId: string | null; body?: unknown }, count = true) {
     const eventType = isRecord(ctx.body) && typeof ctx.body.event === 'string' ? ctx.body.event.slice(0, 200) : null;
     const row = {
       id: uuidv7(),
@@ -111,7 +111,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     };
     if (ctx.projectId) await withTransaction(db, (tx) => insertParseError(tx, row), { projectId: ctx.projectId });
     else await insertParseError(db, row);
-    inboundEventsTotal.inc({ provider: ctx.provider, event: eventType === null ? 'unknown' : eventLabel(eventType), result: 'parse_error' });
+    if (count) inboundEventsTotal.inc({ provider: ctx.provider, event: eventType === null ? 'unknown' : eventLabel(eventType), result: 'parse_error' });
     logger.warn({ message_id: d.messageId, provider: ctx.provider, channel_id: ctx.channelId, reason }, 'malformed webhook parked in parse_errors');
   }
 
@@ -152,6 +152,13 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
       throw result.error;
     }
     if (result.retry) throw new TargetNotStored(result.retry);
+    // Items of it that could not be read (each counted as `malformed`): the body is kept for them,
+    // once the rest is stored (a retry before this point stores nothing twice and parks once).
+    const unread = events.flatMap((e) => (e.kind === 'ignored' && e.reason === 'malformed' ? [e.detail ?? 'unreadable item'] : []));
+    if (unread.length) {
+      const stored = unread.length < events.length ? ' (the rest of it was processed)' : '';
+      await park(d, `${unread.length === 1 ? 'an item' : `${unread.length} items`} could not be read${stored}: ${unread.join('; ')}`.slice(0, 2000), { ...ctx, body }, false);
+    }
   }
 
   return async (d: Delivery) => {

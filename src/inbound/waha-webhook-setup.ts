@@ -1,7 +1,9 @@
 // Points a WAHA session's webhook at our ingress (POST /channels/{id}/configure-webhook).
 // `message.any` alone covers incoming messages and those typed on the phone; subscribing
 // `message` too would only send every incoming message twice (harmless, deduped, but wasteful).
-import { wahaErrorText, wahaRequest, type WahaAnswer } from '../channels/waha.client.ts';
+import type { Dispatcher } from 'undici';
+import { isBlockedAddress } from '../channels/provider-http.ts';
+import { wahaBlockedText, wahaErrorText, wahaRequest, type WahaAnswer } from '../channels/waha.client.ts';
 import { AppError } from '../errors.ts';
 
 export const WAHA_WEBHOOK_EVENTS = [
@@ -20,6 +22,8 @@ export type WahaWebhookSetup = {
   hmacKey?: string;
   url: string;
   timeoutMs?: number;
+  /** Where the call may connect (provider-dispatchers.ts); any address when absent. */
+  dispatcher?: Dispatcher | undefined;
 };
 
 /** `PUT {base_url}/api/sessions/{session}` with our webhook; throws AppError('unprocessable') when WAHA refuses. */
@@ -34,6 +38,7 @@ export async function registerWahaWebhook(s: WahaWebhookSetup): Promise<void> {
   try {
     a = await wahaRequest({ ...s, timeoutMs: s.timeoutMs ?? 10_000 }, 'PUT', `/api/sessions/${encodeURIComponent(s.session)}`, { config: { webhooks: [webhook] } });
   } catch (err) {
+    if (isBlockedAddress(err)) throw new AppError('unprocessable', wahaBlockedText(s));
     throw new AppError('unprocessable', `WAHA at ${s.baseUrl} could not be reached: ${(err as Error).message}`);
   }
   if (a.status < 200 || a.status >= 300) throw new AppError('unprocessable', `${wahaErrorText(a)} (webhook registration)`);

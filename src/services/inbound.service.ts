@@ -9,12 +9,14 @@
 // revokes and session states follow, one statement or two each; then the events of the whole
 // batch are appended in one statement. A conversation whose active session fell due before its
 // message (the sweeper had not got to it) has that session ended first, so the message opens a new one.
+// A late message is counted in the session of its own time (migration 015); a session opened as
+// already over for late messages gets its session.ended once the whole batch is counted in it.
 // Several webhooks share the transaction (the processor batches them). Messages are stored in
 // contact order so that concurrent batches take row locks in the same order and do not deadlock.
 import type { Database, Queryable } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { DUPLICATE_RACE, storeInboundMessages, type InboundMessageRow, type StoredOutcome } from '../db/inbound-messages.sql.ts';
-import { endOverdueSession, type EndedSession } from '../db/session-lifecycle.sql.ts';
+import { endOverdueSession, settleLateSessions, type EndedSession } from '../db/session-lifecycle.sql.ts';
 import { sessionEndedEvent } from './session-lifecycle.service.ts';
 import { editMessage, lockMessageByKey, revokeMessage, setMessageStatus, setReaction } from '../db/messages.sql.ts';
 import { setChannelStatus, type ChannelType } from '../db/channels.sql.ts';
@@ -56,11 +58,25 @@ function lockKey(e: InboundEvent): string {
   return e.kind === 'message' ? (e.contact.phone ?? e.contact.lid ?? '') : '';
 }
 
+/**
+ * How far ahead of its arrival a provider's timestamp may be and still be believed: clocks differ
+ * by seconds, not minutes. A message dated hours ahead (a phone with a wrong clock, a buggy
+ * bridge) would end the active session early and open one that stays open until that hour, since
+ * a session's activity only moves forward; it is taken as sent when it arrived instead.
+ */
+export const MAX_CLOCK_AHEAD_MS = 5 * 60_000;
+
+/** The event, dated at its arrival when its own date is further ahead than MAX_CLOCK_AHEAD_MS. */
+export function notAhead<E extends InboundEvent>(e: E, receivedAt: Date): E {
+  const at = 'timestamp' in e ? e.timestamp : undefined;
+  return at instanceof Date && at.getTime() - receivedAt.getTime() > MAX_CLOCK_AHEAD_MS ? { ...e, timestamp: receivedAt } : e;
+}
+
 export function makeInboundService(deps: { db: Database }) {
   /** Applies the items in one tenant transaction (all of one project). Throws when it rolls back. */
   async function apply(projectId: string, items: readonly InboundItem[]): Promise<ItemOutcome[]> {
     const work = items
-      .flatMap((item, i) => item.events.map((event, n) => ({ item: i, n, event })))
+      .flatMap((item, i) => item.events.map((event, n) => ({ item: i, n, event: notAhead(event, item.receivedAt) })))
       .sort((a, b) => KIND_ORDER[a.event.kind] - KIND_ORDER[b.event.kind] || compare(lockKey(a.event), lockKey(b.event)) || a.item - b.item || a.n - b.n);
 
     let opened = 0;
@@ -77,18 +93,55 @@ export function makeInboundService(deps: { db: Database }) {
         const res: Array<{ item: number; event: InboundEvent; result: Result }> = [];
         opened = 0;
         closed = 0;
-        const stored = await storeMessages(tx, projectId, prepared, (ended) => {
+        // A session that fell due while the batch was stored is ended between two rounds: its
+        // session.ended follows the events of the messages stored before (its own among them) and
+        // precedes those of the messages that went again.
+        const endedAfterRound: EventEnvelope[][] = [];
+        const { outcomes: stored, rounds } = await storeMessages(tx, projectId, prepared, (ended, round) => {
           closed++;
-          out.push(sessionEndedEvent(ended));
+          (endedAfterRound[round] ??= []).push(sessionEndedEvent(ended));
         });
-        stored.forEach((outcome, i) => {
+        const late = new Set<string>();
+        const openedLate = new Set<string>();
+        const earliest = new Map<string, Date>(); // each session's start after the batch
+        const inRoundOrder = stored.map((_, i) => i).sort((a, b) => rounds[a] - rounds[b] || a - b);
+        let flushed = 0; // rounds whose session.ended events are out
+        const flushEnded = (upTo: number) => {
+          for (; flushed < upTo; flushed++) out.push(...(endedAfterRound[flushed] ?? []));
+        };
+        for (const i of inRoundOrder) {
+          const outcome = stored[i];
           const w = messages[i];
+          flushEnded(rounds[i]);
           if (outcome.outcome === 'stored') {
+            const { id, startedAt } = outcome.session;
+            if (!(earliest.get(id)! <= startedAt)) earliest.set(id, startedAt);
             if (outcome.session.inserted) opened++;
+            if (outcome.session.ended) late.add(outcome.session.id);
+            if (outcome.session.ended && outcome.session.inserted) openedLate.add(outcome.session.id);
             messageEvents(items[w.item].channel, w.event as InboundMessage, prepared[i], outcome, out);
           }
-          res.push({ item: w.item, event: w.event, result: outcome.outcome });
+        }
+        flushEnded(endedAfterRound.length);
+        stored.forEach((outcome, i) => res.push({ item: messages[i].item, event: messages[i].event, result: outcome.outcome }));
+        // A session opened by this batch starts at its earliest message, which may have come after
+        // the one that opened it: its session.started says so.
+        out.forEach((e, i) => {
+          const start = e.type === 'session.started' ? earliest.get(e.aggregate_id) : undefined;
+          const data = e.data as { started_at: string; contact_id: string; channel_id: string; timeout_minutes: number };
+          if (start && start.toISOString() !== data.started_at) {
+            out[i] = sessionStartedEvent(projectId, { id: e.aggregate_id, contactId: data.contact_id, channelId: data.channel_id, startedAt: start, timeoutMinutes: data.timeout_minutes });
+          }
         });
+        // Late messages counted in sessions already over: those opened for them end now, with the
+        // whole batch counted; those that held them send nothing again.
+        if (late.size) {
+          for (const ended of await settleLateSessions(tx, [...late])) {
+            if (!openedLate.has(ended.id)) continue;
+            closed++;
+            out.push(sessionEndedEvent(ended));
+          }
+        }
         for (const w of others) {
           const { channel, receivedAt } = items[w.item];
           res.push({ item: w.item, event: w.event, result: await applyEvent(tx, channel, w.event, receivedAt, out) });
@@ -131,7 +184,7 @@ async function applyEvent(
     case 'status':
       return applyStatus(tx, ch, e, receivedAt, out);
     case 'reaction': {
-      const who = e.fromMe ? 'me' : (e.contact.phone ?? e.contact.lid ?? 'unknown');
+      const who = e.fromMe ? 'me' : (e.contact?.phone ?? e.contact?.lid ?? 'unknown');
       return (await setReaction(tx, ch.id, e.targetKey, who, e.emoji, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
     }
     case 'edit':
@@ -163,8 +216,15 @@ type Stored = Exclude<StoredOutcome, { outcome: 'overdue' }>;
  * back untouched: that session is ended (as the sweeper would have) and they go again, now opening
  * a new session. A later message of the same batch can find the new session over too, hence a loop.
  */
-async function storeMessages(tx: Queryable, projectId: string, prepared: Prepared[], onEnded: (s: EndedSession) => void): Promise<Stored[]> {
+async function storeMessages(
+  tx: Queryable,
+  projectId: string,
+  prepared: Prepared[],
+  onEnded: (s: EndedSession, round: number) => void,
+): Promise<{ outcomes: Stored[]; rounds: number[] }> {
   const outcomes: Stored[] = new Array(prepared.length);
+  /** The round in which each message was stored (or found a duplicate). */
+  const rounds: number[] = new Array(prepared.length).fill(0);
   let pending = prepared.map((_, i) => i);
   for (let round = 0; pending.length > 0; round++) {
     if (round > prepared.length) throw new Error('sessions keep falling due while storing this batch');
@@ -175,7 +235,11 @@ async function storeMessages(tx: Queryable, projectId: string, prepared: Prepare
     const overdue = new Map<string, { contactId: string; channelId: string; at: Date }>();
     results.forEach((o, k) => {
       const i = pending[k];
-      if (o.outcome !== 'overdue') return void (outcomes[i] = o);
+      if (o.outcome !== 'overdue') {
+        outcomes[i] = o;
+        rounds[i] = round;
+        return;
+      }
       again.push(i);
       const { channelId, timestamp } = prepared[i].row;
       const key = `${o.contactId}/${channelId}`;
@@ -184,11 +248,11 @@ async function storeMessages(tx: Queryable, projectId: string, prepared: Prepare
     });
     for (const o of overdue.values()) {
       const ended = await endOverdueSession(tx, o);
-      if (ended) onEnded(ended);
+      if (ended) onEnded(ended, round);
     }
     pending = again;
   }
-  return outcomes;
+  return { outcomes, rounds };
 }
 
 /** A message as the database function takes it, with the ids of the rows it may create. */
@@ -237,6 +301,15 @@ function prepareMessage(ch: InboundChannel, m: InboundMessage): Prepared {
   };
 }
 
+function sessionStartedEvent(projectId: string, s: { id: string; contactId: string; channelId: string; startedAt: Date; timeoutMinutes: number }): EventEnvelope {
+  return newEvent('session.started', {
+    projectId,
+    aggregateId: s.id,
+    occurredAt: s.startedAt,
+    data: { session_id: s.id, contact_id: s.contactId, channel_id: s.channelId, started_at: s.startedAt.toISOString(), timeout_minutes: s.timeoutMinutes },
+  });
+}
+
 /** contact.created/updated, session.started, message.received or message.sent, tracking.ad_click. */
 function messageEvents(ch: InboundChannel, m: InboundMessage, p: Prepared, s: Extract<Stored, { outcome: 'stored' }>, out: EventEnvelope[]): void {
   const projectId = ch.projectId;
@@ -245,14 +318,7 @@ function messageEvents(ch: InboundChannel, m: InboundMessage, p: Prepared, s: Ex
   else if (s.contactChanges.length && s.contact) {
     out.push(newEvent('contact.updated', { projectId, aggregateId: s.contactId, data: { ...contactData(s.contact), changed_fields: s.contactChanges } }));
   }
-  if (s.session.inserted) {
-    out.push(newEvent('session.started', {
-      projectId,
-      aggregateId: s.session.id,
-      occurredAt: s.session.startedAt,
-      data: { session_id: s.session.id, contact_id: s.contactId, channel_id: ch.id, started_at: s.session.startedAt.toISOString(), timeout_minutes: s.session.timeoutMinutes },
-    }));
-  }
+  if (s.session.inserted) out.push(sessionStartedEvent(projectId, { ...s.session, contactId: s.contactId, channelId: ch.id }));
   out.push(newEvent(m.fromMe ? 'message.sent' : 'message.received', { projectId, aggregateId: stored.id, occurredAt: m.timestamp, data: messageData(m, stored) }));
   const ad = p.row.adAttribution;
   if (ad) {

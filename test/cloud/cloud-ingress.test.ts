@@ -194,6 +194,28 @@ describe('Cloud message types, statuses and signatures', () => {
     expect(await count(t.db, 'SELECT 1 FROM parse_errors WHERE channel_id = $1', [channel.id])).toBe(0);
   });
 
+  it('stores the readable messages of a POST with one it cannot read, and parks the body for that one', async () => {
+    const [good, later] = [phone(), phone()];
+    const first = cloudText(good, 'legível', { name: 'Cliente Legível' });
+    const last = cloudText(later, 'também legível', { name: 'Outro Cliente' });
+    // A message of a shape we do not know (no sender), between two we can read, in two changes.
+    const unreadable = { id: wamid('bad'), timestamp: '1764460800', type: 'text', text: { body: 'de quem?' } };
+    const body = cloudBody({ contacts: [{ profile: { name: 'Cliente Legível' }, wa_id: good }], messages: [first.msg, unreadable] });
+    body.entry[0].changes.push(last.body.entry[0].changes[0]);
+    const labels = { provider: 'whatsapp_cloud', event: 'messages', result: 'malformed' };
+    const before = await inboundCount(labels);
+
+    expect((await postCloud(t.app, channel.id, body)).status).toBe(200);
+    expect(await readBack(first.msg.id)).toMatchObject({ text: 'legível' });
+    expect(await readBack(last.msg.id)).toMatchObject({ text: 'também legível' });
+    const parked = await waitFor(async () => (await t.db.query('SELECT * FROM parse_errors WHERE channel_id = $1', [channel.id])).rows[0], 'the body parked', 30_000);
+    expect(parked.reason).toBe('an item could not be read (the rest of it was processed): body.entry[0].changes[0].value.messages[1].from must be a non-empty string, got undefined');
+    expect(JSON.parse(Buffer.from(parked.body).toString('utf8'))).toEqual(body);
+    expect(await count(t.db, 'SELECT 1 FROM messages WHERE external_id = $1', [unreadable.id])).toBe(0);
+    expect(await inboundCount(labels)).toBe(before + 1);
+    await t.db.query('DELETE FROM parse_errors WHERE channel_id = $1', [channel.id]); // the other tests expect none
+  });
+
   it('records a reaction on its target', async () => {
     const p = phone();
     const target = wamid('rt');

@@ -20,10 +20,10 @@ type Driver = {
   fromAgent(phone: string, contactId: string, text: string, seconds: number): Promise<void>;
 };
 
-/** The sweeper's clock, standing at `base` (now, in unix seconds) until the test moves it. */
-function clockAt(base: number): FakeClock {
-  let t = new Date(base * 1000);
-  return { now: () => t, set: (s) => (t = new Date((base + s) * 1000)) };
+/** The sweeper's clock, standing at `base()` (unix seconds) until the test moves it. */
+function clockAt(base: () => number): FakeClock {
+  let offset = 0;
+  return { now: () => new Date((base() + offset) * 1000), set: (s) => (offset = s) };
 }
 
 async function driverFor(provider: Provider, world: World, base: number): Promise<Driver> {
@@ -71,9 +71,12 @@ async function startReceiver(): Promise<{ url: string; received: any[] }> {
 
 describe.each<Provider>(['waha', 'whatsapp_cloud'])('a conversation through %s', (provider) => {
   // Provider times near the real clock: a Cloud reply is stamped when Meta accepts it (now), and
-  // the conversation must not look hours old next to it.
-  const base = Math.floor(Date.now() / 1000);
-  const clock = clockAt(base);
+  // the conversation must not look hours old next to it. So `base` is taken once this provider's
+  // world is up, not when the file is collected: the other provider's half runs first, and with a
+  // one-minute session timeout a reply sent over a minute after `base` would find the session
+  // overdue and open a new one. Until then the sweeper's clock reads 1970, when nothing is due.
+  let base = 0;
+  const clock = clockAt(() => base);
   const phone = `55419${String(Date.now() % 1_000_000).padStart(6, '0')}${provider === 'waha' ? '01' : '02'}`;
   let world: World;
   let driver: Driver;
@@ -82,6 +85,7 @@ describe.each<Provider>(['waha', 'whatsapp_cloud'])('a conversation through %s',
 
   beforeAll(async () => {
     world = await startWorld({ clock });
+    base = Math.floor(Date.now() / 1000);
     driver = await driverFor(provider, world, base);
     receiver = await startReceiver();
     const sub = await world.tenant.api('POST', '/webhook-subscriptions', { url: receiver.url, events: ['message.received', 'session.*'] });

@@ -57,6 +57,9 @@ export async function startWorld(opts: { clock?: FakeClock; env?: Record<string,
     SESSION_TIMEOUT_MINUTES: '1',
     CONSUMER_RETRY_DELAYS: '100ms,200ms',
     WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
+    // The fake WAHA and Graph API listen on loopback.
+    WAHA_ALLOW_PRIVATE_URLS: 'true',
+    CLOUD_API_ALLOW_PRIVATE_URLS: 'true',
     ...opts.env,
   });
   const start = async () => {

@@ -209,21 +209,28 @@ describe('POST /messages through WAHA', () => {
   });
 
   it('counts 3 customer messages and 2 API replies as 3/2, first response from the first customer message', async () => {
+    // A channel of its own with an hour's session timeout: a reply is stamped with the real time it
+    // was sent, and with this world's one minute a slow run could find the session overdue by then
+    // and count the reply in a new one.
+    const patient = await world.createChannel(waha.url, { session_timeout_minutes: 60 });
     const phone = newPhone();
     const now = Math.floor(Date.now() / 1000);
     for (const [i, ago] of [30, 25, 20].entries()) {
-      await world.postWebhook(channel, wahaMessage(phone, `pergunta ${i}`, { ts: now - ago }));
+      await world.postWebhook(patient, wahaMessage(phone, `pergunta ${i}`, { ts: now - ago }));
     }
     const [c] = await waitFor(async () => {
-      const r = await rows(db, `SELECT contact_id FROM messages WHERE channel_id = $1 AND text = 'pergunta 2' AND contact_id IN (SELECT id FROM contacts WHERE phone = $2)`, [channel.id, `+${phone}`]);
+      const r = await rows(db, `SELECT contact_id FROM messages WHERE channel_id = $1 AND text = 'pergunta 2' AND contact_id IN (SELECT id FROM contacts WHERE phone = $2)`, [patient.id, `+${phone}`]);
       return r.length ? r : undefined;
     }, 'the customer messages');
     await waitFor(async () => (await rows(db, 'SELECT count(*)::int AS n FROM messages WHERE contact_id = $1', [c.contact_id]))[0].n === 3, 'three messages');
-    for (const text of ['Oi!', 'Já vejo.']) await settled(await send({ contact_id: c.contact_id, text }));
+    const replies: any[] = [];
+    for (const text of ['Oi!', 'Já vejo.']) replies.push(await settled(await send({ channel_id: patient.id, contact_id: c.contact_id, text })));
     const [s] = await rows(db, `SELECT * FROM sessions WHERE contact_id = $1 AND status = 'active'`, [c.contact_id]);
     expect(s).toMatchObject({ message_count: 5, messages_from_contact: 3, messages_from_agent: 2 });
-    expect(s.first_response_seconds).toBeGreaterThanOrEqual(30);
-    expect(s.first_response_seconds).toBeLessThan(45);
+    // From the first customer message (30 s before `now`) to the first reply, as it was sent.
+    const firstReplyAt = new Date(replies[0].sent_at);
+    expect(new Date(s.first_response_at).getTime()).toBe(firstReplyAt.getTime());
+    expect(s.first_response_seconds).toBe(Math.floor((firstReplyAt.getTime() - (now - 30) * 1000) / 1000));
   });
 
   it('validates the request: one recipient, text for text, media for media, the caller’s own channel', async () => {

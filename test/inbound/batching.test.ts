@@ -95,7 +95,9 @@ describe('webhooks accepted together', () => {
   });
 
   it('sends a webhook that cannot be applied yet back alone; the others are not redone', async () => {
-    const t = await startInbound({ retryDelaysMs: [200, 400, 800, 1600] });
+    // The ack waits in its retries until the test posts its message: a schedule long enough to
+    // outlive that on a loaded machine (the retries of 200, 400, 800 and 1600 ms ran out in 3 s).
+    const t = await startInbound({ retryDelaysMs: [200, 500, 1000, 2000, 4000, 8000, 15000] });
     const ch = await t.createChannel();
     // An ack for a message not stored yet, beside a message that can be stored now.
     const duplicates = await inboundCount({ event: 'message', result: 'duplicate' });

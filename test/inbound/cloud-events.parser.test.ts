@@ -101,7 +101,7 @@ describe("changes addressed to another business number than the channel's", () =
   });
 });
 
-describe('malformed Cloud bodies throw ParseError and nothing else', () => {
+describe('malformed Cloud bodies: a frame that cannot be read throws ParseError, an item becomes a malformed event', () => {
   const ok = load('text');
   const withMessage = (patch: Record<string, unknown>) => {
     const b = structuredClone(ok);
@@ -114,8 +114,13 @@ describe('malformed Cloud bodies throw ParseError and nothing else', () => {
     ['entry as an object', { ...ok, entry: {} }], ['a null entry', { ...ok, entry: [null] }],
     ['a change without field', { ...ok, entry: [{ id: '1', changes: [{ value: {} }] }] }],
     ['a change with a null value', { ...ok, entry: [{ id: '1', changes: [{ field: 'messages', value: null }] }] }],
-    ['messages as an object', { ...ok, entry: [{ id: '1', changes: [{ field: 'messages', value: { messages: {} } }] }] }],
+  ])('%s', (_label, body) => {
+    expect(() => parseCloudWebhook(body)).toThrow(ParseError);
+  });
+
+  it.each<[string, unknown]>([
     ['a message without id', withMessage({ id: undefined })],
+    ['a message without sender', withMessage({ from: undefined })],
     ['a numeric from', withMessage({ from: 5511900000001 })],
     ['a non-numeric timestamp', withMessage({ timestamp: 'now' })],
     ['a timestamp past any date', withMessage({ timestamp: '99999999999999999' })],
@@ -125,7 +130,35 @@ describe('malformed Cloud bodies throw ParseError and nothing else', () => {
     ['a reaction without target', withMessage({ type: 'reaction', reaction: { emoji: '👍' } })],
     ['a status without id', { ...ok, entry: [{ id: '1', changes: [{ field: 'messages', value: { statuses: [{ status: 'read', timestamp: '1' }] } }] }] }],
   ])('%s', (_label, body) => {
-    expect(() => parseCloudWebhook(body)).toThrow(ParseError);
+    const events = parseCloudWebhook(body);
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ kind: 'ignored', provider: 'whatsapp_cloud', reason: 'malformed', detail: expect.stringMatching(/^body\.entry\[0\]\.changes\[0\]\.value\.(messages|statuses)\[0\]/) });
+  });
+
+  // A change's own fields are not the frame: such a change costs that change only.
+  it.each<[string, Record<string, unknown>]>([
+    ['messages as an object', { messages: {} }],
+    ['contacts as an object', { contacts: {}, messages: [] }],
+    ['a numeric phone_number_id', { metadata: { phone_number_id: 1 }, messages: [] }],
+  ])('a change with %s is one malformed event, and the next change is read', (_label, value) => {
+    const body = structuredClone(ok);
+    body.entry[0].changes.unshift({ field: 'messages', value });
+    const events = parseCloudWebhook(body);
+    expect(events.map((e) => e.kind)).toEqual(['ignored', 'message']);
+    expect(events[0]).toMatchObject({ reason: 'malformed', detail: expect.stringMatching(/^body\.entry\[0\]\.changes\[0\]\.value\./) });
+  });
+
+  it('keeps the readable items around an unreadable one, in order', () => {
+    const body = structuredClone(ok);
+    const value = body.entry[0].changes[0].value;
+    value.messages = [{ ...value.messages[0], id: 'wamid.A' }, { ...value.messages[0], id: 'wamid.B', from: undefined }, { ...value.messages[0], id: 'wamid.C' }];
+    value.statuses = [{ id: 'wamid.OUT', status: 'read', timestamp: '1764460800', recipient_id: '5511900000001' }];
+    expect(parseCloudWebhook(body).map((e) => (e.kind === 'ignored' ? `${e.reason}: ${e.detail}` : `${e.kind} ${'externalId' in e ? e.externalId : ''}`))).toEqual([
+      'message wamid.A',
+      'malformed: body.entry[0].changes[0].value.messages[1].from must be a non-empty string, got undefined',
+      'message wamid.C',
+      'status wamid.OUT',
+    ]);
   });
 
   it('survives every field of every fixture being replaced by a wrong value', () => {

@@ -174,4 +174,37 @@ describe('Cloud API messages', () => {
     body.entry[0].changes[0].value.contacts = [{ profile: { name: 'Outra Pessoa' }, wa_id: '5511900000099' }, { profile: { name: 'Joana P.' }, wa_id: '5511900000001' }];
     expect(parseCloudWebhook(body)[0]).toMatchObject({ pushName: 'Joana P.' });
   });
+
+  it("never takes a lone contacts entry naming someone else as the sender's name; one without a wa_id it does", () => {
+    const body = load('text');
+    body.entry[0].changes[0].value.contacts = [{ profile: { name: 'Outra Pessoa' }, wa_id: '5511900000099' }];
+    expect((parseCloudWebhook(body)[0] as InboundMessage).pushName).toBeUndefined();
+    body.entry[0].changes[0].value.contacts = [{ profile: { name: 'Sem Id' } }];
+    expect(parseCloudWebhook(body)[0]).toMatchObject({ pushName: 'Sem Id' });
+  });
+
+  const withMessage = (patch: Record<string, unknown>) => {
+    const body = load('text');
+    const m = body.entry[0].changes[0].value.messages[0];
+    delete m.text;
+    Object.assign(m, patch);
+    return parseCloudWebhook(body)[0] as InboundMessage;
+  };
+
+  it('a WhatsApp Flow reply keeps the words the customer saw and the answers, as a document', () => {
+    const m = withMessage({ type: 'interactive', interactive: { type: 'nfm_reply', nfm_reply: { name: 'flow', body: 'Sent', response_json: '{"flow_token":"t1","pedido":"pizza","tamanho":"G"}' } } });
+    expect(m).toMatchObject({ type: 'interactive', text: 'Sent', metadata: { interactive_type: 'nfm_reply', flow_name: 'flow', flow_response: { flow_token: 't1', pedido: 'pizza', tamanho: 'G' } } });
+    const notJson = withMessage({ type: 'interactive', interactive: { type: 'nfm_reply', nfm_reply: { body: 'Sent', response_json: 'not json' } } });
+    expect(notJson.metadata).toMatchObject({ flow_response: 'not json' });
+  });
+
+  it('an order keeps its text and what was ordered; a system notice its words and the new number', () => {
+    const items = [{ product_retailer_id: 'pizza-g', quantity: 2, item_price: 59.9, currency: 'BRL' }];
+    expect(withMessage({ type: 'order', order: { catalog_id: 'cat1', text: 'para hoje', product_items: items } })).toMatchObject({
+      type: 'unknown', text: 'para hoje', metadata: { raw_type: 'order', order: { catalog_id: 'cat1', product_items: items } },
+    });
+    expect(withMessage({ type: 'system', system: { body: 'Joana changed from 5511900000001 to 5511900000077', new_wa_id: '5511900000077', type: 'user_changed_number' } })).toMatchObject({
+      type: 'unknown', text: 'Joana changed from 5511900000001 to 5511900000077', metadata: { raw_type: 'system', system: { type: 'user_changed_number', new_wa_id: '5511900000077' } },
+    });
+  });
 });

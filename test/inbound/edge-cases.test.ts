@@ -11,14 +11,17 @@ import { contactOf, count, eventTypes, fixture, inboundCount, messageByKey, star
 let t: Inbound;
 
 beforeAll(async () => {
-  t = await startInbound({ retryDelaysMs: [200, 400, 800, 1600] });
+  // An ack that overtook its message waits in its retries until the test posts the message: a
+  // schedule long enough to outlive that on a loaded machine (200, 400, 800 and 1600 ms ran out
+  // in 3 s).
+  t = await startInbound({ retryDelaysMs: [200, 500, 1000, 2000, 4000, 8000, 15000] });
 });
 
 const stored = (ch: Channel, key: string) => waitFor(() => messageByKey(t.db, ch.id, key), `message ${key} stored`);
 
 /** A GOWS message whose chat is a LID, with the phone in SenderAlt when given. */
-function lidMessage(lid: string, id: string, phone?: string) {
-  const body = wahaText('5511900000000', 'mensagem', { id });
+function lidMessage(lid: string, id: string, phone?: string, ts?: number) {
+  const body = wahaText('5511900000000', 'mensagem', { id, ...(ts === undefined ? {} : { ts }) });
   body.payload.from = `${lid}@lid`;
   body.payload._data.Info = { Chat: `${lid}@lid`, Sender: `${lid}@lid`, ...(phone ? { SenderAlt: `${phone}@s.whatsapp.net` } : {}), IsFromMe: false, ID: id, PushName: 'Pessoa LID' };
   return body;
@@ -227,6 +230,204 @@ describe('sessions', () => {
     const ended = await t.db.query(`SELECT data FROM outbox WHERE type = 'session.ended' AND aggregate_id = $1`, [first.session_id]);
     expect(ended.rows).toHaveLength(1);
     expect((await contactOf(t.db, first.contact_id)).total_sessions).toBe(2);
+  });
+
+  it('takes a message dated hours ahead of its arrival as sent when it arrived, so it neither ends the session nor holds it open', async () => {
+    const ch = await t.createChannel();
+    const channel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha' as const, sessionTimeoutMinutes: 30 };
+    const service = makeInboundService({ db: t.db });
+    const item = (id: string, ts: number, arrived: number, fromMe = false) =>
+      ({ channel, events: parseWahaEvent(wahaText('5511977770032', id, { id, ts, fromMe })), receivedAt: new Date(arrived * 1000) });
+    await service.apply(t.projectId, [item('AHEAD01', T, T)]);
+    // Our own reply from a phone whose clock is three hours fast, arriving ten minutes later.
+    await service.apply(t.projectId, [item('AHEAD02', T + 3 * 3600, T + 600, true)]);
+    // A skew of a minute is believed.
+    await service.apply(t.projectId, [item('AHEAD03', T + 1260, T + 1200)]);
+    const rows = (await t.db.query(
+      `SELECT m.external_id, m."timestamp", m.session_id FROM messages m WHERE m.channel_id = $1 ORDER BY m."timestamp"`, [ch.id])).rows;
+    expect(rows.map((r) => [r.external_id, new Date(r.timestamp).toISOString()])).toEqual([
+      ['AHEAD01', '2025-11-30T00:00:00.000Z'],
+      ['AHEAD02', '2025-11-30T00:10:00.000Z'],
+      ['AHEAD03', '2025-11-30T00:21:00.000Z'],
+    ]);
+    expect(new Set(rows.map((r) => r.session_id)).size).toBe(1);
+    const session = (await t.db.query('SELECT * FROM sessions WHERE id = $1', [rows[0].session_id])).rows[0];
+    expect(session).toMatchObject({ status: 'active', message_count: 3, messages_from_agent: 1 });
+    expect(new Date(session.last_activity_at).toISOString()).toBe('2025-11-30T00:21:00.000Z');
+    expect(new Date(session.due_at).toISOString()).toBe('2025-11-30T00:51:00.000Z');
+  });
+
+  describe('a message that arrives after its session', () => {
+    const at = (s: number) => new Date(s * 1000).toISOString();
+    async function world(phone: string) {
+      const ch = await t.createChannel();
+      const channel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha' as const, sessionTimeoutMinutes: 30 };
+      const service = makeInboundService({ db: t.db });
+      const send = (...msgs: Array<[id: string, ts: number]>) =>
+        service.apply(t.projectId, msgs.map(([id, ts]) => ({ channel, events: parseWahaEvent(wahaText(phone, id, { id, ts })), receivedAt: new Date() })));
+      const sessions = async () => (await t.db.query(
+        `SELECT s.*, array(SELECT m.external_id FROM messages m WHERE m.session_id = s.id ORDER BY m."timestamp") AS msgs
+         FROM sessions s WHERE s.channel_id = $1 ORDER BY s.started_at`, [ch.id])).rows;
+      const sessionEvents = async () => (await t.db.query(
+        `SELECT o.type, o.aggregate_id::text AS session, o.data FROM outbox o JOIN sessions s ON s.id::text = o.aggregate_id::text
+         WHERE s.channel_id = $1 AND o.type LIKE 'session.%' ORDER BY o.id`, [ch.id])).rows;
+      return { ch, send, sessions, sessionEvents };
+    }
+
+    it('is counted in the ended session its time falls in, which sends nothing again', async () => {
+      const w = await world('5511977771040');
+      await w.send(['LATE01', T]);
+      const [first] = await w.sessions();
+      expect((await t.api('POST', `/sessions/${first.id}/close`, { reason: 'resolved' })).status).toBe(200);
+      // Five minutes after the first message, delivered after the session was closed (a retry, a drained spill).
+      await w.send(['LATE02', T + 300]);
+      const rows = await w.sessions();
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ id: first.id, status: 'ended', end_reason: 'resolved', message_count: 2, messages_from_contact: 2, msgs: ['LATE01', 'LATE02'] });
+      expect(new Date(rows[0].last_activity_at).toISOString()).toBe(at(T + 300));
+      expect((await w.sessionEvents()).map((e) => e.type)).toEqual(['session.started', 'session.ended']);
+      expect(await contactOf(t.db, rows[0].contact_id)).toMatchObject({ total_sessions: 1, total_messages: 2 });
+    });
+
+    it('goes to the ended session it belongs to, not to the newer active one, whose start stays', async () => {
+      const w = await world('5511977771041');
+      await w.send(['OLD01', T]);
+      await w.send(['NEW01', T + 3 * 3600]); // ends the first session (overdue) and opens the second
+      const contactId = (await w.sessions())[0].contact_id;
+      await waitFor(async () => (await contactOf(t.db, contactId)).ended_sessions === 1 || undefined, 'the ended session counted on the contact');
+      await w.send(['OLD02', T + 600]); // ten minutes into the first conversation, delivered last
+      const rows = await w.sessions();
+      expect(rows.map((r) => [r.status, at(new Date(r.started_at).getTime() / 1000), r.message_count, r.msgs])).toEqual([
+        ['ended', at(T), 2, ['OLD01', 'OLD02']],
+        ['active', at(T + 3 * 3600), 1, ['NEW01']],
+      ]);
+      // Ended for inactivity, it would have lasted until that message plus the timeout.
+      expect(new Date(rows[0].ended_at).toISOString()).toBe(at(T + 600 + 1800));
+      expect(Number((await contactOf(t.db, contactId)).total_session_seconds)).toBe(1800 + 600);
+      expect(new Date(rows[1].due_at).toISOString()).toBe(at(T + 3 * 3600 + 1800));
+      expect((await w.sessionEvents()).map((e) => e.type)).toEqual(['session.started', 'session.ended', 'session.started']);
+    });
+
+    it('that no session holds, older than the active one, gets a session of its own that has ended', async () => {
+      const w = await world('5511977771042');
+      await w.send(['NOW01', T + 3 * 3600]);
+      // A backlog processed out of order: two messages of a conversation three hours earlier.
+      await w.send(['BACK01', T], ['BACK02', T + 120]);
+      const rows = await w.sessions();
+      expect(rows.map((r) => [r.status, at(new Date(r.started_at).getTime() / 1000), r.message_count, r.msgs])).toEqual([
+        ['ended', at(T), 2, ['BACK01', 'BACK02']],
+        ['active', at(T + 3 * 3600), 1, ['NOW01']],
+      ]);
+      expect(rows[0]).toMatchObject({ end_reason: 'inactivity_timeout', due_at: null });
+      expect(new Date(rows[0].ended_at).toISOString()).toBe(at(T + 120 + 1800));
+      const events = await w.sessionEvents();
+      expect(events.map((e) => [e.type, e.session])).toEqual([
+        ['session.started', rows[1].id],
+        ['session.started', rows[0].id],
+        ['session.ended', rows[0].id],
+      ]);
+      // Its end is sent once the whole batch is counted in it.
+      expect(events[2].data).toMatchObject({ reason: 'inactivity_timeout', message_count: 2, started_at: at(T), ended_at: at(T + 1920), duration_seconds: 1920 });
+      const contactId = rows[0].contact_id;
+      await waitFor(async () => (await contactOf(t.db, contactId)).ended_sessions === 1 || undefined, 'the ended session counted on the contact');
+      const c = await contactOf(t.db, contactId);
+      expect([c.total_sessions, Number(c.total_session_seconds)]).toEqual([2, 1920]);
+    });
+
+    it('goes to the nearest of two ended sessions it comes shortly before, never stretching the later one over the earlier', async () => {
+      const w = await world('5511977771045');
+      await w.send(['NEAR01', T]);
+      const [first] = await w.sessions();
+      expect((await t.api('POST', `/sessions/${first.id}/close`, { reason: 'resolved' })).status).toBe(200);
+      await t.db.query('UPDATE sessions SET ended_at = $2 WHERE id = $1', [first.id, new Date((T + 300) * 1000)]); // as if closed at T + 5 min
+      await w.send(['NEAR02', T + 600]); // a new conversation, ended by the next one's arrival
+      await w.send(['NEAR03', T + 3 * 3600]);
+      await w.send(['NEAR00', T - 600]); // a retry of a message ten minutes before the first
+      const rows = await w.sessions();
+      expect(rows.map((r) => [r.status, at(new Date(r.started_at).getTime() / 1000), r.msgs])).toEqual([
+        ['ended', at(T - 600), ['NEAR00', 'NEAR01']],
+        ['ended', at(T + 600), ['NEAR02']],
+        ['active', at(T + 3 * 3600), ['NEAR03']],
+      ]);
+    });
+
+    it('opens no active session for late messages older than an ended one: they get an ended one that stops where the later begins', async () => {
+      const w = await world('5511977771046');
+      await w.send(['DRAIN10', T + 3600]);
+      await w.send(['DRAIN20', T + 5 * 3600]); // ends the first (overdue, at T + 90 min)
+      const active = (await w.sessions()).find((r) => r.status === 'active')!;
+      expect((await t.api('POST', `/sessions/${active.id}/close`, { reason: 'resolved' })).status).toBe(200);
+      // Spilled webhooks from before both, drained in one batch: no session is active now.
+      await w.send(['DRAIN01', T], ['DRAIN02', T + 1200], ['DRAIN03', T + 2700]);
+      const rows = await w.sessions();
+      expect(rows.map((r) => [r.status, at(new Date(r.started_at).getTime() / 1000), at(new Date(r.ended_at).getTime() / 1000), r.msgs])).toEqual([
+        ['ended', at(T), at(T + 3600), ['DRAIN01', 'DRAIN02', 'DRAIN03']],
+        ['ended', at(T + 3600), at(T + 5400), ['DRAIN10']],
+        ['ended', at(T + 5 * 3600), expect.any(String), ['DRAIN20']],
+      ]);
+      const events = (await w.sessionEvents()).filter((e) => e.session === rows[0].id);
+      expect(events.map((e) => e.type)).toEqual(['session.started', 'session.ended']);
+      expect(events[1].data).toMatchObject({ started_at: at(T), ended_at: at(T + 3600), message_count: 3 });
+    });
+
+    it("says in session.started where a session opened by a batch begins, when a later message of the batch is earlier", async () => {
+      const w = await world('5511977771047');
+      await w.send(['FIRST02', T + 600], ['FIRST01', T]);
+      const [s] = await w.sessions();
+      expect([s.status, new Date(s.started_at).toISOString(), s.msgs]).toEqual(['active', at(T), ['FIRST01', 'FIRST02']]);
+      const [started] = await w.sessionEvents();
+      expect(started).toMatchObject({ type: 'session.started', data: { started_at: at(T) } });
+    });
+
+    it('keeps a late conversation longer than the timeout whole when its messages bridge as they come, and starts it at its earliest', async () => {
+      const w = await world('5511977771044');
+      await w.send(['LIVE01', T + 6 * 3600]);
+      // Five messages ten minutes apart (50 minutes, beyond the 30-minute timeout), in another order.
+      await w.send(['CONV03', T + 1200], ['CONV01', T], ['CONV02', T + 600], ['CONV05', T + 2400], ['CONV04', T + 1800]);
+      const rows = await w.sessions();
+      expect(rows.map((r) => [r.status, r.message_count, r.msgs])).toEqual([
+        ['ended', 5, ['CONV01', 'CONV02', 'CONV03', 'CONV04', 'CONV05']],
+        ['active', 1, ['LIVE01']],
+      ]);
+      expect([new Date(rows[0].started_at).toISOString(), new Date(rows[0].ended_at).toISOString()]).toEqual([at(T), at(T + 2400 + 1800)]);
+      const events = (await w.sessionEvents()).filter((e) => e.session === rows[0].id);
+      expect(events.map((e) => e.type)).toEqual(['session.started', 'session.ended']);
+      expect(events[0].data).toMatchObject({ started_at: at(T) });
+      expect(events[1].data).toMatchObject({ started_at: at(T), ended_at: at(T + 4200), message_count: 5, duration_seconds: 4200 });
+      const contactId = rows[0].contact_id;
+      // Counted once: by the session.ended consumer, from the event's whole span.
+      await waitFor(async () => (await contactOf(t.db, contactId)).ended_sessions === 1 || undefined, 'the ended session counted on the contact');
+      const c = await contactOf(t.db, contactId);
+      expect([c.total_sessions, Number(c.total_session_seconds)]).toEqual([2, 4200]);
+    });
+
+    it('moves the start of the ended session it joins back, and the contact\'s session time with it', async () => {
+      const w = await world('5511977771043');
+      await w.send(['EARLY02', T]);
+      await w.send(['EARLY03', T + 3 * 3600]); // ends the first session at T + 30 min
+      const contactId = (await w.sessions())[0].contact_id;
+      await waitFor(async () => (await contactOf(t.db, contactId)).ended_sessions === 1 || undefined, 'the ended session counted on the contact');
+      const before = Number((await contactOf(t.db, contactId)).total_session_seconds);
+      await w.send(['EARLY01', T - 600]); // ten minutes before it began
+      const [first] = await w.sessions();
+      expect(first).toMatchObject({ message_count: 2, msgs: ['EARLY01', 'EARLY02'] });
+      expect(new Date(first.started_at).toISOString()).toBe(at(T - 600));
+      expect(Number((await contactOf(t.db, contactId)).total_session_seconds)).toBe(before + 600);
+    });
+  });
+
+  it('ends the overdue session of a contact known by its LID when its phone first comes with a message', async () => {
+    const ch = await t.createChannel();
+    const channel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha' as const, sessionTimeoutMinutes: 30 };
+    const service = makeInboundService({ db: t.db });
+    await service.apply(t.projectId, [{ channel, events: parseWahaEvent(lidMessage('90000000071050', 'LIDOVER01', undefined, T)), receivedAt: new Date() }]);
+    // Four hours later (the sweeper had not got to it), the same person, now with the phone.
+    await service.apply(t.projectId, [{ channel, events: parseWahaEvent(lidMessage('90000000071050', 'LIDOVER02', '5511977771050', T + 4 * 3600)), receivedAt: new Date() }]);
+    const rows = (await t.db.query(`SELECT s.status, s.started_at, s.ended_at, s.message_count, s.contact_id FROM sessions s WHERE s.channel_id = $1 ORDER BY s.started_at`, [ch.id])).rows;
+    expect(rows.map((r) => [r.status, r.message_count])).toEqual([['ended', 1], ['active', 1]]);
+    expect(new Date(rows[0].ended_at).toISOString()).toBe('2025-11-30T00:30:00.000Z');
+    expect(rows[0].contact_id).toBe(rows[1].contact_id);
+    expect(await contactOf(t.db, rows[0].contact_id)).toMatchObject({ phone: '+5511977771050', total_sessions: 2 });
   });
 
   it('splits one batch into two sessions when its messages are further apart than the timeout', async () => {

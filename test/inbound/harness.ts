@@ -79,7 +79,11 @@ export async function startInbound(opts: StartOptions = {}): Promise<Inbound> {
     ? await opts.makeBroker(db)
     : await makeTestBroker(brokerKind, db, { retryDelaysMs: opts.retryDelaysMs ?? [100, 300, 1000] });
   const broker = switchable(inner);
-  const config = loadConfig({ LOG_LEVEL: 'silent', SECRET_KEY, PUBLIC_URL: 'https://crm.example.test', HOST: '127.0.0.1', PORT: '0', ...opts.env });
+  // The fake providers (WAHA, the Graph API) listen on loopback.
+  const config = loadConfig({
+    LOG_LEVEL: 'silent', SECRET_KEY, PUBLIC_URL: 'https://crm.example.test', HOST: '127.0.0.1', PORT: '0',
+    WAHA_ALLOW_PRIVATE_URLS: 'true', CLOUD_API_ALLOW_PRIVATE_URLS: 'true', ...opts.env,
+  });
   // The fixtures are dated 2025: with the real clock the inactivity sweeper would end their
   // sessions at once. Its clock stands still here (its own tests move it).
   const running = await startVentros({

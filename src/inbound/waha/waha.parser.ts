@@ -175,7 +175,9 @@ function parseReaction(env: WahaEnvelope, p: Json): InboundEvent {
   const id = optString(p, 'id', path);
   const fromMe = readFromMe(p, id ?? '', path);
   const who = resolveWahaContact(p, fromMe);
-  if (!who.ok) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+  // Our own reaction is recorded as ours whatever the chat: GOWS and NOWEB send it with the chat
+  // in `from` and `to` null, and no _data.
+  if (!who.ok && !fromMe) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
   return compact<InboundReaction>({
     kind: 'reaction',
     provider: 'waha',
@@ -185,7 +187,7 @@ function parseReaction(env: WahaEnvelope, p: Json): InboundEvent {
     targetKey: wahaMessageKey(target),
     emoji: optString(reaction, 'text', `${path}.reaction`) ?? '',
     fromMe,
-    contact: who.contact,
+    contact: who.ok ? who.contact : undefined,
     timestamp: readTime(p, path) ?? env.timestamp,
   });
 }

@@ -6,6 +6,7 @@ import {
   isStorableTime, optArray, optBoolean, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
 import { normalizePhone } from '../../domain/phone.ts';
+import { parseStorableJson } from '../../domain/text.ts';
 
 /** What the surrounding `value` tells about every message in it. */
 export type CloudValueContext = {
@@ -119,6 +120,15 @@ function readContent(m: Json, rawType: string, path: string): Content {
     const o = needRecord(m.interactive, p);
     const kind = optString(o, 'type', p);
     const reply = kind ? optRecord(o, kind, p) : undefined;
+    if (kind === 'nfm_reply' && reply) {
+      // A WhatsApp Flow's answers: a JSON document in a string, and the words the customer saw.
+      const q = `${p}.nfm_reply`;
+      return {
+        type: 'interactive',
+        text: optString(reply, 'body', q),
+        metadata: compact({ interactive_type: kind, flow_name: optString(reply, 'name', q), flow_response: flowResponse(optString(reply, 'response_json', q)) }),
+      };
+    }
     return {
       type: 'interactive',
       text: reply ? optString(reply, 'title', `${p}.${kind}`) : undefined,
@@ -133,9 +143,40 @@ function readContent(m: Json, rawType: string, path: string): Content {
     const o = needRecord(m.button, p);
     return { type: 'button', text: optString(o, 'text', p), metadata: compact({ button_payload: optString(o, 'payload', p) }) };
   }
-  // unsupported / unknown / order / system / …: keep the message, say what it was and why.
+  const order = rawType === 'order' ? optRecord(m, 'order', path) : undefined;
+  if (order) {
+    // A cart sent from the business's catalogue: what was ordered, kept as Meta gave it.
+    const o = order;
+    return {
+      type: 'unknown',
+      text: optString(o, 'text', p),
+      metadata: { order: compact({ catalog_id: optString(o, 'catalog_id', p), product_items: optArray(o, 'product_items', p) }) },
+    };
+  }
+  const system = rawType === 'system' ? optRecord(m, 'system', path) : undefined;
+  if (system) {
+    // WhatsApp's own notice, such as a customer changing numbers (new_wa_id).
+    const o = system;
+    return {
+      type: 'unknown',
+      text: optString(o, 'body', p),
+      metadata: { system: compact({ type: optString(o, 'type', p), new_wa_id: optString(o, 'new_wa_id', p) ?? optString(o, 'wa_id', p) }) },
+    };
+  }
+  // unsupported / unknown / …: keep the message, say what it was and why.
   const errors = (optArray(m, 'errors', path) ?? []).map(readCloudError);
   return { type: 'unknown', metadata: errors.length ? { errors } : undefined };
+}
+
+/** A Flow's response_json: the document when it is one, else the text as it came. */
+function flowResponse(raw: string | undefined): unknown {
+  if (raw === undefined) return undefined;
+  try {
+    const doc = parseStorableJson(raw);
+    return doc !== null && typeof doc === 'object' ? doc : raw;
+  } catch {
+    return raw;
+  }
 }
 
 /** A Cloud error object ({code, title, message, error_data.details}), read leniently. */
@@ -150,7 +191,8 @@ export function readCloudError(e: unknown) {
 }
 
 function findProfile(contacts: unknown[], waId: string): string | undefined {
-  const match = contacts.find((c) => loose.str(c, 'wa_id') === waId) ?? (contacts.length === 1 ? contacts[0] : undefined);
+  // A lone entry without a wa_id is taken as the sender's; one naming someone else never is.
+  const match = contacts.find((c) => loose.str(c, 'wa_id') === waId) ?? (contacts.length === 1 && loose.str(contacts[0], 'wa_id') === undefined ? contacts[0] : undefined);
   return loose.str(loose.rec(match, 'profile'), 'name');
 }
 

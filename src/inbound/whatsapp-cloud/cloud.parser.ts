@@ -1,6 +1,9 @@
 // Meta WhatsApp Cloud API webhook body → normalised inbound events. One POST may carry several
 // entries, each with several changes, each with several messages and statuses: every one of them
 // becomes an event, in the order Meta listed them (which is not delivery order: see isForward).
+// A message or status that cannot be read becomes a `malformed` event of its own, so that one
+// item of a shape we do not know does not cost the others in the same POST (the processor parks
+// the body for it); a body whose frame (object, entry, changes) cannot be read is a ParseError.
 import {
   type ContactRef, type InboundEvent, type Json, type MessageStatus, ParseError, compact,
   loose, needRecord, needString, optArray, optRecord, optString,
@@ -54,7 +57,14 @@ export function parseCloudWebhook(body: unknown, opts: CloudParseOptions = {}): 
         });
         return;
       }
-      out.push(...parseValue(value, `${cPath}.value`, wabaId));
+      // A change whose own fields (contacts, metadata, the lists) have a shape we do not know
+      // costs that change only, as an unreadable message costs that message only.
+      try {
+        out.push(...parseValue(value, `${cPath}.value`, wabaId));
+      } catch (err) {
+        if (!(err instanceof ParseError)) throw err;
+        out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: field, reason: 'malformed', detail: err.reason });
+      }
     });
   });
   return out;
@@ -69,8 +79,8 @@ function parseValue(value: Json, path: string, wabaId: string | undefined): Inbo
     wabaId,
   };
   const out: InboundEvent[] = [];
-  (optArray(value, 'messages', path) ?? []).forEach((m, k) => out.push(parseCloudMessage(m, `${path}.messages[${k}]`, ctx)));
-  (optArray(value, 'statuses', path) ?? []).forEach((s, k) => out.push(parseStatus(s, `${path}.statuses[${k}]`)));
+  (optArray(value, 'messages', path) ?? []).forEach((m, k) => out.push(item('messages', () => parseCloudMessage(m, `${path}.messages[${k}]`, ctx))));
+  (optArray(value, 'statuses', path) ?? []).forEach((s, k) => out.push(item('statuses', () => parseStatus(s, `${path}.statuses[${k}]`))));
   // Errors at the value level mean Meta could not deliver something to us at all.
   for (const err of optArray(value, 'errors', path) ?? []) {
     const e = readCloudError(err);
@@ -83,6 +93,16 @@ function parseValue(value: Json, path: string, wabaId: string | undefined): Inbo
     out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unhandled_event', detail: 'empty change' });
   }
   return out;
+}
+
+/** One message or status; one that cannot be read is a `malformed` event instead of the body's end. */
+function item(event: string, parse: () => InboundEvent): InboundEvent {
+  try {
+    return parse();
+  } catch (err) {
+    if (!(err instanceof ParseError)) throw err;
+    return { kind: 'ignored', provider: 'whatsapp_cloud', event, reason: 'malformed', detail: err.reason };
+  }
 }
 
 function parseStatus(raw: unknown, path: string): InboundEvent {
