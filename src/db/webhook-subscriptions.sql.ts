@@ -131,20 +131,53 @@ const COLUMN_OF: Record<keyof SubscriptionChanges, [string, string]> = {
 
 /**
  * Applies `changes`. Turning `active` on clears the disable reason and the failing streak (the
- * user says the endpoint is fixed); turning it off by hand records no reason.
+ * user says the endpoint is fixed); turning it off by hand records no reason. Resuming a paused
+ * subscription that was failing starts its streak again from now: no attempt was made while it
+ * was paused, and a streak counted through the pause would disable it at the next pass, ending
+ * every delivery that had waited.
  */
 export async function updateSubscription(tx: Queryable, projectId: string, id: string, changes: SubscriptionChanges): Promise<SubscriptionRecord | undefined> {
   const params: unknown[] = [projectId, id];
   const sets = ['updated_at = now()'];
+  let urlParam: string | undefined;
   for (const [key, value] of Object.entries(changes) as Array<[keyof SubscriptionChanges, unknown]>) {
     if (value === undefined) continue;
     const [column, cast] = COLUMN_OF[key];
     params.push(key === 'headers' ? JSON.stringify(value) : value instanceof Date ? value.toISOString() : value);
     sets.push(`${column} = $${params.length}${cast}`);
+    if (key === 'url') urlParam = `$${params.length}`;
   }
   if (changes.active === true) sets.push('disabled_at = NULL', 'disabled_reason = NULL', 'failing_since = NULL');
+  else {
+    // (In SET, `url` and `paused` are the values before this update.) Another URL is another
+    // endpoint: the old one's failing streak is not held against it.
+    const restart = [
+      ...(urlParam ? [`WHEN url IS DISTINCT FROM ${urlParam} THEN NULL`] : []),
+      ...(changes.paused === false ? ['WHEN paused AND failing_since IS NOT NULL THEN now()'] : []),
+    ];
+    if (restart.length > 0) sets.push(`failing_since = CASE ${restart.join(' ')} ELSE failing_since END`);
+  }
   const r = await tx.query(`UPDATE webhook_subscriptions SET ${sets.join(', ')} WHERE project_id = $1 AND id = $2 RETURNING ${COLUMNS}`, params);
   return r.rows[0] ? toSubscription(r.rows[0]) : undefined;
+}
+
+/** NOTIFY channel (migration 016): a subscription's URL changed or it was turned back on; payload its id. */
+export const ENDPOINT_CHANGES = 'ventros_webhook_endpoints';
+
+/**
+ * Deliveries of a subscription that wait for a later attempt (a retry's back-off, an open circuit)
+ * are due now: its endpoint changed (another URL, or turned back on by hand), so what kept them
+ * waiting was learnt of the old one. Only while it is active (a claim would end them otherwise).
+ * Returns how many.
+ */
+export async function bringDeliveriesForward(q: Queryable, subscriptionId: string): Promise<number> {
+  const r = await q.query(
+    `UPDATE webhook_deliveries d SET next_attempt_at = now(), enqueued_at = NULL, updated_at = now()
+     FROM webhook_subscriptions s
+     WHERE s.id = $1 AND s.active AND d.subscription_id = s.id AND d.status IN ('pending', 'retrying') AND d.next_attempt_at > now()`,
+    [subscriptionId],
+  );
+  return r.rowCount;
 }
 
 export async function deleteSubscription(tx: Queryable, projectId: string, id: string): Promise<boolean> {

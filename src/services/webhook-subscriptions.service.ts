@@ -10,7 +10,7 @@ import {
   type AttemptRecord, type DeliveryRecord, type DeliveryStatus,
 } from '../db/webhook-deliveries.sql.ts';
 import {
-  deleteSubscription, findSubscription, insertSubscription, listSubscriptions, updateSubscription,
+  bringDeliveriesForward, deleteSubscription, findSubscription, insertSubscription, listSubscriptions, updateSubscription,
   type SubscriptionChanges, type SubscriptionRecord,
 } from '../db/webhook-subscriptions.sql.ts';
 import { EVENT_CATALOGUE, EVENT_TYPES, newEvent } from '../domain/events.ts';
@@ -140,8 +140,12 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
       if (input.headers !== undefined) changes.headers = checkHeaders(input.headers);
       if (input.url !== undefined) changes.url = await checkUrl(input.url);
       const record = await tenant(projectId, async (tx) => {
+        // Another URL, or turned back on: a new start for the endpoint (migration 016 tells the
+        // dispatchers' circuit breakers), and what waited because of the old one goes now.
+        const before = changes.url !== undefined || changes.active === true ? await mustFind(tx, projectId, id, true) : undefined;
         const r = await updateSubscription(tx, projectId, id, changes);
         if (!r) throw notFound('webhook subscription');
+        if (before && r.active && (before.url !== r.url || !before.active)) await bringDeliveriesForward(tx, id);
         return r;
       });
       return view(record);

@@ -37,7 +37,12 @@ export type CircuitSnapshot = {
 
 export type CircuitBreaker = {
   /** May an attempt go out now? In half_open, true exactly once per probe: the caller must report it. */
-  canAttempt(key: string, now: number): boolean;
+  /**
+   * `attemptTimeoutMs`: how long this endpoint's attempts may take; a half-open probe is given up as
+   * lost only after the longer of that and the breaker's probe timeout (a probe to an endpoint
+   * allowed 300 s is not lost at 60 s, and another is not sent beside it).
+   */
+  canAttempt(key: string, now: number, attemptTimeoutMs?: number): boolean;
   recordSuccess(key: string, now: number): void;
   recordFailure(key: string, now: number): void;
   /**
@@ -58,7 +63,8 @@ type Entry = {
   /** Openings since the last success; sets the cool-down. */
   opens: number;
   openUntil: number;
-  probeStartedAt: number;
+  /** When the probe out is taken as lost. */
+  probeLostAt: number;
 };
 
 export const DEFAULT_CIRCUIT_OPTIONS = {
@@ -98,18 +104,21 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
   };
 
   return {
-    canAttempt(key, now) {
+    canAttempt(key, now, attemptTimeoutMs = 0) {
       const entry = entries.get(key);
       if (!entry || entry.state === 'closed') return true;
+      const probe = () => {
+        entry.probeLostAt = now + Math.max(probeTimeoutMs, attemptTimeoutMs);
+      };
       if (entry.state === 'open') {
         if (now < entry.openUntil) return false;
-        entry.probeStartedAt = now;
+        probe();
         move(key, entry, 'half_open');
         return true;
       }
       // half_open: a probe is out; allow another only if that one looks lost.
-      if (now - entry.probeStartedAt < probeTimeoutMs) return false;
-      entry.probeStartedAt = now;
+      if (now < entry.probeLostAt) return false;
+      probe();
       return true;
     },
 
@@ -123,7 +132,7 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
     recordFailure(key, now) {
       let entry = entries.get(key);
       if (!entry) {
-        entry = { state: 'closed', failures: 0, opens: 0, openUntil: 0, probeStartedAt: 0 };
+        entry = { state: 'closed', failures: 0, opens: 0, openUntil: 0, probeLostAt: 0 };
         entries.set(key, entry);
       }
       entry.failures += 1;
@@ -140,7 +149,7 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
         state: entry.state,
         consecutiveFailures: entry.failures,
         ...(entry.state === 'open' && { openUntil: entry.openUntil }),
-        ...(entry.state === 'half_open' && { probeExpiresAt: entry.probeStartedAt + probeTimeoutMs }),
+        ...(entry.state === 'half_open' && { probeExpiresAt: entry.probeLostAt }),
       };
     },
 

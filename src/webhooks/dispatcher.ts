@@ -24,7 +24,8 @@ import {
   claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
   type AttemptOutcomeRow, type ClaimedDelivery,
 } from '../db/webhook-dispatch.sql.ts';
-import { disableSubscription } from '../db/webhook-subscriptions.sql.ts';
+import { bringDeliveriesForward, disableSubscription, ENDPOINT_CHANGES } from '../db/webhook-subscriptions.sql.ts';
+import { keepListening } from '../db/keep-listening.ts';
 import { newEvent } from '../domain/events.ts';
 import { isUuid } from '../domain/ids.ts';
 import { makeBatcher } from '../inbound/batcher.ts';
@@ -36,7 +37,7 @@ import { endpointCaps, makeEndpointLimits, type EndpointSlot } from './endpoint-
 import { makeSlots, type Slot } from './request-slots.ts';
 import { makeHealthRecorder } from './health-recorder.ts';
 import { SUBSCRIPTION_HEADER } from './outbound-queue.ts';
-import { closeAgent, sendAttempt, type AttemptReport } from './send-attempt.ts';
+import { closeAgent, decideNext, sendAttempt, type AttemptReport } from './send-attempt.ts';
 import { makeGuardedDispatcher, type ResolveHost } from './ssrf-guard.ts';
 
 export type DispatcherOptions = {
@@ -76,6 +77,8 @@ const BUSY_BACKOFF_MS = 250;
 const MAX_STUCK_BACKOFF_MS = 30_000;
 /** While a half-open circuit's probe is out, other deliveries of that endpoint wait this long. */
 const PROBE_WAIT_MS = 5_000;
+/** A half-open probe is lost once its attempt's own timeout and this much more have passed. */
+const PROBE_LOST_MARGIN_MS = 5_000;
 /** A rate slot this close is waited for in place; a later one is a postponement. */
 const RATE_WAIT_INLINE_MS = 50;
 const MAX_AGENT_TIMEOUT_MS = 300_000;
@@ -102,6 +105,29 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       else webhookCircuitOpen.set({ subscription: key }, 1);
       log.info({ subscription_id: key, circuit: state }, 'webhook circuit changed');
     },
+  });
+  /** Per subscription, how many endpoint changes this process has heard of. */
+  const endpointGenerations = new Map<string, number>();
+  // Another URL, or turned back on by hand (any process's API): what this breaker learnt of the
+  // endpoint is forgotten, and then the deliveries it held back are due again. The API made them
+  // due too, but this process may have postponed some since, before it heard: each process undoes
+  // its own. Without notifications a circuit keeps its state to the end of its cool-down.
+  const onEndpointChange = (id: string) => {
+    if (!isUuid(id)) return;
+    // Attempts still out to the old endpoint now belong to an earlier generation: they hold no
+    // slot of the new one, and what they end with is not the new one's (see `attempt`).
+    endpointGenerations.set(id, (endpointGenerations.get(id) ?? 0) + 1);
+    limits.detach(id);
+    breaker.reset(id);
+    bringDeliveriesForward(db, id).then(
+      (n) => n > 0 && opts.onDue?.(Date.now()),
+      (err: unknown) => log.warn({ err, subscription_id: id }, 'could not bring deliveries forward after an endpoint change'),
+    );
+  };
+  const endpointChanges = keepListening(db, ENDPOINT_CHANGES, onEndpointChange, {
+    logger: log,
+    what: 'webhook endpoint changes',
+    fallback: 'an open circuit waits out its cool-down after its subscription changes',
   });
   const limits = makeEndpointLimits(endpointCaps(config.webhookConcurrency));
   // WEBHOOK_CONCURRENCY bounds the requests in flight. The consumers hand us more deliveries than
@@ -223,7 +249,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       let now = Date.now();
       sendAt ??= limits.rateSlot(sub, claim.id, claim.rateLimitPerSecond, now, RATE_WAIT_INLINE_MS);
       let wait = circuitWait(sub, now) ?? (sendAt - now > RATE_WAIT_INLINE_MS ? sendAt : undefined);
-      if (wait === undefined && !breaker.canAttempt(sub, now)) wait = breaker.state(sub).openUntil ?? now + PROBE_WAIT_MS;
+      if (wait === undefined && !breaker.canAttempt(sub, now, (claim.timeoutSeconds ? claim.timeoutSeconds * 1000 : config.webhookTimeoutMs) + PROBE_LOST_MARGIN_MS)) wait = breaker.state(sub).openUntil ?? now + PROBE_WAIT_MS;
       if (wait !== undefined) {
         // Not now after all (the circuit opened meanwhile, or a rate we just learned): give the
         // attempt number back.
@@ -253,6 +279,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
 
   async function attempt(claim: ClaimedDelivery, request: Slot, inflight: EndpointSlot): Promise<void> {
     let report: AttemptReport;
+    const generation = endpointGenerations.get(claim.subscriptionId);
     inflight.start(Date.now()); // the endpoint's clock starts with its request
     try {
       report = await sendAttempt(claim, {
@@ -262,9 +289,14 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         agent,
         random,
       });
-      // The circuit hears of the answer before the endpoint's slot is free again, so the next
-      // delivery admitted to it is judged with this failure counted (recording it is ours to do).
-      judge(claim.subscriptionId, report);
+      if (endpointGenerations.get(claim.subscriptionId) !== generation) {
+        // The endpoint changed while this attempt was out: it spoke for the old one.
+        report = fromOldEndpoint(claim, report);
+      } else {
+        // The circuit hears of the answer before the endpoint's slot is free again, so the next
+        // delivery admitted to it is judged with this failure counted (recording it is ours to do).
+        judge(claim.subscriptionId, report);
+      }
     } finally {
       // The cap is on requests the endpoint has in flight: recording the outcome is our
       // database's work, and holding the slot through it would cap a fast endpoint at
@@ -273,6 +305,20 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       inflight.release();
     }
     await settle(claim, report);
+  }
+
+  /**
+   * An attempt that went to the endpoint the subscription had before a change: it is recorded as
+   * it went (its attempt is spent), but it says nothing of the new endpoint. A failure does not
+   * count on the new one's circuit or failing streak, does not disable the subscription (a 410
+   * from the URL just replaced), and the delivery is due again at once, at the new URL, while it
+   * has attempts left.
+   */
+  function fromOldEndpoint(claim: ClaimedDelivery, report: AttemptReport): AttemptReport & { stale: true } {
+    if (report.outcome.class === 'success') return { ...report, stale: true };
+    const outcome = { ...report.outcome, disable: false, retry: true, retryAfterMs: undefined };
+    const next = decideNext(claim, outcome, { scheduleMs: config.webhookRetryScheduleMs, random });
+    return { ...report, outcome, next: next.status === 'retrying' ? { status: 'retrying', at: new Date() } : next, stale: true };
   }
 
   /** The endpoint's circuit, told how an attempt ended. */
@@ -307,7 +353,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     }
     webhookAttemptDuration.observe(result.durationMs / 1000);
     const done = new Date();
-    if (outcome.class === 'success') health.success(sub, done, result.statusCode ?? 200);
+    if ('stale' in report) {
+      // The old endpoint's word: not the new one's health.
+    } else if (outcome.class === 'success') health.success(sub, done, result.statusCode ?? 200);
     else health.failure(sub, done, result.statusCode ?? null, outcome.detail);
     if (next.status === 'retrying') opts.onDue?.(next.at.getTime());
     webhookDeliveriesTotal.inc({ result: outcome.disable ? 'disabled' : next.status });
@@ -347,6 +395,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       await withDeadline(Promise.allSettled([...attempts]), opts.stopAttemptsMs ?? STOP_ATTEMPTS_MS, 'attempts still running').catch(
         () => void log.warn({ attempts: attempts.size }, 'webhook attempts cut off at shutdown; their leases bring them back'),
       );
+      await endpointChanges.stop();
       await health.stop();
       await closeAgent(agent);
     },

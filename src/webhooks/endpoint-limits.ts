@@ -36,6 +36,12 @@ export type EndpointLimits = {
   oldestAge(subscriptionId: string, now: number): number;
   inFlight(subscriptionId: string): number;
   /**
+   * The subscription's endpoint changed (another URL): the attempts in flight to the old one stop
+   * counting towards its cap (their slots, released later, free nothing), and waiters get the
+   * slots that are free now.
+   */
+  detach(subscriptionId: string): void;
+  /**
    * When delivery `key` may go out under `perSecond`: `now` or later. A slot more than `holdMs`
    * away is held for the delivery until it comes back; a nearer one is used at once.
    */
@@ -69,6 +75,8 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
         if (released) return;
         released = true;
         set.delete(entry);
+        // A slot of a detached endpoint frees nothing of today's.
+        if (running.get(id) !== set) return;
         if (set.size === 0) running.delete(id);
         // Hand the freed slot straight to the first waiter, so nobody overtakes it.
         const line = waiting.get(id);
@@ -109,6 +117,12 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
       return now - oldest;
     },
     inFlight: count,
+    detach(id) {
+      running.delete(id);
+      const line = waiting.get(id);
+      while (line && line.length > 0 && count(id) < opts.maxInFlight) line.shift()!(take(id));
+      if (line && line.length === 0 && waiting.get(id) === line) waiting.delete(id);
+    },
     rateSlot(id, key, perSecond, now, holdMs) {
       if (!perSecond || perSecond <= 0) return now;
       let slot = held.get(key);

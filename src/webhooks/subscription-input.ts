@@ -39,6 +39,9 @@ export function checkHeaders(headers: Readonly<Record<string, unknown>>): Record
     else if (seen.has(lower)) problems.push({ field, message: 'given twice (header names are case-insensitive)' });
     if (typeof value !== 'string') problems.push({ field, message: 'must be a string' });
     else if (/[\r\n\0]/.test(value)) problems.push({ field, message: 'must not contain line breaks or NUL' });
+    // What the HTTP client can put on the wire (it refuses the rest before connecting, so every
+    // delivery would fail): tab, printable ASCII and Latin-1; other control characters, no € or emoji.
+    else if (/[^\t\x20-\x7e\x80-\xff]/.test(value)) problems.push({ field, message: 'only tab, printable ASCII and Latin-1 characters can be sent in a header' });
     else if (value.length > 2000) problems.push({ field, message: 'at most 2000 characters' });
     seen.add(lower);
   }

@@ -41,64 +41,70 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
   const ours: string[] = [FANOUT_QUEUE, Queues.webhooksOutbound, Queues.webhooksDue];
   await broker.declareQueues(allQueues().filter((q) => ours.includes(q.name)));
 
-  const scheduler = parts.scheduler
-    ? startScheduler({
+  try {
+    const scheduler = parts.scheduler
+      ? startScheduler({
+          db,
+          broker,
+          logger,
+          defaultMaxAttempts: config.webhookRetryScheduleMs.length + 1,
+          disableAfterDays: config.webhookDisableAfterDays,
+          ...(opts.schedulerPollMs !== undefined && { pollMs: opts.schedulerPollMs }),
+          ...(opts.enqueueGraceMs !== undefined && { enqueueGraceMs: opts.enqueueGraceMs }),
+          ...(opts.disableCheckEveryMs !== undefined && { disableCheckEveryMs: opts.disableCheckEveryMs }),
+        })
+      : undefined;
+    if (scheduler) components.push(scheduler);
+
+    if (parts.dispatcher) {
+      const dispatcher = makeDispatcher({
         db,
         broker,
+        config,
+        secretKey: opts.secretKey,
         logger,
-        defaultMaxAttempts: config.webhookRetryScheduleMs.length + 1,
-        disableAfterDays: config.webhookDisableAfterDays,
-        ...(opts.schedulerPollMs !== undefined && { pollMs: opts.schedulerPollMs }),
-        ...(opts.enqueueGraceMs !== undefined && { enqueueGraceMs: opts.enqueueGraceMs }),
-        ...(opts.disableCheckEveryMs !== undefined && { disableCheckEveryMs: opts.disableCheckEveryMs }),
-      })
-    : undefined;
-  if (scheduler) components.push(scheduler);
+        ...(opts.resolve && { resolve: opts.resolve }),
+        ...(opts.leaseMarginMs !== undefined && { leaseMarginMs: opts.leaseMarginMs }),
+        ...(opts.stopAttemptsMs !== undefined && { stopAttemptsMs: opts.stopAttemptsMs }),
+        ...(opts.circuit && { circuit: opts.circuit }),
+        ...(scheduler && { onDue: (at: number) => scheduler.wakeAt(at) }),
+      });
+      // Twice WEBHOOK_CONCURRENCY new deliveries at once, and WEBHOOK_CONCURRENCY due again on their
+      // own queue — three times the dispatcher's cap on requests in flight, so admitted deliveries
+      // are waiting whenever a request slot frees. Both queues share the dispatcher (its request
+      // slots and per-endpoint limits), and so one line for request slots.
+      const consumers = [
+        await startConsumer(broker, { name: 'webhook-dispatcher', queue: Queues.webhooksOutbound, concurrency: 2 * config.webhookConcurrency, handle: dispatcher.handle }, logger),
+        await startConsumer(broker, { name: 'webhook-dispatcher-due', queue: Queues.webhooksDue, concurrency: config.webhookConcurrency, handle: dispatcher.handle }, logger),
+      ];
+      components.push({
+        name: 'webhook-dispatcher',
+        async stop() {
+          await Promise.all(consumers.map((c) => c.stop()));
+          await dispatcher.stop();
+        },
+      });
+    }
 
-  if (parts.dispatcher) {
-    const dispatcher = makeDispatcher({
-      db,
-      broker,
-      config,
-      secretKey: opts.secretKey,
-      logger,
-      ...(opts.resolve && { resolve: opts.resolve }),
-      ...(opts.leaseMarginMs !== undefined && { leaseMarginMs: opts.leaseMarginMs }),
-      ...(opts.stopAttemptsMs !== undefined && { stopAttemptsMs: opts.stopAttemptsMs }),
-      ...(opts.circuit && { circuit: opts.circuit }),
-      ...(scheduler && { onDue: (at: number) => scheduler.wakeAt(at) }),
-    });
-    // Twice WEBHOOK_CONCURRENCY new deliveries at once, and WEBHOOK_CONCURRENCY due again on their
-    // own queue — three times the dispatcher's cap on requests in flight, so admitted deliveries
-    // are waiting whenever a request slot frees. Both queues share the dispatcher (its request
-    // slots and per-endpoint limits), and so one line for request slots.
-    const consumers = [
-      await startConsumer(broker, { name: 'webhook-dispatcher', queue: Queues.webhooksOutbound, concurrency: 2 * config.webhookConcurrency, handle: dispatcher.handle }, logger),
-      await startConsumer(broker, { name: 'webhook-dispatcher-due', queue: Queues.webhooksDue, concurrency: config.webhookConcurrency, handle: dispatcher.handle }, logger),
-    ];
-    components.push({
-      name: 'webhook-dispatcher',
-      async stop() {
-        await Promise.all(consumers.map((c) => c.stop()));
-        await dispatcher.stop();
-      },
-    });
-  }
-
-  if (parts.fanout) {
-    const fanout = await startFanout({ db, broker, logger });
-    const consumer = await startConsumer(
-      broker,
-      { name: FANOUT_CONSUMER, queue: FANOUT_QUEUE, concurrency: opts.fanoutConcurrency ?? (db.kind === 'pglite' ? 16 : 64), handle: fanout.handle },
-      logger,
-    );
-    components.push({
-      name: FANOUT_CONSUMER,
-      async stop() {
-        await consumer.stop();
-        await fanout.stop();
-      },
-    });
+    if (parts.fanout) {
+      const fanout = await startFanout({ db, broker, logger });
+      const consumer = await startConsumer(
+        broker,
+        { name: FANOUT_CONSUMER, queue: FANOUT_QUEUE, concurrency: opts.fanoutConcurrency ?? (db.kind === 'pglite' ? 16 : 64), handle: fanout.handle },
+        logger,
+      );
+      components.push({
+        name: FANOUT_CONSUMER,
+        async stop() {
+          await consumer.stop();
+          await fanout.stop();
+        },
+      });
+    }
+  } catch (err) {
+    // A part that could not start must not leave the others running behind a failed start.
+    for (const c of components.reverse()) await c.stop().catch(() => {});
+    throw err;
   }
   return components;
 }

@@ -120,6 +120,22 @@ describe('circuit breaker', () => {
     expect(t.breaker.canAttempt(key, t.now())).toBe(false);
   });
 
+  it("waits for a probe as long as the endpoint's own attempt timeout allows, when that is longer", () => {
+    const t = setup(); // probe timeout 60 s
+    t.fail(5);
+    t.advance(30_000);
+    expect(t.breaker.canAttempt(key, t.now(), 305_000)).toBe(true); // a subscription allowed 300 s
+    expect(t.breaker.state(key).probeExpiresAt).toBe(t.now() + 305_000);
+    t.advance(61_000);
+    expect(t.breaker.canAttempt(key, t.now(), 305_000)).toBe(false); // still out: no second probe beside it
+    t.advance(244_000);
+    expect(t.breaker.canAttempt(key, t.now(), 305_000)).toBe(true);
+    // A shorter attempt timeout never shortens the breaker's own.
+    t.advance(305_000);
+    expect(t.breaker.canAttempt(key, t.now(), 1_000)).toBe(true);
+    expect(t.breaker.state(key).probeExpiresAt).toBe(t.now() + 60_000);
+  });
+
   it('keeps keys apart', () => {
     const t = setup({ failureThreshold: 2 });
     t.fail(2);

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { claimDeliveries } from '../../src/db/webhook-dispatch.sql.ts';
 import { onCleanup, onServices, waitFor } from '../support/env.ts';
 import { startReceiver } from './receiver.ts';
-import { api, deliveriesOf, emit, makeTenant, SECRET_KEY, startWorld, subscribe, type TestTenant, type World } from './webhook-harness.ts';
+import { api, deliveriesOf, emit, makeTenant, schedulerPass, SECRET_KEY, startWorld, subscribe, type TestTenant, type World } from './webhook-harness.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const LEASE_MARGIN_MS = 300;
@@ -32,8 +32,10 @@ describe('a webhook dispatcher that dies mid-delivery', () => {
     // The doomed dispatcher: it claims (attempt 1 starts) and is never heard from again.
     const [claim] = await claimDeliveries(w.db, [row.id], { defaultTimeoutMs: 1000, leaseMarginMs: LEASE_MARGIN_MS });
     expect(claim).toMatchObject({ status: 'sending', attempts: 1 });
+    // The lease's end as the claim wrote it: nothing may send the delivery again before then.
+    const lease = await w.db.query<{ locked_until: Date }>('SELECT locked_until FROM webhook_deliveries WHERE id = $1', [row.id]);
+    const leaseEnd = lease.rows[0].locked_until;
     await w.startWorker({ parts: { dispatcher: true, fanout: false, scheduler: false }, leaseMarginMs: LEASE_MARGIN_MS });
-    expect((await deliveriesOf(w, s.id))[0].status).toBe('sending'); // held by the lease, not re-sent early
 
     const [done] = await waitFor(async () => {
       const rows = await deliveriesOf(w, s.id);
@@ -50,12 +52,19 @@ describe('a webhook dispatcher that dies mid-delivery', () => {
       [1, 'interrupted', null],
       [2, 'success', 200],
     ]);
+    // Held by the lease, not sent again early: the second attempt started once the lease had
+    // ended. This is checked from what was recorded, not by reading the status at some moment
+    // in between; on a slow machine starting the dispatcher alone can take longer than the lease.
+    const second = await w.db.query<{ at: Date }>('SELECT at FROM webhook_attempts WHERE delivery_id = $1 AND n = 2', [row.id]);
+    expect(second.rows[0].at.getTime()).toBeGreaterThanOrEqual(leaseEnd.getTime());
   });
 
   it.runIf(onServices)('retries a delivery whose dispatcher process was killed during the POST, and succeeds only on the 2xx', async () => {
     let killed = false;
     const rx = await startReceiver(() => (killed ? 200 : 'hang'));
-    const s = await subscribe(w, a, { url: rx.url, timeout_seconds: 2 });
+    // A long timeout: the child's request must still be hanging when the test looks at it and
+    // kills the child, however slow the machine. The lease is forced out after the kill instead.
+    const s = await subscribe(w, a, { url: rx.url, timeout_seconds: 60 });
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/webhooks/child-dispatcher.ts'], {
       cwd: ROOT,
       env: { ...process.env, CHILD_DATABASE_URL: w.dbUrl, CHILD_NAMESPACE: w.broker.namespace, CHILD_SECRET_KEY: SECRET_KEY, CHILD_LEASE_MARGIN_MS: String(LEASE_MARGIN_MS) },
@@ -74,8 +83,15 @@ describe('a webhook dispatcher that dies mid-delivery', () => {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGKILL');
     await exited;
+    // The hanging request was the child's: its connection closed with the process.
+    await waitFor(() => rx.hanging() === 0, 'the killed child\'s request to close');
     killed = true;
     await w.startWorker({ parts: { dispatcher: true, fanout: false, scheduler: false }, leaseMarginMs: LEASE_MARGIN_MS });
+    // The child's lease would hold the row for another minute. Waiting out a lease is the first
+    // test's subject; here it is ended by hand, and a scheduler pass takes the delivery back.
+    const forced = await w.db.query(`UPDATE webhook_deliveries SET locked_until = now() - interval '1 millisecond' WHERE id = $1 AND status = 'sending'`, [during[0].id]);
+    expect(forced.rowCount).toBe(1); // the killed child recorded nothing
+    await schedulerPass(w);
 
     const [done] = await waitFor(async () => {
       const rows = await deliveriesOf(w, s.id);

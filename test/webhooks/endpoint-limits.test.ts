@@ -28,6 +28,25 @@ describe('per-endpoint limits', () => {
     expect(await w2).toBeDefined();
   });
 
+  it('after detach, the old slots neither count nor free new ones, and a waiter gets a slot at once', async () => {
+    const limits = makeEndpointLimits({ maxInFlight: 1, maxWaiting: 2 });
+    const old = limits.tryAcquire('a')!;
+    old.start(1_000);
+    const waiter = limits.waitFor('a', 60_000);
+    limits.detach('a');
+    const fresh = await waiter; // the old slot no longer counts: the waiter is let in
+    expect(fresh).toBeDefined();
+    expect(limits.inFlight('a')).toBe(1);
+    expect(limits.oldestAge('a', 5_000)).toBe(0); // the old attempt's age is not the new endpoint's
+    expect(limits.tryAcquire('a')).toBeUndefined(); // at the cap with the new slot
+    const next = limits.waitFor('a', 60_000);
+    old.release(); // the old attempt ends: it frees nothing of today's
+    expect(limits.inFlight('a')).toBe(1);
+    fresh!.release();
+    expect(await next).toBeDefined();
+    expect(limits.inFlight('a')).toBe(1);
+  });
+
   it("ages an endpoint by its started requests only: time a slot spends before its request is not the endpoint's", () => {
     const limits = makeEndpointLimits({ maxInFlight: 2 });
     const admitted = limits.tryAcquire('a')!; // waiting for a request slot, say

@@ -65,6 +65,23 @@ describe('webhook delivery guards', () => {
     expect(ev.rows).toHaveLength(1);
     expect(ev.rows[0].data).toMatchObject({ subscription_id: failing.id, reason: 'failing', last_status_code: 500, last_error: 'HTTP 500' });
     expect(Date.now() - Date.parse(ev.rows[0].data.failing_since)).toBeGreaterThan(5.9 * 86_400_000);
+
+    // Resumed after six days paused: no attempt was made meanwhile, so its failing days count
+    // again from the resume, and the deliveries that waited are sent, not ended with it.
+    await w.db.query(
+      `INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, attempts, next_attempt_at)
+       VALUES (gen_random_uuid(), $1, $2, gen_random_uuid(), 'contact.created', '{}', 'pending', 0, now() + interval '1 hour')`,
+      [a.projectId, paused.id],
+    );
+    const resumed = (await api(w, a, 'POST', `/webhook-subscriptions/${paused.id}/resume`)).json;
+    expect(Date.now() - Date.parse(resumed.failing_since)).toBeLessThan(60_000);
+    await schedulerPass(w);
+    expect(await got(paused.id)).toMatchObject({ active: true, paused: false });
+    expect((await deliveriesOf(w, paused.id)).map((d) => d.status)).not.toContain('dead');
+    // Pausing and resuming one that was not failing starts no failing streak.
+    await api(w, a, 'POST', `/webhook-subscriptions/${recent.id}/pause`);
+    await w.db.query('UPDATE webhook_subscriptions SET failing_since = NULL WHERE id = $1', [recent.id]);
+    expect((await api(w, a, 'POST', `/webhook-subscriptions/${recent.id}/resume`)).json).toMatchObject({ paused: false, failing_since: null });
   });
 
   it('exposes delivery counts, attempt durations and open circuits on /metrics', async () => {

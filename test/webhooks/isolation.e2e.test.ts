@@ -74,15 +74,30 @@ describe('requests in flight across endpoints', () => {
     // 4 requests at most; the consumer takes 8 deliveries, and each endpoint may have one in flight.
     const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '4' } });
     const t = await makeTenant(w);
-    const hanging = await Promise.all(Array.from({ length: 6 }, () => startReceiver(() => 'hang')));
-    for (const rx of hanging) await subscribe(w, t, { url: rx.url, timeout_seconds: 1, max_attempts: 1 });
+    // How many requests hang at the six endpoints together, counted as each one arrives. A request
+    // given up has its connection closed before its slot is handed on, so the receivers see it
+    // close before the request that takes the slot arrives.
+    let peak = 0;
+    const hangingNow = () => hanging.reduce((n, rx) => n + rx.hanging(), 0);
+    const hang = () => {
+      peak = Math.max(peak, hangingNow() + 1); // the arriving one is not counted as hanging yet
+      return 'hang' as const;
+    };
+    const hanging = await Promise.all(Array.from({ length: 6 }, () => startReceiver(hang)));
+    // A timeout long enough that the first four are all out before any is given up, however slow
+    // the machine; the last two are reached only once one of them is.
+    for (const rx of hanging) await subscribe(w, t, { url: rx.url, timeout_seconds: 5, max_attempts: 1 });
     await emit(w, t.projectId, 1);
-    // Every endpoint is reached in the end: two of them only once an attempt timed out.
     await waitFor(() => hanging.every((rx) => rx.requests.length > 0), 'a request at each of the six endpoints', 30_000);
-    const arrivals = hanging.map((rx) => rx.requests[0].at).sort((x, y) => x - y);
-    const timeoutMs = 1000;
-    expect(arrivals[3] - arrivals[0]).toBeLessThan(timeoutMs); // four at once
-    expect(arrivals[4] - arrivals[0]).toBeGreaterThanOrEqual(timeoutMs - 50); // the fifth waited for a slot
+    // Four at once, and never more.
+    expect(peak).toBe(4);
+    // The fifth waited for a slot: it came once one of the four was given up (its connection
+    // closed), not with them. (Compared with the close, not with the first arrival plus the timeout:
+    // on a loaded machine a request can reach the receiver well after its timeout started.)
+    const first = hanging.map((rx) => rx.requests[0]).sort((x, y) => x.at - y.at);
+    const firstGivenUp = Math.min(...first.slice(0, 4).map((r) => r.closedAt ?? Infinity));
+    expect(firstGivenUp).toBeLessThan(Infinity);
+    expect(first[4].at).toBeGreaterThanOrEqual(firstGivenUp - 50);
   }, 60_000);
 });
 

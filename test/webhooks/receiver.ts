@@ -5,7 +5,8 @@ import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'nod
 import type { AddressInfo, Socket } from 'node:net';
 import { onCleanup } from '../support/env.ts';
 
-export type Received = { n: number; at: number; path: string; headers: IncomingHttpHeaders; body: string };
+/** `closedAt`: for a request left hanging, when its connection closed (the sender gave up). */
+export type Received = { n: number; at: number; path: string; headers: IncomingHttpHeaders; body: string; closedAt?: number };
 
 export type Answer = number | { status: number; headers?: Record<string, string>; body?: string } | 'hang';
 
@@ -32,7 +33,10 @@ export async function startReceiver(answer: (r: Received) => Answer = () => 200)
       const a = receiver.answer(r);
       if (a === 'hang') {
         held.add(res);
-        res.on('close', () => held.delete(res));
+        res.on('close', () => {
+          held.delete(res);
+          r.closedAt = Date.now();
+        });
         return;
       }
       const { status, headers, body } = typeof a === 'number' ? { status: a, headers: {}, body: 'ok' } : { body: 'ok', ...a };

@@ -2,9 +2,10 @@
 // in the answer to create (and to rotate-secret); reads never show it.
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { AppError } from '../../errors.ts';
+import { AppError, invalid } from '../../errors.ts';
 import { makeWebhookSubscriptionsService, type WebhookSubscriptionsService } from '../../services/webhook-subscriptions.service.ts';
 import type { AppDeps } from '../app.ts';
+import { instant } from '../../domain/instant.ts';
 import { IdParams, ListQuery, NoContent, Page, iso, toPageBody } from '../schemas/common.ts';
 import { defineRoute } from '../schemas/route.ts';
 import {
@@ -153,7 +154,14 @@ export async function webhookSubscriptionsRoutes(app: FastifyInstance, deps: App
     // No body schema: the body is optional, and a schema would make an empty POST a 400.
     response: { 200: Rotated },
     handler: async (req) => {
-      const given = (req.body as { secret?: unknown } | undefined)?.secret;
+      const body = req.body as Record<string, unknown> | null | undefined;
+      // What a body schema would say (see above): only `secret` is known.
+      if (body !== undefined && body !== null) {
+        if (typeof body !== 'object' || Array.isArray(body)) throw invalid('the body is {"secret": "whsec_…"}, or nothing', [{ message: 'must be an object' }]);
+        const unknown = Object.keys(body).filter((k) => k !== 'secret');
+        if (unknown.length > 0) throw invalid(`${unknown.join(', ')}: not allowed`, unknown.map((field) => ({ field, message: 'is not allowed' })));
+      }
+      const given = body?.secret;
       const r = await hooks().rotateSecret(req.auth.projectId, req.params.id, given === undefined ? undefined : (given as string));
       return { secret: r.secret, previous_secret_expires_at: iso(r.previousSecretExpiresAt) };
     },
@@ -207,6 +215,6 @@ export async function webhookSubscriptionsRoutes(app: FastifyInstance, deps: App
     body: RecoverBody,
     response: { 202: Recovered },
     problems: { 409: 'The subscription is disabled' },
-    handler: async (req, reply) => reply.code(202).send(await hooks().recover(req.auth.projectId, req.params.id, new Date(req.body.since))),
+    handler: async (req, reply) => reply.code(202).send(await hooks().recover(req.auth.projectId, req.params.id, instant(req.body.since, 'since'))),
   });
 }

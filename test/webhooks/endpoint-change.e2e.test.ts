@@ -1,0 +1,191 @@
+// A subscription pointed at another URL, or turned back on by hand, is a fresh start for its
+// endpoint: the circuit the old one opened, its retry back-offs and its failing streak no longer
+// hold its deliveries back. Real worker, real receivers; cool-downs and retries of ten minutes, so
+// only the change can bring the deliveries out within the test.
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { webhookCircuitOpen } from '../../src/observability/metrics.ts';
+import { DEFAULT_CIRCUIT_OPTIONS } from '../../src/webhooks/circuit-breaker.ts';
+import { onCleanup, waitFor } from '../support/env.ts';
+import { startReceiver } from './receiver.ts';
+import { api, deliveriesOf, emit, makeTenant, startWorld, subscribe, type World } from './webhook-harness.ts';
+
+const LONG = { env: { WEBHOOK_CONCURRENCY: '4', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: { circuit: { failureThreshold: 2, cooldownMs: 600_000, maxCooldownMs: 600_000 } } };
+
+const circuitOpen = async (subscriptionId: string) => (await webhookCircuitOpen.get()).values.some((v) => v.labels.subscription === subscriptionId && v.value === 1);
+
+/** Two deliveries failed and opened the circuit; the others wait behind it, none being sent. */
+async function openedOn(w: World, subscriptionId: string, n: number): Promise<void> {
+  await waitFor(() => circuitOpen(subscriptionId), 'the circuit to open', 30_000);
+  await waitFor(async () => {
+    const rows = await deliveriesOf(w, subscriptionId);
+    return rows.length === n && rows.every((d) => d.status === 'pending' || d.status === 'retrying');
+  }, 'every delivery waiting');
+}
+
+describe('an endpoint that changes', () => {
+  it('a new URL gets the deliveries at once, and starts its own failing streak', async () => {
+    const w = await startWorld(LONG);
+    const t = await makeTenant(w);
+    const broken = await startReceiver(() => 500);
+    const fixed = await startReceiver(() => 200);
+    const s = await subscribe(w, t, { url: broken.url });
+    await emit(w, t.projectId, 4);
+    await openedOn(w, s.id, 4);
+    expect(broken.requests).toHaveLength(2);
+    // Health is written in batches, shortly after the attempts.
+    await waitFor(async () => (await api(w, t, 'GET', `/webhook-subscriptions/${s.id}`)).json.failing_since !== null, 'the failing streak recorded');
+
+    const moved = await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url });
+    expect(moved.status).toBe(200);
+    expect(moved.json.failing_since).toBeNull();
+    await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.status === 'succeeded'), 'all four delivered to the new URL', 30_000);
+    expect(fixed.requests).toHaveLength(4);
+    expect(broken.requests).toHaveLength(2);
+    expect(await circuitOpen(s.id)).toBe(false);
+  }, 90_000);
+
+  it('turned off and back on by hand, it is tried again at once', async () => {
+    const w = await startWorld(LONG);
+    const t = await makeTenant(w);
+    let healthy = false;
+    const rx = await startReceiver(() => (healthy ? 200 : 500));
+    const s = await subscribe(w, t, { url: rx.url });
+    await emit(w, t.projectId, 3);
+    await openedOn(w, s.id, 3);
+    // Fixed on the receiver's side; the user turns the subscription off and on again.
+    healthy = true;
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: false })).status).toBe(200);
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: true })).status).toBe(200);
+    // The three that waited (turned off by hand, they were kept) go at once, and a new event too.
+    const [event] = await emit(w, t.projectId, 1);
+    await waitFor(async () => {
+      const rows = await deliveriesOf(w, s.id);
+      return rows.length === 4 && rows.every((d) => d.status === 'succeeded');
+    }, 'all four delivered', 30_000);
+    expect(rx.requests.some((r) => r.headers['webhook-id'] === event.id)).toBe(true);
+    expect(await circuitOpen(s.id)).toBe(false);
+  }, 90_000);
+
+  it('a new URL for a subscription turned off ends nothing: its deliveries wait for it to be back on', async () => {
+    const w = await startWorld(LONG);
+    const t = await makeTenant(w);
+    const broken = await startReceiver(() => 500);
+    const fixed = await startReceiver(() => 200);
+    const s = await subscribe(w, t, { url: broken.url });
+    await emit(w, t.projectId, 3);
+    await openedOn(w, s.id, 3);
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: false })).status).toBe(200);
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url })).status).toBe(200);
+    // Made due while off, they would be claimed and ended as "subscription disabled".
+    const waiting = await deliveriesOf(w, s.id);
+    expect(waiting.map((d) => d.status).sort()).toEqual(['pending', 'retrying', 'retrying']);
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: true })).status).toBe(200);
+    await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.status === 'succeeded'), 'all three delivered to the new URL', 30_000);
+    expect(fixed.requests).toHaveLength(3);
+  }, 90_000);
+});
+
+describe('attempts to the old URL still out when the URL changes', () => {
+  it('the waiting deliveries reach the new URL at once, not after the old URL\'s hanging attempt times out', async () => {
+    // WEBHOOK_CONCURRENCY 4: one attempt per subscription in flight. Circuit as shipped.
+    const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '4', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: { circuit: { ...DEFAULT_CIRCUIT_OPTIONS } } });
+    const t = await makeTenant(w);
+    const old = await startReceiver(() => 'hang');
+    const fixed = await startReceiver(() => 200);
+    // The old endpoint hangs; its attempts time out only after 40 s.
+    const s = await subscribe(w, t, { url: old.url, timeout_seconds: 40 });
+    await emit(w, t.projectId, 3);
+    await waitFor(async () => {
+      const rows = await deliveriesOf(w, s.id);
+      return old.hanging() === 1 && rows.length === 3 && rows.filter((d) => d.status === 'sending').length === 1;
+    }, 'one attempt hanging at the old URL, two deliveries waiting', 30_000);
+
+    const moved = await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url });
+    expect(moved.status).toBe(200);
+    const changedAt = Date.now();
+    // The two that were waiting go to the new URL, which answers at once. Well within the old
+    // attempt's 40 s.
+    await waitFor(() => fixed.requests.length >= 2, 'the two waiting deliveries at the new URL', 15_000).catch((err) => {
+      throw new Error(`${(err as Error).message}; new URL got ${fixed.requests.length} in ${Date.now() - changedAt} ms, old attempt still hanging: ${old.hanging() === 1}`);
+    });
+    expect(old.hanging()).toBe(1);
+  }, 90_000);
+
+  it("the old URL's attempts that time out after the change do not open the new URL's circuit", async () => {
+    // WEBHOOK_CONCURRENCY 20: five attempts per subscription in flight; circuit as shipped (opens
+    // after 5 consecutive failures, for 30 s).
+    const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '20', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: { circuit: { ...DEFAULT_CIRCUIT_OPTIONS } } });
+    const t = await makeTenant(w);
+    const old = await startReceiver(() => 'hang');
+    const fixed = await startReceiver(() => 200);
+    const s = await subscribe(w, t, { url: old.url, timeout_seconds: 5 });
+    const first = await emit(w, t.projectId, 5);
+    await waitFor(() => old.hanging() === 5, 'five attempts hanging at the old URL', 30_000);
+
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url })).status).toBe(200);
+    // The five old attempts time out (5 s) and are recorded.
+    await waitFor(async () => {
+      const rows = await deliveriesOf(w, s.id);
+      return rows.length === 5 && rows.every((d) => d.status !== 'sending' && d.status !== 'pending') && old.hanging() === 0;
+    }, 'the old attempts ended', 30_000);
+    expect(first).toHaveLength(5);
+
+    // The new URL has not failed once: its circuit must be closed, and a new event goes at once.
+    expect(await circuitOpen(s.id)).toBe(false);
+    const [later] = await emit(w, t.projectId, 1);
+    await waitFor(() => fixed.requests.some((r) => r.headers['webhook-id'] === later.id), 'a new event at the new URL', 10_000);
+  }, 90_000);
+
+  it('a delivery whose attempt to the old URL ends after the change is tried at the new URL without the old back-off', async () => {
+    const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '4', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: { circuit: { ...DEFAULT_CIRCUIT_OPTIONS } } });
+    const t = await makeTenant(w);
+    const old = await startReceiver(() => 'hang');
+    const fixed = await startReceiver(() => 200);
+    const s = await subscribe(w, t, { url: old.url, timeout_seconds: 5 });
+    const [e] = await emit(w, t.projectId, 1);
+    await waitFor(() => old.hanging() === 1, 'the attempt hanging at the old URL', 30_000);
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url })).status).toBe(200);
+    // Its first attempt (to the old URL) is spent, as the docs say; the next one should not wait
+    // the ten minutes the old endpoint's failure schedules.
+    await waitFor(() => fixed.requests.some((r) => r.headers['webhook-id'] === e.id), 'the delivery at the new URL', 20_000).catch(async (err) => {
+      const [row] = await deliveriesOf(w, s.id);
+      throw new Error(`${(err as Error).message}; the delivery is ${row.status}, attempts ${row.attempts}, next attempt in ${row.next_attempt_at ? Math.round((row.next_attempt_at.getTime() - Date.now()) / 1000) : '-'} s`);
+    });
+  }, 90_000);
+
+  it('a 410 from the old URL after the change does not disable the subscription', async () => {
+    const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '4', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: { circuit: { ...DEFAULT_CIRCUIT_OPTIONS } } });
+    const t = await makeTenant(w);
+    // The old endpoint holds its request until told, then answers 410 Gone.
+    let answer!: () => void;
+    const told = new Promise<void>((resolve) => (answer = resolve));
+    let held = 0;
+    const old = createServer((req, res) => {
+      held++;
+      req.resume();
+      void told.then(() => res.writeHead(410).end('gone'));
+    });
+    await new Promise<void>((resolve) => old.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => old.close(() => resolve())));
+    const fixed = await startReceiver(() => 200);
+    const s = await subscribe(w, t, { url: `http://127.0.0.1:${(old.address() as AddressInfo).port}/hook` });
+    // One attempt in flight per endpoint: the second delivery waits behind the held one.
+    const [e1, e2] = await emit(w, t.projectId, 2);
+    await waitFor(() => held === 1, 'the attempt held at the old URL', 30_000);
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url })).status).toBe(200);
+    // The waiting one reaches the new URL while the old attempt is still out: the dispatcher has
+    // heard of the change (the old attempt no longer holds the endpoint's one slot).
+    await waitFor(() => fixed.requests.length === 1, 'the waiting delivery at the new URL', 20_000);
+    const sentFirst = String(fixed.requests[0].headers['webhook-id']);
+    expect([e1.id, e2.id]).toContain(sentFirst);
+    answer();
+    const heldId = sentFirst === e1.id ? e2.id : e1.id;
+    await waitFor(() => fixed.requests.some((r) => r.headers['webhook-id'] === heldId), 'the held delivery at the new URL', 20_000);
+    const sub = await api(w, t, 'GET', `/webhook-subscriptions/${s.id}`);
+    expect(sub.json.active).toBe(true);
+    const rows = await deliveriesOf(w, s.id);
+    expect(rows.map((d) => [d.event_id, d.status, d.attempts]).sort()).toEqual([[heldId, 'succeeded', 2], [sentFirst, 'succeeded', 1]].sort());
+  }, 90_000);
+});
