@@ -3,7 +3,7 @@
 // token, has a deadline, and does not follow redirects (the token must never follow one).
 import { classifyFailure, filenameOf, type OutboundContent, type ProviderSender, type Recipient, type SendingChannel, type SendOutcome } from './sender.ts';
 import type { Dispatcher } from 'undici';
-import { providerRequest, type ProviderAnswer } from './provider-http.ts';
+import { isBlockedAddress, providerRequest, type ProviderAnswer } from './provider-http.ts';
 
 export const DEFAULT_GRAPH_BASE_URL = 'https://graph.facebook.com';
 export const DEFAULT_GRAPH_VERSION = 'v21.0';
@@ -109,8 +109,8 @@ export function cloudRecipient(to: Recipient): string | undefined {
 }
 
 export const cloudSender: ProviderSender = {
-  async send(channel, to, content): Promise<SendOutcome> {
-    const conn = cloudConnectionOf(channel);
+  async send(channel, to, content, dispatcher): Promise<SendOutcome> {
+    const conn = { ...cloudConnectionOf(channel), dispatcher };
     const recipient = cloudRecipient(to);
     if (!recipient) return { ok: false, retry: false, error: 'the contact has no phone number (the Cloud API cannot address a LID)', code: 'no_address' };
     if (!conn.phoneNumberId || !conn.accessToken) return { ok: false, retry: false, error: 'the channel has no phone_number_id or access_token', code: 'misconfigured' };
@@ -118,6 +118,9 @@ export const cloudSender: ProviderSender = {
     try {
       answer = await graphRequest(conn, 'POST', `/${encodeURIComponent(conn.phoneNumberId)}/messages`, cloudMessageBody(recipient, content));
     } catch (err) {
+      if (isBlockedAddress(err)) {
+        return { ok: false, retry: false, error: `the channel's Graph API address ${conn.baseUrl} is a loopback or private address (CLOUD_API_ALLOW_PRIVATE_URLS=true allows it)`, code: 'blocked_address' };
+      }
       return classifyFailure(null, `the Graph API could not be reached: ${(err as Error).message}`);
     }
     if (answer.status >= 200 && answer.status < 300) {

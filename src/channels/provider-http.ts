@@ -3,6 +3,13 @@
 // (refused, reset, timed out); any status is an answer for the caller to classify.
 import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import { parseStorableJson, storableText } from '../domain/text.ts';
+import { errorCodes } from '../webhooks/classify.ts';
+import { BLOCKED_ADDRESS_CODE } from '../webhooks/ssrf-guard.ts';
+
+/** The address guard refused to connect: the provider URL names a loopback or private address. */
+export function isBlockedAddress(err: unknown): boolean {
+  return errorCodes(err).includes(BLOCKED_ADDRESS_CODE);
+}
 
 export type ProviderAnswer = { status: number; json: unknown; text: string; retryAfter: string | null };
 

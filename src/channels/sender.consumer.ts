@@ -21,6 +21,7 @@ import { silentLogger, type Logger } from '../observability/logger.ts';
 import { makeOutboundMessages, type OutboundMessages } from '../services/outbound-messages.service.ts';
 import type { OutboundContent, OutboundType, SendOutcome } from './sender.ts';
 import { senderFor } from './senders.ts';
+import type { ProviderDispatchers } from './provider-dispatchers.ts';
 
 export const SENDER_NAME = 'message-sender';
 
@@ -36,6 +37,8 @@ export type SenderOptions = {
   concurrency?: number;
   /** Called with the delay of each scheduled retry, so the scheduler can wake for it. */
   onRetryScheduled?: (delayMs: number) => void;
+  /** Where each provider's calls may connect (provider-dispatchers.ts); any address when absent. */
+  dispatchers?: ProviderDispatchers;
 };
 
 function contentOf(job: SendJob): OutboundContent {
@@ -84,7 +87,7 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     // Deleted while the message waited (queued or between retries): nothing more goes to them.
     else if (job.contactDeleted) outcome = { ok: false, retry: false, error: 'the contact was deleted before the message could be sent', code: 'contact_deleted' };
     else if (!sender) outcome = { ok: false, retry: false, error: `sending through a ${channel.type} channel is not supported`, code: 'unsupported' };
-    else outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job));
+    else outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job), opts.dispatchers?.[channel.type]);
 
     const ctx = { message_id: job.message.id, attempt: job.attempt };
     if (outcome.ok) {

@@ -1,6 +1,7 @@
 // The port an outbound message goes through to reach WhatsApp: one implementation per provider
-// (WAHA now; the Cloud API later plugs in here). A sender only talks to its provider and says what
+// (WAHA, the Cloud API). A sender only talks to its provider and says what
 // happened; storing the outcome, retrying and emitting events is the sender consumer's job.
+import type { Dispatcher } from 'undici';
 
 /** What we send. `text` is the body of a text message or the caption of a media message. */
 export type OutboundContent = {
@@ -38,7 +39,8 @@ export type SendOutcome =
     };
 
 export interface ProviderSender {
-  send(channel: SendingChannel, to: Recipient, content: OutboundContent): Promise<SendOutcome>;
+  /** `dispatcher`: where connections may go (providerDispatchers); any address when absent. */
+  send(channel: SendingChannel, to: Recipient, content: OutboundContent, dispatcher?: Dispatcher): Promise<SendOutcome>;
 }
 
 /**

@@ -2,22 +2,30 @@
 // state. Every call carries the channel's API key in X-Api-Key, has a deadline, and does not follow
 // redirects (a WAHA URL that redirects is misconfigured, and credentials must not follow it).
 import { classifyFailure, filenameOf, mimetypeOf, type OutboundContent, type ProviderSender, type Recipient, type SendingChannel, type SendOutcome } from './sender.ts';
-import { providerRequest, type ProviderAnswer } from './provider-http.ts';
+import type { Dispatcher } from 'undici';
+import { isBlockedAddress, providerRequest, type ProviderAnswer } from './provider-http.ts';
 
-export type WahaConnection = { baseUrl: string; session: string; apiKey: string; timeoutMs?: number };
+/** `dispatcher`: where connections may go (WAHA_ALLOW_PRIVATE_URLS, providerDispatchers); any address when absent. */
+export type WahaConnection = { baseUrl: string; session: string; apiKey: string; timeoutMs?: number; dispatcher?: Dispatcher | undefined };
 
 export const DEFAULT_WAHA_TIMEOUT_MS = 15_000;
 
 export type WahaAnswer = ProviderAnswer;
 
 /** The connection settings of a WAHA channel (config + opened secrets). */
-export function wahaConnectionOf(channel: Pick<SendingChannel, 'config' | 'secrets'>, timeoutMs?: number): WahaConnection {
+export function wahaConnectionOf(channel: Pick<SendingChannel, 'config' | 'secrets'>, timeoutMs?: number, dispatcher?: Dispatcher): WahaConnection {
   return {
     baseUrl: String(channel.config.base_url ?? '').replace(/\/+$/, ''),
     session: String(channel.config.session ?? 'default'),
     apiKey: channel.secrets.api_key ?? '',
     ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+    dispatcher,
   };
+}
+
+/** Why a WAHA call was refused before it left: the guard found base_url on a private address. */
+export function wahaBlockedText(conn: Pick<WahaConnection, 'baseUrl'>): string {
+  return `WAHA's base_url ${conn.baseUrl} is a loopback or private address, which this deployment does not let channels reach (WAHA_ALLOW_PRIVATE_URLS=false)`;
 }
 
 /** One request to WAHA. Throws only when no answer came (refused, reset, timed out). */
@@ -27,6 +35,7 @@ export function wahaRequest(conn: WahaConnection, method: 'GET' | 'POST' | 'PUT'
     headers: { 'x-api-key': conn.apiKey },
     body,
     timeoutMs: conn.timeoutMs ?? DEFAULT_WAHA_TIMEOUT_MS,
+    dispatcher: conn.dispatcher,
   });
 }
 
@@ -82,8 +91,8 @@ export function wahaErrorText(a: WahaAnswer): string {
 }
 
 export const wahaSender: ProviderSender = {
-  async send(channel, to, content): Promise<SendOutcome> {
-    const conn = wahaConnectionOf(channel);
+  async send(channel, to, content, dispatcher): Promise<SendOutcome> {
+    const conn = wahaConnectionOf(channel, undefined, dispatcher);
     const chatId = wahaChatId(to);
     if (!chatId) return { ok: false, retry: false, error: 'the contact has no WhatsApp address (no phone, no LID)', code: 'no_address' };
     if (!conn.baseUrl) return { ok: false, retry: false, error: 'the channel has no base_url', code: 'misconfigured' };
@@ -92,6 +101,7 @@ export const wahaSender: ProviderSender = {
     try {
       answer = await wahaRequest(conn, 'POST', path, body);
     } catch (err) {
+      if (isBlockedAddress(err)) return { ok: false, retry: false, error: wahaBlockedText(conn), code: 'blocked_address' };
       return classifyFailure(null, `WAHA could not be reached: ${(err as Error).message}`);
     }
     if (answer.status >= 200 && answer.status < 300) return { ok: true, externalId: wahaMessageIdOf(answer.json) ?? null };
@@ -105,7 +115,7 @@ export async function wahaSessionStatus(conn: WahaConnection): Promise<{ ok: tru
   try {
     a = await wahaRequest(conn, 'GET', `/api/sessions/${encodeURIComponent(conn.session)}`);
   } catch (err) {
-    return { ok: false, error: `WAHA at ${conn.baseUrl} could not be reached: ${(err as Error).message}` };
+    return { ok: false, error: isBlockedAddress(err) ? wahaBlockedText(conn) : `WAHA at ${conn.baseUrl} could not be reached: ${(err as Error).message}` };
   }
   const status = (a.json as Record<string, unknown> | undefined)?.status;
   if (a.status === 200 && typeof status === 'string') return { ok: true, status };

@@ -1,6 +1,7 @@
 // A channel's connection status on demand (POST /channels/{id}/refresh): ask the provider for the
 // session's state now, instead of waiting for its next session.status webhook. A change is
 // recorded and announced (channel.status_changed) exactly as the webhook path records it.
+import type { Dispatcher } from 'undici';
 import { wahaConnectionOf, wahaSessionStatus } from '../channels/waha.client.ts';
 import { findChannel, setChannelStatus, type ChannelStatus } from '../db/channels.sql.ts';
 import type { Database } from '../db/database.ts';
@@ -22,7 +23,7 @@ function channelStatusOf(providerStatus: string): ChannelStatus | undefined {
   return e?.kind === 'channel_status' ? e.status : undefined;
 }
 
-export function makeChannelStatusService(deps: { db: Database; secretKey: () => string; timeoutMs?: number }) {
+export function makeChannelStatusService(deps: { db: Database; secretKey: () => string; timeoutMs?: number; dispatcher?: Dispatcher | undefined }) {
   const { db } = deps;
   return {
     async refresh(projectId: string, channelId: string): Promise<RefreshedStatus> {
@@ -30,7 +31,7 @@ export function makeChannelStatusService(deps: { db: Database; secretKey: () => 
       if (!channel) throw notFound('channel');
       if (channel.type !== 'waha') throw wrongType('waha');
       const secrets = openChannelSecrets(deps.secretKey(), channel.secrets);
-      const answer = await wahaSessionStatus(wahaConnectionOf({ config: channel.config, secrets }, deps.timeoutMs ?? 10_000));
+      const answer = await wahaSessionStatus(wahaConnectionOf({ config: channel.config, secrets }, deps.timeoutMs ?? 10_000, deps.dispatcher));
       if (!answer.ok) throw new AppError('unprocessable', answer.error);
       const status = channelStatusOf(answer.status);
       if (!status) throw new AppError('unprocessable', `WAHA reported a session status we do not know: ${answer.status}`);

@@ -32,6 +32,7 @@ import { sessionsActive } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { contactData } from '../inbound/payloads.ts';
 import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
+import { checkWebhookUrl, WebhookUrlError, type ResolveHost } from '../webhooks/ssrf-guard.ts';
 
 export type QueueMessageInput = {
   channelId: string;
@@ -92,9 +93,38 @@ const RANK: Record<string, number> = { sent: 1, delivered: 2, read: 3, played: 4
 
 export type OutboundMessages = ReturnType<typeof makeOutboundMessages>;
 
-export function makeOutboundMessages(deps: { db: Database; broker: Broker; logger?: Logger }) {
+export type OutboundMessagesDeps = {
+  db: Database;
+  broker: Broker;
+  logger?: Logger;
+  /**
+   * WAHA_ALLOW_PRIVATE_URLS=false: a WAHA channel's media_url must name a public address. WAHA
+   * fetches it itself, from inside our network, and sends the bytes to a chat the caller chooses.
+   */
+  wahaMediaMustBePublic?: boolean;
+  resolve?: ResolveHost;
+};
+
+export function makeOutboundMessages(deps: OutboundMessagesDeps) {
   const { db, broker } = deps;
   const log = deps.logger ?? silentLogger;
+
+  /** Refuses a media_url on a loopback or private address for a WAHA channel, when so configured. */
+  async function checkMediaAddress(projectId: string, input: QueueMessageInput): Promise<void> {
+    if (!deps.wahaMediaMustBePublic || !input.mediaUrl) return;
+    const channel = await withTransaction(db, (tx) => findChannel(tx, projectId, input.channelId), { projectId });
+    if (channel?.type !== 'waha') return; // a missing channel is refused below, as before
+    try {
+      await checkWebhookUrl(input.mediaUrl, { allowPrivate: false, ...(deps.resolve && { resolve: deps.resolve }) });
+    } catch (err) {
+      if (!(err instanceof WebhookUrlError)) throw err;
+      if (err.problem !== 'private_address') throw invalid(err.message.replace(/^url /, 'media_url '), [{ field: 'media_url', message: err.problem }]);
+      throw invalid(
+        "media_url names a loopback or private address, which WAHA would fetch from inside this deployment's network (with WAHA_ALLOW_PRIVATE_URLS=false only public addresses are allowed)",
+        [{ field: 'media_url', message: 'not a public address' }],
+      );
+    }
+  }
 
   /** The contact a reply goes to: by id, or by phone (created, with contact.created, if new). */
   async function resolveContact(tx: Queryable, projectId: string, i: QueueMessageInput, events: EventEnvelope[]): Promise<string> {
@@ -131,6 +161,7 @@ export function makeOutboundMessages(deps: { db: Database; broker: Broker; logge
     /** POST /messages: validates, stores the reply as queued, wakes a sender. */
     async queue(caller: Caller, input: QueueMessageInput): Promise<MessageRecord> {
       const projectId = caller.projectId;
+      await checkMediaAddress(projectId, input);
       const message = await withTransaction(
         db,
         async (tx) => {

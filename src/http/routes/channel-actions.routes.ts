@@ -1,5 +1,6 @@
 // Operations on a channel's provider session. POST /channels/{id}/configure-webhook lives with the
 // channel routes (channels.routes.ts); this file adds the status refresh.
+import { providerDispatchers } from '../../channels/provider-dispatchers.ts';
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { AppDeps } from '../app.ts';
@@ -22,7 +23,7 @@ const Refreshed = Type.Object(
 );
 
 export async function channelActionsRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const status = makeChannelStatusService({ db: deps.db, secretKey: () => secretKeyOf(deps) });
+  const status = makeChannelStatusService({ db: deps.db, secretKey: () => secretKeyOf(deps), dispatcher: providerDispatchers(deps.config).waha });
 
   defineRoute(app, {
     method: 'POST',

@@ -1,6 +1,7 @@
 // /channels: a project's WhatsApp connections. Responses show the provider settings without the
 // credentials (only which ones are set) and the webhook URL to give the provider — which embeds the
 // ingress token, so only callers who may manage channels see it.
+import { providerDispatchers } from '../../channels/provider-dispatchers.ts';
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { can, type Caller } from '../../domain/permissions.ts';
@@ -8,7 +9,7 @@ import { AppError } from '../../errors.ts';
 import { registerWahaWebhook, WAHA_WEBHOOK_EVENTS } from '../../inbound/waha-webhook-setup.ts';
 import { makeChannelsService, wrongType, type ChannelView } from '../../services/channels.service.ts';
 import type { AppDeps } from '../app.ts';
-import { FreeObject, IdParams, ListQuery, NoContent, Nullable, Page, Timestamp, Uuid, iso, isoOrNull, toPageBody } from '../schemas/common.ts';
+import { FreeObject, IdParams, ListQuery, NOT_BLANK, NoContent, Nullable, Page, Timestamp, Uuid, iso, isoOrNull, toPageBody } from '../schemas/common.ts';
 import { defineRoute } from '../schemas/route.ts';
 
 const ChannelType = Type.Unsafe<'waha' | 'whatsapp_cloud'>({ type: 'string', enum: ['waha', 'whatsapp_cloud'] });
@@ -37,7 +38,7 @@ const CONFIG_HELP =
 
 const CreateBody = Type.Object(
   {
-    name: Type.String({ minLength: 1, maxLength: 200 }),
+    name: Type.String({ minLength: 1, maxLength: 200, pattern: NOT_BLANK }),
     type: ChannelType,
     config: FreeObject(CONFIG_HELP),
     session_timeout_minutes: Type.Optional(Nullable(Timeout)),
@@ -47,7 +48,7 @@ const CreateBody = Type.Object(
 
 const UpdateBody = Type.Object(
   {
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: NOT_BLANK })),
     config: Type.Optional(FreeObject(`Keys to change; null removes an optional key. ${CONFIG_HELP}`)),
     session_timeout_minutes: Type.Optional(Nullable(Timeout)),
   },
@@ -81,6 +82,7 @@ function present(c: ChannelView, caller: Caller) {
 }
 
 export async function channelsRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
+  const wahaDispatcher = providerDispatchers(deps.config).waha;
   let service: ReturnType<typeof makeChannelsService> | undefined;
   // Built on first use: an app without a secret key still starts (and says why channels fail).
   const channels = () =>
@@ -184,6 +186,7 @@ export async function channelsRoutes(app: FastifyInstance, deps: AppDeps): Promi
         apiKey: secrets.api_key ?? '',
         hmacKey: secrets.hmac_key,
         url: webhookUrl,
+        dispatcher: wahaDispatcher,
       });
       return { webhook_url: webhookUrl, events: [...WAHA_WEBHOOK_EVENTS] };
     },

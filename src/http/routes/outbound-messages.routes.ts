@@ -28,7 +28,7 @@ const SendBody = Type.Object(
 const Queued = Type.Object({ id: Uuid, status: Type.Literal('queued') }, { title: 'QueuedMessage' });
 
 export async function outboundMessagesRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  const outbound = makeOutboundMessages({ db: deps.db, broker: deps.broker, logger: deps.logger });
+  const outbound = makeOutboundMessages({ db: deps.db, broker: deps.broker, logger: deps.logger, wahaMediaMustBePublic: !deps.config.wahaAllowPrivateUrls });
 
   defineRoute(app, {
     method: 'POST',
