@@ -31,7 +31,20 @@ export function exactTime(column: string): string {
  * that JavaScript's lenient Date.parse takes but PostgreSQL refuses ("1", "Jan 1") would fail
  * there, a server error for a bad cursor; so only this exact shape is accepted.
  */
-const EXACT_TIME = /^\d{4,6}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
+const EXACT_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
+
+/**
+ * A real instant, as PostgreSQL reads it: Date.parse rolls 31 February over to March and takes
+ * year 0, both of which PostgreSQL refuses, so the parsed date must print back as it was written.
+ */
+function isExactTime(at: string): boolean {
+  if (!EXACT_TIME.test(at) || at.startsWith('0000')) return false;
+  const ms = Date.parse(at);
+  return !Number.isNaN(ms) && new Date(ms).toISOString().slice(0, 19) === at.slice(0, 19);
+}
+
+/** Ranks are small tie-breakers (timeline-read.sql.ts); anything else did not come from us. */
+const MAX_RANK = 1000;
 
 export function encodeCursor(k: Keyset): string {
   const tuple = k.rank === undefined ? [k.at, k.id] : [k.at, k.id, k.rank];
@@ -43,8 +56,8 @@ export function decodeCursor(cursor: string): Keyset {
     const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
     if (Array.isArray(v) && (v.length === 2 || v.length === 3)) {
       const [at, id, rank] = v;
-      const rankOk = rank === undefined || Number.isInteger(rank);
-      if (typeof at === 'string' && EXACT_TIME.test(at) && !Number.isNaN(Date.parse(at)) && isUuid(id) && rankOk) {
+      const rankOk = rank === undefined || (Number.isInteger(rank) && rank >= 0 && rank <= MAX_RANK);
+      if (typeof at === 'string' && isExactTime(at) && isUuid(id) && rankOk) {
         return rank === undefined ? { at, id } : { at, id, rank };
       }
     }

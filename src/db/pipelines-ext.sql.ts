@@ -183,19 +183,24 @@ export async function recordMove(tx: Queryable, m: Move): Promise<Date> {
 
 export type HistoryEntry = Move & { seq: number; changedAt: Date; fromStatusName: string | null; toStatusName: string };
 
-/** A contact's moves in the order they were made, after `afterSeq`, optionally in one pipeline. */
+/**
+ * A contact's moves in the order they were made, after the move `afterId` (of the same contact),
+ * optionally in one pipeline. The order is `seq`, one numbering for every project, so pages are
+ * marked by a move's id: a cursor carrying `seq` would tell how many moves other projects made.
+ */
 export async function listMoves(
   q: Queryable,
-  query: { projectId: string; contactId: string; pipelineId?: string; afterSeq?: number; limit?: number },
+  query: { projectId: string; contactId: string; pipelineId?: string; afterId?: string; limit?: number },
 ): Promise<{ rows: HistoryEntry[]; more: boolean }> {
   const limit = pageSize(query.limit);
   const r = await q.query(
     `SELECT h.*, f.name AS from_name, t.name AS to_name FROM contact_pipeline_history h
      LEFT JOIN pipeline_statuses f ON f.id = h.from_status_id
      JOIN pipeline_statuses t ON t.id = h.to_status_id
-     WHERE h.project_id = $1 AND h.contact_id = $2 AND ($3::uuid IS NULL OR h.pipeline_id = $3::uuid) AND h.seq > $4
+     WHERE h.project_id = $1 AND h.contact_id = $2 AND ($3::uuid IS NULL OR h.pipeline_id = $3::uuid)
+       AND ($4::uuid IS NULL OR h.seq > (SELECT a.seq FROM contact_pipeline_history a WHERE a.id = $4::uuid AND a.project_id = $1 AND a.contact_id = $2))
      ORDER BY h.seq LIMIT $5`,
-    [query.projectId, query.contactId, query.pipelineId ?? null, query.afterSeq ?? 0, limit + 1],
+    [query.projectId, query.contactId, query.pipelineId ?? null, query.afterId ?? null, limit + 1],
   );
   const rows = r.rows.slice(0, limit).map((row) => ({
     id: row.id,

@@ -18,3 +18,39 @@ export function parseStorableJson(text: string): unknown {
   if (!RISKY_ESCAPE.test(text)) return JSON.parse(text);
   return JSON.parse(text, (_key, value: unknown) => (typeof value === 'string' ? storableText(value) : value));
 }
+
+/** How deep a request's JSON may nest: far beyond any body of ours, far below what recursion in
+ * JSON.stringify, the Idempotency-Key hash or a jsonb comparison could not take. */
+export const MAX_JSON_DEPTH = 64;
+const UNSTORABLE = /\u0000|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** What a request must not hold, and where: text the database cannot store, or nesting too deep. */
+export type Unusable = { path: string; problem: 'text' | 'depth' };
+
+/**
+ * Where, in a parsed request (body or query), a string or a key holds U+0000 or a lone surrogate,
+ * or an object or array sits deeper than MAX_JSON_DEPTH: its path (`custom_fields.k`,
+ * `statuses.0.name`), or undefined. An API caller is told, rather than having its text changed as
+ * a provider's is above. Walked without recursion: a body is read before its schema, and may
+ * nest as deep as a megabyte allows.
+ */
+export function findUnusable(value: unknown): Unusable | undefined {
+  const stack: Array<[unknown, string, number]> = [[value, '', 0]];
+  while (stack.length > 0) {
+    const [item, path, depth] = stack.pop()!;
+    if (typeof item === 'string') {
+      if (UNSTORABLE.test(item)) return { path, problem: 'text' };
+      continue;
+    }
+    if (typeof item !== 'object' || item === null || Buffer.isBuffer(item)) continue;
+    if (depth >= MAX_JSON_DEPTH) return { path, problem: 'depth' };
+    const entries = Object.entries(item);
+    for (let i = entries.length - 1; i >= 0; i--) {
+      const [key, child] = entries[i];
+      const at = path ? `${path}.${key}` : key;
+      if (UNSTORABLE.test(key)) return { path: at, problem: 'text' };
+      stack.push([child, at, depth + 1]);
+    }
+  }
+  return undefined;
+}

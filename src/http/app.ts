@@ -1,6 +1,6 @@
 // The Fastify application: conventions shared by every route (request ids, problem+json errors,
 // metrics, OpenAPI, body cap, CORS), then the route files. No SQL here: routes call services.
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -22,7 +22,7 @@ import { contactsRoutes } from './routes/contacts.routes.ts';
 import { sessionsRoutes } from './routes/sessions.routes.ts';
 import { messagesRoutes } from './routes/messages.routes.ts';
 import { channelsRoutes } from './routes/channels.routes.ts';
-import { webhooksIngressRoutes } from './routes/webhooks-ingress.routes.ts';
+import { ownDirectory, webhooksIngressRoutes } from './routes/webhooks-ingress.routes.ts';
 import { webhookSubscriptionsRoutes } from './routes/webhook-subscriptions.routes.ts';
 import { webhookDeliveriesRoutes } from './routes/webhook-deliveries.routes.ts';
 import type { ChannelDirectory } from '../inbound/channel-directory.ts';
@@ -55,6 +55,46 @@ export type RoutePlugin = (app: FastifyInstance, deps: AppDeps) => Promise<void>
  */
 const apiRoutes: RoutePlugin[] = [authPlugin, authRoutes, projectsRoutes, apiKeysRoutes, eventsRoutes, adminRoutes, contactsRoutes, sessionsRoutes, messagesRoutes, channelsRoutes, webhooksIngressRoutes, webhookSubscriptionsRoutes, webhookDeliveriesRoutes, sessionActionsRoutes, outboundMessagesRoutes, messageMediaRoutes, pipelinesRoutes, channelActionsRoutes];
 
+/**
+ * A URL Fastify cannot route (bad percent-encoding, `/contacts/%E0%A4%A`) is answered before any
+ * route or hook runs; without this it would get Fastify's own error shape, not problem+json.
+ */
+function malformedUrl(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  void sendProblem(reply.header('x-request-id', req.id), problem('validation', `the URL cannot be read: ${err.message}`));
+}
+
+/**
+ * The same for the API, with the CORS header the CORS plugin would have added (its hooks do not
+ * run either): without it a browser reports a CORS failure instead of the 400.
+ */
+function malformedUrlWithCors(corsOrigins: readonly string[]) {
+  if (corsOrigins.length === 0) return malformedUrl;
+  const any = corsOrigins.includes('*');
+  return (err: FastifyError, req: FastifyRequest, reply: FastifyReply): void => {
+    const origin = req.headers.origin;
+    reply.header('vary', 'Origin');
+    if (typeof origin === 'string' && (any || corsOrigins.includes(origin))) reply.header('access-control-allow-origin', origin);
+    malformedUrl(err, req, reply);
+  };
+}
+
+/**
+ * The worker role's HTTP surface: `/health/live`, `/health/ready` and `/metrics` only, so that
+ * worker processes can be probed and scraped like API ones. No API, no ingress, no docs.
+ */
+export async function buildOpsApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    frameworkErrors: malformedUrl,
+    loggerInstance: deps.logger as unknown as FastifyBaseLogger,
+    logController: new LogController({ requestIdLogLabel: 'request_id', disableRequestLogging: deps.config.logLevel !== 'debug' && deps.config.logLevel !== 'trace' }),
+    return503OnClosing: true,
+  });
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((req, reply) => sendProblem(reply, problem('not_found', `no route for ${req.method} ${req.url.split('?')[0]} on a worker process (health and metrics only)`)));
+  await app.register(async (sys) => systemRoutes(sys, deps));
+  return app;
+}
+
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
@@ -71,6 +111,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     }),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: true } },
     return503OnClosing: true,
+    frameworkErrors: malformedUrlWithCors(deps.config.corsOrigins),
     // The client's address (req.ip, the per-address login limit) through the proxies we trust.
     trustProxy: typeof deps.config.trustProxy === 'boolean' ? deps.config.trustProxy : [...deps.config.trustProxy],
   });
@@ -113,9 +154,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   await app.register(async (sys) => systemRoutes(sys, deps));
+  // One channel cache for the ingress and the channel routes, which drop what they change from it.
+  const routeDeps: AppDeps = deps.channelDirectory ? deps : { ...deps, channelDirectory: await ownDirectory(app, deps) };
   await app.register(
     async (api) => {
-      for (const routes of apiRoutes) await routes(api, deps);
+      for (const routes of apiRoutes) await routes(api, routeDeps);
     },
     { prefix: '/api/v1' },
   );

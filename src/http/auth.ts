@@ -12,7 +12,8 @@ import type { FastifyInstance, FastifyRequest, FastifySchema, RouteOptions } fro
 import type { AppDeps } from './app.ts';
 import { API_KEY_PREFIX, secretHash } from '../domain/credentials.ts';
 import { can, isAction, type Action, type Caller } from '../domain/permissions.ts';
-import { AppError, notFound } from '../errors.ts';
+import { isUuid } from '../domain/ids.ts';
+import { AppError, invalid, notFound } from '../errors.ts';
 import { makeAccountsService } from '../services/accounts.service.ts';
 import { makeApiKeysService } from '../services/api-keys.service.ts';
 import { attachIdempotency } from './idempotency.ts';
@@ -88,6 +89,10 @@ export type AuthCache = ReturnType<typeof makeAuthCache>;
 
 export function makeAuthCache(now = () => Date.now()) {
   const entries = new Map<string, Entry>();
+  // Bumped by every forget(): a caller read from the database before a revocation committed must
+  // not be stored after the revocation dropped the entries (it would be trusted for another TTL,
+  // long enough to mint a new key with a revoked one).
+  let generation = 0;
   return {
     get(key: string): Entry | undefined {
       const e = entries.get(key);
@@ -95,12 +100,17 @@ export function makeAuthCache(now = () => Date.now()) {
       if (e) entries.delete(key);
       return undefined;
     },
-    set(key: string, e: Entry): void {
+    /** To pass to set(): taken before the credential is read from the database. */
+    generation: () => generation,
+    /** Stores `e` unless a forget() came since `readAt` (a generation()). */
+    set(key: string, e: Entry, readAt: number): void {
+      if (readAt !== generation) return;
       if (entries.size >= AUTH_CACHE_MAX) entries.delete(entries.keys().next().value!);
       entries.set(key, e);
     },
     /** Drops every entry of this key, token, user or project. */
     forget(match: { apiKeyId?: string; tokenId?: string; userId?: string; projectId?: string }): void {
+      generation++;
       for (const [k, { caller: c }] of entries) {
         if (
           (match.apiKeyId && c.apiKeyId === match.apiKeyId) ||
@@ -160,6 +170,7 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
       }
       return hit.caller;
     }
+    const readAt = cache.generation();
     if (secret.startsWith(API_KEY_PREFIX)) {
       const found = await apiKeys.resolve(secret);
       if (!found) throw unauthorized('the API key is unknown or revoked');
@@ -170,12 +181,12 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
         await apiKeys.touch(found.caller.apiKeyId!);
         touchedAt = Date.now();
       }
-      cache.set(cacheKey, { caller: found.caller, until: Date.now() + AUTH_CACHE_TTL_MS, touchedAt });
+      cache.set(cacheKey, { caller: found.caller, until: Date.now() + AUTH_CACHE_TTL_MS, touchedAt }, readAt);
       return found.caller;
     }
     const found = await accounts.resolveLoginToken(secret, projectHeader);
     if (!found) throw unauthorized('the login token is unknown, revoked or expired');
-    cache.set(cacheKey, { caller: found.caller, until: Math.min(Date.now() + AUTH_CACHE_TTL_MS, found.expiresAt.getTime()), touchedAt: Date.now() });
+    cache.set(cacheKey, { caller: found.caller, until: Math.min(Date.now() + AUTH_CACHE_TTL_MS, found.expiresAt.getTime()), touchedAt: Date.now() }, readAt);
     return found.caller;
   }
 
@@ -184,7 +195,13 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
     return async (req: FastifyRequest): Promise<void> => {
       const secret = readCredential(req);
       const header = req.headers['x-project-id'];
-      const caller = await resolve(secret, typeof header === 'string' && header !== '' ? header : undefined);
+      // Checked here, before the header schema would be: a value that is no uuid names no project,
+      // and is told so, rather than answered with the 404 of an unknown one.
+      if (header !== undefined && header !== '' && !isUuid(header)) {
+        throw invalid('X-Project-ID must be a project id (a UUID)', [{ field: 'X-Project-ID', message: 'must be a UUID' }]);
+      }
+      // A uuid in any case names the same project (ids are compared as text below).
+      const caller = await resolve(secret, typeof header === 'string' && header !== '' ? header.toLowerCase() : undefined);
       if (!can(caller.role, permission)) throw new AppError('forbidden', `the ${caller.role} role may not do this (needs ${permission})`);
       req.auth = caller;
     };

@@ -2,6 +2,7 @@
 // code, errors?}. Unknown errors are an opaque 500 (the detail is logged, never sent).
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, ErrorCodes, type ErrorCode } from '../errors.ts';
+import { NOT_BLANK, UUID_PATTERN } from './schemas/common.ts';
 
 export type Problem = {
   type: string;
@@ -22,17 +23,20 @@ export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
   return reply.code(p.status).type('application/problem+json').send({ ...p, request_id: reply.request.id });
 }
 
+/** Patterns the shared schemas use, said in words rather than as a regular expression. */
+const PATTERN_WORDS: Record<string, string> = { [UUID_PATTERN]: 'must be a UUID', [NOT_BLANK]: 'must not be blank' };
+
 function fromFastifyError(err: FastifyError): Problem | undefined {
   if (err.validation) {
     const errors = err.validation.map((v) => {
-      const params = v.params as { missingProperty?: string; additionalProperty?: string } | undefined;
+      const params = v.params as { missingProperty?: string; additionalProperty?: string; pattern?: string } | undefined;
       // An unknown key is named as its own field: "search_text is not allowed", not "must NOT have
       // additional properties" with no field.
       const unknown = v.keyword === 'additionalProperties' ? params?.additionalProperty : undefined;
       const path = v.instancePath + (unknown !== undefined ? `/${unknown}` : '');
       return {
         field: (path || params?.missingProperty || '').replace(/^\//, '').replace(/\//g, '.') || undefined,
-        message: unknown !== undefined ? 'is not allowed' : (v.message ?? 'invalid'),
+        message: unknown !== undefined ? 'is not allowed' : (PATTERN_WORDS[params?.pattern ?? ''] ?? v.message ?? 'invalid'),
       };
     });
     return problem('validation', `${err.validationContext ?? 'request'} ${errors.map((e) => `${e.field ?? ''} ${e.message}`.trim()).join('; ')}`, errors);
@@ -60,6 +64,27 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
   }
   const p = fromFastifyError(err);
   if (p) return sendProblem(reply, p);
+  if (isDataException(err)) {
+    // A value the schema let through and PostgreSQL refused (out of range, wrong form for its
+    // column). The routes check what they know of; this is the backstop, logged so that a check
+    // we lack, or a query of ours at fault, is seen.
+    req.log.warn({ err }, 'request value refused by the database');
+    return sendProblem(reply, problem('validation', `a value in the request cannot be used: ${err.message}`));
+  }
   req.log.error({ err }, 'unhandled error');
   return sendProblem(reply, problem('internal', 'something went wrong on our side; the request id identifies it in our logs'));
+}
+
+/**
+ * PostgreSQL's data exceptions that a request's value can cause: a value of the wrong form for its
+ * type (22P02, 22007), out of range (22008, 22003), too long (22001), an unstorable character
+ * (22021, 22P05). Not the rest of class 22 (a division by zero, say): those are our queries' own
+ * faults, and stay 500s.
+ */
+const INPUT_DATA_EXCEPTIONS = new Set(['22P02', '22007', '22008', '22003', '22001', '22021', '22P05']);
+
+function isDataException(err: unknown): err is Error {
+  if (!(err instanceof Error) || !('severity' in err)) return false;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && INPUT_DATA_EXCEPTIONS.has(code);
 }

@@ -4,7 +4,9 @@
 //   `Idempotent-Replayed: true`, and nothing runs again;
 // - same key, different request: 409 idempotency_conflict; still running: 409 conflict;
 // - a 5xx releases the key, so the client may retry with it.
-// Keys are scoped to the caller's project. Only a hash of the key is stored, and the stored body is
+// Keys are scoped to the caller: its project and its credential (the API key, or the signed-in user
+// whatever login token they use), so that one credential never replays a response made for
+// another (some carry secrets shown once). Only a hash of the key is stored, and the stored body is
 // encrypted with a key derived from the client's Idempotency-Key, so the table alone reveals no
 // response (some carry secrets shown once).
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
@@ -22,6 +24,8 @@ declare module 'fastify' {
 
 /** A claim older than this whose request never finished (process died) may be taken over. */
 const STALE_CLAIM_MS = 5 * 60_000;
+
+const UUID_IN_PATH = /(?<=\/)[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?=\/|$)/gi;
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -64,9 +68,10 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db'>)
     if (typeof key !== 'string' || key.length < 1 || key.length > 255) {
       throw invalid('Idempotency-Key must be one header of 1 to 255 characters', [{ field: 'Idempotency-Key', message: 'invalid' }]);
     }
-    const projectId = req.auth.projectId;
-    const keyHash = sha256(`${projectId}\n${key}`);
-    const path = req.url.split('?')[0];
+    const { projectId, apiKeyId, userId } = req.auth;
+    const keyHash = sha256(`${projectId}\n${apiKeyId ? `key:${apiKeyId}` : `user:${userId ?? ''}`}\n${key}`);
+    // A uuid in the path names the same row in any case: so is it the same request.
+    const path = req.url.split('?')[0].replace(UUID_IN_PATH, (id) => id.toLowerCase());
     const requestHash = sha256(canonical([req.method, path, req.body ?? null]));
     const held = await withTransaction(
       db,

@@ -51,7 +51,9 @@ export function makeContactsService(deps: { db: Database }) {
 
   return {
     list(projectId: string, query: PageQuery & { search?: string; tags?: readonly string[] }): Promise<Page<ContactRecord>> {
-      return tenant(projectId, (tx) => listContacts(tx, { ...query, projectId }));
+      // Tags are stored trimmed: so is a tag asked for.
+      const tags = query.tags?.map((t) => t.trim());
+      return tenant(projectId, (tx) => listContacts(tx, { ...query, ...(tags && { tags }), projectId }));
     },
 
     get(projectId: string, id: string): Promise<ContactRecord> {

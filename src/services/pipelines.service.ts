@@ -186,10 +186,10 @@ export function makePipelinesService(deps: { db: Database }) {
     },
 
     /** A contact's moves in the order they were made. */
-    history(projectId: string, contactId: string, query: { pipelineId?: string; afterSeq?: number; limit?: number }): Promise<{ rows: HistoryEntry[]; more: boolean }> {
+    history(projectId: string, contactId: string, query: { pipelineId?: string; afterId?: string; limit?: number }): Promise<{ rows: HistoryEntry[]; more: boolean }> {
       return tenant(projectId, async (tx) => {
         if (!(await contactExists(tx, projectId, contactId))) throw notFound('contact');
-        return listMoves(tx, { pipelineId: query.pipelineId, afterSeq: query.afterSeq, limit: query.limit, projectId, contactId });
+        return listMoves(tx, { pipelineId: query.pipelineId, afterId: query.afterId, limit: query.limit, projectId, contactId });
       });
     },
   };

@@ -10,9 +10,11 @@ import { findUserByEmail } from '../db/users.sql.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { normaliseEmail } from '../domain/credentials.ts';
 import { newEvent } from '../domain/events.ts';
-import { uuidv7 } from '../domain/ids.ts';
+import { isUuid, uuidv7 } from '../domain/ids.ts';
 import type { Caller, Role } from '../domain/permissions.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
+
+const MAX_SETTINGS_BYTES = 16 * 1024;
 
 /** Every project starts with this pipeline; its id goes into settings.default_pipeline_id. */
 export const DEFAULT_PIPELINE = {
@@ -53,7 +55,7 @@ export function makeProjectsService({ db }: { db: Database }) {
 
   /** The caller's project; any other id is "not found", whoever owns it. */
   function ownProject(caller: Caller, id: string): void {
-    if (id !== caller.projectId) throw notFound('project');
+    if (id.toLowerCase() !== caller.projectId) throw notFound('project');
   }
 
   return {
@@ -75,7 +77,7 @@ export function makeProjectsService({ db }: { db: Database }) {
 
     async get(caller: Caller, id: string): Promise<ProjectWithRole> {
       ownProject(caller, id);
-      const project = await inProject(caller, (tx) => findProject(tx, id));
+      const project = await inProject(caller, (tx) => findProject(tx, caller.projectId));
       if (!project) throw notFound('project');
       return { ...project, role: caller.role };
     },
@@ -84,10 +86,18 @@ export function makeProjectsService({ db }: { db: Database }) {
       ownProject(caller, id);
       const project = await inProject(caller, async (tx) => {
         const pipelineId = patch.settings?.default_pipeline_id;
-        if (pipelineId !== undefined && (typeof pipelineId !== 'string' || !(await pipelineExists(tx, id, pipelineId)))) {
+        // null removes the setting like any other key: the pipeline flagged default then applies.
+        if (pipelineId !== undefined && pipelineId !== null && (!isUuid(pipelineId) || !(await pipelineExists(tx, caller.projectId, pipelineId)))) {
           throw invalid('settings.default_pipeline_id must name a pipeline of this project', [{ field: 'settings.default_pipeline_id', message: 'unknown pipeline' }]);
         }
-        return updateProject(tx, id, patch);
+        // Stored as the database writes ids: the default is found by comparing them as text.
+        const settings = isUuid(pipelineId) ? { ...patch.settings, default_pipeline_id: pipelineId.toLowerCase() } : patch.settings;
+        const updated = await updateProject(tx, caller.projectId, { ...patch, ...(settings ? { settings } : {}) });
+        // Read with the project in many places (consumers included): kept small, as custom_fields.
+        if (updated && Buffer.byteLength(JSON.stringify(updated.settings)) > MAX_SETTINGS_BYTES) {
+          throw invalid(`settings would be larger than ${MAX_SETTINGS_BYTES / 1024} KiB`, [{ field: 'settings', message: 'too large' }]);
+        }
+        return updated;
       });
       if (!project) throw notFound('project');
       return { ...project, role: caller.role };
@@ -95,7 +105,7 @@ export function makeProjectsService({ db }: { db: Database }) {
 
     async listMembers(caller: Caller, id: string, page: { limit?: number; cursor?: string }): Promise<Page<MemberRecord>> {
       ownProject(caller, id);
-      return inProject(caller, (tx) => listMembers(tx, id, page));
+      return inProject(caller, (tx) => listMembers(tx, caller.projectId, page));
     },
 
     /** Adds a registered user by email, or changes the role of a member. */
@@ -105,17 +115,17 @@ export function makeProjectsService({ db }: { db: Database }) {
       const user = await findUserByEmail(db, normaliseEmail(input.email));
       if (!user) throw new AppError('unprocessable', 'no account has this email; the person must register first', [{ field: 'email', message: 'not registered' }]);
       return inProject(caller, async (tx) => {
-        if (input.role !== 'admin') await keepAnAdmin(tx, id, user.id);
-        return upsertMember(tx, { projectId: id, userId: user.id, role: input.role });
+        if (input.role !== 'admin') await keepAnAdmin(tx, caller.projectId, user.id);
+        return upsertMember(tx, { projectId: caller.projectId, userId: user.id, role: input.role });
       });
     },
 
     async removeMember(caller: Caller, id: string, userId: string): Promise<void> {
       ownProject(caller, id);
       await inProject(caller, async (tx) => {
-        if (!(await findMember(tx, id, userId))) throw notFound('member');
-        await keepAnAdmin(tx, id, userId);
-        await deleteMember(tx, id, userId);
+        if (!(await findMember(tx, caller.projectId, userId))) throw notFound('member');
+        await keepAnAdmin(tx, caller.projectId, userId);
+        await deleteMember(tx, caller.projectId, userId);
       });
     },
   };

@@ -251,6 +251,34 @@ describe('projects and members', () => {
     expect(foreign.status).toBe(400);
   });
 
+  it('keeps project settings within 16 KiB, counting what is already there', async () => {
+    const a = await makeTenant(app);
+    const half = 'x'.repeat(9 * 1024);
+    expect((await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { a: half } } })).status).toBe(200);
+    const over = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { b: half } } });
+    expect(over.status).toBe(400);
+    expect(over.json.errors).toEqual([{ field: 'settings', message: 'too large' }]);
+    const now = await call(app, a.keys.admin, 'GET', `/projects/${a.projectId}`);
+    expect(Object.keys(now.json.settings).sort()).toEqual(['a', 'default_pipeline_id']); // nothing of the refused change
+    expect((await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { a: null, b: half } } })).status).toBe(200);
+  });
+
+  it('removes the default pipeline setting when it is set to null, and the flagged default stands in', async () => {
+    const a = await makeTenant(app);
+    const second = await call(app, a.keys.admin, 'POST', '/pipelines', { body: { name: 'Second', statuses: [{ name: 'Open', kind: 'open' }] } });
+    expect(second.status, JSON.stringify(second.json)).toBe(201);
+    const moved = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { default_pipeline_id: second.json.id } } });
+    expect(moved.json.settings.default_pipeline_id).toBe(second.json.id);
+    const listed = async () => Object.fromEntries((await call(app, a.keys.admin, 'GET', '/pipelines')).json.data.map((p: { id: string; is_default: boolean }) => [p.id, p.is_default]));
+    expect(await listed()).toEqual({ [a.pipelineId]: false, [second.json.id]: true });
+
+    const cleared = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { default_pipeline_id: null } } });
+    expect(cleared.status).toBe(200);
+    expect(cleared.json.settings).not.toHaveProperty('default_pipeline_id');
+    // The pipeline made at registration carries the flag.
+    expect(await listed()).toEqual({ [a.pipelineId]: true, [second.json.id]: false });
+  });
+
   it('does not let an API key create projects', async () => {
     const a = await makeTenant(app);
     const r = await call(app, a.keys.admin, 'POST', '/projects', { body: { name: 'Nope' } });

@@ -35,6 +35,9 @@ describe('admin endpoints', () => {
     const own = await call(app, a.keys.admin, 'POST', `/admin/dead-letters/${dlA}/replay`);
     expect(own.status).toBe(202);
     expect(own.json).toMatchObject({ id: dlA, queue: Queues.webhooksOutbound, replay_count: 1 });
+    // A replayed dead letter is no longer counted as one (the row is kept, with its replay).
+    const qa = await call(app, a.keys.admin, 'GET', '/admin/queues');
+    expect(qa.json.data.find((q: any) => q.queue === Queues.webhooksOutbound)).toMatchObject({ dead_letters: 1 });
   });
 
   it('are for admins only', async () => {

@@ -26,4 +26,18 @@ describe('CORS', () => {
     const other = await app.inject({ method: 'GET', url: '/health/live', headers: { origin: 'https://evil.example.net' } });
     expect(other.headers['access-control-allow-origin']).toBeUndefined();
   });
+
+  it('allows the listed origins to read the 400 for a URL that cannot be read', async () => {
+    const { app } = await startApp({ CORS_ORIGINS: 'https://app.example.com' });
+    const bad = await app.inject({ method: 'GET', url: '/api/v1/contacts/%E0%A4%A', headers: { origin: 'https://app.example.com' } });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(bad.headers['access-control-allow-origin']).toBe('https://app.example.com');
+    const other = await app.inject({ method: 'GET', url: '/api/v1/contacts/%E0%A4%A', headers: { origin: 'https://evil.example.net' } });
+    expect(other.statusCode).toBe(400);
+    expect(other.headers['access-control-allow-origin']).toBeUndefined();
+    const { app: open } = await startApp({ CORS_ORIGINS: '*' });
+    const any = await open.inject({ method: 'GET', url: '/api/v1/contacts/%E0%A4%A', headers: { origin: 'https://elsewhere.example.org' } });
+    expect(any.headers['access-control-allow-origin']).toBe('https://elsewhere.example.org');
+  });
 });

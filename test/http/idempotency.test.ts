@@ -39,6 +39,19 @@ describe('Idempotency-Key', () => {
     expect(inB.json.id).not.toBe(inA.json.id);
   });
 
+  it('scopes keys per credential: another key of the same project gets no replay of a response made for another', async () => {
+    const second = (await create(a.keys.admin, { name: 'second admin', role: 'admin' })).json.key as string;
+    const mine = await create(a.keys.admin, { name: 'deploy', role: 'admin' }, 'shared-key-6');
+    const theirs = await create(second, { name: 'deploy', role: 'admin' }, 'shared-key-6');
+    expect(theirs.status).toBe(201);
+    expect(theirs.headers['idempotent-replayed']).toBeUndefined();
+    expect(theirs.json.id).not.toBe(mine.json.id);
+    expect(theirs.json.key).not.toBe(mine.json.key);
+    // Each still gets its own response back.
+    expect((await create(second, { name: 'deploy', role: 'admin' }, 'shared-key-6')).json).toEqual(theirs.json);
+    expect((await create(a.keys.admin, { name: 'deploy', role: 'admin' }, 'shared-key-6')).json).toEqual(mine.json);
+  });
+
   it('stores only a hash of the key and an encrypted response', async () => {
     const r = await create(a.keys.admin, { name: 'secretive', role: 'viewer' }, 'look-for-me-4');
     const rows = await db.query(`SELECT key_hash, encode(body, 'escape') AS body FROM idempotency_keys WHERE project_id = $1`, [a.projectId]);

@@ -1,6 +1,7 @@
 // A minimal valid value for a JSON Schema (the subset our TypeBox schemas use), so generated
 // tests can send a body or query that passes validation and reach the handler.
 import { uuidv7 } from '../../src/domain/ids.ts';
+import { NOT_BLANK } from '../../src/http/schemas/common.ts';
 
 export function sample(schema: any): unknown {
   if (!schema || typeof schema !== 'object') return undefined;
@@ -39,6 +40,7 @@ export function sample(schema: any): unknown {
         case 'url':
           return 'https://example.com/hook';
       }
+      if (schema.pattern === NOT_BLANK) return 'x'.repeat(Math.max(1, schema.minLength ?? 1));
       if (schema.pattern) return undefined; // cannot guess; the route needs a fixture
       return 'x'.repeat(Math.max(1, schema.minLength ?? 1));
     default:

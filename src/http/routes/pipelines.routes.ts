@@ -6,11 +6,11 @@ import type { AppDeps } from '../app.ts';
 import type { HistoryEntry, PipelineView } from '../../db/pipelines-ext.sql.ts';
 import { invalid } from '../../errors.ts';
 import { makePipelinesService, type MoveResult } from '../../services/pipelines.service.ts';
-import { IdParams, ListQuery, Nullable, Page, Timestamp, Uuid, iso, isoOrNull, toPageBody } from '../schemas/common.ts';
+import { IdParams, ListQuery, NOT_BLANK, Nullable, Page, Timestamp, Uuid, iso, isoOrNull, toPageBody } from '../schemas/common.ts';
 import { defineRoute } from '../schemas/route.ts';
 
 const Kind = Type.Unsafe<'open' | 'active' | 'closed'>({ type: 'string', enum: ['open', 'active', 'closed'], description: 'open: not started; active: in progress; closed: done (won, lost…)' });
-const Name = Type.String({ minLength: 1, maxLength: 200 });
+const Name = Type.String({ minLength: 1, maxLength: 200, pattern: NOT_BLANK });
 
 const Status = Type.Object({ id: Uuid, name: Type.String(), kind: Kind, position: Type.Integer({ description: '0-based order in the pipeline' }) });
 
@@ -119,13 +119,14 @@ function presentEntry(h: HistoryEntry) {
   };
 }
 
-// History pages are in move order (seq), so the cursor is the last seq seen.
-const seqCursor = (seq: number) => Buffer.from(`h${seq}`).toString('base64url');
-function afterSeq(cursor: string | undefined): number | undefined {
+// History pages are in move order; the cursor names the last move seen (not its place in the
+// numbering every project shares: see listMoves).
+const moveCursor = (id: string) => Buffer.from(`h:${id}`).toString('base64url');
+function afterMove(cursor: string | undefined): string | undefined {
   if (cursor === undefined) return undefined;
-  const m = /^h(\d{1,18})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+  const m = /^h:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
   if (!m) throw invalid('cursor is not valid', [{ field: 'cursor', message: 'use next_cursor from a previous page of the same list' }]);
-  return Number(m[1]);
+  return m[1];
 }
 
 export async function pipelinesRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
@@ -220,9 +221,9 @@ export async function pipelinesRoutes(app: FastifyInstance, deps: AppDeps): Prom
     response: { 200: Page(HistoryItem) },
     handler: async (req) => {
       const { pipeline_id, limit, cursor } = req.query;
-      const page = await pipelines.history(req.auth.projectId, req.params.id, { pipelineId: pipeline_id, limit, afterSeq: afterSeq(cursor) });
+      const page = await pipelines.history(req.auth.projectId, req.params.id, { pipelineId: pipeline_id, limit, afterId: afterMove(cursor) });
       const last = page.rows[page.rows.length - 1];
-      return { data: page.rows.map(presentEntry), next_cursor: page.more && last ? seqCursor(last.seq) : null };
+      return { data: page.rows.map(presentEntry), next_cursor: page.more && last ? moveCursor(last.id) : null };
     },
   });
 }

@@ -1,5 +1,8 @@
-// Health, readiness and metrics — outside /api/v1 and without auth.
-import type { FastifyInstance } from 'fastify';
+// Health, readiness and metrics — outside /api/v1 and without API auth. /metrics asks for
+// METRICS_TOKEN when one is set.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AppError } from '../../errors.ts';
 import { checkReadiness } from '../../observability/health.ts';
 import { registry } from '../../observability/metrics.ts';
 import type { AppDeps } from '../app.ts';
@@ -13,8 +16,21 @@ export async function systemRoutes(app: FastifyInstance, deps: AppDeps) {
     return reply.code(r.status === 'ok' ? 200 : 503).send({ ...r, ...(failing.length ? { failing } : {}) });
   });
 
-  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+  const allowed = metricsGate(deps.config.metricsToken);
+  app.get('/metrics', { schema: { hide: true } }, async (req, reply) => {
+    if (!allowed(req)) throw new AppError('unauthorized', 'metrics need the token set in METRICS_TOKEN: `Authorization: Bearer <token>`', undefined, { 'www-authenticate': 'Bearer realm="metrics"' });
     if (deps.refreshMetrics) await deps.refreshMetrics().catch(() => {});
     return reply.type(registry.contentType).send(await registry.metrics());
   });
+}
+
+/** Everyone without a token configured; else only a request bearing it (compared in constant time). */
+function metricsGate(token: string | undefined): (req: FastifyRequest) => boolean {
+  if (token === undefined) return () => true;
+  const digest = (v: string) => createHash('sha256').update(v).digest();
+  const expected = digest(token);
+  return (req) => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
+    return m !== null && timingSafeEqual(digest(m[1]), expected);
+  };
 }

@@ -32,7 +32,7 @@ export async function webhooksIngressRoutes(app: FastifyInstance, deps: AppDeps)
     db: deps.db,
     broker: deps.broker,
     logger: deps.logger,
-    channels: deps.channelDirectory ?? (await ownDirectory(app, deps)),
+    channels: deps.channelDirectory ?? (await ownDirectory(app, deps)), // buildApp gives one
   });
 
   const receive = (provider: InboundProvider) => async (req: TypedRequest<typeof Params, undefined, undefined>, reply: FastifyReply) => {
@@ -95,8 +95,11 @@ export async function webhooksIngressRoutes(app: FastifyInstance, deps: AppDeps)
   });
 }
 
-/** An app built without the process-wide directory (main.ts passes one) gets its own. */
-async function ownDirectory(app: FastifyInstance, deps: AppDeps): Promise<ChannelDirectory> {
+/**
+ * An app built without the process-wide directory (main.ts passes one) gets its own, shared by
+ * every route of the app: the channel routes drop what they change from it at once.
+ */
+export async function ownDirectory(app: FastifyInstance, deps: AppDeps): Promise<ChannelDirectory> {
   const directory = makeChannelDirectory({
     db: deps.db,
     secretKey: () => secretKeyOf(deps),

@@ -7,11 +7,11 @@ import type { ProjectRecord } from '../../db/projects.sql.ts';
 import type { UserRecord } from '../../db/users.sql.ts';
 import { PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH } from '../../domain/credentials.ts';
 import { ROLES, type Role } from '../../domain/permissions.ts';
-import { FreeObject, iso, isoOrNull, Nullable, Timestamp, Uuid } from './common.ts';
+import { FreeObject, iso, isoOrNull, NOT_BLANK, Nullable, Timestamp, Uuid } from './common.ts';
 
 export const RoleSchema = Type.Unsafe<Role>({ type: 'string', enum: [...ROLES], description: 'admin | manager | agent | viewer' });
 const Email = Type.String({ format: 'email', maxLength: 320 });
-const Name = Type.String({ minLength: 1, maxLength: 200 });
+const Name = Type.String({ minLength: 1, maxLength: 200, pattern: NOT_BLANK });
 
 export const User = Type.Object({ id: Uuid, name: Type.String(), email: Type.String(), created_at: Timestamp }, { title: 'User' });
 
@@ -52,28 +52,32 @@ export const ApiKeyCreated = Type.Object(
 
 // ---- requests ----
 
-export const RegisterBody = Type.Object({
-  name: Name,
-  email: Email,
-  password: Type.String({ minLength: PASSWORD_MIN_LENGTH, maxLength: PASSWORD_MAX_LENGTH }),
-  project_name: Type.Optional(Name),
-});
+// Bodies are closed, as the other routes' are: a misspelt field is a 400 naming it, not ignored.
+export const RegisterBody = Type.Object(
+  {
+    name: Name,
+    email: Email,
+    password: Type.String({ minLength: PASSWORD_MIN_LENGTH, maxLength: PASSWORD_MAX_LENGTH }),
+    project_name: Type.Optional(Name),
+  },
+  { additionalProperties: false },
+);
 
-export const LoginBody = Type.Object({ email: Email, password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH }) });
+export const LoginBody = Type.Object({ email: Email, password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH }) }, { additionalProperties: false });
 
-export const CreateApiKeyBody = Type.Object({ name: Name, role: RoleSchema });
+export const CreateApiKeyBody = Type.Object({ name: Name, role: RoleSchema }, { additionalProperties: false });
 
-export const CreateProjectBody = Type.Object({ name: Name });
+export const CreateProjectBody = Type.Object({ name: Name }, { additionalProperties: false });
 
 export const UpdateProjectBody = Type.Object(
   {
     name: Type.Optional(Name),
     settings: Type.Optional(FreeObject('Merged into the settings; a key set to null is removed')),
   },
-  { minProperties: 1 },
+  { minProperties: 1, additionalProperties: false },
 );
 
-export const AddMemberBody = Type.Object({ email: Email, role: RoleSchema });
+export const AddMemberBody = Type.Object({ email: Email, role: RoleSchema }, { additionalProperties: false });
 
 // ---- responses ----
 

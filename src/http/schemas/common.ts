@@ -8,8 +8,19 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { ErrorCodes, type ErrorCode } from '../../errors.ts';
 import { MAX_PAGE } from '../../db/keyset.ts';
 
-export const Uuid = Type.String({ format: 'uuid' });
+/**
+ * The hyphenated form only: Ajv's `uuid` format also takes `urn:uuid:…`, which PostgreSQL's uuid
+ * type refuses (a server error instead of a 400). errors.ts words a mismatch as "must be a UUID".
+ */
+export const UUID_PATTERN = '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+export const Uuid = Type.String({ format: 'uuid', pattern: UUID_PATTERN });
 export const Timestamp = Type.String({ format: 'date-time' });
+/**
+ * Text that must say something: not empty, not only spaces or invisible characters (zero-width
+ * space and joiners, word joiner, soft hyphen; errors.ts: "must not be blank").
+ */
+export const NOT_BLANK = '[^\\s\\u00AD\\u180E\\u200B-\\u200D\\u2060]';
+
 
 /** A value or null (OpenAPI 3.0 `nullable`, which Ajv and fast-json-stringify both understand). */
 export function Nullable<T extends TSchema>(schema: T) {

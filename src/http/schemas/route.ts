@@ -12,6 +12,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema } from 'fastify';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import type { Action } from '../../domain/permissions.ts';
+import { isUuid } from '../../domain/ids.ts';
+import { MAX_JSON_DEPTH, findUnusable } from '../../domain/text.ts';
+import { invalid } from '../../errors.ts';
 import { problemResponse, Uuid } from './common.ts';
 
 type StaticOf<T> = T extends TSchema ? Static<T> : unknown;
@@ -85,9 +88,38 @@ export function defineRoute<P extends TSchema | undefined = undefined, Q extends
     method: spec.method,
     url: spec.url,
     schema,
+    preValidation: [...(spec.params && !spec.public ? [lowerCaseIds] : []), ...(spec.body || spec.querystring ? [refuseUnusableInput] : [])],
     config: spec.public ? { public: true } : { permission: spec.permission, ...(spec.idempotent ? { idempotent: true } : {}) },
     handler: spec.handler as unknown as (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
   });
+}
+
+/**
+ * Ids in a path are compared as text in places (a project with the caller's, a member with the
+ * last admin, cache keys), and a uuid names the same row in any case: they go on in lower case,
+ * as the database writes them. (Not on the public routes: the ingress gains no work per webhook.)
+ */
+function lowerCaseIds(req: FastifyRequest, _reply: FastifyReply, done: () => void): void {
+  const params = req.params as Record<string, unknown>;
+  for (const [key, value] of Object.entries(params)) if (isUuid(value)) params[key] = value.toLowerCase();
+  done();
+}
+
+/**
+ * PostgreSQL's text and jsonb hold neither U+0000 nor a lone UTF-16 surrogate (`\u0000`,
+ * `\ud800` in JSON; `%00` in a query string). Left to the database, either is a server error; here
+ * it is a 400 naming the field. So is JSON nested deeper than MAX_JSON_DEPTH, which recursion
+ * further on (JSON.stringify, the Idempotency-Key hash) could not take. Runs before the schema,
+ * on what the parsers produced.
+ */
+function refuseUnusableInput(req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
+  const found = findUnusable(req.body) ?? findUnusable(req.query);
+  if (found === undefined) return done();
+  const field = found.path || undefined;
+  if (found.problem === 'depth') {
+    return done(invalid(`${found.path || 'body'} nests deeper than ${MAX_JSON_DEPTH} levels`, [{ field, message: `must not nest deeper than ${MAX_JSON_DEPTH} levels` }]));
+  }
+  done(invalid(`${found.path || 'body'} contains a character that cannot be stored (U+0000 or half of a surrogate pair)`, [{ field, message: 'must not contain U+0000 or an unpaired surrogate' }]));
 }
 
 /**
