@@ -12,11 +12,16 @@ Usage:
   ventros start [--role all|api|worker]   run the service (default role: all)
   ventros migrate                         apply database migrations and exit
   ventros simulate waha --channel <id> [--token <t>] [--rate <n/s>] [--duration <s>] [--url <base>]
-                                          post realistic WAHA webhooks at a steady rate
+                        [--contacts <n>] [--messages-only]
+                                          post realistic WAHA webhooks at a steady rate; the
+                                          channel's token from --token, else VENTROS_API_KEY
+                                          (a manager's key), else DATABASE_URL
+                                          (ventros simulate waha --help for every option)
   ventros --help                          this text
 
 Roles: all = API + worker in one process (the only role on the embedded database);
-       api = HTTP only; worker = inbound processor, consumers, relay, dispatchers, timers.
+       api = HTTP only; worker = inbound processor, consumers, relay, dispatchers, timers
+       (and over HTTP only /health/* and /metrics).
 Configuration comes from the environment; see the README's configuration table.`;
 
 export async function runCli(argv: string[]): Promise<number> {

@@ -30,6 +30,7 @@ export type Config = Readonly<{
   webhookAllowPrivateUrls: boolean;
   /** Media downloads may reach a Graph API or media URL on a loopback/private address (tests, a local proxy). */
   cloudApiAllowPrivateUrls: boolean;
+  wahaAllowPrivateUrls: boolean;
   webhookDisableAfterDays: number;
   consumerRetryDelaysMs: readonly number[];
   eventRetentionDays: number;
@@ -43,6 +44,8 @@ export type Config = Readonly<{
   trustProxy: boolean | readonly string[];
   loginTokenTtlHours: number;
   shutdownTimeoutMs: number;
+  /** When set, `GET /metrics` answers only a request bearing it (`Authorization: Bearer …`). */
+  metricsToken: string | undefined;
 }>;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -139,6 +142,37 @@ function redact(u: string): string {
   return u.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@');
 }
 
+/**
+ * CORS_ORIGINS: `*`, or origins exactly as a browser sends them in `Origin` (scheme, host, port if
+ * not the default; no path, no trailing slash), which is what they are compared with.
+ */
+function metricsToken(env: Env): string | undefined {
+  const raw = read(env, 'METRICS_TOKEN');
+  if (raw === undefined) return undefined;
+  // What a Bearer credential may hold (RFC 6750 b64token), so a scraper can send it as configured.
+  if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(raw)) throw new ConfigError('METRICS_TOKEN', 'letters, digits and - . _ ~ + / only (it is sent as `Authorization: Bearer <token>`)');
+  if (raw.length < 16) throw new ConfigError('METRICS_TOKEN', 'at least 16 characters (e.g. `openssl rand -hex 16`)');
+  return raw;
+}
+
+function corsOrigins(raw: string): string[] {
+  const list = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  for (const o of list) {
+    if (o === '*') continue;
+    let origin: string | undefined;
+    try {
+      const u = new URL(o);
+      origin = u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : undefined;
+    } catch {
+      origin = undefined;
+    }
+    if (origin !== o) {
+      throw new ConfigError('CORS_ORIGINS', `"${o}" is not an origin as browsers send it${origin ? ` (did you mean "${origin}"?)` : ' (expected http(s)://host[:port])'}`);
+    }
+  }
+  return list;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const port = int(env, 'PORT', 8080, 0, 65535);
   const host = read(env, 'HOST') ?? '127.0.0.1';
@@ -176,13 +210,15 @@ export function loadConfig(env: Env = process.env): Config {
     webhookConcurrency: int(env, 'WEBHOOK_CONCURRENCY', 64, 1, 10_000),
     webhookAllowPrivateUrls: bool(env, 'WEBHOOK_ALLOW_PRIVATE_URLS', false),
     cloudApiAllowPrivateUrls: bool(env, 'CLOUD_API_ALLOW_PRIVATE_URLS', false),
+    wahaAllowPrivateUrls: bool(env, 'WAHA_ALLOW_PRIVATE_URLS', true),
     webhookDisableAfterDays: int(env, 'WEBHOOK_DISABLE_AFTER_DAYS', 5, 1, 365),
     consumerRetryDelaysMs: Object.freeze(durations(env, 'CONSUMER_RETRY_DELAYS', '1s,5s,30s,2m')),
     eventRetentionDays: int(env, 'EVENT_RETENTION_DAYS', 30, 1, 36500),
     webhookRetentionDays: int(env, 'WEBHOOK_RETENTION_DAYS', 30, 1, 36500),
-    corsOrigins: Object.freeze(corsRaw ? corsRaw.split(',').map((s) => s.trim()) : []),
+    corsOrigins: Object.freeze(corsRaw ? corsOrigins(corsRaw) : []),
     trustProxy: trustProxy(env),
     loginTokenTtlHours: int(env, 'LOGIN_TOKEN_TTL_HOURS', 24, 1, 24 * 365),
     shutdownTimeoutMs: int(env, 'SHUTDOWN_TIMEOUT_MS', 10_000, 100, 600_000),
+    metricsToken: metricsToken(env),
   });
 }

@@ -7,17 +7,18 @@ import type { Broker } from './broker/broker.ts';
 import { makePostgresBroker } from './broker/postgres-broker.ts';
 import { connectRabbitBroker } from './broker/rabbitmq.ts';
 import { allQueues } from './broker/topology.ts';
-import type { Config } from './config.ts';
+import { ConfigError, type Config } from './config.ts';
 import type { Database } from './db/database.ts';
 import { migrate } from './db/migrate.ts';
 import { startRelay } from './outbox/relay.ts';
 import { openPglite } from './db/pglite.ts';
 import { connectPostgres } from './db/postgres.ts';
-import { buildApp } from './http/app.ts';
+import { buildApp, buildOpsApp } from './http/app.ts';
 import { makeChannelDirectory } from './inbound/channel-directory.ts';
 import { startSpillDrainer } from './inbound/drainer.ts';
 import { startInboundProcessor } from './inbound/processor.ts';
 import { makeLogger, type Logger } from './observability/logger.ts';
+import { makeQueueGaugesRefresher } from './observability/queue-gauges.ts';
 import { startConversationWorker, type ConversationWorkerDeps } from './consumers/conversation-worker.ts';
 import { startHousekeeping } from './timers/housekeeping.ts';
 import { startWebhookWorker } from './webhooks/webhook-worker.ts';
@@ -44,7 +45,8 @@ export type Running = {
   config: Config;
   db: Database;
   broker: Broker;
-  app?: FastifyInstance;
+  /** The HTTP app: the whole API (roles api, all) or only health and metrics (worker). */
+  app: FastifyInstance;
   /** Base URL the HTTP server listens on, when it listens. */
   url?: string;
   secretKey: string;
@@ -57,8 +59,8 @@ export async function openDatabase(config: Config): Promise<Database> {
 
 export async function openBroker(config: Config, db: Database, logger: Logger): Promise<Broker> {
   return config.amqpUrl
-    ? connectRabbitBroker({ url: config.amqpUrl, db, retryDelaysMs: config.consumerRetryDelaysMs, logger })
-    : makePostgresBroker({ db, retryDelaysMs: config.consumerRetryDelaysMs, logger });
+    ? connectRabbitBroker({ url: config.amqpUrl, db, retryDelaysMs: config.consumerRetryDelaysMs, logger, shutdownTimeoutMs: config.shutdownTimeoutMs })
+    : makePostgresBroker({ db, retryDelaysMs: config.consumerRetryDelaysMs, logger, shutdownTimeoutMs: config.shutdownTimeoutMs });
 }
 
 /** SECRET_KEY, or in embedded mode a key generated once and kept under DATA_DIR. */
@@ -77,7 +79,7 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
   const role = opts.role ?? 'all';
   const logger = opts.logger ?? makeLogger(config.logLevel, { role });
   if (role !== 'all' && !config.databaseUrl && !opts.db) {
-    throw new Error(`role "${role}" needs DATABASE_URL: the embedded database lives in one process, so run --role all`);
+    throw new ConfigError('DATABASE_URL', `role "${role}" needs it: the embedded database lives in one process, so run --role all`);
   }
   const secretKey = resolveSecretKey(config);
   const db = opts.db ?? (await openDatabase(config));
@@ -92,30 +94,7 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
   await channelDirectory.start();
 
   const components: WorkerComponent[] = [{ name: 'channel-directory', stop: () => channelDirectory.stop() }];
-  if (role === 'all' || role === 'worker') {
-    // The relay first, so it stops last: events committed by the consumers below while they
-    // finish their in-flight work still get published before the process exits.
-    const relay = startRelay({ db, broker, pollMs: config.outboxPollMs, logger });
-    components.push({ name: 'outbox-relay', stop: () => relay.stop() });
-    components.push(await startInboundProcessor({ db, broker, logger, channels: channelDirectory }));
-    components.push(startSpillDrainer({ db, broker, logger }));
-    components.push(...(await startWebhookWorker({ db, broker, config, secretKey, logger })));
-    components.push(...(await startConversationWorker({ db, broker, config, logger, channels: channelDirectory, sweeper: opts.sessionSweeper })));
-    components.push(startHousekeeping({ db, logger, webhookRetentionDays: config.webhookRetentionDays, eventRetentionDays: config.eventRetentionDays }));
-  }
-
   let app: FastifyInstance | undefined;
-  let url: string | undefined;
-  if (role === 'all' || role === 'api') {
-    app = await buildApp({ config, db, broker, logger, secretKey, channelDirectory });
-    if (opts.listen !== false) {
-      url = await app.listen({ port: config.port, host: config.host });
-      logger.info({ url, role, database: db.kind, broker: broker.kind }, 'ventros listening');
-    } else {
-      await app.ready();
-    }
-  }
-
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
@@ -127,6 +106,35 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
       if (!opts.broker) await broker.close().catch((err) => logger.error({ err }, 'closing broker failed'));
       if (!opts.db) await db.close().catch((err) => logger.error({ err }, 'closing database failed'));
     })());
+
+  let url: string | undefined;
+  try {
+    // Every role serves HTTP: api and all the whole API, worker only health and metrics. The port
+    // comes first: a process that cannot serve its probes (the port is taken) must not go on working
+    // unseen, so it stops before any consumer starts.
+    const refreshMetrics = makeQueueGaugesRefresher(broker, allQueues().map((q) => q.name));
+    const appDeps = { config, db, broker, logger, secretKey, channelDirectory, refreshMetrics };
+    app = role === 'worker' ? await buildOpsApp(appDeps) : await buildApp(appDeps);
+    if (opts.listen !== false) url = await app.listen({ port: config.port, host: config.host });
+    else await app.ready();
+
+    if (role === 'all' || role === 'worker') {
+      // The relay first, so it stops last: events committed by the consumers below while they
+      // finish their in-flight work still get published before the process exits.
+      const relay = startRelay({ db, broker, pollMs: config.outboxPollMs, logger });
+      components.push({ name: 'outbox-relay', stop: () => relay.stop() });
+      components.push(await startInboundProcessor({ db, broker, logger, channels: channelDirectory }));
+      components.push(startSpillDrainer({ db, broker, logger }));
+      components.push(...(await startWebhookWorker({ db, broker, config, secretKey, logger })));
+      components.push(...(await startConversationWorker({ db, broker, config, logger, channels: channelDirectory, sweeper: opts.sessionSweeper })));
+      components.push(startHousekeeping({ db, logger, webhookRetentionDays: config.webhookRetentionDays, eventRetentionDays: config.eventRetentionDays }));
+    }
+  } catch (err) {
+    // Whatever started is stopped again: a failed start leaves nothing running behind it.
+    await stop();
+    throw err;
+  }
+  if (url) logger.info({ url, role, database: db.kind, broker: broker.kind }, 'ventros listening');
 
   return { config, db, broker, app, url, secretKey, stop };
 }

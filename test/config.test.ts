@@ -33,7 +33,12 @@ describe('configuration', () => {
     [{ WEBHOOK_ALLOW_PRIVATE_URLS: 'maybe' }, 'WEBHOOK_ALLOW_PRIVATE_URLS'],
     [{ CLOUD_API_ALLOW_PRIVATE_URLS: 'yes please' }, 'CLOUD_API_ALLOW_PRIVATE_URLS'],
     [{ TRUST_PROXY: 'the load balancer' }, 'TRUST_PROXY'],
+    [{ CORS_ORIGINS: 'https://app.example.com/' }, 'CORS_ORIGINS'],
+    [{ CORS_ORIGINS: 'app.example.com' }, 'CORS_ORIGINS'],
+    [{ CORS_ORIGINS: 'https://app.example.com, ftp://files.example.com' }, 'CORS_ORIGINS'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ METRICS_TOKEN: 'short' }, 'METRICS_TOKEN'],
+    [{ METRICS_TOKEN: 'has spaces in it, sixteen+' }, 'METRICS_TOKEN'],
     [{ SECRET_KEY: 'short' }, 'SECRET_KEY'],
     [{ DATABASE_URL: 'postgres://h/db' }, 'SECRET_KEY'],
     [{ PUBLIC_URL: 'ftp://x' }, 'PUBLIC_URL'],
@@ -73,6 +78,12 @@ describe('configuration', () => {
       expect(() => loadConfig({ TRUST_PROXY: `10.0.0.1, ${bad}` }), bad).toThrow(new RegExp(`^TRUST_PROXY: .*got "${bad.replace(/[./]/g, '\\$&')}"$`));
     }
     expect(() => loadConfig({ TRUST_PROXY: '2' })).toThrow(/a hop count is not taken/);
+  });
+
+  it('reads CORS_ORIGINS as origins or *, and says what a near miss should have been', () => {
+    expect(loadConfig({ CORS_ORIGINS: 'https://app.example.com, http://localhost:5173,' }).corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
+    expect(loadConfig({ CORS_ORIGINS: '*' }).corsOrigins).toEqual(['*']);
+    expect(() => loadConfig({ CORS_ORIGINS: 'https://app.example.com/' })).toThrow('did you mean "https://app.example.com"?');
   });
 
   it('strips a trailing slash from PUBLIC_URL', () => {

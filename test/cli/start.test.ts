@@ -42,6 +42,32 @@ describe('ventros CLI', () => {
     expect(p.output()).toMatch(/PORT/);
   });
 
+  it('exits 2 naming DATABASE_URL when a role that needs it runs without it', async () => {
+    for (const role of ['api', 'worker']) {
+      const p = run(['start', '--role', role], {});
+      expect(await p.exited).toBe(2);
+      expect(p.output()).toMatch(/^configuration error: DATABASE_URL: role "\w+" needs it/m);
+      expect(p.output()).not.toMatch(/\n\s+at /); // a message, not a stack trace
+    }
+  });
+
+  it('exits 1 when its port is taken, leaving nothing running behind it', async () => {
+    const dataDir = mkdtempSync(path.join(tmpdir(), 'ventros-cli-'));
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const p = run(['start'], { PORT: String(port), DATA_DIR: dataDir });
+      // It would otherwise stay up, its consumers and timers working, with no probes and no SIGTERM handler.
+      const code = await Promise.race([p.exited, new Promise((r) => setTimeout(() => r('still running after 60 s'), 60_000))]);
+      expect(code, p.output()).toBe(1);
+      expect(p.output()).toMatch(/EADDRINUSE/);
+    } finally {
+      await new Promise((r) => taken.close(r));
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
   it('prints every command with --help', async () => {
     const p = run(['--help'], {});
     expect(await p.exited).toBe(0);
