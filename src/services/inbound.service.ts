@@ -105,6 +105,7 @@ export function makeInboundService(deps: { db: Database }) {
         const openedLate = new Set<string>();
         const earliest = new Map<string, Date>(); // each session's start after the batch
         const inRoundOrder = stored.map((_, i) => i).sort((a, b) => rounds[a] - rounds[b] || a - b);
+        const failedOnArrival: Prepared[] = [];
         let flushed = 0; // rounds whose session.ended events are out
         const flushEnded = (upTo: number) => {
           for (; flushed < upTo; flushed++) out.push(...(endedAfterRound[flushed] ?? []));
@@ -120,8 +121,11 @@ export function makeInboundService(deps: { db: Database }) {
             if (outcome.session.ended) late.add(outcome.session.id);
             if (outcome.session.ended && outcome.session.inserted) openedLate.add(outcome.session.id);
             messageEvents(items[w.item].channel, w.event as InboundMessage, prepared[i], outcome, out);
+            // One of ours the provider already reports as failed (WAHA ack -1): when, as any failure.
+            if (prepared[i].row.status === 'failed') failedOnArrival.push(prepared[i]);
           }
         }
+        for (const p of failedOnArrival) await setMessageStatus(tx, p.stored.id, 'failed', p.row.timestamp, null);
         flushEnded(endedAfterRound.length);
         stored.forEach((outcome, i) => res.push({ item: messages[i].item, event: messages[i].event, result: outcome.outcome }));
         // A session opened by this batch starts at its earliest message, which may have come after
@@ -319,7 +323,22 @@ function messageEvents(ch: InboundChannel, m: InboundMessage, p: Prepared, s: Ex
     out.push(newEvent('contact.updated', { projectId, aggregateId: s.contactId, data: { ...contactData(s.contact), changed_fields: s.contactChanges } }));
   }
   if (s.session.inserted) out.push(sessionStartedEvent(projectId, { ...s.session, contactId: s.contactId, channelId: ch.id }));
-  out.push(newEvent(m.fromMe ? 'message.sent' : 'message.received', { projectId, aggregateId: stored.id, occurredAt: m.timestamp, data: messageData(m, stored) }));
+  const data = messageData(m, stored);
+  out.push(newEvent(m.fromMe ? 'message.sent' : 'message.received', { projectId, aggregateId: stored.id, occurredAt: m.timestamp, data }));
+  if (m.fromMe && stored.status === 'failed') {
+    // Sent from the phone and already failed when we first hear of it: subscribers learn the
+    // failure as they would from a later ack -1 (the provider gives no reason on the message).
+    const failure = failureView(undefined);
+    out.push(newEvent('message.failed', {
+      projectId,
+      aggregateId: stored.id,
+      occurredAt: m.timestamp,
+      data: {
+        message_id: stored.id, contact_id: stored.contactId, session_id: stored.sessionId, channel_id: ch.id, external_id: m.externalId,
+        status: 'failed', previous_status: 'sent', at: m.timestamp.toISOString(), error: failure.message, error_code: failure.code,
+      },
+    }));
+  }
   const ad = p.row.adAttribution;
   if (ad) {
     out.push(newEvent('tracking.ad_click', {

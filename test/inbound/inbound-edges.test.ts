@@ -115,6 +115,78 @@ describe('first response when the reply is processed before the question', () =>
   });
 });
 
+describe('first response when replies are processed out of order', () => {
+  // The first response is the first reply after the contact's first message (migrations 006,
+  // 018). The session functions set it only while it is unset: a reply processed after a later
+  // one (a WAHA retry, a spill drained later, two processors) left the later one as the first.
+  it('lowers the first response to an earlier reply stored after a later one', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, wahaText('5511977779010', 'Vocês entregam amanhã?', { id: 'RVWORDERQ1', ts: T }));
+    await stored(ch, 'RVWORDERQ1');
+    await t.post(ch, wahaText('5511977779010', 'Confirmado, chega até às 18h.', { id: 'RVWORDERA2', ts: T + 120, fromMe: true, event: 'message.any' }));
+    await stored(ch, 'RVWORDERA2');
+    await t.post(ch, wahaText('5511977779010', 'Um momento, vou verificar.', { id: 'RVWORDERA1', ts: T + 30, fromMe: true, event: 'message.any' }));
+    const m = await stored(ch, 'RVWORDERA1');
+    const s = (await t.db.query('SELECT first_response_seconds, first_response_at, messages_from_agent FROM sessions WHERE id = $1', [m.session_id])).rows[0];
+    // Before: 120 (the reply stored first stayed the first response).
+    expect({ seconds: s.first_response_seconds, at: new Date(s.first_response_at).toISOString(), agent: s.messages_from_agent })
+      .toEqual({ seconds: 30, at: '2025-11-30T00:00:30.000Z', agent: 2 });
+  });
+});
+
+describe('a message of ours that arrives already failed', () => {
+  // WAHA message.any carries the message's ack; ack -1 (ERROR) on a message sent from the phone
+  // means it never went out; events.md has the inbound processor emit message.failed on a
+  // provider ack ERROR. Stored as failed, it emitted only message.sent, left failed_at empty, and counted as the session's first response.
+  it('emits message.failed, records when, and is no answer to the customer', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, wahaText('5511977779011', 'Qual o prazo?', { id: 'RVWACKERRQ', ts: T }));
+    await stored(ch, 'RVWACKERRQ');
+    const failed = wahaText('5511977779011', 'Cinco dias úteis.', { id: 'RVWACKERR1', ts: T + 40, fromMe: true, event: 'message.any' });
+    failed.payload.ack = -1;
+    failed.payload.ackName = 'ERROR';
+    await t.post(ch, failed);
+    const m = await stored(ch, 'RVWACKERR1');
+    const events = (await t.db.query(`SELECT type, data FROM outbox WHERE aggregate_id = $1 ORDER BY seq`, [m.id])).rows;
+    const s = (await t.db.query('SELECT first_response_seconds FROM sessions WHERE id = $1', [m.session_id])).rows[0];
+    expect({
+      status: m.status,
+      failedAt: m.failed_at && new Date(m.failed_at).toISOString(),
+      events: events.map((e) => e.type),
+      failure: events[1] && { status: events[1].data.status, previous: events[1].data.previous_status, external: events[1].data.external_id },
+      firstResponse: s.first_response_seconds,
+    }).toEqual({
+      status: 'failed',
+      failedAt: '2025-11-30T00:00:40.000Z',
+      events: ['message.sent', 'message.failed'],
+      failure: { status: 'failed', previous: 'sent', external: 'RVWACKERR1' },
+      firstResponse: null,
+    });
+  });
+});
+
+describe('a first response that fails after it was stored', () => {
+  it('moves the first response to the next reply that went out', async () => {
+    const ch = await t.createChannel();
+    const phone = '5511977779012';
+    await t.post(ch, wahaText(phone, 'Aceita cartão?', { id: 'RVWLATEFAILQ', ts: T }));
+    await t.post(ch, wahaText(phone, 'Aceitamos sim.', { id: 'RVWLATEFAIL1', ts: T + 20, fromMe: true, event: 'message.any' }));
+    await t.post(ch, wahaText(phone, 'Em até 10x.', { id: 'RVWLATEFAIL2', ts: T + 50, fromMe: true, event: 'message.any' }));
+    const first = await stored(ch, 'RVWLATEFAIL1');
+    await stored(ch, 'RVWLATEFAIL2');
+    await stored(ch, 'RVWLATEFAILQ');
+    const seconds = async () => (await t.db.query('SELECT first_response_seconds FROM sessions WHERE id = $1', [first.session_id])).rows[0].first_response_seconds;
+    expect(await seconds()).toBe(20);
+    await t.post(ch, {
+      event: 'message.ack', session: 'loja-principal', timestamp: (T + 60) * 1000, me: ME,
+      payload: { id: `true_${phone}@c.us_RVWLATEFAIL1`, from: `${phone}@c.us`, to: '5511900000000@c.us', fromMe: true, ack: -1, ackName: 'ERROR' },
+    });
+    await waitFor(async () => (await messageByKey(t.db, ch.id, 'RVWLATEFAIL1')).status === 'failed', 'the ack applied');
+    // Before: 20 (the reply that never reached the customer stayed the first response).
+    expect(await seconds()).toBe(50);
+  });
+});
+
 describe('one unreadable change of a Cloud POST', () => {
   // providers.md §2: "One we cannot read (a field missing or of the wrong type: a shape Meta added
   // and we do not know yet) does not cost the others: they are processed … A body whose frame
