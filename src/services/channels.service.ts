@@ -186,6 +186,10 @@ function splitConfig(
       errors.push({ field: `config.${key}`, message: 'must be a non-empty string of at most 4096 characters' });
     } else if (spec.url && !isHttpUrl(value)) {
       errors.push({ field: `config.${key}`, message: 'must be an http(s) URL' });
+    } else if (spec.url && hasUserInfo(value)) {
+      // fetch refuses such a URL (every send would fail, naming it), and the URL is shown to
+      // every member: a password in it would be on display.
+      errors.push({ field: `config.${key}`, message: 'must not carry a user name or password (user:pass@host); give credentials in their own fields' });
     } else {
       // Shown settings are identifiers and URLs: a space pasted around one (a phone_number_id
       // that no webhook would then match) is dropped. Secrets are kept exactly as given.
@@ -224,6 +228,11 @@ function isHttpUrl(s: string): boolean {
   } catch {
     return false;
   }
+}
+
+function hasUserInfo(s: string): boolean {
+  const u = new URL(s);
+  return u.username !== '' || u.password !== '';
 }
 
 /** The provider's own name of the channel (WAHA session, Cloud phone number id), for lookups and logs. */

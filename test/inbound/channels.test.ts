@@ -79,6 +79,15 @@ describe('channels', () => {
     const ok = (await t.api('POST', '/channels', { name: 'y', type: 'waha', config: WAHA })).json;
     expect((await t.api('PATCH', `/channels/${ok.id}`, { config: { api_key: null } })).status).toBe(400); // required
     expect((await t.api('PATCH', `/channels/${ok.id}`, {})).status).toBe(400);
+    // A user and password in the URL: fetch refuses it (every reply would fail, with the URL and
+    // its password in the error), and the URL is shown to every member.
+    const withUser = await t.api('POST', '/channels', { name: 'u', type: 'waha', config: { ...WAHA, base_url: 'https://admin:s3cret@waha.example.com' } });
+    expect({ status: withUser.status, errors: withUser.json.errors }).toEqual({
+      status: 400,
+      errors: [{ field: 'config.base_url', message: expect.stringContaining('user name or password') }],
+    });
+    expect((await t.api('PATCH', `/channels/${ok.id}`, { config: { base_url: 'https://admin@waha.example.com', api_key: 'k' } })).status).toBe(400);
+    expect(JSON.stringify(withUser.json)).not.toContain('s3cret');
   });
 
   it('never carries stored credentials to a new provider address: they must be sent with it', async () => {
