@@ -84,6 +84,8 @@ export type EchoRow = {
   deliveredAt: Date | null;
   readAt: Date | null;
   playedAt: Date | null;
+  failedAt: Date | null;
+  error: Record<string, unknown> | null;
   reactions: Record<string, unknown>;
 };
 
@@ -93,7 +95,7 @@ export type EchoRow = {
  */
 export async function lockEcho(tx: Queryable, channelId: string, key: string, ours: string): Promise<EchoRow | undefined> {
   const r = await tx.query(
-    `SELECT id, session_id, status, sent_at, delivered_at, read_at, played_at, reactions FROM messages
+    `SELECT id, session_id, status, sent_at, delivered_at, read_at, played_at, failed_at, error, reactions FROM messages
      WHERE channel_id = $1 AND external_key = $2 AND id <> $3 FOR UPDATE`,
     [channelId, key, ours],
   );
@@ -107,6 +109,8 @@ export async function lockEcho(tx: Queryable, channelId: string, key: string, ou
         deliveredAt: x.delivered_at ? new Date(x.delivered_at) : null,
         readAt: x.read_at ? new Date(x.read_at) : null,
         playedAt: x.played_at ? new Date(x.played_at) : null,
+        failedAt: x.failed_at ? new Date(x.failed_at) : null,
+        error: x.error ?? null,
         reactions: x.reactions ?? {},
       }
     : undefined;
@@ -122,18 +126,25 @@ export async function deleteMessage(tx: Queryable, id: string): Promise<void> {
  */
 export async function markSent(
   tx: Queryable,
-  m: { id: string; externalId: string | null; sessionId: string | null; status: string; at: Date; steps: Partial<Record<'sentAt' | 'deliveredAt' | 'readAt' | 'playedAt', Date | null>>; reactions?: Record<string, unknown> },
+  m: {
+    id: string; externalId: string | null; sessionId: string | null; status: string; at: Date;
+    steps: Partial<Record<'sentAt' | 'deliveredAt' | 'readAt' | 'playedAt' | 'failedAt', Date | null>>;
+    reactions?: Record<string, unknown>;
+    /** The failure an echo folded into this message already carries. */
+    error?: Record<string, unknown> | null;
+  },
 ): Promise<MessageRecord> {
   const r = await tx.query(
     `UPDATE messages SET external_id = $2::text, session_id = coalesce($3::uuid, session_id), status = $4::text, "timestamp" = $5::timestamptz,
        sent_at = coalesce($6::timestamptz, $5::timestamptz), delivered_at = $7::timestamptz, read_at = $8::timestamptz, played_at = $9::timestamptz,
-       reactions = reactions || coalesce($10::jsonb, '{}'::jsonb),
-       send_lease_until = NULL, next_send_at = NULL, error = NULL, updated_at = now()
+       failed_at = $11::timestamptz, reactions = reactions || coalesce($10::jsonb, '{}'::jsonb),
+       send_lease_until = NULL, next_send_at = NULL, error = $12::jsonb, updated_at = now()
      WHERE id = $1
      RETURNING ${MESSAGE_COLUMNS}`,
     [
       m.id, m.externalId, m.sessionId, m.status, m.at, m.steps.sentAt ?? null, m.steps.deliveredAt ?? null, m.steps.readAt ?? null,
-      m.steps.playedAt ?? null, m.reactions ? JSON.stringify(m.reactions) : null,
+      m.steps.playedAt ?? null, m.reactions ? JSON.stringify(m.reactions) : null, m.steps.failedAt ?? null,
+      m.error ? JSON.stringify(m.error) : null,
     ],
   );
   return toMessage(r.rows[0]);

@@ -219,11 +219,14 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           let sessionId: string | null;
           let status = 'sent';
           let steps: Parameters<typeof markSent>[1]['steps'] = { sentAt: at };
+          let error: Record<string, unknown> | null = null;
           if (echo) {
             await deleteMessage(tx, echo.id);
             sessionId = echo.sessionId;
-            status = (RANK[echo.status] ?? 0) > RANK.sent ? echo.status : 'sent';
-            steps = { sentAt: echo.sentAt ?? at, deliveredAt: echo.deliveredAt, readAt: echo.readAt, playedAt: echo.playedAt };
+            // A status only moves forward: an echo already failed (ack -1) keeps its failure.
+            status = echo.status === 'failed' ? 'failed' : (RANK[echo.status] ?? 0) > RANK.sent ? echo.status : 'sent';
+            steps = { sentAt: echo.sentAt ?? at, deliveredAt: echo.deliveredAt, readAt: echo.readAt, playedAt: echo.playedAt, failedAt: echo.failedAt };
+            error = echo.error;
           } else {
             const overdue = await endOverdueSession(tx, { contactId: message.contactId, channelId: message.channelId, at });
             if (overdue) {
@@ -239,7 +242,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             }
             await touchContactForReply(tx, message.contactId, at);
           }
-          const sent = await markSent(tx, { id: message.id, externalId, sessionId, status, at, steps, reactions: echo?.reactions });
+          const sent = await markSent(tx, { id: message.id, externalId, sessionId, status, at, steps, reactions: echo?.reactions, error });
           events.push(newEvent('message.sent', { projectId, aggregateId: sent.id, occurredAt: at, data: messageData(sent) }));
           await appendEvents(tx, events);
           return true;

@@ -112,6 +112,26 @@ describe('POST /messages through WAHA', () => {
     });
   });
 
+  it('keeps the failure of an echo that arrived failed before WAHA answered', async () => {
+    const phone = newPhone();
+    const provided = sentId(`${phone}@c.us`);
+    await answering(async (call) => {
+      if (!call.path.startsWith('/api/send') || call.body?.chatId !== `${phone}@c.us`) return undefined;
+      const echo = wahaMessage(phone, 'Não foi', { id: wahaMessageKey(provided), fromMe: true, ts: Math.floor(Date.now() / 1000) });
+      echo.payload.ack = -1;
+      echo.payload.ackName = 'ERROR';
+      await world.postWebhook(channel, echo);
+      await waitFor(async () => (await rows(db, 'SELECT 1 FROM messages WHERE channel_id = $1 AND external_key = $2', [channel.id, wahaMessageKey(provided)])).length, 'the echo stored');
+      return { status: 201, body: { id: { _serialized: provided } } };
+    }, async () => {
+      const id = await send({ phone: `+${phone}`, text: 'Não foi' });
+      await waitFor(async () => (await rows(db, 'SELECT 1 FROM messages WHERE id = $1 AND external_id IS NOT NULL', [id])).length, 'the answer recorded');
+      const [m] = await rows(db, 'SELECT status, failed_at FROM messages WHERE id = $1', [id]);
+      // Before: 'sent', failed_at empty — the status went back from failed (subscribers had message.failed).
+      expect({ status: m.status, failed: m.failed_at !== null }).toEqual({ status: 'failed', failed: true });
+    });
+  });
+
   it('retries when WAHA answers 500, then succeeds', async () => {
     const phone = newPhone();
     await answering((call) => (call.body?.chatId === `${phone}@c.us` && sends(phone).length === 1 ? { status: 500, body: { message: 'engine restarting' } } : undefined), async () => {
