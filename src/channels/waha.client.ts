@@ -105,9 +105,18 @@ export const wahaSender: ProviderSender = {
       return classifyFailure(null, `WAHA could not be reached: ${(err as Error).message}`);
     }
     if (answer.status >= 200 && answer.status < 300) return { ok: true, externalId: wahaMessageIdOf(answer.json) ?? null };
-    return classifyFailure(answer.status, wahaErrorText(answer), answer.retryAfter);
+    const failure = classifyFailure(answer.status, wahaErrorText(answer), answer.retryAfter);
+    // While its session (re)starts WAHA answers 422 "Session status is not as expected. Try again
+    // later…" with the status it is in: an answer to try again, not a refusal of the message.
+    return answer.status === 422 && sessionNotReady(answer.json) ? { ...failure, retry: true } : failure;
   },
 };
+
+/** WAHA's 422 for a session not WORKING: `{error|message, session, status, expected: ["WORKING"]}`. */
+function sessionNotReady(json: unknown): boolean {
+  const o = json as Record<string, unknown> | undefined;
+  return Array.isArray(o?.expected) && o.expected.includes('WORKING') && typeof o.status === 'string' && o.status !== 'WORKING';
+}
 
 /** `GET /api/sessions/{session}` → WAHA's status word (WORKING, SCAN_QR_CODE, FAILED…). */
 export async function wahaSessionStatus(conn: WahaConnection): Promise<{ ok: true; status: string } | { ok: false; error: string }> {

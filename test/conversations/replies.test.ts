@@ -144,6 +144,18 @@ describe('POST /messages through WAHA', () => {
     });
   });
 
+  it('retries when WAHA answers 422 because its session is still starting, then succeeds', async () => {
+    const phone = newPhone();
+    // WAHA's answer while a session restarts (its SessionManager checks the status before sending).
+    const notReady = { error: 'Session status is not as expected. Try again later or restart the session', session: 'loja', status: 'STARTING', expected: ['WORKING'] };
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` && sends(phone).length === 1 ? { status: 422, body: notReady } : undefined), async () => {
+      const id = await send({ phone: `+${phone}`, text: 'Depois do reinício' });
+      const m = await settled(id);
+      // Before: failed at once, with "Session status is not as expected".
+      expect({ status: m.status, attempts: m.send_attempts, sends: sends(phone).length }).toEqual({ status: 'sent', attempts: 2, sends: 2 });
+    });
+  });
+
   it("ends failed with WAHA's reason on a 4xx, without retrying", async () => {
     const phone = newPhone();
     await answering((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'chatId is not on WhatsApp' } } : undefined), async () => {
