@@ -49,15 +49,24 @@ function contentOf(job: SendJob): OutboundContent {
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Retries `fn` a few times (about 5 s in all): a lost race or a database blip should not resend. */
-async function persist<T>(fn: () => Promise<T>): Promise<T> {
-  const delays = [50, 200, 750, 1500, 2500];
+const PERSIST_DELAYS_MS = [50, 200, 750, 1500, 2500];
+/** How long before its lease ends a sender stops trying to record a send the provider accepted. */
+const LEASE_MARGIN_MS = 5000;
+
+/**
+ * Retries `fn` (about 5 s in all, or until `until` when that is later): a lost race or a database
+ * blip should not resend. Recording a send the provider accepted is retried until shortly before
+ * the lease ends: giving up sooner leaves the message queued, and once the lease is over it is
+ * sent again — a second copy to the customer for a database failover of ten seconds.
+ */
+async function persist<T>(fn: () => Promise<T>, until = 0): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await fn();
     } catch (err) {
-      if (i >= delays.length) throw err;
-      await pause(delays[i]);
+      const delay = PERSIST_DELAYS_MS[Math.min(i, PERSIST_DELAYS_MS.length - 1)];
+      if (i >= PERSIST_DELAYS_MS.length && Date.now() + delay > until) throw err;
+      await pause(delay);
     }
   }
 }
@@ -77,6 +86,7 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     if (!isUuid(wake.message_id) || !isUuid(wake.project_id)) return;
     const projectId = wake.project_id;
     const messageId = wake.message_id;
+    const claimedAt = Date.now();
     const job = await withTransaction(opts.db, (tx) => claimForSend(tx, projectId, messageId, leaseMs), { projectId });
     if (!job) return;
 
@@ -92,7 +102,7 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     const ctx = { message_id: job.message.id, attempt: job.attempt };
     if (outcome.ok) {
       if (!outcome.externalId) log.warn(ctx, 'the provider accepted the message without returning its id; its echo cannot be recognised');
-      await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes));
+      await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes), claimedAt + leaseMs - LEASE_MARGIN_MS);
       return;
     }
     const delay = outcome.retry ? opts.retryDelaysMs[job.attempt - 1] : undefined;

@@ -46,8 +46,13 @@ export type World = {
   restart(whileDown?: () => Promise<void> | void): Promise<void>;
 };
 
-export async function startWorld(opts: { clock?: FakeClock; env?: Record<string, string> } = {}): Promise<World> {
+/**
+ * `wrapDb`: the database as the running instance sees it (a test's fault injection); the world's
+ * `db`, the broker and the test's own reads use the real one.
+ */
+export async function startWorld(opts: { clock?: FakeClock; env?: Record<string, string>; wrapDb?: (db: Database) => Database } = {}): Promise<World> {
   const { db } = await makeTestDb();
+  const appDb = opts.wrapDb?.(db) ?? db;
   const broker = await makeTestBroker(defaultBrokerKind(), db, { retryDelaysMs: [100, 200] });
   const clock = opts.clock ?? { now: () => new Date(), set: () => {} };
   const config = loadConfig({
@@ -63,9 +68,9 @@ export async function startWorld(opts: { clock?: FakeClock; env?: Record<string,
     ...opts.env,
   });
   const start = async () => {
-    const r = await startVentros({ config, db, broker, logger: silentLogger, listen: false, sessionSweeper: { now: clock.now, intervalMs: 50 } });
+    const r = await startVentros({ config, db: appDb, broker, logger: silentLogger, listen: false, sessionSweeper: { now: clock.now, intervalMs: 50 } });
     // Events reach the choreography consumers through the relay (harmless if main.ts starts one too).
-    const relay = startRelay({ db, broker, pollMs: 50, backoffMs: { min: 20, max: 200 } });
+    const relay = startRelay({ db: appDb, broker, pollMs: 50, backoffMs: { min: 20, max: 200 } });
     const stop = r.stop;
     const running: Running = { ...r, stop: async () => (await relay.stop(), await stop()) };
     onCleanup(() => running.stop());
