@@ -84,13 +84,20 @@ export async function endDueSessions(tx: Queryable, now: Date | null, limit: num
 
 export type CloseOutcome = { ended: EndedSession } | { already: 'ended' } | { missing: true };
 
-/** Ends one active session of the project now, for `reason`. */
+/**
+ * Ends one active session of the project now, for `reason`. One already past its due time (the
+ * sweeper had not got to it: workers stopped, or behind) ended then, when the conversation went
+ * quiet: its end is its due time, as the sweeper's would be, so its duration and the contact's
+ * session time do not grow by the hours nobody wrote, and a late message after that time opens a
+ * session of its own. The person's reason stands.
+ */
 export async function endSessionNow(
   tx: Queryable,
   s: { projectId: string; id: string; reason: string; closedBy: string | null; now: Date | null },
 ): Promise<CloseOutcome> {
   const r = await tx.query(
-    `UPDATE sessions s SET status = 'ended', ended_at = greatest(coalesce($5::timestamptz, now()), s.started_at),
+    `UPDATE sessions s SET status = 'ended',
+       ended_at = greatest(least(coalesce($5::timestamptz, now()), coalesce(s.due_at, 'infinity'::timestamptz)), s.started_at),
        end_reason = $3, closed_by = $4, due_at = NULL, customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
      WHERE s.project_id = $1 AND s.id = $2 AND s.status = 'active'
      RETURNING ${ENDED_COLUMNS}`,

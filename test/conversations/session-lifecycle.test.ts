@@ -208,6 +208,29 @@ describe('POST /sessions/{id}/close', () => {
     expect(ended[0].data.closed_by).toMatch(/^api_key:/);
   });
 
+  it('ends a session already past its due time at that time, with the reason given', async () => {
+    // The sweeper's clock stays before the due time (as when the workers are stopped or behind),
+    // while the API closes on the real clock, a year after these messages.
+    clock.set(0);
+    const phone = newPhone();
+    await say(phone, 0);
+    await say(phone, 20);
+    const [s] = await sessionsOf(phone);
+    expect(new Date(s.due_at)).toEqual(at(80));
+    const r = await world.tenant.api('POST', `/sessions/${s.id}/close`, { reason: 'resolved' });
+    expect(r.status).toBe(200);
+    const [e] = await events(db, { aggregateId: s.id, type: 'session.ended' });
+    // The contact's totals follow from session.ended (a consumer of the event).
+    const c = await waitFor(async () => (await rows(db, 'SELECT total_session_seconds FROM contacts WHERE id = $1 AND ended_sessions > 0', [s.contact_id]))[0], 'the contact counted');
+    // Before: ended "now", a year of duration on the session and on the contact.
+    expect({ endedAt: r.json.ended_at, reason: r.json.end_reason, duration: r.json.duration_seconds, event: e.data.duration_seconds, contact: Number(c.total_session_seconds) })
+      .toEqual({ endedAt: at(80).toISOString(), reason: 'resolved', duration: 80, event: 80, contact: 80 });
+
+    // A message dated after that end is a conversation of its own.
+    await say(phone, 200);
+    expect((await sessionsOf(phone)).map((x) => x.status)).toEqual(['ended', 'active']);
+  });
+
   it("answers 404 for another project's session and 400 for an unknown reason", async () => {
     clock.set(0);
     const phone = newPhone();
