@@ -91,15 +91,8 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
     reply_to_external_id: m.replyToExternalId,
     metadata: m.metadata,
   }));
-  // The function's argument depends on the locks, so they are held before it starts; its
-  // statements each see what was committed meanwhile (READ COMMITTED, a volatile function).
-  const r = await tx.query(
-    `SELECT s.* FROM (SELECT count(pg_advisory_xact_lock(hashtextextended($1::text || '/' || k, 0))) AS held
-                      FROM unnest($3::text[]) WITH ORDINALITY AS l(k, i)) l,
-       LATERAL inbound_store_messages($1::uuid, CASE WHEN l.held >= 0 THEN $2::jsonb END) s
-     ORDER BY s.n`,
-    [projectId, JSON.stringify(batch), conversationLocks(rows)],
-  );
+  await lockLids(tx, projectId, rows);
+  const r = await tx.query(`SELECT * FROM inbound_store_messages($1::uuid, $2::jsonb) ORDER BY n`, [projectId, JSON.stringify(batch)]);
   return r.rows.map((x): StoredOutcome =>
     x.outcome === 'duplicate'
       ? { outcome: 'duplicate' }
@@ -117,29 +110,16 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
 }
 
 /**
- * The advisory locks a batch holds until commit, one per person it names (by LID, and by phone).
- *
- * By LID: a new person's messages may name them by LID and phone (GOWS's SenderAlt) or by LID
- * alone. The unique indexes settle a race between two of the same kind, not between the two
- * kinds: a LID-only row and a phone row are both legal, and neither transaction sees the other's
- * uncommitted one, so each would create its own contact. The lock makes the second wait and then
- * find the first's contact.
- *
- * By phone: a message first asks whether its conversation's active session fell due before it
- * (the overdue check of migration 015), and only then locks the contact. Two messages of one
- * person an hour apart, processed at once by two processors, could both find no session: the
- * earlier one opens it, and the later one, waiting on the contact, then touched that session
- * although it was due, making one session of two. The lock makes the second wait before its check.
- *
- * Taken in sorted order (in one expression, evaluated in array order), all before the batch touches
- * any row, so two batches never wait on each other's locks in a circle. The keys of LIDs are as
- * they always were (`<project>/<lid>`): processors of the release before still meet on them.
+ * A new person's messages may name them by LID and phone (GOWS's SenderAlt) or by LID alone. The
+ * unique indexes settle a race between two of the same kind, not between the two kinds: a
+ * LID-only row and a phone row are both legal, and neither transaction sees the other's
+ * uncommitted one, so each would create its own contact. Holding a lock on the LID until commit
+ * (a transaction-scoped advisory lock, keyed by project and LID) makes the second wait and then
+ * find the first's contact. Taken in sorted order, all before the batch touches any contact row,
+ * so two batches never wait on each other's locks in a circle.
  */
-export function conversationLocks(rows: readonly InboundMessageRow[]): string[] {
-  const keys = new Set<string>();
-  for (const m of rows) {
-    if (m.lid) keys.add(m.lid);
-    if (m.phone) keys.add(`tel:${m.phone}`);
-  }
-  return [...keys].sort();
+async function lockLids(tx: Queryable, projectId: string, rows: readonly InboundMessageRow[]): Promise<void> {
+  const lids = [...new Set(rows.flatMap((m) => (m.lid ? [m.lid] : [])))].sort();
+  if (lids.length === 0) return;
+  await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || lid, 0)) FROM unnest($2::text[]) WITH ORDINALITY AS l(lid, i) ORDER BY i`, [projectId, lids]);
 }
