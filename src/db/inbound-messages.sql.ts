@@ -62,6 +62,7 @@ export const DUPLICATE_RACE = 'VTDUP';
 
 export async function storeInboundMessages(tx: Queryable, projectId: string, rows: readonly InboundMessageRow[]): Promise<StoredOutcome[]> {
   if (rows.length === 0) return [];
+  const exclusive = oldPhones(rows);
   const batch = rows.map((m) => ({
     channel_id: m.channelId,
     external_key: m.externalKey,
@@ -70,6 +71,7 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
     new_contact_id: m.newContactId,
     new_session_id: m.newSessionId,
     phone: m.phone ?? null,
+    phone_lock: m.phone ? (exclusive.has(m.phone) ? 'x' : 's') : null,
     wa_id: m.waId ?? null,
     lid: m.lid ?? null,
     push_name: m.pushName ?? null,
@@ -122,4 +124,20 @@ async function lockLids(tx: Queryable, projectId: string, rows: readonly Inbound
   const lids = [...new Set(rows.flatMap((m) => (m.lid ? [m.lid] : [])))].sort();
   if (lids.length === 0) return;
   await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || lid, 0)) FROM unnest($2::text[]) WITH ORDINALITY AS l(lid, i) ORDER BY i`, [projectId, lids]);
+}
+
+/**
+ * The phones of the batch with a message older than its session timeout less six minutes (the
+ * five a provider's clock may run ahead, and one for this clock against the database's): only
+ * such a message can open a session that is due before another message of the same person, so
+ * only its phone is locked exclusively before the overdue check (migration 020); the others share
+ * the lock.
+ */
+function oldPhones(rows: readonly InboundMessageRow[]): Set<string> {
+  const now = Date.now();
+  const out = new Set<string>();
+  for (const m of rows) {
+    if (m.phone && m.timestamp.getTime() < now - Math.max(m.timeoutMinutes - 6, 0) * 60_000) out.add(m.phone);
+  }
+  return out;
 }

@@ -126,32 +126,50 @@ describe('concurrent messages of one new number', () => {
   // session before waiting on the contact, found none, and after the earlier one committed
   // touched its session: one 90-minute session instead of two. Only PostgreSQL runs the two
   // transactions at once (PGlite's one connection takes them in turn, where this cannot happen).
-  it.runIf(onServices)('opens a second session for a message an hour later stored while the first one commits', async () => {
+  /** The earlier message's transaction stores, then waits to commit while the later one starts. */
+  async function storedWhileTheFirstCommits(phone: string, t1: number, t2: number) {
     const { t, ch, apply } = await straightToTheService();
-    const t0 = 1764460800;
-    const phone = '5511944440004';
-    // The first transaction stores its message, then waits before it commits.
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const held: Database = { ...t.db, kind: t.db.kind, query: t.db.query.bind(t.db), exec: t.db.exec.bind(t.db),
       transaction: (fn, setup) => t.db.transaction(async (tx) => { const r = await fn(tx); await gate; return r; }, setup) };
     const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
-    const first = makeInboundService({ db: held }).apply(t.projectId, [{ channel, events: parseWahaEvent(wahaText(phone, 'oi', { id: 'DUE1', ts: t0 })), receivedAt: new Date() }]);
+    const first = makeInboundService({ db: held }).apply(t.projectId, [{ channel, events: parseWahaEvent(wahaText(phone, 'oi', { id: `${phone}A`, ts: t1 })), receivedAt: new Date() }]);
     await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the first transaction waiting to commit');
-    const second = apply(wahaText(phone, 'ainda aí?', { id: 'DUE2', ts: t0 + 3600 }));
+    const second = apply(wahaText(phone, 'ainda aí?', { id: `${phone}B`, ts: t2 }));
     await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() AND query LIKE '%inbound_store_messages%'`)) > 0, 'the second transaction waiting on the first');
     release();
     await Promise.all([first, second]);
-
     const sessions = (await t.db.query(
-      `SELECT s.status, s.message_count, s.started_at, s.ended_at, s.end_reason FROM sessions s JOIN contacts c ON c.id = s.contact_id
-       WHERE c.phone = '+5511944440004' ORDER BY s.started_at`)).rows;
+      `SELECT s.status, s.message_count, s.started_at, s.end_reason FROM sessions s JOIN contacts c ON c.id = s.contact_id
+       WHERE c.phone = $1 ORDER BY s.started_at`, [`+${phone}`])).rows;
+    return sessions.map((x) => ({ status: x.status, messages: x.message_count, started: new Date(x.started_at).getTime() / 1000, reason: x.end_reason }));
+  }
+
+  // Two messages of one person an hour apart (a backlog after an outage), taken at the same moment
+  // by two processors: the earlier opens a session due 30 minutes later, so the later one must
+  // open a session of its own. Before the lock per phone (migration 020), the later one checked
+  // for an overdue session before waiting on the contact, found none, and after the earlier one
+  // committed touched its session: one 90-minute session instead of two. Only PostgreSQL runs the
+  // two transactions at once (PGlite's one connection takes them in turn, where this cannot happen).
+  it.runIf(onServices)('opens a second session for a message an hour later stored while the first one commits', async () => {
+    const t0 = 1764460800;
     // Before: one session, active, of 2 messages, from t0 to t0 + 1 h.
-    expect(sessions.map((x) => ({ status: x.status, messages: x.message_count, started: new Date(x.started_at).getTime() / 1000 - t0, reason: x.end_reason })))
-      .toEqual([
-        { status: 'ended', messages: 1, started: 0, reason: 'inactivity_timeout' },
-        { status: 'active', messages: 1, started: 3600, reason: null },
-      ]);
+    expect(await storedWhileTheFirstCommits('5511944440004', t0, t0 + 3600)).toEqual([
+      { status: 'ended', messages: 1, started: t0, reason: 'inactivity_timeout' },
+      { status: 'active', messages: 1, started: t0 + 3600, reason: null },
+    ]);
+  });
+
+  // Live messages share the lock and never wait for each other; one stored while an old message of
+  // the same person is being stored still waits for it.
+  it.runIf(onServices)('opens a second session for a message of now stored while an old one commits', async () => {
+    const t0 = 1764460800;
+    const now = Math.floor(Date.now() / 1000);
+    expect(await storedWhileTheFirstCommits('5511944440005', t0, now)).toEqual([
+      { status: 'ended', messages: 1, started: t0, reason: 'inactivity_timeout' },
+      { status: 'active', messages: 1, started: now, reason: null },
+    ]);
   });
 
   it('dates the session from its earliest message, whichever of them commits first', async () => {

@@ -3,10 +3,15 @@
 -- before it waited on the contact (step 3), found no session, and once the earlier one committed
 -- extended the session that one had opened, though it was due before the later message: one
 -- session of two. Step 2 now first takes a transaction-scoped lock on the message's phone, so it
--- runs after the other transaction has committed. The lock is taken message by message, in the
--- batch's order (sorted by phone, then LID): a lock on every phone of the batch before it starts
--- kept the second processor idle for the whole of the first's transaction and doubled the
--- end-to-end p99. Messages named by a LID alone are serialised by the LID locks the caller takes.
+-- runs after the other transaction has committed. Only an old message (older than its session
+-- timeout less a margin; `phone_lock` 'x', the default) can open a session that is already due,
+-- so only old messages take the lock exclusively; the others (live traffic: 's') take it shared
+-- and never wait for each other, only for a transaction storing an old message of that phone.
+-- The lock is taken message by message, in the batch's order (sorted by phone, then LID): every
+-- phone of the batch locked before it starts kept the second processor idle for the whole of the
+-- first's transaction and doubled the end-to-end p99. The caller marks every message of a phone
+-- 'x' when one of them is old (no shared lock is ever raised to exclusive). Messages named by a
+-- LID alone are serialised by the LID locks the caller takes.
 -- inbound_store_messages() of 015 restated whole, with that one statement added.
 CREATE OR REPLACE FUNCTION inbound_store_messages(p_project uuid, p_batch jsonb)
 RETURNS TABLE (n int, outcome text, contact jsonb, contact_id uuid, contact_inserted boolean, contact_changes text[],
@@ -54,7 +59,11 @@ BEGIN
     --    the caller ends that session and passes the message again. A transaction storing a
     --    message of the same phone is waited for first (migration 020).
     IF v_phone IS NOT NULL THEN
-      PERFORM pg_advisory_xact_lock(hashtextextended(p_project::text || '/tel:' || v_phone, 0));
+      IF m->>'phone_lock' = 's' THEN
+        PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_project::text || '/tel:' || v_phone, 0));
+      ELSE
+        PERFORM pg_advisory_xact_lock(hashtextextended(p_project::text || '/tel:' || v_phone, 0));
+      END IF;
       SELECT c.id INTO v_known FROM contacts c WHERE c.project_id = p_project AND c.phone = v_phone AND c.deleted_at IS NULL;
       -- The phone has no contact yet: the contact known so far by this LID alone is the one step 3
       -- gives the phone to, so its session is the one to check.
