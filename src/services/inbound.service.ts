@@ -328,16 +328,8 @@ function messageEvents(ch: InboundChannel, m: InboundMessage, p: Prepared, s: Ex
   if (m.fromMe && stored.status === 'failed') {
     // Sent from the phone and already failed when we first hear of it: subscribers learn the
     // failure as they would from a later ack -1 (the provider gives no reason on the message).
-    const failure = failureView(undefined);
-    out.push(newEvent('message.failed', {
-      projectId,
-      aggregateId: stored.id,
-      occurredAt: m.timestamp,
-      data: {
-        message_id: stored.id, contact_id: stored.contactId, session_id: stored.sessionId, channel_id: ch.id, external_id: m.externalId,
-        status: 'failed', previous_status: 'sent', at: m.timestamp.toISOString(), error: failure.message, error_code: failure.code,
-      },
-    }));
+    const target = { id: stored.id, contactId: stored.contactId, sessionId: stored.sessionId, externalId: m.externalId };
+    out.push(statusEvent(ch, target, { status: 'failed', previous: 'sent', at: m.timestamp, error: undefined })!);
   }
   const ad = p.row.adAttribution;
   if (ad) {
@@ -363,22 +355,34 @@ async function applyStatus(tx: Queryable, ch: InboundChannel, s: InboundStatus, 
   const at = s.timestamp ?? receivedAt;
   const error = s.error ? { ...s.error } : null;
   await setMessageStatus(tx, msg.id, s.status, at, error);
+  const event = statusEvent(ch, msg, { status: s.status, previous: msg.status, at, error: s.error });
+  if (event) out.push(event);
+  return 'updated';
+}
+
+/**
+ * The event of a message's new status (message.delivered/read/played/failed), whether an ack
+ * moved it there or the message arrived in it; none for a status without an event.
+ */
+function statusEvent(
+  ch: InboundChannel,
+  msg: { id: string; contactId: string; sessionId: string | null; externalId: string | null },
+  change: { status: string; previous: string; at: Date; error: unknown },
+): EventEnvelope | undefined {
   const data = {
     message_id: msg.id,
     contact_id: msg.contactId,
     session_id: msg.sessionId,
     channel_id: ch.id,
     external_id: msg.externalId,
-    status: s.status as EventStatus,
-    previous_status: msg.status as EventStatus,
-    at: at.toISOString(),
+    status: change.status as EventStatus,
+    previous_status: change.previous as EventStatus,
+    at: change.at.toISOString(),
   };
-  const base = { projectId: ch.projectId, aggregateId: msg.id, occurredAt: at };
-  if (s.status === 'failed') {
-    const failure = failureView(s.error);
-    out.push(newEvent('message.failed', { ...base, data: { ...data, error: failure.message, error_code: failure.code } }));
-  } else if (s.status in STATUS_EVENTS) {
-    out.push(newEvent(STATUS_EVENTS[s.status as keyof typeof STATUS_EVENTS], { ...base, data }));
+  const base = { projectId: ch.projectId, aggregateId: msg.id, occurredAt: change.at };
+  if (change.status === 'failed') {
+    const failure = failureView(change.error);
+    return newEvent('message.failed', { ...base, data: { ...data, error: failure.message, error_code: failure.code } });
   }
-  return 'updated';
+  return change.status in STATUS_EVENTS ? newEvent(STATUS_EVENTS[change.status as keyof typeof STATUS_EVENTS], { ...base, data }) : undefined;
 }
