@@ -131,8 +131,8 @@ describe('concurrent messages of one new number', () => {
     const { t, ch, apply } = await straightToTheService();
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const held: Database = { ...t.db, kind: t.db.kind, query: t.db.query.bind(t.db), exec: t.db.exec.bind(t.db),
-      transaction: (fn, setup) => t.db.transaction(async (tx) => { const r = await fn(tx); await gate; return r; }, setup) };
+    const held = Object.create(t.db) as Database;
+    held.transaction = (fn, setup) => t.db.transaction(async (tx) => { const r = await fn(tx); await gate; return r; }, setup);
     const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
     const first = makeInboundService({ db: held }).apply(t.projectId, [{ channel, events: parseWahaEvent(wahaText(phone, 'oi', { id: `${phone}A`, ts: t1 })), receivedAt: new Date() }]);
     await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the first transaction waiting to commit');
