@@ -183,6 +183,9 @@ describe('attempts to the old URL still out when the URL changes', () => {
     answer();
     const heldId = sentFirst === e1.id ? e2.id : e1.id;
     await waitFor(() => fixed.requests.some((r) => r.headers['webhook-id'] === heldId), 'the held delivery at the new URL', 20_000);
+    // The receiver has the request before the worker records its answer: wait for the record.
+    // The 410 was recorded before that second attempt was claimed, so it is in by now too.
+    await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.status === 'succeeded'), 'both deliveries recorded as succeeded', 20_000);
     const sub = await api(w, t, 'GET', `/webhook-subscriptions/${s.id}`);
     expect(sub.json.active).toBe(true);
     const rows = await deliveriesOf(w, s.id);
