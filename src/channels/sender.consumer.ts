@@ -4,7 +4,9 @@
 //   retryable failure   → tried again after the next CONSUMER_RETRY_DELAYS step (the schedule lives
 //                         on the row: the scheduler wakes a sender when it is due)
 //   final failure, or the last retry failed → failed with the provider's reason, message.failed
-// A wake-up for a message that is not due, already done or held by another sender is dropped.
+// A wake-up for a message that is not due, already done or held by another sender is dropped, and
+// so is one for a reply queued after another of its conversation that is still queued: replies of a
+// conversation go out in the order they were queued, and the sender done with one wakes the next.
 //
 // At least once towards the provider: WAHA has no idempotency key, so a sender that dies between
 // the provider's answer and the commit of its outcome leaves the message queued, and it is sent
@@ -75,6 +77,10 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
   const log = (opts.logger ?? silentLogger).child({ component: SENDER_NAME });
   const leaseMs = opts.leaseMs ?? 60_000;
 
+  /** The next reply of the conversation waited behind this one; a lost wake-up is the scheduler's. */
+  const wakeNext = (job: SendJob) =>
+    outbound.wakeNext(job).catch((err) => log.warn({ err, message_id: job.message.id }, 'could not wake the next reply of the conversation; the scheduler will'));
+
   return async (d: Delivery) => {
     let wake: { message_id?: unknown; project_id?: unknown };
     try {
@@ -103,6 +109,7 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     if (outcome.ok) {
       if (!outcome.externalId) log.warn(ctx, 'the provider accepted the message without returning its id; its echo cannot be recognised');
       await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes), claimedAt + leaseMs - LEASE_MARGIN_MS);
+      await wakeNext(job);
       return;
     }
     const delay = outcome.retry ? opts.retryDelaysMs[job.attempt - 1] : undefined;
@@ -115,6 +122,7 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     }
     log.warn({ ...ctx, error: outcome.error, code: outcome.code }, 'send failed for good');
     await persist(() => outbound.recordFailed(job, { message: outcome.error, code: outcome.code }));
+    await wakeNext(job);
   };
 }
 

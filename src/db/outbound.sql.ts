@@ -52,7 +52,9 @@ export type SendJob = {
 /**
  * Takes a queued, due message for sending: counts the attempt and holds a lease on it until
  * `leaseMs` from now, so another sender (a duplicate wake-up, another process) leaves it alone.
- * Undefined when it is not due, already sent or failed, or held by another sender.
+ * Undefined when it is not due, already sent or failed, held by another sender, or an earlier
+ * reply of its conversation (same contact, same channel) is still queued: replies go out in the
+ * order they were queued, and the earlier one's sender wakes this one when it is done with it.
  */
 export async function claimForSend(q: Queryable, projectId: string, id: string, leaseMs: number): Promise<SendJob | undefined> {
   const r = await q.query(
@@ -61,6 +63,9 @@ export async function claimForSend(q: Queryable, projectId: string, id: string, 
          enqueued_at = now(), updated_at = now()
        WHERE project_id = $1 AND id = $2 AND status = 'queued' AND next_send_at <= now()
          AND (send_lease_until IS NULL OR send_lease_until < now())
+         AND NOT EXISTS (SELECT 1 FROM messages e
+                         WHERE e.contact_id = messages.contact_id AND e.channel_id = messages.channel_id AND e.status = 'queued'
+                           AND (e.created_at, e.id) < (messages.created_at, messages.id))
        RETURNING ${MESSAGE_COLUMNS}, send_attempts
      )
      SELECT c.*, k.phone AS k_phone, k.wa_lid AS k_wa_lid, k.deleted_at IS NOT NULL AS k_deleted FROM c JOIN contacts k ON k.id = c.contact_id`,
@@ -68,6 +73,22 @@ export async function claimForSend(q: Queryable, projectId: string, id: string, 
   );
   const row = r.rows[0];
   return row ? { message: toMessage(row), attempt: row.send_attempts, phone: row.k_phone, waLid: row.k_wa_lid, contactDeleted: row.k_deleted === true } : undefined;
+}
+
+/**
+ * The first reply of a conversation still queued and due, which a sender can take now (the one a
+ * sender that just finished with the reply before it wakes). Undefined when there is none, or when
+ * it waits for a retry (the scheduler wakes it then).
+ */
+export async function nextQueuedInConversation(q: Queryable, contactId: string, channelId: string): Promise<{ id: string; projectId: string } | undefined> {
+  const r = await q.query(
+    `SELECT id, project_id, next_send_at <= now() AS due FROM messages
+     WHERE contact_id = $1 AND channel_id = $2 AND status = 'queued'
+     ORDER BY created_at, id LIMIT 1`,
+    [contactId, channelId],
+  );
+  const row = r.rows[0];
+  return row?.due ? { id: row.id, projectId: row.project_id } : undefined;
 }
 
 /** Locks our queued message for recording a send; undefined when it is no longer queued. */

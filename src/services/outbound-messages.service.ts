@@ -16,7 +16,8 @@ import { findContact } from '../db/contacts-read.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import type { MessageRecord } from '../db/messages-read.sql.ts';
 import {
-  deleteMessage, externalIdOf, insertOutboundMessage, lockEcho, lockQueued, markFailed, markSent, scheduleRetry, touchContactForReply, type SendJob,
+  deleteMessage, externalIdOf, insertOutboundMessage, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, scheduleRetry, touchContactForReply,
+  type SendJob,
 } from '../db/outbound.sql.ts';
 import { endOverdueSession } from '../db/session-lifecycle.sql.ts';
 import { touchActiveSession } from '../db/sessions.sql.ts';
@@ -251,6 +252,17 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
       );
       sessionsActive.inc(opened - closed);
       return done;
+    },
+
+    /**
+     * After a reply is sent or has failed for good: wakes the next reply of its conversation, which
+     * waited behind it (replies of a conversation go out in order). When the wake-up is lost, the
+     * scheduler wakes that reply once its hand-over is stale.
+     */
+    async wakeNext(job: SendJob): Promise<void> {
+      const { contactId, channelId, projectId } = job.message;
+      const next = await withTransaction(db, (tx) => nextQueuedInConversation(tx, contactId, channelId), { projectId });
+      if (next) await enqueue([next]);
     },
 
     /** A failed attempt to be tried again after `delayMs`. */

@@ -212,6 +212,56 @@ describe('POST /messages through WAHA', () => {
     });
   });
 
+  it('sends the replies of one conversation in the order they were queued, though the first is retried', async () => {
+    const phone = newPhone();
+    // The first reply's first attempt fails; its retry is due 100 ms later. The two queued after it
+    // wait for it instead of overtaking it (before: Primeira, Segunda, Terceira, Primeira).
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` && call.body?.text === 'Primeira' && sends(phone).length === 1 ? { status: 503, body: { message: 'busy' } } : undefined), async () => {
+      const first = await send({ phone: `+${phone}`, text: 'Primeira' });
+      const second = await send({ phone: `+${phone}`, text: 'Segunda' });
+      const third = await send({ phone: `+${phone}`, text: 'Terceira' });
+      for (const id of [first, second, third]) expect((await settled(id)).status).toBe('sent');
+      expect(sends(phone).map((c) => c.body.text)).toEqual(['Primeira', 'Primeira', 'Segunda', 'Terceira']);
+    });
+  });
+
+  it('lets the next reply of a conversation go at once when the one before it fails for good', async () => {
+    const phone = newPhone();
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` && call.body?.text === 'Vai falhar' ? { status: 422, body: { statusCode: 422, message: 'bad request' } } : undefined), async () => {
+      const first = await send({ phone: `+${phone}`, text: 'Vai falhar' });
+      const second = await send({ phone: `+${phone}`, text: 'Depois' });
+      expect((await settled(first)).status).toBe('failed');
+      // Woken by the sender that failed the first: the scheduler would only pick it up 5 s after
+      // it was queued (its grace for a wake-up that never came), so 3 s tells the two apart.
+      const next = await waitFor(async () => {
+        const m = await message(second);
+        return m.status !== 'queued' ? m : undefined;
+      }, 'the next reply sent without the scheduler', 3000);
+      expect(next.status).toBe('sent');
+      expect(sends(phone).map((c) => c.body.text)).toEqual(['Vai falhar', 'Depois']);
+    });
+  });
+
+  it('does not hold a conversation back behind another one', async () => {
+    const slow = newPhone();
+    const other = newPhone();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    // WAHA holds the send to `slow` until told; a reply to someone else goes meanwhile.
+    await answering(async (call) => {
+      if (call.body?.chatId === `${slow}@c.us`) await released;
+      return undefined;
+    }, async () => {
+      const held = await send({ phone: `+${slow}`, text: 'Devagar' });
+      await waitFor(() => sends(slow).length === 1, 'the send to the slow chat under way');
+      const quick = await send({ phone: `+${other}`, text: 'Rápido' });
+      expect((await settled(quick)).status).toBe('sent');
+      expect((await message(held)).status).toBe('queued');
+      release();
+      expect((await settled(held)).status).toBe('sent');
+    });
+  });
+
   it('sends media by URL with caption and file name, and quotes the message replied to', async () => {
     const phone = newPhone();
     await world.postWebhook(channel, wahaMessage(phone, 'Manda a foto?', { id: 'INBOUNDQUOTE01', ts: Math.floor(Date.now() / 1000) }));

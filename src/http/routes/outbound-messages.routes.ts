@@ -34,7 +34,8 @@ export async function outboundMessagesRoutes(app: FastifyInstance, deps: AppDeps
     method: 'POST',
     url: '/messages',
     summary: 'Send a message (text, image, document, audio, video)',
-    description: 'Stored as queued and answered with 202; GET /messages/{id} shows it move to sent, delivered, read — or failed with the reason.',
+    description:
+      'Stored as queued and answered with 202; GET /messages/{id} shows it move to sent, delivered, read — or failed with the reason. Replies to one contact through one channel are sent in the order they were queued.',
     permission: 'messages.write',
     idempotent: true,
     body: SendBody,
