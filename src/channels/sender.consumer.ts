@@ -52,6 +52,10 @@ function contentOf(job: SendJob): OutboundContent {
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const PERSIST_DELAYS_MS = [50, 200, 750, 1500, 2500];
+/** Attempts beyond the retry schedule a reply may be taken without an outcome before it is given up. */
+const NO_OUTCOME_EXTRA_ATTEMPTS = 2;
+/** The longest a provider's Retry-After holds a reply (and the replies of its conversation after it). */
+export const MAX_RETRY_AFTER_MS = 15 * 60_000;
 /** How long before its lease ends a sender stops trying to record a send the provider accepted. */
 const LEASE_MARGIN_MS = 5000;
 
@@ -96,16 +100,31 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     const job = await withTransaction(opts.db, (tx) => claimForSend(tx, projectId, messageId, leaseMs), { projectId });
     if (!job) return;
 
-    const channel = await opts.channels.get(job.message.channelId);
-    const sender = channel ? senderFor(channel.type) : undefined;
-    let outcome: SendOutcome;
-    if (!channel) outcome = { ok: false, retry: false, error: 'the channel no longer exists', code: 'channel_deleted' };
-    // Deleted while the message waited (queued or between retries): nothing more goes to them.
-    else if (job.contactDeleted) outcome = { ok: false, retry: false, error: 'the contact was deleted before the message could be sent', code: 'contact_deleted' };
-    else if (!sender) outcome = { ok: false, retry: false, error: `sending through a ${channel.type} channel is not supported`, code: 'unsupported' };
-    else outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job), opts.dispatchers?.[channel.type]);
-
     const ctx = { message_id: job.message.id, attempt: job.attempt };
+    let channel: Awaited<ReturnType<ChannelDirectory['get']>>;
+    let outcome: SendOutcome;
+    try {
+      channel = await opts.channels.get(job.message.channelId);
+      const sender = channel ? senderFor(channel.type) : undefined;
+      if (!channel) outcome = { ok: false, retry: false, error: 'the channel no longer exists', code: 'channel_deleted' };
+      // Deleted while the message waited (queued or between retries): nothing more goes to them.
+      else if (job.contactDeleted) outcome = { ok: false, retry: false, error: 'the contact was deleted before the message could be sent', code: 'contact_deleted' };
+      else if (!sender) outcome = { ok: false, retry: false, error: `sending through a ${channel.type} channel is not supported`, code: 'unsupported' };
+      // Taken again and again without an outcome (each sender that took it stopped or hung: its
+      // lease ran out): given up rather than tried for ever, which would also hold every reply of
+      // the conversation queued after it. It may have gone out on one of those tries.
+      else if (job.attempt > opts.retryDelaysMs.length + 1 + NO_OUTCOME_EXTRA_ATTEMPTS) {
+        outcome = { ok: false, retry: false, error: `no outcome after ${job.attempt - 1} attempts: each sender that took it stopped before recording one`, code: 'no_outcome' };
+      } else outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job), opts.dispatchers?.[channel.type]);
+    } catch (err) {
+      // Our own failure before the provider was asked (the channel's credentials no longer decrypt,
+      // a read failed): tried again on the schedule and then failed, like a provider's failure —
+      // a reply left without an outcome would hold the replies queued after it.
+      log.error({ ...ctx, err }, 'could not prepare the message for sending');
+      channel = undefined;
+      outcome = { ok: false, retry: true, error: 'the message could not be prepared for sending (the server log has the reason)', code: 'internal_error' };
+    }
+
     if (outcome.ok) {
       if (!outcome.externalId) log.warn(ctx, 'the provider accepted the message without returning its id; its echo cannot be recognised');
       await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes), claimedAt + leaseMs - LEASE_MARGIN_MS);
@@ -114,7 +133,8 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     }
     const delay = outcome.retry ? opts.retryDelaysMs[job.attempt - 1] : undefined;
     if (delay !== undefined) {
-      const wait = Math.max(delay, outcome.retryAfterMs ?? 0);
+      // A provider's Retry-After is honoured up to a cap: the replies queued after this one wait too.
+      const wait = Math.max(delay, Math.min(outcome.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
       log.info({ ...ctx, error: outcome.error, retry_in_ms: wait }, 'send failed; will retry');
       await persist(() => outbound.recordRetry(job, wait, { message: outcome.error, code: outcome.code }));
       opts.onRetryScheduled?.(wait);

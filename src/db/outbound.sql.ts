@@ -64,7 +64,8 @@ export async function claimForSend(q: Queryable, projectId: string, id: string, 
        WHERE project_id = $1 AND id = $2 AND status = 'queued' AND next_send_at <= now()
          AND (send_lease_until IS NULL OR send_lease_until < now())
          AND NOT EXISTS (SELECT 1 FROM messages e
-                         WHERE e.contact_id = messages.contact_id AND e.channel_id = messages.channel_id AND e.status = 'queued'
+                         WHERE e.project_id = messages.project_id AND e.contact_id = messages.contact_id
+                           AND e.channel_id = messages.channel_id AND e.status = 'queued'
                            AND (e.created_at, e.id) < (messages.created_at, messages.id))
        RETURNING ${MESSAGE_COLUMNS}, send_attempts
      )
@@ -80,12 +81,15 @@ export async function claimForSend(q: Queryable, projectId: string, id: string, 
  * sender that just finished with the reply before it wakes). Undefined when there is none, or when
  * it waits for a retry (the scheduler wakes it then).
  */
-export async function nextQueuedInConversation(q: Queryable, contactId: string, channelId: string): Promise<{ id: string; projectId: string } | undefined> {
+export async function nextQueuedInConversation(
+  q: Queryable,
+  c: { projectId: string; contactId: string; channelId: string },
+): Promise<{ id: string; projectId: string } | undefined> {
   const r = await q.query(
     `SELECT id, project_id, next_send_at <= now() AS due FROM messages
-     WHERE contact_id = $1 AND channel_id = $2 AND status = 'queued'
+     WHERE project_id = $1 AND contact_id = $2 AND channel_id = $3 AND status = 'queued'
      ORDER BY created_at, id LIMIT 1`,
-    [contactId, channelId],
+    [c.projectId, c.contactId, c.channelId],
   );
   const row = r.rows[0];
   return row?.due ? { id: row.id, projectId: row.project_id } : undefined;

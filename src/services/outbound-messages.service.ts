@@ -261,7 +261,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
      */
     async wakeNext(job: SendJob): Promise<void> {
       const { contactId, channelId, projectId } = job.message;
-      const next = await withTransaction(db, (tx) => nextQueuedInConversation(tx, contactId, channelId), { projectId });
+      const next = await withTransaction(db, (tx) => nextQueuedInConversation(tx, { projectId, contactId, channelId }), { projectId });
       if (next) await enqueue([next]);
     },
 

@@ -2,6 +2,11 @@
 // HTTP server the test scripts) → sent with the provider id, or retried, or failed with WAHA's
 // reason. WAHA's echo of the message comes back through the real ingress and must not duplicate it.
 import { describe, expect, it } from 'vitest';
+import { PROJECT_HEADER } from '../../src/broker/broker.ts';
+import { Queues } from '../../src/broker/topology.ts';
+import { MAX_RETRY_AFTER_MS } from '../../src/channels/sender.consumer.ts';
+import { CHANNEL_CHANGES } from '../../src/db/channels.sql.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
 import { wahaMessageKey } from '../../src/inbound/waha/waha-jid.ts';
 import { inboundEventsTotal } from '../../src/observability/metrics.ts';
 import { waitFor } from '../support/env.ts';
@@ -227,9 +232,18 @@ describe('POST /messages through WAHA', () => {
 
   it('lets the next reply of a conversation go at once when the one before it fails for good', async () => {
     const phone = newPhone();
-    await answering((call) => (call.body?.chatId === `${phone}@c.us` && call.body?.text === 'Vai falhar' ? { status: 422, body: { statusCode: 422, message: 'bad request' } } : undefined), async () => {
+    // WAHA answers the first only once the second is queued, so the second is held behind it.
+    let secondQueued!: () => void;
+    const queuedBehind = new Promise<void>((resolve) => (secondQueued = resolve));
+    await answering(async (call) => {
+      if (call.body?.chatId !== `${phone}@c.us` || call.body?.text !== 'Vai falhar') return undefined;
+      await queuedBehind;
+      return { status: 422, body: { statusCode: 422, message: 'bad request' } };
+    }, async () => {
       const first = await send({ phone: `+${phone}`, text: 'Vai falhar' });
+      await waitFor(() => sends(phone).length === 1, 'the first reply at WAHA');
       const second = await send({ phone: `+${phone}`, text: 'Depois' });
+      secondQueued();
       expect((await settled(first)).status).toBe('failed');
       // Woken by the sender that failed the first: the scheduler would only pick it up 5 s after
       // it was queued (its grace for a wake-up that never came), so 3 s tells the two apart.
@@ -252,13 +266,81 @@ describe('POST /messages through WAHA', () => {
       if (call.body?.chatId === `${slow}@c.us`) await released;
       return undefined;
     }, async () => {
-      const held = await send({ phone: `+${slow}`, text: 'Devagar' });
-      await waitFor(() => sends(slow).length === 1, 'the send to the slow chat under way');
-      const quick = await send({ phone: `+${other}`, text: 'Rápido' });
-      expect((await settled(quick)).status).toBe('sent');
-      expect((await message(held)).status).toBe('queued');
-      release();
-      expect((await settled(held)).status).toBe('sent');
+      try {
+        const held = await send({ phone: `+${slow}`, text: 'Devagar' });
+        await waitFor(() => sends(slow).length === 1, 'the send to the slow chat under way');
+        const quick = await send({ phone: `+${other}`, text: 'Rápido' });
+        expect((await settled(quick)).status).toBe('sent');
+        expect((await message(held)).status).toBe('queued');
+        release();
+        expect((await settled(held)).status).toBe('sent');
+      } finally {
+        release();
+      }
+    });
+  });
+
+  it('retries, then fails, a reply whose channel credentials no longer open; the one queued after it is not left waiting', async () => {
+    // A channel of its own whose sealed credentials are damaged (as after a SECRET_KEY change
+    // without re-entering them): reading it throws before WAHA is asked.
+    const broken = await world.createChannel(waha.url);
+    const phone = newPhone();
+    await db.query(`UPDATE channels SET secrets = 'v1:damaged' WHERE id = $1`, [broken.id]);
+    await db.query(`SELECT pg_notify('${CHANNEL_CHANGES}', $1)`, [broken.id]);
+    const r = await tenant.api('POST', '/messages', { channel_id: broken.id, type: 'text', phone: `+${phone}`, text: 'Não abre' });
+    const after = await tenant.api('POST', '/messages', { channel_id: broken.id, type: 'text', phone: `+${phone}`, text: 'Nem esta' });
+    expect([r.status, after.status]).toEqual([202, 202]);
+    // Before: the handler threw, the reply stayed queued (taken again every minute, for ever) and
+    // held the one queued after it.
+    for (const id of [r.json.id, after.json.id]) {
+      const m = await settled(id);
+      expect({ status: m.status, attempts: m.send_attempts, code: m.error?.code }).toEqual({ status: 'failed', attempts: 3, code: 'internal_error' });
+      expect(m.error.message).not.toContain('damaged');
+      expect((await events(db, { aggregateId: id, type: 'message.failed' }))[0].data.error_code).toBe('internal_error');
+    }
+    expect(sends(phone)).toHaveLength(0);
+  });
+
+  it("honours a provider's Retry-After only up to 15 minutes: the replies queued after it wait too", async () => {
+    const phone = newPhone();
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 429, body: { message: 'slow down' }, headers: { 'retry-after': '86400' } } : undefined), async () => {
+      const id = await send({ phone: `+${phone}`, text: 'Amanhã?' });
+      const m = await waitFor(async () => {
+        const x = await message(id);
+        return x.send_attempts === 1 && x.send_lease_until === null ? x : undefined;
+      }, 'the first attempt recorded with its retry');
+      const waitMs = new Date(m.next_send_at).getTime() - new Date(m.updated_at).getTime();
+      // Before: a day.
+      expect(waitMs).toBeGreaterThan(MAX_RETRY_AFTER_MS - 5000);
+      expect(waitMs).toBeLessThanOrEqual(MAX_RETRY_AFTER_MS + 1000);
+      expect(m.status).toBe('queued');
+      // Not left for other tests' WAHA to answer: it fails for good here.
+      await db.query(`UPDATE messages SET status = 'failed', next_send_at = NULL WHERE id = $1`, [id]);
+    });
+  });
+
+  it('gives a reply up (no_outcome) once senders have taken it more times than its schedule allows without an outcome', async () => {
+    const phone = newPhone();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    await answering(async (call) => {
+      if (call.body?.chatId === `${phone}@c.us`) await released;
+      return undefined;
+    }, async () => {
+      try {
+        const id = await send({ phone: `+${phone}`, text: 'Sem resposta' });
+        await waitFor(() => sends(phone).length === 1, 'the send under way at WAHA');
+        // As if four more senders had taken it, each stopping before an outcome (their leases ran out).
+        await db.query(`UPDATE messages SET send_attempts = 5, send_lease_until = now() - interval '1 second' WHERE id = $1`, [id]);
+        const wake = { message_id: id, project_id: tenant.projectId };
+        await world.broker.send(Queues.messagesOutbound, [{ messageId: uuidv7(), body: Buffer.from(JSON.stringify(wake)), headers: { [PROJECT_HEADER]: tenant.projectId } }], { timeoutMs: 5000 });
+        const m = await settled(id);
+        // Before: sent a sixth time (and taken again every minute while no sender got an outcome).
+        expect({ status: m.status, attempts: m.send_attempts, code: m.error?.code }).toEqual({ status: 'failed', attempts: 6, code: 'no_outcome' });
+        expect(sends(phone)).toHaveLength(1);
+      } finally {
+        release();
+      }
     });
   });
 
