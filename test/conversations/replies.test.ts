@@ -54,6 +54,25 @@ async function answering(answer: Parameters<typeof waha.respond>[0], run: () => 
   }
 }
 
+/**
+ * Runs `run` while the fake WAHA holds every send to `phone` unanswered until `release()` (then
+ * answers as usual); released in any case when `run` ends, so no request is left hanging.
+ */
+async function holding(phone: string, run: (release: () => void) => Promise<void>): Promise<void> {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  await answering(async (call) => {
+    if (call.body?.chatId === `${phone}@c.us`) await released;
+    return undefined;
+  }, async () => {
+    try {
+      await run(release);
+    } finally {
+      release();
+    }
+  });
+}
+
 describe('POST /messages through WAHA', () => {
   it('sends a text with the channel credentials and stores the provider id', async () => {
     const phone = newPhone();
@@ -259,24 +278,15 @@ describe('POST /messages through WAHA', () => {
   it('does not hold a conversation back behind another one', async () => {
     const slow = newPhone();
     const other = newPhone();
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
     // WAHA holds the send to `slow` until told; a reply to someone else goes meanwhile.
-    await answering(async (call) => {
-      if (call.body?.chatId === `${slow}@c.us`) await released;
-      return undefined;
-    }, async () => {
-      try {
-        const held = await send({ phone: `+${slow}`, text: 'Devagar' });
-        await waitFor(() => sends(slow).length === 1, 'the send to the slow chat under way');
-        const quick = await send({ phone: `+${other}`, text: 'Rápido' });
-        expect((await settled(quick)).status).toBe('sent');
-        expect((await message(held)).status).toBe('queued');
-        release();
-        expect((await settled(held)).status).toBe('sent');
-      } finally {
-        release();
-      }
+    await holding(slow, async (release) => {
+      const held = await send({ phone: `+${slow}`, text: 'Devagar' });
+      await waitFor(() => sends(slow).length === 1, 'the send to the slow chat under way');
+      const quick = await send({ phone: `+${other}`, text: 'Rápido' });
+      expect((await settled(quick)).status).toBe('sent');
+      expect((await message(held)).status).toBe('queued');
+      release();
+      expect((await settled(held)).status).toBe('sent');
     });
   });
 
@@ -321,26 +331,17 @@ describe('POST /messages through WAHA', () => {
 
   it('gives a reply up (no_outcome) once senders have taken it more times than its schedule allows without an outcome', async () => {
     const phone = newPhone();
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    await answering(async (call) => {
-      if (call.body?.chatId === `${phone}@c.us`) await released;
-      return undefined;
-    }, async () => {
-      try {
-        const id = await send({ phone: `+${phone}`, text: 'Sem resposta' });
-        await waitFor(() => sends(phone).length === 1, 'the send under way at WAHA');
-        // As if four more senders had taken it, each stopping before an outcome (their leases ran out).
-        await db.query(`UPDATE messages SET send_attempts = 5, send_lease_until = now() - interval '1 second' WHERE id = $1`, [id]);
-        const wake = { message_id: id, project_id: tenant.projectId };
-        await world.broker.send(Queues.messagesOutbound, [{ messageId: uuidv7(), body: Buffer.from(JSON.stringify(wake)), headers: { [PROJECT_HEADER]: tenant.projectId } }], { timeoutMs: 5000 });
-        const m = await settled(id);
-        // Before: sent a sixth time (and taken again every minute while no sender got an outcome).
-        expect({ status: m.status, attempts: m.send_attempts, code: m.error?.code }).toEqual({ status: 'failed', attempts: 6, code: 'no_outcome' });
-        expect(sends(phone)).toHaveLength(1);
-      } finally {
-        release();
-      }
+    await holding(phone, async () => {
+      const id = await send({ phone: `+${phone}`, text: 'Sem resposta' });
+      await waitFor(() => sends(phone).length === 1, 'the send under way at WAHA');
+      // As if four more senders had taken it, each stopping before an outcome (their leases ran out).
+      await db.query(`UPDATE messages SET send_attempts = 5, send_lease_until = now() - interval '1 second' WHERE id = $1`, [id]);
+      const wake = { message_id: id, project_id: tenant.projectId };
+      await world.broker.send(Queues.messagesOutbound, [{ messageId: uuidv7(), body: Buffer.from(JSON.stringify(wake)), headers: { [PROJECT_HEADER]: tenant.projectId } }], { timeoutMs: 5000 });
+      const m = await settled(id);
+      // Before: sent a sixth time (and taken again every minute while no sender got an outcome).
+      expect({ status: m.status, attempts: m.send_attempts, code: m.error?.code }).toEqual({ status: 'failed', attempts: 6, code: 'no_outcome' });
+      expect(sends(phone)).toHaveLength(1);
     });
   });
 
