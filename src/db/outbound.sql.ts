@@ -175,6 +175,35 @@ export async function markSent(
   return toMessage(r.rows[0]);
 }
 
+/**
+ * A reply written in a session that a person then closed before the reply went out ("reply, then
+ * resolve"): when no session of the conversation is active now, the reply is counted on the session
+ * it was queued in (its agent messages, its first response) instead of opening a session of its own.
+ * Only for a session a person closed after the reply was queued: one that went quiet (timeout), or
+ * was closed before the reply was written, is over and the reply opens a new one. Returns the
+ * session's id, or undefined when the reply is not counted on it.
+ */
+export async function countReplyOnClosedSession(
+  tx: Queryable,
+  m: { messageId: string; sessionId: string; contactId: string; channelId: string; at: Date },
+): Promise<string | undefined> {
+  const r = await tx.query(
+    `UPDATE sessions s SET message_count = s.message_count + 1, messages_from_agent = s.messages_from_agent + 1,
+       first_response_at = CASE WHEN s.first_response_at IS NULL AND s.first_contact_message_at <= $5::timestamptz THEN $5::timestamptz
+                           ELSE s.first_response_at END,
+       first_response_seconds = CASE WHEN s.first_response_at IS NULL AND s.first_contact_message_at <= $5::timestamptz
+                                THEN floor(extract(epoch FROM $5::timestamptz - s.first_contact_message_at))::int ELSE s.first_response_seconds END,
+       updated_at = now()
+     FROM messages m
+     WHERE s.id = $2 AND m.id = $1 AND s.status = 'ended' AND s.end_reason IS DISTINCT FROM 'inactivity_timeout'
+       AND s.ended_at >= m.created_at
+       AND NOT EXISTS (SELECT 1 FROM sessions a WHERE a.contact_id = $3 AND a.channel_id = $4 AND a.status = 'active')
+     RETURNING s.id`,
+    [m.messageId, m.sessionId, m.contactId, m.channelId, m.at],
+  );
+  return r.rows[0]?.id;
+}
+
 /** A reply going out counts as an interaction with the contact, as the inbound path counts its echo. */
 export async function touchContactForReply(tx: Queryable, contactId: string, at: Date): Promise<void> {
   await tx.query(

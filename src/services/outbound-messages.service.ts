@@ -16,7 +16,7 @@ import { findContact } from '../db/contacts-read.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import type { MessageRecord } from '../db/messages-read.sql.ts';
 import {
-  deleteMessage, externalIdOf, insertOutboundMessage, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, scheduleRetry, touchContactForReply,
+  countReplyOnClosedSession, deleteMessage, externalIdOf, insertOutboundMessage, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, scheduleRetry, touchContactForReply,
   type SendJob,
 } from '../db/outbound.sql.ts';
 import { endOverdueSession } from '../db/session-lifecycle.sql.ts';
@@ -234,12 +234,19 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
               closed++;
               events.push(sessionEndedEvent(overdue));
             }
-            const s = await touchActiveSession(tx, { newId: uuidv7(), projectId, contactId: message.contactId, channelId: message.channelId, at, fromMe: true, timeoutMinutes });
-            sessionId = s.id;
-            if (s.inserted) {
-              opened++;
-              const data = { session_id: s.id, contact_id: message.contactId, channel_id: message.channelId, started_at: s.startedAt.toISOString(), timeout_minutes: s.timeoutMinutes };
-              events.push(newEvent('session.started', { projectId, aggregateId: s.id, occurredAt: s.startedAt, data }));
+            // Reply, then resolve: the session it was written in, closed by a person since.
+            const closedOn = message.sessionId
+              ? await countReplyOnClosedSession(tx, { messageId: message.id, sessionId: message.sessionId, contactId: message.contactId, channelId: message.channelId, at })
+              : undefined;
+            if (closedOn) sessionId = closedOn;
+            else {
+              const s = await touchActiveSession(tx, { newId: uuidv7(), projectId, contactId: message.contactId, channelId: message.channelId, at, fromMe: true, timeoutMinutes });
+              sessionId = s.id;
+              if (s.inserted) {
+                opened++;
+                const data = { session_id: s.id, contact_id: message.contactId, channel_id: message.channelId, started_at: s.startedAt.toISOString(), timeout_minutes: s.timeoutMinutes };
+                events.push(newEvent('session.started', { projectId, aggregateId: s.id, occurredAt: s.startedAt, data }));
+              }
             }
             await touchContactForReply(tx, message.contactId, at);
           }

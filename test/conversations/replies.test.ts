@@ -73,6 +73,21 @@ async function holding(phone: string, run: (release: () => void) => Promise<void
   });
 }
 
+/**
+ * A customer's message 10 s ago on a channel of its own with an hour's session timeout (so only a
+ * close ends the session): the channel, the phone and the session it opened.
+ */
+async function customerAsked(text: string) {
+  const patient = await world.createChannel(waha.url, { session_timeout_minutes: 60 });
+  const phone = newPhone();
+  await world.postWebhook(patient, wahaMessage(phone, text, { ts: Math.floor(Date.now() / 1000) - 10 }));
+  const [s] = await waitFor(async () => {
+    const r = await rows(db, `SELECT s.* FROM sessions s JOIN contacts k ON k.id = s.contact_id WHERE s.channel_id = $1 AND k.phone = $2`, [patient.id, `+${phone}`]);
+    return r.length ? r : undefined;
+  }, 'the customer’s session');
+  return { patient, phone, s };
+}
+
 describe('POST /messages through WAHA', () => {
   it('sends a text with the channel credentials and stores the provider id', async () => {
     const phone = newPhone();
@@ -396,6 +411,42 @@ describe('POST /messages through WAHA', () => {
     const firstReplyAt = new Date(replies[0].sent_at);
     expect(new Date(s.first_response_at).getTime()).toBe(firstReplyAt.getTime());
     expect(s.first_response_seconds).toBe(Math.floor((firstReplyAt.getTime() - (now - 30) * 1000) / 1000));
+  });
+
+  it('counts a reply on the session a person closed while the reply went out, instead of opening a session for it', async () => {
+    // Reply, then resolve: the agent answers and closes the conversation at once.
+    const { patient, phone, s } = await customerAsked('Pode me ajudar?');
+    await holding(phone, async (release) => {
+      const id = await send({ channel_id: patient.id, contact_id: s.contact_id, text: 'Resolvido, obrigado!' });
+      await waitFor(() => sends(phone).length === 1, 'the reply at WAHA');
+      expect((await tenant.api('POST', `/sessions/${s.id}/close`, { reason: 'resolved' })).status).toBe(200);
+      release();
+      expect((await settled(id)).session_id).toBe(s.id);
+    });
+    // Before: a second session, opened by the reply alone and active for an hour, with its own
+    // session.started.
+    const all = await rows(db, 'SELECT * FROM sessions WHERE contact_id = $1', [s.contact_id]);
+    expect(all.map((x) => ({ id: x.id, status: x.status, end_reason: x.end_reason, message_count: x.message_count, from_agent: x.messages_from_agent }))).toEqual([
+      { id: s.id, status: 'ended', end_reason: 'resolved', message_count: 2, from_agent: 1 },
+    ]);
+    expect(all[0].first_response_seconds).toBeGreaterThanOrEqual(10);
+    const started = (await events(db, { type: 'session.started' })).filter((e) => e.data.contact_id === s.contact_id);
+    expect(started).toHaveLength(1);
+    const [k] = await rows(db, 'SELECT total_sessions FROM contacts WHERE id = $1', [s.contact_id]);
+    expect(k.total_sessions).toBe(1);
+  });
+
+  it('opens a new session for a reply queued after the person closed the last one', async () => {
+    const { s } = await customerAsked('Obrigado!');
+    const patient = { id: s.channel_id };
+    expect((await tenant.api('POST', `/sessions/${s.id}/close`, { reason: 'resolved' })).status).toBe(200);
+    // Written after the close: a new conversation started by us.
+    const m = await settled(await send({ channel_id: patient.id, contact_id: s.contact_id, text: 'Uma pesquisa rápida?' }));
+    expect(m.session_id).not.toBe(s.id);
+    const [again] = await rows(db, 'SELECT * FROM sessions WHERE id = $1', [m.session_id]);
+    expect(again).toMatchObject({ status: 'active', message_count: 1, messages_from_agent: 1 });
+    const [old] = await rows(db, 'SELECT message_count FROM sessions WHERE id = $1', [s.id]);
+    expect(old.message_count).toBe(1);
   });
 
   it('validates the request: one recipient, text for text, media for media, the caller’s own channel', async () => {
