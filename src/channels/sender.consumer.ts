@@ -117,9 +117,10 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
         outcome = { ok: false, retry: false, error: `no outcome after ${job.attempt - 1} attempts: each sender that took it stopped before recording one`, code: 'no_outcome' };
       } else outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job), opts.dispatchers?.[channel.type]);
     } catch (err) {
-      // Our own failure before the provider was asked (the channel's credentials no longer decrypt,
-      // a read failed): tried again on the schedule and then failed, like a provider's failure —
-      // a reply left without an outcome would hold the replies queued after it.
+      // Our own failure, an exception rather than an outcome (the channel's credentials no longer
+      // decrypt, a read failed; the provider senders return their failures as outcomes): tried
+      // again on the schedule and then failed, like a provider's failure — a reply left without an
+      // outcome would hold the replies queued after it.
       log.error({ ...ctx, err }, 'could not prepare the message for sending');
       channel = undefined;
       outcome = { ok: false, retry: true, error: 'the message could not be prepared for sending (the server log has the reason)', code: 'internal_error' };

@@ -177,11 +177,12 @@ export async function markSent(
 
 /**
  * A reply written in a session that a person then closed before the reply went out ("reply, then
- * resolve"): when no session of the conversation is active now, the reply is counted on the session
- * it was queued in (its agent messages, its first response) instead of opening a session of its own.
- * Only for a session a person closed after the reply was queued: one that went quiet (timeout), or
- * was closed before the reply was written, is over and the reply opens a new one. Returns the
- * session's id, or undefined when the reply is not counted on it.
+ * resolve"): the reply is counted on the session it was queued in (its agent messages, its first
+ * response) instead of opening a session of its own — when a person closed it after the reply was
+ * queued, it would still be active now had nobody closed it (the reply goes out before its timeout
+ * from its last activity), and no session of the conversation came after it. A session that went
+ * quiet, was closed before the reply was written or was followed by another is over, and the reply
+ * opens a new one as before. Returns the session's id, or undefined when the reply is not counted on it.
  */
 export async function countReplyOnClosedSession(
   tx: Queryable,
@@ -196,8 +197,9 @@ export async function countReplyOnClosedSession(
        updated_at = now()
      FROM messages m
      WHERE s.id = $2 AND m.id = $1 AND s.status = 'ended' AND s.end_reason IS DISTINCT FROM 'inactivity_timeout'
-       AND s.ended_at >= m.created_at
-       AND NOT EXISTS (SELECT 1 FROM sessions a WHERE a.contact_id = $3 AND a.channel_id = $4 AND a.status = 'active')
+       AND s.ended_at >= m.created_at AND $5::timestamptz < s.last_activity_at + make_interval(mins => s.timeout_minutes)
+       AND NOT EXISTS (SELECT 1 FROM sessions a WHERE a.contact_id = $3 AND a.channel_id = $4
+                         AND (a.status = 'active' OR (a.id <> s.id AND a.started_at > s.started_at)))
      RETURNING s.id`,
     [m.messageId, m.sessionId, m.contactId, m.channelId, m.at],
   );

@@ -19,7 +19,7 @@ import {
   countReplyOnClosedSession, deleteMessage, externalIdOf, insertOutboundMessage, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, scheduleRetry, touchContactForReply,
   type SendJob,
 } from '../db/outbound.sql.ts';
-import { endOverdueSession } from '../db/session-lifecycle.sql.ts';
+import { endOverdueSession, settleLateSessions } from '../db/session-lifecycle.sql.ts';
 import { touchActiveSession } from '../db/sessions.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { newEvent, type EventEnvelope, type MessageData, type MessageStatus, type MessageType } from '../domain/events.ts';
@@ -221,6 +221,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           let status = 'sent';
           let steps: Parameters<typeof markSent>[1]['steps'] = { sentAt: at };
           let error: Record<string, unknown> | null = null;
+          let closedOn: string | undefined;
           if (echo) {
             await deleteMessage(tx, echo.id);
             sessionId = echo.sessionId;
@@ -235,7 +236,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
               events.push(sessionEndedEvent(overdue));
             }
             // Reply, then resolve: the session it was written in, closed by a person since.
-            const closedOn = message.sessionId
+            closedOn = message.sessionId
               ? await countReplyOnClosedSession(tx, { messageId: message.id, sessionId: message.sessionId, contactId: message.contactId, channelId: message.channelId, at })
               : undefined;
             if (closedOn) sessionId = closedOn;
@@ -251,6 +252,8 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             await touchContactForReply(tx, message.contactId, at);
           }
           const sent = await markSent(tx, { id: message.id, externalId, sessionId, status, at, steps, reactions: echo?.reactions, error });
+          // The ended session's customer wait, found again with this reply among its messages.
+          if (closedOn) await settleLateSessions(tx, [closedOn]);
           events.push(newEvent('message.sent', { projectId, aggregateId: sent.id, occurredAt: at, data: messageData(sent) }));
           await appendEvents(tx, events);
           return true;

@@ -430,10 +430,31 @@ describe('POST /messages through WAHA', () => {
       { id: s.id, status: 'ended', end_reason: 'resolved', message_count: 2, from_agent: 1 },
     ]);
     expect(all[0].first_response_seconds).toBeGreaterThanOrEqual(10);
+    // Found again with the reply: the customer waited from their message to it.
+    expect(all[0].customer_wait_seconds).toBeGreaterThanOrEqual(10);
     const started = (await events(db, { type: 'session.started' })).filter((e) => e.data.contact_id === s.contact_id);
     expect(started).toHaveLength(1);
     const [k] = await rows(db, 'SELECT total_sessions FROM contacts WHERE id = $1', [s.contact_id]);
     expect(k.total_sessions).toBe(1);
+  });
+
+  it('opens a new session for a reply that goes out after the closed session would have timed out', async () => {
+    const { patient, phone, s } = await customerAsked('Ainda aí?');
+    await holding(phone, async (release) => {
+      const id = await send({ channel_id: patient.id, contact_id: s.contact_id, text: 'Desculpe a demora' });
+      await waitFor(() => sends(phone).length === 1, 'the reply at WAHA');
+      // The reply was written 90 minutes ago, in a conversation quiet since two hours ago (due an
+      // hour ago), and has waited since; a person closes the session now, which ends it at its due
+      // time, after the reply was written and before it goes out — as the sweeper would have.
+      await db.query(`UPDATE sessions SET last_activity_at = now() - interval '2 hours', due_at = now() - interval '1 hour' WHERE id = $1`, [s.id]);
+      await db.query(`UPDATE messages SET created_at = now() - interval '90 minutes' WHERE id = $1`, [id]);
+      expect((await tenant.api('POST', `/sessions/${s.id}/close`, { reason: 'resolved' })).status).toBe(200);
+      release();
+      const m = await settled(id);
+      expect(m.session_id).not.toBe(s.id);
+    });
+    const [old] = await rows(db, 'SELECT message_count, messages_from_agent FROM sessions WHERE id = $1', [s.id]);
+    expect(old).toEqual({ message_count: 1, messages_from_agent: 0 });
   });
 
   it('opens a new session for a reply queued after the person closed the last one', async () => {

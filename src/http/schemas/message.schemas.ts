@@ -23,7 +23,7 @@ const Location = Type.Object({
 // statuses[].errors[0], with `title` and `details`) or our sender when the provider refused the send
 // (Meta's 24-hour window: code "131047").
 const MessageError = Type.Object({
-  code: Nullable(Type.String({ description: "The provider's error code as a string (Meta's \"131047\"), an HTTP status, or ours: no_address, misconfigured, unsupported, channel_deleted, contact_deleted, blocked_address, no_outcome (taken again and again with no outcome), internal_error (ours, before the provider was asked)" })),
+  code: Nullable(Type.String({ description: "The provider's error code as a string (Meta's \"131047\"), an HTTP status, or ours: no_address, misconfigured, unsupported, channel_deleted, contact_deleted, blocked_address, no_outcome (taken again and again with no outcome), internal_error (our own failure, not the provider’s)" })),
   title: Nullable(Type.String({ description: "The provider's short title, when it gave one" })),
   message: Type.String({ description: 'What went wrong, in words a person can read' }),
   details: Nullable(Type.String({ description: "The provider's details (Meta's error_data.details), when it gave them" })),
