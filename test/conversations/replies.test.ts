@@ -457,6 +457,28 @@ describe('POST /messages through WAHA', () => {
     expect(old).toEqual({ message_count: 1, messages_from_agent: 0 });
   });
 
+  it('does not count a reply on its closed session once another session of the conversation came after it', async () => {
+    const { patient, phone, s } = await customerAsked('Primeira conversa');
+    await holding(phone, async (release) => {
+      const id = await send({ channel_id: patient.id, contact_id: s.contact_id, text: 'Resposta atrasada' });
+      await waitFor(() => sends(phone).length === 1, 'the reply at WAHA');
+      expect((await tenant.api('POST', `/sessions/${s.id}/close`, { reason: 'resolved' })).status).toBe(200);
+      // The customer writes again (a second session), which is closed too, before the reply goes.
+      // (Stamped a second ahead: WAHA's whole seconds must not fall inside the closed session.)
+      await world.postWebhook(patient, wahaMessage(phone, 'Segunda conversa', { ts: Math.ceil(Date.now() / 1000) + 1 }));
+      const [later] = await waitFor(async () => {
+        const r = await rows(db, `SELECT id FROM sessions WHERE contact_id = $1 AND id <> $2`, [s.contact_id, s.id]);
+        return r.length ? r : undefined;
+      }, 'the second session');
+      expect((await tenant.api('POST', `/sessions/${later.id}/close`, { reason: 'resolved' })).status).toBe(200);
+      release();
+      const m = await settled(id);
+      expect([s.id, later.id]).not.toContain(m.session_id);
+    });
+    const [first] = await rows(db, 'SELECT message_count, messages_from_agent FROM sessions WHERE id = $1', [s.id]);
+    expect(first).toEqual({ message_count: 1, messages_from_agent: 0 });
+  });
+
   it('opens a new session for a reply queued after the person closed the last one', async () => {
     const { s } = await customerAsked('Obrigado!');
     const patient = { id: s.channel_id };
