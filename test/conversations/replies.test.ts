@@ -88,6 +88,22 @@ async function customerAsked(text: string) {
   return { patient, phone, s };
 }
 
+/**
+ * A reply to the customer of `customerAsked`, held at WAHA: `run` gets its id once WAHA has the
+ * request, and `release` to let WAHA answer it.
+ */
+async function replyHeld(
+  asked: Awaited<ReturnType<typeof customerAsked>>,
+  text: string,
+  run: (id: string, release: () => void) => Promise<void>,
+): Promise<void> {
+  await holding(asked.phone, async (release) => {
+    const id = await send({ channel_id: asked.patient.id, contact_id: asked.s.contact_id, text });
+    await waitFor(() => sends(asked.phone).length === 1, 'the reply at WAHA');
+    await run(id, release);
+  });
+}
+
 describe('POST /messages through WAHA', () => {
   it('sends a text with the channel credentials and stores the provider id', async () => {
     const phone = newPhone();
@@ -415,10 +431,9 @@ describe('POST /messages through WAHA', () => {
 
   it('counts a reply on the session a person closed while the reply went out, instead of opening a session for it', async () => {
     // Reply, then resolve: the agent answers and closes the conversation at once.
-    const { patient, phone, s } = await customerAsked('Pode me ajudar?');
-    await holding(phone, async (release) => {
-      const id = await send({ channel_id: patient.id, contact_id: s.contact_id, text: 'Resolvido, obrigado!' });
-      await waitFor(() => sends(phone).length === 1, 'the reply at WAHA');
+    const asked = await customerAsked('Pode me ajudar?');
+    const { s } = asked;
+    await replyHeld(asked, 'Resolvido, obrigado!', async (id, release) => {
       expect((await tenant.api('POST', `/sessions/${s.id}/close`, { reason: 'resolved' })).status).toBe(200);
       release();
       expect((await settled(id)).session_id).toBe(s.id);
@@ -439,10 +454,9 @@ describe('POST /messages through WAHA', () => {
   });
 
   it('opens a new session for a reply that goes out after the closed session would have timed out', async () => {
-    const { patient, phone, s } = await customerAsked('Ainda aí?');
-    await holding(phone, async (release) => {
-      const id = await send({ channel_id: patient.id, contact_id: s.contact_id, text: 'Desculpe a demora' });
-      await waitFor(() => sends(phone).length === 1, 'the reply at WAHA');
+    const asked = await customerAsked('Ainda aí?');
+    const { s } = asked;
+    await replyHeld(asked, 'Desculpe a demora', async (id, release) => {
       // The reply was written 90 minutes ago, in a conversation quiet since two hours ago (due an
       // hour ago), and has waited since; a person closes the session now, which ends it at its due
       // time, after the reply was written and before it goes out — as the sweeper would have.
@@ -458,10 +472,9 @@ describe('POST /messages through WAHA', () => {
   });
 
   it('does not count a reply on its closed session once another session of the conversation came after it', async () => {
-    const { patient, phone, s } = await customerAsked('Primeira conversa');
-    await holding(phone, async (release) => {
-      const id = await send({ channel_id: patient.id, contact_id: s.contact_id, text: 'Resposta atrasada' });
-      await waitFor(() => sends(phone).length === 1, 'the reply at WAHA');
+    const asked = await customerAsked('Primeira conversa');
+    const { patient, phone, s } = asked;
+    await replyHeld(asked, 'Resposta atrasada', async (id, release) => {
       expect((await tenant.api('POST', `/sessions/${s.id}/close`, { reason: 'resolved' })).status).toBe(200);
       // The customer writes again (a second session), which is closed too, before the reply goes.
       // (Stamped a second ahead: WAHA's whole seconds must not fall inside the closed session.)
