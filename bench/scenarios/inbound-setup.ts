@@ -14,6 +14,7 @@ import { startVentros, type Running } from '../../src/main.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { makeChannelsService } from '../../src/services/channels.service.ts';
 import type { BenchEnv } from '../env.ts';
+import type { ProcessorProcessConfig } from './processor-process.ts';
 
 export const BENCH_SECRET_KEY = 'bench-secret-key-0123456789abcdef0123456789';
 
@@ -32,6 +33,9 @@ export type BenchVentros = {
    * docs/benchmarks.md).
    */
   emptyRawQueue(): Promise<void>;
+  /** What a processor in a process of its own needs to reach the same database and queues;
+   * undefined on PGlite (one process's database). */
+  processorProcessConfig?: ProcessorProcessConfig;
   /** Another connection to the same database and queues, as a second process would have. */
   connect(): Promise<{ db: Database; broker: Broker }>;
   stop(): Promise<void>;
@@ -80,6 +84,9 @@ export async function startBenchVentros(env: BenchEnv, role: 'api' | 'all'): Pro
       channelId: ch.id,
       projectId,
       broker,
+      ...(dbUrl
+        ? { processorProcessConfig: { databaseUrl: dbUrl, namespace, secretKey: BENCH_SECRET_KEY, ...(env.brokerKind === 'rabbitmq' ? { amqpUrl: process.env.AMQP_URL! } : {}) } }
+        : {}),
       async emptyRawQueue() {
         if (env.brokerKind === 'rabbitmq') {
           const conn = await amqp.connect(process.env.AMQP_URL!);

@@ -2,7 +2,10 @@
 //   1. end-to-end: WAHA webhooks posted at a steady rate (open loop, distinct messages from a pool
 //      of contacts) through the ingress; for each message, the time from the request being sent to
 //      the COMMIT of its transaction (a hook on the processor's service records it). The first
-//      `--warmup` seconds run at the same rate and are not counted (connections, compiled code);
+//      `--warmup` seconds run at the same rate and are not counted (connections, compiled code).
+//      The processor runs in the Ventros process (`--processor=same`, the default: role `all`), or
+//      in a process of its own beside it (`--processor=own`: an `api` and a `worker` process, as
+//      deployed on PostgreSQL; needs DATABASE_URL);
 //   2. sustained processing: N raw webhooks waiting in the queue, then P processor instances, each
 //      with its own database pool and broker connection, drain it; messages/s until all are stored.
 import { performance } from 'node:perf_hooks';
@@ -16,15 +19,15 @@ import { startInboundProcessor } from '../../src/inbound/processor.ts';
 import { makeWahaGenerator } from '../../src/inbound/simulate-payloads.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { inboundEventsTotal } from '../../src/observability/metrics.ts';
-import { makeInboundService, type InboundService } from '../../src/services/inbound.service.ts';
+import type { InboundService } from '../../src/services/inbound.service.ts';
 import { percentile, type Measure } from '../report.ts';
 import type { Options, Scenario } from '../run.ts';
 import type { BenchEnv } from '../env.ts';
 import { BENCH_SECRET_KEY, startBenchVentros, type BenchVentros } from './inbound-setup.ts';
 import { runLoadInWorker } from './load-worker.ts';
+import { startProcessorProcess, timedInboundService } from './processor-process.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const epoch = () => performance.timeOrigin + performance.now();
 
 async function storedCount(db: Database, channelId: string): Promise<number> {
   return (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM messages WHERE channel_id = $1', [channelId])).rows[0].n;
@@ -49,24 +52,31 @@ function startProcessor(db: Database, broker: Broker, service?: InboundService) 
   return startInboundProcessor({ db, broker, logger: silentLogger, channels, ...(service ? { service } : {}) });
 }
 
-async function endToEnd(v: BenchVentros, db: Database, c: { rate: number; durationS: number; warmupS: number; contacts: number }) {
-  // The processor's service, wrapped to note when each message's transaction committed.
+type Placement = 'same' | 'own';
+
+/** The processor in the Ventros process itself (role `all`), or in a process of its own. */
+async function startTimedProcessor(v: BenchVentros, db: Database, placement: Placement): Promise<{ stop(): Promise<Map<string, number>> }> {
+  if (placement === 'own') {
+    if (!v.processorProcessConfig) throw new Error('a processor of its own needs PostgreSQL (DATABASE_URL)');
+    const p = await startProcessorProcess(v.processorProcessConfig);
+    return { stop: () => p.stop().finally(() => p.kill()) };
+  }
   const committedAt = new Map<string, number>();
-  const real = makeInboundService({ db });
-  const service: InboundService = {
-    async apply(projectId, items) {
-      const out = await real.apply(projectId, items);
-      const at = epoch();
-      for (const item of items) for (const e of item.events) if (e.kind === 'message') committedAt.set(e.messageKey, at);
-      return out;
-    },
-  };
-  const processor = await startProcessor(db, v.broker, service);
+  const processor = await startProcessor(db, v.broker, timedInboundService(db, committedAt));
+  return { stop: async () => (await processor.stop(), committedAt) };
+}
+
+async function endToEnd(v: BenchVentros, db: Database, c: { rate: number; durationS: number; warmupS: number; contacts: number }, placement: Placement) {
+  const processor = await startTimedProcessor(v, db, placement);
+  let stopped = false;
   try {
     const load = await runLoadInWorker({ url: v.webhookUrl, mode: 'open', rate: c.rate, durationS: c.durationS, warmupS: c.warmupS, contacts: c.contacts });
     await untilStored(db, v.channelId, load.acceptedAll, 60_000);
+    stopped = true;
+    const committedAt = await processor.stop();
     const e2e = load.sentAt.map(([key, sent]) => (committedAt.get(key) ?? NaN) - sent).filter(Number.isFinite).sort((a, b) => a - b);
     return {
+      placement,
       accepted: load.count,
       failed: load.failed,
       achieved_rate: (load.count + load.failed) / load.measuredS,
@@ -78,7 +88,7 @@ async function endToEnd(v: BenchVentros, db: Database, c: { rate: number; durati
       http_p99_ms: percentile(load.latencies, 99),
     };
   } finally {
-    await processor.stop();
+    if (!stopped) await processor.stop().catch(() => undefined);
   }
 }
 
@@ -128,11 +138,13 @@ export const inboundScenario: Scenario = {
       contacts: o.number('contacts', 2000),
       drainN: o.number('drain', 30_000),
       processors: o.number('processors', 2),
+      processor: o.string('processor', 'same') as Placement,
     };
+    if (c.processor !== 'same' && c.processor !== 'own') throw new Error('--processor is same or own');
     const v = await startBenchVentros(env, 'api');
     try {
       console.log(`inbound: end-to-end at ${c.rate} webhooks/s for ${c.warmupS} s not counted, then ${c.durationS} s…`);
-      const e2e = await endToEnd(v, v.running.db, c);
+      const e2e = await endToEnd(v, v.running.db, c, c.processor);
       console.log(`inbound: ${c.processors} processors draining ${c.drainN} queued webhooks…`);
       const drain = await sustained(v, c);
       const targeted = env.database === 'postgres' && env.brokerKind === 'rabbitmq';
