@@ -52,19 +52,24 @@ export async function listTimeline(
   const messages = await messagesByIds(q, query.projectId, messageIds);
   const sessions = await sessionsByIds(q, query.projectId, sessionIds);
 
-  return toPage(
+  // A row the page named may be gone by the time it is fetched (another transaction committed
+  // between the two reads: a WAHA echo folded into the reply it echoes is deleted): it is left out
+  // of the page, which the cursor still continues after.
+  const page = toPage(
     r.rows,
     limit,
     (x) => ({ at: x.k_at, id: x.id, rank: x.rank }),
-    (x): TimelineEntry => {
+    (x): TimelineEntry | undefined => {
       if (x.type === 'message') {
-        const message = messages.get(x.id)!;
-        return { type: 'message', at: message.timestamp, message };
+        const message = messages.get(x.id);
+        return message && { type: 'message', at: message.timestamp, message };
       }
-      const session = sessions.get(x.id)!;
+      const session = sessions.get(x.id);
+      if (!session) return undefined;
       return x.type === 'session_started'
         ? { type: 'session_started', at: session.startedAt, session }
         : { type: 'session_ended', at: session.endedAt!, session };
     },
   );
+  return { ...page, rows: page.rows.filter((e): e is TimelineEntry => e !== undefined) };
 }

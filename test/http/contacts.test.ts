@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { FastifyInstance } from 'fastify';
-import type { Database } from '../../src/db/database.ts';
+import type { Database, Queryable } from '../../src/db/database.ts';
+import { listTimeline } from '../../src/db/timeline-read.sql.ts';
 import { findContact } from '../../src/db/contacts-read.sql.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
 import { asTenant, eventsOf, registerTenant, startApp, walkPages, type Tenant } from './read-api-harness.ts';
@@ -195,6 +196,38 @@ describe("a contact's sessions, messages and timeline", () => {
     expect(items.map((i) => [i.type, (i.message ?? i.session).id, i.at])).toEqual(expected);
     expect(items[3].session).toMatchObject({ status: 'ended', ended_at: at(40), duration_seconds: 2400, message_count: 3 });
     expect(items[0].message).toMatchObject({ contact_id: contactId, session_id: s2, direction: 'inbound' });
+  });
+});
+
+describe('a timeline page read while a message goes away', () => {
+  it('leaves out a message deleted between reading the page and fetching its rows (an echo folded into its reply) instead of failing', async () => {
+    const channelId = await seedChannel(db, a.projectId, 'fold');
+    const contactId = await seedContact(db, a.projectId, { name: 'Dora' });
+    const base = { projectId: a.projectId, contactId, channelId };
+    const sessionId = await seedSession(db, { ...base, startedAt: at(0), lastActivityAt: at(2) });
+    const [m0, echo, m2] = [
+      await seedMessage(db, { ...base, sessionId, timestamp: at(0) }),
+      await seedMessage(db, { ...base, sessionId, timestamp: at(1), fromMe: true }),
+      await seedMessage(db, { ...base, sessionId, timestamp: at(2) }),
+    ];
+    let deleted = false;
+    const racing: Queryable = {
+      async query(sql, params) {
+        const r = await db.query(sql, params);
+        if (!deleted && sql.includes('UNION ALL')) {
+          deleted = true;
+          await db.query('DELETE FROM messages WHERE id = $1', [echo]);
+        }
+        return r as never;
+      },
+      exec: (sql) => db.exec(sql),
+    };
+    const page = await listTimeline(racing, { projectId: a.projectId, contactId, limit: 10 });
+    expect(deleted).toBe(true);
+    expect(page.rows.map((e) => [e.type, e.type === 'message' ? e.message.id : e.session.id])).toEqual([
+      ['message', m2], ['message', m0], ['session_started', sessionId],
+    ]);
+    expect(page.nextCursor).toBeNull();
   });
 });
 
