@@ -51,8 +51,10 @@ export function makeContactsService(deps: { db: Database }) {
 
   return {
     list(projectId: string, query: PageQuery & { search?: string; tags?: readonly string[] }): Promise<Page<ContactRecord>> {
-      // Tags are stored trimmed: so is a tag asked for.
+      // Tags are stored trimmed: so is a tag asked for. A blank one can match nothing (no tag is
+      // blank): that is a mistake in the request, not an empty result.
       const tags = query.tags?.map((t) => t.trim());
+      if (tags?.some((t) => t === '')) throw invalid('tag must not be blank', [{ field: 'tag', message: 'expected a tag name' }]);
       return tenant(projectId, (tx) => listContacts(tx, { ...query, ...(tags && { tags }), projectId }));
     },
 

@@ -109,6 +109,15 @@ describe('GET /contacts', () => {
     expect(await tagged('tag=lead')).toBe(5);
     expect(await tagged('tag=vip&tag=lead')).toBe(1);
     expect(await tagged('tag=none')).toBe(0);
+    expect(await tagged('tag=%20vip%20')).toBe(4); // tags are stored trimmed, and so is the one asked for
+  });
+
+  it('answers 400 for a blank tag, which no contact can have, instead of an empty list', async () => {
+    for (const qs of ['tag=%20', 'tag=vip&tag=%20%20']) {
+      const r = await listing.call('GET', `/contacts?${qs}`);
+      expect(r.status, qs).toBe(400);
+      expect(r.json).toMatchObject({ code: 'validation', detail: 'tag must not be blank' });
+    }
   });
 
   it('rejects a forged cursor and a limit above 200', async () => {

@@ -54,7 +54,7 @@ export const UpdateContactBody = Type.Object(
 export const ContactListQuery = ListQuery({
   search: Type.Optional(Type.String({ maxLength: 200, description: 'Part of the name, email or phone (any formatting)' })),
   tag: Type.Optional(
-    Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 20, description: 'Repeat to require several tags (all must match)' }),
+    Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 20, description: 'Repeat to require several tags (all must match). Matched as stored: trimmed, case kept; a blank tag is a 400' }),
   ),
 });
 
