@@ -1,5 +1,5 @@
-// Ending sessions: by the inactivity sweeper (due sessions, claimed with SKIP LOCKED) and by hand
-// (POST /sessions/{id}/close). Both end a session with one UPDATE guarded by `status = 'active'`,
+// Ending sessions: by the inactivity sweeper (due sessions, claimed with SKIP LOCKED), by hand
+// (POST /sessions/{id}/close) and with their contact (DELETE /contacts/{id}). Both end a session with one UPDATE guarded by `status = 'active'`,
 // so whichever commits first ends it and the other finds nothing: one session.ended, never two.
 import type { Queryable, Row } from './database.ts';
 
@@ -95,17 +95,38 @@ export async function endSessionNow(
   tx: Queryable,
   s: { projectId: string; id: string; reason: string; closedBy: string | null; now: Date | null },
 ): Promise<CloseOutcome> {
+  const [ended] = await endActiveNow(tx, 'id', s.id, s);
+  if (ended) return { ended };
+  const seen = await tx.query('SELECT status FROM sessions WHERE project_id = $1 AND id = $2', [s.projectId, s.id]);
+  return seen.rows[0] ? { already: 'ended' } : { missing: true };
+}
+
+/**
+ * Ends every active session of a contact now (one per channel at most), as endSessionNow ends
+ * one: the contact was deleted, and a conversation with nobody in it is over.
+ */
+export function endContactSessionsNow(
+  tx: Queryable,
+  s: { projectId: string; contactId: string; reason: string; closedBy: string | null; now: Date | null },
+): Promise<EndedSession[]> {
+  return endActiveNow(tx, 'contact_id', s.contactId, s);
+}
+
+async function endActiveNow(
+  tx: Queryable,
+  column: 'id' | 'contact_id',
+  value: string,
+  s: { projectId: string; reason: string; closedBy: string | null; now: Date | null },
+): Promise<EndedSession[]> {
   const r = await tx.query(
     `UPDATE sessions s SET status = 'ended',
        ended_at = greatest(least(coalesce($5::timestamptz, now()), coalesce(s.due_at, 'infinity'::timestamptz)), s.started_at),
        end_reason = $3, closed_by = $4, due_at = NULL, customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
-     WHERE s.project_id = $1 AND s.id = $2 AND s.status = 'active'
+     WHERE s.project_id = $1 AND s.${column} = $2 AND s.status = 'active'
      RETURNING ${ENDED_COLUMNS}`,
-    [s.projectId, s.id, s.reason, s.closedBy, s.now],
+    [s.projectId, value, s.reason, s.closedBy, s.now],
   );
-  if (r.rows[0]) return { ended: toEnded(r.rows[0]) };
-  const seen = await tx.query('SELECT status FROM sessions WHERE project_id = $1 AND id = $2', [s.projectId, s.id]);
-  return seen.rows[0] ? { already: 'ended' } : { missing: true };
+  return r.rows.map(toEnded);
 }
 
 /**

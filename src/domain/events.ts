@@ -62,7 +62,7 @@ export type ContactData = {
   ad_attribution: AdAttribution | null;
 };
 
-export type SessionEndReason = 'inactivity_timeout' | 'closed_by_agent' | 'resolved' | 'spam' | 'transferred' | 'other';
+export type SessionEndReason = 'inactivity_timeout' | 'closed_by_agent' | 'resolved' | 'spam' | 'transferred' | 'other' | 'contact_deleted';
 
 export type SessionCounters = {
   message_count: number;

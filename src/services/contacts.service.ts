@@ -15,6 +15,10 @@ import { uuidv7 } from '../domain/ids.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
+import { endContactSessionsNow } from '../db/session-lifecycle.sql.ts';
+import type { Caller } from '../domain/permissions.ts';
+import { sessionsActive } from '../observability/metrics.ts';
+import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
 
 export type PageQuery = { limit?: number; cursor?: string };
 
@@ -127,15 +131,25 @@ export function makeContactsService(deps: { db: Database }) {
       });
     },
 
-    remove(projectId: string, id: string): Promise<void> {
-      return tenant(projectId, async (tx) => {
+    /**
+     * Soft-deletes the contact (its sessions and messages are kept) and ends its active sessions
+     * (reason `contact_deleted`): a later message from that phone starts a new contact and a new
+     * session, and the old conversation does not stay open beside it until it times out.
+     */
+    async remove(caller: Caller, id: string): Promise<void> {
+      const projectId = caller.projectId;
+      const ended = await tenant(projectId, async (tx) => {
         const gone = await softDeleteContact(tx, projectId, id);
         if (!gone) throw notFound('contact');
         const deletedAt = gone.deletedAt.toISOString();
+        const sessions = await endContactSessionsNow(tx, { projectId, contactId: id, reason: 'contact_deleted', closedBy: actorOf(caller).label, now: gone.deletedAt });
         await appendEvents(tx, [
+          ...sessions.map(sessionEndedEvent),
           newEvent('contact.deleted', { projectId, aggregateId: id, data: { contact_id: id, phone: gone.phone, deleted_at: deletedAt }, occurredAt: deletedAt }),
         ]);
+        return sessions.length;
       });
+      sessionsActive.dec(ended);
     },
 
     sessions(projectId: string, contactId: string, query: PageQuery): Promise<Page<SessionRecord>> {

@@ -171,6 +171,34 @@ describe('DELETE /contacts/{id}', () => {
     expect(events[1].data).toMatchObject({ contact_id: c.id, phone: '+5511988880020' });
     expect((await a.call('POST', '/contacts', { phone: '+5511988880020' })).status).toBe(201);
   });
+
+  it("ends the contact's active sessions (reason contact_deleted, with session.ended) and leaves its ended ones and its history alone", async () => {
+    const [c1, c2] = [await seedChannel(db, a.projectId, 'del-1'), await seedChannel(db, a.projectId, 'del-2')];
+    const contactId = await seedContact(db, a.projectId, { name: 'Leaving' });
+    const now = Date.now();
+    const iso = (minutesAgo: number) => new Date(now - minutesAgo * 60_000).toISOString();
+    const old = await seedSession(db, { projectId: a.projectId, contactId, channelId: c1, startedAt: iso(120), endedAt: iso(100), counts: { total: 1, fromContact: 1, fromAgent: 0 } });
+    const live1 = await seedSession(db, { projectId: a.projectId, contactId, channelId: c1, startedAt: iso(10), lastActivityAt: iso(2) });
+    const live2 = await seedSession(db, { projectId: a.projectId, contactId, channelId: c2, startedAt: iso(5) });
+    const m = await seedMessage(db, { projectId: a.projectId, contactId, channelId: c1, sessionId: live1, timestamp: iso(2) });
+
+    expect((await a.call('DELETE', `/contacts/${contactId}`)).status).toBe(204);
+    for (const id of [live1, live2]) {
+      const s = (await a.call('GET', `/sessions/${id}`)).json;
+      expect(s).toMatchObject({ status: 'ended', end_reason: 'contact_deleted' });
+      expect(Date.parse(s.ended_at)).toBeGreaterThanOrEqual(now - 1000);
+      const events = await eventsOf(db, id);
+      expect(events.map((e) => e.type)).toEqual(['session.ended']);
+      expect(events[0].data).toMatchObject({ session_id: id, contact_id: contactId, reason: 'contact_deleted', closed_by: expect.stringMatching(/^api_key:/) });
+    }
+    expect((await a.call('GET', `/sessions/${old}`)).json).toMatchObject({ status: 'ended', end_reason: 'inactivity_timeout', ended_at: iso(100) });
+    expect(await eventsOf(db, old)).toEqual([]);
+    expect((await a.call('GET', `/sessions?contact_id=${contactId}&status=active`)).json.data).toEqual([]);
+    expect((await a.call('GET', `/messages/${m}`)).json).toMatchObject({ id: m, session_id: live1 });
+    // The contact's own event comes after its sessions' ends.
+    const seqs = (await db.query<{ type: string }>(`SELECT type FROM outbox WHERE aggregate_id = ANY($1::text[]) ORDER BY seq`, [[contactId, live1, live2]])).rows;
+    expect(seqs.map((r) => r.type)).toEqual(['session.ended', 'session.ended', 'contact.deleted']);
+  });
 });
 
 describe("a contact's sessions, messages and timeline", () => {

@@ -67,12 +67,12 @@ export async function contactsRoutes(app: FastifyInstance, deps: AppDeps): Promi
     method: 'DELETE',
     url: '/contacts/:id',
     summary: 'Delete a contact',
-    description: 'The contact disappears from the API; its sessions and messages are kept. The phone becomes free for a new contact.',
+    description: 'The contact disappears from the API; its sessions and messages are kept, and its active sessions end (reason `contact_deleted`). The phone becomes free for a new contact.',
     permission: 'contacts.write',
     params: IdParams,
     response: { 204: NoContent },
     handler: async (req, reply) => {
-      await contacts.remove(req.auth.projectId, req.params.id);
+      await contacts.remove(req.auth, req.params.id);
       return reply.code(204).send();
     },
   });
