@@ -57,6 +57,27 @@ describe('WAHA reactions made by the business', () => {
     // Before: ignored as `unknown_address` (resolveWahaContact finds no chat for fromMe without `to`).
     expect((await messageByKey(t.db, ch.id, 'RVWREACT01')).reactions).toEqual({ me: '👍' });
   });
+
+  // GOWS in a group: `from` is the group, `to` is the reactor (us). The contact was taken from `to`:
+  // our own number, and the reaction's target (a group message) was never stored, so it went round
+  // the retry schedule into the dead letters.
+  it("skips the agent's own reaction in a group (GOWS: the group in `from`, us in `to`) instead of retrying it into a dead letter", async () => {
+    const ch = await t.createChannel();
+    const skipped = async () => (await inboundEventsTotal.get()).values.find((v) => v.labels.event === 'message.reaction' && v.labels.result === 'group')?.value ?? 0;
+    const before = await skipped();
+    const r = await t.post(ch, {
+      id: 'evt_rvw_reaction_02', timestamp: (T + 40) * 1000, event: 'message.reaction', session: 'loja-principal', me: ME,
+      payload: {
+        id: 'true_120363000000000001@g.us_RVWREACTME02_5511900000000@c.us', timestamp: T + 40, from: '120363000000000001@g.us', fromMe: true,
+        source: 'app', to: '5511900000000@c.us', participant: '5511900000000@c.us',
+        reaction: { text: '🙏', messageId: 'false_120363000000000001@g.us_RVWGROUPMSG01_5511977779002@c.us' },
+      },
+      engine: 'GOWS',
+      environment: { version: '2025.9.5', engine: 'GOWS', tier: 'PLUS' },
+    });
+    expect(r.status).toBe(200);
+    await waitFor(async () => (await skipped()) > before, 'the reaction counted as skipped (group)');
+  });
 });
 
 describe('session events of one transaction', () => {

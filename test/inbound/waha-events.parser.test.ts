@@ -102,6 +102,40 @@ describe('WAHA reactions, revokes and edits', () => {
     expect(parseWahaEvent(body)[0]).toMatchObject({ kind: 'reaction', emoji: '🔥', targetExternalId: '3EB0DEV00000000OUT09', targetKey: '3EB0DEV00000000OUT09' });
   });
 
+  it("a reaction in a group or on a Status post is skipped, ours too, whichever side names the chat", () => {
+    const ours = (from: string | null, to: string | null) => {
+      const body = load('webjs-reaction-add');
+      Object.assign(body.payload, { from, to, fromMe: true, participant: null });
+      return parseWahaEvent(body)[0];
+    };
+    // GOWS and NOWEB: the chat in `from`, `to` null outside groups and us inside them; WEBJS: us in `from`, the chat in `to`.
+    expect(ours('120363000000000001@g.us', '5511900000000@c.us')).toMatchObject({ kind: 'ignored', reason: 'group', detail: '120363000000000001@g.us' });
+    expect(ours('120363000000000001@g.us', null)).toMatchObject({ kind: 'ignored', reason: 'group' });
+    expect(ours('5511900000000@c.us', '120363000000000001@g.us')).toMatchObject({ kind: 'ignored', reason: 'group' });
+    expect(ours('status@broadcast', null)).toMatchObject({ kind: 'ignored', reason: 'status' });
+    expect(ours('120363000000000009@newsletter', null)).toMatchObject({ kind: 'ignored', reason: 'newsletter' });
+    const theirs = load('webjs-reaction-add');
+    Object.assign(theirs.payload, { from: '120363000000000001@g.us', participant: '5511900000005@c.us' });
+    expect(parseWahaEvent(theirs)[0]).toMatchObject({ kind: 'ignored', reason: 'group' });
+    // A one-to-one reaction of ours is still recorded.
+    expect(ours('5511900000005@c.us', null)).toMatchObject({ kind: 'reaction', fromMe: true, emoji: '👍' });
+  });
+
+  it('a NOWEB protocol message (a deletion, an edit, a sync) delivered as a message is skipped, not stored as an unknown message', () => {
+    const variants: Array<[string, Record<string, unknown>]> = [
+      ['protocolMessage', { protocolMessage: { key: { remoteJid: '5511900000006@s.whatsapp.net', fromMe: false, id: '3EB0DEV000000NOWEB01' }, type: 'REVOKE' } }],
+      ['editedMessage', { editedMessage: { message: { protocolMessage: { key: { id: '3EB0DEV000000NOWEB01' }, type: 'MESSAGE_EDIT', editedMessage: { conversation: 'Preciso trocar dois produtos' } } } } }],
+      ['protocolMessage', { messageContextInfo: {}, protocolMessage: { type: 'HISTORY_SYNC_NOTIFICATION' } }],
+    ];
+    for (const [key, message] of variants) {
+      const body = load('noweb-text');
+      body.event = 'message.any';
+      body.payload.body = '';
+      body.payload._data.message = message;
+      expect(parseWahaEvent(body), key).toEqual([{ kind: 'ignored', provider: 'waha', event: 'message.any', reason: 'protocol_message', detail: key }]);
+    }
+  });
+
   it('message.revoked names the deleted message by its bare id', () => {
     expect(parseWahaEvent(load('gows-revoked'))).toEqual([{
       kind: 'revoke', provider: 'waha', event: 'message.revoked',
@@ -124,6 +158,15 @@ describe('WAHA reactions, revokes and edits', () => {
       targetExternalId: '3EB0DEV000000000TEXT01', targetKey: '3EB0DEV000000000TEXT01',
       text: 'Oi! Vocês abrem no sábado e no domingo?', fromMe: false, contact: recipient, timestamp: at(1764461699),
     }]);
+  });
+});
+
+describe('WAHA edits without their text', () => {
+  it('an edit without a body is a parse error, not an edit to an empty text', () => {
+    const body = load('gows-edited');
+    delete body.payload.body;
+    expect(() => parseWahaEvent(body)).toThrow(ParseError);
+    expect(() => parseWahaEvent(body)).toThrow('payload.body is missing');
   });
 });
 

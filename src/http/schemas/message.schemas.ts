@@ -43,7 +43,7 @@ export const Message = Type.Object(
     location: Nullable(Location),
     contact_card: Nullable({ ...JsonObject, description: 'A shared contact (vCards)' }),
     external_id: Nullable(Type.String({ description: "The provider's message id" })),
-    status: Type.String({ description: 'received, queued, sent, delivered, read, played, failed' }),
+    status: Type.String({ description: 'received (theirs); ours: queued (a reply not sent yet), pending (typed on the phone, not yet on WhatsApp’s server: WAHA ack 0), sent, delivered, read, played, failed' }),
     sent_at: Nullable(Timestamp),
     delivered_at: Nullable(Timestamp),
     read_at: Nullable(Timestamp),

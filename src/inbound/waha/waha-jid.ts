@@ -60,6 +60,19 @@ export function resolveAckRecipient(p: Json, me: string | undefined): ContactRes
   return contactFrom(chat, [chat]);
 }
 
+/**
+ * The first of these chat ids that is not a contact (a group, Status, a newsletter, a broadcast
+ * list), with the reason to skip it. For payloads whose sides differ by engine: a reaction of ours
+ * in a group has the group in `from` (GOWS, NOWEB) or in `to` (WEBJS), and us on the other side.
+ */
+export function notAContact(...chats: Array<string | undefined>): { reason: IgnoreReason; detail: string } | undefined {
+  for (const chat of chats) {
+    const skip = chat ? NOT_A_CONTACT[parseJid(chat).kind] : undefined;
+    if (skip) return { reason: skip, detail: chat! };
+  }
+  return undefined;
+}
+
 function contactFrom(chat: string, candidates: Array<string | undefined>): ContactResolution {
   const chatKind = parseJid(chat);
   const skip = NOT_A_CONTACT[chatKind.kind];

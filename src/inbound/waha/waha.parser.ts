@@ -6,8 +6,8 @@ import {
   type Json, type MessageStatus, ParseError, compact, loose, needRecord, needString, optBoolean,
   isStorableTime, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
-import { resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
-import { rawContent, readWahaContent } from './waha-message.ts';
+import { notAContact, resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
+import { controlMessage, rawContent, readWahaContent } from './waha-message.ts';
 
 export type WahaEngine = 'WEBJS' | 'NOWEB' | 'GOWS';
 
@@ -81,6 +81,11 @@ function parseMessage(env: WahaEnvelope, p: Json): InboundEvent {
   const externalId = needString(p, 'id', path);
   const fromMe = readFromMe(p, externalId, path);
   checkAddresses(p, path);
+  // NOWEB also delivers the protocol messages behind a deletion or an edit (and our phone's own
+  // sync messages, addressed to our own number) as messages: not something anyone said. The
+  // deletion or edit itself arrives as message.revoked / message.edited.
+  const control = controlMessage(p);
+  if (control) return { kind: 'ignored', provider: 'waha', event: env.event, reason: 'protocol_message', detail: control };
   const who = resolveWahaContact(p, fromMe);
   if (!who.ok) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
 
@@ -174,6 +179,10 @@ function parseReaction(env: WahaEnvelope, p: Json): InboundEvent {
   const target = needString(reaction, 'messageId', `${path}.reaction`);
   const id = optString(p, 'id', path);
   const fromMe = readFromMe(p, id ?? '', path);
+  // A reaction in a group, on a Status post…: its target was never stored. Either side may name
+  // that chat (ours: GOWS and NOWEB put it in `from`, WEBJS in `to`, with us on the other side).
+  const elsewhere = notAContact(loose.str(p, 'from'), loose.str(p, 'to'));
+  if (elsewhere) return { kind: 'ignored', provider: 'waha', event: env.event, ...elsewhere };
   const who = resolveWahaContact(p, fromMe);
   // Our own reaction is recorded as ours whatever the chat: GOWS and NOWEB send it with the chat
   // in `from` and `to` null, and no _data.
@@ -210,7 +219,9 @@ function parseEdit(env: WahaEnvelope, p: Json): InboundEvent {
   const id = optString(p, 'id', path);
   const target = optString(p, 'editedMessageId', path) ?? id;
   if (!target) throw new ParseError(`${path} names no edited message (editedMessageId or id)`);
-  const text = optString(p, 'body', path) ?? '';
+  // An edit is its new text: one without it is not an edit we can apply (and not an empty message).
+  const text = optString(p, 'body', path);
+  if (text === undefined) throw new ParseError(`${path}.body is missing: an edit names its new text`);
   return editLike(env, p, path, id, target, (common) => ({ ...common, kind: 'edit' as const, text }));
 }
 
