@@ -130,7 +130,7 @@ const COLUMN_OF: Record<keyof SubscriptionChanges, [string, string]> = {
 };
 
 /**
- * Applies `changes`. Turning `active` on clears the disable reason and the failing streak (the
+ * Applies `changes`. Turning `active` on (from off) clears the disable reason and the failing streak (the
  * user says the endpoint is fixed); turning it off by hand records no reason. Resuming a paused
  * subscription that was failing starts its streak again from now: no attempt was made while it
  * was paused, and a streak counted through the pause would disable it at the next pass, ending
@@ -147,16 +147,17 @@ export async function updateSubscription(tx: Queryable, projectId: string, id: s
     sets.push(`${column} = $${params.length}${cast}`);
     if (key === 'url') urlParam = `$${params.length}`;
   }
-  if (changes.active === true) sets.push('disabled_at = NULL', 'disabled_reason = NULL', 'failing_since = NULL');
-  else {
-    // (In SET, `url` and `paused` are the values before this update.) Another URL is another
-    // endpoint: the old one's failing streak is not held against it.
-    const restart = [
-      ...(urlParam ? [`WHEN url IS DISTINCT FROM ${urlParam} THEN NULL`] : []),
-      ...(changes.paused === false ? ['WHEN paused AND failing_since IS NOT NULL THEN now()'] : []),
-    ];
-    if (restart.length > 0) sets.push(`failing_since = CASE ${restart.join(' ')} ELSE failing_since END`);
-  }
+  // (In SET, `active`, `url` and `paused` are the values before this update.) Turning a disabled
+  // subscription back on starts it afresh; `active: true` on one already active (a client that
+  // sends every field on each PATCH) leaves its streak alone. Another URL is another endpoint: the
+  // old one's failing streak is not held against it.
+  if (changes.active === true) sets.push('disabled_at = CASE WHEN active THEN disabled_at END', 'disabled_reason = CASE WHEN active THEN disabled_reason END');
+  const restart = [
+    ...(changes.active === true ? ['WHEN NOT active THEN NULL'] : []),
+    ...(urlParam ? [`WHEN url IS DISTINCT FROM ${urlParam} THEN NULL`] : []),
+    ...(changes.paused === false ? ['WHEN paused AND failing_since IS NOT NULL THEN now()'] : []),
+  ];
+  if (restart.length > 0) sets.push(`failing_since = CASE ${restart.join(' ')} ELSE failing_since END`);
   const r = await tx.query(`UPDATE webhook_subscriptions SET ${sets.join(', ')} WHERE project_id = $1 AND id = $2 RETURNING ${COLUMNS}`, params);
   return r.rows[0] ? toSubscription(r.rows[0]) : undefined;
 }

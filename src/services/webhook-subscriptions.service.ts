@@ -18,12 +18,14 @@ import { uuidv7 } from '../domain/ids.ts';
 import { sealJson } from '../domain/secret-box.ts';
 import { AppError, notFound } from '../errors.ts';
 import { enqueueDeliveries, type OutboundItem } from '../webhooks/outbound-queue.ts';
-import { generateSecret, validateSecret, buildWebhookBody } from '../webhooks/signer.ts';
+import { generateSecret, openSecrets, validateSecret, buildWebhookBody } from '../webhooks/signer.ts';
 import { checkWebhookUrl, type ResolveHost } from '../webhooks/ssrf-guard.ts';
 import { checkEvents, checkHeaders } from '../webhooks/subscription-input.ts';
 
 /** How long the previous secret keeps signing after a rotation. */
 export const ROTATION_OVERLAP_MS = 24 * 3_600_000;
+/** Secrets replaced within the overlap that still sign beside the current one, at most. */
+export const MAX_PREVIOUS_SECRETS = 4;
 
 export type SubscriptionView = Omit<SubscriptionRecord, 'secret' | 'previousSecret' | 'maxAttempts' | 'timeoutSeconds'> & {
   /** Effective values: the subscription's own, or the server defaults. */
@@ -156,13 +158,23 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
       if (!done) throw notFound('webhook subscription');
     },
 
+    /**
+     * A new secret; the one it replaces keeps signing for ROTATION_OVERLAP_MS. Rotating again within
+     * that time keeps the earlier ones signing too (up to MAX_PREVIOUS_SECRETS, newest first), until
+     * ROTATION_OVERLAP_MS after the latest rotation: a receiver still on any of them keeps verifying.
+     */
     async rotateSecret(projectId: string, id: string, given?: string): Promise<{ secret: string; previousSecretExpiresAt: Date }> {
       if (given !== undefined) validateSecret(given);
       const secret = given ?? generateSecret();
-      const expires = new Date(Date.now() + ROTATION_OVERLAP_MS);
+      const now = Date.now();
+      const expires = new Date(now + ROTATION_OVERLAP_MS);
       await tenant(projectId, async (tx) => {
         const current = await mustFind(tx, projectId, id, true);
-        await updateSubscription(tx, projectId, id, { secret: sealJson(secretKey, secret), previousSecret: current.secret, previousSecretExpiresAt: expires });
+        const stillSigning = current.previousSecret && current.previousSecretExpiresAt && current.previousSecretExpiresAt.getTime() > now
+          ? openSecrets(secretKey, current.previousSecret)
+          : [];
+        const previous = [...openSecrets(secretKey, current.secret), ...stillSigning].slice(0, MAX_PREVIOUS_SECRETS);
+        await updateSubscription(tx, projectId, id, { secret: sealJson(secretKey, secret), previousSecret: sealJson(secretKey, previous), previousSecretExpiresAt: expires });
       });
       return { secret, previousSecretExpiresAt: expires };
     },

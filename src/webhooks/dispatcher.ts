@@ -356,7 +356,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     if ('stale' in report) {
       // The old endpoint's word: not the new one's health.
     } else if (outcome.class === 'success') health.success(sub, done, result.statusCode ?? 200);
-    else health.failure(sub, done, result.statusCode ?? null, outcome.detail);
+    else if (outcome.class === 'rate_limited') {
+      // An endpoint that asks us to slow down is up: its 429s (in the attempt log) do not start or
+      // extend a failing streak, which would disable a subscription that only throttles us.
+    } else health.failure(sub, done, result.statusCode ?? null, outcome.detail);
     if (next.status === 'retrying') opts.onDue?.(next.at.getTime());
     webhookDeliveriesTotal.inc({ result: outcome.disable ? 'disabled' : next.status });
   }

@@ -3,11 +3,10 @@
 import { readFileSync } from 'node:fs';
 import type { Agent, Dispatcher as HttpDispatcher } from 'undici';
 import type { ClaimedDelivery } from '../db/webhook-dispatch.sql.ts';
-import { openJson } from '../domain/secret-box.ts';
 import { classifyAttempt, type AttemptOutcome } from './classify.ts';
 import { postWebhook, type PostWebhookResult } from './post-webhook.ts';
 import { nextAttemptDelay } from './retry-schedule.ts';
-import { signPayload } from './signer.ts';
+import { openSecrets, signPayload } from './signer.ts';
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 export const USER_AGENT = `Ventros-CRM-Webhook/${VERSION}`;
@@ -31,12 +30,12 @@ export type AttemptReport = {
 
 // Opening a sealed secret costs a key derivation and a decryption; the same few subscriptions
 // are sent to thousands of times a second. Bounded: cleared when it grows past the limit.
-const openedSecrets = new Map<string, string>();
+const openedSecrets = new Map<string, string[]>();
 
-function openSecret(secretKey: string, sealed: string): string {
+function openSecret(secretKey: string, sealed: string): string[] {
   let plain = openedSecrets.get(sealed);
   if (plain === undefined) {
-    plain = openJson<string>(secretKey, sealed);
+    plain = openSecrets(secretKey, sealed);
     if (openedSecrets.size >= 10_000) openedSecrets.clear();
     openedSecrets.set(sealed, plain);
   }
@@ -57,7 +56,7 @@ export async function sendAttempt(c: ClaimedDelivery, deps: AttemptDeps): Promis
   const timeoutMs = c.timeoutSeconds ? c.timeoutSeconds * 1000 : deps.defaultTimeoutMs;
   let result: PostWebhookResult;
   try {
-    const headers = requestHeaders(c, c.secrets.map((s) => openSecret(deps.secretKey, s)), startedAt.getTime());
+    const headers = requestHeaders(c, c.secrets.flatMap((s) => openSecret(deps.secretKey, s)), startedAt.getTime());
     result = await postWebhook({ url: c.url, body: c.body, headers, timeoutMs, dispatcher: deps.agent });
   } catch (err) {
     // Signing failed (a secret we cannot open): our fault, classified as internal and retried.

@@ -2,6 +2,7 @@
 // signature header, so receivers written for either keep working. Pure: no clock, no I/O besides
 // the random bytes of a new secret.
 import { createHmac, randomBytes } from 'node:crypto';
+import { openJson } from '../domain/secret-box.ts';
 import { AppError } from '../errors.ts';
 
 export const SECRET_PREFIX = 'whsec_';
@@ -112,4 +113,15 @@ export function secretKey(secret: string): Buffer {
   const key = Buffer.from(secret.slice(SECRET_PREFIX.length), 'base64');
   if (key.length === 0) throw new TypeError('webhook secret is empty');
   return key;
+}
+
+/**
+ * The secrets a sealed secret column holds: one (the current secret, and the previous one as
+ * rotations before several could be kept wrote it) or several (the previous ones, newest first).
+ */
+export function openSecrets(secretKey: string, sealed: string): string[] {
+  const v = openJson<unknown>(secretKey, sealed);
+  const all = Array.isArray(v) ? v : [v];
+  if (!all.every((x): x is string => typeof x === 'string')) throw new Error('a sealed webhook secret holds something else');
+  return all;
 }

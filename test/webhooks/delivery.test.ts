@@ -217,6 +217,20 @@ describe('webhook delivery', () => {
     verifyBoth(rotated.secret, r);
     expect(other.requests).toHaveLength(0);
   });
+
+  it('rotating again within the overlap keeps every secret it promised signing: a receiver on the first, second or third verifies', async () => {
+    const rx = await startReceiver();
+    const s = await subscribe(w, a, { url: rx.url, events: ['webhook.test'] });
+    const second = (await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/rotate-secret`)).json;
+    const third = (await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/rotate-secret`)).json;
+    expect(Date.parse(third.previous_secret_expires_at)).toBeGreaterThanOrEqual(Date.parse(second.previous_secret_expires_at));
+    expect((await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/test`)).status).toBe(202);
+    await waitFor(() => rx.requests.length === 1, 'the test event');
+    const [r] = rx.requests;
+    expect(String(r.headers['webhook-signature']).split(' ')).toHaveLength(3);
+    // Before: the second rotation replaced the first secret, promised for 24 h, with the second.
+    for (const secret of [s.secret, second.secret, third.secret]) new Webhook(secret).verify(r.body, r.headers as Record<string, string>);
+  });
 });
 
 describe('the two delivery queues', () => {

@@ -103,6 +103,18 @@ describe('webhook subscriptions API', () => {
     expect((await api(w, a, 'GET', `/webhook-subscriptions/${s.id}`)).status).toBe(404);
   });
 
+  it("keeps a failing streak through a PATCH that sends active: true on an active subscription, and clears it when one is turned back on", async () => {
+    const s = await subscribe(w, a, { url: 'http://127.0.0.1:1/x' });
+    await w.db.query(`UPDATE webhook_subscriptions SET failing_since = now() - interval '3 days' WHERE id = $1`, [s.id]);
+    const since = (await api(w, a, 'GET', `/webhook-subscriptions/${s.id}`)).json.failing_since;
+    expect(since).not.toBeNull();
+    // A client that sends every field on each PATCH (n8n, Terraform) would otherwise never be disabled.
+    const same = await api(w, a, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: true, name: 'renamed' });
+    expect(same.json).toMatchObject({ active: true, name: 'renamed', failing_since: since });
+    await api(w, a, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: false });
+    expect((await api(w, a, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: true })).json).toMatchObject({ active: true, failing_since: null, disabled_at: null });
+  });
+
   it("answers 404 for another project's subscription and delivery, and never lists them", async () => {
     const s = await subscribe(w, a, { url: 'http://127.0.0.1:1/x' });
     const test = await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/test`);
