@@ -318,6 +318,15 @@ export function compact<T extends object>(o: T): T {
  */
 export const LATEST_PROVIDER_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59, 999);
 
+/**
+ * A provider's unix time: seconds, or milliseconds sent where seconds belong. The two differ by
+ * three orders of magnitude; anything past 1e11 is already milliseconds (1e11 seconds is the year
+ * 5138), which also covers WAHA's envelope, whose timestamp is in milliseconds.
+ */
+export function fromUnixTime(n: number): Date {
+  return new Date(n > 1e11 ? n : Math.round(n * 1000));
+}
+
 /** A provider time we can store: a real date after 1970 and within LATEST_PROVIDER_TIME_MS. */
 export function isStorableTime(d: Date): boolean {
   const t = d.getTime();

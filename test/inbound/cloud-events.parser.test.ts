@@ -70,9 +70,6 @@ describe('one POST, many entries and changes', () => {
     expect(parseCloudWebhook(body)).toEqual([{ kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unhandled_event', detail: 'empty change' }]);
   });
 
-  it('an entry without changes yields nothing', () => {
-    expect(parseCloudWebhook({ object: 'whatsapp_business_account', entry: [{ id: '1', changes: [] }] })).toEqual([]);
-  });
 });
 
 describe("changes addressed to another business number than the channel's", () => {
@@ -114,6 +111,7 @@ describe('malformed Cloud bodies: a frame that cannot be read throws ParseError,
     ['entry as an object', { ...ok, entry: {} }], ['a null entry', { ...ok, entry: [null] }],
     ['a change without field', { ...ok, entry: [{ id: '1', changes: [{ value: {} }] }] }],
     ['a change with a null value', { ...ok, entry: [{ id: '1', changes: [{ field: 'messages', value: null }] }] }],
+    ['an entry without changes', { ...ok, entry: [{ id: '1' }] }],
   ])('%s', (_label, body) => {
     expect(() => parseCloudWebhook(body)).toThrow(ParseError);
   });
@@ -133,6 +131,19 @@ describe('malformed Cloud bodies: a frame that cannot be read throws ParseError,
     const events = parseCloudWebhook(body);
     expect(events).toHaveLength(1);
     expect(events[0]).toMatchObject({ kind: 'ignored', provider: 'whatsapp_cloud', reason: 'malformed', detail: expect.stringMatching(/^body\.entry\[0\]\.changes\[0\]\.value\.(messages|statuses)\[0\]/) });
+  });
+
+  it('an entry with an empty list of changes is counted, not silently dropped', () => {
+    expect(parseCloudWebhook({ ...ok, entry: [{ id: '1', changes: [] }] })).toEqual([
+      { kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unhandled_event', detail: 'entry without changes' },
+    ]);
+  });
+
+  it('a timestamp in milliseconds is read as milliseconds, as for WAHA (one past the year 9999 stays malformed)', () => {
+    expect(parseCloudWebhook(withMessage({ timestamp: '1764460800000' }))[0]).toMatchObject({ kind: 'message', timestamp: new Date(1764460800000) });
+    const statuses = load('statuses');
+    statuses.entry[0].changes[0].value.statuses[0].timestamp = '1764460800000';
+    expect(parseCloudWebhook(statuses)[0]).toMatchObject({ kind: 'status', timestamp: new Date(1764460800000) });
   });
 
   // A change's own fields are not the frame: such a change costs that change only.

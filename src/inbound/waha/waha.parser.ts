@@ -4,7 +4,7 @@
 import {
   type ChannelState, type ContactRef, type InboundEvent, type InboundMessage, type InboundReaction,
   type Json, type MessageStatus, ParseError, compact, loose, needRecord, needString, optBoolean,
-  isStorableTime, optNumber, optRecord, optString,
+  fromUnixTime, isStorableTime, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
 import { notAContact, resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
 import { controlMessage, rawContent, readWahaContent } from './waha-message.ts';
@@ -42,7 +42,7 @@ const SESSION_STATES: Record<string, ChannelState> = {
 export function parseWahaEnvelope(body: unknown): WahaEnvelope {
   const b = needRecord(body, 'body');
   const ts = optNumber(b, 'timestamp', 'body');
-  const timestamp = ts !== undefined && ts > 0 ? toDate(ts) : undefined;
+  const timestamp = ts !== undefined && ts > 0 ? fromUnixTime(ts) : undefined;
   if (timestamp && !isStorableTime(timestamp)) throw new ParseError(`body.timestamp is out of range: ${ts}`);
   return compact<WahaEnvelope>({
     id: optString(b, 'id', 'body'),
@@ -291,11 +291,8 @@ function readTime(o: Json, path: string): Date | undefined {
   const v = o.timestamp;
   if (v == null) return undefined;
   const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
-  const d = typeof n === 'number' && n > 0 ? toDate(n) : undefined;
+  const d = typeof n === 'number' && n > 0 ? fromUnixTime(n) : undefined;
   if (!d || !isStorableTime(d)) throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v)}`);
   return d;
 }
 
-// Seconds and milliseconds differ by three orders of magnitude; anything past 1e11 is already ms
-// (1e11 seconds is the year 5138), which also covers the envelope's millisecond timestamp.
-const toDate = (n: number): Date => new Date(n > 1e11 ? n : Math.round(n * 1000));

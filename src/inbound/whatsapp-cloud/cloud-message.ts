@@ -3,7 +3,7 @@
 import {
   type AdAttribution, type ContactCard, type ContactRef, type InboundEvent, type InboundMessage,
   type Json, type MediaRef, type MessageType, ParseError, compact, loose, needRecord, needString,
-  isStorableTime, optArray, optBoolean, optNumber, optRecord, optString,
+  fromUnixTime, isStorableTime, optArray, optBoolean, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
 import { normalizePhone } from '../../domain/phone.ts';
 import { parseStorableJson } from '../../domain/text.ts';
@@ -247,11 +247,11 @@ function contactCard(list: unknown[], path: string): ContactCard {
 
 const esc = (s: string | undefined): string => (s ?? '').replace(/[\\;,]/g, (c) => `\\${c}`).replace(/\r?\n/g, '\\n');
 
-/** Cloud timestamps are unix seconds as a string. */
+/** Cloud timestamps are unix seconds as a string (milliseconds read as such, as for WAHA). */
 export function readCloudTime(o: Json, path: string): Date {
   const v = o.timestamp;
   const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
-  const d = typeof n === 'number' && Number.isInteger(n) && n > 0 ? new Date(n * 1000) : undefined;
+  const d = typeof n === 'number' && Number.isInteger(n) && n > 0 ? fromUnixTime(n) : undefined;
   if (!d || !isStorableTime(d)) {
     throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v) ?? 'nothing'}`);
   }

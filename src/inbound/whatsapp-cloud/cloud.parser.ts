@@ -39,7 +39,12 @@ export function parseCloudWebhook(body: unknown, opts: CloudParseOptions = {}): 
     const ePath = `body.entry[${i}]`;
     const entry = needRecord(e, ePath);
     const wabaId = optString(entry, 'id', ePath);
-    (optArray(entry, 'changes', ePath) ?? []).forEach((c, j) => {
+    const changes = optArray(entry, 'changes', ePath);
+    // The frame names what changed; an entry without it cannot be read (Meta always sends one).
+    if (!changes) throw new ParseError(`${ePath}.changes is missing`);
+    // An empty list says nothing, and is counted like an empty change.
+    if (changes.length === 0) out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unhandled_event', detail: 'entry without changes' });
+    changes.forEach((c, j) => {
       const cPath = `${ePath}.changes[${j}]`;
       const change = needRecord(c, cPath);
       const field = needString(change, 'field', cPath);
