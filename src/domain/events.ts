@@ -4,6 +4,7 @@
 // here and nowhere else. Payload keys are snake_case because they go on the wire as they are.
 // Versions only ever add fields; a breaking change would be a new event name.
 import { uuidv7 } from './ids.ts';
+import type { MESSAGE_TYPES } from './inbound.ts';
 
 export const EVENT_CATALOGUE = {
   'contact.created': { aggregate: 'contact', version: 1, description: 'A contact was created (first message from a new number, or through the API).' },
@@ -74,7 +75,7 @@ export type SessionCounters = {
   customer_wait_seconds: number | null;
 };
 
-export type MessageType = 'text' | 'image' | 'video' | 'audio' | 'voice' | 'document' | 'sticker' | 'location' | 'contact' | 'interactive' | 'reaction' | 'unknown';
+export type MessageType = (typeof MESSAGE_TYPES)[number];
 export type MessageStatus = 'queued' | 'sent' | 'delivered' | 'read' | 'played' | 'failed' | 'received';
 
 export type MessageData = {

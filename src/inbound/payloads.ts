@@ -1,7 +1,7 @@
 // How inbound data is stored (JSON columns) and how it appears in event payloads. Pure functions,
 // so the transaction in inbound.service.ts reads as the sequence of writes it is.
 import type { ContactRecord } from '../db/contacts-read.sql.ts';
-import type { AdAttribution as EventAd, ContactData, MessageData, MessageStatus as EventStatus, MessageType as EventType } from '../domain/events.ts';
+import type { AdAttribution as EventAd, ContactData, MessageData, MessageStatus as EventStatus } from '../domain/events.ts';
 import {
   MESSAGE_STATUSES, compact, type AdAttribution, type InboundMessage, type MessageStatus,
 } from '../domain/inbound.ts';
@@ -105,7 +105,7 @@ export function messageData(m: InboundMessage, stored: StoredMessage): MessageDa
     channel_id: stored.channelId,
     direction: m.fromMe ? 'outbound' : 'inbound',
     from_me: m.fromMe,
-    type: m.type as EventType,
+    type: m.type,
     text: m.text ?? null,
     media: media ? { url: media.url ?? null, mimetype: media.mimetype ?? null, filename: media.filename ?? null } : null,
     location: stored.location as MessageData['location'],
