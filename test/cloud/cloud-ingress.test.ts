@@ -225,6 +225,17 @@ describe('Cloud message types, statuses and signatures', () => {
     await waitFor(async () => JSON.stringify((await row(target)).reactions ?? {}).includes('👍'), 'reaction on target', 30_000);
   });
 
+  it('takes a body of up to 3 MiB, as Meta sends up to 3 MB, and refuses a larger one with 413', async () => {
+    const p = phone();
+    const { msg, body } = cloudText(p, 'uma mensagem num corpo grande');
+    // A field Meta might add, big enough to pass the 1 MiB the other routes take.
+    body.entry[0].changes[0].value.padding = 'x'.repeat(2 * 1024 * 1024);
+    expect((await postCloud(t.app, channel.id, body)).status).toBe(200);
+    await waitFor(() => row(msg.id), 'the message of the 2 MiB body stored', 30_000);
+    body.entry[0].changes[0].value.padding = 'x'.repeat(3 * 1024 * 1024);
+    expect((await postCloud(t.app, channel.id, body)).status).toBe(413);
+  });
+
   it('applies a status that arrives before its message once the message exists', async () => {
     const p = phone();
     const id = wamid('early');

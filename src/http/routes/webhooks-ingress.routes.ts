@@ -12,6 +12,9 @@ import { BODY_LIMIT, type AppDeps } from '../app.ts';
 import { defineRoute, type TypedRequest } from '../schemas/route.ts';
 import { secretKeyOf } from './channels.routes.ts';
 
+/** The Cloud ingress's body limit: Meta's webhook bodies reach 3 MB. */
+export const CLOUD_BODY_LIMIT = 3 * 1024 * 1024;
+
 const Params = Type.Object({ channel_id: Type.String({ maxLength: 64, description: 'The channel id, as in its webhook_url' }) });
 const Queued = Type.Object({ status: Type.Literal('queued'), event_id: Type.String({ format: 'uuid' }) });
 const HubQuery = Type.Object({
@@ -61,17 +64,23 @@ export async function webhooksIngressRoutes(app: FastifyInstance, deps: AppDeps)
       handler: receive(wahaProvider),
     });
 
-    defineRoute(scope, {
-      method: 'POST',
-      url: '/webhooks/whatsapp/:channel_id',
-      tags: ['webhooks'],
-      summary: 'Meta WhatsApp Cloud API webhook ingress',
-      description: '`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the app secret>` is required.',
-      public: true,
-      params: Params,
-      response: { 200: Queued },
-      problems: IngressProblems,
-      handler: receive(cloudProvider),
+    // Meta documents webhook bodies of up to 3 MB (a batch of statuses): refused, one would be
+    // retried by Meta for days and then dropped, with everything in it.
+    await scope.register(async (cloud) => {
+      cloud.removeAllContentTypeParsers();
+      cloud.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: CLOUD_BODY_LIMIT }, (_req, body, done) => done(null, body));
+      defineRoute(cloud, {
+        method: 'POST',
+        url: '/webhooks/whatsapp/:channel_id',
+        tags: ['webhooks'],
+        summary: 'Meta WhatsApp Cloud API webhook ingress',
+        description: '`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the app secret>` is required. Bodies up to 3 MiB (Meta sends up to 3 MB).',
+        public: true,
+        params: Params,
+        response: { 200: Queued },
+        problems: { ...IngressProblems, 413: 'Body larger than 3 MiB' },
+        handler: receive(cloudProvider),
+      });
     });
 
     defineRoute(scope, {
