@@ -102,8 +102,25 @@ describe('Cloud API messages', () => {
     expect(m.contactCard).toEqual({
       displayName: 'Marta Souza',
       vcards: ['BEGIN:VCARD\nVERSION:3.0\nN:Souza;Marta;;;\nFN:Marta Souza\nORG:Souza\\, Filhos & Cia\n' +
-        'TEL;type=CELL;waid=5511900000009:+55 11 90000-0009\nEMAIL:marta@example.com\nEND:VCARD'],
+        'TEL;type=CELL;waid=5511900000009:+55 11 90000-0009\nEMAIL;type=WORK:marta@example.com\nEND:VCARD'],
     });
+  });
+
+  it("keeps the rest of Meta's contact card: middle name, prefix, suffix, department, title, birthday, addresses, URLs", () => {
+    const body = load('contacts');
+    Object.assign(body.entry[0].changes[0].value.messages[0].contacts[0], {
+      name: { formatted_name: 'Dra. Marta R. Souza Jr.', first_name: 'Marta', middle_name: 'R.', last_name: 'Souza', prefix: 'Dra.', suffix: 'Jr.' },
+      org: { company: 'Souza, Filhos & Cia', department: 'Vendas', title: 'Gerente' },
+      birthday: '1990-04-01',
+      addresses: [{ street: 'Rua das Flores, 10', city: 'São Paulo', state: 'SP', zip: '01000-000', country: 'Brasil', country_code: 'BR', type: 'WORK' }],
+      urls: [{ url: 'https://souza.example.com', type: 'WORK' }],
+    });
+    const [vcard] = (parseCloudWebhook(body)[0] as InboundMessage).contactCard!.vcards;
+    expect(vcard.split('\n')).toEqual([
+      'BEGIN:VCARD', 'VERSION:3.0', 'N:Souza;Marta;R.;Dra.;Jr.', 'FN:Dra. Marta R. Souza Jr.', 'ORG:Souza\\, Filhos & Cia;Vendas', 'TITLE:Gerente',
+      'BDAY:1990-04-01', 'TEL;type=CELL;waid=5511900000009:+55 11 90000-0009', 'EMAIL;type=WORK:marta@example.com',
+      'ADR;type=WORK:;;Rua das Flores\\, 10;São Paulo;SP;01000-000;Brasil', 'URL;type=WORK:https://souza.example.com', 'END:VCARD',
+    ]);
   });
 
   it('interactive button_reply: the title is the text, the id goes to metadata, context.id is the reply target', () => {

@@ -220,23 +220,41 @@ function contactCard(list: unknown[], path: string): ContactCard {
   const vcards = list.map((c, i) => {
     const o = needRecord(c, `${path}[${i}]`);
     const name = loose.rec(o, 'name');
+    const part = (k: string) => esc(loose.str(name, k));
     const fn = loose.str(name, 'formatted_name') ??
       [loose.str(name, 'first_name'), loose.str(name, 'last_name')].filter(Boolean).join(' ');
     const lines = ['BEGIN:VCARD', 'VERSION:3.0'];
-    if (name) lines.push(`N:${esc(loose.str(name, 'last_name'))};${esc(loose.str(name, 'first_name'))};;;`);
+    if (name) lines.push(`N:${part('last_name')};${part('first_name')};${part('middle_name')};${part('prefix')};${part('suffix')}`);
     if (fn) lines.push(`FN:${esc(fn)}`);
-    const org = loose.str(loose.rec(o, 'org'), 'company');
-    if (org) lines.push(`ORG:${esc(org)}`);
-    for (const ph of Array.isArray(o.phones) ? o.phones : []) {
+    const org = loose.rec(o, 'org');
+    const company = loose.str(org, 'company');
+    const department = loose.str(org, 'department');
+    if (company || department) lines.push(`ORG:${esc(company)}${department ? `;${esc(department)}` : ''}`);
+    const title = loose.str(org, 'title');
+    if (title) lines.push(`TITLE:${esc(title)}`);
+    const birthday = loose.str(o, 'birthday');
+    if (birthday) lines.push(`BDAY:${esc(birthday)}`);
+    const typed = (x: unknown) => {
+      const type = loose.str(x, 'type');
+      return type ? `;type=${esc(type)}` : '';
+    };
+    for (const ph of listOf(o.phones)) {
       const num = loose.str(ph, 'phone');
       const waId = loose.str(ph, 'wa_id');
       if (!num && !waId) continue;
-      const type = loose.str(ph, 'type');
-      lines.push(`TEL${type ? `;type=${esc(type)}` : ''}${waId ? `;waid=${waId.replace(/\D/g, '')}` : ''}:${esc(num ?? `+${waId}`)}`);
+      lines.push(`TEL${typed(ph)}${waId ? `;waid=${waId.replace(/\D/g, '')}` : ''}:${esc(num ?? `+${waId}`)}`);
     }
-    for (const em of Array.isArray(o.emails) ? o.emails : []) {
+    for (const em of listOf(o.emails)) {
       const email = loose.str(em, 'email');
-      if (email) lines.push(`EMAIL:${esc(email)}`);
+      if (email) lines.push(`EMAIL${typed(em)}:${esc(email)}`);
+    }
+    for (const ad of listOf(o.addresses)) {
+      const fields = ['street', 'city', 'state', 'zip', 'country'].map((k) => esc(loose.str(ad, k)));
+      if (fields.some(Boolean)) lines.push(`ADR${typed(ad)}:;;${fields.join(';')}`);
+    }
+    for (const u of listOf(o.urls)) {
+      const url = loose.str(u, 'url');
+      if (url) lines.push(`URL${typed(u)}:${esc(url)}`);
     }
     lines.push('END:VCARD');
     return lines.join('\n');
@@ -244,6 +262,8 @@ function contactCard(list: unknown[], path: string): ContactCard {
   const first = loose.rec(list[0], 'name');
   return compact<ContactCard>({ vcards, displayName: loose.str(first, 'formatted_name') });
 }
+
+const listOf = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
 const esc = (s: string | undefined): string => (s ?? '').replace(/[\\;,]/g, (c) => `\\${c}`).replace(/\r?\n/g, '\\n');
 
