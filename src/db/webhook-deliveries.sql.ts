@@ -188,10 +188,14 @@ export async function requeueDelivery(tx: Queryable, projectId: string, id: stri
   return r.rows[0] ? toDelivery(r.rows[0]) : undefined;
 }
 
-/** Makes every dead delivery of a subscription created since `since` due now (recover). */
+/**
+ * Makes every dead delivery of a subscription created since `since` due now (recover), each with
+ * the whole retry schedule again (migration 022): the schedule counts from the attempts it had.
+ */
 export async function requeueDead(tx: Queryable, projectId: string, subscriptionId: string, since: Date): Promise<string[]> {
   const r = await tx.query<{ id: string }>(
-    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), updated_at = now()
+    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), updated_at = now(),
+       attempts_before_recover = attempts
      WHERE project_id = $1 AND subscription_id = $2 AND status = 'dead' AND created_at >= $3::timestamptz
      RETURNING id`,
     [projectId, subscriptionId, since.toISOString()],

@@ -18,6 +18,8 @@ export type ClaimedDelivery = {
   status: 'sending' | 'dead';
   /** The number of this attempt (attempts so far, this one included). */
   attempts: number;
+  /** Attempts made before the delivery was last recovered: its retry schedule counts from there. */
+  attemptsBeforeRecover: number;
   url: string;
   headers: Record<string, string>;
   /** Sealed secrets: the current one, then the previous while it is still valid. */
@@ -52,7 +54,7 @@ export async function claimDeliveries(q: Queryable, ids: readonly string[], opts
        updated_at = now()
      FROM c, webhook_subscriptions s
      WHERE d.id = c.id AND s.id = d.subscription_id
-     RETURNING d.id, d.project_id, d.subscription_id, d.event_id, d.body, d.status, d.attempts,
+     RETURNING d.id, d.project_id, d.subscription_id, d.event_id, d.body, d.status, d.attempts, d.attempts_before_recover,
        s.url, s.headers, s.secret, s.previous_secret, s.previous_secret_expires_at > now() AS previous_valid,
        s.max_attempts, s.timeout_seconds, s.rate_limit_per_second`,
     [ids, opts.defaultTimeoutMs, opts.leaseMarginMs],
@@ -65,6 +67,7 @@ export async function claimDeliveries(q: Queryable, ids: readonly string[], opts
     body: x.body,
     status: x.status,
     attempts: x.attempts,
+    attemptsBeforeRecover: x.attempts_before_recover,
     url: x.url,
     headers: x.headers ?? {},
     secrets: x.previous_secret && x.previous_valid ? [x.secret, x.previous_secret] : [x.secret],
@@ -157,7 +160,7 @@ export const INTERRUPTED_ERROR = 'the dispatcher stopped before recording the ou
 export async function reclaimExpired(q: Queryable, opts: { limit: number; defaultMaxAttempts: number }): Promise<Array<{ id: string; subscriptionId: string; projectId: string; status: string }>> {
   const r = await q.query(
     `WITH lost AS (
-       SELECT d.id, d.project_id, d.attempts, d.updated_at, COALESCE(s.max_attempts, $2::int) AS max_attempts
+       SELECT d.id, d.project_id, d.attempts, d.updated_at, d.attempts_before_recover + COALESCE(s.max_attempts, $2::int) AS max_attempts
        FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
        WHERE d.status = 'sending' AND d.locked_until < now()
        ORDER BY d.locked_until LIMIT $1

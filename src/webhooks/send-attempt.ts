@@ -66,11 +66,12 @@ export async function sendAttempt(c: ClaimedDelivery, deps: AttemptDeps): Promis
   return { startedAt, result, outcome, next: decideNext(c, outcome, deps) };
 }
 
-export function decideNext(c: Pick<ClaimedDelivery, 'attempts' | 'maxAttempts'>, outcome: AttemptOutcome, deps: Pick<AttemptDeps, 'scheduleMs' | 'random'>): Next {
+export function decideNext(c: Pick<ClaimedDelivery, 'attempts' | 'attemptsBeforeRecover' | 'maxAttempts'>, outcome: AttemptOutcome, deps: Pick<AttemptDeps, 'scheduleMs' | 'random'>): Next {
   if (outcome.class === 'success') return { status: 'succeeded' };
   if (outcome.disable || !outcome.retry) return { status: 'dead' };
   const delay = nextAttemptDelay({
-    attempt: c.attempts,
+    // A recovered delivery has its whole schedule again, counted from its recovery.
+    attempt: c.attempts - c.attemptsBeforeRecover,
     scheduleMs: deps.scheduleMs,
     ...(c.maxAttempts !== null && { maxAttempts: c.maxAttempts }),
     ...(outcome.retryAfterMs !== undefined && { retryAfterMs: outcome.retryAfterMs }),

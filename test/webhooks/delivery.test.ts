@@ -95,6 +95,33 @@ describe('webhook delivery', () => {
     expect(ids.size).toBe(3);
   });
 
+  it('gives a recovered delivery its whole retry schedule again: an endpoint just back that first answers 503 with Retry-After gets it on the next try', async () => {
+    let mode: 'down' | 'back' = 'down';
+    let sinceBack = 0;
+    const rx = await startReceiver(() => (mode === 'down' ? 500 : ++sinceBack === 1 ? { status: 503, headers: { 'retry-after': '1' } } : 200));
+    const s = await subscribe(w, a, { url: rx.url, max_attempts: 2 });
+    const since = new Date(Date.now() - 1000).toISOString();
+    await emit(w, a.projectId);
+    const [dead] = await waitForDeliveries(w, s.id, 1, 'dead');
+    expect(dead.attempts).toBe(2);
+
+    mode = 'back';
+    expect((await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/recover`, { since })).json).toEqual({ recovered: 1 });
+    // Before: the recovered delivery had no attempt left, and the 503 made it dead again.
+    const [done] = await waitForDeliveries(w, s.id, 1, 'succeeded');
+    const detail = (await api(w, a, 'GET', `/webhook-deliveries/${done.id}`)).json;
+    expect(detail.attempts.map((x: any) => [x.n, x.status_code])).toEqual([[1, 500], [2, 500], [3, 503], [4, 200]]);
+    expect(Date.parse(detail.attempts[3].at) - Date.parse(detail.attempts[2].at)).toBeGreaterThanOrEqual(1000 - 5);
+
+    // Manual retry is still one more attempt: dead again after a failure, whatever a recovery gave before.
+    mode = 'down';
+    await emit(w, a.projectId);
+    const dead2 = await waitFor(async () => (await deliveriesOf(w, s.id)).find((d) => d.id !== done.id && d.status === 'dead'), 'the second delivery dead');
+    expect((await api(w, a, 'POST', `/webhook-deliveries/${dead2.id}/retry`)).status).toBe(202);
+    await waitFor(async () => (await deliveriesOf(w, s.id)).find((d) => d.id === dead2.id && d.status === 'dead' && d.attempts === 3), 'dead again after its one more attempt');
+    expect((await api(w, a, 'DELETE', `/webhook-subscriptions/${s.id}`)).status).toBe(204); // the tests after emit to this project too
+  });
+
   it('disables the subscription on 410 Gone and sends nothing more', async () => {
     const rx = await startReceiver(() => 410);
     const s = await subscribe(w, a, { url: rx.url });
