@@ -20,7 +20,7 @@ import { withTransaction } from '../db/transaction.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { ChannelDirectory } from '../inbound/channel-directory.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
-import { makeOutboundMessages, type OutboundMessages, type Recorded } from '../services/outbound-messages.service.ts';
+import { makeOutboundMessages, type OutboundMessages } from '../services/outbound-messages.service.ts';
 import type { OutboundContent, OutboundType, SendOutcome } from './sender.ts';
 import { senderFor } from './senders.ts';
 import type { ProviderDispatchers } from './provider-dispatchers.ts';
@@ -82,8 +82,8 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
   const leaseMs = opts.leaseMs ?? 60_000;
 
   /** The next reply of the conversation waited behind this one; a lost wake-up is the scheduler's. */
-  const wakeNext = (job: SendJob, { next }: Recorded) =>
-    outbound.wake(next).catch((err) => log.warn({ err, message_id: job.message.id }, 'could not wake the next reply of the conversation; the scheduler will'));
+  const wakeNext = (job: SendJob) =>
+    outbound.wakeNext(job).catch((err) => log.warn({ err, message_id: job.message.id }, 'could not wake the next reply of the conversation; the scheduler will'));
 
   return async (d: Delivery) => {
     let wake: { message_id?: unknown; project_id?: unknown };
@@ -128,7 +128,8 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
 
     if (outcome.ok) {
       if (!outcome.externalId) log.warn(ctx, 'the provider accepted the message without returning its id; its echo cannot be recognised');
-      await wakeNext(job, await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes), claimedAt + leaseMs - LEASE_MARGIN_MS));
+      await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes), claimedAt + leaseMs - LEASE_MARGIN_MS);
+      await wakeNext(job);
       return;
     }
     const delay = outcome.retry ? opts.retryDelaysMs[job.attempt - 1] : undefined;
@@ -141,7 +142,8 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
       return;
     }
     log.warn({ ...ctx, error: outcome.error, code: outcome.code }, 'send failed for good');
-    await wakeNext(job, await persist(() => outbound.recordFailed(job, { message: outcome.error, code: outcome.code })));
+    await persist(() => outbound.recordFailed(job, { message: outcome.error, code: outcome.code }));
+    await wakeNext(job);
   };
 }
 

@@ -94,14 +94,6 @@ const RANK: Record<string, number> = { sent: 1, delivered: 2, read: 3, played: 4
 
 export type OutboundMessages = ReturnType<typeof makeOutboundMessages>;
 
-/** A reply of the conversation that waited behind the one just done, due to go now. */
-export type NextReply = { id: string; projectId: string };
-
-/** What recording a send's outcome came to, and the conversation's next reply to wake (wake()). */
-export type Recorded = { recorded: boolean; next: NextReply | undefined };
-
-const conversation = (job: SendJob) => ({ projectId: job.message.projectId, contactId: job.message.contactId, channelId: job.message.channelId });
-
 export type OutboundMessagesDeps = {
   db: Database;
   broker: Broker;
@@ -210,19 +202,18 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
     /**
      * The provider accepted the message. Stores its id, counts it on the active session (opening
      * one if needed) and emits message.sent — unless the provider's echo got here first, in which
-     * case the echo row (already counted) is folded into ours. `recorded` is false if it already
-     * was; `next` is the conversation's next reply, which waited behind this one (wake()).
+     * case the echo row (already counted) is folded into ours. Returns false if already recorded.
      */
-    async recordSent(job: SendJob, externalId: string | null, timeoutMinutes: number): Promise<Recorded> {
+    async recordSent(job: SendJob, externalId: string | null, timeoutMinutes: number): Promise<boolean> {
       const { message } = job;
       const projectId = message.projectId;
       let opened = 0;
       let closed = 0;
       const done = await withTransaction(
         db,
-        async (tx): Promise<Recorded> => {
+        async (tx) => {
           opened = closed = 0;
-          if (!(await lockQueued(tx, message.id))) return { recorded: false, next: await nextQueuedInConversation(tx, conversation(job)) };
+          if (!(await lockQueued(tx, message.id))) return false;
           const at = new Date();
           const events: EventEnvelope[] = [];
           const echo = externalId ? await lockEcho(tx, message.channelId, wahaMessageKey(externalId), message.id) : undefined;
@@ -265,7 +256,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           if (closedOn) await settleLateSessions(tx, [closedOn]);
           events.push(newEvent('message.sent', { projectId, aggregateId: sent.id, occurredAt: at, data: messageData(sent) }));
           await appendEvents(tx, events);
-          return { recorded: true, next: await nextQueuedInConversation(tx, conversation(job)) };
+          return true;
         },
         { projectId },
       );
@@ -275,10 +266,12 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
 
     /**
      * After a reply is sent or has failed for good: wakes the next reply of its conversation, which
-     * waited behind it (replies of a conversation go out in order), as the recording transaction
-     * found it. When the wake-up is lost, the scheduler wakes that reply once its hand-over is stale.
+     * waited behind it (replies of a conversation go out in order). When the wake-up is lost, the
+     * scheduler wakes that reply once its hand-over is stale.
      */
-    async wake(next: NextReply | undefined): Promise<void> {
+    async wakeNext(job: SendJob): Promise<void> {
+      const { contactId, channelId, projectId } = job.message;
+      const next = await withTransaction(db, (tx) => nextQueuedInConversation(tx, { projectId, contactId, channelId }), { projectId });
       if (next) await enqueue([next]);
     },
 
@@ -289,13 +282,13 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
     },
 
     /** The message will never go: failed with the provider's reason, and message.failed. */
-    async recordFailed(job: SendJob, error: { message: string; code: string | null }): Promise<Recorded> {
+    async recordFailed(job: SendJob, error: { message: string; code: string | null }): Promise<boolean> {
       const projectId = job.message.projectId;
       return withTransaction(
         db,
-        async (tx): Promise<Recorded> => {
+        async (tx) => {
           const failed = await markFailed(tx, job.message.id, { message: error.message, code: error.code, attempts: job.attempt });
-          if (!failed) return { recorded: false, next: await nextQueuedInConversation(tx, conversation(job)) };
+          if (!failed) return false;
           const at = new Date();
           const data = {
             message_id: failed.id,
@@ -310,7 +303,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             error_code: error.code,
           };
           await appendEvents(tx, [newEvent('message.failed', { projectId, aggregateId: failed.id, occurredAt: at, data })]);
-          return { recorded: true, next: await nextQueuedInConversation(tx, conversation(job)) };
+          return true;
         },
         { projectId },
       );
