@@ -43,7 +43,7 @@ function fromFastifyError(err: FastifyError): Problem | undefined {
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return problem('payload_too_large', 'the request body is larger than 1 MiB');
+      return problem('payload_too_large', 'the request body is larger than this route takes (1 MiB; 3 MiB on the Cloud API ingress)');
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return problem('validation', 'unsupported Content-Type; send application/json');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -64,6 +64,14 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
   }
   const p = fromFastifyError(err);
   if (p) return sendProblem(reply, p);
+  if (isCollision(err)) {
+    // Two transactions took the same rows in opposite orders (PostgreSQL broke the deadlock by
+    // aborting this one), or a serializable read lost: nothing of the request was written, and the
+    // same request again will go through. Not a 500: nothing is wrong, the moment was.
+    req.log.warn({ err }, 'request collided with a concurrent change; answered 503 to retry');
+    reply.header('retry-after', '1');
+    return sendProblem(reply, problem('unavailable', 'the request collided with another change made at the same moment and was not applied; send it again'));
+  }
   if (isDataException(err)) {
     // A value the schema let through and PostgreSQL refused (out of range, wrong form for its
     // column). The routes check what they know of; this is the backstop, logged so that a check
@@ -82,6 +90,13 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
  * faults, and stay 500s.
  */
 const INPUT_DATA_EXCEPTIONS = new Set(['22P02', '22007', '22008', '22003', '22001', '22021', '22P05']);
+
+/** PostgreSQL's deadlock_detected (40P01) and serialization_failure (40001). */
+function isCollision(err: unknown): boolean {
+  if (!(err instanceof Error) || !('severity' in err)) return false;
+  const code = (err as { code?: unknown }).code;
+  return code === '40P01' || code === '40001';
+}
 
 function isDataException(err: unknown): err is Error {
   if (!(err instanceof Error) || !('severity' in err)) return false;
