@@ -3,7 +3,8 @@
 //      of contacts) through the ingress; for each message, the time from the request being sent to
 //      the COMMIT of its transaction (a hook on the processor's service records it). The first
 //      `--warmup` seconds run at the same rate and are not counted (connections, compiled code).
-//      The processor runs in the Ventros process (`--processor=same`, the default: role `all`), or
+//      The processor runs in the process that serves the ingress (`--processor=same`, the default, as
+//      in role `all`), or
 //      in a process of its own beside it (`--processor=own`: an `api` and a `worker` process, as
 //      deployed on PostgreSQL; needs DATABASE_URL);
 //   2. sustained processing: N raw webhooks waiting in the queue, then P processor instances, each

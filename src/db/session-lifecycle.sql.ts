@@ -103,28 +103,32 @@ export async function endSessionNow(
 
 /**
  * Ends every active session of a contact now (one per channel at most), as endSessionNow ends
- * one: the contact was deleted, and a conversation with nobody in it is over.
+ * one: the contact was deleted, and a conversation with nobody in it is over. One already past its
+ * due time (the sweeper had not got to it) timed out, and ends as the sweeper would have ended it.
  */
 export function endContactSessionsNow(
   tx: Queryable,
   s: { projectId: string; contactId: string; reason: string; closedBy: string | null; now: Date | null },
 ): Promise<EndedSession[]> {
-  return endActiveNow(tx, 'contact_id', s.contactId, s);
+  return endActiveNow(tx, 'contact_id', s.contactId, { ...s, overdueTimedOut: true });
 }
 
 async function endActiveNow(
   tx: Queryable,
   column: 'id' | 'contact_id',
   value: string,
-  s: { projectId: string; reason: string; closedBy: string | null; now: Date | null },
+  s: { projectId: string; reason: string; closedBy: string | null; now: Date | null; overdueTimedOut?: boolean },
 ): Promise<EndedSession[]> {
+  const timedOut = `($6::boolean AND s.due_at <= coalesce($5::timestamptz, now()))`;
   const r = await tx.query(
     `UPDATE sessions s SET status = 'ended',
        ended_at = greatest(least(coalesce($5::timestamptz, now()), coalesce(s.due_at, 'infinity'::timestamptz)), s.started_at),
-       end_reason = $3, closed_by = $4, due_at = NULL, customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
+       end_reason = CASE WHEN ${timedOut} THEN 'inactivity_timeout' ELSE $3 END,
+       closed_by = CASE WHEN ${timedOut} THEN NULL ELSE $4 END,
+       due_at = NULL, customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
      WHERE s.project_id = $1 AND s.${column} = $2 AND s.status = 'active'
      RETURNING ${ENDED_COLUMNS}`,
-    [s.projectId, value, s.reason, s.closedBy, s.now],
+    [s.projectId, value, s.reason, s.closedBy, s.now, s.overdueTimedOut === true],
   );
   return r.rows.map(toEnded);
 }

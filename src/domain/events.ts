@@ -76,7 +76,7 @@ export type SessionCounters = {
 };
 
 export type MessageType = (typeof MESSAGE_TYPES)[number];
-export type MessageStatus = 'queued' | 'sent' | 'delivered' | 'read' | 'played' | 'failed' | 'received';
+export type MessageStatus = 'queued' | 'pending' | 'sent' | 'delivered' | 'read' | 'played' | 'failed' | 'received';
 
 export type MessageData = {
   message_id: string;

@@ -170,11 +170,24 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
       const expires = new Date(now + ROTATION_OVERLAP_MS);
       await tenant(projectId, async (tx) => {
         const current = await mustFind(tx, projectId, id, true);
+        // A secret that no longer opens (sealed under another SECRET_KEY) cannot sign anything: it is
+        // left out, and the rotation, which is how such a subscription is mended, still goes through.
+        const opened = (sealed: string) => {
+          try {
+            return openSecrets(secretKey, sealed);
+          } catch {
+            return [];
+          }
+        };
         const stillSigning = current.previousSecret && current.previousSecretExpiresAt && current.previousSecretExpiresAt.getTime() > now
-          ? openSecrets(secretKey, current.previousSecret)
+          ? opened(current.previousSecret)
           : [];
-        const previous = [...openSecrets(secretKey, current.secret), ...stillSigning].slice(0, MAX_PREVIOUS_SECRETS);
-        await updateSubscription(tx, projectId, id, { secret: sealJson(secretKey, secret), previousSecret: sealJson(secretKey, previous), previousSecretExpiresAt: expires });
+        const previous = [...opened(current.secret), ...stillSigning].slice(0, MAX_PREVIOUS_SECRETS);
+        await updateSubscription(tx, projectId, id, {
+          secret: sealJson(secretKey, secret),
+          previousSecret: previous.length > 0 ? sealJson(secretKey, previous) : null,
+          previousSecretExpiresAt: previous.length > 0 ? expires : null,
+        });
       });
       return { secret, previousSecretExpiresAt: expires };
     },

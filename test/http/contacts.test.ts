@@ -180,6 +180,10 @@ describe('DELETE /contacts/{id}', () => {
     const old = await seedSession(db, { projectId: a.projectId, contactId, channelId: c1, startedAt: iso(120), endedAt: iso(100), counts: { total: 1, fromContact: 1, fromAgent: 0 } });
     const live1 = await seedSession(db, { projectId: a.projectId, contactId, channelId: c1, startedAt: iso(10), lastActivityAt: iso(2) });
     const live2 = await seedSession(db, { projectId: a.projectId, contactId, channelId: c2, startedAt: iso(5) });
+    // Past its due time, and the sweeper not there yet: it timed out, and ends so.
+    const c3 = await seedChannel(db, a.projectId, 'del-3');
+    const overdue = await seedSession(db, { projectId: a.projectId, contactId, channelId: c3, startedAt: iso(90), lastActivityAt: iso(80) });
+    await db.query(`UPDATE sessions SET due_at = last_activity_at + make_interval(mins => timeout_minutes) WHERE id = $1`, [overdue]);
     const m = await seedMessage(db, { projectId: a.projectId, contactId, channelId: c1, sessionId: live1, timestamp: iso(2) });
 
     expect((await a.call('DELETE', `/contacts/${contactId}`)).status).toBe(204);
@@ -191,13 +195,15 @@ describe('DELETE /contacts/{id}', () => {
       expect(events.map((e) => e.type)).toEqual(['session.ended']);
       expect(events[0].data).toMatchObject({ session_id: id, contact_id: contactId, reason: 'contact_deleted', closed_by: expect.stringMatching(/^api_key:/) });
     }
+    expect((await a.call('GET', `/sessions/${overdue}`)).json).toMatchObject({ status: 'ended', end_reason: 'inactivity_timeout', ended_at: iso(50) });
+    expect((await eventsOf(db, overdue))[0].data).toMatchObject({ reason: 'inactivity_timeout', closed_by: null });
     expect((await a.call('GET', `/sessions/${old}`)).json).toMatchObject({ status: 'ended', end_reason: 'inactivity_timeout', ended_at: iso(100) });
     expect(await eventsOf(db, old)).toEqual([]);
     expect((await a.call('GET', `/sessions?contact_id=${contactId}&status=active`)).json.data).toEqual([]);
     expect((await a.call('GET', `/messages/${m}`)).json).toMatchObject({ id: m, session_id: live1 });
     // The contact's own event comes after its sessions' ends.
-    const seqs = (await db.query<{ type: string }>(`SELECT type FROM outbox WHERE aggregate_id = ANY($1::text[]) ORDER BY seq`, [[contactId, live1, live2]])).rows;
-    expect(seqs.map((r) => r.type)).toEqual(['session.ended', 'session.ended', 'contact.deleted']);
+    const seqs = (await db.query<{ type: string }>(`SELECT type FROM outbox WHERE aggregate_id = ANY($1::text[]) ORDER BY seq`, [[contactId, live1, live2, overdue]])).rows;
+    expect(seqs.map((r) => r.type)).toEqual(['session.ended', 'session.ended', 'session.ended', 'contact.deleted']);
   });
 });
 

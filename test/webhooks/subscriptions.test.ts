@@ -5,6 +5,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { EVENT_TYPES } from '../../src/domain/events.ts';
 import { makeWebhookSubscriptionsService } from '../../src/services/webhook-subscriptions.service.ts';
 import type { ResolveHost } from '../../src/webhooks/ssrf-guard.ts';
+import { openSecrets } from '../../src/webhooks/signer.ts';
+import { sealJson } from '../../src/domain/secret-box.ts';
 import { call } from '../http/harness.ts';
 import { api, makeTenant, SECRET_KEY, startWorld, subscribe, type TestTenant, type World } from './webhook-harness.ts';
 
@@ -88,6 +90,16 @@ describe('webhook subscriptions API', () => {
     expect(expires).toBeLessThanOrEqual(24 * 3_600_000);
     const got = await api(w, a, 'GET', `/webhook-subscriptions/${s.id}`);
     expect(got.json.previous_secret_expires_at).toBe(r.json.previous_secret_expires_at);
+  });
+
+  it('rotates a secret that no longer opens (sealed under another SECRET_KEY): the rotation mends it instead of failing', async () => {
+    const s = await subscribe(w, a, { url: 'http://127.0.0.1:1/x' });
+    await w.db.query('UPDATE webhook_subscriptions SET secret = $2 WHERE id = $1', [s.id, sealJson('another-secret-key-0123456789abcdef0123456789', 'whsec_x')]);
+    const r = await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/rotate-secret`);
+    expect(r.status).toBe(200);
+    const row = (await w.db.query('SELECT secret, previous_secret FROM webhook_subscriptions WHERE id = $1', [s.id])).rows[0];
+    expect(openSecrets(SECRET_KEY, row.secret)).toEqual([r.json.secret]);
+    expect(row.previous_secret).toBeNull(); // nothing that cannot sign is kept to sign
   });
 
   it('pauses, resumes, disables, re-enables and deletes', async () => {

@@ -18,7 +18,7 @@ const Events = Type.Array(Type.String({ minLength: 1, maxLength: 100 }), {
   description: 'Event types: exact ("message.received"), a prefix ("contact.*") or "*". See /webhook-subscriptions/available-events',
 });
 const Secret = Type.String({ maxLength: 200, description: 'whsec_ + base64 of 24–64 random bytes; generated when absent' });
-const MaxAttempts = Type.Integer({ minimum: 1, maximum: 50, description: 'Attempts per delivery (default: the retry schedule length + 1)' });
+const MaxAttempts = Type.Integer({ minimum: 1, maximum: 50, description: 'Attempts per delivery (default: the retry schedule length + 1); recover grants them again, a manual retry one more' });
 const TimeoutSeconds = Type.Integer({ minimum: 1, maximum: 300, description: 'Per-attempt timeout (default: WEBHOOK_TIMEOUT_MS)' });
 const RateLimit = Type.Integer({ minimum: 1, maximum: 10_000, description: 'At most this many requests per second to this endpoint (per dispatcher process)' });
 
