@@ -142,13 +142,21 @@ export async function runSimulate(args: string[]): Promise<number> {
     console.error(provider === undefined || provider === '--help' ? USAGE : `only "waha" can be simulated (got "${provider}")\n\n${USAGE}`);
     return provider === '--help' ? 0 : 2;
   }
-  const { values: v } = parseArgs({
-    args: rest,
-    options: {
-      channel: { type: 'string' }, token: { type: 'string' }, rate: { type: 'string', default: '50' }, duration: { type: 'string', default: '10' },
-      url: { type: 'string' }, contacts: { type: 'string', default: '200' }, 'messages-only': { type: 'boolean', default: false }, help: { type: 'boolean' },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      options: {
+        channel: { type: 'string' }, token: { type: 'string' }, rate: { type: 'string', default: '50' }, duration: { type: 'string', default: '10' },
+        url: { type: 'string' }, contacts: { type: 'string', default: '200' }, 'messages-only': { type: 'boolean', default: false }, help: { type: 'boolean' },
+      },
+    });
+  } catch (err) {
+    // An unknown option, or a value that starts with `-` (give it as --token=<value>).
+    console.error(`${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
+    return 2;
+  }
+  const v = parsed.values;
   if (v.help) return console.log(USAGE), 0;
   const rate = Number(v.rate);
   const durationS = Number(v.duration);

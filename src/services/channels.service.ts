@@ -71,6 +71,17 @@ export function openChannelSecrets(secretKey: string, sealed: string): ChannelSe
 }
 
 /** The URL the provider posts to. WAHA carries the channel token in it; Meta signs its posts instead. */
+/**
+ * A channel's webhook token: 24 random bytes, base64url. Never one that starts with `-`, which a
+ * command line takes for an option (`ventros simulate --token -x…` was refused as ambiguous).
+ */
+export function newWebhookToken(): string {
+  for (;;) {
+    const token = randomBytes(24).toString('base64url');
+    if (!token.startsWith('-')) return token;
+  }
+}
+
 export function webhookUrlOf(publicUrl: string, c: Pick<ChannelRecord, 'id' | 'type' | 'webhookToken'>): string {
   return c.type === 'waha'
     ? `${publicUrl}/api/v1/webhooks/waha/${c.id}?token=${encodeURIComponent(c.webhookToken)}`
@@ -103,7 +114,7 @@ export function makeChannelsService(deps: ChannelsServiceDeps) {
             type: input.type,
             config,
             secrets: sealJson(secretKey, secrets),
-            webhookToken: randomBytes(24).toString('base64url'),
+            webhookToken: newWebhookToken(),
             externalRef: externalRefOf(input.type, config),
             sessionTimeoutMinutes: input.sessionTimeoutMinutes ?? null,
           }),

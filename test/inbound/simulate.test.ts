@@ -1,6 +1,7 @@
 // `ventros simulate waha`: posts a steady stream of realistic webhooks to a listening server and
 // reports what it saw; everything it reports as accepted ends up stored.
 import { describe, expect, it, vi } from 'vitest';
+import { newWebhookToken } from '../../src/services/channels.service.ts';
 import { runSimulate } from '../../src/inbound/simulate.ts';
 import { waitFor } from '../support/env.ts';
 import { count, startInbound } from './harness.ts';
@@ -29,11 +30,19 @@ describe('ventros simulate waha', () => {
     expect(await count(t.db, 'SELECT 1 FROM parse_errors')).toBe(0);
   }, 120_000);
 
+  it('never gives a channel a webhook token that starts with `-`, which a command line takes for an option', () => {
+    // The first test above failed when the channel's random token began with `-` (1 in 64).
+    for (let i = 0; i < 5000; i++) expect(newWebhookToken()).toMatch(/^[A-Za-z0-9_][A-Za-z0-9_-]{31}$/);
+  });
+
   it('fails with a usage message on bad arguments', async () => {
     const err = vi.spyOn(console, 'error').mockImplementation(() => {});
     try {
       expect(await runSimulate(['waha', '--rate', '10'])).toBe(2);
       expect(await runSimulate(['telegram'])).toBe(2);
+      // A value that starts with `-` must be given as --token=<value>; said, not thrown.
+      expect(await runSimulate(['waha', '--channel', 'c', '--token', '-abc'])).toBe(2);
+      expect(await runSimulate(['waha', '--bogus'])).toBe(2);
     } finally {
       err.mockRestore();
     }
