@@ -223,6 +223,13 @@ describe('malformed WAHA bodies throw ParseError and nothing else', () => {
     expect(() => parseWahaEvent(body)).toThrow(ParseError);
   });
 
+  it('a message timestamp of 0 takes the envelope time instead of being parked; without an envelope time it is parked', () => {
+    const zero = { ...ok, payload: { ...ok.payload, timestamp: 0 } };
+    expect(parseWahaEvent(zero)[0]).toMatchObject({ kind: 'message', timestamp: new Date(ok.timestamp) });
+    expect(parseWahaEvent({ ...zero, payload: { ...zero.payload, timestamp: '0' } })[0]).toMatchObject({ kind: 'message', timestamp: new Date(ok.timestamp) });
+    expect(() => parseWahaEvent({ ...zero, timestamp: undefined })).toThrow('payload.timestamp is missing');
+  });
+
   it('the ParseError says what was wrong', () => {
     try {
       parseWahaEvent({ ...ok, payload: { ...ok.payload, fromMe: 'false' } });

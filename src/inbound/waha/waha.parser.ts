@@ -286,10 +286,14 @@ function readAck(p: Json, path: string): MessageStatus | undefined {
   return (code !== undefined ? ACK_CODES[code] : undefined) ?? (name ? ACK_NAMES[name] : undefined);
 }
 
-/** WAHA message time is unix seconds (fractional on reactions); accept a numeric string too. */
+/**
+ * WAHA message time is unix seconds (fractional on reactions); accept a numeric string too. A 0
+ * (an engine that does not know the time) says nothing: the caller takes the envelope's time, as
+ * for a missing one, rather than parking the message.
+ */
 function readTime(o: Json, path: string): Date | undefined {
   const v = o.timestamp;
-  if (v == null) return undefined;
+  if (v == null || v === 0 || v === '0') return undefined;
   const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
   const d = typeof n === 'number' && n > 0 ? fromUnixTime(n) : undefined;
   if (!d || !isStorableTime(d)) throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v)}`);
