@@ -1,6 +1,7 @@
 // Ending sessions: by the inactivity sweeper (due sessions, claimed with SKIP LOCKED), by hand
-// (POST /sessions/{id}/close) and with their contact (DELETE /contacts/{id}). Both end a session with one UPDATE guarded by `status = 'active'`,
-// so whichever commits first ends it and the other finds nothing: one session.ended, never two.
+// (POST /sessions/{id}/close) and with their contact (DELETE /contacts/{id}). Each ends a session
+// with one UPDATE guarded by `status = 'active'`, so whichever commits first ends it and the others
+// find nothing: one session.ended, never two.
 import type { Queryable, Row } from './database.ts';
 
 export type EndedSession = {

@@ -22,7 +22,7 @@ export type ClaimedDelivery = {
   attemptsBeforeRecover: number;
   url: string;
   headers: Record<string, string>;
-  /** Sealed secrets: the current one, then the previous while it is still valid. */
+  /** Sealed secrets: the current one, then (while still valid) the sealed list of those it replaced. */
   secrets: string[];
   maxAttempts: number | null;
   timeoutSeconds: number | null;

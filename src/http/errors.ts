@@ -26,7 +26,7 @@ export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
 /** Patterns the shared schemas use, said in words rather than as a regular expression. */
 const PATTERN_WORDS: Record<string, string> = { [UUID_PATTERN]: 'must be a UUID', [NOT_BLANK]: 'must not be blank' };
 
-function fromFastifyError(err: FastifyError): Problem | undefined {
+function fromFastifyError(err: FastifyError, req: FastifyRequest): Problem | undefined {
   if (err.validation) {
     const errors = err.validation.map((v) => {
       const params = v.params as { missingProperty?: string; additionalProperty?: string; pattern?: string } | undefined;
@@ -43,7 +43,7 @@ function fromFastifyError(err: FastifyError): Problem | undefined {
   }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return problem('payload_too_large', 'the request body is larger than this route takes (1 MiB; 3 MiB on the Cloud API ingress)');
+      return problem('payload_too_large', `the request body is larger than the ${sizeText(req.routeOptions.bodyLimit)} this route takes`);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return problem('validation', 'unsupported Content-Type; send application/json');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -62,7 +62,7 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
     if (err.headers) reply.headers(err.headers);
     return sendProblem(reply, problem(err.code, err.detail, err.errors));
   }
-  const p = fromFastifyError(err);
+  const p = fromFastifyError(err, req);
   if (p) return sendProblem(reply, p);
   if (isCollision(err)) {
     // Two transactions took the same rows in opposite orders (PostgreSQL broke the deadlock by
@@ -91,15 +91,18 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
  */
 const INPUT_DATA_EXCEPTIONS = new Set(['22P02', '22007', '22008', '22003', '22001', '22021', '22P05']);
 
-/** PostgreSQL's deadlock_detected (40P01) and serialization_failure (40001). */
-function isCollision(err: unknown): boolean {
-  if (!(err instanceof Error) || !('severity' in err)) return false;
+/** The SQLSTATE of an error PostgreSQL (or PGlite) raised; undefined for any other error. */
+function pgCode(err: unknown): string | undefined {
+  if (!(err instanceof Error) || !('severity' in err)) return undefined;
   const code = (err as { code?: unknown }).code;
-  return code === '40P01' || code === '40001';
+  return typeof code === 'string' ? code : undefined;
 }
 
+/** PostgreSQL's deadlock_detected (40P01) and serialization_failure (40001). */
+const isCollision = (err: unknown): boolean => ['40P01', '40001'].includes(pgCode(err) ?? '');
+
 function isDataException(err: unknown): err is Error {
-  if (!(err instanceof Error) || !('severity' in err)) return false;
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' && INPUT_DATA_EXCEPTIONS.has(code);
+  return INPUT_DATA_EXCEPTIONS.has(pgCode(err) ?? '');
 }
+
+const sizeText = (bytes: number): string => (bytes % (1024 * 1024) === 0 ? `${bytes / (1024 * 1024)} MiB` : `${bytes} bytes`);

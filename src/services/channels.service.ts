@@ -70,7 +70,6 @@ export function openChannelSecrets(secretKey: string, sealed: string): ChannelSe
   return openJson<ChannelSecrets>(secretKey, sealed);
 }
 
-/** The URL the provider posts to. WAHA carries the channel token in it; Meta signs its posts instead. */
 /**
  * A channel's webhook token: 24 random bytes, base64url. Never one that starts with `-`, which a
  * command line takes for an option (`ventros simulate --token -x…` was refused as ambiguous).
@@ -82,6 +81,7 @@ export function newWebhookToken(): string {
   }
 }
 
+/** The URL the provider posts to. WAHA carries the channel token in it; Meta signs its posts instead. */
 export function webhookUrlOf(publicUrl: string, c: Pick<ChannelRecord, 'id' | 'type' | 'webhookToken'>): string {
   return c.type === 'waha'
     ? `${publicUrl}/api/v1/webhooks/waha/${c.id}?token=${encodeURIComponent(c.webhookToken)}`

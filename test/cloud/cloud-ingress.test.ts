@@ -233,7 +233,9 @@ describe('Cloud message types, statuses and signatures', () => {
     expect((await postCloud(t.app, channel.id, body)).status).toBe(200);
     await waitFor(() => row(msg.id), 'the message of the 2 MiB body stored', 30_000);
     body.entry[0].changes[0].value.padding = 'x'.repeat(3 * 1024 * 1024);
-    expect((await postCloud(t.app, channel.id, body)).status).toBe(413);
+    const tooLarge = await postCloud(t.app, channel.id, body);
+    expect(tooLarge.status).toBe(413);
+    expect(tooLarge.json.detail).toBe('the request body is larger than the 3 MiB this route takes');
   });
 
   it('applies a status that arrives before its message once the message exists', async () => {

@@ -82,6 +82,7 @@ describe('malformed input', () => {
       const r = await inject(url(), payload);
       expect(r.statusCode, what).toBe(status);
       expect(r.headers['content-type'], what).toMatch(/problem\+json/);
+      if (status === 413) expect(r.json().detail).toBe('the request body is larger than the 1 MiB this route takes');
       const ok = await t.post(ch, wahaText('5511966660010', `valid ${n}`, { id: `AROUND${n++}` }));
       expect(ok.status, `valid after ${what}`).toBe(200);
     }

@@ -64,23 +64,20 @@ export async function webhooksIngressRoutes(app: FastifyInstance, deps: AppDeps)
       handler: receive(wahaProvider),
     });
 
-    // Meta documents webhook bodies of up to 3 MB (a batch of statuses): refused, one would be
-    // retried by Meta for days and then dropped, with everything in it.
-    await scope.register(async (cloud) => {
-      cloud.removeAllContentTypeParsers();
-      cloud.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: CLOUD_BODY_LIMIT }, (_req, body, done) => done(null, body));
-      defineRoute(cloud, {
-        method: 'POST',
-        url: '/webhooks/whatsapp/:channel_id',
-        tags: ['webhooks'],
-        summary: 'Meta WhatsApp Cloud API webhook ingress',
-        description: '`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the app secret>` is required. Bodies up to 3 MiB (Meta sends up to 3 MB).',
-        public: true,
-        params: Params,
-        response: { 200: Queued },
-        problems: { ...IngressProblems, 413: 'Body larger than 3 MiB' },
-        handler: receive(cloudProvider),
-      });
+    defineRoute(scope, {
+      method: 'POST',
+      url: '/webhooks/whatsapp/:channel_id',
+      tags: ['webhooks'],
+      summary: 'Meta WhatsApp Cloud API webhook ingress',
+      description: '`X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body with the app secret>` is required. Bodies up to 3 MiB (Meta sends up to 3 MB).',
+      public: true,
+      params: Params,
+      response: { 200: Queued },
+      problems: { ...IngressProblems, 413: 'Body larger than 3 MiB' },
+      // Meta documents webhook bodies of up to 3 MB (a batch of statuses): refused, one would be
+      // retried by Meta for days and then dropped, with everything in it.
+      bodyLimit: CLOUD_BODY_LIMIT,
+      handler: receive(cloudProvider),
     });
 
     defineRoute(scope, {

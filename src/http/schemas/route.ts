@@ -39,6 +39,8 @@ export type RouteSpec<P, Q, B> = Access & {
   response: Record<number, TSchema | ReturnType<typeof problemResponse>>;
   /** Extra problem statuses this route may answer, e.g. `{ 429: 'Too many attempts' }`. */
   problems?: Record<number, string>;
+  /** The largest body this route takes, in bytes, when not the server's (BODY_LIMIT). */
+  bodyLimit?: number;
   handler: (req: TypedRequest<P, Q, B>, reply: FastifyReply) => Promise<unknown>;
 };
 
@@ -90,6 +92,7 @@ export function defineRoute<P extends TSchema | undefined = undefined, Q extends
     schema,
     preValidation: [...(spec.params && !spec.public ? [lowerCaseIds] : []), ...(spec.body || spec.querystring ? [refuseUnusableInput] : [])],
     config: spec.public ? { public: true } : { permission: spec.permission, ...(spec.idempotent ? { idempotent: true } : {}) },
+    ...(spec.bodyLimit !== undefined ? { bodyLimit: spec.bodyLimit } : {}),
     handler: spec.handler as unknown as (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
   });
 }
