@@ -49,15 +49,11 @@ const MEDIA_TYPES = new Set<MessageType>(['image', 'video', 'audio', 'voice', 'd
 // vCard itself in a contact's body.
 const BODY_IS_NOT_TEXT = new Set<MessageType>(['location', 'contact', 'sticker', 'reaction']);
 
-// Raw keys of messages that carry no content of a conversation: a deletion, an edit, a setting, a
-// history sync (NOWEB delivers them as messages; GOWS filters them out).
-const CONTROL = new Set(['protocolMessage', 'editedMessage']);
-
-/** The raw key of a protocol (control) message, when this message is one. */
-export function controlMessage(p: Json): string | undefined {
-  const { key } = rawContent(p);
-  return key && CONTROL.has(key) ? key : undefined;
-}
+/**
+ * Raw types of messages that carry no content of a conversation: a deletion, an edit, a setting, a
+ * history sync (NOWEB delivers them as messages; GOWS filters them out).
+ */
+export const CONTROL_TYPES: ReadonlySet<string> = new Set(['protocolMessage', 'editedMessage']);
 
 /** The content message inside GOWS `_data.Message` / NOWEB `_data.message`, unwrapped. */
 export function rawContent(p: Json): { key?: string; value?: unknown } {

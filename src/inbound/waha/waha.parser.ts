@@ -7,7 +7,7 @@ import {
   fromUnixTime, isStorableTime, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
 import { notAContact, resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
-import { controlMessage, rawContent, readWahaContent } from './waha-message.ts';
+import { CONTROL_TYPES, rawContent, readWahaContent } from './waha-message.ts';
 
 export type WahaEngine = 'WEBJS' | 'NOWEB' | 'GOWS';
 
@@ -81,17 +81,18 @@ function parseMessage(env: WahaEnvelope, p: Json): InboundEvent {
   const externalId = needString(p, 'id', path);
   const fromMe = readFromMe(p, externalId, path);
   checkAddresses(p, path);
+  const who = resolveWahaContact(p, fromMe);
+  if (!who.ok) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+  const content = readWahaContent(p, path);
   // NOWEB also delivers the protocol messages behind a deletion or an edit (and our phone's own
   // sync messages, addressed to our own number) as messages: not something anyone said. The
   // deletion or edit itself arrives as message.revoked / message.edited.
-  const control = controlMessage(p);
-  if (control) return { kind: 'ignored', provider: 'waha', event: env.event, reason: 'protocol_message', detail: control };
-  const who = resolveWahaContact(p, fromMe);
-  if (!who.ok) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+  if (content.rawType && CONTROL_TYPES.has(content.rawType)) {
+    return { kind: 'ignored', provider: 'waha', event: env.event, reason: 'protocol_message', detail: content.rawType };
+  }
 
   const timestamp = readTime(p, path) ?? env.timestamp;
   if (!timestamp) throw new ParseError(`${path}.timestamp is missing`);
-  const content = readWahaContent(p, path);
 
   // NOWEB used to deliver reactions as ordinary messages; they annotate a message, not add one.
   if (content.type === 'reaction') {
