@@ -116,14 +116,17 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     if (!isUuid(id)) return;
     // Attempts still out to the old endpoint now belong to an earlier generation: they hold no
     // slot of the new one, and what they end with is not the new one's (see `attempt`).
-    endpointGenerations.set(id, (endpointGenerations.get(id) ?? 0) + 1);
+    endpointGenerations.set(id, generationOf(id) + 1);
     limits.detach(id);
     breaker.reset(id);
-    bringDeliveriesForward(db, id).then(
-      (n) => n > 0 && opts.onDue?.(Date.now()),
-      (err: unknown) => log.warn({ err, subscription_id: id }, 'could not bring deliveries forward after an endpoint change'),
-    );
+    void bringForward(id);
   };
+  const generationOf = (sub: string) => endpointGenerations.get(sub) ?? 0;
+  const bringForward = (sub: string) =>
+    bringDeliveriesForward(db, sub).then(
+      (n) => void (n > 0 && opts.onDue?.(Date.now())),
+      (err: unknown) => log.warn({ err, subscription_id: sub }, 'could not bring deliveries forward after an endpoint change'),
+    );
   const endpointChanges = keepListening(db, ENDPOINT_CHANGES, onEndpointChange, {
     logger: log,
     what: 'webhook endpoint changes',
@@ -168,8 +171,14 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     return items.map(() => undefined);
   }, batch);
 
-  async function postpone(id: string, untilMs: number): Promise<void> {
+  /**
+   * Postpones a delivery on what this process knew of its endpoint at generation `seen`. Should
+   * the endpoint change meanwhile, the change's bring-forward may have run before this write
+   * landed: the delivery is brought forward again instead of waiting out the old endpoint's wait.
+   */
+  async function postpone(id: string, sub: string, untilMs: number, seen: number): Promise<void> {
     await postponements.submit('p', { id, until: new Date(untilMs) });
+    if (generationOf(sub) !== seen) return bringForward(sub);
     opts.onDue?.(untilMs);
   }
 
@@ -190,8 +199,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
    */
   async function admit(id: string, sub: string): Promise<Admitted | undefined> {
     const now = Date.now();
+    const seen = generationOf(sub);
     const wait = circuitWait(sub, now);
-    if (wait !== undefined) return void (await postpone(id, wait));
+    if (wait !== undefined) return void (await postpone(id, sub, wait, seen));
     let inflight = limits.tryAcquire(sub);
     if (!inflight) {
       // At the cap. A fast endpoint frees a slot in moments: wait for it here, at most until its
@@ -203,7 +213,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       if (!inflight) {
         const age = limits.oldestAge(sub, Date.now());
         const backoff = age < SLOW_ENDPOINT_MS ? BUSY_BACKOFF_MS : Math.min(age, MAX_STUCK_BACKOFF_MS);
-        return void (await postpone(id, Date.now() + backoff * (0.8 + 0.4 * random())));
+        return void (await postpone(id, sub, Date.now() + backoff * (0.8 + 0.4 * random()), seen));
       }
     }
     // Unknown until a claim of this subscription told us; then the claim below applies it.
@@ -212,7 +222,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     const sendAt = limits.rateSlot(sub, id, rate, Date.now(), RATE_WAIT_INLINE_MS);
     if (sendAt - Date.now() > RATE_WAIT_INLINE_MS) {
       inflight.release();
-      return void (await postpone(id, sendAt));
+      return void (await postpone(id, sub, sendAt, seen));
     }
     return { inflight, sendAt };
   }
@@ -247,6 +257,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       let sendAt = hinted === sub ? admitted?.sendAt : undefined;
       rates.set(sub, claim.rateLimitPerSecond);
       let now = Date.now();
+      const seen = generationOf(sub);
       sendAt ??= limits.rateSlot(sub, claim.id, claim.rateLimitPerSecond, now, RATE_WAIT_INLINE_MS);
       let wait = circuitWait(sub, now) ?? (sendAt - now > RATE_WAIT_INLINE_MS ? sendAt : undefined);
       if (wait === undefined && !breaker.canAttempt(sub, now, (claim.timeoutSeconds ? claim.timeoutSeconds * 1000 : config.webhookTimeoutMs) + PROBE_LOST_MARGIN_MS)) wait = breaker.state(sub).openUntil ?? now + PROBE_WAIT_MS;
@@ -254,6 +265,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         // Not now after all (the circuit opened meanwhile, or a rate we just learned): give the
         // attempt number back.
         await unclaimDelivery(db, claim.id, claim.attempts, new Date(wait));
+        // As in postpone: a change heard meanwhile may have brought forward before this write.
+        if (generationOf(sub) !== seen) return bringForward(sub);
         opts.onDue?.(wait);
         return;
       }

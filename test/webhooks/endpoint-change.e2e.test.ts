@@ -5,6 +5,8 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
+import type { Database, Row } from '../../src/db/database.ts';
+import { ENDPOINT_CHANGES } from '../../src/db/webhook-subscriptions.sql.ts';
 import { webhookCircuitOpen } from '../../src/observability/metrics.ts';
 import { DEFAULT_CIRCUIT_OPTIONS } from '../../src/webhooks/circuit-breaker.ts';
 import { onCleanup, waitFor } from '../support/env.ts';
@@ -83,6 +85,78 @@ describe('an endpoint that changes', () => {
     expect(waiting.map((d) => d.status).sort()).toEqual(['pending', 'retrying', 'retrying']);
     expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: true })).status).toBe(200);
     await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.status === 'succeeded'), 'all three delivered to the new URL', 30_000);
+    expect(fixed.requests).toHaveLength(3);
+  }, 90_000);
+});
+
+/**
+ * The worker's view of the database, with two doors the test opens when it chooses: the endpoint
+ * change notifications (held while `hold`, let through by `hear`) and the dispatcher's
+ * postponement writes (held while `hold`, let through by `release`). `bringForwards` counts the
+ * dispatcher's own bring-forward writes that completed.
+ */
+function gatedDb(db: Database) {
+  const notifications: Array<() => void> = [];
+  const postpones: Array<() => void> = [];
+  const gate = {
+    hold: false,
+    postponesHeld: 0,
+    bringForwards: 0,
+    hear: () => notifications.splice(0).forEach((go) => go()),
+    release: () => {
+      gate.hold = false;
+      postpones.splice(0).forEach((go) => go());
+    },
+  };
+  const wrapped: Database = {
+    kind: db.kind,
+    exec: (sql) => db.exec(sql),
+    transaction: (fn, setup) => db.transaction(fn, setup),
+    ping: (ms) => db.ping(ms),
+    close: () => db.close(),
+    async query<T extends Row = Row>(sql: string, params?: readonly unknown[]) {
+      if (gate.hold && /SET next_attempt_at = GREATEST/.test(sql)) {
+        gate.postponesHeld++;
+        await new Promise<void>((resolve) => postpones.push(resolve));
+      }
+      const r = await db.query<T>(sql, params);
+      if (/FROM webhook_subscriptions s/.test(sql) && /next_attempt_at = now\(\)/.test(sql)) gate.bringForwards++;
+      return r;
+    },
+    listen: (channel, onNotify) =>
+      db.listen(channel, (payload) => {
+        if (channel === ENDPOINT_CHANGES && gate.hold) notifications.push(() => onNotify(payload));
+        else onNotify(payload);
+      }),
+  };
+  return { db: wrapped, gate };
+}
+
+describe('an endpoint change heard after the old circuit has postponed a delivery', () => {
+  it('the postponement that lands after the change is undone: the delivery goes to the new URL at once', async () => {
+    const w = await startWorld({ env: LONG.env, worker: false });
+    const { db, gate } = gatedDb(w.db);
+    await w.startWorker({ ...LONG.worker, db });
+    const t = await makeTenant(w);
+    const broken = await startReceiver(() => 500);
+    const fixed = await startReceiver(() => 200);
+    const s = await subscribe(w, t, { url: broken.url });
+    await emit(w, t.projectId, 3);
+    await openedOn(w, s.id, 3);
+
+    // The dispatcher has not heard of the change yet when the API makes the deliveries due: its
+    // circuit, still open, postpones them for ten minutes — a write still on its way when the
+    // change is heard and its bring-forward done.
+    gate.hold = true;
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url })).status).toBe(200);
+    await waitFor(() => gate.postponesHeld > 0, 'a delivery postponed by the old circuit', 30_000);
+    gate.hear();
+    await waitFor(() => gate.bringForwards > 0, "the dispatcher's bring-forward after the change", 30_000);
+    gate.release();
+    await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.status === 'succeeded'), 'all three delivered to the new URL', 30_000).catch(async (err) => {
+      const rows = await deliveriesOf(w, s.id);
+      throw new Error(`${(err as Error).message}; ${rows.map((d) => `${d.status} due in ${d.next_attempt_at ? Math.round((d.next_attempt_at.getTime() - Date.now()) / 1000) : '-'} s`).join(', ')}`);
+    });
     expect(fixed.requests).toHaveLength(3);
   }, 90_000);
 });
