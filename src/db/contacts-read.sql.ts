@@ -47,6 +47,12 @@ export function toContact(r: Row): ContactRecord {
   };
 }
 
+/** The contact a deleted one was merged into (a LID-only contact joined to its phone's), if any. */
+export async function mergedInto(q: Queryable, projectId: string, id: string): Promise<string | undefined> {
+  const r = await q.query<{ merged_into: string }>('SELECT merged_into FROM contacts WHERE project_id = $1 AND id = $2 AND merged_into IS NOT NULL', [projectId, id]);
+  return r.rows[0]?.merged_into;
+}
+
 export async function findContact(q: Queryable, projectId: string, id: string): Promise<ContactRecord | undefined> {
   const r = await q.query(
     `SELECT ${CONTACT_COLUMNS} FROM contacts WHERE project_id = $1 AND id = $2 AND deleted_at IS NULL`,

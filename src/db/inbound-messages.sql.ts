@@ -41,6 +41,8 @@ export type StoredOutcome =
   | { outcome: 'duplicate' }
   /** The conversation's active session is over by its due time: end it, then store this again. */
   | { outcome: 'overdue'; contactId: string }
+  /** The phone has a contact and the LID one without a phone (`contactId`): merge, then store this again. */
+  | { outcome: 'lid_merge'; contactId: string }
   | {
       outcome: 'stored';
       contactId: string;
@@ -98,8 +100,8 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
   return r.rows.map((x): StoredOutcome =>
     x.outcome === 'duplicate'
       ? { outcome: 'duplicate' }
-      : x.outcome === 'overdue'
-        ? { outcome: 'overdue', contactId: x.contact_id }
+      : x.outcome === 'overdue' || x.outcome === 'lid_merge'
+        ? { outcome: x.outcome, contactId: x.contact_id }
         : {
           outcome: 'stored',
           contactId: x.contact_id,

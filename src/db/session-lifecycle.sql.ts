@@ -96,7 +96,7 @@ export async function endSessionNow(
   tx: Queryable,
   s: { projectId: string; id: string; reason: string; closedBy: string | null; now: Date | null },
 ): Promise<CloseOutcome> {
-  const [ended] = await endActiveNow(tx, 'id', s.id, s);
+  const [ended] = await endActiveNow(tx, 's.id = $6', [s.id], s);
   if (ended) return { ended };
   const seen = await tx.query('SELECT status FROM sessions WHERE project_id = $1 AND id = $2', [s.projectId, s.id]);
   return seen.rows[0] ? { already: 'ended' } : { missing: true };
@@ -111,25 +111,47 @@ export function endContactSessionsNow(
   tx: Queryable,
   s: { projectId: string; contactId: string; reason: string; closedBy: string | null; now: Date | null },
 ): Promise<EndedSession[]> {
-  return endActiveNow(tx, 'contact_id', s.contactId, { ...s, overdueTimedOut: true });
+  return endActiveNow(tx, 's.contact_id = $6', [s.contactId], { ...s, overdueTimedOut: true });
 }
 
+/**
+ * Two contacts about to become one (a LID-only contact merged into its phone's): where both have
+ * an active session on a channel, the one that went quiet first ends now (`contact_merged`; the
+ * LID-only contact's on a tie), as endContactSessionsNow ends a deleted contact's. One contact
+ * keeps at most one active session per channel.
+ */
+export function endSessionsBeforeMerge(
+  tx: Queryable,
+  s: { projectId: string; fromContactId: string; intoContactId: string; now: Date | null },
+): Promise<EndedSession[]> {
+  return endActiveNow(
+    tx,
+    `s.contact_id IN ($6, $7) AND EXISTS (
+       SELECT 1 FROM sessions o WHERE o.project_id = $1 AND o.status = 'active' AND o.channel_id = s.channel_id
+         AND o.contact_id IN ($6, $7) AND o.contact_id <> s.contact_id
+         AND (o.last_activity_at > s.last_activity_at OR (o.last_activity_at = s.last_activity_at AND s.contact_id = $6)))`,
+    [s.fromContactId, s.intoContactId],
+    { ...s, reason: 'contact_merged', closedBy: null, overdueTimedOut: true },
+  );
+}
+
+/** Ends the project's active sessions that `where` (over `s.`, parameters from $6) picks. */
 async function endActiveNow(
   tx: Queryable,
-  column: 'id' | 'contact_id',
-  value: string,
+  where: string,
+  args: readonly unknown[],
   s: { projectId: string; reason: string; closedBy: string | null; now: Date | null; overdueTimedOut?: boolean },
 ): Promise<EndedSession[]> {
-  const timedOut = `($6::boolean AND s.due_at <= coalesce($5::timestamptz, now()))`;
+  const timedOut = `($5::boolean AND s.due_at <= coalesce($4::timestamptz, now()))`;
   const r = await tx.query(
     `UPDATE sessions s SET status = 'ended',
-       ended_at = greatest(least(coalesce($5::timestamptz, now()), coalesce(s.due_at, 'infinity'::timestamptz)), s.started_at),
-       end_reason = CASE WHEN ${timedOut} THEN 'inactivity_timeout' ELSE $3 END,
-       closed_by = CASE WHEN ${timedOut} THEN NULL ELSE $4 END,
+       ended_at = greatest(least(coalesce($4::timestamptz, now()), coalesce(s.due_at, 'infinity'::timestamptz)), s.started_at),
+       end_reason = CASE WHEN ${timedOut} THEN 'inactivity_timeout' ELSE $2 END,
+       closed_by = CASE WHEN ${timedOut} THEN NULL ELSE $3 END,
        due_at = NULL, customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
-     WHERE s.project_id = $1 AND s.${column} = $2 AND s.status = 'active'
+     WHERE s.project_id = $1 AND s.status = 'active' AND ${where}
      RETURNING ${ENDED_COLUMNS}`,
-    [s.projectId, value, s.reason, s.closedBy, s.now, s.overdueTimedOut === true],
+    [s.projectId, s.reason, s.closedBy, s.now, s.overdueTimedOut === true, ...args],
   );
   return r.rows.map(toEnded);
 }
@@ -174,7 +196,8 @@ export async function countActiveSessions(q: Queryable): Promise<number> {
 
 /**
  * The contact's conversation totals after one of its sessions ended (the session.ended consumer;
- * it runs once per event, so the additions are not repeated on redelivery).
+ * it runs once per event, so the additions are not repeated on redelivery). A contact merged
+ * into another since (migration 023) has its totals there: the addition goes there too.
  */
 export async function addEndedSessionToContact(
   tx: Queryable,
@@ -183,7 +206,7 @@ export async function addEndedSessionToContact(
   const r = await tx.query(
     `UPDATE contacts SET ended_sessions = ended_sessions + 1, total_session_seconds = total_session_seconds + $3,
        last_session_ended_at = greatest(last_session_ended_at, $4::timestamptz)
-     WHERE project_id = $1 AND id = $2`,
+     WHERE project_id = $1 AND id = (SELECT coalesce(merged_into, id) FROM contacts WHERE id = $2)`,
     [e.projectId, e.contactId, Math.max(0, Math.trunc(e.durationSeconds)), e.endedAt],
   );
   return r.rowCount > 0;

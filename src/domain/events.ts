@@ -10,6 +10,7 @@ export const EVENT_CATALOGUE = {
   'contact.created': { aggregate: 'contact', version: 1, description: 'A contact was created (first message from a new number, or through the API).' },
   'contact.updated': { aggregate: 'contact', version: 1, description: "A contact's name, email, tags, custom fields or attribution changed." },
   'contact.deleted': { aggregate: 'contact', version: 1, description: 'A contact was deleted.' },
+  'contact.merged': { aggregate: 'contact', version: 1, description: 'A contact known by its WhatsApp LID alone was merged into the contact of its phone; carries the contact as it is now.' },
   'contact.status_changed': { aggregate: 'contact', version: 1, description: 'A contact moved to another status of a pipeline.' },
   'session.started': { aggregate: 'session', version: 1, description: 'A conversation session opened with a contact on a channel.' },
   'session.ended': { aggregate: 'session', version: 1, description: 'A conversation session ended (inactivity timeout, closed by an agent, resolved…), with its counters.' },
@@ -63,7 +64,7 @@ export type ContactData = {
   ad_attribution: AdAttribution | null;
 };
 
-export type SessionEndReason = 'inactivity_timeout' | 'closed_by_agent' | 'resolved' | 'spam' | 'transferred' | 'other' | 'contact_deleted';
+export type SessionEndReason = 'inactivity_timeout' | 'closed_by_agent' | 'resolved' | 'spam' | 'transferred' | 'other' | 'contact_deleted' | 'contact_merged';
 
 export type SessionCounters = {
   message_count: number;
@@ -112,6 +113,8 @@ export type EventPayloads = {
   'contact.created': ContactData;
   'contact.updated': ContactData & { changed_fields: string[] };
   'contact.deleted': { contact_id: string; phone: string | null; deleted_at: string };
+  /** `contact_id` is the contact that remains; `merged_contact_id` is gone (the API answers 404 for it). */
+  'contact.merged': ContactData & { merged_contact_id: string };
   'contact.status_changed': {
     contact_id: string;
     pipeline_id: string;

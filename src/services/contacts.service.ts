@@ -3,7 +3,7 @@
 // each change appends its event in that same transaction, so no change commits without its event.
 import type { Database, Queryable } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
-import { findContact, listContacts, type ContactRecord } from '../db/contacts-read.sql.ts';
+import { findContact, listContacts, mergedInto, type ContactRecord } from '../db/contacts-read.sql.ts';
 import { findContactIdByPhone, insertContact, lockContact, softDeleteContact, updateContact } from '../db/contacts-api.sql.ts';
 import { listMessages, type MessageRecord } from '../db/messages-read.sql.ts';
 import { listSessions, type SessionRecord } from '../db/sessions-read.sql.ts';
@@ -46,11 +46,15 @@ export function makeContactsService(deps: { db: Database }) {
   const { db } = deps;
   const tenant = <T>(projectId: string, fn: (tx: Queryable) => Promise<T>) => withTransaction(db, fn, { projectId });
 
-  /** The contact-scoped lists answer 404 for a contact that is not (or no longer) there. */
+  /**
+   * The contact-scoped reads answer 404 for a contact that is not (or no longer) there; one merged
+   * into another (migration 023) says which, so a client holding the old id can follow it.
+   */
   async function requireContact(tx: Queryable, projectId: string, id: string) {
     const c = await findContact(tx, projectId, id);
-    if (!c) throw notFound('contact');
-    return c;
+    if (c) return c;
+    const into = await mergedInto(tx, projectId, id);
+    throw into ? new AppError('not_found', `contact not found: it was merged into contact ${into}`) : notFound('contact');
   }
 
   return {

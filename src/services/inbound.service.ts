@@ -17,6 +17,7 @@ import type { Database, Queryable } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { DUPLICATE_RACE, storeInboundMessages, type InboundMessageRow, type StoredOutcome } from '../db/inbound-messages.sql.ts';
 import { endOverdueSession, settleLateSessions, type EndedSession } from '../db/session-lifecycle.sql.ts';
+import { mergeLidContact, type ContactMerge } from '../db/contact-merge.sql.ts';
 import { sessionEndedEvent } from './session-lifecycle.service.ts';
 import { editMessage, lockMessageByKey, revokeMessage, setMessageStatus, setReaction } from '../db/messages.sql.ts';
 import { setChannelStatus, type ChannelType } from '../db/channels.sql.ts';
@@ -100,6 +101,13 @@ export function makeInboundService(deps: { db: Database }) {
         const { outcomes: stored, rounds } = await storeMessages(tx, projectId, prepared, (ended, round) => {
           closed++;
           (endedAfterRound[round] ??= []).push(sessionEndedEvent(ended));
+        }, (merge, round) => {
+          // The sessions one of the two had to end, then the merge itself.
+          closed += merge.ended.length;
+          (endedAfterRound[round] ??= []).push(
+            ...merge.ended.map(sessionEndedEvent),
+            newEvent('contact.merged', { projectId, aggregateId: merge.into.id, data: { ...contactData(merge.into), merged_contact_id: merge.mergedId } }),
+          );
         });
         const late = new Set<string>();
         const openedLate = new Set<string>();
@@ -213,32 +221,42 @@ async function applyEvent(
 }
 
 type Prepared = { row: InboundMessageRow; stored: StoredMessage };
-type Stored = Exclude<StoredOutcome, { outcome: 'overdue' }>;
+type Stored = Exclude<StoredOutcome, { outcome: 'overdue' | 'lid_merge' }>;
 
 /**
  * Stores the batch's messages. Those of a conversation whose session is over by its due time come
  * back untouched: that session is ended (as the sweeper would have) and they go again, now opening
  * a new session. A later message of the same batch can find the new session over too, hence a loop.
+ * So do those that show a LID-only contact to be the person of a phone that has a contact of its
+ * own: the two are merged (migration 023) and the message goes again, to the merged contact.
  */
 async function storeMessages(
   tx: Queryable,
   projectId: string,
   prepared: Prepared[],
   onEnded: (s: EndedSession, round: number) => void,
+  onMerged: (m: ContactMerge, round: number) => void,
 ): Promise<{ outcomes: Stored[]; rounds: number[] }> {
   const outcomes: Stored[] = new Array(prepared.length);
   /** The round in which each message was stored (or found a duplicate). */
   const rounds: number[] = new Array(prepared.length).fill(0);
   let pending = prepared.map((_, i) => i);
   for (let round = 0; pending.length > 0; round++) {
-    if (round > prepared.length) throw new Error('sessions keep falling due while storing this batch');
+    if (round > 2 * prepared.length) throw new Error('sessions keep falling due while storing this batch');
     const results = await storeInboundMessages(tx, projectId, pending.map((i) => prepared[i].row)).catch((err) => {
       throw err?.code === DUPLICATE_RACE ? new DuplicateRace(String(err.message)) : err;
     });
     const again: number[] = [];
     const overdue = new Map<string, { contactId: string; channelId: string; at: Date }>();
+    const merges = new Map<string, { fromId: string; phone: string; lid: string }>();
     results.forEach((o, k) => {
       const i = pending[k];
+      if (o.outcome === 'lid_merge') {
+        again.push(i);
+        const { phone, lid } = prepared[i].row;
+        merges.set(o.contactId, { fromId: o.contactId, phone: phone!, lid: lid! });
+        return;
+      }
       if (o.outcome !== 'overdue') {
         outcomes[i] = o;
         rounds[i] = round;
@@ -253,6 +271,10 @@ async function storeMessages(
     for (const o of overdue.values()) {
       const ended = await endOverdueSession(tx, o);
       if (ended) onEnded(ended, round);
+    }
+    for (const m of merges.values()) {
+      const merged = await mergeLidContact(tx, { projectId, ...m, now: null });
+      if (merged) onMerged(merged, round);
     }
     pending = again;
   }

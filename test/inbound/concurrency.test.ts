@@ -37,6 +37,25 @@ async function expectOneConversation(t: Inbound, channelId: string, phone: strin
   ]);
 }
 
+/**
+ * Processors racing for the raw queue: each its own database pool (services) and broker
+ * connection, like separate processes; one webhook per transaction, so every message races every
+ * other.
+ */
+async function startProcessors(t: Inbound, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) {
+    let db: Database = t.db;
+    if (onServices) {
+      db = connectPostgres({ url: t.dbUrl!, max: 10 });
+      onCleanup(() => db.close());
+    }
+    const broker = await makeTestBroker(t.brokerKind, db, { namespace: t.broker.namespace });
+    const channels = makeChannelDirectory({ db, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger });
+    const processor = await startInboundProcessor({ db, broker, logger: silentLogger, channels }, { maxBatch: 1, maxInflight: 8, concurrency: 20 });
+    onCleanup(() => processor.stop());
+  }
+}
+
 /** A world without processors, and a function that applies one WAHA body in its own transaction. */
 async function straightToTheService() {
   const t = await startInbound({ role: 'api' });
@@ -57,21 +76,39 @@ describe('concurrent messages of one new number', () => {
     for (let i = 0; i < 50; i++) expect((await t.post(ch, wahaText(phone, `mensagem ${i}`, { id: `RACE${String(i).padStart(4, '0')}` }))).status).toBe(200);
     expect((await t.broker.stats([Queues.inboundRaw]))[0].depth).toBe(50);
 
-    for (let i = 0; i < 3; i++) {
-      // Each its own database pool (services) and broker connection, like separate processes;
-      // one webhook per transaction, so every message races every other.
-      let db: Database = t.db;
-      if (onServices) {
-        db = connectPostgres({ url: t.dbUrl!, max: 10 });
-        onCleanup(() => db.close());
-      }
-      const broker = await makeTestBroker(t.brokerKind, db, { namespace: t.broker.namespace });
-      const channels = makeChannelDirectory({ db, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger });
-      const processor = await startInboundProcessor({ db, broker, logger: silentLogger, channels }, { maxBatch: 1, maxInflight: 8, concurrency: 20 });
-      onCleanup(() => processor.stop());
-    }
+    await startProcessors(t, 3);
     await waitFor(async () => (await count(t.db, 'SELECT 1 FROM messages WHERE channel_id = $1', [ch.id])) === 50, '50 messages stored', 60_000);
     await expectOneConversation(t, ch.id, `+${phone}`, 50);
+  });
+
+  it('meets on one contact when a person comes by phone, by LID and by both at once across 3 processors', async () => {
+    // The phone alone (no LID lock) and the LID alone can each make a contact before a message
+    // naming both shows they are one person: then the LID-only one is merged into the phone's.
+    const t = await startInbound({ role: 'api' });
+    const ch = await t.createChannel();
+    const phone = '5511944440088';
+    const lid = '90000000006666';
+    const body = (i: number) => {
+      const b = wahaText(phone, `m${i}`, { id: `TRIO${String(i).padStart(3, '0')}` });
+      if (i % 3 === 0) return b; // the phone alone
+      b.payload.from = `${lid}@lid`;
+      b.payload._data.Info.Chat = b.payload._data.Info.Sender = `${lid}@lid`;
+      if (i % 3 === 2) b.payload._data.Info.SenderAlt = `${phone}@s.whatsapp.net`;
+      return b;
+    };
+    for (let i = 0; i < 45; i++) expect((await t.post(ch, body(i))).status).toBe(200);
+    await startProcessors(t, 3);
+    await waitFor(async () => (await count(t.db, 'SELECT 1 FROM messages WHERE channel_id = $1', [ch.id])) === 45, '45 messages stored', 60_000);
+    const live = (await t.db.query(
+      'SELECT * FROM contacts WHERE project_id = $1 AND deleted_at IS NULL AND (phone = $2 OR wa_lid = $3)', [t.projectId, `+${phone}`, `${lid}@lid`])).rows;
+    expect(live).toHaveLength(1);
+    expect(live[0]).toMatchObject({ phone: `+${phone}`, wa_lid: `${lid}@lid`, total_messages: 45 });
+    expect(await count(t.db, 'SELECT 1 FROM messages WHERE channel_id = $1 AND contact_id = $2', [ch.id, live[0].id])).toBe(45);
+    const sessions = (await t.db.query('SELECT status, message_count FROM sessions WHERE channel_id = $1', [ch.id])).rows;
+    expect(sessions.filter((x) => x.status === 'active')).toHaveLength(1);
+    expect(sessions.reduce((n, x) => n + x.message_count, 0)).toBe(45);
+    expect(await count(t.db, `SELECT 1 FROM sessions WHERE channel_id = $1 AND contact_id <> $2`, [ch.id, live[0].id])).toBe(0);
+    expect(await count(t.db, `SELECT 1 FROM outbox WHERE type = 'contact.merged' AND aggregate_id = $1`, [live[0].id])).toBeLessThanOrEqual(1);
   });
 
   it('gives the same answer for 50 transactions started at once, by phone and by LID', async () => {

@@ -4,6 +4,8 @@
 // overrode, and repeated ad clicks.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../support/env.ts';
+import { addEndedSessionToContact } from '../../src/db/session-lifecycle.sql.ts';
+import { withTransaction } from '../../src/db/transaction.ts';
 import { parseWahaEvent } from '../../src/inbound/waha/waha.parser.ts';
 import { makeInboundService } from '../../src/services/inbound.service.ts';
 import { contactOf, count, eventTypes, fixture, inboundCount, messageByKey, startInbound, wahaText, type Channel, type Inbound } from './harness.ts';
@@ -48,6 +50,95 @@ describe('addresses', () => {
     expect((await stored(ch, 'LIDPHONE03')).contact_id).toBe(first.contact_id);
     expect((await stored(ch, 'LIDONLY04')).contact_id).toBe(first.contact_id);
     expect(await count(t.db, 'SELECT 1 FROM contacts WHERE project_id = $1 AND (wa_lid = $2 OR phone = $3)', [t.projectId, '90000000007001@lid', '+5511977770001'])).toBe(1);
+  });
+
+  it('merges a contact known by its LID alone into the contact its phone already has, when a message names both', async () => {
+    const ch = await t.createChannel();
+    const lid = '90000000007050';
+    const phone = '5511977770050';
+    const now = Math.floor(Date.now() / 1000);
+    // The business knows the phone (a contact made through the API) and writes to it first.
+    const a = await t.api('POST', '/contacts', { name: 'Maria Cliente', phone: `+${phone}`, tags: ['vip'], custom_fields: { plano: 'ouro' } });
+    expect(a.status).toBe(201);
+    const phoneContact = a.json.id as string;
+    await t.post(ch, wahaText(phone, 'Olá Maria, aqui é a loja', { id: 'LIDM00', fromMe: true, event: 'message.any', ts: now - 40 }));
+    const opener = await stored(ch, 'LIDM00');
+    expect(opener.contact_id).toBe(phoneContact);
+    // She answers, and WhatsApp shows only her LID: a contact of its own, with its own session.
+    await t.post(ch, lidMessage(lid, 'LIDM01', undefined, now - 30));
+    await t.post(ch, lidMessage(lid, 'LIDM02', undefined, now - 20));
+    const lidOnly = (await stored(ch, 'LIDM01')).contact_id as string;
+    expect((await stored(ch, 'LIDM02')).contact_id).toBe(lidOnly);
+    expect(lidOnly).not.toBe(phoneContact);
+    const lidSession = (await stored(ch, 'LIDM02')).session_id;
+
+    // A message that names both: one person, one contact.
+    await t.post(ch, lidMessage(lid, 'LIDM03', phone, now - 10));
+    const joined = await stored(ch, 'LIDM03');
+    expect(joined.contact_id).toBe(phoneContact);
+    // The conversation she was in goes on; the older one (only the opener) ended for the merge.
+    expect(joined.session_id).toBe(lidSession);
+    const sessions = (await t.db.query('SELECT id, contact_id, status, end_reason, message_count, messages_from_contact FROM sessions WHERE channel_id = $1 ORDER BY started_at', [ch.id])).rows;
+    expect(sessions).toEqual([
+      { id: opener.session_id, contact_id: phoneContact, status: 'ended', end_reason: 'contact_merged', message_count: 1, messages_from_contact: 0 },
+      { id: lidSession, contact_id: phoneContact, status: 'active', end_reason: null, message_count: 3, messages_from_contact: 3 },
+    ]);
+    const messages = (await t.db.query('SELECT DISTINCT contact_id FROM messages WHERE channel_id = $1', [ch.id])).rows;
+    expect(messages).toEqual([{ contact_id: phoneContact }]);
+    expect(await contactOf(t.db, phoneContact)).toMatchObject({
+      name: 'Maria Cliente', name_source: 'user', phone: `+${phone}`, wa_lid: `${lid}@lid`, tags: ['vip'], custom_fields: { plano: 'ouro' },
+      total_messages: 4, total_sessions: 2, deleted_at: null,
+    });
+    expect(await contactOf(t.db, lidOnly)).toMatchObject({ merged_into: phoneContact, deleted_at: expect.any(Date) });
+    const gone = await t.api('GET', `/contacts/${lidOnly}`);
+    expect(gone.status).toBe(404);
+    expect(gone.json).toMatchObject({ code: 'not_found', detail: `contact not found: it was merged into contact ${phoneContact}` });
+    expect((await t.api('GET', `/contacts/${phoneContact}/messages`)).json.data).toHaveLength(4);
+    expect(await count(t.db, 'SELECT 1 FROM contact_pipeline_statuses WHERE contact_id = $1 UNION ALL SELECT 1 FROM contact_pipeline_history WHERE contact_id = $1', [lidOnly])).toBe(0);
+
+    // What subscribers hear, in this order: the session that ended, the merge, the message.
+    const events = (await t.db.query(
+      `SELECT type, aggregate_id, data FROM outbox WHERE project_id = $1 AND seq > (SELECT seq FROM outbox WHERE type = 'message.received' AND data->>'external_id' LIKE '%LIDM02%')
+       AND type IN ('session.ended', 'contact.merged', 'message.received') ORDER BY seq`, [t.projectId])).rows;
+    expect(events.map((e) => [e.type, e.aggregate_id])).toEqual([
+      ['session.ended', opener.session_id], ['contact.merged', phoneContact], ['message.received', joined.id],
+    ]);
+    expect(events[0].data).toMatchObject({ contact_id: phoneContact, reason: 'contact_merged' });
+    expect(events[1].data).toMatchObject({ contact_id: phoneContact, merged_contact_id: lidOnly, name: 'Maria Cliente', phone: `+${phone}`, tags: ['vip'] });
+
+    // The session.ended of the merge reaches the contact's totals (the contact-totals consumer), and
+    // one that named the LID-only contact (ended just before the merge, consumed after it) goes
+    // to the contact it was merged into.
+    await withTransaction(t.db, (tx) => addEndedSessionToContact(tx, { projectId: t.projectId, contactId: lidOnly, durationSeconds: 60, endedAt: new Date() }), { projectId: t.projectId });
+    await waitFor(async () => (await contactOf(t.db, phoneContact)).ended_sessions === 2, "both ended sessions on the phone's contact");
+    expect((await contactOf(t.db, lidOnly)).ended_sessions).toBe(0);
+
+    // Later, by LID alone or by phone alone: the same contact and conversation.
+    await t.post(ch, lidMessage(lid, 'LIDM04', undefined, now - 5));
+    expect(await stored(ch, 'LIDM04')).toMatchObject({ contact_id: phoneContact, session_id: lidSession });
+    expect(await count(t.db, 'SELECT 1 FROM contacts WHERE project_id = $1 AND deleted_at IS NULL AND (wa_lid = $2 OR phone = $3)', [t.projectId, `${lid}@lid`, `+${phone}`])).toBe(1);
+  });
+
+  it('gives the merged contact what only the LID-only one knew: its push name and first ad', async () => {
+    const ch = await t.createChannel();
+    const lid = '90000000007051';
+    const phone = '5511977770051';
+    const now = Math.floor(Date.now() / 1000);
+    const a = await t.api('POST', '/contacts', { phone: `+${phone}` });
+    expect(a.status).toBe(201);
+    const ad = lidMessage(lid, 'LIDAD01', undefined, now - 20);
+    ad.payload._data.Message = structuredClone(fixture('gows-ad-referral').payload._data.Message);
+    await t.post(ch, ad);
+    const lidOnly = (await stored(ch, 'LIDAD01')).contact_id as string;
+    await t.post(ch, lidMessage(lid, 'LIDAD02', phone, now - 10));
+    expect((await stored(ch, 'LIDAD02')).contact_id).toBe(a.json.id);
+    const merged = await contactOf(t.db, a.json.id);
+    expect(merged).toMatchObject({ name: 'Pessoa LID', name_source: 'push', total_messages: 2, total_sessions: 1 });
+    expect(merged.ad_attribution).toEqual((await contactOf(t.db, lidOnly)).ad_attribution);
+    expect(merged.ad_attribution.source_id).toBe('120200000000000001');
+    // No session on the phone's contact before: the LID-only one's moved over, nothing ended.
+    expect(await count(t.db, `SELECT 1 FROM sessions WHERE channel_id = $1 AND status = 'active' AND contact_id = $2`, [ch.id, a.json.id])).toBe(1);
+    expect(await count(t.db, `SELECT 1 FROM sessions WHERE channel_id = $1 AND status = 'ended'`, [ch.id])).toBe(0);
   });
 
   it('uses the phone of a LID sender when the engine gives it, never the LID as a phone', async () => {

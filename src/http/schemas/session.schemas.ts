@@ -14,7 +14,7 @@ export const Session = Type.Object(
     started_at: Timestamp,
     last_activity_at: Timestamp,
     ended_at: Nullable(Timestamp),
-    end_reason: Nullable(Type.String({ description: 'inactivity_timeout (the sweeper), resolved, closed_by_agent, spam, transferred, other (POST /sessions/{id}/close), contact_deleted (DELETE /contacts/{id})' })),
+    end_reason: Nullable(Type.String({ description: 'inactivity_timeout (the sweeper), resolved, closed_by_agent, spam, transferred, other (POST /sessions/{id}/close), contact_deleted (DELETE /contacts/{id}), contact_merged (two active sessions of one person on a channel when a LID-only contact is merged into its phone\'s contact)' })),
     timeout_minutes: Type.Integer({ description: 'Minutes without messages after which the session ends' }),
     message_count: Type.Integer(),
     messages_from_contact: Type.Integer(),
