@@ -40,10 +40,13 @@ export async function findContactIdByPhone(tx: Queryable, projectId: string, pho
   return r.rows[0]?.id;
 }
 
-/** Reads a live contact and locks it until the transaction ends, so two PATCHes do not interleave. */
-export async function lockContact(tx: Queryable, projectId: string, id: string): Promise<ContactRecord | undefined> {
+/**
+ * Reads a live contact and locks it until the transaction ends, so two PATCHes do not interleave
+ * (`share`: so it is not deleted or merged away meanwhile, while others may read it so too).
+ */
+export async function lockContact(tx: Queryable, projectId: string, id: string, mode: 'update' | 'share' = 'update'): Promise<ContactRecord | undefined> {
   const r = await tx.query(
-    `SELECT ${CONTACT_COLUMNS} FROM contacts WHERE project_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE`,
+    `SELECT ${CONTACT_COLUMNS} FROM contacts WHERE project_id = $1 AND id = $2 AND deleted_at IS NULL FOR ${mode === 'share' ? 'SHARE' : 'UPDATE'}`,
     [projectId, id],
   );
   return r.rows[0] ? toContact(r.rows[0]) : undefined;

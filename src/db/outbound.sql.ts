@@ -77,19 +77,18 @@ export async function claimForSend(q: Queryable, projectId: string, id: string, 
 }
 
 /**
- * The first reply of a conversation still queued and due, which a sender can take now (the one a
- * sender that just finished with the reply before it wakes). Undefined when there is none, or when
- * it waits for a retry (the scheduler wakes it then).
+ * The first reply still queued and due in the conversation of message `afterId` (the one a sender
+ * that just finished with that reply wakes). Undefined when there is none, or when it waits for a
+ * retry (the scheduler wakes it then). The conversation is read from the message as it is now: a
+ * contact merged while the reply was out (migration 023) moved it, and its queue, to the other.
  */
-export async function nextQueuedInConversation(
-  q: Queryable,
-  c: { projectId: string; contactId: string; channelId: string },
-): Promise<{ id: string; projectId: string } | undefined> {
+export async function nextQueuedInConversation(q: Queryable, c: { projectId: string; afterId: string }): Promise<{ id: string; projectId: string } | undefined> {
   const r = await q.query(
-    `SELECT id, project_id, next_send_at <= now() AS due FROM messages
-     WHERE project_id = $1 AND contact_id = $2 AND channel_id = $3 AND status = 'queued'
-     ORDER BY created_at, id LIMIT 1`,
-    [c.projectId, c.contactId, c.channelId],
+    `SELECT n.id, n.project_id, n.next_send_at <= now() AS due
+     FROM messages m JOIN messages n ON n.project_id = m.project_id AND n.contact_id = m.contact_id AND n.channel_id = m.channel_id
+     WHERE m.project_id = $1 AND m.id = $2 AND n.status = 'queued'
+     ORDER BY n.created_at, n.id LIMIT 1`,
+    [c.projectId, c.afterId],
   );
   const row = r.rows[0];
   return row?.due ? { id: row.id, projectId: row.project_id } : undefined;

@@ -13,7 +13,7 @@ import { newEvent } from '../domain/events.ts';
 import { contactData } from '../inbound/payloads.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
-import { AppError, invalid, notFound } from '../errors.ts';
+import { AppError, contactNotFound, invalid } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { endContactSessionsNow } from '../db/session-lifecycle.sql.ts';
 import type { Caller } from '../domain/permissions.ts';
@@ -53,8 +53,7 @@ export function makeContactsService(deps: { db: Database }) {
   async function requireContact(tx: Queryable, projectId: string, id: string) {
     const c = await findContact(tx, projectId, id);
     if (c) return c;
-    const into = await mergedInto(tx, projectId, id);
-    throw into ? new AppError('not_found', `contact not found: it was merged into contact ${into}`) : notFound('contact');
+    throw contactNotFound(await mergedInto(tx, projectId, id));
   }
 
   return {
@@ -101,7 +100,7 @@ export function makeContactsService(deps: { db: Database }) {
     update(projectId: string, id: string, patch: UpdateContactInput): Promise<ContactRecord> {
       return tenant(projectId, async (tx) => {
         const before = await lockContact(tx, projectId, id);
-        if (!before) throw notFound('contact');
+        if (!before) throw contactNotFound(await mergedInto(tx, projectId, id));
         const name = patch.name === undefined ? before.name : cleanName(patch.name);
         const next = {
           name,
@@ -144,7 +143,7 @@ export function makeContactsService(deps: { db: Database }) {
       const projectId = caller.projectId;
       const ended = await tenant(projectId, async (tx) => {
         const gone = await softDeleteContact(tx, projectId, id);
-        if (!gone) throw notFound('contact');
+        if (!gone) throw contactNotFound(await mergedInto(tx, projectId, id));
         const deletedAt = gone.deletedAt.toISOString();
         const sessions = await endContactSessionsNow(tx, { projectId, contactId: id, reason: 'contact_deleted', closedBy: actorOf(caller).label, now: gone.deletedAt });
         await appendEvents(tx, [

@@ -11,8 +11,8 @@ import { Queues } from '../broker/topology.ts';
 import { senderFor } from '../channels/senders.ts';
 import type { OutboundType } from '../channels/sender.ts';
 import { findChannel } from '../db/channels.sql.ts';
-import { findContactIdByPhone, insertContact } from '../db/contacts-api.sql.ts';
-import { findContact } from '../db/contacts-read.sql.ts';
+import { findContactIdByPhone, insertContact, lockContact } from '../db/contacts-api.sql.ts';
+import { mergedInto } from '../db/contacts-read.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import type { MessageRecord } from '../db/messages-read.sql.ts';
 import {
@@ -26,7 +26,7 @@ import { newEvent, type EventEnvelope, type MessageData, type MessageStatus, typ
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import type { Caller } from '../domain/permissions.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
-import { AppError, invalid, notFound } from '../errors.ts';
+import { AppError, contactNotFound, invalid, notFound } from '../errors.ts';
 import { wahaMessageKey } from '../inbound/waha/waha-jid.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { sessionsActive } from '../observability/metrics.ts';
@@ -130,7 +130,9 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
   /** The contact a reply goes to: by id, or by phone (created, with contact.created, if new). */
   async function resolveContact(tx: Queryable, projectId: string, i: QueueMessageInput, events: EventEnvelope[]): Promise<string> {
     if (i.contactId !== undefined) {
-      if (!(await findContact(tx, projectId, i.contactId))) throw notFound('contact');
+      // Held until commit: a contact merged into another meanwhile (migration 023) would leave
+      // this reply behind on the one merged away, and the sender would fail it as deleted.
+      if (!(await lockContact(tx, projectId, i.contactId, 'share'))) throw contactNotFound(await mergedInto(tx, projectId, i.contactId));
       return i.contactId;
     }
     const phone = normalizePhone(i.phone!);
@@ -205,15 +207,17 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
      * case the echo row (already counted) is folded into ours. Returns false if already recorded.
      */
     async recordSent(job: SendJob, externalId: string | null, timeoutMinutes: number): Promise<boolean> {
-      const { message } = job;
-      const projectId = message.projectId;
+      const projectId = job.message.projectId;
       let opened = 0;
       let closed = 0;
       const done = await withTransaction(
         db,
         async (tx) => {
           opened = closed = 0;
-          if (!(await lockQueued(tx, message.id))) return false;
+          // The row as it is now, not as it was taken: a contact merged while the reply was out
+          // (migration 023) moved it to the contact it was merged into.
+          const message = await lockQueued(tx, job.message.id);
+          if (!message) return false;
           const at = new Date();
           const events: EventEnvelope[] = [];
           const echo = externalId ? await lockEcho(tx, message.channelId, wahaMessageKey(externalId), message.id) : undefined;
@@ -270,8 +274,8 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
      * scheduler wakes that reply once its hand-over is stale.
      */
     async wakeNext(job: SendJob): Promise<void> {
-      const { contactId, channelId, projectId } = job.message;
-      const next = await withTransaction(db, (tx) => nextQueuedInConversation(tx, { projectId, contactId, channelId }), { projectId });
+      const { id, projectId } = job.message;
+      const next = await withTransaction(db, (tx) => nextQueuedInConversation(tx, { projectId, afterId: id }), { projectId });
       if (next) await enqueue([next]);
     },
 

@@ -453,6 +453,59 @@ describe('POST /messages through WAHA', () => {
     expect(k.total_sessions).toBe(1);
   });
 
+  it("records a reply that was out when its LID-only contact was merged into the phone's on the merged contact and conversation", async () => {
+    const patient = await world.createChannel(waha.url, { session_timeout_minutes: 60 });
+    const phone = newPhone();
+    const lid = `9${phone}`;
+    const now = Math.floor(Date.now() / 1000);
+    const made = await tenant.api('POST', '/contacts', { phone: `+${phone}` });
+    expect(made.status).toBe(201);
+    const phoneContact = made.json.id as string;
+    /** A message from the LID, naming the phone too when `withPhone`. */
+    const fromLid = (text: string, ts: number, withPhone: boolean) => {
+      const b = wahaMessage(phone, text, { ts });
+      b.payload.from = b.payload._data.Info.Chat = b.payload._data.Info.Sender = `${lid}@lid`;
+      if (withPhone) b.payload._data.Info.SenderAlt = `${phone}@s.whatsapp.net`;
+      return b;
+    };
+    await world.postWebhook(patient, fromLid('Oi, vi o site', now - 10, false));
+    const [lidSession] = await waitFor(async () => {
+      const r = await rows(db, 'SELECT s.* FROM sessions s JOIN contacts k ON k.id = s.contact_id WHERE s.channel_id = $1 AND k.wa_lid = $2', [patient.id, `${lid}@lid`]);
+      return r.length ? r : undefined;
+    }, "the LID-only contact's session");
+    const lidOnly = lidSession.contact_id as string;
+    expect(lidOnly).not.toBe(phoneContact);
+
+    // The reply goes to the LID; WAHA holds it while a message naming both merges the contacts.
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    await answering(async (call) => {
+      if (call.body?.chatId === `${lid}@lid`) await released;
+      return undefined;
+    }, async () => {
+      try {
+        const id = await send({ channel_id: patient.id, contact_id: lidOnly, text: 'Olá! Como posso ajudar?' });
+        await waitFor(() => waha.calls.some((c: WahaCall) => c.body?.chatId === `${lid}@lid`), 'the reply at WAHA');
+        await world.postWebhook(patient, fromLid('Meu número é este', now - 5, true));
+        await waitFor(async () => (await rows(db, 'SELECT merged_into FROM contacts WHERE id = $1', [lidOnly]))[0].merged_into === phoneContact, 'the merge');
+        release();
+        expect(await settled(id)).toMatchObject({ status: 'sent', contact_id: phoneContact, session_id: lidSession.id });
+      } finally {
+        release();
+      }
+    });
+    // Counted where the conversation is now; nothing opened on the contact merged away.
+    expect(await rows(db, 'SELECT id FROM sessions WHERE contact_id = $1', [lidOnly])).toEqual([]);
+    const [s] = await rows(db, 'SELECT contact_id, message_count, messages_from_agent FROM sessions WHERE id = $1', [lidSession.id]);
+    expect(s).toMatchObject({ contact_id: phoneContact, message_count: 3, messages_from_agent: 1 });
+    const [k] = await rows(db, 'SELECT total_messages, total_sessions FROM contacts WHERE id = $1', [phoneContact]);
+    expect(k).toMatchObject({ total_messages: 3, total_sessions: 1 });
+    // A reply to the old id now says where the person went.
+    const late = await tenant.api('POST', '/messages', { channel_id: patient.id, type: 'text', contact_id: lidOnly, text: 'Ainda aí?' });
+    expect(late.status).toBe(404);
+    expect(late.json.detail).toBe(`contact not found: it was merged into contact ${phoneContact}`);
+  });
+
   it('opens a new session for a reply that goes out after the closed session would have timed out', async () => {
     const asked = await customerAsked('Ainda aí?');
     const { s } = asked;
