@@ -17,10 +17,11 @@ export type ContactMerge = {
 
 /**
  * Merges the LID-only contact `fromId` into the live contact of `phone`, giving it `lid`: its
- * sessions, messages (replies still queued included), pipeline places and history move; where both
- * have an active session on a channel, the one that went quiet first ends; names, email, tags,
- * custom fields and attribution are kept where the phone's contact has none (the earlier first
- * touch wins); the totals add up. Returns undefined when either is no longer there as it was.
+ * sessions, messages (replies still queued included) move, and its pipeline places and history in
+ * the pipelines the phone's contact is not in; where both have an active session on a channel, the
+ * one that went quiet first ends; names, email, tags, custom fields and attribution are kept where
+ * the phone's contact has none (the earlier first touch wins, with its source); the totals add up.
+ * Returns undefined when either is no longer there as it was.
  */
 export async function mergeLidContact(
   tx: Queryable,
@@ -41,17 +42,18 @@ export async function mergeLidContact(
   const args = [m.projectId, from.id, into.id];
   await tx.query('UPDATE sessions SET contact_id = $3, updated_at = now() WHERE project_id = $1 AND contact_id = $2', args);
   await tx.query('UPDATE messages SET contact_id = $3, updated_at = now() WHERE project_id = $1 AND contact_id = $2', args);
-  // A pipeline the phone's contact is already in keeps its place there.
-  await tx.query(
-    `UPDATE contact_pipeline_statuses f SET contact_id = $3 WHERE f.project_id = $1 AND f.contact_id = $2
-       AND NOT EXISTS (SELECT 1 FROM contact_pipeline_statuses i WHERE i.contact_id = $3 AND i.pipeline_id = f.pipeline_id)`,
-    args,
-  );
+  // A pipeline the phone's contact is already in keeps its place and its history there; in the
+  // others, the LID-only contact's place and history move (history first: it asks where the
+  // phone's contact stands before the places move).
+  const elsewhere = (t: string) => `NOT EXISTS (SELECT 1 FROM contact_pipeline_statuses i WHERE i.contact_id = $3 AND i.pipeline_id = ${t}.pipeline_id)`;
+  await tx.query(`UPDATE contact_pipeline_history h SET contact_id = $3 WHERE h.project_id = $1 AND h.contact_id = $2 AND ${elsewhere('h')}`, args);
+  await tx.query(`UPDATE contact_pipeline_statuses f SET contact_id = $3 WHERE f.project_id = $1 AND f.contact_id = $2 AND ${elsewhere('f')}`, args);
   await tx.query('DELETE FROM contact_pipeline_statuses WHERE project_id = $1 AND contact_id = $2', [m.projectId, from.id]);
-  await tx.query('UPDATE contact_pipeline_history SET contact_id = $3 WHERE project_id = $1 AND contact_id = $2', args);
 
   // A name a person set beats a push name; otherwise the phone's contact keeps its own.
   const takeName = `(i.name IS NULL OR (i.name_source IS DISTINCT FROM 'user' AND f.name_source = 'user' AND f.name IS NOT NULL))`;
+  // The first touch is the earlier one; the source that came with it comes along.
+  const takeAd = `(f.ad_attribution IS NOT NULL AND (i.ad_attribution IS NULL OR f.first_interaction_at < i.first_interaction_at))`;
   const r = await tx.query(
     `UPDATE contacts i SET
        name = CASE WHEN ${takeName} THEN f.name ELSE i.name END,
@@ -60,9 +62,8 @@ export async function mergeLidContact(
        wa_lid = $4,
        tags = i.tags || ARRAY(SELECT t FROM unnest(f.tags) WITH ORDINALITY AS x(t, n) WHERE NOT t = ANY(i.tags) ORDER BY n),
        custom_fields = f.custom_fields || i.custom_fields,
-       source = coalesce(i.source, f.source),
-       ad_attribution = CASE WHEN f.ad_attribution IS NOT NULL
-         AND (i.ad_attribution IS NULL OR f.first_interaction_at < i.first_interaction_at) THEN f.ad_attribution ELSE i.ad_attribution END,
+       source = CASE WHEN ${takeAd} THEN f.source ELSE coalesce(i.source, f.source) END,
+       ad_attribution = CASE WHEN ${takeAd} THEN f.ad_attribution ELSE i.ad_attribution END,
        first_interaction_at = least(i.first_interaction_at, f.first_interaction_at),
        last_interaction_at = greatest(i.last_interaction_at, f.last_interaction_at),
        total_sessions = i.total_sessions + f.total_sessions,

@@ -203,11 +203,13 @@ export async function addEndedSessionToContact(
   tx: Queryable,
   e: { projectId: string; contactId: string; durationSeconds: number; endedAt: Date },
 ): Promise<boolean> {
-  const r = await tx.query(
-    `UPDATE contacts SET ended_sessions = ended_sessions + 1, total_session_seconds = total_session_seconds + $3,
-       last_session_ended_at = greatest(last_session_ended_at, $4::timestamptz)
-     WHERE project_id = $1 AND id = (SELECT coalesce(merged_into, id) FROM contacts WHERE id = $2)`,
-    [e.projectId, e.contactId, Math.max(0, Math.trunc(e.durationSeconds)), e.endedAt],
-  );
-  return r.rowCount > 0;
+  const add = `UPDATE contacts SET ended_sessions = ended_sessions + 1, total_session_seconds = total_session_seconds + $3,
+       last_session_ended_at = greatest(last_session_ended_at, $4::timestamptz)`;
+  const params = [e.projectId, e.contactId, Math.max(0, Math.trunc(e.durationSeconds)), e.endedAt];
+  // Not merged: there. A merge committing meanwhile is waited for, and then this finds the row
+  // merged: the next statement (a snapshot after that commit) follows it.
+  const r = await tx.query(`${add} WHERE project_id = $1 AND id = $2 AND merged_into IS NULL`, params);
+  if (r.rowCount > 0) return true;
+  const merged = await tx.query(`${add} WHERE project_id = $1 AND id = (SELECT merged_into FROM contacts WHERE project_id = $1 AND id = $2)`, params);
+  return merged.rowCount > 0;
 }

@@ -228,7 +228,7 @@ type Stored = Exclude<StoredOutcome, { outcome: 'overdue' | 'lid_merge' }>;
  * back untouched: that session is ended (as the sweeper would have) and they go again, now opening
  * a new session. A later message of the same batch can find the new session over too, hence a loop.
  * So do those that show a LID-only contact to be the person of a phone that has a contact of its
- * own: the two are merged (migration 023) and the message goes again, to the merged contact.
+ * own, and the messages after it: the two are merged (migration 023) and they go again.
  */
 async function storeMessages(
   tx: Queryable,
@@ -242,7 +242,9 @@ async function storeMessages(
   const rounds: number[] = new Array(prepared.length).fill(0);
   let pending = prepared.map((_, i) => i);
   for (let round = 0; pending.length > 0; round++) {
-    if (round > 2 * prepared.length) throw new Error('sessions keep falling due while storing this batch');
+    // Each message can send the batch round again twice at most: once for a merge, once for a
+    // session that fell due.
+    if (round > 2 * prepared.length) throw new Error('the batch keeps needing another round (sessions falling due, contacts to merge)');
     const results = await storeInboundMessages(tx, projectId, pending.map((i) => prepared[i].row)).catch((err) => {
       throw err?.code === DUPLICATE_RACE ? new DuplicateRace(String(err.message)) : err;
     });
@@ -268,6 +270,8 @@ async function storeMessages(
       const seen = overdue.get(key);
       if (!seen || timestamp < seen.at) overdue.set(key, { contactId: o.contactId, channelId, at: timestamp });
     });
+    // The function stops at a merge: the messages after it come back without a result.
+    for (let k = results.length; k < pending.length; k++) again.push(pending[k]);
     for (const o of overdue.values()) {
       const ended = await endOverdueSession(tx, o);
       if (ended) onEnded(ended, round);

@@ -71,6 +71,19 @@ describe('addresses', () => {
     expect((await stored(ch, 'LIDM02')).contact_id).toBe(lidOnly);
     expect(lidOnly).not.toBe(phoneContact);
     const lidSession = (await stored(ch, 'LIDM02')).session_id;
+    // Both have places in pipelines: the phone's contact in the first, the LID-only one in both.
+    const pipeline = async (name: string, statuses: string[]) => {
+      const r = await t.api('POST', '/pipelines', { name, statuses: statuses.map((n) => ({ name: n, kind: 'open' })) });
+      expect(r.status).toBe(201);
+      return r.json as { id: string; statuses: Array<{ id: string }> };
+    };
+    const sales = await pipeline(`Vendas ${lid}`, ['Novo', 'Proposta']);
+    const support = await pipeline(`Suporte ${lid}`, ['Aberto']);
+    const place = async (contact: string, p: { id: string; statuses: Array<{ id: string }> }, n: number) =>
+      expect((await t.api('PUT', `/contacts/${contact}/pipeline-status`, { pipeline_id: p.id, status_id: p.statuses[n].id })).status).toBe(200);
+    await place(phoneContact, sales, 0);
+    await place(lidOnly, sales, 1);
+    await place(lidOnly, support, 0);
 
     // A message that names both: one person, one contact.
     await t.post(ch, lidMessage(lid, 'LIDM03', phone, now - 10));
@@ -94,7 +107,18 @@ describe('addresses', () => {
     expect(gone.status).toBe(404);
     expect(gone.json).toMatchObject({ code: 'not_found', detail: `contact not found: it was merged into contact ${phoneContact}` });
     expect((await t.api('GET', `/contacts/${phoneContact}/messages`)).json.data).toHaveLength(4);
-    expect(await count(t.db, 'SELECT 1 FROM contact_pipeline_statuses WHERE contact_id = $1 UNION ALL SELECT 1 FROM contact_pipeline_history WHERE contact_id = $1', [lidOnly])).toBe(0);
+    // Its own place (and history) in the pipeline it was in; the LID-only one's in the other.
+    const places = async (contact: string) => (await t.db.query('SELECT pipeline_id, status_id FROM contact_pipeline_statuses WHERE contact_id = $1', [contact])).rows;
+    const moves = async (contact: string) => (await t.db.query('SELECT pipeline_id, to_status_id FROM contact_pipeline_history WHERE contact_id = $1 ORDER BY seq', [contact])).rows;
+    expect(await places(phoneContact)).toEqual(expect.arrayContaining([
+      { pipeline_id: sales.id, status_id: sales.statuses[0].id }, { pipeline_id: support.id, status_id: support.statuses[0].id },
+    ]));
+    expect(await places(phoneContact)).toHaveLength(2);
+    expect(await moves(phoneContact)).toEqual([
+      { pipeline_id: sales.id, to_status_id: sales.statuses[0].id }, { pipeline_id: support.id, to_status_id: support.statuses[0].id },
+    ]);
+    expect(await places(lidOnly)).toEqual([]);
+    expect(await moves(lidOnly)).toEqual([{ pipeline_id: sales.id, to_status_id: sales.statuses[1].id }]);
 
     // What subscribers hear, in this order: the session that ended, the merge, the message.
     const events = (await t.db.query(

@@ -52,7 +52,7 @@ export type Inbound = {
   brokerKind: BrokerKind;
   key: string;
   projectId: string;
-  api(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, body?: unknown, key?: string): Promise<{ status: number; json: any }>;
+  api(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown, key?: string): Promise<{ status: number; json: any }>;
   createChannel(config?: Record<string, unknown>, extra?: Record<string, unknown>): Promise<Channel>;
   /** POSTs a WAHA webhook through the ingress. `body` objects are JSON-encoded; strings/Buffers go as they are. */
   post(channel: Channel, body: unknown, opts?: { headers?: Record<string, string>; token?: string | null; hmacKey?: string }): Promise<{ status: number; json: any }>;

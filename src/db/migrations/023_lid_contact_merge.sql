@@ -5,8 +5,9 @@
 -- the LID and later messages, and the LID-only one kept the earlier conversation for ever.
 --
 -- Step 2 of inbound_store_messages() finds that case (the phone locked, the LID locked by the
--- caller) and reports it as `lid_merge` with the LID-only contact's id, writing nothing; the caller
--- merges (contact-merge.sql.ts) and passes the message again, as it does for `overdue`.
+-- caller) and reports it as `lid_merge` with the LID-only contact's id, writing nothing for it and
+-- returning no row for the messages after it; the caller merges (contact-merge.sql.ts) and passes
+-- those messages again, as it does for `overdue`.
 -- inbound_store_messages() of 020 restated whole, with that one branch added.
 ALTER TABLE contacts ADD COLUMN merged_into uuid REFERENCES contacts (id);
 
@@ -69,13 +70,15 @@ BEGIN
           AND c.deleted_at IS NULL ORDER BY c.created_at LIMIT 1;
       ELSIF v_lid IS NOT NULL THEN
         -- The phone has a contact, and this LID one of its own without a phone (migration 023): the
-        -- caller merges that one into the phone's contact, then passes the message again.
+        -- caller merges that one into the phone's contact, then passes this message and the rest
+        -- of the batch again. The batch stops here, so the merge locks the phone's contact before
+        -- any contact of a later phone, in the order every batch takes them.
         SELECT c.id INTO contact_id FROM contacts c WHERE c.project_id = p_project AND c.wa_lid = v_lid AND c.phone IS NULL
           AND c.deleted_at IS NULL ORDER BY c.created_at LIMIT 1;
         IF contact_id IS NOT NULL THEN
           outcome := 'lid_merge';
           RETURN NEXT;
-          CONTINUE;
+          RETURN;
         END IF;
       END IF;
     ELSE
