@@ -20,7 +20,7 @@ export type ContactMerge = {
  * sessions, messages (replies still queued included) move, and its pipeline places and history in
  * the pipelines the phone's contact is not in; where both have an active session on a channel, the
  * one that went quiet first ends; names, email, tags, custom fields and attribution are kept where
- * the phone's contact has none (the earlier first touch wins, with its source); the totals add up.
+ * the phone's contact has none (the earlier first touch wins); the totals add up.
  * Returns undefined when either is no longer there as it was.
  */
 export async function mergeLidContact(
@@ -52,7 +52,8 @@ export async function mergeLidContact(
 
   // A name a person set beats a push name; otherwise the phone's contact keeps its own.
   const takeName = `(i.name IS NULL OR (i.name_source IS DISTINCT FROM 'user' AND f.name_source = 'user' AND f.name IS NOT NULL))`;
-  // The first touch is the earlier one; the source that came with it comes along.
+  // The first touch is the earlier one. (The source stays the phone's contact's, as a first ad on a
+  // known contact leaves it.)
   const takeAd = `(f.ad_attribution IS NOT NULL AND (i.ad_attribution IS NULL OR f.first_interaction_at < i.first_interaction_at))`;
   const r = await tx.query(
     `UPDATE contacts i SET
@@ -62,7 +63,7 @@ export async function mergeLidContact(
        wa_lid = $4,
        tags = i.tags || ARRAY(SELECT t FROM unnest(f.tags) WITH ORDINALITY AS x(t, n) WHERE NOT t = ANY(i.tags) ORDER BY n),
        custom_fields = f.custom_fields || i.custom_fields,
-       source = CASE WHEN ${takeAd} THEN f.source ELSE coalesce(i.source, f.source) END,
+       source = coalesce(i.source, f.source),
        ad_attribution = CASE WHEN ${takeAd} THEN f.ad_attribution ELSE i.ad_attribution END,
        first_interaction_at = least(i.first_interaction_at, f.first_interaction_at),
        last_interaction_at = greatest(i.last_interaction_at, f.last_interaction_at),

@@ -242,9 +242,9 @@ async function storeMessages(
   const rounds: number[] = new Array(prepared.length).fill(0);
   let pending = prepared.map((_, i) => i);
   for (let round = 0; pending.length > 0; round++) {
-    // Each message can send the batch round again twice at most: once for a merge, once for a
-    // session that fell due.
-    if (round > 2 * prepared.length) throw new Error('the batch keeps needing another round (sessions falling due, contacts to merge)');
+    // Every round stores a message, ends an overdue session or merges two contacts (or puts a
+    // merge off behind an overdue session it ends): at most four rounds a message.
+    if (round > 4 * prepared.length) throw new Error('the batch keeps needing another round (sessions falling due, contacts to merge)');
     const results = await storeInboundMessages(tx, projectId, pending.map((i) => prepared[i].row)).catch((err) => {
       throw err?.code === DUPLICATE_RACE ? new DuplicateRace(String(err.message)) : err;
     });
@@ -276,9 +276,14 @@ async function storeMessages(
       const ended = await endOverdueSession(tx, o);
       if (ended) onEnded(ended, round);
     }
-    for (const m of merges.values()) {
-      const merged = await mergeLidContact(tx, { projectId, ...m, now: null });
-      if (merged) onMerged(merged, round);
+    // A merge locks the phone's contact. Messages before it in this round that found their
+    // session overdue have not locked their contacts yet (they are stored next round, after the
+    // merge would be): the merge waits a round, so contacts are still locked in the batch's order.
+    if (overdue.size === 0) {
+      for (const m of merges.values()) {
+        const merged = await mergeLidContact(tx, { projectId, ...m, now: null });
+        if (merged) onMerged(merged, round);
+      }
     }
     pending = again;
   }

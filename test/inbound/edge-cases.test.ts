@@ -165,6 +165,44 @@ describe('addresses', () => {
     expect(await count(t.db, `SELECT 1 FROM sessions WHERE channel_id = $1 AND status = 'ended'`, [ch.id])).toBe(0);
   });
 
+  it('merges inside a batch, and stores what comes after the merge in the same transaction', async () => {
+    const ch = await t.createChannel();
+    const lid = '90000000007052';
+    const phone = '5511977770052';
+    const now = Math.floor(Date.now() / 1000);
+    const service = makeInboundService({ db: t.db });
+    const channel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha' as const, sessionTimeoutMinutes: 30 };
+    const item = (body: unknown) => ({ channel, events: parseWahaEvent(body), receivedAt: new Date() });
+    const a = await t.api('POST', '/contacts', { phone: `+${phone}` });
+    expect(a.status).toBe(201);
+    await service.apply(t.projectId, [item(lidMessage(lid, 'BATCH00', undefined, now - 30))]);
+    const lidOnly = (await stored(ch, 'BATCH00')).contact_id;
+    // Someone whose conversation went quiet an hour ago (due 30 minutes later, not ended yet).
+    await service.apply(t.projectId, [item(wahaText('5511977770049', 'faz tempo', { id: 'BATCHQ0', ts: now - 3600 }))]);
+    // One transaction, in the order it takes them: that person again (their session is overdue),
+    // the message naming both LID and phone, a new person's, and one more by the LID alone.
+    await service.apply(t.projectId, [
+      item(lidMessage(lid, 'BATCH03', undefined, now - 10)),
+      item(wahaText('5511977770053', 'outra pessoa', { id: 'BATCH02', ts: now - 20 })),
+      item(lidMessage(lid, 'BATCH01', phone, now - 20)),
+      item(wahaText('5511977770049', 'voltei', { id: 'BATCHQ1', ts: now - 15 })),
+    ]);
+    const quiet = await stored(ch, 'BATCHQ1');
+    expect(quiet.session_id).not.toBe((await stored(ch, 'BATCHQ0')).session_id);
+    for (const key of ['BATCH00', 'BATCH01', 'BATCH03']) expect((await stored(ch, key)).contact_id).toBe(a.json.id);
+    const other = await stored(ch, 'BATCH02');
+    expect(other.contact_id).not.toBe(a.json.id);
+    expect(await contactOf(t.db, lidOnly)).toMatchObject({ merged_into: a.json.id });
+    expect(await contactOf(t.db, a.json.id)).toMatchObject({ total_messages: 3, total_sessions: 1 });
+    // The merge's event before the events of the batch's messages, all stored after it.
+    const batch = [(await stored(ch, 'BATCH01')).id, other.id, (await stored(ch, 'BATCH03')).id];
+    const order = (await t.db.query(
+      `SELECT type FROM outbox WHERE project_id = $1
+         AND ((type = 'contact.merged' AND aggregate_id = $2) OR (type = 'message.received' AND aggregate_id = ANY($3::text[])))
+       ORDER BY seq`, [t.projectId, a.json.id, batch])).rows.map((e) => e.type);
+    expect(order).toEqual(['contact.merged', 'message.received', 'message.received', 'message.received']);
+  });
+
   it('uses the phone of a LID sender when the engine gives it, never the LID as a phone', async () => {
     const ch = await t.createChannel();
     await t.post(ch, fixture('noweb-lid-sender-pn'));
