@@ -37,7 +37,4 @@ export class AppError extends Error {
 }
 
 export const notFound = (what: string) => new AppError('not_found', `${what} not found`);
-/** A contact that is not there; one merged into another (migration 023) says which. */
-export const contactNotFound = (mergedInto: string | undefined) =>
-  mergedInto ? new AppError('not_found', `contact not found: it was merged into contact ${mergedInto}`) : notFound('contact');
 export const invalid = (detail: string, errors?: AppError['errors']) => new AppError('validation', detail, errors);

@@ -3,7 +3,7 @@
 // that names both LID and phone shows they are one; the LID-only contact is merged into the phone's
 // (migration 023). Runs in the inbound transaction, which holds the LID's and the phone's locks.
 import type { Queryable } from './database.ts';
-import { CONTACT_COLUMNS, toContact, type ContactRecord } from './contacts-read.sql.ts';
+import { toContact, type ContactRecord } from './contacts-read.sql.ts';
 import { endSessionsBeforeMerge, type EndedSession } from './session-lifecycle.sql.ts';
 
 export type ContactMerge = {
@@ -25,7 +25,7 @@ export type ContactMerge = {
  */
 export async function mergeLidContact(
   tx: Queryable,
-  m: { projectId: string; fromId: string; phone: string; lid: string; now: Date | null },
+  m: { projectId: string; fromId: string; phone: string; lid: string },
 ): Promise<ContactMerge | undefined> {
   const found = await tx.query<{ id: string; phone: string | null }>(
     `SELECT id, phone FROM contacts
@@ -38,7 +38,7 @@ export async function mergeLidContact(
   if (!from || !into) return undefined;
   const ids = { projectId: m.projectId, fromContactId: from.id, intoContactId: into.id };
 
-  const ended = await endSessionsBeforeMerge(tx, { ...ids, now: m.now });
+  const ended = await endSessionsBeforeMerge(tx, { ...ids, now: null });
   const args = [m.projectId, from.id, into.id];
   await tx.query('UPDATE sessions SET contact_id = $3, updated_at = now() WHERE project_id = $1 AND contact_id = $2', args);
   await tx.query('UPDATE messages SET contact_id = $3, updated_at = now() WHERE project_id = $1 AND contact_id = $2', args);
@@ -75,7 +75,7 @@ export async function mergeLidContact(
        updated_at = now()
      FROM contacts f
      WHERE i.project_id = $1 AND i.id = $3 AND f.id = $2
-     RETURNING ${CONTACT_COLUMNS.split(',').map((c) => `i.${c.trim()}`).join(', ')}`,
+     RETURNING i.*`,
     [...args, m.lid],
   );
   await tx.query('UPDATE contacts SET deleted_at = now(), merged_into = $3, updated_at = now() WHERE project_id = $1 AND id = $2', args);

@@ -1,5 +1,6 @@
 // Reads of `contacts` for the API. Every query names the project even inside a tenant transaction:
 // the filter is the first wall, row-level security the second. Soft-deleted contacts are invisible.
+import { AppError, notFound } from '../errors.ts';
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, Where, type Page } from './keyset.ts';
 
@@ -47,10 +48,15 @@ export function toContact(r: Row): ContactRecord {
   };
 }
 
-/** The contact a deleted one was merged into (a LID-only contact joined to its phone's), if any. */
-export async function mergedInto(q: Queryable, projectId: string, id: string): Promise<string | undefined> {
+/**
+ * The 404 for a contact that is not there: one merged into another (a LID-only contact joined to
+ * its phone's, migration 023) names the contact it went to, so a client holding the old id can
+ * follow it.
+ */
+export async function contactNotFound(q: Queryable, projectId: string, id: string): Promise<AppError> {
   const r = await q.query<{ merged_into: string }>('SELECT merged_into FROM contacts WHERE project_id = $1 AND id = $2 AND merged_into IS NOT NULL', [projectId, id]);
-  return r.rows[0]?.merged_into;
+  const into = r.rows[0]?.merged_into;
+  return into ? new AppError('not_found', `contact not found: it was merged into contact ${into}`) : notFound('contact');
 }
 
 export async function findContact(q: Queryable, projectId: string, id: string): Promise<ContactRecord | undefined> {

@@ -3,7 +3,7 @@
 // each change appends its event in that same transaction, so no change commits without its event.
 import type { Database, Queryable } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
-import { findContact, listContacts, mergedInto, type ContactRecord } from '../db/contacts-read.sql.ts';
+import { findContact, listContacts, contactNotFound, type ContactRecord } from '../db/contacts-read.sql.ts';
 import { findContactIdByPhone, insertContact, lockContact, softDeleteContact, updateContact } from '../db/contacts-api.sql.ts';
 import { listMessages, type MessageRecord } from '../db/messages-read.sql.ts';
 import { listSessions, type SessionRecord } from '../db/sessions-read.sql.ts';
@@ -13,7 +13,7 @@ import { newEvent } from '../domain/events.ts';
 import { contactData } from '../inbound/payloads.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
-import { AppError, contactNotFound, invalid } from '../errors.ts';
+import { AppError, invalid } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { endContactSessionsNow } from '../db/session-lifecycle.sql.ts';
 import type { Caller } from '../domain/permissions.ts';
@@ -53,7 +53,7 @@ export function makeContactsService(deps: { db: Database }) {
   async function requireContact(tx: Queryable, projectId: string, id: string) {
     const c = await findContact(tx, projectId, id);
     if (c) return c;
-    throw contactNotFound(await mergedInto(tx, projectId, id));
+    throw await contactNotFound(tx, projectId, id);
   }
 
   return {
@@ -100,7 +100,7 @@ export function makeContactsService(deps: { db: Database }) {
     update(projectId: string, id: string, patch: UpdateContactInput): Promise<ContactRecord> {
       return tenant(projectId, async (tx) => {
         const before = await lockContact(tx, projectId, id);
-        if (!before) throw contactNotFound(await mergedInto(tx, projectId, id));
+        if (!before) throw await contactNotFound(tx, projectId, id);
         const name = patch.name === undefined ? before.name : cleanName(patch.name);
         const next = {
           name,
@@ -143,7 +143,7 @@ export function makeContactsService(deps: { db: Database }) {
       const projectId = caller.projectId;
       const ended = await tenant(projectId, async (tx) => {
         const gone = await softDeleteContact(tx, projectId, id);
-        if (!gone) throw contactNotFound(await mergedInto(tx, projectId, id));
+        if (!gone) throw await contactNotFound(tx, projectId, id);
         const deletedAt = gone.deletedAt.toISOString();
         const sessions = await endContactSessionsNow(tx, { projectId, contactId: id, reason: 'contact_deleted', closedBy: actorOf(caller).label, now: gone.deletedAt });
         await appendEvents(tx, [

@@ -250,13 +250,14 @@ async function storeMessages(
     });
     const again: number[] = [];
     const overdue = new Map<string, { contactId: string; channelId: string; at: Date }>();
-    const merges = new Map<string, { fromId: string; phone: string; lid: string }>();
+    /** The function stops at the first merge it asks for: one a round at most. */
+    let merge: { fromId: string; phone: string; lid: string } | undefined;
     results.forEach((o, k) => {
       const i = pending[k];
       if (o.outcome === 'lid_merge') {
         again.push(i);
         const { phone, lid } = prepared[i].row;
-        merges.set(o.contactId, { fromId: o.contactId, phone: phone!, lid: lid! });
+        merge = { fromId: o.contactId, phone: phone!, lid: lid! };
         return;
       }
       if (o.outcome !== 'overdue') {
@@ -279,11 +280,9 @@ async function storeMessages(
     // A merge locks the phone's contact. Messages before it in this round that found their
     // session overdue have not locked their contacts yet (they are stored next round, after the
     // merge would be): the merge waits a round, so contacts are still locked in the batch's order.
-    if (overdue.size === 0) {
-      for (const m of merges.values()) {
-        const merged = await mergeLidContact(tx, { projectId, ...m, now: null });
-        if (merged) onMerged(merged, round);
-      }
+    if (merge && overdue.size === 0) {
+      const merged = await mergeLidContact(tx, { projectId, ...merge });
+      if (merged) onMerged(merged, round);
     }
     pending = again;
   }

@@ -12,7 +12,7 @@ import { senderFor } from '../channels/senders.ts';
 import type { OutboundType } from '../channels/sender.ts';
 import { findChannel } from '../db/channels.sql.ts';
 import { findContactIdByPhone, insertContact, lockContact } from '../db/contacts-api.sql.ts';
-import { mergedInto } from '../db/contacts-read.sql.ts';
+import { contactNotFound } from '../db/contacts-read.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import type { MessageRecord } from '../db/messages-read.sql.ts';
 import {
@@ -26,7 +26,7 @@ import { newEvent, type EventEnvelope, type MessageData, type MessageStatus, typ
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import type { Caller } from '../domain/permissions.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
-import { AppError, contactNotFound, invalid, notFound } from '../errors.ts';
+import { AppError, invalid, notFound } from '../errors.ts';
 import { wahaMessageKey } from '../inbound/waha/waha-jid.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { sessionsActive } from '../observability/metrics.ts';
@@ -132,7 +132,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
     if (i.contactId !== undefined) {
       // Held until commit: a contact merged into another meanwhile (migration 023) would leave
       // this reply behind on the one merged away, and the sender would fail it as deleted.
-      if (!(await lockContact(tx, projectId, i.contactId, 'share'))) throw contactNotFound(await mergedInto(tx, projectId, i.contactId));
+      if (!(await lockContact(tx, projectId, i.contactId, 'share'))) throw await contactNotFound(tx, projectId, i.contactId);
       return i.contactId;
     }
     const phone = normalizePhone(i.phone!);

@@ -12,8 +12,8 @@ import { withTransaction } from '../db/transaction.ts';
 import { newEvent } from '../domain/events.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import type { Caller } from '../domain/permissions.ts';
-import { AppError, contactNotFound, invalid, notFound } from '../errors.ts';
-import { mergedInto } from '../db/contacts-read.sql.ts';
+import { AppError, invalid, notFound } from '../errors.ts';
+import { contactNotFound } from '../db/contacts-read.sql.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { actorOf } from './session-lifecycle.service.ts';
 
@@ -175,13 +175,13 @@ export function makePipelinesService(deps: { db: Database }) {
         const status = await findStatus(tx, projectId, input.pipelineId, input.statusId);
         if (!status) {
           // The contact decides 404 first: another project's contact must not learn anything else.
-          if (!(await lockContactPlace(tx, projectId, contactId, input.pipelineId)).exists) throw contactNotFound(await mergedInto(tx, projectId, contactId));
+          if (!(await lockContactPlace(tx, projectId, contactId, input.pipelineId)).exists) throw await contactNotFound(tx, projectId, contactId);
           if (!(await findPipeline(tx, projectId, input.pipelineId))) throw notFound('pipeline');
           throw new AppError('unprocessable', 'status_id is not a status of this pipeline', [{ field: 'status_id', message: 'not in pipeline_id' }]);
         }
         const { type, id } = actorOf(caller);
         const moved = await moveContactTx(tx, { projectId, contactId, status, notes: input.notes?.trim() || null, actor: { type, id } });
-        if (!moved) throw contactNotFound(await mergedInto(tx, projectId, contactId));
+        if (!moved) throw await contactNotFound(tx, projectId, contactId);
         return moved;
       });
     },
@@ -189,7 +189,7 @@ export function makePipelinesService(deps: { db: Database }) {
     /** A contact's moves in the order they were made. */
     history(projectId: string, contactId: string, query: { pipelineId?: string; afterId?: string; limit?: number }): Promise<{ rows: HistoryEntry[]; more: boolean }> {
       return tenant(projectId, async (tx) => {
-        if (!(await contactExists(tx, projectId, contactId))) throw contactNotFound(await mergedInto(tx, projectId, contactId));
+        if (!(await contactExists(tx, projectId, contactId))) throw await contactNotFound(tx, projectId, contactId);
         return listMoves(tx, { pipelineId: query.pipelineId, afterId: query.afterId, limit: query.limit, projectId, contactId });
       });
     },

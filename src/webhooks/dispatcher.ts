@@ -171,15 +171,20 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     return items.map(() => undefined);
   }, batch);
 
-  /**
-   * Postpones a delivery on what this process knew of its endpoint at generation `seen`. Should
-   * the endpoint change meanwhile, the change's bring-forward may have run before this write
-   * landed: the delivery is brought forward again instead of waiting out the old endpoint's wait.
-   */
+  /** Postpones a delivery on what this process knew of its endpoint at generation `seen`. */
   async function postpone(id: string, sub: string, untilMs: number, seen: number): Promise<void> {
     await postponements.submit('p', { id, until: new Date(untilMs) });
+    return dueAt(sub, untilMs, seen);
+  }
+
+  /**
+   * After a delivery's later time was written on what this process knew of its endpoint at
+   * generation `seen`: the scheduler is told when it is due — or, should the endpoint have changed
+   * meanwhile, the change's bring-forward may have run before the write landed, and it runs again.
+   */
+  function dueAt(sub: string, atMs: number, seen: number): Promise<void> | void {
     if (generationOf(sub) !== seen) return bringForward(sub);
-    opts.onDue?.(untilMs);
+    opts.onDue?.(atMs);
   }
 
   /** The circuit's word on an endpoint: undefined (go) or when to offer its deliveries again. */
@@ -265,10 +270,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         // Not now after all (the circuit opened meanwhile, or a rate we just learned): give the
         // attempt number back.
         await unclaimDelivery(db, claim.id, claim.attempts, new Date(wait));
-        // As in postpone: a change heard meanwhile may have brought forward before this write.
-        if (generationOf(sub) !== seen) return bringForward(sub);
-        opts.onDue?.(wait);
-        return;
+        return dueAt(sub, wait, seen);
       }
       now = Date.now();
       if (sendAt > now) await new Promise((r) => setTimeout(r, sendAt - now));
@@ -292,7 +294,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
 
   async function attempt(claim: ClaimedDelivery, request: Slot, inflight: EndpointSlot): Promise<void> {
     let report: AttemptReport;
-    const generation = endpointGenerations.get(claim.subscriptionId);
+    const generation = generationOf(claim.subscriptionId);
     inflight.start(Date.now()); // the endpoint's clock starts with its request
     try {
       report = await sendAttempt(claim, {
@@ -302,7 +304,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         agent,
         random,
       });
-      if (endpointGenerations.get(claim.subscriptionId) !== generation) {
+      if (generationOf(claim.subscriptionId) !== generation) {
         // The endpoint changed while this attempt was out: it spoke for the old one.
         report = fromOldEndpoint(claim, report);
       } else {

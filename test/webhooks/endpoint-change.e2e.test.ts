@@ -26,15 +26,24 @@ async function openedOn(w: World, subscriptionId: string, n: number): Promise<vo
   }, 'every delivery waiting');
 }
 
+/**
+ * A subscription to an endpoint that answers 500, with `n` deliveries, two of which failed and
+ * opened its circuit; and a fixed endpoint to move it to.
+ */
+async function brokenEndpoint(w: World, n: number) {
+  const t = await makeTenant(w);
+  const broken = await startReceiver(() => 500);
+  const fixed = await startReceiver(() => 200);
+  const s = await subscribe(w, t, { url: broken.url });
+  await emit(w, t.projectId, n);
+  await openedOn(w, s.id, n);
+  return { t, broken, fixed, s };
+}
+
 describe('an endpoint that changes', () => {
   it('a new URL gets the deliveries at once, and starts its own failing streak', async () => {
     const w = await startWorld(LONG);
-    const t = await makeTenant(w);
-    const broken = await startReceiver(() => 500);
-    const fixed = await startReceiver(() => 200);
-    const s = await subscribe(w, t, { url: broken.url });
-    await emit(w, t.projectId, 4);
-    await openedOn(w, s.id, 4);
+    const { t, broken, fixed, s } = await brokenEndpoint(w, 4);
     expect(broken.requests).toHaveLength(2);
     // Health is written in batches, shortly after the attempts.
     await waitFor(async () => (await api(w, t, 'GET', `/webhook-subscriptions/${s.id}`)).json.failing_since !== null, 'the failing streak recorded');
@@ -72,12 +81,7 @@ describe('an endpoint that changes', () => {
 
   it('a new URL for a subscription turned off ends nothing: its deliveries wait for it to be back on', async () => {
     const w = await startWorld(LONG);
-    const t = await makeTenant(w);
-    const broken = await startReceiver(() => 500);
-    const fixed = await startReceiver(() => 200);
-    const s = await subscribe(w, t, { url: broken.url });
-    await emit(w, t.projectId, 3);
-    await openedOn(w, s.id, 3);
+    const { t, fixed, s } = await brokenEndpoint(w, 3);
     expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: false })).status).toBe(200);
     expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url })).status).toBe(200);
     // Made due while off, they would be claimed and ended as "subscription disabled".
@@ -137,12 +141,7 @@ describe('an endpoint change heard after the old circuit has postponed a deliver
     const w = await startWorld({ env: LONG.env, worker: false });
     const { db, gate } = gatedDb(w.db);
     await w.startWorker({ ...LONG.worker, db });
-    const t = await makeTenant(w);
-    const broken = await startReceiver(() => 500);
-    const fixed = await startReceiver(() => 200);
-    const s = await subscribe(w, t, { url: broken.url });
-    await emit(w, t.projectId, 3);
-    await openedOn(w, s.id, 3);
+    const { t, fixed, s } = await brokenEndpoint(w, 3);
 
     // The dispatcher has not heard of the change yet when the API makes the deliveries due: its
     // circuit, still open, postpones them for ten minutes — a write still on its way when the
