@@ -1,5 +1,5 @@
 // `ventros <command>`: start, migrate, simulate, --help. Exit codes: 0 ok, 1 runtime failure,
-// 2 bad usage or configuration.
+// 2 bad usage or configuration (and 130 for a simulation stopped with Ctrl-C).
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config.ts';
 import { migrate } from './db/migrate.ts';
@@ -11,8 +11,8 @@ const HELP = `ventros — WhatsApp-first CRM backend
 Usage:
   ventros start [--role all|api|worker]   run the service (default role: all)
   ventros migrate                         apply database migrations and exit
-  ventros simulate waha --channel <id> [--token <t>] [--rate <n/s>] [--duration <s>] [--url <base>]
-                        [--contacts <n>] [--messages-only]
+  ventros simulate waha --channel <id> [--token <t>] [--hmac-key <k>] [--rate <n/s>] [--duration <s>]
+                        [--url <base>] [--contacts <n>] [--timeout <s>] [--messages-only]
                                           post realistic WAHA webhooks at a steady rate; the
                                           channel's token from --token, else VENTROS_API_KEY
                                           (a manager's key), else DATABASE_URL

@@ -93,7 +93,8 @@ async function open(job: LoadJob): Promise<LoadReport> {
       if (status === 200 && keys[i]) sentAt.push([keys[i], performance.timeOrigin + sent]);
     },
   });
-  return { count: r.accepted, failed: r.failed, measuredS: r.elapsedS, latencies: r.latencies, sentAt, acceptedAll: r.accepted + r.warmupAccepted };
+  // Latencies of the accepted requests, from each one's due time; the rate over the sends' span.
+  return { count: r.accepted, failed: r.failed, measuredS: r.sendS, latencies: r.latencies, sentAt, acceptedAll: r.accepted + r.warmupAccepted };
 }
 
 if (parentPort && workerData?.job) {

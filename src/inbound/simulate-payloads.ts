@@ -1,9 +1,13 @@
 // Realistic WAHA webhooks for `ventros simulate`, the benchmarks and the load tests: the three
 // engines' envelopes and `_data` shapes (as in test/fixtures/waha), a mix of message types, our
-// own messages and their acks, from a pool of contacts. Every message has a fresh id.
+// own messages and their acks, from a pool of contacts. Every message has a fresh id. Messages come
+// as `message.any`, the event a channel set up by Ventros subscribes to (waha-webhook-setup.ts).
+// A WAHA session runs one engine: each contact here keeps one (they take turns, so the mix of
+// engines stays even), and an ack or a reaction comes in the engine of the message it is about.
 import { randomBytes } from 'node:crypto';
 
 export type Engine = 'GOWS' | 'NOWEB' | 'WEBJS';
+const ENGINES: readonly Engine[] = ['GOWS', 'NOWEB', 'WEBJS'];
 
 export type GeneratorOptions = {
   /** Size of the contact pool (distinct phone numbers). */
@@ -33,7 +37,7 @@ export function makeWahaGenerator(opts: GeneratorOptions = {}) {
   const mix = opts.messagesOnly ? MIX.filter(([k]) => k !== 'ack' && k !== 'reaction') : MIX;
   const total = mix.reduce((a, [, w]) => a + w, 0);
   // Our recent messages (acks and reactions point at them).
-  const ours: Array<{ id: string; phone: string }> = [];
+  const ours: Array<{ id: string; phone: string; engine: Engine }> = [];
   let n = 0;
 
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)];
@@ -97,10 +101,10 @@ export function makeWahaGenerator(opts: GeneratorOptions = {}) {
       payload._data = { id: { fromMe, remote: chat, id, _serialized: serialized }, type: webType, t: seconds, notifyName: fromMe ? undefined : pushName, from: payload.from, to: payload.to };
     }
     if (fromMe) {
-      ours.push({ id: serialized, phone });
+      ours.push({ id: serialized, phone, engine });
       if (ours.length > 500) ours.shift();
     }
-    return { body: envelope(engine, fromMe ? 'message.any' : 'message', payload), kind, messageId: id };
+    return { body: envelope(engine, 'message.any', payload), kind, messageId: id };
   }
 
   return {
@@ -114,22 +118,23 @@ export function makeWahaGenerator(opts: GeneratorOptions = {}) {
           break;
         }
       }
-      const engine = pick(['GOWS', 'NOWEB', 'WEBJS'] as const);
-      const phone = phoneOf(n % contacts);
+      const contact = n % contacts;
+      const engine = ENGINES[contact % ENGINES.length];
+      const phone = phoneOf(contact);
       if ((kind === 'ack' || kind === 'reaction') && ours.length === 0) kind = 'text';
       if (kind === 'ack') {
         const target = pick(ours);
         const code = pick([2, 3]);
         return {
           kind,
-          body: envelope(engine, 'message.ack', { id: target.id, from: `${target.phone}@c.us`, to: `${ME}@c.us`, fromMe: true, ack: code, ackName: code === 2 ? 'DEVICE' : 'READ' }),
+          body: envelope(target.engine, 'message.ack', { id: target.id, from: `${target.phone}@c.us`, to: `${ME}@c.us`, fromMe: true, ack: code, ackName: code === 2 ? 'DEVICE' : 'READ' }),
         };
       }
       if (kind === 'reaction') {
         const target = pick(ours);
         return {
           kind,
-          body: envelope(engine, 'message.reaction', {
+          body: envelope(target.engine, 'message.reaction', {
             id: `false_${target.phone}@c.us_${newId()}`, from: `${target.phone}@c.us`, to: `${ME}@c.us`, fromMe: false,
             timestamp: Math.floor(now() / 1000), reaction: { text: pick(['👍', '❤️', '😂']), messageId: target.id },
           }),

@@ -3,7 +3,10 @@
 // and prints how many were accepted or failed and the latency percentiles.
 //
 // The load is open-loop: request i is due at start + i/rate whatever happened to earlier ones, so
-// a slow server shows up as latency (and in-flight requests), not as a quietly lower rate.
+// a slow server shows up as latency, not as a quietly lower rate. A request's latency runs from
+// the time it was due, not from when it went out: one held back (the in-flight cap, a busy
+// client) counts its wait, which is what its sender would have seen (no coordinated omission).
+import { createHmac } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
@@ -15,26 +18,43 @@ export type LoadOptions = {
   durationS: number;
   /** The i-th request's body. */
   body: (i: number) => string | Buffer;
-  headers?: Record<string, string>;
-  /** Requests in flight at most; a request due beyond it waits for a free slot. */
+  /** Headers for a body, besides its content type. */
+  headers?: (body: string | Buffer) => Record<string, string>;
+  /** Requests in flight at most; a request due beyond it waits for a free slot (and counts the wait). */
   maxInflight?: number;
   /** Seconds of the same load sent first and not counted (connections opened, code compiled);
    * default 0. Its requests get no onResponse and no place in the result. */
   warmupS?: number;
-  /** Called with each counted request's outcome (status 0: network error); sentAt is performance.now(). */
-  onResponse?: (status: number, latencyMs: number, sentAt: number, body: string, i: number) => void;
+  /** A request not answered in full this long after it went out fails as a timeout. Default 30 s. */
+  timeoutMs?: number;
+  /** Aborted: no further request is sent; those in flight are awaited (each within timeoutMs). */
+  signal?: AbortSignal;
+  /** Called with each counted request's outcome (status 0: no answer); startAt is the
+   * performance.now() time its latency is counted from (its due time, or its send if earlier). */
+  onResponse?: (status: number, latencyMs: number, startAt: number, body: string, i: number) => void;
 };
 
 export type LoadResult = {
+  /** Counted requests sent (fewer than planned when the run was interrupted). */
   sent: number;
+  planned: number;
   accepted: number;
   /** Warm-up requests answered 2xx (not in the other figures). */
   warmupAccepted: number;
   failed: number;
+  /** Counted requests by HTTP status, or `timeout` / `network error` when none came. */
   byStatus: Record<string, number>;
+  /** The first counted failure: its status (or error) and what the server or the network said. */
+  firstFailure?: string;
+  /** Seconds over which the counted requests went out (their schedule's span, or longer if late). */
+  sendS: number;
+  /** Seconds from the first counted request's due time to the last answer. */
   elapsedS: number;
-  /** Latencies in ms, ascending. */
+  /** The furthest a counted request went out behind its due time, in ms. */
+  maxLagMs: number;
+  /** Latencies in ms of the accepted requests, from their due time, ascending. */
   latencies: number[];
+  interrupted: boolean;
 };
 
 export function percentileOf(sorted: readonly number[], p: number): number {
@@ -42,52 +62,112 @@ export function percentileOf(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1];
 }
 
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** Resolves after `ms`, or at once when `signal` is aborted. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+function failureName(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'network error';
+}
+
+function errorText(err: unknown): string {
+  const e = err as { message?: unknown; cause?: { message?: unknown } } | null;
+  const message = typeof e?.message === 'string' && e.message ? e.message : String(err);
+  // undici wraps a refused connection: its cause says what happened.
+  const cause = typeof e?.cause?.message === 'string' ? e.cause.message : undefined;
+  return cause && cause !== message ? `${message} (${cause})` : message;
+}
+
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const maxInflight = o.maxInflight ?? 256;
-  const agent = new Agent({ connections: Math.min(maxInflight, 128), pipelining: 1, keepAliveTimeout: 30_000 });
+  const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const agent = new Agent({
+    connections: Math.min(maxInflight, 128),
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    connectTimeout: timeoutMs,
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+  });
   const warmupN = Math.round(o.rate * (o.warmupS ?? 0));
-  const total = warmupN + Math.max(1, Math.round(o.rate * o.durationS));
+  const planned = Math.max(1, Math.round(o.rate * o.durationS));
+  const total = warmupN + planned;
   const latencies: number[] = [];
   const byStatus: Record<string, number> = {};
   let accepted = 0;
   let warmupAccepted = 0;
+  let sent = 0;
+  let firstFailure: string | undefined;
+  let maxLagMs = 0;
+  let lastSend = 0;
+  let lastAnswer = 0;
   let inflight = 0;
   let freed: (() => void) | undefined;
 
-  const send = async (i: number) => {
+  const send = async (i: number, dueAt: number) => {
     const payload = o.body(i);
-    const sentAt = performance.now();
+    const startAt = Math.min(dueAt, performance.now()); // sent up to 1 ms early: from the send
     let status = 0;
-    let text = '';
+    let outcome: string;
+    let text: string;
     try {
-      const res = await request(o.url, { method: 'POST', body: payload, headers: { 'content-type': 'application/json', ...o.headers }, dispatcher: agent });
-      status = res.statusCode;
+      const res = await request(o.url, { method: 'POST', body: payload, headers: { 'content-type': 'application/json', ...o.headers?.(payload) }, dispatcher: agent });
       text = await res.body.text();
+      status = res.statusCode;
+      outcome = String(status);
     } catch (err) {
-      text = (err as Error).message;
+      // No answer, or not all of it: a failure, whatever a status line said.
+      status = 0;
+      outcome = failureName(err);
+      text = errorText(err);
     }
-    const ms = performance.now() - sentAt;
+    const end = performance.now();
     if (i < warmupN) {
       if (status >= 200 && status < 300) warmupAccepted++;
       return;
     }
-    latencies.push(ms);
-    byStatus[status] = (byStatus[status] ?? 0) + 1;
-    if (status >= 200 && status < 300) accepted++;
-    o.onResponse?.(status, ms, sentAt, text, i);
+    lastAnswer = Math.max(lastAnswer, end);
+    const ms = end - startAt;
+    byStatus[outcome] = (byStatus[outcome] ?? 0) + 1;
+    if (status >= 200 && status < 300) {
+      accepted++;
+      latencies.push(ms);
+    } else {
+      firstFailure ??= `${outcome}: ${text.slice(0, 300)}`;
+    }
+    o.onResponse?.(status, ms, startAt, text, i);
   };
 
   const pending = new Set<Promise<void>>();
   const start = performance.now();
-  let measuredFrom = start; // when the first counted request went out (warm-up excluded)
-  for (let i = 0; i < total; i++) {
-    const due = start + (i * 1000) / o.rate;
-    const wait = due - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    while (inflight >= maxInflight) await new Promise<void>((r) => (freed = r));
-    if (i === warmupN) measuredFrom = performance.now();
+  const measuredFrom = start + (warmupN * 1000) / o.rate; // the first counted request's due time
+  for (let i = 0; i < total && !o.signal?.aborted; i++) {
+    const dueAt = start + (i * 1000) / o.rate;
+    const wait = dueAt - performance.now();
+    if (wait > 1) await sleep(wait, o.signal);
+    while (inflight >= maxInflight && !o.signal?.aborted) await new Promise<void>((r) => (freed = r));
+    if (o.signal?.aborted) break;
+    if (i >= warmupN) {
+      const now = performance.now();
+      sent++;
+      maxLagMs = Math.max(maxLagMs, now - dueAt);
+      lastSend = now;
+    }
     inflight++;
-    const p = send(i).finally(() => {
+    const p = send(i, dueAt).finally(() => {
       inflight--;
       pending.delete(p);
       freed?.();
@@ -96,44 +176,113 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     pending.add(p);
   }
   await Promise.all(pending);
-  const elapsedS = (performance.now() - measuredFrom) / 1000;
   await agent.close();
   latencies.sort((a, b) => a - b);
-  return { sent: total - warmupN, accepted, warmupAccepted, failed: total - warmupN - accepted, byStatus, elapsedS, latencies };
+  return {
+    sent,
+    planned,
+    accepted,
+    warmupAccepted,
+    failed: sent - accepted,
+    byStatus,
+    firstFailure,
+    // The schedule gives each request 1/rate; requests that went out late stretch the span.
+    sendS: sent === 0 ? 0 : Math.max(sent / o.rate, (lastSend - measuredFrom) / 1000 + 1 / o.rate),
+    elapsedS: sent === 0 ? 0 : (lastAnswer - measuredFrom) / 1000,
+    maxLagMs,
+    latencies,
+    interrupted: sent < planned,
+  };
 }
 
 const USAGE = `usage: ventros simulate waha --channel <id> [--rate <n/s>] [--duration <s>] [--url <base>]
-                               [--token <webhook token>] [--contacts <n>] [--messages-only]
+                               [--token <webhook token>] [--hmac-key <key>] [--contacts <n>]
+                               [--timeout <s>] [--messages-only]
   --channel   the channel id (its webhook URL is <base>/api/v1/webhooks/waha/<id>)
   --rate      webhooks per second (default 50)
   --duration  seconds (default 10)
-  --url       base URL of Ventros (default http://HOST:PORT from the environment)
+  --url       base URL of Ventros, http(s)://host[:port] (default http://HOST:PORT from the environment)
   --token     the channel's webhook token; else read through the API with VENTROS_API_KEY
               (a manager's key), else from the database at DATABASE_URL
+  --hmac-key  the channel's hmac_key, to sign each body (X-Webhook-Hmac) as WAHA does; needed when
+              the channel has one
   --contacts  distinct senders (default 200)
-  --messages-only  new messages only (no acks or reactions)`;
+  --timeout   seconds a webhook may take to be answered before it counts as failed (default 30)
+  --messages-only  new messages only (no acks or reactions)
+Exit codes: 0 every webhook accepted, 1 some failed, 2 bad usage or configuration, 130 interrupted
+(Ctrl-C stops sending, waits for the answers in flight and prints what it has).`;
 
-async function resolveToken(base: string, channel: string, given?: string): Promise<string> {
-  if (given) return given;
+/** A refusal the user can act on: printed as one line, no stack. */
+class SimulateError extends Error {
+  constructor(message: string, readonly exitCode: 1 | 2) {
+    super(message);
+  }
+}
+
+type Target = { token: string; hmacNeeded: boolean | undefined };
+
+/** The channel's webhook token (and whether it signs), from the flag, the API or the database. */
+async function resolveTarget(base: string, channel: string, given?: string): Promise<Target> {
   const key = process.env.VENTROS_API_KEY;
+  if (given && !key) return { token: given, hmacNeeded: undefined };
   if (key) {
-    const res = await request(`${base}/api/v1/channels/${channel}`, { headers: { authorization: `Bearer ${key}` } });
-    const body = (await res.body.json()) as { webhook_url?: string | null; detail?: string };
-    if (res.statusCode !== 200 || !body.webhook_url) throw new Error(`GET /channels/${channel} answered ${res.statusCode}: ${body.detail ?? 'no webhook_url (needs a manager key)'}`);
-    return new URL(body.webhook_url).searchParams.get('token') ?? '';
+    let status: number;
+    let body: { type?: string; webhook_url?: string | null; secrets_set?: string[]; detail?: string };
+    try {
+      const res = await request(`${base}/api/v1/channels/${encodeURIComponent(channel)}`, { headers: { authorization: `Bearer ${key}` }, headersTimeout: 10_000, bodyTimeout: 10_000 });
+      status = res.statusCode;
+      const text = await res.body.text();
+      try {
+        body = JSON.parse(text) as typeof body;
+      } catch {
+        throw new SimulateError(`GET ${base}/api/v1/channels/${channel} answered ${status} with something that is not JSON: is ${base} a Ventros?`, 1);
+      }
+    } catch (err) {
+      if (err instanceof SimulateError) throw err;
+      throw new SimulateError(`cannot reach ${base}: ${errorText(err)}`, 1);
+    }
+    if (status !== 200) throw new SimulateError(`GET /channels/${channel} answered ${status}: ${body.detail ?? 'no detail'}`, 2);
+    if (body.type !== 'waha') throw new SimulateError(`channel ${channel} is a ${body.type ?? 'unknown'} channel; only WAHA channels can be simulated`, 2);
+    const token = given ?? (body.webhook_url ? new URL(body.webhook_url).searchParams.get('token') : null);
+    if (!token) throw new SimulateError(`GET /channels/${channel} shows no webhook token (needs a manager's key); pass --token`, 2);
+    return { token, hmacNeeded: body.secrets_set?.includes('hmac_key') ?? undefined };
   }
   if (process.env.DATABASE_URL) {
     const { connectPostgres } = await import('../db/postgres.ts');
     const db = connectPostgres({ url: process.env.DATABASE_URL, max: 1, applicationName: 'ventros-simulate' });
     try {
-      const r = await db.query(`SELECT webhook_token FROM channels WHERE id = $1 AND deleted_at IS NULL`, [channel]);
-      if (!r.rows[0]) throw new Error(`no channel ${channel} in the database`);
-      return r.rows[0].webhook_token as string;
+      const r = await db.query<{ type: string; webhook_token: string }>(`SELECT type, webhook_token FROM channels WHERE id::text = $1 AND deleted_at IS NULL`, [channel]);
+      const row = r.rows[0];
+      if (!row) throw new SimulateError(`no channel ${channel} in the database at DATABASE_URL`, 2);
+      if (row.type !== 'waha') throw new SimulateError(`channel ${channel} is a ${row.type} channel; only WAHA channels can be simulated`, 2);
+      return { token: row.webhook_token, hmacNeeded: undefined };
+    } catch (err) {
+      if (err instanceof SimulateError) throw err;
+      throw new SimulateError(`cannot read the channel from DATABASE_URL: ${errorText(err)}`, 1);
     } finally {
       await db.close();
     }
   }
-  throw new Error('cannot find the webhook token: pass --token, or set VENTROS_API_KEY (or DATABASE_URL)');
+  throw new SimulateError('cannot find the webhook token: pass --token, or set VENTROS_API_KEY (or DATABASE_URL)', 2);
+}
+
+/** A decimal number within (0, max], or a message naming the flag. */
+function positive(flag: string, value: string, what: string, max: number, integer = false): number | string {
+  const n = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
+  if (!(n > 0) || n > max || (integer && !Number.isInteger(n))) {
+    return `--${flag} must be ${integer ? 'a whole number' : 'a number'} of ${what} above 0 and at most ${max} (got "${value}")`;
+  }
+  return n;
+}
+
+function baseUrl(given: string | undefined): string | undefined {
+  const base = (given ?? `http://${process.env.HOST ?? '127.0.0.1'}:${process.env.PORT ?? '8080'}`).replace(/\/+$/, '');
+  try {
+    const u = new URL(base);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname && !u.search && !u.hash ? base : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export async function runSimulate(args: string[]): Promise<number> {
@@ -147,8 +296,9 @@ export async function runSimulate(args: string[]): Promise<number> {
     parsed = parseArgs({
       args: rest,
       options: {
-        channel: { type: 'string' }, token: { type: 'string' }, rate: { type: 'string', default: '50' }, duration: { type: 'string', default: '10' },
-        url: { type: 'string' }, contacts: { type: 'string', default: '200' }, 'messages-only': { type: 'boolean', default: false }, help: { type: 'boolean' },
+        channel: { type: 'string' }, token: { type: 'string' }, 'hmac-key': { type: 'string' }, rate: { type: 'string', default: '50' },
+        duration: { type: 'string', default: '10' }, url: { type: 'string' }, contacts: { type: 'string', default: '200' },
+        timeout: { type: 'string', default: '30' }, 'messages-only': { type: 'boolean', default: false }, help: { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -158,22 +308,60 @@ export async function runSimulate(args: string[]): Promise<number> {
   }
   const v = parsed.values;
   if (v.help) return console.log(USAGE), 0;
-  const rate = Number(v.rate);
-  const durationS = Number(v.duration);
-  if (!v.channel || !(rate > 0) || !(durationS > 0) || !(Number(v.contacts) >= 1)) {
-    console.error(USAGE);
+  const rate = positive('rate', v.rate, 'webhooks per second', 100_000);
+  const durationS = positive('duration', v.duration, 'seconds', 86_400);
+  const contacts = positive('contacts', v.contacts, 'senders', 1_000_000, true);
+  const timeoutS = positive('timeout', v.timeout, 'seconds', 3_600);
+  const base = baseUrl(v.url);
+  const problems = [
+    !v.channel?.trim() ? '--channel is required: the id of a WAHA channel' : undefined,
+    ...[rate, durationS, contacts, timeoutS].filter((x) => typeof x === 'string'),
+    base === undefined ? `--url must be an http(s) URL such as http://127.0.0.1:8080 (got "${v.url ?? ''}")` : undefined,
+    v.token === '' ? '--token must not be empty' : undefined,
+    v['hmac-key'] === '' ? '--hmac-key must not be empty' : undefined,
+  ].filter((x): x is string => x !== undefined);
+  if (problems.length > 0 || typeof rate !== 'number' || typeof durationS !== 'number' || typeof contacts !== 'number' || typeof timeoutS !== 'number' || !base || !v.channel) {
+    console.error(`${problems.join('\n')}\n\n${USAGE}`);
     return 2;
   }
-  const base = (v.url ?? `http://${process.env.HOST ?? '127.0.0.1'}:${process.env.PORT ?? '8080'}`).replace(/\/+$/, '');
-  const token = await resolveToken(base, v.channel, v.token);
-  const url = `${base}/api/v1/webhooks/waha/${v.channel}?token=${encodeURIComponent(token)}`;
-  const gen = makeWahaGenerator({ contacts: Number(v.contacts), messagesOnly: v['messages-only'] });
+  let target: Target;
+  try {
+    target = await resolveTarget(base, v.channel, v.token);
+  } catch (err) {
+    if (!(err instanceof SimulateError)) throw err;
+    console.error(`ventros simulate: ${err.message}`);
+    return err.exitCode;
+  }
+  const hmacKey = v['hmac-key'];
+  if (target.hmacNeeded && !hmacKey) {
+    console.error(`ventros simulate: channel ${v.channel} has an hmac_key, and every webhook must be signed with it: pass --hmac-key`);
+    return 2;
+  }
+  const url = `${base}/api/v1/webhooks/waha/${encodeURIComponent(v.channel)}?token=${encodeURIComponent(target.token)}`;
+  const gen = makeWahaGenerator({ contacts, messagesOnly: v['messages-only'] });
+  const sign = hmacKey ? (body: string | Buffer) => ({ 'x-webhook-hmac': createHmac('sha512', hmacKey).update(body).digest('hex'), 'x-webhook-hmac-algorithm': 'sha512' }) : undefined;
 
+  const stop = new AbortController();
+  const interrupt = () => {
+    if (stop.signal.aborted) process.exit(130); // a second Ctrl-C: leave at once
+    console.log('interrupted: no more webhooks are sent; waiting for the answers in flight (Ctrl-C again to leave now)');
+    stop.abort();
+  };
+  process.on('SIGINT', interrupt);
   console.log(`posting WAHA webhooks to ${base}/api/v1/webhooks/waha/${v.channel}: ${rate}/s for ${durationS} s`);
-  const r = await runLoad({ url, rate, durationS, body: () => JSON.stringify(gen.next().body) });
-  const p = (q: number) => percentileOf(r.latencies, q).toFixed(1);
-  console.log(`sent ${r.sent} in ${r.elapsedS.toFixed(1)} s (${(r.sent / r.elapsedS).toFixed(1)}/s)`);
-  console.log(`accepted ${r.accepted}, failed ${r.failed}  (by status: ${Object.entries(r.byStatus).map(([s, n]) => `${s === '0' ? 'network error' : s}: ${n}`).join(', ')})`);
-  console.log(`latency ms: p50 ${p(50)}  p90 ${p(90)}  p99 ${p(99)}  max ${p(100)}`);
+  let r: LoadResult;
+  try {
+    r = await runLoad({ url, rate, durationS, timeoutMs: timeoutS * 1000, signal: stop.signal, headers: sign, body: () => JSON.stringify(gen.next().body) });
+  } finally {
+    process.off('SIGINT', interrupt);
+  }
+  const p = (q: number) => (r.latencies.length ? percentileOf(r.latencies, q).toFixed(1) : '-');
+  const sentLine = `sent ${r.sent}${r.interrupted ? ` of ${r.planned} (interrupted)` : ''} in ${r.sendS.toFixed(1)} s (${(r.sendS > 0 ? r.sent / r.sendS : 0).toFixed(1)}/s)`;
+  console.log(`${sentLine}, at most ${r.maxLagMs.toFixed(1)} ms behind schedule`);
+  const statuses = Object.entries(r.byStatus).map(([s, n]) => `${s}: ${n}`).join(', ');
+  console.log(`accepted ${r.accepted}, failed ${r.failed}  (by status: ${statuses || 'none'})`);
+  if (r.firstFailure) console.log(`first failure: ${r.firstFailure}`);
+  console.log(`latency ms (accepted, from the time each was due): p50 ${p(50)}  p90 ${p(90)}  p99 ${p(99)}  max ${p(100)}`);
+  if (r.interrupted) return 130;
   return r.failed === 0 ? 0 : 1;
 }
