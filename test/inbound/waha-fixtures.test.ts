@@ -59,6 +59,9 @@ const OTHERS = [
   'ack-server', 'ack-delivered', 'ack-read', 'ack-error', 'gows-edited', 'gows-revoked', 'webjs-reaction-add', 'webjs-reaction-remove',
   'session-status-starting', 'session-status-scan-qr-code', 'session-status-working', 'session-status-failed', 'session-status-stopped',
   'presence-update', 'gows-group-message', 'gows-status-post', 'noweb-broadcast-list', 'webjs-newsletter',
+  // Engine edge cases, through the ingress in waha-engine-edges.test.ts.
+  'webjs-ack-read', 'noweb-broadcast-from-contact', 'webjs-e2e-notification', 'noweb-album-image', 'webjs-location-named',
+  'webjs-document-not-downloaded', 'webjs-group-ack-lid', 'gows-edited-empty',
 ];
 
 let t: Inbound;

@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { InboundEvent, InboundMessage } from '../../src/domain/inbound.ts';
+import { ParseError, type InboundEvent, type InboundMessage } from '../../src/domain/inbound.ts';
 import { parseWahaEnvelope, parseWahaEvent } from '../../src/inbound/waha/waha.parser.ts';
 
 const DIR = new URL('../fixtures/waha/', import.meta.url);
@@ -35,6 +35,10 @@ const EXPECTED_KIND: Record<string, string> = {
   'webjs-ad-referral': 'message', 'webjs-from-me': 'message', 'webjs-lid-no-phone': 'message',
   'webjs-newsletter': 'ignored:newsletter', 'webjs-poll': 'message', 'webjs-reaction-add': 'reaction',
   'webjs-reaction-remove': 'reaction', 'webjs-reply': 'message', 'webjs-text': 'message',
+  // Edge cases of each engine, beyond the shared samples.
+  'webjs-ack-read': 'status', 'noweb-broadcast-from-contact': 'message', 'webjs-e2e-notification': 'ignored:protocol_message',
+  'noweb-album-image': 'message', 'webjs-location-named': 'message', 'webjs-document-not-downloaded': 'message',
+  'webjs-group-ack-lid': 'ignored:group', 'gows-edited-empty': 'parse_error',
 };
 
 describe('WAHA fixtures', () => {
@@ -45,6 +49,7 @@ describe('WAHA fixtures', () => {
   });
 
   it.each(files)('%s parses to exactly one event of the expected kind', (name) => {
+    if (EXPECTED_KIND[name] === 'parse_error') return void expect(() => parseWahaEvent(load(name))).toThrow(ParseError);
     const e = one(name);
     expect(e.provider).toBe('waha');
     expect(e.kind === 'ignored' ? `ignored:${e.reason}` : e.kind).toBe(EXPECTED_KIND[name]);
@@ -209,5 +214,82 @@ describe('WAHA click-to-WhatsApp ads', () => {
     const ci = body.payload._data.Message.extendedTextMessage.contextInfo;
     body.payload._data.Message.extendedTextMessage.contextInfo = { externalAdReply: { title: ci.externalAdReply.title, sourceURL: 'https://example.com' } };
     expect((parseWahaEvent(body)[0] as InboundMessage).ad).toBeUndefined();
+  });
+});
+
+describe('WAHA engine edge cases', () => {
+  it('WEBJS: an ack is dated by its webhook, not by the acked message WEBJS sends whole', () => {
+    expect(one('webjs-ack-read')).toEqual({
+      kind: 'status', provider: 'waha', event: 'message.ack',
+      externalId: 'true_5511900000005@c.us_3EB0DEV0000000WEBJS02', messageKey: '3EB0DEV0000000WEBJS02',
+      status: 'read', fromMe: true, timestamp: new Date(1764465180000), recipient: { phone: '+5511900000005', waId: '5511900000005' },
+    });
+  });
+
+  it("NOWEB: a contact's message to a broadcast list of theirs is a message from them; our own list stays skipped", () => {
+    expect(one('noweb-broadcast-from-contact')).toMatchObject({
+      kind: 'message', fromMe: false, contact: { phone: '+5511900000007', waId: '5511900000007' }, pushName: 'Tiago Nunes',
+      type: 'text', text: 'Oi, tem estoque do tênis azul?', messageKey: '3EB0DEV00000000BRD02', timestamp: at(1764461759),
+    });
+    expect(one('noweb-broadcast-list')).toMatchObject({ kind: 'ignored', reason: 'broadcast' });
+    // GOWS names the list as Info.Chat and the contact as Info.Sender.
+    const gows = load('gows-text') as any;
+    Object.assign(gows.payload._data.Info, { Chat: '1764400000@broadcast', Sender: '5511900000007@s.whatsapp.net', SenderAlt: '90000000000077@lid' });
+    expect(parseWahaEvent(gows)[0]).toMatchObject({ kind: 'message', contact: { phone: '+5511900000007', lid: '90000000000077@lid' } });
+    // Without a sender it cannot be anyone's: skipped as before.
+    const nobody = load('noweb-broadcast-from-contact') as any;
+    delete nobody.payload.participant;
+    delete nobody.payload._data.key.participant;
+    expect(parseWahaEvent(nobody)[0]).toMatchObject({ kind: 'ignored', reason: 'broadcast' });
+  });
+
+  it("WEBJS: WhatsApp's own notices in a chat (security code, missed call, group notice) are skipped and counted", () => {
+    expect(one('webjs-e2e-notification')).toEqual({ kind: 'ignored', provider: 'waha', event: 'message', reason: 'protocol_message', detail: 'e2e_notification' });
+    for (const type of ['call_log', 'notification_template', 'gp2', 'revoked']) {
+      const body = load('webjs-e2e-notification') as any;
+      body.payload._data.type = type;
+      expect(parseWahaEvent(body)[0], type).toMatchObject({ kind: 'ignored', reason: 'protocol_message', detail: type });
+    }
+  });
+
+  it('NOWEB: an album photo is an image (associatedChildMessage unwrapped), as are newer wrappers', () => {
+    expect(one('noweb-album-image')).toMatchObject({
+      kind: 'message', type: 'image', text: 'foto 2 do pedido', metadata: { raw_type: 'imageMessage' },
+      media: { url: 'http://localhost:3000/api/files/loja-noweb/3EB0DEV00000000ALB01.jpeg', mimetype: 'image/jpeg' },
+    });
+    const wrapped = load('noweb-album-image') as any;
+    wrapped.payload._data.message = { groupMentionedMessage: { message: { conversation: 'oi @grupo' } } };
+    wrapped.payload.body = 'oi @grupo';
+    wrapped.payload.hasMedia = false;
+    delete wrapped.payload.media;
+    expect(parseWahaEvent(wrapped)[0]).toMatchObject({ type: 'text', text: 'oi @grupo', metadata: { raw_type: 'conversation' } });
+  });
+
+  it("a raw type we do not know keeps it, but WAHA's own fields still say a file or a place; text stays unknown", () => {
+    const file = load('noweb-album-image') as any;
+    file.payload._data.message = { someFutureMessage: { caption: 'x' } };
+    expect(parseWahaEvent(file)[0]).toMatchObject({ type: 'image', metadata: { raw_type: 'someFutureMessage' } });
+    const text = load('noweb-text') as any;
+    text.payload._data.message = { someFutureMessage: {} };
+    expect(parseWahaEvent(text)[0]).toMatchObject({ type: 'unknown', metadata: { raw_type: 'someFutureMessage' } });
+  });
+
+  it("WEBJS: a location keeps its place name and address apart; a file WAHA did not download keeps its type and name", () => {
+    const place = one('webjs-location-named') as InboundMessage;
+    expect(place.text).toBeUndefined(); // the body is a thumbnail
+    expect(place).toMatchObject({
+      type: 'location', location: { latitude: -23.5613, longitude: -46.6565, name: 'Loja Centro', address: 'Av. Paulista 1000, São Paulo' },
+    });
+    const doc = one('webjs-document-not-downloaded') as InboundMessage;
+    expect(doc).toMatchObject({ type: 'document', media: { mimetype: 'application/pdf', filename: 'nota-fiscal.pdf' } });
+    expect(doc.media?.url).toBeUndefined();
+  });
+
+  it('WEBJS: the ack of our message in a group is skipped when WEBJS names us by our LID', () => {
+    expect(one('webjs-group-ack-lid')).toEqual({ kind: 'ignored', provider: 'waha', event: 'message.ack', reason: 'group', detail: '120363000000000001@g.us' });
+  });
+
+  it('an edit whose new text WAHA could not read ("") is a parse error, not an edit to nothing', () => {
+    expect(() => parseWahaEvent(load('gows-edited-empty'))).toThrow(/payload\.body is empty: an edit names its new text/);
   });
 });

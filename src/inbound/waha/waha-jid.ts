@@ -33,6 +33,17 @@ export function resolveWahaContact(p: Json, fromMe: boolean): ContactResolution 
     loose.str(loose.rec(data, 'id'), 'remote'); // WEBJS
   if (!chat) return { ok: false, reason: 'unknown_address', detail: 'no chat id in payload' };
 
+  // A contact's message to a broadcast list of theirs is, for us, a message from them (their
+  // WhatsApp delivers it to each member one to one), but NOWEB and GOWS name the list as its chat
+  // and the contact as its sender. Our own broadcast-list messages stay skipped.
+  if (!fromMe && parseJid(chat).kind === 'broadcast') {
+    const sender = loose.str(p, 'participant') ?? loose.str(key, 'participant') ?? loose.str(info, 'Sender');
+    const senderKind = sender ? parseJid(sender).kind : undefined;
+    if (sender && (senderKind === 'phone' || senderKind === 'lid')) {
+      return contactFrom(sender, [sender, loose.str(info, 'SenderAlt'), loose.str(key, 'participantPn'), loose.str(key, 'senderPn')]);
+    }
+  }
+
   const candidates = [chat, loose.str(key, 'remoteJidAlt')];
   if (fromMe) {
     candidates.push(loose.str(info, 'RecipientAlt'));

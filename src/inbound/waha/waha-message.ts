@@ -39,10 +39,12 @@ const WEBJS_TYPES: Record<string, MessageType> = {
 };
 // Keys that ride along with the content without being it.
 const NOT_CONTENT = new Set(['messageContextInfo', 'senderKeyDistributionMessage']);
-// Envelopes around the real content (disappearing chats, view-once, captioned documents).
+// Envelopes around the real content (disappearing chats, view-once, captioned documents, a photo
+// of an album, a message that mentions a group, an animated sticker, a message to a bot).
 const WRAPPERS = new Set([
   'ephemeralMessage', 'viewOnceMessage', 'viewOnceMessageV2', 'viewOnceMessageV2Extension',
-  'documentWithCaptionMessage',
+  'documentWithCaptionMessage', 'associatedChildMessage', 'groupMentionedMessage', 'lottieStickerMessage',
+  'botInvokeMessage',
 ]);
 const MEDIA_TYPES = new Set<MessageType>(['image', 'video', 'audio', 'voice', 'document', 'sticker']);
 // Types whose WAHA `body` is not human text: WEBJS puts a thumbnail in a location's body and the
@@ -50,10 +52,16 @@ const MEDIA_TYPES = new Set<MessageType>(['image', 'video', 'audio', 'voice', 'd
 const BODY_IS_NOT_TEXT = new Set<MessageType>(['location', 'contact', 'sticker', 'reaction']);
 
 /**
- * Raw types of messages that carry no content of a conversation: a deletion, an edit, a setting, a
- * history sync (NOWEB delivers them as messages; GOWS filters them out).
+ * Raw types of messages that carry no content of a conversation. NOWEB delivers the protocol
+ * messages behind a deletion, an edit, a setting or a history sync (GOWS filters them out); WEBJS
+ * delivers WhatsApp's own notices in the chat — "security code changed" (`e2e_notification`), a
+ * missed-call entry (`call_log`), business and group notices, a message already deleted.
  */
-export const CONTROL_TYPES: ReadonlySet<string> = new Set(['protocolMessage', 'editedMessage']);
+export const CONTROL_TYPES: ReadonlySet<string> = new Set([
+  'protocolMessage', 'editedMessage',
+  'e2e_notification', 'notification', 'notification_template', 'call_log', 'gp2', 'protocol',
+  'broadcast_notification', 'revoked',
+]);
 
 /** The content message inside GOWS `_data.Message` / NOWEB `_data.message`, unwrapped. */
 export function rawContent(p: Json): { key?: string; value?: unknown } {
@@ -80,11 +88,13 @@ export function readWahaContent(p: Json, path: string): WahaContent {
 
   const media = optRecord(p, 'media', path);
   const hasMedia = p.hasMedia === true || media !== undefined;
+  // WEBJS keeps a file's type and name in `_data` too: WAHA's `media` is missing when it did not
+  // download the file.
   const mediaRef = MEDIA_TYPES.has(type) || hasMedia
     ? compact<MediaRef>({
         url: loose.str(media, 'url'),
-        mimetype: loose.str(media, 'mimetype') ?? loose.str(value, 'mimetype'),
-        filename: loose.str(media, 'filename') ?? loose.str(value, 'fileName'),
+        mimetype: loose.str(media, 'mimetype') ?? loose.str(value, 'mimetype') ?? loose.str(data, 'mimetype'),
+        filename: loose.str(media, 'filename') ?? loose.str(value, 'fileName') ?? loose.str(data, 'filename'),
       })
     : undefined;
 
@@ -117,19 +127,27 @@ function detectType(p: Json, data: Json | undefined, key: string | undefined, va
   if (mediaType && GOWS_MEDIA_TYPES[mediaType]) return { type: GOWS_MEDIA_TYPES[mediaType], rawType: mediaType };
   if (webType && WEBJS_TYPES[webType]) return { type: WEBJS_TYPES[webType], rawType: webType };
   const unfamiliar = key ?? mediaType ?? webType;
-  if (unfamiliar) return { type: 'unknown', rawType: unfamiliar };
+  // A raw type we do not know (a new wrapper, a new kind of message): WAHA's normalised fields
+  // may still say it is a location, a contact or a file; anything else stays unknown.
+  if (unfamiliar) {
+    const inferred = inferType(p);
+    return { type: inferred === 'text' ? 'unknown' : inferred, rawType: unfamiliar };
+  }
+  return { type: inferType(p) };
+}
 
-  // No engine detail at all (older WAHA, trimmed payloads): infer from the normalised fields.
-  if (isRecord(p.location)) return { type: 'location' };
-  if (Array.isArray(p.vCards) && p.vCards.length > 0) return { type: 'contact' };
+/** The type WAHA's normalised fields suggest (no engine detail: older WAHA, trimmed payloads). */
+function inferType(p: Json): MessageType {
+  if (isRecord(p.location)) return 'location';
+  if (Array.isArray(p.vCards) && p.vCards.length > 0) return 'contact';
   const mime = loose.str(loose.rec(p, 'media'), 'mimetype');
   if (p.hasMedia === true || mime) {
-    if (mime?.startsWith('image/')) return { type: 'image' };
-    if (mime?.startsWith('video/')) return { type: 'video' };
-    if (mime?.startsWith('audio/')) return { type: 'audio' };
-    return { type: 'document' };
+    if (mime?.startsWith('image/')) return 'image';
+    if (mime?.startsWith('video/')) return 'video';
+    if (mime?.startsWith('audio/')) return 'audio';
+    return 'document';
   }
-  return { type: typeof p.body === 'string' && p.body !== '' ? 'text' : 'unknown' };
+  return typeof p.body === 'string' && p.body !== '' ? 'text' : 'unknown';
 }
 
 function readLocation(p: Json, path: string, value: unknown): LocationData | undefined {
@@ -138,11 +156,12 @@ function readLocation(p: Json, path: string, value: unknown): LocationData | und
   const latitude = loose.num(loc, 'latitude') ?? loose.num(value, 'degreesLatitude');
   const longitude = loose.num(loc, 'longitude') ?? loose.num(value, 'degreesLongitude');
   if (latitude === undefined || longitude === undefined) return undefined;
+  // WEBJS's `description` is the name and the address on two lines: the last resort for the name.
   return compact<LocationData>({
     latitude,
     longitude,
-    name: loose.str(value, 'name') ?? loose.str(loc, 'description'),
-    address: loose.str(value, 'address'),
+    name: loose.str(value, 'name') ?? loose.str(loc, 'name') ?? loose.str(loc, 'description'),
+    address: loose.str(value, 'address') ?? loose.str(loc, 'address'),
   });
 }
 

@@ -156,8 +156,11 @@ function parseAck(env: WahaEnvelope, p: Json): InboundEvent {
   if (!status) {
     return { kind: 'ignored', provider: 'waha', event: env.event, reason: 'unknown_status', detail: String(p.ack ?? p.ackName) };
   }
+  // Acks of group, Status or channel posts refer to messages we never stored. Either side may name
+  // that chat: WEBJS may put us in `from` by our LID, which is not the `me` id the envelope gives.
+  const elsewhere = notAContact(loose.str(p, 'from'), loose.str(p, 'to'));
+  if (elsewhere) return { kind: 'ignored', provider: 'waha', event: env.event, ...elsewhere };
   const who = resolveAckRecipient(p, env.me);
-  // Acks of group, Status or channel posts refer to messages we never stored.
   if (!who.ok && who.reason !== 'unknown_address') {
     return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
   }
@@ -169,7 +172,9 @@ function parseAck(env: WahaEnvelope, p: Json): InboundEvent {
     messageKey: wahaMessageKey(externalId),
     status,
     fromMe: optBoolean(p, 'fromMe', path),
-    timestamp: readTime(p, path) ?? env.timestamp,
+    // When the webhook was sent, not the payload's `timestamp`: WEBJS sends the acked message whole,
+    // so its timestamp is when that message was sent (GOWS and NOWEB send none).
+    timestamp: env.timestamp,
     recipient: who.ok ? who.contact : undefined,
   });
 }
@@ -221,8 +226,10 @@ function parseEdit(env: WahaEnvelope, p: Json): InboundEvent {
   const target = optString(p, 'editedMessageId', path) ?? id;
   if (!target) throw new ParseError(`${path} names no edited message (editedMessageId or id)`);
   // An edit is its new text: one without it is not an edit we can apply (and not an empty message).
+  // WhatsApp does not let a text be edited to nothing; GOWS and NOWEB send `""` when WAHA could not
+  // read the new text, which must not wipe the old one.
   const text = optString(p, 'body', path);
-  if (text === undefined) throw new ParseError(`${path}.body is missing: an edit names its new text`);
+  if (!text) throw new ParseError(`${path}.body is ${text === undefined ? 'missing' : 'empty'}: an edit names its new text`);
   return editLike(env, p, path, id, target, (common) => ({ ...common, kind: 'edit' as const, text }));
 }
 
