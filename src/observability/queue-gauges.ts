@@ -1,19 +1,21 @@
-// `queue_depth` and `dead_letters` are read from the broker (and the dead-letter table), not counted
-// in the process: a scrape asks for them. Every process that serves /metrics reports the same
-// figures for the whole system, so a dashboard takes max() over processes, not sum().
+// Gauges of the whole system, read when scraped instead of counted in the process: `queue_depth`
+// and `dead_letters` from the broker (and the dead-letter table), `sessions_active` from the
+// database. Every process that serves /metrics reports the same figures, so a dashboard takes
+// max() over processes, not sum().
 import type { Broker } from '../broker/broker.ts';
-import { deadLettersGauge, queueDepth } from './metrics.ts';
+import type { Queryable } from '../db/database.ts';
+import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
+import { deadLettersGauge, queueDepth, sessionsActive } from './metrics.ts';
 
 /** The longest a scrape may be answered from the last reading instead of asking again. */
 export const QUEUE_GAUGES_MAX_AGE_MS = 5000;
 
 /**
- * A `refreshMetrics` for the HTTP app: reads the queues' depth and dead letters into the gauges.
- * Scrapes that come together share one reading, and one taken less than `maxAgeMs` ago is reused
- * (RabbitMQ answers one round trip per queue and per retry queue). A failed reading leaves the
- * last values and is tried again at the next scrape.
+ * `read` for scrapes: those that come together share one reading, and one taken less than
+ * `maxAgeMs` ago is reused. A failed reading leaves the last values and is tried again at the
+ * next scrape.
  */
-export function makeQueueGaugesRefresher(broker: Broker, queues: readonly string[], maxAgeMs = QUEUE_GAUGES_MAX_AGE_MS): () => Promise<void> {
+function cachedReading(read: () => Promise<void>, maxAgeMs: number): () => Promise<void> {
   let reading: Promise<void> | undefined;
   let readAt = -Infinity;
   return () => {
@@ -21,10 +23,7 @@ export function makeQueueGaugesRefresher(broker: Broker, queues: readonly string
     if (performance.now() - readAt < maxAgeMs) return Promise.resolve();
     reading = (async () => {
       try {
-        for (const s of await broker.stats(queues)) {
-          queueDepth.set({ queue: s.queue }, s.depth);
-          deadLettersGauge.set({ queue: s.queue }, s.deadLetters);
-        }
+        await read();
         readAt = performance.now();
       } finally {
         reading = undefined;
@@ -32,4 +31,26 @@ export function makeQueueGaugesRefresher(broker: Broker, queues: readonly string
     })();
     return reading;
   };
+}
+
+/**
+ * A `refreshMetrics` for the HTTP app: reads the queues' depth and dead letters into the gauges
+ * (RabbitMQ answers one round trip per queue and per retry queue).
+ */
+export function makeQueueGaugesRefresher(broker: Broker, queues: readonly string[], maxAgeMs = QUEUE_GAUGES_MAX_AGE_MS): () => Promise<void> {
+  return cachedReading(async () => {
+    for (const s of await broker.stats(queues)) {
+      queueDepth.set({ queue: s.queue }, s.depth);
+      deadLettersGauge.set({ queue: s.queue }, s.deadLetters);
+    }
+  }, maxAgeMs);
+}
+
+/**
+ * Reads the active sessions of every project into `sessions_active` (one probe of a partial
+ * index). Counted in each process instead, it would be right in none: a session opened by one
+ * process's processor is often ended by another's sweeper or API.
+ */
+export function makeSessionsGaugeRefresher(db: Queryable, maxAgeMs = QUEUE_GAUGES_MAX_AGE_MS): () => Promise<void> {
+  return cachedReading(async () => sessionsActive.set(await countActiveSessions(db)), maxAgeMs);
 }

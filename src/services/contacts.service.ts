@@ -17,7 +17,6 @@ import { AppError, invalid } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { endContactSessionsNow } from '../db/session-lifecycle.sql.ts';
 import type { Caller } from '../domain/permissions.ts';
-import { sessionsActive } from '../observability/metrics.ts';
 import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
 
 export type PageQuery = { limit?: number; cursor?: string };
@@ -141,7 +140,7 @@ export function makeContactsService(deps: { db: Database }) {
      */
     async remove(caller: Caller, id: string): Promise<void> {
       const projectId = caller.projectId;
-      const ended = await tenant(projectId, async (tx) => {
+      await tenant(projectId, async (tx) => {
         const gone = await softDeleteContact(tx, projectId, id);
         if (!gone) throw await contactNotFound(tx, projectId, id);
         const deletedAt = gone.deletedAt.toISOString();
@@ -150,9 +149,7 @@ export function makeContactsService(deps: { db: Database }) {
           ...sessions.map(sessionEndedEvent),
           newEvent('contact.deleted', { projectId, aggregateId: id, data: { contact_id: id, phone: gone.phone, deleted_at: deletedAt }, occurredAt: deletedAt }),
         ]);
-        return sessions.length;
       });
-      sessionsActive.dec(ended);
     },
 
     sessions(projectId: string, contactId: string, query: PageQuery): Promise<Page<SessionRecord>> {

@@ -25,7 +25,7 @@ import { newEvent, type EventEnvelope, type MessageStatus as EventStatus } from 
 import { uuidv7 } from '../domain/ids.ts';
 import { failureView, isForward, type Ignored, type InboundEvent, type InboundMessage, type InboundStatus } from '../domain/inbound.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
-import { eventLabel, inboundEventsTotal, sessionsActive } from '../observability/metrics.ts';
+import { eventLabel, inboundEventsTotal } from '../observability/metrics.ts';
 import {
   adDoc, contactCardDoc, contactData, eventAd, initialStatus, locationDoc, machineStatus, mediaDoc, messageData, stepTimes,
   type StoredMessage,
@@ -80,8 +80,6 @@ export function makeInboundService(deps: { db: Database }) {
       .flatMap((item, i) => item.events.map((event, n) => ({ item: i, n, event: notAhead(event, item.receivedAt) })))
       .sort((a, b) => KIND_ORDER[a.event.kind] - KIND_ORDER[b.event.kind] || compare(lockKey(a.event), lockKey(b.event)) || a.item - b.item || a.n - b.n);
 
-    let opened = 0;
-    let closed = 0;
     const messages = work.filter((w) => w.event.kind === 'message');
     const others = work.filter((w) => w.event.kind !== 'message');
     const prepared = messages.map((w) => prepareMessage(items[w.item].channel, w.event as InboundMessage));
@@ -92,18 +90,14 @@ export function makeInboundService(deps: { db: Database }) {
       async (tx) => {
         const out: EventEnvelope[] = [];
         const res: Array<{ item: number; event: InboundEvent; result: Result }> = [];
-        opened = 0;
-        closed = 0;
         // A session that fell due while the batch was stored is ended between two rounds: its
         // session.ended follows the events of the messages stored before (its own among them) and
         // precedes those of the messages that went again.
         const endedAfterRound: EventEnvelope[][] = [];
         const { outcomes: stored, rounds } = await storeMessages(tx, projectId, prepared, (ended, round) => {
-          closed++;
           (endedAfterRound[round] ??= []).push(sessionEndedEvent(ended));
         }, (merge, round) => {
           // The sessions one of the two had to end, then the merge itself.
-          closed += merge.ended.length;
           (endedAfterRound[round] ??= []).push(
             ...merge.ended.map(sessionEndedEvent),
             newEvent('contact.merged', { projectId, aggregateId: merge.into.id, data: { ...contactData(merge.into), merged_contact_id: merge.mergedId } }),
@@ -125,7 +119,6 @@ export function makeInboundService(deps: { db: Database }) {
           if (outcome.outcome === 'stored') {
             const { id, startedAt } = outcome.session;
             if (!(earliest.get(id)! <= startedAt)) earliest.set(id, startedAt);
-            if (outcome.session.inserted) opened++;
             if (outcome.session.ended) late.add(outcome.session.id);
             if (outcome.session.ended && outcome.session.inserted) openedLate.add(outcome.session.id);
             messageEvents(items[w.item].channel, w.event as InboundMessage, prepared[i], outcome, out);
@@ -150,7 +143,6 @@ export function makeInboundService(deps: { db: Database }) {
         if (late.size) {
           for (const ended of await settleLateSessions(tx, [...late])) {
             if (!openedLate.has(ended.id)) continue;
-            closed++;
             out.push(sessionEndedEvent(ended));
           }
         }
@@ -167,7 +159,6 @@ export function makeInboundService(deps: { db: Database }) {
       ? work.map((w) => ({ item: w.item, event: w.event, result: (w.event as Ignored).reason }))
       : await store();
 
-    sessionsActive.inc(opened - closed);
     const outcomes: ItemOutcome[] = items.map(() => ({}));
     for (const r of results) {
       inboundEventsTotal.inc({ provider: r.event.provider, event: eventLabel(r.event.event), result: r.result });

@@ -29,7 +29,6 @@ import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
 import { wahaMessageKey } from '../inbound/waha/waha-jid.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
-import { sessionsActive } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { contactData } from '../inbound/payloads.ts';
 import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
@@ -208,12 +207,9 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
      */
     async recordSent(job: SendJob, externalId: string | null, timeoutMinutes: number): Promise<boolean> {
       const projectId = job.message.projectId;
-      let opened = 0;
-      let closed = 0;
       const done = await withTransaction(
         db,
         async (tx) => {
-          opened = closed = 0;
           // The row as it is now, not as it was taken: a contact merged while the reply was out
           // (migration 023) moved it to the contact it was merged into.
           const message = await lockQueued(tx, job.message.id);
@@ -235,10 +231,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             error = echo.error;
           } else {
             const overdue = await endOverdueSession(tx, { contactId: message.contactId, channelId: message.channelId, at });
-            if (overdue) {
-              closed++;
-              events.push(sessionEndedEvent(overdue));
-            }
+            if (overdue) events.push(sessionEndedEvent(overdue));
             // Reply, then resolve: the session it was written in, closed by a person since.
             closedOn = message.sessionId
               ? await countReplyOnClosedSession(tx, { messageId: message.id, sessionId: message.sessionId, contactId: message.contactId, channelId: message.channelId, at })
@@ -248,7 +241,6 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
               const s = await touchActiveSession(tx, { newId: uuidv7(), projectId, contactId: message.contactId, channelId: message.channelId, at, fromMe: true, timeoutMinutes });
               sessionId = s.id;
               if (s.inserted) {
-                opened++;
                 const data = { session_id: s.id, contact_id: message.contactId, channel_id: message.channelId, started_at: s.startedAt.toISOString(), timeout_minutes: s.timeoutMinutes };
                 events.push(newEvent('session.started', { projectId, aggregateId: s.id, occurredAt: s.startedAt, data }));
               }
@@ -264,7 +256,6 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
         },
         { projectId },
       );
-      sessionsActive.inc(opened - closed);
       return done;
     },
 

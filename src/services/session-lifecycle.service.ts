@@ -7,7 +7,6 @@ import { withTransaction } from '../db/transaction.ts';
 import { newEvent, type EventEnvelope, type SessionEndReason } from '../domain/events.ts';
 import type { Caller } from '../domain/permissions.ts';
 import { AppError, notFound } from '../errors.ts';
-import { sessionsActive } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 
 /** Reasons a person may give; `inactivity_timeout` belongs to the sweeper. */
@@ -60,7 +59,6 @@ export function makeSessionLifecycle(deps: { db: Database; now?: () => Date }) {
         await appendEvents(tx, rows.map(sessionEndedEvent));
         return rows;
       });
-      if (ended.length) sessionsActive.dec(ended.length);
       return ended;
     },
 
@@ -80,7 +78,6 @@ export function makeSessionLifecycle(deps: { db: Database; now?: () => Date }) {
         },
         { projectId },
       );
-      sessionsActive.dec();
       return session;
     },
   };

@@ -8,9 +8,7 @@
 // work and never end a session twice. A pass every second keeps closing accurate to about a second;
 // the query it runs when nothing is due is one probe of the partial index on due_at.
 import type { Database } from '../db/database.ts';
-import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
-import { sessionsActive } from '../observability/metrics.ts';
 import { makeSessionLifecycle } from '../services/session-lifecycle.service.ts';
 import { drainChunks, oneAtATime } from './passes.ts';
 import { makeStoppableSleep } from './stoppable-sleep.ts';
@@ -24,8 +22,6 @@ export type SweeperOptions = {
   batchSize?: number;
   /** The sweeper's clock (tests move it); by default the database's now(). */
   now?: () => Date;
-  /** How often the sessions_active gauge is re-read from the database. */
-  gaugeEveryMs?: number;
 };
 
 export type SessionSweeper = {
@@ -38,12 +34,10 @@ export type SessionSweeper = {
 export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
   const intervalMs = opts.intervalMs ?? 1000;
   const batchSize = opts.batchSize ?? 200;
-  const gaugeEveryMs = opts.gaugeEveryMs ?? 15_000;
   const log = (opts.logger ?? silentLogger).child({ component: 'session-sweeper' });
   const lifecycle = makeSessionLifecycle({ db: opts.db, now: opts.now });
 
   const rest = makeStoppableSleep();
-  let lastGaugeAt = 0;
 
   const endDue = async (limit: number) => {
     const ended = await lifecycle.endDue(limit);
@@ -54,19 +48,11 @@ export function startSessionSweeper(opts: SweeperOptions): SessionSweeper {
   const passes = oneAtATime(() => drainChunks(endDue, batchSize, () => rest.stopped));
   const sweepNow = passes.run;
 
-  async function refreshGauge(): Promise<void> {
-    if (Date.now() - lastGaugeAt < gaugeEveryMs) return;
-    lastGaugeAt = Date.now();
-    // Each process counts only what it opened or closed; the database count is the truth for all.
-    sessionsActive.set(await countActiveSessions(opts.db));
-  }
-
   async function loop(): Promise<void> {
     let failures = 0;
     while (!rest.stopped) {
       try {
         await sweepNow();
-        await refreshGauge();
         failures = 0;
         await rest.sleep(intervalMs);
       } catch (err) {

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { sessionsActive } from '../../src/observability/metrics.ts';
+import { makeSessionsGaugeRefresher } from '../../src/observability/queue-gauges.ts';
 import { startSessionSweeper } from '../../src/timers/session-sweeper.ts';
 import { waitFor } from '../support/env.ts';
 import { at, events, fakeClock, rows, startWorld, wahaMessage, type World } from './harness.ts';
@@ -173,14 +174,35 @@ describe('session metrics', () => {
 });
 
 describe('the sessions_active gauge', () => {
-  it('follows the number of active sessions in the database', async () => {
+  const active = async () => (await rows(db, `SELECT count(*)::int AS n FROM sessions WHERE status = 'active'`))[0].n as number;
+  const gauge = async () => (await sessionsActive.get()).values[0]?.value;
+
+  it('is read from the database when /metrics is scraped', async () => {
     clock.set(0);
     await say(newPhone(), 0);
-    const sweeper = startSessionSweeper({ db, now: clock.now, intervalMs: 60_000, gaugeEveryMs: 0 });
-    const active = async () => (await rows(db, `SELECT count(*)::int AS n FROM sessions WHERE status = 'active'`))[0].n as number;
-    const gauge = async () => (await sessionsActive.get()).values[0]?.value;
-    await waitFor(async () => (await gauge()) === (await active()) && (await active()) > 0, 'the gauge to show the active sessions');
-    await sweeper.stop();
+    const r = await world.app.inject({ method: 'GET', url: '/metrics' });
+    const shown = Number(/^sessions_active (\d+)$/m.exec(r.body)?.[1]);
+    expect(shown).toBe(await active());
+    expect(shown).toBeGreaterThan(0);
+  });
+
+  it('stays the database count when the API ends sessions another process opened (it went negative there)', async () => {
+    clock.set(0);
+    const refresh = makeSessionsGaugeRefresher(db, 0);
+    const [a, b] = [newPhone(), newPhone()];
+    await say(a, 0);
+    await say(b, 0);
+    await refresh();
+    expect(await gauge()).toBe(await active());
+    // This process's API ends two sessions; the processor of another process could have opened them.
+    sessionsActive.set(0);
+    const [sa] = await sessionsOf(a);
+    expect((await world.tenant.api('POST', `/sessions/${sa.id}/close`, { reason: 'resolved' })).status).toBe(200);
+    const [sb] = await sessionsOf(b);
+    expect((await world.tenant.api('DELETE', `/contacts/${sb.contact_id}`)).status).toBe(204);
+    expect(await gauge()).toBe(0); // nothing counted in the process
+    await refresh();
+    expect(await gauge()).toBe(await active());
   });
 });
 
