@@ -57,10 +57,14 @@ export function sameToken(given: string, token: Buffer): boolean {
   return bytes.length === token.length && timingSafeEqual(bytes, token);
 }
 
-/** A hex signature compared in constant time with the HMAC of the raw body. */
+/**
+ * A hex signature compared in constant time with the HMAC of the raw body. Exactly the digest's
+ * hex, nothing more: Node's hex decoding drops a trailing odd digit, which must not pass.
+ */
 export function hmacMatches(algorithm: 'sha256' | 'sha512', key: string, body: Buffer, givenHex: string): boolean {
   const expected = createHmac(algorithm, key).update(body).digest();
-  const given = /^[0-9a-f]+$/i.test(givenHex) ? Buffer.from(givenHex, 'hex') : Buffer.alloc(0);
+  const wellFormed = givenHex.length === expected.length * 2 && /^[0-9a-f]+$/i.test(givenHex);
+  const given = wellFormed ? Buffer.from(givenHex, 'hex') : Buffer.alloc(0);
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 

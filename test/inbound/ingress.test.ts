@@ -48,6 +48,10 @@ describe('who may post', () => {
     expect((await t.post(signed, body, { hmacKey: 'another-key' })).status).toBe(401);
     const sig = createHmac('sha512', 'hmac-secret-1').update(body).digest('hex');
     expect((await t.post(signed, body.replace('assinada', 'alterada'), { headers: { 'x-webhook-hmac': sig } })).status).toBe(401);
+    // The right signature with one hex digit more (a decoder drops an odd last digit), or cut short.
+    expect((await t.post(signed, body, { headers: { 'x-webhook-hmac': `${sig}a` } })).status).toBe(401);
+    expect((await t.post(signed, body, { headers: { 'x-webhook-hmac': sig.slice(0, -2) } })).status).toBe(401);
+    expect((await t.post(signed, body, { headers: { 'x-webhook-hmac': sig.toUpperCase() } })).status).toBe(200);
     expect((await t.post(signed, body, { hmacKey: 'hmac-secret-1', headers: { 'x-webhook-hmac-algorithm': 'sha512' } })).status).toBe(200);
     await waitFor(() => messageByKey(t.db, signed.id, 'HMAC01'), 'signed message stored');
 
