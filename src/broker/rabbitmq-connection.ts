@@ -9,7 +9,7 @@ import { withDeadline } from '../deadline.ts';
 import type { Logger } from '../observability/logger.ts';
 import { errorText } from './broker.ts';
 
-export type PublishFailure = 'disconnected' | 'blocked' | 'closed' | 'nacked' | 'unroutable' | 'timeout';
+export type PublishFailure = 'disconnected' | 'blocked' | 'closed' | 'nacked' | 'unroutable' | 'timeout' | 'backlog';
 
 /** Every publish/send rejection of the RabbitMQ adapter. `reason` says why; all of them mean
  * "not durable, try again or spill". */
@@ -51,13 +51,27 @@ export type LinkOptions = {
   onReady: (conn: ChannelModel) => Promise<void>;
   minBackoffMs?: number;
   maxBackoffMs?: number;
+  /** Bytes published and not confirmed yet, at most (default 64 MiB); beyond, a publish fails at once. */
+  maxUnconfirmedBytes?: number;
+  /** Confirms owed and none came for this long (default 30 s): the connection is torn down. */
+  confirmStallMs?: number;
 };
+
+/**
+ * What a publish channel owes: the bytes it sent without a confirm yet (amqplib keeps each one's
+ * callback, and with it the frame, until the confirm or the channel's end), and when it last
+ * made progress (a confirm came, or it started owing).
+ */
+type Owed = { bytes: number; progressAt: number };
 
 /** Opens the first connection (rejecting when it cannot) and keeps it open afterwards. */
 export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
   const { logger } = opts;
   const minBackoff = opts.minBackoffMs ?? 100;
   const maxBackoff = opts.maxBackoffMs ?? 5000;
+  const maxUnconfirmedBytes = opts.maxUnconfirmedBytes ?? 64 * 1024 * 1024;
+  const confirmStallMs = opts.confirmStallMs ?? 30_000;
+  const owedBy = new WeakMap<ConfirmChannel, Owed>();
   let current: ChannelModel | undefined;
   let pub: ConfirmChannel | undefined;
   let isReady = false;
@@ -104,6 +118,7 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
         returned.set(key, (returned.get(key) ?? 0) + 1);
       });
       pub = ch;
+      owedBy.set(ch, { bytes: 0, progressAt: Date.now() });
       await opts.onReady(conn);
       if (current !== conn) throw new Error('connection lost while setting up');
       isReady = true;
@@ -137,6 +152,21 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
       logger.warn({ why }, 'rabbitmq: rebuilding the connection');
       conn.close().catch(() => lost(conn));
     });
+  }
+
+  /**
+   * A connection whose broker keeps it alive (heartbeats) but confirms nothing — a quorum queue
+   * without a leader — would hold every frame sent on it, and the publishes behind them, without
+   * end. Closing it politely waits for a broker that does not answer: the socket is destroyed,
+   * which ends its channels (their confirm callbacks fail) and reconnects.
+   */
+  function tearDownStalled(conn: ChannelModel, owed: Owed): void {
+    if (current !== conn || giveUp) return;
+    logger.error({ unconfirmed_bytes: owed.bytes, stalled_ms: Date.now() - owed.progressAt }, 'rabbitmq confirms nothing on a live connection; tearing it down');
+    const stream = (conn as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream;
+    // With an error: amqplib hears of a socket's end only through its 'error' and 'end' events.
+    if (stream) stream.destroy(new Error(`no confirm for ${confirmStallMs} ms`));
+    else conn.close().catch(() => lost(conn));
   }
 
   function scheduleReconnect(): void {
@@ -200,18 +230,45 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
     async publish(frames, timeoutMs) {
       if (frames.length === 0) return;
       const ch = channel();
+      const conn = current!;
+      const owed = owedBy.get(ch)!;
+      const bytes = frames.reduce((n, f) => n + f.body.length, 0);
+      // While the broker is slow to confirm, what waits for it stays in memory: past the bound,
+      // refuse at once (the ingress spills to the database) instead of holding more.
+      if (owed.bytes > 0 && owed.bytes + bytes > maxUnconfirmedBytes) {
+        throw new PublishError('backlog', `RabbitMQ has not confirmed ${Math.round(owed.bytes / 1024)} KiB sent before; not sending more until it does`);
+      }
+      if (owed.bytes === 0) owed.progressAt = Date.now();
       const confirms = frames.map(
         (f) =>
           new Promise<void>((resolve, reject) => {
-            // A throw here (channel already closed) rejects this promise, like a nack would.
-            ch.publish(f.exchange, f.routingKey, f.body, f.options, (err) => {
-              if (err) reject(new PublishError(/nack/.test(err.message) ? 'nacked' : 'closed', `publish not confirmed: ${err.message}`));
-              else if (f.options.mandatory && wasReturned(f)) reject(new PublishError('unroutable', `no queue named ${f.routingKey}`));
-              else resolve();
-            });
+            owed.bytes += f.body.length;
+            let paid = false; // amqplib may still call back a send it refused, when its channel closes
+            const pay = () => {
+              if (!paid) owed.bytes -= f.body.length;
+              paid = true;
+            };
+            try {
+              ch.publish(f.exchange, f.routingKey, f.body, f.options, (err) => {
+                pay();
+                owed.progressAt = Date.now();
+                if (err) reject(new PublishError(/nack/.test(err.message) ? 'nacked' : 'closed', `publish not confirmed: ${err.message}`));
+                else if (f.options.mandatory && wasReturned(f)) reject(new PublishError('unroutable', `no queue named ${f.routingKey}`));
+                else resolve();
+              });
+            } catch (err) {
+              // The channel was already closed: nothing was sent.
+              pay();
+              throw err; // rejects this promise, like a nack would
+            }
           }),
       );
-      await withDeadline(Promise.all(confirms), timeoutMs, () => new PublishError('timeout', `RabbitMQ did not confirm within ${timeoutMs} ms`));
+      try {
+        await withDeadline(Promise.all(confirms), timeoutMs, () => new PublishError('timeout', `RabbitMQ did not confirm within ${timeoutMs} ms`));
+      } catch (err) {
+        if (err instanceof PublishError && err.reason === 'timeout' && owed.bytes > 0 && Date.now() - owed.progressAt >= confirmStallMs) tearDownStalled(conn, owed);
+        throw err;
+      }
     },
     restart,
     stopReconnecting,

@@ -38,6 +38,10 @@ export type RabbitBrokerOptions = {
   confirmTimeoutMs?: number;
   /** How long a consumer's stop() and close() wait for in-flight handlers (SHUTDOWN_TIMEOUT_MS). */
   shutdownTimeoutMs?: number;
+  /** Bytes sent and not confirmed, at most, before a publish fails at once (default 64 MiB). */
+  maxUnconfirmedBytes?: number;
+  /** Confirms owed and none for this long tears the connection down (default 30 s). */
+  confirmStallMs?: number;
 };
 
 export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Broker> {
@@ -69,6 +73,8 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
   const link = await openRabbitLink({
     url: opts.url,
     logger,
+    maxUnconfirmedBytes: opts.maxUnconfirmedBytes,
+    confirmStallMs: opts.confirmStallMs,
     async onReady(conn) {
       await declareAll(conn, [...specs.values()]);
       for (const d of drainers.values()) await d.start(conn);

@@ -348,6 +348,32 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     proxy.restore();
   });
 
+  it('refuses at once what would owe the broker more than the bound, and tears down a live connection that confirms nothing', async () => {
+    const { proxy, broker } = await proxied({ maxUnconfirmedBytes: 64 * 1024, confirmStallMs: 300 });
+    await broker.declareQueues([{ name: 'owed' }]);
+    const big = (id: string) => ({ messageId: id, body: Buffer.alloc(40 * 1024, 'x') });
+    // Two sends in the same turn: the second would owe 80 KiB while the first is unconfirmed.
+    const first = broker.send('owed', [big('o1')]);
+    const second = await broker.send('owed', [big('o2')]).catch((e: unknown) => e);
+    expect((second as PublishError).reason).toBe('backlog');
+    await first; // the first is confirmed as usual
+    await broker.send('owed', [big('o3')]); // and the bound is free again
+
+    // A broker that keeps the connection but confirms nothing (frozen: heartbeats would take 20 s
+    // to notice). Sends time out; once nothing was confirmed for 300 ms, the connection is torn
+    // down: sends then fail at once as disconnected, and what was owed is released.
+    proxy.freeze();
+    const t0 = Date.now();
+    await waitFor(async () => {
+      const err = await broker.send('owed', [msg('s1')], { timeoutMs: 100 }).catch((e: unknown) => e);
+      return (err as PublishError).reason === 'disconnected';
+    }, 'the stalled connection torn down', 10_000);
+    expect(Date.now() - t0).toBeLessThan(10_000); // long before a 20 s heartbeat timeout
+    proxy.thaw();
+    await waitFor(() => broker.send('owed', [msg('s2')], { timeoutMs: 2000 }).then(() => true, () => false), 'sending again after reconnecting', 20_000);
+    await waitFor(async () => (await broker.stats(['owed']))[0]?.depth >= 3, 'o1, o3 and s2 (at least) in the queue');
+  });
+
   it('reconnects by itself after the connection is cut and its consumers resume', async () => {
     const { proxy, broker } = await proxied();
     await broker.declareQueues([{ name: 'events', bindings: ['contact.#'] }]);
