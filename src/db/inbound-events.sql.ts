@@ -21,17 +21,22 @@ export async function spillInboundEvent(q: Queryable, e: SpilledEvent): Promise<
   );
 }
 
-/** Leases up to `limit` spilled rows, oldest first, skipping rows another drainer holds. */
-export async function claimSpilled(q: Queryable, limit: number, leaseMs: number): Promise<SpilledEvent[]> {
+/**
+ * Leases up to `limit` spilled rows, oldest first, skipping rows another drainer holds, and no more
+ * than about `maxBytes` of bodies: the rows that start before that many bytes (always the first).
+ * Bodies reach 3 MiB (Meta's): 200 of them in one send would not fit a query parameter.
+ */
+export async function claimSpilled(q: Queryable, limit: number, leaseMs: number, maxBytes = 4 * 1024 * 1024): Promise<SpilledEvent[]> {
   const r = await q.query(
     `WITH c AS (
-       SELECT id FROM inbound_events
+       SELECT id, seq, octet_length(body) AS size FROM inbound_events
        WHERE locked_until IS NULL OR locked_until <= now()
-       ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+       ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED),
+     k AS (SELECT id, sum(size) OVER (ORDER BY seq) - size AS before FROM c)
      UPDATE inbound_events e SET locked_until = now() + $2::int * interval '1 millisecond'
-     FROM c WHERE e.id = c.id
+     FROM k WHERE e.id = k.id AND k.before < $3
      RETURNING e.id, e.seq, e.provider, e.channel_id, e.headers, e.body, e.received_at`,
-    [limit, leaseMs],
+    [limit, leaseMs, maxBytes],
   );
   return r.rows
     .sort((a, b) => Number(a.seq) - Number(b.seq))

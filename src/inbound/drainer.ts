@@ -18,6 +18,8 @@ export type DrainerOptions = {
   /** Time between looks at an empty table. */
   pollMs?: number;
   batchSize?: number;
+  /** Bodies per send, about (a send holds the rows that start below it): default 4 MiB. */
+  maxBatchBytes?: number;
   /** Confirm deadline per batch. */
   sendTimeoutMs?: number;
   /** Longest wait after failures. */
@@ -46,7 +48,7 @@ export function startSpillDrainer(opts: DrainerOptions): Drainer & { name: strin
   async function drainOnce(): Promise<number> {
     let total = 0;
     while (!stopped) {
-      const rows = await claimSpilled(db, batchSize, leaseMs);
+      const rows = await claimSpilled(db, batchSize, leaseMs, opts.maxBatchBytes);
       if (rows.length === 0) break;
       const ids = rows.map((r) => r.id);
       try {
