@@ -61,6 +61,7 @@ export function makeContactsService(deps: { db: Database }) {
       // blank): that is a mistake in the request, not an empty result.
       const tags = query.tags?.map((t) => t.trim());
       if (tags?.some((t) => t === '')) throw invalid('tag must not be blank', [{ field: 'tag', message: 'expected a tag name' }]);
+      if (tags?.some((t) => t.length > 64)) throw invalid('a tag has at most 64 characters', [{ field: 'tag', message: 'longer than 64 characters once trimmed' }]);
       return tenant(projectId, (tx) => listContacts(tx, { ...query, ...(tags && { tags }), projectId }));
     },
 

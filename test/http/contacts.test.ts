@@ -118,6 +118,12 @@ describe('GET /contacts', () => {
       expect(r.status, qs).toBe(400);
       expect(r.json).toMatchObject({ code: 'validation', detail: 'tag must not be blank' });
     }
+    // 64 characters is a tag's limit once trimmed, as stored: spaces around it are not counted.
+    const long = 'x'.repeat(64);
+    expect((await listing.call('GET', `/contacts?tag=%20${long}%20`)).status).toBe(200);
+    const over = await listing.call('GET', `/contacts?tag=${long}y`);
+    expect(over.status).toBe(400);
+    expect(over.json).toMatchObject({ code: 'validation', detail: 'a tag has at most 64 characters' });
   });
 
   it('rejects a forged cursor and a limit above 200', async () => {

@@ -52,9 +52,10 @@ export const UpdateContactBody = Type.Object(
 );
 
 export const ContactListQuery = ListQuery({
-  search: Type.Optional(Type.String({ maxLength: 200, description: 'Part of the name, email or phone (any formatting)' })),
+  search: Type.Optional(Type.String({ maxLength: 200, description: 'Part of the name, email or phone (any formatting); empty or blank lists every contact' })),
   tag: Type.Optional(
-    Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 20, description: 'Repeat to require several tags (all must match). Matched as stored: trimmed, case kept; a blank tag is a 400' }),
+    // 64 characters once trimmed (as tags are stored); the room around it is for the spaces.
+    Type.Array(Type.String({ minLength: 1, maxLength: 200 }), { maxItems: 20, description: 'Repeat to require several tags (all must match). Matched as stored: trimmed (at most 64 characters then), case kept; a blank tag is a 400' }),
   ),
 });
 
