@@ -16,12 +16,16 @@ export type IdempotencyRecord = {
 
 export type ClaimInput = { projectId: string; keyHash: string; method: string; path: string; requestHash: string; staleMs: number };
 
+// A claim is named by its creation time in microseconds: a takeover writes a new one, and the
+// request it took over (which may still finish) no longer matches it.
+const CLAIM = `(extract(epoch FROM created_at) * 1000000)::bigint`;
+
 /**
  * Claims the key for this request: inserts it, or takes over a record that expired or whose
- * request never finished (the process died mid-request, older than `staleMs`). Returns 'claimed',
- * or the record that holds the key.
+ * request never finished (the process died mid-request, older than `staleMs`). Returns the claim
+ * (for completing or releasing it), or the record that holds the key.
  */
-export async function claimIdempotencyKey(q: Queryable, c: ClaimInput): Promise<'claimed' | IdempotencyRecord> {
+export async function claimIdempotencyKey(q: Queryable, c: ClaimInput): Promise<{ claim: string } | IdempotencyRecord> {
   for (let i = 0; i < 3; i++) {
     const r = await q.query(
       `INSERT INTO idempotency_keys AS k (project_id, key_hash, method, path, request_hash)
@@ -31,10 +35,10 @@ export async function claimIdempotencyKey(q: Queryable, c: ClaimInput): Promise<
          status = NULL, content_type = NULL, body = NULL, created_at = now(), completed_at = NULL
        WHERE k.created_at < now() - make_interval(hours => ${IDEMPOTENCY_TTL_HOURS})
           OR (k.status IS NULL AND k.created_at < now() - make_interval(secs => $6::float8 / 1000))
-       RETURNING 1`,
+       RETURNING ${CLAIM}::text AS claim`,
       [c.projectId, c.keyHash, c.method, c.path, c.requestHash, c.staleMs],
     );
-    if (r.rowCount > 0) return 'claimed';
+    if (r.rowCount > 0) return { claim: String(r.rows[0].claim) };
     const held = await q.query(
       'SELECT method, path, request_hash, status, content_type, body FROM idempotency_keys WHERE project_id = $1 AND key_hash = $2',
       [c.projectId, c.keyHash],
@@ -54,22 +58,24 @@ export async function claimIdempotencyKey(q: Queryable, c: ClaimInput): Promise<
   throw new Error('could not claim the idempotency key');
 }
 
+/** Records the response of the request that holds `claim` (nothing, if another took the key over since). */
 export async function completeIdempotencyKey(
   q: Queryable,
   projectId: string,
   keyHash: string,
+  claim: string,
   res: { status: number; contentType: string | null; body: Buffer },
 ): Promise<void> {
   await q.query(
     `UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5, completed_at = now()
-     WHERE project_id = $1 AND key_hash = $2 AND status IS NULL`,
-    [projectId, keyHash, res.status, res.contentType, res.body],
+     WHERE project_id = $1 AND key_hash = $2 AND status IS NULL AND ${CLAIM} = $6::bigint`,
+    [projectId, keyHash, res.status, res.contentType, res.body, claim],
   );
 }
 
-/** Forgets an unfinished claim (the request failed on our side), so the client can retry. */
-export async function releaseIdempotencyKey(q: Queryable, projectId: string, keyHash: string): Promise<void> {
-  await q.query('DELETE FROM idempotency_keys WHERE project_id = $1 AND key_hash = $2 AND status IS NULL', [projectId, keyHash]);
+/** Forgets an unfinished claim (the request failed on our side), so the client can retry; only its own. */
+export async function releaseIdempotencyKey(q: Queryable, projectId: string, keyHash: string, claim: string): Promise<void> {
+  await q.query(`DELETE FROM idempotency_keys WHERE project_id = $1 AND key_hash = $2 AND status IS NULL AND ${CLAIM} = $3::bigint`, [projectId, keyHash, claim]);
 }
 
 /**

@@ -7,8 +7,11 @@
 // Keys are scoped to the caller: its project and its credential (the API key, or the signed-in user
 // whatever login token they use), so that one credential never replays a response made for
 // another (some carry secrets shown once). Only a hash of the key is stored, and the stored body is
-// encrypted with a key derived from the client's Idempotency-Key, so the table alone reveals no
-// response (some carry secrets shown once).
+// encrypted with a key derived from the client's Idempotency-Key and SECRET_KEY: the table alone
+// reveals no response (some carry secrets shown once), even to one who guesses the client's key
+// (`create-admin-key`) — the hash would confirm the guess.
+// A claim is its owner's: the request that took over a stale claim is the only one that may
+// record or release it (the request it took over may still finish, late).
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import type { onSendAsyncHookHandler, preHandlerAsyncHookHandler, RouteOptions } from 'fastify';
 import type { AppDeps } from './app.ts';
@@ -18,7 +21,7 @@ import { AppError, invalid } from '../errors.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    idempotency: { keyHash: string; key: string } | null;
+    idempotency: { keyHash: string; key: string; claim: string } | null;
   }
 }
 
@@ -41,26 +44,43 @@ function canonical(v: unknown): string {
   return JSON.stringify(v) ?? 'null';
 }
 
-function bodyKey(key: string, projectId: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', key, projectId, 'ventros:idempotency:v1', 32));
+/** v2 (this release): the server's secret and the client's key; v1 (before): the client's key alone. */
+function bodyKey(secret: string | null, key: string, projectId: string): Buffer {
+  return secret === null
+    ? Buffer.from(hkdfSync('sha256', key, projectId, 'ventros:idempotency:v1', 32))
+    : Buffer.from(hkdfSync('sha256', `${secret}\n${key}`, projectId, 'ventros:idempotency:v2', 32));
 }
 
-function seal(key: string, projectId: string, plain: Buffer): Buffer {
+function seal(secret: string, key: string, projectId: string, plain: Buffer): Buffer {
   const iv = randomBytes(12);
-  const c = createCipheriv('aes-256-gcm', bodyKey(key, projectId), iv);
+  const c = createCipheriv('aes-256-gcm', bodyKey(secret, key, projectId), iv);
   const ct = Buffer.concat([c.update(plain), c.final()]);
   return Buffer.concat([iv, c.getAuthTag(), ct]);
 }
 
-function unseal(key: string, projectId: string, sealed: Buffer): Buffer {
-  const d = createDecipheriv('aes-256-gcm', bodyKey(key, projectId), sealed.subarray(0, 12));
+function unsealWith(k: Buffer, sealed: Buffer): Buffer {
+  const d = createDecipheriv('aes-256-gcm', k, sealed.subarray(0, 12));
   d.setAuthTag(sealed.subarray(12, 28));
   return Buffer.concat([d.update(sealed.subarray(28)), d.final()]);
 }
 
+function unseal(secret: string, key: string, projectId: string, sealed: Buffer): Buffer {
+  try {
+    return unsealWith(bodyKey(secret, key, projectId), sealed);
+  } catch {
+    // Stored by the release before (responses are kept 24 h): sealed with the client's key alone.
+    return unsealWith(bodyKey(null, key, projectId), sealed);
+  }
+}
+
 /** Adds the claim (preHandler) and the record (onSend) to one route that declared `idempotent`. */
-export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db'>): void {
+export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' | 'secretKey' | 'config'>): void {
   const { db } = deps;
+  const secret = (): string => {
+    const s = deps.secretKey ?? deps.config.secretKey;
+    if (!s) throw new AppError('internal', 'no SECRET_KEY: idempotent responses cannot be sealed');
+    return s;
+  };
 
   const claim: preHandlerAsyncHookHandler = async (req, reply) => {
     const key = req.headers['idempotency-key'];
@@ -78,8 +98,8 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db'>)
       (tx) => claimIdempotencyKey(tx, { projectId, keyHash, method: req.method, path, requestHash, staleMs: STALE_CLAIM_MS }),
       { projectId },
     );
-    if (held === 'claimed') {
-      req.idempotency = { keyHash, key };
+    if ('claim' in held) {
+      req.idempotency = { keyHash, key, claim: held.claim };
       return;
     }
     if (held.requestHash !== requestHash) {
@@ -90,7 +110,7 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db'>)
     }
     reply.header('idempotent-replayed', 'true');
     if (held.contentType) reply.header('content-type', held.contentType);
-    return reply.code(held.status).send(unseal(key, projectId, held.body));
+    return reply.code(held.status).send(unseal(secret(), key, projectId, held.body));
   };
 
   const record: onSendAsyncHookHandler = async (req, reply, payload) => {
@@ -100,17 +120,17 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db'>)
     const projectId = req.auth.projectId;
     try {
       if (reply.statusCode >= 500) {
-        await withTransaction(db, (tx) => releaseIdempotencyKey(tx, projectId, claim.keyHash), { projectId });
+        await withTransaction(db, (tx) => releaseIdempotencyKey(tx, projectId, claim.keyHash, claim.claim), { projectId });
       } else {
         const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload));
         const contentType = reply.getHeader('content-type');
         await withTransaction(
           db,
           (tx) =>
-            completeIdempotencyKey(tx, projectId, claim.keyHash, {
+            completeIdempotencyKey(tx, projectId, claim.keyHash, claim.claim, {
               status: reply.statusCode,
               contentType: typeof contentType === 'string' ? contentType : null,
-              body: seal(claim.key, projectId, body),
+              body: seal(secret(), claim.key, projectId, body),
             }),
           { projectId },
         );

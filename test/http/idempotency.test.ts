@@ -1,5 +1,9 @@
 // Idempotency-Key on POSTs that create things.
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../../src/db/idempotency.sql.ts';
+import type { Queryable } from '../../src/db/database.ts';
+import { withTransaction } from '../../src/db/transaction.ts';
 import { call, makeTenant, startApp } from './harness.ts';
 
 const { app, db } = await startApp();
@@ -58,6 +62,50 @@ describe('Idempotency-Key', () => {
     const dump = JSON.stringify(rows.rows);
     expect(dump).not.toContain('look-for-me-4');
     expect(dump).not.toContain(r.json.key);
+  });
+
+  it("seals a response with the server's secret too: the client's key alone, guessed, does not open it; one sealed before this release still replays", async () => {
+    const first = await create(a.keys.admin, { name: 'guessable', role: 'admin' }, 'create-admin-key');
+    expect(first.status).toBe(201);
+    const row = async () =>
+      (await db.query<{ key_hash: string; body: Uint8Array }>(`SELECT key_hash, body FROM idempotency_keys WHERE project_id = $1 ORDER BY created_at DESC LIMIT 1`, [a.projectId])).rows[0];
+    const stored = Buffer.from((await row()).body);
+    // What the release before derived its key from: the client's key and the project alone.
+    const v1 = Buffer.from(hkdfSync('sha256', 'create-admin-key', a.projectId, 'ventros:idempotency:v1', 32));
+    const open = (k: Buffer, sealed: Buffer) => {
+      const d = createDecipheriv('aes-256-gcm', k, sealed.subarray(0, 12));
+      d.setAuthTag(sealed.subarray(12, 28));
+      return Buffer.concat([d.update(sealed.subarray(28)), d.final()]);
+    };
+    expect(() => open(v1, stored)).toThrow(); // the plaintext key would be in there
+    // A row sealed the old way (stored within the 24 h before an upgrade) still replays.
+    const iv = randomBytes(12);
+    const c = createCipheriv('aes-256-gcm', v1, iv);
+    const ct = Buffer.concat([c.update(Buffer.from(JSON.stringify(first.json))), c.final()]);
+    await db.query(`UPDATE idempotency_keys SET body = $2 WHERE key_hash = $1`, [(await row()).key_hash, Buffer.concat([iv, c.getAuthTag(), ct])]);
+    const again = await create(a.keys.admin, { name: 'guessable', role: 'admin' }, 'create-admin-key');
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.json).toEqual(first.json);
+  });
+
+  it('lets only the request that holds a claim record or release it: the one it was taken over from, finishing late, changes nothing', async () => {
+    const keyHash = 'k'.repeat(64);
+    const tx = <T>(fn: (q: Queryable) => Promise<T>) => withTransaction(db, fn, { projectId: a.projectId });
+    const claim = (requestHash: string) => tx((q) => claimIdempotencyKey(q, { projectId: a.projectId, keyHash, method: 'POST', path: '/api-keys', requestHash, staleMs: 300_000 }));
+    const r1 = await claim('body-x');
+    if (!('claim' in r1)) throw new Error('the first request should hold the key');
+    // R1 runs past the stale bound (its process looks dead), and R2, another body, takes the key over.
+    await db.query(`UPDATE idempotency_keys SET created_at = created_at - interval '10 minutes' WHERE key_hash = $1`, [keyHash]);
+    const r2 = await claim('body-y');
+    if (!('claim' in r2)) throw new Error('the stale claim should be taken over');
+    expect(r2.claim).not.toBe(r1.claim);
+    // R1 finishes late: neither its response nor its failure touches R2's claim.
+    await tx((q) => completeIdempotencyKey(q, a.projectId, keyHash, r1.claim, { status: 201, contentType: 'application/json', body: Buffer.from('x') }));
+    await tx((q) => releaseIdempotencyKey(q, a.projectId, keyHash, r1.claim));
+    const held = await db.query(`SELECT request_hash, status FROM idempotency_keys WHERE key_hash = $1`, [keyHash]);
+    expect(held.rows).toEqual([{ request_hash: 'body-y', status: null }]);
+    await tx((q) => completeIdempotencyKey(q, a.projectId, keyHash, r2.claim, { status: 201, contentType: 'application/json', body: Buffer.from('y') }));
+    expect((await db.query(`SELECT status FROM idempotency_keys WHERE key_hash = $1`, [keyHash])).rows).toEqual([{ status: 201 }]);
   });
 
   it('does not replay to a caller whose role may not make the request', async () => {
