@@ -1,16 +1,9 @@
 // RabbitMQ names and declarations. Every name carries the namespace prefix ('' in production; tests
 // use one per file so they can share one RabbitMQ server). Per queue Q:
-//   Q              quorum queue, delivery limit, dead-letters to Q.dlq (consumer crashes only)
-//   Q.wait.<delay> quorum queue with a fixed TTL, dead-letters back to Q (one per retry delay,
-//                  because per-message TTLs only expire at the head of a queue)
-//   Q.dlq          classic queue drained into the dead_letters table
-// Dead-lettering is at-least-once (RabbitMQ 3.10+): the broker moves an expired or dead message
-// with publisher confirms and keeps it until the target queue has it. RabbitMQ's default, and
-// the only way of a classic queue, is at-most-once: a message whose wait ended while Q could not
-// take it (its leader restarting, the node just booted) was dropped — after the webhook it came
-// from had been answered 200. Before this release the wait queues were classic ones named
-// `Q.retry.<delay>`: what is left in them still goes back to Q when it expires; empty, they can
-// be deleted.
+//   Q               quorum queue, delivery limit, dead-letters to Q.dlq (consumer crashes only)
+//   Q.retry.<delay> classic queue with a fixed TTL, dead-letters back to Q (one per retry delay,
+//                   because per-message TTLs only expire at the head of a queue)
+//   Q.dlq           classic queue drained into the dead_letters table
 import amqp from 'amqplib';
 import type { Channel, ChannelModel } from 'amqplib';
 import { DOMAIN_EXCHANGE, type QueueSpec } from './broker.ts';
@@ -24,10 +17,7 @@ export const exchangeName = (ns: string): string => `${ns}${DOMAIN_EXCHANGE}`;
 export const workQueueName = (ns: string, queue: string): string => `${ns}${queue}`;
 export const deadQueueName = (ns: string, queue: string): string => `${ns}${queue}.dlq`;
 export const retryQueueName = (ns: string, queue: string, delayMs: number): string =>
-  `${ns}${queue}.wait.${delayLabel(delayMs)}`;
-
-/** Queue arguments for at-least-once dead-lettering (the source queue must refuse, not drop, on overflow). */
-const AT_LEAST_ONCE = { 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish' } as const;
+  `${ns}${queue}.retry.${delayLabel(delayMs)}`;
 
 /** 50 → '50ms', 5000 → '5s', 120000 → '2m', 7200000 → '2h': readable in the management UI. */
 export function delayLabel(ms: number): string {
@@ -53,35 +43,21 @@ export async function declareExchange(ch: Channel, ns: string): Promise<void> {
   remember(ns, 'exchanges', exchangeName(ns));
 }
 
-/**
- * Declares Q, Q.dlq, the bindings and one wait queue per delay. Same arguments → idempotent. A Q
- * declared by an earlier release (dead-lettering at most once) cannot take new arguments: it is
- * declared as it is, and `onLegacy` is told (a policy can change its strategy; see the docs).
- */
-export async function declareQueue(
-  conn: ChannelModel, ch: Channel, t: Topology, spec: QueueSpec, delays: Iterable<number>, onLegacy: (queue: string) => void = () => {},
-): Promise<void> {
+/** Declares Q, Q.dlq, the bindings and one wait queue per delay. Same arguments → idempotent. */
+export async function declareQueue(ch: Channel, t: Topology, spec: QueueSpec, delays: Iterable<number>): Promise<void> {
   const work = workQueueName(t.ns, spec.name);
   const dead = deadQueueName(t.ns, spec.name);
   await ch.assertQueue(dead, { durable: true });
   remember(t.ns, 'queues', dead);
-  const args = { 'x-queue-type': 'quorum', 'x-delivery-limit': t.deliveryLimit, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': dead };
-  // On a channel of its own: a refused declaration closes the channel it was made on.
-  const declareWork = async (withArgs: Record<string, unknown>) => {
-    const own = await openChannel(conn);
-    try {
-      await own.assertQueue(work, { durable: true, arguments: withArgs });
-    } finally {
-      await own.close().catch(() => {});
-    }
-  };
-  try {
-    await declareWork({ ...args, ...AT_LEAST_ONCE });
-  } catch (err) {
-    if (!/inequivalent arg 'x-dead-letter-strategy'/.test(String((err as Error)?.message))) throw err;
-    await declareWork(args);
-    onLegacy(work);
-  }
+  await ch.assertQueue(work, {
+    durable: true,
+    arguments: {
+      'x-queue-type': 'quorum',
+      'x-delivery-limit': t.deliveryLimit,
+      'x-dead-letter-exchange': '',
+      'x-dead-letter-routing-key': dead,
+    },
+  });
   remember(t.ns, 'queues', work);
   for (const pattern of spec.bindings ?? []) await ch.bindQueue(work, exchangeName(t.ns), pattern);
   await declareRetryQueues(ch, t.ns, spec.name, delays);
@@ -93,11 +69,9 @@ export async function declareRetryQueues(ch: Channel, ns: string, queue: string,
     await ch.assertQueue(name, {
       durable: true,
       arguments: {
-        'x-queue-type': 'quorum',
         'x-message-ttl': delay,
         'x-dead-letter-exchange': '',
         'x-dead-letter-routing-key': workQueueName(ns, queue),
-        ...AT_LEAST_ONCE,
       },
     });
     remember(ns, 'queues', name);

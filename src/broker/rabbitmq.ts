@@ -62,9 +62,7 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
     const ch = await openChannel(conn, onChannelError);
     try {
       await declareExchange(ch, ns);
-      const legacy = (queue: string) =>
-        logger.warn({ queue }, 'queue declared by an earlier release: its dead-lettering stays at most once (RabbitMQ\'s default) until a policy sets dead-letter-strategy at-least-once (see the docs)');
-      for (const spec of list) await declareQueue(conn, ch, topology, spec, delaysOf(spec.name), legacy);
+      for (const spec of list) await declareQueue(ch, topology, spec, delaysOf(spec.name));
     } finally {
       await ch.close().catch(() => {});
     }

@@ -2,7 +2,6 @@
 // living through a broken connection. Queue semantics shared with the Postgres broker are in the
 // conformance suite. Faults come from a TCP proxy, never from stopping the shared server.
 import amqp from 'amqplib';
-import pino from 'pino';
 import type { ChannelModel } from 'amqplib';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { SEND_HEADER, type Broker, type Delivery } from '../../src/broker/broker.ts';
@@ -79,55 +78,24 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     await waitFor(async () => (await b.stats(['orders']))[0]?.depth === 2, 'both events routed to orders');
   });
 
-  it('gives each queue a quorum work queue with a delivery limit, a dlq and one quorum wait queue per delay, all dead-lettering at least once', async () => {
+  it('gives each queue a quorum work queue with a delivery limit, a dlq and one wait queue per delay', async () => {
     const broker = await openBroker({ retryDelaysMs: [50, 5000, 120_000], deliveryLimit: 3 });
     await broker.declareQueues([{ name: 'jobs' }]);
     const conn = await rawConnection();
     const ns = broker.ns;
-    for (const name of ['jobs', 'jobs.dlq', 'jobs.wait.50ms', 'jobs.wait.5s', 'jobs.wait.2m']) {
+    for (const name of ['jobs', 'jobs.dlq', 'jobs.retry.50ms', 'jobs.retry.5s', 'jobs.retry.2m']) {
       expect(await queueExists(conn, `${ns}${name}`), name).toBe(true);
     }
     // Re-declaring with other arguments fails (406), which proves what the queue was declared with.
-    const declare = async (queue: string, args: Record<string, unknown>) => {
+    const declare = async (args: Record<string, unknown>) => {
       const ch = await conn.createChannel();
       ch.on('error', () => {});
-      await ch.assertQueue(`${ns}${queue}`, { durable: true, arguments: args });
+      await ch.assertQueue(`${ns}jobs`, { durable: true, arguments: args });
       await ch.close();
     };
-    const once = { 'x-dead-letter-strategy': 'at-least-once', 'x-overflow': 'reject-publish' };
     const dlx = { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${ns}jobs.dlq` };
-    await declare('jobs', { 'x-queue-type': 'quorum', 'x-delivery-limit': 3, ...dlx, ...once });
-    await expect(declare('jobs', { 'x-queue-type': 'quorum', 'x-delivery-limit': 4, ...dlx, ...once })).rejects.toThrow(/PRECONDITION_FAILED/);
-    await expect(declare('jobs', { 'x-queue-type': 'quorum', 'x-delivery-limit': 3, ...dlx })).rejects.toThrow(/PRECONDITION_FAILED/);
-    const back = { 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${ns}jobs` };
-    await declare('jobs.wait.5s', { 'x-queue-type': 'quorum', 'x-message-ttl': 5000, ...back, ...once });
-    // Not a classic queue, which could only dead-letter at most once.
-    await expect(declare('jobs.wait.5s', { 'x-message-ttl': 5000, ...back })).rejects.toThrow(/PRECONDITION_FAILED/);
-  });
-
-  it('keeps a work queue an earlier release declared (dead-lettering at most once) and says so, instead of failing to start', async () => {
-    const ns = `${uniqueName('vt')}.`;
-    const conn = await rawConnection();
-    const ch = await conn.createChannel();
-    await ch.assertQueue(`${ns}legacy`, {
-      durable: true,
-      arguments: { 'x-queue-type': 'quorum', 'x-delivery-limit': 20, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': `${ns}legacy.dlq` },
-    });
-    await ch.close();
-    onCleanup(async () => {
-      const c = await conn.createChannel();
-      await c.deleteQueue(`${ns}legacy`).catch(() => {});
-    });
-    const lines: string[] = [];
-    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
-    const broker = await openBroker({ namespace: ns, logger, retryDelaysMs: [50], deliveryLimit: 20 });
-    await broker.declareQueues([{ name: 'legacy' }]);
-    expect(lines.map((l) => JSON.parse(l))).toEqual([expect.objectContaining({ queue: `${ns}legacy`, msg: expect.stringMatching(/dead-letter-strategy at-least-once/) })]);
-    // And it works: a message sent to it is consumed.
-    const got: string[] = [];
-    await broker.consume('legacy', async (d) => void got.push(d.messageId), { concurrency: 1 });
-    await broker.send('legacy', [msg('L1')]);
-    await waitFor(() => got.includes('L1'), 'the message consumed from the earlier queue');
+    await declare({ 'x-queue-type': 'quorum', 'x-delivery-limit': 3, ...dlx });
+    await expect(declare({ 'x-queue-type': 'quorum', 'x-delivery-limit': 4, ...dlx })).rejects.toThrow(/PRECONDITION_FAILED/);
   });
 
   it('moves a message that crashed its consumer past the delivery limit into dead_letters', async () => {
