@@ -73,7 +73,9 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
     new_contact_id: m.newContactId,
     new_session_id: m.newSessionId,
     phone: m.phone ?? null,
-    phone_lock: m.phone ? (exclusive.has(m.phone) ? 'x' : 's') : null,
+    // A message named by a LID alone takes the lock of its contact's phone, if it has one (024):
+    // exclusive when it is old itself (the phones of the others are not known here).
+    phone_lock: m.phone ? (exclusive.has(m.phone) ? 'x' : 's') : isOld(m, Date.now()) ? 'x' : 's',
     wa_id: m.waId ?? null,
     lid: m.lid ?? null,
     push_name: m.pushName ?? null,
@@ -138,8 +140,10 @@ async function lockLids(tx: Queryable, projectId: string, rows: readonly Inbound
 function oldPhones(rows: readonly InboundMessageRow[]): Set<string> {
   const now = Date.now();
   const out = new Set<string>();
-  for (const m of rows) {
-    if (m.phone && m.timestamp.getTime() < now - Math.max(m.timeoutMinutes - 6, 0) * 60_000) out.add(m.phone);
-  }
+  for (const m of rows) if (m.phone && isOld(m, now)) out.add(m.phone);
   return out;
+}
+
+function isOld(m: InboundMessageRow, now: number): boolean {
+  return m.timestamp.getTime() < now - Math.max(m.timeoutMinutes - 6, 0) * 60_000;
 }

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Queues } from '../../src/broker/topology.ts';
 import type { Database } from '../../src/db/database.ts';
 import { connectPostgres } from '../../src/db/postgres.ts';
+import { endDueSessions } from '../../src/db/session-lifecycle.sql.ts';
 import { makeChannelDirectory } from '../../src/inbound/channel-directory.ts';
 import { parseWahaEvent } from '../../src/inbound/waha/waha.parser.ts';
 import { startInboundProcessor } from '../../src/inbound/processor.ts';
@@ -228,5 +229,103 @@ describe('concurrent messages of one new number', () => {
     expect(new Date(session.started_at).getTime()).toBe(t0 * 1000);
     expect(new Date(session.last_activity_at).getTime()).toBe((t0 + 10) * 1000);
     expect(new Date(session.first_contact_message_at).getTime()).toBe(t0 * 1000);
+  });
+});
+
+/** A GOWS text of a person named by their LID, with their phone beside it (SenderAlt) or not. */
+function byLid(lid: string, text: string, o: { id: string; ts: number; phone?: string }): any {
+  const body = wahaText(o.phone ?? '5500000000000', text, { id: o.id, ts: o.ts });
+  const info = body.payload._data.Info;
+  body.payload.from = `${lid}@lid`;
+  info.Chat = `${lid}@lid`;
+  info.Sender = `${lid}@lid`;
+  if (o.phone) info.SenderAlt = `${o.phone}@s.whatsapp.net`;
+  return body;
+}
+
+// Three races found by reading the inbound transaction's SQL against PostgreSQL's locking rules
+// (migration 024). Each holds one transaction open at the point that matters, starts the other,
+// waits until it is blocked on a lock, then lets the first commit. PostgreSQL only: PGlite's one
+// connection takes transactions in turn.
+describe.runIf(onServices)('the inbound transaction against a transaction holding what it needs', () => {
+  const sessionsOf = async (t: Inbound, where: string, param: string) =>
+    (await t.db.query(
+      `SELECT s.status, s.message_count, s.started_at, s.end_reason FROM sessions s JOIN contacts c ON c.id = s.contact_id
+       WHERE ${where} ORDER BY s.started_at`, [param])).rows.map((x) => ({ status: x.status, messages: x.message_count, started: new Date(x.started_at).getTime() / 1000, reason: x.end_reason }));
+  const blocked = (t: Inbound, what: string) =>
+    waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() AND query LIKE '%inbound_store_messages%'`)) > 0, what);
+  /** Runs `fn` in a transaction that, once `fn` is done, waits for `release()` to commit. */
+  function held(t: Inbound, fn: (tx: Database) => Promise<unknown>) {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const done = t.db.transaction(async (tx) => {
+      await fn(tx as Database);
+      await gate;
+    });
+    return { release, done };
+  }
+
+  it("waits for a message of the phone being stored when a message names only the LID of that phone's contact", async () => {
+    const { t, ch, apply } = await straightToTheService();
+    const [phone, lid] = ['5511944440006', '90000000000606'];
+    const t0 = 1764460800;
+    // The contact knows both; its first conversation was closed by hand: no session is active.
+    await apply(byLid(lid, 'oi', { id: 'LIDPH0', ts: t0 - 3 * 3600, phone }));
+    const [first] = (await t.db.query(`SELECT s.id FROM sessions s JOIN contacts c ON c.id = s.contact_id WHERE c.phone = $1`, [`+${phone}`])).rows;
+    expect((await t.api('POST', `/sessions/${first.id}/close`, { reason: 'resolved' })).status).toBe(200);
+    // An old message by the LID alone opens a session at t0 (due 30 minutes later) and waits to
+    // commit; a message by the phone alone, an hour later, is stored meanwhile.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = Object.create(t.db) as Database;
+    slow.transaction = (fn, setup) => t.db.transaction(async (tx) => { const r = await fn(tx); await gate; return r; }, setup);
+    const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
+    const old = makeInboundService({ db: slow }).apply(t.projectId, [{ channel, events: parseWahaEvent(byLid(lid, 'antiga', { id: 'LIDPH1', ts: t0 })), receivedAt: new Date() }]);
+    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the LID message waiting to commit');
+    const later = apply(wahaText(phone, 'e agora?', { id: 'LIDPH2', ts: t0 + 3600 }));
+    await blocked(t, 'the phone message waiting on the LID message');
+    release();
+    await Promise.all([old, later]);
+    // Before: the phone message extended the LID message's session (one session from t0 to t0 + 1 h).
+    expect(await sessionsOf(t, 'c.phone = $1', `+${phone}`)).toEqual([
+      { status: 'ended', messages: 1, started: t0 - 3 * 3600, reason: 'resolved' },
+      { status: 'ended', messages: 1, started: t0, reason: 'inactivity_timeout' },
+      { status: 'active', messages: 1, started: t0 + 3600, reason: null },
+    ]);
+  });
+
+  it('counts a message in its session when the sweeper is ending that session at the same moment, instead of opening a second one beside it', async () => {
+    const { t, apply } = await straightToTheService();
+    const phone = '5511944440007';
+    const t0 = 1764460800;
+    await apply(wahaText(phone, 'oi', { id: 'SWEEP0', ts: t0 }));
+    // The sweeper ends the session at its due time (t0 + 30 min) and has not committed yet.
+    const sweeper = held(t, async (tx) => expect(await endDueSessions(tx, new Date((t0 + 31 * 60) * 1000), 10)).toHaveLength(1));
+    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the sweeper waiting to commit');
+    // A message of ten minutes in, processed late, meanwhile.
+    const late = apply(wahaText(phone, 'ainda estou aqui', { id: 'SWEEP1', ts: t0 + 600 }));
+    await blocked(t, 'the message waiting on the sweeper');
+    sweeper.release();
+    await Promise.all([sweeper.done, late]);
+    // Before: a second session from t0 + 10 min beside the ended one (overlapping it), active.
+    expect(await sessionsOf(t, 'c.phone = $1', `+${phone}`)).toEqual([{ status: 'ended', messages: 2, started: t0, reason: 'inactivity_timeout' }]);
+  });
+
+  it('does not count a message by LID on a contact deleted while it was being stored: it starts a new contact', async () => {
+    const { t, apply } = await straightToTheService();
+    const lid = '90000000000808';
+    await apply(byLid(lid, 'oi', { id: 'LIDDEL0', ts: 1764460800 }));
+    const [gone] = (await t.db.query(`SELECT id FROM contacts WHERE wa_lid = $1`, [`${lid}@lid`])).rows;
+    const deletion = held(t, (tx) => tx.query(`UPDATE contacts SET deleted_at = now() WHERE id = $1`, [gone.id]));
+    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the deletion waiting to commit');
+    const next = apply(byLid(lid, 'de novo', { id: 'LIDDEL1', ts: 1764460900 }));
+    await blocked(t, 'the message waiting on the deletion');
+    deletion.release();
+    await Promise.all([deletion.done, next]);
+    const contacts = (await t.db.query(`SELECT id, deleted_at, total_messages FROM contacts WHERE wa_lid = $1 ORDER BY created_at`, [`${lid}@lid`])).rows;
+    // Before: one contact, deleted, with both messages.
+    expect(contacts.map((c) => ({ deleted: c.deleted_at !== null, messages: c.total_messages }))).toEqual([{ deleted: true, messages: 1 }, { deleted: false, messages: 1 }]);
+    const [m] = (await t.db.query(`SELECT contact_id FROM messages WHERE external_id = 'LIDDEL1'`)).rows;
+    expect(m.contact_id).toBe(contacts[1].id);
   });
 });
