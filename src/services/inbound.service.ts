@@ -55,8 +55,24 @@ const KIND_ORDER: Record<InboundEvent['kind'], number> = {
   message: 0, status: 1, reaction: 1, edit: 1, revoke: 1, channel_status: 2, ignored: 3,
 };
 
+/**
+ * What a batch's events are sorted by within their kind, so that concurrent batches take row locks
+ * in one order: a message's contact, the message an ack, a reaction, an edit or a revoke locks (in
+ * arrival order, two batches acking the same two messages the other way round deadlocked).
+ */
 function lockKey(e: InboundEvent): string {
-  return e.kind === 'message' ? (e.contact.phone ?? e.contact.lid ?? '') : '';
+  switch (e.kind) {
+    case 'message':
+      return e.contact.phone ?? e.contact.lid ?? '';
+    case 'status':
+      return e.messageKey;
+    case 'reaction':
+    case 'edit':
+    case 'revoke':
+      return e.targetKey;
+    default:
+      return '';
+  }
 }
 
 /**

@@ -3,7 +3,7 @@
 // upserts decide, never a "look, then insert".
 import { describe, expect, it } from 'vitest';
 import { Queues } from '../../src/broker/topology.ts';
-import type { Database } from '../../src/db/database.ts';
+import type { Database, Row } from '../../src/db/database.ts';
 import { connectPostgres } from '../../src/db/postgres.ts';
 import { endDueSessions } from '../../src/db/session-lifecycle.sql.ts';
 import { makeChannelDirectory } from '../../src/inbound/channel-directory.ts';
@@ -309,6 +309,44 @@ describe.runIf(onServices)('the inbound transaction against a transaction holdin
     await Promise.all([sweeper.done, late]);
     // Before: a second session from t0 + 10 min beside the ended one (overlapping it), active.
     expect(await sessionsOf(t, 'c.phone = $1', `+${phone}`)).toEqual([{ status: 'ended', messages: 2, started: t0, reason: 'inactivity_timeout' }]);
+  });
+
+  it('takes the messages two batches of acks name in one order, so they wait for each other instead of deadlocking', async () => {
+    const { t, ch } = await straightToTheService();
+    const phone = '5511944440009';
+    const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
+    const ours = (id: string) => wahaText(phone, `nossa ${id}`, { id: `true_${phone}@c.us_${id}`, fromMe: true, event: 'message.any' });
+    const ack = (id: string, code: number) => ({
+      event: 'message.ack', session: 'loja-principal', timestamp: 1764460900000, me: { id: '5511900000000@c.us' },
+      payload: { id: `true_${phone}@c.us_${id}`, from: `${phone}@c.us`, to: '5511900000000@c.us', fromMe: true, ack: code },
+    });
+    const items = (...bodies: unknown[]) => bodies.map((b) => ({ channel, events: parseWahaEvent(b), receivedAt: new Date() }));
+    const service = makeInboundService({ db: t.db });
+    await service.apply(t.projectId, items(ours('ACKA'), ours('ACKB')));
+    // The first batch acks A then B, and stops after locking A until the second is waiting.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const slow = Object.create(t.db) as Database;
+    slow.transaction = (fn, setup) => t.db.transaction((tx) => {
+      let locks = 0;
+      const q = Object.create(tx) as Database;
+      q.query = async <T extends Row = Row>(sql: string, params?: readonly unknown[]) => {
+        const r = await tx.query<T>(sql, params);
+        if (/FROM messages\s+WHERE channel_id = \$1 AND external_key = \$2 FOR UPDATE/.test(sql) && ++locks === 1) await gate;
+        return r;
+      };
+      return fn(q);
+    }, setup);
+    const first = makeInboundService({ db: slow }).apply(t.projectId, items(ack('ACKA', 2), ack('ACKB', 2)));
+    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the first batch holding message A');
+    // The second acks B then A (arrival order); before, it locked B and waited for A: a deadlock
+    // once the first went on to B.
+    const second = service.apply(t.projectId, items(ack('ACKB', 3), ack('ACKA', 3)));
+    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`)) > 0, 'the second batch waiting');
+    release();
+    await expect(Promise.all([first, second])).resolves.toBeDefined();
+    const statuses = (await t.db.query(`SELECT external_key, status FROM messages WHERE channel_id = $1 ORDER BY external_key`, [ch.id])).rows;
+    expect(statuses).toEqual([{ external_key: 'ACKA', status: 'read' }, { external_key: 'ACKB', status: 'read' }]);
   });
 
   it('does not count a message by LID on a contact deleted while it was being stored: it starts a new contact', async () => {
