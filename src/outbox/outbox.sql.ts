@@ -100,6 +100,24 @@ export async function countPending(q: Queryable): Promise<number> {
  * after chunk). Unpublished rows are never touched, however old: they are events still owed to the
  * broker. SKIP LOCKED lets several processes prune at once without waiting on each other.
  */
+/**
+ * Deletes up to `limit` consumers' markers of events applied more than `olderThanDays` ago (the
+ * outbox's own retention: an event that old is gone from it, and comes again only if a dead letter
+ * of it is replayed — which then applies once more).
+ */
+export async function pruneProcessedEvents(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
+  const r = await q.query(
+    `DELETE FROM processed_events WHERE (consumer, event_id) IN (
+       SELECT consumer, event_id FROM processed_events
+       WHERE processed_at < now() - make_interval(secs => $1::float8 * 86400)
+       ORDER BY processed_at
+       LIMIT $2
+       FOR UPDATE SKIP LOCKED)`,
+    [olderThanDays, limit],
+  );
+  return r.rowCount;
+}
+
 export async function pruneEvents(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
   const r = await q.query(
     `DELETE FROM outbox WHERE seq IN (

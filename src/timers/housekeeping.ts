@@ -1,7 +1,8 @@
 // Housekeeping: deletes what has outlived its use, once an hour — login tokens expired for over a
 // day, idempotency records past their 24 hours, finished webhook deliveries (succeeded or dead)
-// with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change, and
-// published events older than EVENT_RETENTION_DAYS (never one still owed to the broker).
+// with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change, published
+// events older than EVENT_RETENTION_DAYS (never one still owed to the broker), and consumers'
+// markers of events they applied that long ago.
 //
 // Every worker process runs it; there is no leader. Each statement deletes a bounded chunk whose
 // rows it locks with SKIP LOCKED, so a large backlog is worked off in many short transactions and
@@ -11,7 +12,7 @@ import type { Database } from '../db/database.ts';
 import { pruneAuthTokens } from '../db/auth-tokens.sql.ts';
 import { pruneIdempotencyKeys } from '../db/idempotency.sql.ts';
 import { pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
-import { pruneEvents } from '../outbox/outbox.sql.ts';
+import { pruneEvents, pruneProcessedEvents } from '../outbox/outbox.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { drainChunks, oneAtATime } from './passes.ts';
 import { makeStoppableSleep } from './stoppable-sleep.ts';
@@ -36,7 +37,7 @@ export type HousekeepingOptions = {
 };
 
 /** Rows deleted by one pass, per table (attempts go with their deliveries). */
-export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; webhookDeliveries: number; events: number };
+export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; webhookDeliveries: number; events: number; processedEvents: number };
 
 export type HousekeepingResult = HousekeepingCounts & {
   /** The tasks that failed this pass (logged; their rows wait for the next pass). */
@@ -62,13 +63,14 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     idempotencyKeys: (limit) => pruneIdempotencyKeys(db, limit),
     webhookDeliveries: (limit) => pruneWebhookDeliveries(db, opts.webhookRetentionDays, limit),
     events: (limit) => pruneEvents(db, opts.eventRetentionDays, limit),
+    processedEvents: (limit) => pruneProcessedEvents(db, opts.eventRetentionDays, limit),
   };
 
   const rest = makeStoppableSleep();
 
   async function pass(): Promise<HousekeepingResult> {
     const started = Date.now();
-    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, events: 0, failed: [] };
+    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] };
     for (const [key, task] of Object.entries(tasks) as Array<[keyof HousekeepingCounts, (limit: number) => Promise<number>]>) {
       if (rest.stopped) break;
       try {
@@ -79,13 +81,14 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
         log.warn({ err, task: key }, 'housekeeping task failed; trying again next pass');
       }
     }
-    if (result.authTokens + result.idempotencyKeys + result.webhookDeliveries + result.events > 0) {
+    if (result.authTokens + result.idempotencyKeys + result.webhookDeliveries + result.events + result.processedEvents > 0) {
       log.info(
         {
           auth_tokens: result.authTokens,
           idempotency_keys: result.idempotencyKeys,
           webhook_deliveries: result.webhookDeliveries,
           events: result.events,
+          processed_events: result.processedEvents,
           webhook_retention_days: opts.webhookRetentionDays,
           event_retention_days: opts.eventRetentionDays,
           duration_ms: Date.now() - started,

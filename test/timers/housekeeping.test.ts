@@ -139,7 +139,7 @@ describe('housekeeping', () => {
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
     const result = await housekeeping({ db, logger }).runOnce();
 
-    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, webhookDeliveries: 2, events: 0, failed: [] });
+    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, webhookDeliveries: 2, events: 0, processedEvents: 0, failed: [] });
     expect(await existing('webhook_deliveries', 'id', [...gone.deliveries, ...kept.deliveries])).toEqual([...kept.deliveries].sort());
     expect(await attemptsOf(gone.deliveries)).toBe(0);
     expect(await attemptsOf(kept.deliveries)).toBe(keptAttempts);
@@ -151,7 +151,7 @@ describe('housekeeping', () => {
 
     // Nothing left to do: the next pass deletes nothing and says nothing.
     lines.length = 0;
-    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, events: 0, failed: [] });
+    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] });
     expect(lines).toEqual([]);
   });
 
@@ -172,6 +172,21 @@ describe('housekeeping', () => {
     expect(await existing('outbox', 'id', [...ids(old), ...ids(recent), ...ids(owed)])).toEqual([...ids(recent), ...ids(owed)].sort());
     expect((await housekeeping({ db, eventRetentionDays: 28 }).runOnce()).events).toBe(2);
     await db.query('DELETE FROM outbox WHERE project_id = $1', [p]);
+  });
+
+  it("deletes consumers' markers of events applied more than EVENT_RETENTION_DAYS ago", async () => {
+    const marker = async (ageDays: number) => {
+      const id = uuidv7();
+      await db.query(`INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ('housekeeping-test', $1, now() - make_interval(days => $2))`, [id, ageDays]);
+      return id;
+    };
+    const old = [await marker(31), await marker(45), await marker(400)];
+    const recent = [await marker(29), await marker(0)];
+    const w = watched(db);
+    expect((await housekeeping({ db: w.db, batchSize: 2 }).runOnce()).processedEvents).toBe(3);
+    expect(w.deletes('processed_events')).toEqual([2, 1]);
+    expect(await existing('processed_events', 'event_id', [...old, ...recent])).toEqual([...recent].sort());
+    await db.query(`DELETE FROM processed_events WHERE consumer = 'housekeeping-test'`);
   });
 
   it('keeps finished deliveries for the configured number of days', async () => {
@@ -195,7 +210,7 @@ describe('housekeeping', () => {
     const w = watched(db);
     const result = await housekeeping({ db: w.db, batchSize: 5 }).runOnce();
 
-    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, webhookDeliveries: 23, events: 0, failed: [] });
+    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, webhookDeliveries: 23, events: 0, processedEvents: 0, failed: [] });
     expect(w.deletes('webhook_deliveries')).toEqual([5, 5, 5, 5, 3]);
     // A full last chunk needs one more statement to find that nothing is left.
     expect(w.deletes('auth_tokens')).toEqual([5, 5, 0]);
@@ -253,14 +268,14 @@ describe('housekeeping', () => {
     const w = watched(db, (sql) => failing && /DELETE FROM idempotency_keys/.test(sql));
     const h = housekeeping({ db: w.db, logger });
 
-    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, webhookDeliveries: 1, events: 0, failed: ['idempotencyKeys'] });
+    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, webhookDeliveries: 1, events: 0, processedEvents: 0, failed: ['idempotencyKeys'] });
     expect(lines).toContainEqual(expect.objectContaining({ level: 40, task: 'idempotencyKeys', msg: 'housekeeping task failed; trying again next pass' }));
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([key]);
     expect(await existing('auth_tokens', 'id', [token])).toEqual([]);
     expect(await existing('webhook_deliveries', 'id', [old])).toEqual([]);
 
     failing = false;
-    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, webhookDeliveries: 0, events: 0, failed: [] });
+    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] });
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([]);
   });
 });
