@@ -18,6 +18,7 @@ import { uuidv7 } from '../domain/ids.ts';
 import { sealJson } from '../domain/secret-box.ts';
 import { AppError, notFound } from '../errors.ts';
 import { enqueueDeliveries, type OutboundItem } from '../webhooks/outbound-queue.ts';
+import { Queues } from '../broker/topology.ts';
 import { generateSecret, openSecrets, validateSecret, buildWebhookBody } from '../webhooks/signer.ts';
 import { checkWebhookUrl, type ResolveHost } from '../webhooks/ssrf-guard.ts';
 import { checkEvents, checkHeaders } from '../webhooks/subscription-input.ts';
@@ -85,10 +86,14 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
     if (!s.active) throw new AppError('conflict', `the subscription is disabled${s.disabledReason ? ` (${s.disabledReason})` : ''}; set active to true first`);
   };
 
-  /** Sends after commit; if the broker refuses, the scheduler picks the rows up instead. */
-  async function enqueue(items: OutboundItem[]): Promise<void> {
+  /**
+   * Sends after commit; if the broker refuses, the scheduler picks the rows up instead. A backlog
+   * (recover) goes on `webhooks.due`, where the scheduler's due deliveries wait, not in front of
+   * every project's new deliveries on `webhooks.outbound`.
+   */
+  async function enqueue(items: OutboundItem[], queue: string = Queues.webhooksOutbound): Promise<void> {
     try {
-      await enqueueDeliveries(deps.broker, items);
+      await enqueueDeliveries(deps.broker, items, queue);
     } catch {
       await clearEnqueued(db, { ids: items.map((i) => i.id) }).catch(() => {});
     }
@@ -255,7 +260,7 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
         mustBeActive(await mustFind(tx, projectId, subscriptionId));
         return requeueDead(tx, projectId, subscriptionId, since);
       });
-      await enqueue(ids.map((id) => ({ id, subscriptionId, projectId })));
+      await enqueue(ids.map((id) => ({ id, subscriptionId, projectId })), Queues.webhooksDue);
       return { recovered: ids.length };
     },
   };

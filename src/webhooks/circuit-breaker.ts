@@ -44,7 +44,11 @@ export type CircuitBreaker = {
    */
   canAttempt(key: string, now: number, attemptTimeoutMs?: number): boolean;
   recordSuccess(key: string, now: number): void;
-  recordFailure(key: string, now: number): void;
+  /**
+   * `startedAt`: when the failed attempt went out. One that went out before the half-open probe is
+   * a late report, not the probe's answer: it leaves the probe's circuit as it is.
+   */
+  recordFailure(key: string, now: number, startedAt?: number): void;
   /**
    * The endpoint answered, but with neither a success nor a failure (a 429: up, and told us when to
    * come back). While closed or open this changes nothing, forgives no failure; a half-open
@@ -65,6 +69,8 @@ type Entry = {
   openUntil: number;
   /** When the probe out is taken as lost. */
   probeLostAt: number;
+  /** When the probe out went (half-open). */
+  probeSentAt: number;
 };
 
 export const DEFAULT_CIRCUIT_OPTIONS = {
@@ -108,6 +114,7 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
       const entry = entries.get(key);
       if (!entry || entry.state === 'closed') return true;
       const probe = () => {
+        entry.probeSentAt = now;
         entry.probeLostAt = now + Math.max(probeTimeoutMs, attemptTimeoutMs);
       };
       if (entry.state === 'open') {
@@ -129,12 +136,15 @@ export function makeCircuitBreaker(options: CircuitBreakerOptions = {}): Circuit
       if (entries.get(key)?.state === 'half_open') close(key);
     },
 
-    recordFailure(key, now) {
+    recordFailure(key, now, startedAt) {
       let entry = entries.get(key);
       if (!entry) {
-        entry = { state: 'closed', failures: 0, opens: 0, openUntil: 0, probeLostAt: 0 };
+        entry = { state: 'closed', failures: 0, opens: 0, openUntil: 0, probeLostAt: 0, probeSentAt: 0 };
         entries.set(key, entry);
       }
+      // Half-open, an attempt that went out before the probe reports late: the probe has not
+      // answered, and the cool-down must not double for it.
+      if (entry.state === 'half_open' && startedAt !== undefined && startedAt < entry.probeSentAt) return;
       entry.failures += 1;
       if (entry.state === 'half_open') open(key, entry, now);
       else if (entry.state === 'closed' && entry.failures >= failureThreshold) open(key, entry, now);

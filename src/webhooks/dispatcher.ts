@@ -337,13 +337,13 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   }
 
   /** The endpoint's circuit, told how an attempt ended. */
-  function judge(sub: string, { outcome }: AttemptReport): void {
+  function judge(sub: string, { outcome, startedAt }: AttemptReport): void {
     const now = Date.now();
     if (outcome.class === 'success') breaker.recordSuccess(sub, now);
     // A 429: up, and told us when to come back (the delivery waits for its Retry-After).
     else if (outcome.class === 'rate_limited') breaker.recordAnswer(sub, now);
     // After a 410 the subscription is disabled and its circuit forgotten (recordGone).
-    else if (!outcome.disable) breaker.recordFailure(sub, now);
+    else if (!outcome.disable) breaker.recordFailure(sub, now, startedAt.getTime());
   }
 
   async function settle(claim: ClaimedDelivery, report: AttemptReport): Promise<void> {

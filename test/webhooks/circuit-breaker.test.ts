@@ -90,6 +90,19 @@ describe('circuit breaker', () => {
     expect(t.breaker.state(key).openUntil).toBe(openUntil);
   });
 
+  it('leaves a half-open circuit to its probe when an attempt that went out before the probe fails late', () => {
+    const t = setup();
+    const before = t.now(); // an attempt with a long timeout goes out
+    t.fail(5);
+    t.advance(30_000);
+    expect(t.breaker.canAttempt(key, t.now())).toBe(true); // the probe
+    t.advance(1000);
+    t.breaker.recordFailure(key, t.now(), before); // the early attempt times out now
+    expect(t.breaker.state(key).state).toBe('half_open'); // before: open again, cool-down doubled to 60 s
+    t.breaker.recordFailure(key, t.now(), t.now() - 500); // the probe's own failure re-opens it
+    expect(t.breaker.state(key)).toMatchObject({ state: 'open', openUntil: t.now() + 60_000 });
+  });
+
   it('closes when its probe is answered 429, and counts a 429 neither way otherwise', () => {
     const t = setup();
     t.fail(4);

@@ -87,10 +87,15 @@ describe('webhook delivery', () => {
     await waitFor(async () => (await deliveriesOf(w, s.id)).find((d) => d.id === dead[0].id)?.status === 'succeeded', 'the retried delivery to succeed');
     expect(rx.requests).toHaveLength(10);
 
+    // A recovered backlog waits on webhooks.due, behind nobody's new deliveries (before: on
+    // webhooks.outbound, in front of every project's).
+    const viaDue = async () => (await consumerMessagesTotal.get()).values.find((v) => v.labels.consumer === 'webhook-dispatcher-due' && v.labels.result === 'ok')?.value ?? 0;
+    const dueBefore = await viaDue();
     const recovered = await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/recover`, { since });
     expect(recovered.json).toEqual({ recovered: 2 });
     await waitForDeliveries(w, s.id, 3, 'succeeded');
     expect(rx.requests).toHaveLength(12);
+    expect(await viaDue()).toBeGreaterThanOrEqual(dueBefore + 2);
     const ids = new Set(rx.requests.slice(9).map((r) => r.headers['webhook-id']));
     expect(ids.size).toBe(3);
   });
