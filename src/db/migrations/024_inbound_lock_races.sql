@@ -13,7 +13,20 @@
 --   3. The LID-only contact update checked deleted_at only in its subquery, which is not evaluated
 --      again after waiting for the row: a message could be counted on a contact deleted meanwhile.
 -- place_inbound_message() of 015 and inbound_store_messages() of 023 restated whole, with those
--- changes (marked 024).
+-- changes (marked 024); the phone lock of 020 is a function of its own, as both kinds take it.
+
+-- The transaction-scoped lock on a phone of a project: shared for live traffic ('s'), else
+-- exclusive (an old message: it may open a session that is due before another message of it).
+CREATE FUNCTION inbound_lock_phone(p_project uuid, p_phone text, p_mode text) RETURNS void
+LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF p_mode = 's' THEN
+    PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_project::text || '/tel:' || p_phone, 0));
+  ELSE
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_project::text || '/tel:' || p_phone, 0));
+  END IF;
+END
+$fn$;
 CREATE OR REPLACE FUNCTION place_inbound_message(p_new_id uuid, p_project uuid, p_contact uuid, p_channel uuid, p_at timestamptz,
                                       p_from_me boolean, p_timeout int)
 RETURNS TABLE (id uuid, inserted boolean, started_at timestamptz, timeout_minutes int, ended boolean)
@@ -168,11 +181,7 @@ BEGIN
     --    the caller ends that session and passes the message again. A transaction storing a
     --    message of the same phone is waited for first (migration 020).
     IF v_phone IS NOT NULL THEN
-      IF m->>'phone_lock' = 's' THEN
-        PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_project::text || '/tel:' || v_phone, 0));
-      ELSE
-        PERFORM pg_advisory_xact_lock(hashtextextended(p_project::text || '/tel:' || v_phone, 0));
-      END IF;
+      PERFORM inbound_lock_phone(p_project, v_phone, m->>'phone_lock');
       SELECT c.id INTO v_known FROM contacts c WHERE c.project_id = p_project AND c.phone = v_phone AND c.deleted_at IS NULL;
       -- The phone has no contact yet: the contact known so far by this LID alone is the one step 3
       -- gives the phone to, so its session is the one to check.
@@ -199,11 +208,7 @@ BEGIN
       SELECT c.phone INTO v_known_phone FROM contacts c WHERE c.project_id = p_project AND c.wa_lid = v_lid AND c.deleted_at IS NULL
       ORDER BY c.phone IS NULL, c.created_at LIMIT 1;
       IF v_known_phone IS NOT NULL THEN
-        IF m->>'phone_lock' = 's' THEN
-          PERFORM pg_advisory_xact_lock_shared(hashtextextended(p_project::text || '/tel:' || v_known_phone, 0));
-        ELSE
-          PERFORM pg_advisory_xact_lock(hashtextextended(p_project::text || '/tel:' || v_known_phone, 0));
-        END IF;
+        PERFORM inbound_lock_phone(p_project, v_known_phone, m->>'phone_lock');
       END IF;
       SELECT c.id INTO v_known FROM contacts c WHERE c.project_id = p_project AND c.wa_lid = v_lid AND c.deleted_at IS NULL
       ORDER BY c.phone IS NULL, c.created_at LIMIT 1;
