@@ -236,6 +236,9 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
       // While the broker is slow to confirm, what waits for it stays in memory: past the bound,
       // refuse at once (the ingress spills to the database) instead of holding more.
       if (owed.bytes > 0 && owed.bytes + bytes > maxUnconfirmedBytes) {
+        // Full, and nothing confirmed for long: a stall, not a slow broker (the publishes that
+        // filled it have timed out long ago, so no timeout below would ever see it).
+        if (Date.now() - owed.progressAt >= confirmStallMs) tearDownStalled(conn, owed);
         throw new PublishError('backlog', `RabbitMQ has not confirmed ${Math.round(owed.bytes / 1024)} KiB sent before; not sending more until it does`);
       }
       if (owed.bytes === 0) owed.progressAt = Date.now();

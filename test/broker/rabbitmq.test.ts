@@ -328,14 +328,20 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     await broker.send('owed', [big('o3')]); // and the bound is free again
 
     // A broker that keeps the connection but confirms nothing (frozen: heartbeats would take 20 s
-    // to notice). Sends time out; once nothing was confirmed for 300 ms, the connection is torn
-    // down: sends then fail at once as disconnected, and what was owed is released.
+    // to notice). The first send times out and the next ones find the bound full; once nothing
+    // was confirmed for 300 ms, the connection is torn down: sends then fail at once as
+    // disconnected, and what was owed is released. (Before, a full bound refused every send for
+    // good: only a timed-out send looked for a stall.)
     proxy.freeze();
     const t0 = Date.now();
+    const reasons = new Set<string>();
+    let n = 0;
     await waitFor(async () => {
-      const err = await broker.send('owed', [msg('s1')], { timeoutMs: 100 }).catch((e: unknown) => e);
+      const err = await broker.send('owed', [big(`s${n++}`)], { timeoutMs: 100 }).catch((e: unknown) => e);
+      reasons.add((err as PublishError).reason);
       return (err as PublishError).reason === 'disconnected';
     }, 'the stalled connection torn down', 10_000);
+    expect(reasons.has('backlog')).toBe(true);
     expect(Date.now() - t0).toBeLessThan(10_000); // long before a 20 s heartbeat timeout
     proxy.thaw();
     await waitFor(() => broker.send('owed', [msg('s2')], { timeoutMs: 2000 }).then(() => true, () => false), 'sending again after reconnecting', 20_000);
