@@ -156,6 +156,7 @@ DECLARE
   v_wa_lid text;
   v_known uuid;
   v_known_phone text;
+  v_locked text[] := '{}';
 BEGIN
   FOR m, n IN SELECT e, i::int FROM jsonb_array_elements(p_batch) WITH ORDINALITY AS a(e, i) LOOP
     v_channel := (m->>'channel_id')::uuid;
@@ -182,6 +183,7 @@ BEGIN
     --    message of the same phone is waited for first (migration 020).
     IF v_phone IS NOT NULL THEN
       PERFORM inbound_lock_phone(p_project, v_phone, m->>'phone_lock');
+      v_locked := v_locked || v_phone;
       SELECT c.id INTO v_known FROM contacts c WHERE c.project_id = p_project AND c.phone = v_phone AND c.deleted_at IS NULL;
       -- The phone has no contact yet: the contact known so far by this LID alone is the one step 3
       -- gives the phone to, so its session is the one to check.
@@ -207,8 +209,11 @@ BEGIN
       -- contact is looked up again, as that one left it.
       SELECT c.phone INTO v_known_phone FROM contacts c WHERE c.project_id = p_project AND c.wa_lid = v_lid AND c.deleted_at IS NULL
       ORDER BY c.phone IS NULL, c.created_at LIMIT 1;
-      IF v_known_phone IS NOT NULL THEN
+      -- Not again when a message of that phone took it already: asking a shared lock we hold for
+      -- the exclusive one would wait for every other holder, who may be waiting for us.
+      IF v_known_phone IS NOT NULL AND NOT v_known_phone = ANY(v_locked) THEN
         PERFORM inbound_lock_phone(p_project, v_known_phone, m->>'phone_lock');
+        v_locked := v_locked || v_known_phone;
       END IF;
       SELECT c.id INTO v_known FROM contacts c WHERE c.project_id = p_project AND c.wa_lid = v_lid AND c.deleted_at IS NULL
       ORDER BY c.phone IS NULL, c.created_at LIMIT 1;
