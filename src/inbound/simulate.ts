@@ -25,7 +25,8 @@ export type LoadOptions = {
   /** Seconds of the same load sent first and not counted (connections opened, code compiled);
    * default 0. Its requests get no onResponse and no place in the result. */
   warmupS?: number;
-  /** A request not answered in full this long after it went out fails as a timeout. Default 30 s. */
+  /** A request not answered in full this long after it went out (waiting for a connection included)
+   * fails as a timeout. Default 30 s. */
   timeoutMs?: number;
   /** Aborted: no further request is sent; those in flight are awaited (each within timeoutMs). */
   signal?: AbortSignal;
@@ -78,9 +79,11 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
 function failureName(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' ? 'timeout' : 'network error';
+  const e = err as { code?: unknown; name?: unknown } | null;
+  return e?.name === 'TimeoutError' || TIMEOUT_CODES.has(String(e?.code)) ? 'timeout' : 'network error';
 }
 
 function errorText(err: unknown): string {
@@ -124,7 +127,9 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     let outcome: string;
     let text: string;
     try {
-      const res = await request(o.url, { method: 'POST', body: payload, headers: { 'content-type': 'application/json', ...o.headers?.(payload) }, dispatcher: agent });
+      // The whole request under one deadline: a connection to wait for, the answer, its body.
+      const signal = AbortSignal.timeout(timeoutMs);
+      const res = await request(o.url, { method: 'POST', body: payload, headers: { 'content-type': 'application/json', ...o.headers?.(payload) }, dispatcher: agent, signal });
       text = await res.body.text();
       status = res.statusCode;
       outcome = String(status);

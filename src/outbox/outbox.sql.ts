@@ -96,11 +96,6 @@ export async function countPending(q: Queryable): Promise<number> {
 }
 
 /**
- * Deletes up to `limit` published rows older than the retention (housekeeping calls it chunk
- * after chunk). Unpublished rows are never touched, however old: they are events still owed to the
- * broker. SKIP LOCKED lets several processes prune at once without waiting on each other.
- */
-/**
  * Deletes up to `limit` consumers' markers of events applied more than `olderThanDays` ago (the
  * outbox's own retention: an event that old is gone from it, and comes again only if a dead letter
  * of it is replayed — which then applies once more).
@@ -118,6 +113,11 @@ export async function pruneProcessedEvents(q: Queryable, olderThanDays: number, 
   return r.rowCount;
 }
 
+/**
+ * Deletes up to `limit` published rows older than the retention (housekeeping calls it chunk
+ * after chunk). Unpublished rows are never touched, however old: they are events still owed to the
+ * broker. SKIP LOCKED lets several processes prune at once without waiting on each other.
+ */
 export async function pruneEvents(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
   const r = await q.query(
     `DELETE FROM outbox WHERE seq IN (
