@@ -160,8 +160,8 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
    * end. Closing it politely waits for a broker that does not answer: the socket is destroyed,
    * which ends its channels (their confirm callbacks fail) and reconnects.
    */
-  function tearDownStalled(conn: ChannelModel, owed: Owed): void {
-    if (current !== conn || giveUp) return;
+  function tearDownIfStalled(conn: ChannelModel, owed: Owed): void {
+    if (owed.bytes === 0 || Date.now() - owed.progressAt < confirmStallMs || current !== conn || giveUp) return;
     logger.error({ unconfirmed_bytes: owed.bytes, stalled_ms: Date.now() - owed.progressAt }, 'rabbitmq confirms nothing on a live connection; tearing it down');
     const stream = (conn as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream;
     // With an error: amqplib hears of a socket's end only through its 'error' and 'end' events.
@@ -238,7 +238,7 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
       if (owed.bytes > 0 && owed.bytes + bytes > maxUnconfirmedBytes) {
         // Full, and nothing confirmed for long: a stall, not a slow broker (the publishes that
         // filled it have timed out long ago, so no timeout below would ever see it).
-        if (Date.now() - owed.progressAt >= confirmStallMs) tearDownStalled(conn, owed);
+        tearDownIfStalled(conn, owed);
         throw new PublishError('backlog', `RabbitMQ has not confirmed ${Math.round(owed.bytes / 1024)} KiB sent before; not sending more until it does`);
       }
       if (owed.bytes === 0) owed.progressAt = Date.now();
@@ -269,7 +269,7 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
       try {
         await withDeadline(Promise.all(confirms), timeoutMs, () => new PublishError('timeout', `RabbitMQ did not confirm within ${timeoutMs} ms`));
       } catch (err) {
-        if (err instanceof PublishError && err.reason === 'timeout' && owed.bytes > 0 && Date.now() - owed.progressAt >= confirmStallMs) tearDownStalled(conn, owed);
+        if (err instanceof PublishError && err.reason === 'timeout') tearDownIfStalled(conn, owed);
         throw err;
       }
     },

@@ -64,7 +64,8 @@ export const DUPLICATE_RACE = 'VTDUP';
 
 export async function storeInboundMessages(tx: Queryable, projectId: string, rows: readonly InboundMessageRow[]): Promise<StoredOutcome[]> {
   if (rows.length === 0) return [];
-  const exclusive = oldPhones(rows);
+  const now = Date.now();
+  const exclusive = oldPhones(rows, now);
   const batch = rows.map((m) => ({
     channel_id: m.channelId,
     external_key: m.externalKey,
@@ -75,7 +76,7 @@ export async function storeInboundMessages(tx: Queryable, projectId: string, row
     phone: m.phone ?? null,
     // A message named by a LID alone takes the lock of its contact's phone, if it has one (024):
     // exclusive when it is old itself (the phones of the others are not known here).
-    phone_lock: m.phone ? (exclusive.has(m.phone) ? 'x' : 's') : isOld(m, Date.now()) ? 'x' : 's',
+    phone_lock: m.phone ? (exclusive.has(m.phone) ? 'x' : 's') : isOld(m, now) ? 'x' : 's',
     wa_id: m.waId ?? null,
     lid: m.lid ?? null,
     push_name: m.pushName ?? null,
@@ -137,8 +138,7 @@ async function lockLids(tx: Queryable, projectId: string, rows: readonly Inbound
  * only its phone is locked exclusively before the overdue check (migration 020); the others share
  * the lock.
  */
-function oldPhones(rows: readonly InboundMessageRow[]): Set<string> {
-  const now = Date.now();
+function oldPhones(rows: readonly InboundMessageRow[], now: number): Set<string> {
   const out = new Set<string>();
   for (const m of rows) if (m.phone && isOld(m, now)) out.add(m.phone);
   return out;

@@ -10,6 +10,8 @@ import { createHmac } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
+import { errorText } from '../broker/broker.ts';
+import { makeStoppableSleep } from '../timers/stoppable-sleep.ts';
 import { makeWahaGenerator } from './simulate-payloads.ts';
 
 export type LoadOptions = {
@@ -65,46 +67,19 @@ export function percentileOf(sorted: readonly number[], p: number): number {
 
 const DEFAULT_TIMEOUT_MS = 30_000;
 
-/** Resolves after `ms`, or at once when `signal` is aborted. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
-
-const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
-
+/** The request's own deadline (AbortSignal.timeout), or undici's connect timeout before it. */
 function failureName(err: unknown): string {
   const e = err as { code?: unknown; name?: unknown } | null;
-  return e?.name === 'TimeoutError' || TIMEOUT_CODES.has(String(e?.code)) ? 'timeout' : 'network error';
-}
-
-function errorText(err: unknown): string {
-  const e = err as { message?: unknown; cause?: { message?: unknown } } | null;
-  const message = typeof e?.message === 'string' && e.message ? e.message : String(err);
-  // undici wraps a refused connection: its cause says what happened.
-  const cause = typeof e?.cause?.message === 'string' ? e.cause.message : undefined;
-  return cause && cause !== message ? `${message} (${cause})` : message;
+  return e?.name === 'TimeoutError' || e?.code === 'UND_ERR_CONNECT_TIMEOUT' ? 'timeout' : 'network error';
 }
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const maxInflight = o.maxInflight ?? 256;
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  const agent = new Agent({
-    connections: Math.min(maxInflight, 128),
-    pipelining: 1,
-    keepAliveTimeout: 30_000,
-    connectTimeout: timeoutMs,
-    headersTimeout: timeoutMs,
-    bodyTimeout: timeoutMs,
-  });
+  const agent = new Agent({ connections: Math.min(maxInflight, 128), pipelining: 1, keepAliveTimeout: 30_000 });
+  const rest = makeStoppableSleep();
+  if (o.signal?.aborted) rest.stop();
+  else o.signal?.addEventListener('abort', () => rest.stop(), { once: true });
   const warmupN = Math.round(o.rate * (o.warmupS ?? 0));
   const planned = Math.max(1, Math.round(o.rate * o.durationS));
   const total = warmupN + planned;
@@ -159,12 +134,12 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const pending = new Set<Promise<void>>();
   const start = performance.now();
   const measuredFrom = start + (warmupN * 1000) / o.rate; // the first counted request's due time
-  for (let i = 0; i < total && !o.signal?.aborted; i++) {
+  for (let i = 0; i < total && !rest.stopped; i++) {
     const dueAt = start + (i * 1000) / o.rate;
     const wait = dueAt - performance.now();
-    if (wait > 1) await sleep(wait, o.signal);
-    while (inflight >= maxInflight && !o.signal?.aborted) await new Promise<void>((r) => (freed = r));
-    if (o.signal?.aborted) break;
+    if (wait > 1) await rest.sleep(wait);
+    while (inflight >= maxInflight && !rest.stopped) await new Promise<void>((r) => (freed = r));
+    if (rest.stopped) break;
     if (i >= warmupN) {
       const now = performance.now();
       sent++;

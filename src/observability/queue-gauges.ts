@@ -48,8 +48,9 @@ export function makeQueueGaugesRefresher(broker: Broker, queues: readonly string
 
 /**
  * Reads the active sessions of every project into `sessions_active` (a count over the partial
- * index of active sessions, at most once per `maxAgeMs`). Counted in each process instead, it would be right in none: a session opened by one
- * process's processor is often ended by another's sweeper or API.
+ * index of active sessions, at most once per `maxAgeMs`). Counted in each process instead, it
+ * would be right in none: a session opened by one process's processor is often ended by another's
+ * sweeper or API.
  */
 export function makeSessionsGaugeRefresher(db: Queryable, maxAgeMs = QUEUE_GAUGES_MAX_AGE_MS): () => Promise<void> {
   return cachedReading(async () => sessionsActive.set(await countActiveSessions(db)), maxAgeMs);
