@@ -216,11 +216,33 @@ export async function clearEnqueued(q: Queryable, where: { ids?: readonly string
   }
 }
 
+export const HELD_TOO_LONG_ERROR = 'held while its subscription was paused for longer than WEBHOOK_RETENTION_DAYS; resume and recover to send it';
+
+/**
+ * Gives up up to `limit` deliveries a paused subscription has held, untouched, for more than
+ * `olderThanDays`: they become `dead` (recoverable, and pruned like any dead delivery after as
+ * many days again), so a forgotten paused subscription does not grow without bound. Oldest first,
+ * through the subscription's list index; a row locked at this moment is left for the next pass.
+ */
+export async function expireHeldDeliveries(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
+  const r = await q.query(
+    `UPDATE webhook_deliveries SET status = 'dead', next_attempt_at = NULL, enqueued_at = NULL, last_error = $3, updated_at = now()
+     WHERE status IN ('pending', 'retrying') AND id = ANY(ARRAY(
+       SELECT d.id FROM webhook_subscriptions s JOIN webhook_deliveries d ON d.subscription_id = s.id
+       WHERE s.paused AND d.status IN ('pending', 'retrying')
+         AND d.created_at < now() - make_interval(days => $1::int) AND d.updated_at < now() - make_interval(days => $1::int)
+       ORDER BY d.created_at LIMIT $2
+       FOR UPDATE OF d SKIP LOCKED))`,
+    [olderThanDays, limit, HELD_TOO_LONG_ERROR],
+  );
+  return r.rowCount;
+}
+
 /**
  * Deletes up to `limit` finished deliveries (succeeded or dead: nothing will happen to them unless
  * a user replays one) last changed more than `olderThanDays` ago; their attempts go with them (ON
- * DELETE CASCADE). Call it again while it returns `limit`. Waiting, sending and paused deliveries
- * are never touched, however old. A row locked at this moment — another sweeper's, or a manual
+ * DELETE CASCADE). Call it again while it returns `limit`. Waiting and sending deliveries are
+ * never touched, however old (those a paused subscription holds too long are given up first). A row locked at this moment — another sweeper's, or a manual
  * retry making it pending again — is skipped; the status is checked again once the lock is ours.
  * The status list is spelled out to match the partial index `webhook_deliveries_finished`, and the
  * chosen ids are an array so the delete looks them up by primary key instead of hash-joining the

@@ -1,6 +1,7 @@
 // Housekeeping: deletes what has outlived its use, once an hour — login tokens expired for over a
 // day, idempotency records past their 24 hours, finished webhook deliveries (succeeded or dead)
-// with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change, published
+// with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change (and gives
+// up, as dead, the deliveries a paused subscription has held that long), published
 // events older than EVENT_RETENTION_DAYS (never one still owed to the broker), and consumers'
 // markers of events they applied that long ago.
 //
@@ -11,7 +12,8 @@
 import type { Database } from '../db/database.ts';
 import { pruneAuthTokens } from '../db/auth-tokens.sql.ts';
 import { pruneIdempotencyKeys } from '../db/idempotency.sql.ts';
-import { pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
+import { expireHeldDeliveries, pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
+import { webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { pruneEvents, pruneProcessedEvents } from '../outbox/outbox.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { drainChunks, oneAtATime } from './passes.ts';
@@ -36,8 +38,11 @@ export type HousekeepingOptions = {
   batchSize?: number;
 };
 
-/** Rows deleted by one pass, per table (attempts go with their deliveries). */
-export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; webhookDeliveries: number; events: number; processedEvents: number };
+/**
+ * Rows deleted by one pass, per table (attempts go with their deliveries); `heldDeliveries` are
+ * those given up (made dead, not deleted) after a paused subscription held them too long.
+ */
+export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; heldDeliveries: number; webhookDeliveries: number; events: number; processedEvents: number };
 
 export type HousekeepingResult = HousekeepingCounts & {
   /** The tasks that failed this pass (logged; their rows wait for the next pass). */
@@ -61,6 +66,11 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
   const tasks: Record<keyof HousekeepingCounts, (limit: number) => Promise<number>> = {
     authTokens: (limit) => pruneAuthTokens(db, limit),
     idempotencyKeys: (limit) => pruneIdempotencyKeys(db, limit),
+    heldDeliveries: async (limit) => {
+      const n = await expireHeldDeliveries(db, opts.webhookRetentionDays, limit);
+      if (n > 0) webhookDeliveriesTotal.inc({ result: 'dead' }, n);
+      return n;
+    },
     webhookDeliveries: (limit) => pruneWebhookDeliveries(db, opts.webhookRetentionDays, limit),
     events: (limit) => pruneEvents(db, opts.eventRetentionDays, limit),
     processedEvents: (limit) => pruneProcessedEvents(db, opts.eventRetentionDays, limit),
@@ -70,7 +80,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
 
   async function pass(): Promise<HousekeepingResult> {
     const started = Date.now();
-    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] };
+    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] };
     for (const [key, task] of Object.entries(tasks) as Array<[keyof HousekeepingCounts, (limit: number) => Promise<number>]>) {
       if (rest.stopped) break;
       try {
@@ -81,11 +91,12 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
         log.warn({ err, task: key }, 'housekeeping task failed; trying again next pass');
       }
     }
-    if (result.authTokens + result.idempotencyKeys + result.webhookDeliveries + result.events + result.processedEvents > 0) {
+    if (result.authTokens + result.idempotencyKeys + result.heldDeliveries + result.webhookDeliveries + result.events + result.processedEvents > 0) {
       log.info(
         {
           auth_tokens: result.authTokens,
           idempotency_keys: result.idempotencyKeys,
+          held_webhook_deliveries_given_up: result.heldDeliveries,
           webhook_deliveries: result.webhookDeliveries,
           events: result.events,
           processed_events: result.processedEvents,

@@ -139,7 +139,8 @@ describe('housekeeping', () => {
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
     const result = await housekeeping({ db, logger }).runOnce();
 
-    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, webhookDeliveries: 2, events: 0, processedEvents: 0, failed: [] });
+    // The paused subscription's 60-day-old delivery is given up (dead), not deleted.
+    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, heldDeliveries: 1, webhookDeliveries: 2, events: 0, processedEvents: 0, failed: [] });
     expect(await existing('webhook_deliveries', 'id', [...gone.deliveries, ...kept.deliveries])).toEqual([...kept.deliveries].sort());
     expect(await attemptsOf(gone.deliveries)).toBe(0);
     expect(await attemptsOf(kept.deliveries)).toBe(keptAttempts);
@@ -151,7 +152,7 @@ describe('housekeeping', () => {
 
     // Nothing left to do: the next pass deletes nothing and says nothing.
     lines.length = 0;
-    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] });
+    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] });
     expect(lines).toEqual([]);
   });
 
@@ -200,6 +201,45 @@ describe('housekeeping', () => {
     expect(await attemptsOf([recent])).toBe(2);
   });
 
+  it('gives up what a paused subscription has held, untouched, longer than WEBHOOK_RETENTION_DAYS', async () => {
+    await clear();
+    const DAY = 24;
+    const given = [
+      await delivery('retrying', 6 * DAY, { subscription: pausedSubscriptionId }),
+      await delivery('pending', 9 * DAY, { attempts: 0, subscription: pausedSubscriptionId }),
+      await delivery('pending', 7 * DAY, { attempts: 0, subscription: pausedSubscriptionId }),
+    ];
+    const untouched = [
+      await delivery('pending', 4 * DAY, { attempts: 0, subscription: pausedSubscriptionId }),
+      // Created long ago, recovered lately: the days count from its last change.
+      await delivery('retrying', 1 * DAY, { createdAgeHours: 20 * DAY, subscription: pausedSubscriptionId }),
+      // Out at the moment: its lease decides.
+      await delivery('sending', 20 * DAY, { subscription: pausedSubscriptionId }),
+      // Not paused: its retry schedule decides.
+      await delivery('retrying', 20 * DAY),
+      await delivery('pending', 20 * DAY, { attempts: 0 }),
+    ];
+    const before = await db.query<{ id: string; status: string }>('SELECT id, status FROM webhook_deliveries WHERE id = ANY($1::uuid[]) ORDER BY id', [untouched]);
+
+    const result = await housekeeping({ db, webhookRetentionDays: 5, batchSize: 2 }).runOnce();
+    expect(result).toMatchObject({ heldDeliveries: 3, webhookDeliveries: 0, failed: [] });
+    const gaveUp = await db.query<{ status: string; next_attempt_at: Date | null; last_error: string; updated_at: Date }>(
+      'SELECT status, next_attempt_at, last_error, updated_at FROM webhook_deliveries WHERE id = ANY($1::uuid[])', [given]);
+    expect(gaveUp.rows).toHaveLength(3);
+    for (const r of gaveUp.rows) {
+      expect(r).toMatchObject({ status: 'dead', next_attempt_at: null });
+      expect(r.last_error).toMatch(/paused/);
+      // Dead as of now: kept the retention days again (recoverable), not deleted in this pass.
+      expect(Date.now() - r.updated_at.getTime()).toBeLessThan(HOUR);
+    }
+    expect(await attemptsOf(given)).toBe(2);
+    const after = await db.query<{ id: string; status: string }>('SELECT id, status FROM webhook_deliveries WHERE id = ANY($1::uuid[]) ORDER BY id', [untouched]);
+    expect(after.rows).toEqual(before.rows);
+
+    // Nothing left to give up.
+    expect((await housekeeping({ db, webhookRetentionDays: 5 }).runOnce()).heldDeliveries).toBe(0);
+  });
+
   it('works off a backlog in bounded chunks until one comes back short', async () => {
     await clear();
     for (let i = 0; i < 23; i++) await delivery(i % 2 ? 'succeeded' : 'dead', 40 * 24);
@@ -210,7 +250,7 @@ describe('housekeeping', () => {
     const w = watched(db);
     const result = await housekeeping({ db: w.db, batchSize: 5 }).runOnce();
 
-    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, webhookDeliveries: 23, events: 0, processedEvents: 0, failed: [] });
+    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, heldDeliveries: 0, webhookDeliveries: 23, events: 0, processedEvents: 0, failed: [] });
     expect(w.deletes('webhook_deliveries')).toEqual([5, 5, 5, 5, 3]);
     // A full last chunk needs one more statement to find that nothing is left.
     expect(w.deletes('auth_tokens')).toEqual([5, 5, 0]);
@@ -268,14 +308,14 @@ describe('housekeeping', () => {
     const w = watched(db, (sql) => failing && /DELETE FROM idempotency_keys/.test(sql));
     const h = housekeeping({ db: w.db, logger });
 
-    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, webhookDeliveries: 1, events: 0, processedEvents: 0, failed: ['idempotencyKeys'] });
+    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 1, events: 0, processedEvents: 0, failed: ['idempotencyKeys'] });
     expect(lines).toContainEqual(expect.objectContaining({ level: 40, task: 'idempotencyKeys', msg: 'housekeeping task failed; trying again next pass' }));
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([key]);
     expect(await existing('auth_tokens', 'id', [token])).toEqual([]);
     expect(await existing('webhook_deliveries', 'id', [old])).toEqual([]);
 
     failing = false;
-    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] });
+    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] });
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([]);
   });
 });
