@@ -15,7 +15,7 @@
 // claimed and has its request slot, the row and its lease are the truth: if the process dies
 // mid-attempt (or cannot record the outcome) the row stays `sending` until its lease passes, then
 // the scheduler records the attempt as interrupted and retries it.
-import { errorText, type Broker, type Delivery, type Handler } from '../broker/broker.ts';
+import { errorText, PROJECT_HEADER, type Broker, type Delivery, type Handler } from '../broker/broker.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import { withDeadline } from '../deadline.ts';
@@ -33,7 +33,7 @@ import type { Logger } from '../observability/logger.ts';
 import { webhookAttemptDuration, webhookCircuitOpen, webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { makeCircuitBreaker, type CircuitBreakerOptions } from './circuit-breaker.ts';
-import { endpointCaps, makeEndpointLimits, type EndpointSlot } from './endpoint-limits.ts';
+import { bothSlots, endpointCaps, makeEndpointLimits, projectCaps, type EndpointLimits, type EndpointSlot } from './endpoint-limits.ts';
 import { makeSlots, type Slot } from './request-slots.ts';
 import { makeHealthRecorder } from './health-recorder.ts';
 import { SUBSCRIPTION_HEADER } from './outbound-queue.ts';
@@ -85,8 +85,12 @@ const MAX_AGENT_TIMEOUT_MS = 300_000;
 /** At shutdown, how long attempts under way may go on by default: what a consumer gives its handlers. */
 const STOP_ATTEMPTS_MS = 10_000;
 
-/** Through admission: an in-flight slot, and the send time when the rate limit was applied. */
-type Admitted = { inflight: EndpointSlot; sendAt?: number };
+/**
+ * Through admission: the endpoint's in-flight slot, the project's (when the message named its
+ * project), and the send time when the rate limit was applied.
+ */
+type Admitted = { inflight: EndpointSlot; project?: ProjectSlot; sendAt?: number };
+type ProjectSlot = { projectId: string; slot: EndpointSlot };
 
 export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   const { db, config } = opts;
@@ -133,6 +137,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     fallback: 'an open circuit waits out its cool-down after its subscription changes',
   });
   const limits = makeEndpointLimits(endpointCaps(config.webhookConcurrency));
+  // The same caps per project, over all its endpoints: a project whose several endpoints all hang
+  // holds at most half of the request slots, not every one (each endpoint alone a quarter).
+  const projects = makeEndpointLimits(projectCaps(config.webhookConcurrency));
   // WEBHOOK_CONCURRENCY bounds the requests in flight. The consumers hand us more deliveries than
   // that (webhook-worker.ts), so one already admitted to its endpoint is waiting whenever a request
   // slot frees, and waiting for an endpoint never holds a request slot. An attempt's outcome is
@@ -202,34 +209,48 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
    * in-flight cap, then the rate limit (if we know it). Returns the in-flight slot and the
    * reserved send time, or undefined after postponing the delivery.
    */
-  async function admit(id: string, sub: string): Promise<Admitted | undefined> {
+  async function admit(id: string, sub: string, projectId: string | undefined): Promise<Admitted | undefined> {
     const now = Date.now();
     const seen = generationOf(sub);
     const wait = circuitWait(sub, now);
     if (wait !== undefined) return void (await postpone(id, sub, wait, seen));
-    let inflight = limits.tryAcquire(sub);
-    if (!inflight) {
-      // At the cap. A fast endpoint frees a slot in moments: wait for it here, at most until its
-      // oldest attempt would make it slow. One whose oldest attempt has been running a while is
-      // slow or stuck: offer this delivery again later, the longer the older that attempt, so a
-      // hanging endpoint's backlog does not churn.
-      const ageNow = limits.oldestAge(sub, now);
-      if (ageNow < SLOW_ENDPOINT_MS) inflight = await limits.waitFor(sub, SLOW_ENDPOINT_MS - ageNow);
-      if (!inflight) {
-        const age = limits.oldestAge(sub, Date.now());
-        const backoff = age < SLOW_ENDPOINT_MS ? BUSY_BACKOFF_MS : Math.min(age, MAX_STUCK_BACKOFF_MS);
-        return void (await postpone(id, sub, Date.now() + backoff * (0.8 + 0.4 * random()), seen));
-      }
+    const inflight = await slotUnder(limits, sub, id, sub, seen);
+    if (!inflight) return;
+    let project: ProjectSlot | undefined;
+    if (projectId) {
+      const slot = await slotUnder(projects, projectId, id, sub, seen);
+      if (!slot) return void inflight.release();
+      project = { projectId, slot };
     }
     // Unknown until a claim of this subscription told us; then the claim below applies it.
     const rate = rates.get(sub);
-    if (rate === undefined) return { inflight };
+    if (rate === undefined) return { inflight, ...(project && { project }) };
     const sendAt = limits.rateSlot(sub, id, rate, Date.now(), RATE_WAIT_INLINE_MS);
     if (sendAt - Date.now() > RATE_WAIT_INLINE_MS) {
       inflight.release();
+      project?.slot.release();
       return void (await postpone(id, sub, sendAt, seen));
     }
-    return { inflight, sendAt };
+    return { inflight, ...(project && { project }), sendAt };
+  }
+
+  /**
+   * A slot under `caps` (an endpoint's or a project's) for delivery `id` of subscription `sub`,
+   * or undefined after postponing it. At the cap: whoever holds the slots frees one in moments
+   * while its oldest attempt is young — wait for it here, at most until that attempt would make
+   * it slow. Once its oldest attempt has been running a while it is slow or stuck: offer this
+   * delivery again later, the longer the older that attempt, so a hanging backlog does not churn.
+   */
+  async function slotUnder(caps: EndpointLimits, key: string, id: string, sub: string, seen: number): Promise<EndpointSlot | undefined> {
+    let slot = caps.tryAcquire(key);
+    if (slot) return slot;
+    const ageNow = caps.oldestAge(key, Date.now());
+    if (ageNow < SLOW_ENDPOINT_MS) slot = await caps.waitFor(key, SLOW_ENDPOINT_MS - ageNow);
+    if (slot) return slot;
+    const age = caps.oldestAge(key, Date.now());
+    const backoff = age < SLOW_ENDPOINT_MS ? BUSY_BACKOFF_MS : Math.min(age, MAX_STUCK_BACKOFF_MS);
+    await postpone(id, sub, Date.now() + backoff * (0.8 + 0.4 * random()), seen);
+    return undefined;
   }
 
   async function handle(msg: Delivery): Promise<void> {
@@ -240,13 +261,14 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     const hinted = msg.headers[SUBSCRIPTION_HEADER];
     let admitted: Admitted | undefined;
     if (hinted) {
-      admitted = await admit(id, hinted);
+      admitted = await admit(id, hinted, msg.headers[PROJECT_HEADER]);
       if (!admitted) return;
     }
     // A request slot before the claim: a claimed row (its lease running) never waits for one.
     const request = await requests.acquire();
     // Both slots go back below unless an attempt takes them over.
     let inflight = admitted?.inflight;
+    let project = admitted?.project;
     let detached = false;
     try {
       const claim = await claims.submit('c', id);
@@ -258,6 +280,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         // refused — the claim is made.
         inflight?.release();
         inflight = limits.force(sub);
+      }
+      if (project?.projectId !== claim.projectId) {
+        project?.slot.release();
+        project = { projectId: claim.projectId, slot: projects.force(claim.projectId) };
       }
       let sendAt = hinted === sub ? admitted?.sendAt : undefined;
       rates.set(sub, claim.rateLimitPerSecond);
@@ -280,7 +306,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       // the lease runs out and the scheduler takes the delivery back — as it would anyway, since a
       // redelivered message finds the row still `sending`.
       detached = true;
-      const p: Promise<void> = attempt(claim, request, inflight)
+      const p: Promise<void> = attempt(claim, request, bothSlots(inflight, project.slot))
         .catch((err: unknown) => void log.error({ delivery_id: claim.id, err: errorText(err) }, 'webhook attempt not recorded; the delivery is retried once its lease runs out'))
         .finally(() => attempts.delete(p));
       attempts.add(p);
@@ -288,6 +314,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       if (!detached) {
         request.release();
         inflight?.release();
+        project?.slot.release();
       }
     }
   }

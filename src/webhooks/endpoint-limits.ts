@@ -1,5 +1,5 @@
 // Per-subscription limits inside one dispatcher process, so one endpoint cannot take all the
-// workers: a cap on attempts in flight (an endpoint that hangs until the timeout holds at most
+// workers (the dispatcher keeps the same kind per project, over all its endpoints): a cap on attempts in flight (an endpoint that hangs until the timeout holds at most
 // `maxInFlight` slots) and the subscription's optional rate limit. Pure: times are passed in.
 //
 // A delivery that finds its endpoint at the cap may wait here for a slot, briefly and behind at
@@ -155,4 +155,28 @@ export function makeEndpointLimits(opts: { maxInFlight: number; maxWaiting?: num
 export function endpointCaps(concurrency: number): { maxInFlight: number; maxWaiting: number } {
   const quarter = Math.max(1, Math.floor(concurrency / 4));
   return { maxInFlight: quarter, maxWaiting: quarter };
+}
+
+/**
+ * The same limits per project, over all its endpoints, for a dispatcher of `concurrency` workers:
+ * half of them in flight (from two workers up), a quarter waiting. Each endpoint alone holds at
+ * most a quarter, so without this a project with four endpoints that hang would hold them all
+ * until their circuits open, and every other project's deliveries would wait.
+ */
+export function projectCaps(concurrency: number): { maxInFlight: number; maxWaiting: number } {
+  return { maxInFlight: Math.max(1, Math.floor(concurrency / 2)), maxWaiting: endpointCaps(concurrency).maxWaiting };
+}
+
+/** One slot made of two (an endpoint's and its project's): started and released together. */
+export function bothSlots(a: EndpointSlot, b: EndpointSlot): EndpointSlot {
+  return {
+    start(now) {
+      a.start(now);
+      b.start(now);
+    },
+    release() {
+      a.release();
+      b.release();
+    },
+  };
 }

@@ -70,10 +70,43 @@ describe('webhook endpoint isolation', () => {
 });
 
 describe('requests in flight across endpoints', () => {
+  it("keeps delivering another project's events while one project's four endpoints all hang", async () => {
+    // 8 workers: each endpoint may hold 2 requests, each project 4 — so the four hanging endpoints
+    // of one project, 2 each, would hold all 8 without the project's cap.
+    const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '8' } });
+    const [a, b] = [await makeTenant(w), await makeTenant(w)];
+    let peak = 0;
+    const hangingNow = () => hanging.reduce((n, rx) => n + rx.hanging(), 0);
+    const hang = () => {
+      peak = Math.max(peak, hangingNow() + 1);
+      return 'hang' as const;
+    };
+    const hanging = await Promise.all(Array.from({ length: 4 }, () => startReceiver(hang)));
+    for (const rx of hanging) await subscribe(w, a, { url: rx.url, timeout_seconds: 60, max_attempts: 1 });
+    const fine = await startReceiver();
+    const fineSub = await subscribe(w, b, { url: fine.url });
+
+    await emit(w, a.projectId, 3); // 12 deliveries, 3 per hanging endpoint
+    await waitFor(() => hangingNow() >= 4, 'four requests hanging');
+    // Every one of the 12 was made and 4 (at least) are out; the rest wait for a slot.
+    await waitFor(async () => {
+      const rows = (await Promise.all((await w.db.query<{ id: string }>('SELECT id FROM webhook_subscriptions WHERE project_id = $1', [a.projectId])).rows.map((r) => deliveriesOf(w, r.id)))).flat();
+      return rows.length === 12 && rows.filter((d) => d.status === 'sending').length >= 4;
+    }, "project a's deliveries offered");
+    const [event] = await emit(w, b.projectId, 1);
+    // Long before any hanging request times out (60 s): a slot was free for it.
+    await waitFor(() => fine.requests.length === 1, "project b's delivery", 20_000);
+    expect(fine.requests[0].headers['webhook-id']).toBe(event.id);
+    await waitFor(async () => (await deliveriesOf(w, fineSub.id))[0]?.status === 'succeeded', "project b's delivery recorded");
+    expect(peak).toBe(4);
+    expect(hangingNow()).toBe(4);
+  }, 60_000);
+
   it('never has more than WEBHOOK_CONCURRENCY requests out, however many endpoints hang', async () => {
     // 4 requests at most; the consumer takes 8 deliveries, and each endpoint may have one in flight.
+    // The six endpoints belong to three projects, two each: a project may hold 2 of the 4.
     const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '4' } });
-    const t = await makeTenant(w);
+    const tenants = [await makeTenant(w), await makeTenant(w), await makeTenant(w)];
     // How many requests hang at the six endpoints together, counted as each one arrives. A request
     // given up has its connection closed before its slot is handed on, so the receivers see it
     // close before the request that takes the slot arrives.
@@ -86,8 +119,8 @@ describe('requests in flight across endpoints', () => {
     const hanging = await Promise.all(Array.from({ length: 6 }, () => startReceiver(hang)));
     // A timeout long enough that the first four are all out before any is given up, however slow
     // the machine; the last two are reached only once one of them is.
-    for (const rx of hanging) await subscribe(w, t, { url: rx.url, timeout_seconds: 5, max_attempts: 1 });
-    await emit(w, t.projectId, 1);
+    for (const [i, rx] of hanging.entries()) await subscribe(w, tenants[i % 3], { url: rx.url, timeout_seconds: 5, max_attempts: 1 });
+    for (const t of tenants) await emit(w, t.projectId, 1);
     await waitFor(() => hanging.every((rx) => rx.requests.length > 0), 'a request at each of the six endpoints', 30_000);
     // Four at once, and never more.
     expect(peak).toBe(4);
