@@ -21,7 +21,7 @@ import { isUuid } from '../domain/ids.ts';
 import type { ChannelDirectory } from '../inbound/channel-directory.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { makeOutboundMessages, type OutboundMessages } from '../services/outbound-messages.service.ts';
-import type { OutboundContent, OutboundType, SendOutcome } from './sender.ts';
+import { withoutSecrets, type OutboundContent, type OutboundType, type SendOutcome } from './sender.ts';
 import { senderFor } from './senders.ts';
 import type { ProviderDispatchers } from './provider-dispatchers.ts';
 
@@ -126,6 +126,7 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
       outcome = { ok: false, retry: true, error: 'the message could not be prepared for sending (the server log has the reason)', code: 'internal_error' };
     }
 
+    if (!outcome.ok && channel) outcome = { ...outcome, error: withoutSecrets(outcome.error, channel.secrets) };
     if (outcome.ok) {
       if (!outcome.externalId) log.warn(ctx, 'the provider accepted the message without returning its id; its echo cannot be recognised');
       await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes), claimedAt + leaseMs - LEASE_MARGIN_MS);

@@ -107,3 +107,17 @@ function safePath(url: string): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * A provider's words with the channel's own secrets taken out: an answer may repeat what it was
+ * sent (Meta's "Malformed access token EAA…"), and the reason is stored on the message and sent to
+ * subscribers in `message.failed`, where a channel's secrets are never shown.
+ */
+export function withoutSecrets(text: string, secrets: Record<string, string | undefined>): string {
+  let out = text;
+  for (const value of Object.values(secrets)) {
+    // Short values are not secrets worth the name, and would cut up ordinary words.
+    if (typeof value === 'string' && value.length >= 8) out = out.split(value).join('[redacted]');
+  }
+  return out;
+}

@@ -33,9 +33,9 @@ export async function insertOutboundMessage(tx: Queryable, m: NewOutboundMessage
   return toMessage(r.rows[0]);
 }
 
-/** The provider id of a message of this channel (what a reply quotes), when it has one. */
-export async function externalIdOf(q: Queryable, projectId: string, channelId: string, messageId: string): Promise<string | null | undefined> {
-  const r = await q.query('SELECT external_id FROM messages WHERE project_id = $1 AND channel_id = $2 AND id = $3', [projectId, channelId, messageId]);
+/** The provider id of a message of this conversation (what a reply quotes), when it has one. */
+export async function externalIdOf(q: Queryable, projectId: string, channelId: string, contactId: string, messageId: string): Promise<string | null | undefined> {
+  const r = await q.query('SELECT external_id FROM messages WHERE project_id = $1 AND channel_id = $2 AND contact_id = $3 AND id = $4', [projectId, channelId, contactId, messageId]);
   return r.rows[0] ? (r.rows[0].external_id as string | null) : undefined;
 }
 

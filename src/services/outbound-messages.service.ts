@@ -68,6 +68,9 @@ export function messageData(m: MessageRecord): MessageData {
   };
 }
 
+/** WhatsApp's limit on a media caption. */
+const MAX_CAPTION = 1024;
+
 function checkInput(i: QueueMessageInput): void {
   if ((i.contactId === undefined) === (i.phone === undefined)) {
     throw invalid('give exactly one of contact_id and phone', [{ field: 'contact_id', message: 'or phone, not both, not neither' }]);
@@ -78,6 +81,18 @@ function checkInput(i: QueueMessageInput): void {
     return;
   }
   if (!i.mediaUrl) throw invalid(`a ${i.type} message needs media_url`, [{ field: 'media_url', message: `required for type ${i.type}` }]);
+  // A media message's text is its caption: one or the other, within a caption's length (WhatsApp
+  // takes 1,024 characters), and none on audio, which WhatsApp shows without one.
+  if (i.text !== undefined && i.caption !== undefined) {
+    throw invalid('a media message has one caption: give caption or text, not both', [{ field: 'text', message: 'the caption is already given' }]);
+  }
+  const caption = i.caption ?? i.text;
+  if (caption !== undefined && caption.length > MAX_CAPTION) {
+    throw invalid(`a caption has at most ${MAX_CAPTION} characters`, [{ field: i.caption !== undefined ? 'caption' : 'text', message: `longer than ${MAX_CAPTION} characters` }]);
+  }
+  if (i.type === 'audio' && caption !== undefined && caption.trim() !== '') {
+    throw invalid('an audio message has no caption', [{ field: i.caption !== undefined ? 'caption' : 'text', message: 'not sent with audio' }]);
+  }
   let u: URL | undefined;
   try {
     u = new URL(i.mediaUrl);
@@ -176,8 +191,10 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           const contactId = await resolveContact(tx, projectId, input, events);
           let replyTo: string | null = null;
           if (input.replyTo !== undefined) {
-            replyTo = isUuid(input.replyTo) ? ((await externalIdOf(tx, projectId, channel.id, input.replyTo)) ?? null) : input.replyTo;
-            if (replyTo === null) throw new AppError('unprocessable', 'reply_to names no message of this channel that has a provider id', [{ field: 'reply_to', message: 'unknown message' }]);
+            // Ours by id: a message of this conversation (a quote of another customer's message
+            // would show it to this one).
+            replyTo = isUuid(input.replyTo) ? ((await externalIdOf(tx, projectId, channel.id, contactId, input.replyTo)) ?? null) : input.replyTo;
+            if (replyTo === null) throw new AppError('unprocessable', 'reply_to names no message of this conversation (this contact through this channel) that has a provider id', [{ field: 'reply_to', message: 'unknown message' }]);
           }
           const isText = input.type === 'text';
           const m = await insertOutboundMessage(tx, {

@@ -227,6 +227,20 @@ describe('POST /messages through WAHA', () => {
     });
   });
 
+  it("keeps the channel's secrets out of a reason that repeats them", async () => {
+    const phone = newPhone();
+    const echoed = { statusCode: 401, message: 'Invalid API key waha-secret-key for session loja' };
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 401, body: echoed } : undefined), async () => {
+      const id = await send({ phone: `+${phone}`, text: 'Oi' });
+      const m = await settled(id);
+      expect(m.status).toBe('failed');
+      expect(m.error.message).toContain('Invalid API key [redacted] for session loja');
+      const [failed] = await events(db, { aggregateId: id, type: 'message.failed' });
+      expect(JSON.stringify(failed.data)).not.toContain('waha-secret-key');
+      expect(JSON.stringify(m)).not.toContain('waha-secret-key');
+    });
+  });
+
   it("keeps a reason holding U+0000 as storable text: the message still ends failed, with WAHA's words", async () => {
     const phone = newPhone();
     await answering((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'bad\u0000number' } } : undefined), async () => {
@@ -558,6 +572,22 @@ describe('POST /messages through WAHA', () => {
     expect(old.message_count).toBe(1);
   });
 
+  it("quotes by our id only a message of the same conversation, never another customer's", async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    await world.postWebhook(channel, wahaMessage(a, 'Pergunta de A', { id: 'QUOTE_OF_A_01', ts: Math.floor(Date.now() / 1000) }));
+    const [fromA] = await waitFor(async () => {
+      const r = await rows(db, 'SELECT id, contact_id FROM messages WHERE channel_id = $1 AND external_id = $2', [channel.id, 'QUOTE_OF_A_01']);
+      return r.length ? r : undefined;
+    }, "A's message");
+    const toB = await tenant.api('POST', '/messages', { channel_id: channel.id, phone: `+${b}`, type: 'text', text: 'Oi B', reply_to: fromA.id });
+    expect(toB.status).toBe(422);
+    expect(toB.json.detail).toMatch(/conversation/);
+    expect(sends(b)).toHaveLength(0);
+    // To A it quotes.
+    const m = await settled(await send({ channel_id: channel.id, contact_id: fromA.contact_id, text: 'Respondendo', reply_to: fromA.id }));
+    expect(m.reply_to_external_id).toBe('QUOTE_OF_A_01');
+  });
+
   it('validates the request: one recipient, text for text, media for media, the caller’s own channel', async () => {
     const phone = `+${newPhone()}`;
     const bad = async (body: Record<string, unknown>, key?: string) => (await tenant.api('POST', '/messages', { channel_id: channel.id, ...body }, key)).status;
@@ -566,6 +596,12 @@ describe('POST /messages through WAHA', () => {
     expect(await bad({ type: 'text', phone })).toBe(400);
     expect(await bad({ type: 'image', phone })).toBe(400);
     expect(await bad({ type: 'image', phone, media_url: 'file:///etc/passwd' })).toBe(400);
+    // A media message's caption: one of caption and text, at most 1,024 characters, none on audio.
+    const media = { phone, media_url: 'https://cdn.example.com/p/photo.jpg' };
+    expect(await bad({ type: 'image', ...media, caption: 'a', text: 'b' })).toBe(400);
+    expect(await bad({ type: 'image', ...media, text: 'x'.repeat(1025) })).toBe(400);
+    expect(await bad({ type: 'audio', ...media, caption: 'ouça' })).toBe(400);
+    expect(await bad({ type: 'audio', ...media, text: 'ouça' })).toBe(400);
     const other = await world.register();
     expect(await bad({ type: 'text', phone, text: 'x' }, other.key)).toBe(404);
   });
