@@ -127,7 +127,7 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
       // finish their in-flight work still get published before the process exits.
       const relay = startRelay({ db, broker, pollMs: config.outboxPollMs, logger });
       components.push({ name: 'outbox-relay', stop: () => relay.stop() });
-      components.push(await startInboundProcessor({ db, broker, logger, channels: channelDirectory }));
+      components.push(await startInboundProcessor({ db, broker, logger, channels: channelDirectory }, { retryDelaysMs: config.consumerRetryDelaysMs }));
       components.push(startSpillDrainer({ db, broker, logger }));
       components.push(...(await startWebhookWorker({ db, broker, config, secretKey, logger })));
       components.push(...(await startConversationWorker({ db, broker, config, logger, channels: channelDirectory, sweeper: opts.sessionSweeper })));

@@ -7,7 +7,9 @@
 //   the database for a value it holds (input-refusal.ts): parked in parse_errors with the raw body
 //   and the reason, and acked — retrying cannot help;
 // - a reference to a message not stored yet (an ack that overtook its message): thrown, so the
-//   broker retries it later and dead-letters it after the last delay (parked, replayable);
+//   broker retries it later; on the last attempt (`retryDelaysMs`) it is parked in parse_errors,
+//   counted as `unknown_target`, and acked — a status of a message sent by other means (Meta's
+//   dashboard, before the channel existed) never finds its target, and is routine, not a fault;
 // - any other failure (database away, a conflict): thrown, retried by the broker.
 //
 // A batch message (raw-batch.ts) is taken apart and its webhooks handled as above, together. A
@@ -52,6 +54,12 @@ export type ProcessorOptions = {
   maxBatch?: number;
   /** Transactions at once; PGlite, a single connection, gets 1. */
   maxInflight?: number;
+  /**
+   * The raw queue's retry delays (CONSUMER_RETRY_DELAYS): a reference to a message still not
+   * stored on the last attempt is parked instead of thrown into the dead letters. Without them
+   * (the broker's own, unknown here) it is thrown every time, as any failure.
+   */
+  retryDelaysMs?: readonly number[];
 };
 
 /** A reference to a message the channel does not have yet: try again later. */
@@ -98,7 +106,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
   });
 
   async function park(d: RawItem, reason: string, ctx: { provider: string; projectId: string | null; channelId: string | null; body?: unknown }, count = true) {
-    const eventType = isRecord(ctx.body) && typeof ctx.body.event === 'string' ? ctx.body.event.slice(0, 200) : null;
+    const eventType = eventTypeOf(ctx.body);
     const row = {
       id: uuidv7(),
       projectId: ctx.projectId,
@@ -115,8 +123,8 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     logger.warn({ message_id: d.messageId, provider: ctx.provider, channel_id: ctx.channelId, reason }, 'malformed webhook parked in parse_errors');
   }
 
-  /** One webhook: a plain message, or one of a batch. */
-  async function handleOne(d: RawItem): Promise<void> {
+  /** One webhook: a plain message, or one of a batch; `attempt` is its queue message's. */
+  async function handleOne(d: RawItem, attempt: number): Promise<void> {
     const providerName = d.headers[EnvelopeHeaders.provider] ?? 'unknown';
     const channelId = d.headers[EnvelopeHeaders.channelId];
     const receivedAt = new Date(d.headers[EnvelopeHeaders.receivedAt] ?? Date.now());
@@ -151,19 +159,28 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
       if (isInputRefusal(result.error)) return park(d, `the database refused a value in it: ${errorText(result.error)}`, { ...ctx, body });
       throw result.error;
     }
-    if (result.retry) throw new TargetNotStored(result.retry);
-    // Items of it that could not be read (each counted as `malformed`): the body is kept for them,
-    // once the rest is stored (a retry before this point stores nothing twice and parks once).
+    const lastAttempt = opts.retryDelaysMs !== undefined && attempt > opts.retryDelaysMs.length;
+    if (result.retry && !lastAttempt) throw new TargetNotStored(result.retry);
+    // What is kept of it: items that could not be read (each counted as `malformed`), once the rest
+    // is stored (a retry before this point stores nothing twice and parks once), and references
+    // still unresolved on the last attempt — one row, with both reasons.
+    const reasons: string[] = [];
+    if (result.retry) {
+      inboundEventsTotal.inc({ provider: provider.name, event: 'webhook', result: 'unknown_target' });
+      logger.info({ message_id: d.messageId, channel_id: channel.id, attempt, reason: result.retry }, 'webhook refers to a message this channel does not have: parked');
+      reasons.push(`${result.retry}, after ${attempt} attempts`);
+    }
     const unread = events.flatMap((e) => (e.kind === 'ignored' && e.reason === 'malformed' ? [e.detail ?? 'unreadable item'] : []));
     if (unread.length) {
       const stored = unread.length < events.length ? ' (the rest of it was processed)' : '';
-      await park(d, `${unread.length === 1 ? 'an item' : `${unread.length} items`} could not be read${stored}: ${unread.join('; ')}`.slice(0, 2000), { ...ctx, body }, false);
+      reasons.push(`${unread.length === 1 ? 'an item' : `${unread.length} items`} could not be read${stored}: ${unread.join('; ')}`);
     }
+    if (reasons.length) await park(d, reasons.join('; ').slice(0, 2000), { ...ctx, body }, false);
   }
 
   return async (d: Delivery) => {
     const count = d.headers[BATCH_HEADER];
-    if (count === undefined) return handleOne(d);
+    if (count === undefined) return handleOne(d, d.attempt);
     let items: RawItem[];
     try {
       items = decodeRawBatch(d.body, Number(count));
@@ -172,7 +189,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
       return park(d, `a malformed batch of webhooks: ${err instanceof Error ? err.message : String(err)}`, { provider: 'unknown', projectId: project && isUuid(project) ? project : null, channelId: null });
     }
     // Together, so they share transactions as the ingress's plain messages would.
-    const results = await Promise.allSettled(items.map(handleOne));
+    const results = await Promise.allSettled(items.map((item) => handleOne(item, d.attempt)));
     const failed = items.filter((_, i) => results[i].status === 'rejected');
     if (failed.length === 0) return;
     // None stored: the batch goes back to the broker whole, with its retries (a redelivery finds
@@ -187,8 +204,27 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
 export async function startInboundProcessor(deps: ProcessorDeps, opts: ProcessorOptions = {}): Promise<{ name: string; stop(): Promise<void> }> {
   const consumer: Consumer = await startConsumer(
     deps.broker,
-    { name: PROCESSOR_NAME, queue: Queues.inboundRaw, concurrency: opts.concurrency ?? 64, handle: makeInboundHandler(deps, opts) },
+    {
+      name: PROCESSOR_NAME,
+      queue: Queues.inboundRaw,
+      concurrency: opts.concurrency ?? 64,
+      handle: makeInboundHandler(deps, opts),
+      ...(opts.retryDelaysMs && { retryDelaysMs: opts.retryDelaysMs }),
+    },
     deps.logger,
   );
   return { name: PROCESSOR_NAME, stop: () => consumer.stop() };
+}
+
+/**
+ * The event a parse error is filed under: WAHA's `event`; for a Meta body (which has none) its
+ * first change's `field` (`messages`), else its `object`.
+ */
+function eventTypeOf(body: unknown): string | null {
+  if (!isRecord(body)) return null;
+  if (typeof body.event === 'string') return body.event.slice(0, 200);
+  const entry = Array.isArray(body.entry) ? body.entry[0] : undefined;
+  const change = isRecord(entry) && Array.isArray(entry.changes) ? entry.changes[0] : undefined;
+  if (isRecord(change) && typeof change.field === 'string') return change.field.slice(0, 200);
+  return typeof body.object === 'string' ? body.object.slice(0, 200) : null;
 }

@@ -11,7 +11,7 @@ import {
 
 // Statuses that arrive before their message are retried by the broker: give them a long enough
 // schedule to outlive a send on a loaded machine.
-const t = await startInbound({ retryDelaysMs: [200, 500, 1000, 2000, 4000, 8000, 15000], env: { CONSUMER_RETRY_DELAYS: '100ms,200ms' } });
+const t = await startInbound({ retryDelaysMs: [200, 500, 1000, 2000, 4000, 8000, 15000] });
 const graph = await startFakeGraph();
 const channel = await createCloudChannel(t.api, { api_base_url: graph.url });
 

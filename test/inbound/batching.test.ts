@@ -117,20 +117,23 @@ describe('webhooks accepted together', () => {
 });
 
 describe('a batch none of whose webhooks can be applied', () => {
-  it('is retried whole, then dead-lettered for its project; a replay applies it', async () => {
+  it('is retried whole, then parked for its project and counted, not dead-lettered', async () => {
     const t = await startInbound({ retryDelaysMs: [50, 100] });
     const ch = await t.createChannel();
-    // Two acks for a message not stored yet: nothing of the batch can be applied.
+    const before = await inboundCount({ provider: 'waha', event: 'webhook', result: 'unknown_target' });
+    // Two acks for a message never stored: nothing of the batch can be applied, on any attempt.
     await sendBatch(t, [fixture('ack-read'), fixture('ack-read')], ch);
-    const dead = await waitFor(async () => {
-      const r = await t.api('GET', '/admin/dead-letters');
-      return r.json.data.find((d: any) => d.queue === Queues.inboundRaw);
-    }, 'the batch dead-lettered', 30_000);
-    expect(dead.attempts).toBe(3);
-    expect(dead.error).toMatch(/^TargetNotStored/);
-    await t.post(ch, fixture('gows-from-me-phone'));
-    await waitFor(() => messageByKey(t.db, ch.id, '3EB0DEV00000000OUT01'), 'the message stored');
-    expect((await t.api('POST', `/admin/dead-letters/${dead.id}/replay`)).status).toBe(202);
-    await waitFor(async () => (await messageByKey(t.db, ch.id, '3EB0DEV00000000OUT01'))?.status === 'read', 'the replayed acks applied');
+    const parked = await waitFor(async () => {
+      const r = await t.db.query<{ reason: string; project_id: string }>('SELECT reason, project_id FROM parse_errors WHERE channel_id = $1', [ch.id]);
+      return r.rows.length === 2 ? r.rows : undefined;
+    }, 'both acks parked', 30_000);
+    for (const p of parked) {
+      expect(p.project_id).toBe(t.projectId);
+      expect(p.reason).toMatch(/refers to a message this channel does not have \(yet\), after 3 attempts/);
+    }
+    expect(await inboundCount({ provider: 'waha', event: 'webhook', result: 'unknown_target' })).toBe(before + 2);
+    expect((await t.api('GET', '/admin/dead-letters')).json.data.filter((d: any) => d.queue === Queues.inboundRaw)).toEqual([]);
+    const errors = await t.api('GET', '/admin/parse-errors');
+    expect(errors.json.data.filter((e: any) => e.channel_id === ch.id).map((e: any) => e.event_type)).toEqual(['message.ack', 'message.ack']);
   }, 60_000);
 });

@@ -75,14 +75,16 @@ export async function startInbound(opts: StartOptions = {}): Promise<Inbound> {
   const { db: rawDb, url: dbUrl } = await makeTestDb();
   const db = opts.wrapDb ? opts.wrapDb(rawDb) : rawDb;
   const brokerKind = defaultBrokerKind();
-  const inner = opts.makeBroker
-    ? await opts.makeBroker(db)
-    : await makeTestBroker(brokerKind, db, { retryDelaysMs: opts.retryDelaysMs ?? [100, 300, 1000] });
+  const retryDelaysMs = opts.retryDelaysMs ?? [100, 300, 1000];
+  const inner = opts.makeBroker ? await opts.makeBroker(db) : await makeTestBroker(brokerKind, db, { retryDelaysMs });
   const broker = switchable(inner);
   // The fake providers (WAHA, the Graph API) listen on loopback.
   const config = loadConfig({
     LOG_LEVEL: 'silent', SECRET_KEY, PUBLIC_URL: 'https://crm.example.test', HOST: '127.0.0.1', PORT: '0',
-    WAHA_ALLOW_PRIVATE_URLS: 'true', CLOUD_API_ALLOW_PRIVATE_URLS: 'true', ...opts.env,
+    WAHA_ALLOW_PRIVATE_URLS: 'true', CLOUD_API_ALLOW_PRIVATE_URLS: 'true',
+    // The broker's delays: the processor parks what is still unresolved on the broker's last attempt.
+    CONSUMER_RETRY_DELAYS: retryDelaysMs.map((ms) => `${ms}ms`).join(','),
+    ...opts.env,
   });
   // The fixtures are dated 2025: with the real clock the inactivity sweeper would end their
   // sessions at once. Its clock stands still here (its own tests move it).

@@ -179,11 +179,17 @@ describe('WAHA fixtures through the ingress', () => {
     expect(r.rows[2].data).toMatchObject({ status: 'read', previous_status: 'delivered', external_id: m.external_id, contact_id: m.contact_id });
   });
 
-  it('parks an ack whose message never arrives, after its retries', async () => {
+  it('parks an ack whose message never arrives, after its retries, counted and not dead-lettered', async () => {
+    const labels = { provider: 'waha', event: 'webhook', result: 'unknown_target' };
+    const before = await inboundCount(labels);
     await t.post(ch, fixture('ack-error'));
-    const dead = await waitFor(async () => (await t.db.query(`SELECT * FROM dead_letters WHERE project_id = $1`, [t.projectId])).rows[0], 'dead letter');
-    expect(dead.error).toMatch(/does not have/);
-    expect(JSON.parse(Buffer.from(dead.body).toString('utf8')).payload.id).toBe('true_5511900000001@c.us_3EB0DEV00000000OUT02');
+    const parked = await waitFor(async () => (await t.db.query(`SELECT * FROM parse_errors WHERE channel_id = $1`, [ch.id])).rows[0], 'parked');
+    expect(parked.reason).toMatch(/does not have \(yet\), after 4 attempts/); // the harness's three delays
+    expect(parked.event_type).toBe('message.ack');
+    expect(JSON.parse(Buffer.from(parked.body).toString('utf8')).payload.id).toBe('true_5511900000001@c.us_3EB0DEV00000000OUT02');
+    expect(await inboundCount(labels)).toBe(before + 1);
+    expect(await count(t.db, 'SELECT 1 FROM dead_letters WHERE project_id = $1', [t.projectId])).toBe(0);
+    await t.db.query('DELETE FROM parse_errors WHERE channel_id = $1', [ch.id]); // the other tests expect none
   });
 
   it('applies edits, revokes and reactions to their target', async () => {
