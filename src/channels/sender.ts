@@ -2,6 +2,7 @@
 // (WAHA, the Cloud API). A sender only talks to its provider and says what
 // happened; storing the outcome, retrying and emitting events is the sender consumer's job.
 import type { Dispatcher } from 'undici';
+import { lookupTable } from '../domain/lookup.ts';
 
 /** What we send. `text` is the body of a text message or the caption of a media message. */
 export type OutboundContent = {
@@ -61,7 +62,7 @@ function retryAfterMs(v: string): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-const EXTENSION_TYPES: Record<string, string> = {
+const EXTENSION_TYPES = lookupTable<string>({
   jpg: 'image/jpeg', jpeg: 'image/jpeg', png: 'image/png', webp: 'image/webp', gif: 'image/gif',
   mp4: 'video/mp4', '3gp': 'video/3gpp', mov: 'video/quicktime',
   ogg: 'audio/ogg; codecs=opus', opus: 'audio/ogg; codecs=opus', mp3: 'audio/mpeg', m4a: 'audio/mp4', aac: 'audio/aac', amr: 'audio/amr',
@@ -69,7 +70,7 @@ const EXTENSION_TYPES: Record<string, string> = {
   docx: 'application/vnd.openxmlformats-officedocument.wordprocessingml.document',
   xlsx: 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
   zip: 'application/zip',
-};
+});
 const TYPE_DEFAULTS: Record<OutboundType, string> = {
   text: 'text/plain',
   image: 'image/jpeg',

@@ -4,8 +4,11 @@
 // be a crash on a provider's bad day.
 import { readdirSync, readFileSync } from 'node:fs';
 
-/** The values a field is replaced by; `undefined` removes it. */
-export const WRONG_VALUES: readonly unknown[] = [null, -1, 1e20, '', 'x', [], {}, true, undefined];
+/**
+ * The values a field is replaced by; `undefined` removes it. The names of Object.prototype's
+ * members find a function, not nothing, in a plain object used as a lookup table.
+ */
+export const WRONG_VALUES: readonly unknown[] = [null, -1, 1e20, '', 'x', 'constructor', 'toString', '__proto__', [], {}, true, undefined];
 
 /**
  * Parses each mutated body with `parse`; throws, naming the fixture, the field and the value, on
@@ -24,6 +27,7 @@ export function mutateFixtures(dir: URL, parse: (body: unknown) => Iterable<obje
           for (const e of parse(body)) {
             const t = (e as { timestamp?: Date }).timestamp;
             if (t && Number.isNaN(t.getTime())) throw new Error('invalid date');
+            if (holdsFunction(e)) throw new Error(`a function in the event: ${JSON.stringify(e)}`);
           }
         } catch (e) {
           if (!isParseError(e)) throw new Error(`${file} ${path.join('.')}=${JSON.stringify(value)}: ${String(e)}`);
@@ -47,4 +51,11 @@ function setPath(o: any, path: Array<string | number>, value: unknown): void {
   const last = path[path.length - 1];
   if (value === undefined) delete cur[last];
   else cur[last] = value;
+}
+
+/** A function anywhere in a parsed event: a lookup that found one of Object.prototype's members. */
+function holdsFunction(v: unknown, depth = 0): boolean {
+  if (typeof v === 'function') return true;
+  if (typeof v !== 'object' || v === null || depth > 20 || v instanceof Date) return false;
+  return Object.values(v).some((x) => holdsFunction(x, depth + 1));
 }

@@ -6,6 +6,7 @@ import {
   type AdAttribution, type ContactCard, type Json, type LocationData, type MediaRef, type MessageType,
   compact, isRecord, loose, optArray, optRecord, optString,
 } from '../../domain/inbound.ts';
+import { lookupTable } from '../../domain/lookup.ts';
 
 export type WahaContent = {
   type: MessageType;
@@ -20,23 +21,23 @@ export type WahaContent = {
 };
 
 // Proto message keys (GOWS and NOWEB share them) → our type. Audio is split by its PTT flag.
-const CONTENT_TYPES: Record<string, MessageType> = {
+const CONTENT_TYPES = lookupTable<MessageType>({
   conversation: 'text', extendedTextMessage: 'text', imageMessage: 'image', videoMessage: 'video',
   ptvMessage: 'video', audioMessage: 'audio', documentMessage: 'document', stickerMessage: 'sticker',
   locationMessage: 'location', liveLocationMessage: 'location', contactMessage: 'contact',
   contactsArrayMessage: 'contact', reactionMessage: 'reaction',
-};
+});
 // GOWS `_data.Info.MediaType`.
-const GOWS_MEDIA_TYPES: Record<string, MessageType> = {
+const GOWS_MEDIA_TYPES = lookupTable<MessageType>({
   image: 'image', video: 'video', gif: 'video', audio: 'audio', ptt: 'voice', document: 'document',
   sticker: 'sticker', location: 'location', livelocation: 'location', vcard: 'contact',
   contact_array: 'contact', url: 'text',
-};
+});
 // WEBJS `_data.type`.
-const WEBJS_TYPES: Record<string, MessageType> = {
+const WEBJS_TYPES = lookupTable<MessageType>({
   chat: 'text', image: 'image', video: 'video', audio: 'audio', ptt: 'voice', document: 'document',
   sticker: 'sticker', location: 'location', vcard: 'contact', multi_vcard: 'contact',
-};
+});
 // Keys that ride along with the content without being it.
 const NOT_CONTENT = new Set(['messageContextInfo', 'senderKeyDistributionMessage']);
 // Envelopes around the real content (disappearing chats, view-once, captioned documents, a photo

@@ -6,6 +6,7 @@ import {
   type Json, type MessageStatus, ParseError, compact, loose, needRecord, needString, optBoolean,
   fromUnixTime, isStorableTime, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
+import { lookupTable } from '../../domain/lookup.ts';
 import { notAContact, resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
 import { CONTROL_TYPES, rawContent, readWahaContent } from './waha-message.ts';
 
@@ -25,9 +26,9 @@ export type WahaEnvelope = {
 
 // WAHA ack codes: -1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED.
 const ACK_CODES: Record<number, MessageStatus> = { [-1]: 'failed', 0: 'pending', 1: 'sent', 2: 'delivered', 3: 'read', 4: 'played' };
-const ACK_NAMES: Record<string, MessageStatus> = { ERROR: 'failed', PENDING: 'pending', SERVER: 'sent', DEVICE: 'delivered', READ: 'read', PLAYED: 'played' };
+const ACK_NAMES = lookupTable<MessageStatus>({ ERROR: 'failed', PENDING: 'pending', SERVER: 'sent', DEVICE: 'delivered', READ: 'read', PLAYED: 'played' });
 
-const SESSION_STATES: Record<string, ChannelState> = {
+const SESSION_STATES = lookupTable<ChannelState>({
   WORKING: 'active',
   STARTING: 'connecting',
   SCAN_QR_CODE: 'connecting',
@@ -36,7 +37,7 @@ const SESSION_STATES: Record<string, ChannelState> = {
   PASSKEY_CONFIRMATION_REQUIRED: 'connecting',
   FAILED: 'error',
   STOPPED: 'inactive',
-};
+});
 
 /** Reads the envelope only: enough for the ingress to log, count and route the event. */
 export function parseWahaEnvelope(body: unknown): WahaEnvelope {

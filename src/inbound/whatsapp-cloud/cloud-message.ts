@@ -5,6 +5,7 @@ import {
   type Json, type MediaRef, type MessageType, ParseError, compact, loose, needRecord, needString,
   fromUnixTime, isStorableTime, optArray, optBoolean, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
+import { lookupTable } from '../../domain/lookup.ts';
 import { normalizePhone } from '../../domain/phone.ts';
 import { parseStorableJson } from '../../domain/text.ts';
 
@@ -16,9 +17,9 @@ export type CloudValueContext = {
   wabaId?: string;
 };
 
-const MEDIA: Record<string, MessageType> = {
+const MEDIA = lookupTable<MessageType>({
   image: 'image', video: 'video', audio: 'audio', document: 'document', sticker: 'sticker',
-};
+});
 
 export function parseCloudMessage(raw: unknown, path: string, ctx: CloudValueContext): InboundEvent {
   const m = needRecord(raw, path);

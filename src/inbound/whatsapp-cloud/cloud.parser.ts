@@ -8,12 +8,13 @@ import {
   type ContactRef, type InboundEvent, type Json, type MessageStatus, ParseError, compact,
   loose, needRecord, needString, optArray, optRecord, optString,
 } from '../../domain/inbound.ts';
+import { lookupTable } from '../../domain/lookup.ts';
 import { normalizePhone } from '../../domain/phone.ts';
 import { type CloudValueContext, parseCloudMessage, readCloudError, readCloudTime } from './cloud-message.ts';
 
-const STATUSES: Record<string, MessageStatus> = {
+const STATUSES = lookupTable<MessageStatus>({
   sent: 'sent', delivered: 'delivered', read: 'read', played: 'played', failed: 'failed',
-};
+});
 
 export type CloudParseOptions = {
   /**
