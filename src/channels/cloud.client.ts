@@ -84,7 +84,8 @@ export function graphErrorOf(json: unknown): GraphError {
   return {
     code: num(o.code),
     subcode: num(o.error_subcode),
-    title: str(o.error_user_title) ?? str(o.title) ?? str(o.type),
+    // Not `type` (OAuthException…): a class name, not words for a person.
+    title: str(o.error_user_title) ?? str(o.title),
     message: str(o.error_user_msg) ?? str(o.message),
     details: str(o.error_data?.details),
   };
@@ -95,8 +96,8 @@ export function classifyGraphFailure(a: GraphAnswer): Extract<SendOutcome, { ok:
   const err = graphErrorOf(a.json);
   const words = [err.message, err.details].filter(Boolean).join(' — ') || a.text.slice(0, 300);
   const detail = `Meta answered ${a.status}${err.code !== null ? ` (code ${err.code})` : ''}${words ? `: ${words}` : ''}`;
-  if (err.code === REENGAGEMENT_CODE) return { ok: false, retry: false, error: WINDOW_CLOSED_REASON, code: String(REENGAGEMENT_CODE) };
-  const base = classifyFailure(a.status, detail, a.retryAfter);
+  if (err.code === REENGAGEMENT_CODE) return { ok: false, retry: false, error: WINDOW_CLOSED_REASON, code: String(REENGAGEMENT_CODE), title: err.title, details: err.details };
+  const base = { ...classifyFailure(a.status, detail, a.retryAfter), title: err.title, details: err.details };
   const code = err.code !== null ? String(err.code) : base.code;
   if (err.code !== null && (THROTTLED.has(err.code) || TRANSIENT.has(err.code))) return { ...base, retry: true, code };
   return { ...base, code };

@@ -20,7 +20,7 @@ import { withTransaction } from '../db/transaction.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { ChannelDirectory } from '../inbound/channel-directory.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
-import { makeOutboundMessages, type OutboundMessages } from '../services/outbound-messages.service.ts';
+import { makeOutboundMessages, type OutboundMessages, type SendFailure } from '../services/outbound-messages.service.ts';
 import { withoutSecrets, type OutboundContent, type OutboundType, type SendOutcome } from './sender.ts';
 import { senderFor } from './senders.ts';
 import type { ProviderDispatchers } from './provider-dispatchers.ts';
@@ -126,7 +126,10 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
       outcome = { ok: false, retry: true, error: 'the message could not be prepared for sending (the server log has the reason)', code: 'internal_error' };
     }
 
-    if (!outcome.ok && channel) outcome = { ...outcome, error: withoutSecrets(outcome.error, channel.secrets) };
+    if (!outcome.ok && channel) {
+      const clean = (t: string | null | undefined) => (t ? withoutSecrets(t, channel!.secrets) : null);
+      outcome = { ...outcome, error: withoutSecrets(outcome.error, channel.secrets), title: clean(outcome.title), details: clean(outcome.details) };
+    }
     if (outcome.ok) {
       if (!outcome.externalId) log.warn(ctx, 'the provider accepted the message without returning its id; its echo cannot be recognised');
       await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes), claimedAt + leaseMs - LEASE_MARGIN_MS);
@@ -138,12 +141,12 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
       // A provider's Retry-After is honoured up to a cap: the replies queued after this one wait too.
       const wait = Math.max(delay, Math.min(outcome.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
       log.info({ ...ctx, error: outcome.error, retry_in_ms: wait }, 'send failed; will retry');
-      await persist(() => outbound.recordRetry(job, wait, { message: outcome.error, code: outcome.code }));
+      await persist(() => outbound.recordRetry(job, wait, failureOf(outcome)));
       opts.onRetryScheduled?.(wait);
       return;
     }
     log.warn({ ...ctx, error: outcome.error, code: outcome.code }, 'send failed for good');
-    await persist(() => outbound.recordFailed(job, { message: outcome.error, code: outcome.code }));
+    await persist(() => outbound.recordFailed(job, failureOf(outcome)));
     await wakeNext(job);
   };
 }
@@ -157,4 +160,9 @@ export async function startSender(opts: SenderOptions): Promise<{ name: string; 
     logger,
   );
   return { name: SENDER_NAME, stop: () => consumer.stop() };
+}
+
+/** What is stored of a failed attempt: the provider's words, code, title and details. */
+function failureOf(o: Extract<SendOutcome, { ok: false }>): SendFailure {
+  return { message: o.error, code: o.code, title: o.title ?? null, details: o.details ?? null };
 }

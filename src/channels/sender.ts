@@ -35,6 +35,9 @@ export type SendOutcome =
       error: string;
       /** The provider's status or error code, for message.failed. */
       code: string | null;
+      /** The provider's short title and details, when it gave them (Meta's error_user_title, error_data.details). */
+      title?: string | null;
+      details?: string | null;
       /** The provider asked us to wait this long (Retry-After). */
       retryAfterMs?: number;
     };

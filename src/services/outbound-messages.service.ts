@@ -68,6 +68,9 @@ export function messageData(m: MessageRecord): MessageData {
   };
 }
 
+/** A failed send as stored on the message (`error`): `title` and `details` are the provider's or null. */
+export type SendFailure = { message: string; code: string | null; title: string | null; details: string | null };
+
 /** WhatsApp's limit on a media caption. */
 const MAX_CAPTION = 1024;
 
@@ -288,18 +291,18 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
     },
 
     /** A failed attempt to be tried again after `delayMs`. */
-    async recordRetry(job: SendJob, delayMs: number, error: { message: string; code: string | null }): Promise<void> {
-      const doc = { message: error.message, code: error.code, attempt: job.attempt, retrying: true };
+    async recordRetry(job: SendJob, delayMs: number, error: SendFailure): Promise<void> {
+      const doc = { ...error, attempt: job.attempt, retrying: true };
       await withTransaction(db, (tx) => scheduleRetry(tx, job.message.id, delayMs, doc), { projectId: job.message.projectId });
     },
 
     /** The message will never go: failed with the provider's reason, and message.failed. */
-    async recordFailed(job: SendJob, error: { message: string; code: string | null }): Promise<boolean> {
+    async recordFailed(job: SendJob, error: SendFailure): Promise<boolean> {
       const projectId = job.message.projectId;
       return withTransaction(
         db,
         async (tx) => {
-          const failed = await markFailed(tx, job.message.id, { message: error.message, code: error.code, attempts: job.attempt });
+          const failed = await markFailed(tx, job.message.id, { ...error, attempts: job.attempt });
           if (!failed) return false;
           const at = new Date();
           const data = {

@@ -106,7 +106,9 @@ describe('POST /messages through the Cloud API', () => {
     // The API says why, on the message and in the list.
     const shown = await tenant.api('GET', `/messages/${id}`);
     expect(shown.status).toBe(200);
-    expect(shown.json).toMatchObject({ id, status: 'failed', error: { code: '131047', title: null, message: WINDOW_CLOSED_REASON, details: null } });
+    // Meta's details as it gave them (no error_user_title here: no title).
+    const details = 'Message failed to send because more than 24 hours have passed since the customer last replied to this number.';
+    expect(shown.json).toMatchObject({ id, status: 'failed', error: { code: '131047', title: null, message: WINDOW_CLOSED_REASON, details } });
     const listed = await tenant.api('GET', `/messages?contact_id=${m.contact_id}`);
     expect(listed.json.data.find((r: any) => r.id === id)?.error).toEqual(shown.json.error);
   });
@@ -142,6 +144,18 @@ describe('POST /messages through the Cloud API', () => {
     expect(m.error.message).toContain('Parameter value is not valid');
     expect(m.error.message).toContain('Recipient phone number not in allowed list');
     expect(sendsTo(phone)).toHaveLength(1);
+  });
+
+  it("keeps Meta's title and details of a refused send apart, as the API shows them", async () => {
+    const phone = newPhone();
+    const refusal = graphError(400, 131026, '(#131026) Message Undeliverable', 'The recipient is not on WhatsApp.');
+    (refusal.body as any).error.error_user_title = 'Message Undeliverable';
+    graph.respond((c) => (c.body?.to === phone ? refusal : undefined));
+    const id = await send({ phone: `+${phone}`, text: 'x' });
+    expect((await settled(id)).status).toBe('failed');
+    const shown = (await tenant.api('GET', `/messages/${id}`)).json;
+    expect(shown.error).toMatchObject({ code: '131026', title: 'Message Undeliverable', details: 'The recipient is not on WhatsApp.' });
+    expect(shown.error.message).toContain('Message Undeliverable');
   });
 
   it('uses the channel api_version', async () => {
