@@ -8,6 +8,9 @@
 // so is one for a reply queued after another of its conversation that is still queued: replies of a
 // conversation go out in the order they were queued, and the sender done with one wakes the next.
 //
+// A project has at most half of a process's senders out at once: a provider that hangs holds
+// those, and the other projects' replies still go (a wake-up past the share is put back a moment).
+//
 // At least once towards the provider: WAHA has no idempotency key, so a sender that dies between
 // the provider's answer and the commit of its outcome leaves the message queued, and it is sent
 // again when its lease expires. Recording the outcome is therefore retried in place first.
@@ -15,7 +18,7 @@ import type { Broker, Delivery, Handler } from '../broker/broker.ts';
 import { startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
-import { claimForSend, type SendJob } from '../db/outbound.sql.ts';
+import { claimForSend, deferSend, type SendJob } from '../db/outbound.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { ChannelDirectory } from '../inbound/channel-directory.ts';
@@ -37,6 +40,12 @@ export type SenderOptions = {
   /** How long a sender holds a message while the provider answers (longer than its timeout). */
   leaseMs?: number;
   concurrency?: number;
+  /**
+   * Replies of one project in flight at once in this process (default half of `concurrency`): a
+   * project whose provider hangs (15 s a try) holds only these, not every sender, and the other
+   * projects' replies still go. A wake-up past it is put back a moment, no attempt spent.
+   */
+  projectConcurrency?: number;
   /** Called with the delay of each scheduled retry, so the scheduler can wake for it. */
   onRetryScheduled?: (delayMs: number) => void;
   /** Where each provider's calls may connect (provider-dispatchers.ts); any address when absent. */
@@ -56,6 +65,9 @@ const PERSIST_DELAYS_MS = [50, 200, 750, 1500, 2500];
 const NO_OUTCOME_EXTRA_ATTEMPTS = 2;
 /** The longest a provider's Retry-After holds a reply (and the replies of its conversation after it). */
 export const MAX_RETRY_AFTER_MS = 15 * 60_000;
+const DEFAULT_CONCURRENCY = 16;
+/** A reply whose project has its share of senders out comes back after about this long. */
+const PROJECT_BUSY_BACKOFF_MS = 1000;
 /** How long before its lease ends a sender stops trying to record a send the provider accepted. */
 const LEASE_MARGIN_MS = 5000;
 
@@ -80,6 +92,9 @@ async function persist<T>(fn: () => Promise<T>, until = 0): Promise<T> {
 export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages = makeOutboundMessages(opts)): Handler {
   const log = (opts.logger ?? silentLogger).child({ component: SENDER_NAME });
   const leaseMs = opts.leaseMs ?? 60_000;
+  const projectCap = opts.projectConcurrency ?? Math.max(1, Math.floor((opts.concurrency ?? DEFAULT_CONCURRENCY) / 2));
+  /** Replies each project has in flight in this process. */
+  const inFlight = new Map<string, number>();
 
   /** The next reply of the conversation waited behind this one; a lost wake-up is the scheduler's. */
   const wakeNext = (job: SendJob) =>
@@ -96,6 +111,26 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     if (!isUuid(wake.message_id) || !isUuid(wake.project_id)) return;
     const projectId = wake.project_id;
     const messageId = wake.message_id;
+    const held = inFlight.get(projectId) ?? 0;
+    if (held >= projectCap) {
+      // Its project has its share of the senders out (a provider that hangs, a burst): the reply
+      // comes due again in a moment, with no attempt spent (its conversation's later replies
+      // still wait behind it).
+      const ms = Math.round(PROJECT_BUSY_BACKOFF_MS * (0.8 + 0.4 * Math.random()));
+      if (await withTransaction(opts.db, (tx) => deferSend(tx, projectId, messageId, ms), { projectId })) opts.onRetryScheduled?.(ms);
+      return;
+    }
+    inFlight.set(projectId, held + 1);
+    try {
+      await send(projectId, messageId);
+    } finally {
+      const left = (inFlight.get(projectId) ?? 1) - 1;
+      if (left > 0) inFlight.set(projectId, left);
+      else inFlight.delete(projectId);
+    }
+  };
+
+  async function send(projectId: string, messageId: string): Promise<void> {
     const claimedAt = Date.now();
     const job = await withTransaction(opts.db, (tx) => claimForSend(tx, projectId, messageId, leaseMs), { projectId });
     if (!job) return;
@@ -148,7 +183,7 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     log.warn({ ...ctx, error: outcome.error, code: outcome.code }, 'send failed for good');
     await persist(() => outbound.recordFailed(job, failureOf(outcome)));
     await wakeNext(job);
-  };
+  }
 }
 
 export async function startSender(opts: SenderOptions): Promise<{ name: string; stop(): Promise<void> }> {
@@ -156,7 +191,7 @@ export async function startSender(opts: SenderOptions): Promise<{ name: string; 
   const consumer = await startConsumer(
     opts.broker,
     // The broker's own retries are for our bugs only: provider failures are scheduled on the row.
-    { name: SENDER_NAME, queue: Queues.messagesOutbound, concurrency: opts.concurrency ?? 16, handle: makeSendHandler(opts) },
+    { name: SENDER_NAME, queue: Queues.messagesOutbound, concurrency: opts.concurrency ?? DEFAULT_CONCURRENCY, handle: makeSendHandler(opts) },
     logger,
   );
   return { name: SENDER_NAME, stop: () => consumer.stop() };

@@ -263,6 +263,20 @@ export async function takeDueForQueue(
   return r.rows.map((x) => ({ id: x.id, projectId: x.project_id }));
 }
 
+/**
+ * Puts a queued, due reply that no sender holds `ms` later, without spending an attempt (its
+ * project had its share of the senders out). False when it was not there to put back.
+ */
+export async function deferSend(q: Queryable, projectId: string, id: string, ms: number): Promise<boolean> {
+  const r = await q.query(
+    `UPDATE messages SET next_send_at = now() + make_interval(secs => $3::float8 / 1000), updated_at = now()
+     WHERE project_id = $1 AND id = $2 AND status = 'queued' AND next_send_at <= now()
+       AND (send_lease_until IS NULL OR send_lease_until < now())`,
+    [projectId, id, ms],
+  );
+  return r.rowCount > 0;
+}
+
 /** The earliest retry time still ahead, so a scheduler can wake for it rather than poll. */
 export async function nextRetryAt(q: Queryable): Promise<Date | undefined> {
   const r = await q.query(`SELECT min(next_send_at) AS at FROM messages WHERE status = 'queued' AND next_send_at > now()`);
