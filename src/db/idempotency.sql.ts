@@ -12,6 +12,8 @@ export type IdempotencyRecord = {
   status: number | null;
   contentType: string | null;
   body: Buffer | null;
+  /** The response's Location header, when it had one. */
+  location: string | null;
 };
 
 export type ClaimInput = { projectId: string; keyHash: string; method: string; path: string; requestHash: string; staleMs: number };
@@ -32,7 +34,7 @@ export async function claimIdempotencyKey(q: Queryable, c: ClaimInput): Promise<
        VALUES ($1, $2, $3, $4, $5)
        ON CONFLICT (project_id, key_hash) DO UPDATE SET
          method = EXCLUDED.method, path = EXCLUDED.path, request_hash = EXCLUDED.request_hash,
-         status = NULL, content_type = NULL, body = NULL, created_at = now(), completed_at = NULL
+         status = NULL, content_type = NULL, body = NULL, location = NULL, created_at = now(), completed_at = NULL
        WHERE k.created_at < now() - make_interval(hours => ${IDEMPOTENCY_TTL_HOURS})
           OR (k.status IS NULL AND k.created_at < now() - make_interval(secs => $6::float8 / 1000))
        RETURNING ${CLAIM}::text AS claim`,
@@ -40,7 +42,7 @@ export async function claimIdempotencyKey(q: Queryable, c: ClaimInput): Promise<
     );
     if (r.rowCount > 0) return { claim: String(r.rows[0].claim) };
     const held = await q.query(
-      'SELECT method, path, request_hash, status, content_type, body FROM idempotency_keys WHERE project_id = $1 AND key_hash = $2',
+      'SELECT method, path, request_hash, status, content_type, body, location FROM idempotency_keys WHERE project_id = $1 AND key_hash = $2',
       [c.projectId, c.keyHash],
     );
     const row = held.rows[0];
@@ -53,6 +55,7 @@ export async function claimIdempotencyKey(q: Queryable, c: ClaimInput): Promise<
       status: row.status,
       contentType: row.content_type,
       body: row.body === null ? null : toBuffer(row.body),
+      location: row.location ?? null,
     };
   }
   throw new Error('could not claim the idempotency key');
@@ -64,12 +67,12 @@ export async function completeIdempotencyKey(
   projectId: string,
   keyHash: string,
   claim: string,
-  res: { status: number; contentType: string | null; body: Buffer },
+  res: { status: number; contentType: string | null; body: Buffer; location: string | null },
 ): Promise<void> {
   await q.query(
-    `UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5, completed_at = now()
+    `UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5, location = $7, completed_at = now()
      WHERE project_id = $1 AND key_hash = $2 AND status IS NULL AND ${CLAIM} = $6::bigint`,
-    [projectId, keyHash, res.status, res.contentType, res.body, claim],
+    [projectId, keyHash, res.status, res.contentType, res.body, claim, res.location],
   );
 }
 

@@ -13,7 +13,8 @@
 // A claim is its owner's: the request that took over a stale claim is the only one that may
 // record or release it (the request it took over may still finish, late).
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
-import type { onSendAsyncHookHandler, preHandlerAsyncHookHandler, RouteOptions } from 'fastify';
+import type { FastifyRequest, onSendAsyncHookHandler, preHandlerAsyncHookHandler, RouteOptions } from 'fastify';
+import type { Queryable } from '../db/database.ts';
 import type { AppDeps } from './app.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../db/idempotency.sql.ts';
@@ -110,6 +111,7 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' |
     }
     reply.header('idempotent-replayed', 'true');
     if (held.contentType) reply.header('content-type', held.contentType);
+    if (held.location) reply.header('location', held.location);
     return reply.code(held.status).send(unseal(secret(), key, projectId, held.body));
   };
 
@@ -124,6 +126,8 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' |
       } else {
         const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload));
         const contentType = reply.getHeader('content-type');
+        const location = reply.getHeader('location');
+        // Nothing, when the handler recorded its answer in its own transaction (answerWithin).
         await withTransaction(
           db,
           (tx) =>
@@ -131,6 +135,7 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' |
               status: reply.statusCode,
               contentType: typeof contentType === 'string' ? contentType : null,
               body: seal(secret(), claim.key, projectId, body),
+              location: typeof location === 'string' ? location : null,
             }),
           { projectId },
         );
@@ -144,4 +149,29 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' |
 
   opts.preHandler = [...[opts.preHandler ?? []].flat(), claim];
   opts.onSend = [...[opts.onSend ?? []].flat(), record];
+}
+
+/** A JSON answer a handler records for its Idempotency-Key before it commits (answerWithin). */
+export type KnownAnswer = { status: number; body: unknown; location?: string };
+
+/**
+ * For a handler whose answer is known inside its transaction: records it there, so the change and
+ * the answer a retry replays commit together. Otherwise the answer is recorded after the response
+ * (onSend), and a failure in between — the record's write refused, the process gone — left the key
+ * claimed and the change made: a retry got 409 for minutes, then ran again (a second reply to the
+ * customer). Returns undefined when the request carries no Idempotency-Key.
+ */
+export function answerWithin(req: FastifyRequest, deps: Pick<AppDeps, 'secretKey' | 'config'>): ((tx: Queryable, answer: KnownAnswer) => Promise<void>) | undefined {
+  const claim = req.idempotency;
+  if (!claim) return undefined;
+  const secret = deps.secretKey ?? deps.config.secretKey;
+  if (!secret) return undefined;
+  const projectId = req.auth.projectId;
+  return (tx, answer) =>
+    completeIdempotencyKey(tx, projectId, claim.keyHash, claim.claim, {
+      status: answer.status,
+      contentType: 'application/json; charset=utf-8',
+      body: seal(secret, claim.key, projectId, Buffer.from(JSON.stringify(answer.body))),
+      location: answer.location ?? null,
+    });
 }

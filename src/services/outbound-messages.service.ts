@@ -179,7 +179,11 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
     enqueue,
 
     /** POST /messages: validates, stores the reply as queued, wakes a sender. */
-    async queue(caller: Caller, input: QueueMessageInput): Promise<MessageRecord> {
+    /**
+     * `beforeCommit` runs in the transaction that stores the reply, with it (the route records its
+     * Idempotency-Key answer there, so the reply and that answer commit together).
+     */
+    async queue(caller: Caller, input: QueueMessageInput, beforeCommit?: (tx: Queryable, m: MessageRecord) => Promise<void>): Promise<MessageRecord> {
       const projectId = caller.projectId;
       await checkMediaAddress(projectId, input);
       const message = await withTransaction(
@@ -212,6 +216,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             metadata: { source: 'api', sent_by: actorOf(caller).label },
           });
           await appendEvents(tx, events);
+          await beforeCommit?.(tx, m);
           return m;
         },
         { projectId },

@@ -28,6 +28,16 @@ describe('Idempotency-Key', () => {
     expect(await keyCount(a.projectId)).toBe(before + 1);
   });
 
+  it('replays the Location header of a response that had one', async () => {
+    const body = { name: 'Ana Replay', phone: '+5511988887777' };
+    const first = await call(app, a.keys.admin, 'POST', '/contacts', { body, headers: { 'idempotency-key': 'contact-ana-1' } });
+    expect(first.status).toBe(201);
+    expect(first.headers.location).toBe(`/api/v1/contacts/${first.json.id}`);
+    const again = await call(app, a.keys.admin, 'POST', '/contacts', { body, headers: { 'idempotency-key': 'contact-ana-1' } });
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.headers.location).toBe(first.headers.location);
+  });
+
   it('answers 409 idempotency_conflict to the same key with another body', async () => {
     expect((await create(a.keys.admin, { name: 'one', role: 'viewer' }, 'create-key-2')).status).toBe(201);
     const other = await create(a.keys.admin, { name: 'two', role: 'viewer' }, 'create-key-2');
@@ -100,11 +110,11 @@ describe('Idempotency-Key', () => {
     if (!('claim' in r2)) throw new Error('the stale claim should be taken over');
     expect(r2.claim).not.toBe(r1.claim);
     // R1 finishes late: neither its response nor its failure touches R2's claim.
-    await tx((q) => completeIdempotencyKey(q, a.projectId, keyHash, r1.claim, { status: 201, contentType: 'application/json', body: Buffer.from('x') }));
+    await tx((q) => completeIdempotencyKey(q, a.projectId, keyHash, r1.claim, { status: 201, contentType: 'application/json', body: Buffer.from('x'), location: null }));
     await tx((q) => releaseIdempotencyKey(q, a.projectId, keyHash, r1.claim));
     const held = await db.query(`SELECT request_hash, status FROM idempotency_keys WHERE key_hash = $1`, [keyHash]);
     expect(held.rows).toEqual([{ request_hash: 'body-y', status: null }]);
-    await tx((q) => completeIdempotencyKey(q, a.projectId, keyHash, r2.claim, { status: 201, contentType: 'application/json', body: Buffer.from('y') }));
+    await tx((q) => completeIdempotencyKey(q, a.projectId, keyHash, r2.claim, { status: 201, contentType: 'application/json', body: Buffer.from('y'), location: null }));
     expect((await db.query(`SELECT status FROM idempotency_keys WHERE key_hash = $1`, [keyHash])).rows).toEqual([{ status: 201 }]);
   });
 

@@ -4,6 +4,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { AppDeps } from '../app.ts';
+import { answerWithin } from '../idempotency.ts';
 import { OUTBOUND_TYPES } from '../../channels/sender.ts';
 import { makeOutboundMessages } from '../../services/outbound-messages.service.ts';
 import { Uuid } from '../schemas/common.ts';
@@ -43,6 +44,8 @@ export async function outboundMessagesRoutes(app: FastifyInstance, deps: AppDeps
     problems: { 422: 'The channel cannot send, or reply_to names no message of it' },
     handler: async (req, reply) => {
       const b = req.body;
+      const answer = answerWithin(req, deps);
+      const queued = (id: string) => ({ status: 202, body: { id, status: 'queued' as const }, location: `/api/v1/messages/${id}` });
       const m = await outbound.queue(req.auth, {
         channelId: b.channel_id,
         contactId: b.contact_id,
@@ -54,8 +57,9 @@ export async function outboundMessagesRoutes(app: FastifyInstance, deps: AppDeps
         filename: b.filename,
         mimetype: b.mimetype,
         replyTo: b.reply_to,
-      });
-      return reply.code(202).header('location', `/api/v1/messages/${m.id}`).send({ id: m.id, status: 'queued' as const });
+      }, answer && ((tx, created) => answer(tx, queued(created.id))));
+      const a = queued(m.id);
+      return reply.code(202).header('location', a.location).send(a.body);
     },
   });
 }
