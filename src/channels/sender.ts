@@ -49,12 +49,14 @@ export interface ProviderSender {
 
 /**
  * The one place an HTTP answer or a network failure becomes an outcome class: 2xx is handled by
- * the caller; 408, 425, 429 and 5xx are worth retrying; any other status is final; no answer at
- * all (refused, reset, timed out) is retried.
+ * the caller; 408, 425, 429 and 5xx (but 501 and 505) are worth retrying; any other status is
+ * final; no answer at all (refused, reset, timed out) is retried.
  */
 export function classifyFailure(status: number | null, detail: string, retryAfter?: string | null): Extract<SendOutcome, { ok: false }> {
   if (status === null) return { ok: false, retry: true, error: detail, code: null };
-  const retry = status === 408 || status === 425 || status === 429 || status >= 500;
+  // 501 and 505: the server does not do this at all (a feature its edition lacks); trying again
+  // cannot help, and would hold the conversation's later replies through every retry.
+  const retry = status === 408 || status === 425 || status === 429 || (status >= 500 && status !== 501 && status !== 505);
   const after = retryAfter ? retryAfterMs(retryAfter) : undefined;
   return { ok: false, retry, error: detail, code: String(status), ...(after !== undefined ? { retryAfterMs: after } : {}) };
 }
