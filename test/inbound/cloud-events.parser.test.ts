@@ -177,3 +177,40 @@ describe('malformed Cloud bodies: a frame that cannot be read throws ParseError,
     expect(runs).toBeGreaterThan(3000);
   });
 });
+
+describe('Cloud API extras kept in metadata', () => {
+  it('a product enquiry, a frequently forwarded message, an identity hash', () => {
+    const body = load('text');
+    const m = body.entry[0].changes[0].value.messages[0];
+    m.context = { from: '5511900000000', id: 'wamid.CATALOG', frequently_forwarded: true, referred_product: { catalog_id: '1234', product_retailer_id: 'sku-9' } };
+    m.identity = { acknowledged: true, created_timestamp: 1764460000, hash: 'Sjvjlx8G6Z0=' };
+    const [e] = parseCloudWebhook(body);
+    expect(e).toMatchObject({
+      kind: 'message',
+      metadata: {
+        frequently_forwarded: true,
+        referred_product: { catalog_id: '1234', product_retailer_id: 'sku-9' },
+        identity: { acknowledged: true, created_timestamp: 1764460000, hash: 'Sjvjlx8G6Z0=' },
+      },
+    });
+  });
+
+  it("a location's URL and an animated sticker", () => {
+    const loc = load('location');
+    loc.entry[0].changes[0].value.messages[0].location.url = 'https://maps.example.com/p/1';
+    expect(parseCloudWebhook(loc)[0]).toMatchObject({ metadata: { location_url: 'https://maps.example.com/p/1' } });
+    const sticker = load('sticker');
+    sticker.entry[0].changes[0].value.messages[0].sticker.animated = true;
+    expect(parseCloudWebhook(sticker)[0]).toMatchObject({ type: 'sticker', metadata: { animated: true } });
+  });
+
+  it('leaves them out when Meta sends none, or sends them of the wrong shape', () => {
+    const body = load('text');
+    body.entry[0].changes[0].value.messages[0].context = { id: 'wamid.X', referred_product: 'sku', frequently_forwarded: 'yes' };
+    body.entry[0].changes[0].value.messages[0].identity = 7;
+    const [e] = parseCloudWebhook(body) as any[];
+    expect(e.metadata).not.toHaveProperty('referred_product');
+    expect(e.metadata).not.toHaveProperty('frequently_forwarded');
+    expect(e.metadata).not.toHaveProperty('identity');
+  });
+});

@@ -74,6 +74,12 @@ export function parseCloudMessage(raw: unknown, path: string, ctx: CloudValueCon
       display_phone_number: ctx.displayPhoneNumber,
       waba_id: ctx.wabaId,
       forwarded: context ? optBoolean(context, 'forwarded', `${path}.context`) : undefined,
+      // Read leniently: extras Meta adds to a message, kept when they are there.
+      frequently_forwarded: loose.bool(context, 'frequently_forwarded'),
+      // A question about a product of the business's catalogue ("Message business" on a product).
+      referred_product: productOf(loose.rec(context, 'referred_product')),
+      // The customer's security code changed (identity change check): Meta's hash and time.
+      identity: identityOf(loose.rec(m, 'identity')),
       ...content.metadata,
     }),
   };
@@ -101,6 +107,7 @@ function readContent(m: Json, rawType: string, path: string): Content {
         sha256: optString(o, 'sha256', p),
         filename: optString(o, 'filename', p),
       }),
+      ...(rawType === 'sticker' && loose.bool(o, 'animated') !== undefined ? { metadata: { animated: loose.bool(o, 'animated') } } : {}),
     };
   }
   if (rawType === 'location') {
@@ -111,6 +118,7 @@ function readContent(m: Json, rawType: string, path: string): Content {
     return {
       type: 'location',
       location: compact({ latitude, longitude, name: optString(o, 'name', p), address: optString(o, 'address', p) }),
+      ...(loose.str(o, 'url') ? { metadata: { location_url: loose.str(o, 'url') } } : {}),
     };
   }
   if (rawType === 'contacts') {
@@ -167,6 +175,18 @@ function readContent(m: Json, rawType: string, path: string): Content {
   // unsupported / unknown / …: keep the message, say what it was and why.
   const errors = (optArray(m, 'errors', path) ?? []).map(readCloudError);
   return { type: 'unknown', metadata: errors.length ? { errors } : undefined };
+}
+
+/** `context.referred_product`: which product of which catalogue the customer asked about. */
+function productOf(r: Json | undefined): Record<string, unknown> | undefined {
+  const product = compact({ catalog_id: loose.str(r, 'catalog_id'), product_retailer_id: loose.str(r, 'product_retailer_id') });
+  return Object.keys(product).length ? product : undefined;
+}
+
+/** A message's `identity` object (Meta sends it when identity change checks are on). */
+function identityOf(r: Json | undefined): Record<string, unknown> | undefined {
+  const identity = compact({ acknowledged: loose.bool(r, 'acknowledged'), created_timestamp: loose.num(r, 'created_timestamp'), hash: loose.str(r, 'hash') });
+  return Object.keys(identity).length ? identity : undefined;
 }
 
 /** A Flow's response_json: the document when it is one, else the text as it came. */
