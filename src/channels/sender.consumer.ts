@@ -23,6 +23,7 @@ import { withTransaction } from '../db/transaction.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { ChannelDirectory } from '../inbound/channel-directory.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
+import { codeLabel, outboundSendDuration, outboundSendsTotal } from '../observability/metrics.ts';
 import { makeOutboundMessages, type OutboundMessages, type SendFailure } from '../services/outbound-messages.service.ts';
 import { withoutSecrets, type OutboundContent, type OutboundType, type SendOutcome } from './sender.ts';
 import { senderFor } from './senders.ts';
@@ -150,7 +151,11 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
       // the conversation queued after it. It may have gone out on one of those tries.
       else if (job.attempt > opts.retryDelaysMs.length + 1 + NO_OUTCOME_EXTRA_ATTEMPTS) {
         outcome = { ok: false, retry: false, error: `no outcome after ${job.attempt - 1} attempts: each sender that took it stopped before recording one`, code: 'no_outcome' };
-      } else outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job), opts.dispatchers?.[channel.type]);
+      } else {
+        const started = performance.now();
+        outcome = await sender.send(channel, { phone: job.phone, waLid: job.waLid }, contentOf(job), opts.dispatchers?.[channel.type]);
+        outboundSendDuration.observe({ provider: channel.type }, (performance.now() - started) / 1000);
+      }
     } catch (err) {
       // Our own failure, an exception rather than an outcome (the channel's credentials no longer
       // decrypt, a read failed; the provider senders return their failures as outcomes): tried
@@ -165,7 +170,10 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
       const clean = (t: string | null | undefined) => (t ? withoutSecrets(t, channel!.secrets) : null);
       outcome = { ...outcome, error: withoutSecrets(outcome.error, channel.secrets), title: clean(outcome.title), details: clean(outcome.details) };
     }
+    const count = (result: 'sent' | 'retrying' | 'failed', code: string | null) =>
+      outboundSendsTotal.inc({ provider: channel?.type ?? 'unknown', result, code: codeLabel(code) });
     if (outcome.ok) {
+      count('sent', null);
       if (!outcome.externalId) log.warn(ctx, 'the provider accepted the message without returning its id; its echo cannot be recognised');
       await persist(() => outbound.recordSent(job, outcome.externalId, channel!.sessionTimeoutMinutes), claimedAt + leaseMs - LEASE_MARGIN_MS);
       await wakeNext(job);
@@ -175,11 +183,13 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
     if (delay !== undefined) {
       // A provider's Retry-After is honoured up to a cap: the replies queued after this one wait too.
       const wait = Math.max(delay, Math.min(outcome.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
+      count('retrying', outcome.code);
       log.info({ ...ctx, error: outcome.error, retry_in_ms: wait }, 'send failed; will retry');
       await persist(() => outbound.recordRetry(job, wait, failureOf(outcome)));
       opts.onRetryScheduled?.(wait);
       return;
     }
+    count('failed', outcome.code);
     log.warn({ ...ctx, error: outcome.error, code: outcome.code }, 'send failed for good');
     await persist(() => outbound.recordFailed(job, failureOf(outcome)));
     await wakeNext(job);

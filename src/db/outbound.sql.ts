@@ -205,6 +205,15 @@ export async function countReplyOnClosedSession(
   return r.rows[0]?.id;
 }
 
+/**
+ * The advisory lock of the contact's phone, shared (as a live inbound message takes it; migration
+ * 020/024's inbound_lock_phone): a message of that phone older than its session timeout, which
+ * takes it exclusively, is placed wholly before or after the reply being recorded.
+ */
+export async function lockConversationPhone(tx: Queryable, projectId: string, contactId: string): Promise<void> {
+  await tx.query(`SELECT inbound_lock_phone($1::uuid, phone, 's') FROM contacts WHERE id = $2 AND phone IS NOT NULL`, [projectId, contactId]);
+}
+
 /** A reply going out counts as an interaction with the contact, as the inbound path counts its echo. */
 export async function touchContactForReply(tx: Queryable, contactId: string, at: Date): Promise<void> {
   await tx.query(
@@ -275,6 +284,14 @@ export async function deferSend(q: Queryable, projectId: string, id: string, ms:
     [projectId, id, ms],
   );
   return r.rowCount > 0;
+}
+
+/** Replies queued in every project, and the age in seconds of the oldest (0 when none). */
+export async function countQueuedReplies(q: Queryable): Promise<{ count: number; oldestSeconds: number }> {
+  const r = await q.query(
+    `SELECT count(*)::int AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest FROM messages WHERE status = 'queued'`,
+  );
+  return { count: Number(r.rows[0].n), oldestSeconds: Math.max(0, Number(r.rows[0].oldest)) };
 }
 
 /** The earliest retry time still ahead, so a scheduler can wake for it rather than poll. */

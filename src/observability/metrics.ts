@@ -119,6 +119,46 @@ export const webhookCircuitOpen = new client.Gauge({
   registers: r,
 });
 
+export const outboundSendsTotal = new client.Counter({
+  name: 'outbound_sends_total',
+  help: "Attempts to send a reply through its provider, by outcome (sent, retrying, failed) and the provider's code",
+  labelNames: ['provider', 'result', 'code'] as const,
+  registers: r,
+});
+
+export const outboundSendDuration = new client.Histogram({
+  name: 'outbound_send_duration_seconds',
+  help: "Time for the provider to answer one send (WAHA's or the Graph API's request)",
+  labelNames: ['provider'] as const,
+  buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30],
+  registers: r,
+});
+
+export const outboundQueued = new client.Gauge({
+  name: 'outbound_queued',
+  help: 'Replies queued and not yet sent or failed (waiting, or between retries)',
+  registers: r,
+});
+
+export const outboundOldestQueuedSeconds = new client.Gauge({
+  name: 'outbound_oldest_queued_seconds',
+  help: 'Age of the oldest queued reply (0 when none)',
+  registers: r,
+});
+
+const codeLabels = new Set<string>();
+/**
+ * A provider's code as a label: short codes (an HTTP status, Meta's 131047, ours) are kept, the
+ * first 100 of them a process sees; anything else is `other`, none is `none`.
+ */
+export function codeLabel(code: string | null): string {
+  if (code === null) return 'none';
+  if (codeLabels.has(code)) return code;
+  if (!/^[a-z0-9_]{1,24}$/i.test(code) || codeLabels.size >= 100) return 'other';
+  codeLabels.add(code);
+  return code;
+}
+
 export const sessionsActive = new client.Gauge({
   name: 'sessions_active',
   help: 'Conversation sessions currently active',

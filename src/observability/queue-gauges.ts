@@ -1,11 +1,12 @@
 // Gauges of the whole system, read when scraped instead of counted in the process: `queue_depth`
-// and `dead_letters` from the broker (and the dead-letter table), `sessions_active` from the
-// database. Every process that serves /metrics reports the same figures, so a dashboard takes
+// and `dead_letters` from the broker (and the dead-letter table), `sessions_active` and the
+// queued replies (`outbound_queued`, `outbound_oldest_queued_seconds`) from the database. Every process that serves /metrics reports the same figures, so a dashboard takes
 // max() over processes, not sum().
 import type { Broker } from '../broker/broker.ts';
 import type { Queryable } from '../db/database.ts';
+import { countQueuedReplies } from '../db/outbound.sql.ts';
 import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
-import { deadLettersGauge, queueDepth, sessionsActive } from './metrics.ts';
+import { deadLettersGauge, outboundOldestQueuedSeconds, outboundQueued, queueDepth, sessionsActive } from './metrics.ts';
 
 /** The longest a scrape may be answered from the last reading instead of asking again. */
 export const QUEUE_GAUGES_MAX_AGE_MS = 5000;
@@ -54,4 +55,16 @@ export function makeQueueGaugesRefresher(broker: Broker, queues: readonly string
  */
 export function makeSessionsGaugeRefresher(db: Queryable, maxAgeMs = QUEUE_GAUGES_MAX_AGE_MS): () => Promise<void> {
   return cachedReading(async () => sessionsActive.set(await countActiveSessions(db)), maxAgeMs);
+}
+
+/**
+ * Reads the replies still queued (every project) into `outbound_queued` and the age of the oldest
+ * into `outbound_oldest_queued_seconds`: a provider that is down shows as both growing.
+ */
+export function makeOutboundGaugeRefresher(db: Queryable, maxAgeMs = QUEUE_GAUGES_MAX_AGE_MS): () => Promise<void> {
+  return cachedReading(async () => {
+    const q = await countQueuedReplies(db);
+    outboundQueued.set(q.count);
+    outboundOldestQueuedSeconds.set(q.oldestSeconds);
+  }, maxAgeMs);
 }

@@ -16,7 +16,7 @@ import { contactNotFound } from '../db/contacts-read.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import type { MessageRecord } from '../db/messages-read.sql.ts';
 import {
-  countReplyOnClosedSession, deleteMessage, externalIdOf, insertOutboundMessage, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, scheduleRetry, touchContactForReply,
+  countReplyOnClosedSession, deleteMessage, externalIdOf, insertOutboundMessage, lockConversationPhone, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, scheduleRetry, touchContactForReply,
   type SendJob,
 } from '../db/outbound.sql.ts';
 import { endOverdueSession, settleLateSessions } from '../db/session-lifecycle.sql.ts';
@@ -255,6 +255,13 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             steps = { sentAt: echo.sentAt ?? at, deliveredAt: echo.deliveredAt, readAt: echo.readAt, playedAt: echo.playedAt, failedAt: echo.failedAt };
             error = echo.error;
           } else {
+            // As the inbound path does, and in its order: the phone's lock as a live message takes
+            // it (an old message of this conversation being stored at this moment, which takes it
+            // exclusively, is then placed before or after this reply, never merged with its
+            // session), then the contact, then its sessions — a reply that took the session first
+            // and the contact last deadlocked with a batch taking them the other way round.
+            await lockConversationPhone(tx, projectId, message.contactId);
+            await touchContactForReply(tx, message.contactId, at);
             const overdue = await endOverdueSession(tx, { contactId: message.contactId, channelId: message.channelId, at });
             if (overdue) events.push(sessionEndedEvent(overdue));
             // Reply, then resolve: the session it was written in, closed by a person since.
@@ -270,7 +277,6 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
                 events.push(newEvent('session.started', { projectId, aggregateId: s.id, occurredAt: s.startedAt, data }));
               }
             }
-            await touchContactForReply(tx, message.contactId, at);
           }
           const sent = await markSent(tx, { id: message.id, externalId, sessionId, status, at, steps, reactions: echo?.reactions, error });
           // The ended session's customer wait, found again with this reply among its messages.

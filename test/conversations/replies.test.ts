@@ -227,6 +227,34 @@ describe('POST /messages through WAHA', () => {
     });
   });
 
+  it('counts its sends by outcome and code, and shows the queued replies and the oldest one’s age at /metrics', async () => {
+    const scrape = async () => (await world.app.inject({ method: 'GET', url: '/metrics' })).body;
+    const sample = (text: string, name: string) => Number(new RegExp(`^${name.replace(/[{}"=,]/g, (c) => `\\${c}`)} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+    const sent = 'outbound_sends_total{provider="waha",result="sent",code="none"}';
+    const failed = 'outbound_sends_total{provider="waha",result="failed",code="422"}';
+    const before = await scrape();
+
+    const phone = newPhone();
+    await holding(phone, async (release) => {
+      const id = await send({ phone: `+${phone}`, text: 'Segura aí' });
+      await waitFor(() => sends(phone).length === 1, 'the reply at WAHA');
+      // Gauges are read at most every 5 s: wait for a reading that includes it.
+      await waitFor(async () => sample(await scrape(), 'outbound_queued') >= 1, 'outbound_queued to show the held reply', 15_000);
+      expect(sample(await scrape(), 'outbound_oldest_queued_seconds')).toBeGreaterThan(0);
+      release();
+      expect((await settled(id)).status).toBe('sent');
+    });
+    const refused = newPhone();
+    await answering((call) => (call.body?.chatId === `${refused}@c.us` ? { status: 422, body: { message: 'no' } } : undefined), async () => {
+      expect((await settled(await send({ phone: `+${refused}`, text: 'x' }))).status).toBe('failed');
+    });
+
+    const after = await scrape();
+    expect(sample(after, sent) - sample(before, sent)).toBe(1);
+    expect(sample(after, failed) - sample(before, failed)).toBe(1);
+    expect(after).toMatch(/^outbound_send_duration_seconds_count\{provider="waha"\} \d+$/m);
+  });
+
   it("keeps the channel's secrets out of a reason that repeats them", async () => {
     const phone = newPhone();
     const echoed = { statusCode: 401, message: 'Invalid API key waha-secret-key for session loja' };
