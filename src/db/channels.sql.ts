@@ -133,6 +133,24 @@ export async function updateChannel(tx: Queryable, projectId: string, id: string
   return r.rows[0] ? toChannel(r.rows[0]) : undefined;
 }
 
+/**
+ * A channel's new session timeout, on its active sessions too: each stores the timeout it opened
+ * with and renews it on every message, so without this a conversation kept alive by messages
+ * would keep the old timeout for ever. Their due time moves to last activity + the new timeout;
+ * one now past it is ended by the sweeper at that time. Rows in id order, so two changes at once
+ * do not deadlock each other.
+ */
+export async function retimeActiveSessions(tx: Queryable, projectId: string, channelId: string, minutes: number): Promise<number> {
+  const r = await tx.query(
+    `UPDATE sessions s SET timeout_minutes = $3, due_at = s.last_activity_at + make_interval(mins => $3::int)
+     WHERE s.id IN (
+       SELECT id FROM sessions WHERE project_id = $1 AND channel_id = $2 AND status = 'active' AND timeout_minutes <> $3
+       ORDER BY id FOR UPDATE)`,
+    [projectId, channelId, minutes],
+  );
+  return r.rowCount;
+}
+
 export async function softDeleteChannel(tx: Queryable, projectId: string, id: string): Promise<boolean> {
   const r = await tx.query(
     `UPDATE channels SET deleted_at = now(), updated_at = now() WHERE project_id = $1 AND id = $2 AND deleted_at IS NULL`,

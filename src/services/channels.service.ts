@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { Database } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
 import {
-  findChannel, insertChannel, listChannels, softDeleteChannel, updateChannel,
+  findChannel, insertChannel, listChannels, retimeActiveSessions, softDeleteChannel, updateChannel,
   type ChannelRecord, type ChannelType,
 } from '../db/channels.sql.ts';
 import { pageOf, type Page } from '../db/keyset.ts';
@@ -150,7 +150,9 @@ export function makeChannelsService(deps: ChannelsServiceDeps) {
             changes.secrets = sealJson(secretKey, secrets);
             changes.externalRef = externalRefOf(current.type, config);
           }
-          return updateChannel(tx, projectId, id, changes);
+          const updated = await updateChannel(tx, projectId, id, changes);
+          if (updated && input.sessionTimeoutMinutes !== undefined) await retimeActiveSessions(tx, projectId, id, input.sessionTimeoutMinutes ?? deps.defaultSessionTimeoutMinutes);
+          return updated;
         },
         { projectId },
       );
@@ -195,6 +197,11 @@ function splitConfig(
       delete merged[key];
     } else if (typeof value !== 'string' || value.trim() === '' || value.length > 4096) {
       errors.push({ field: `config.${key}`, message: 'must be a non-empty string of at most 4096 characters' });
+    } else if (spec.secret && value !== value.trim()) {
+      // Kept exactly as given, a secret pasted with a space or a line break around it fails every
+      // check that uses it (every webhook a 401, Meta's challenge a 403, until Meta gives up on the
+      // URL): refused, rather than trimmed into a secret the user did not give.
+      errors.push({ field: `config.${key}`, message: 'must not begin or end with spaces or line breaks (a pasted secret often carries them)' });
     } else if (spec.url && !isHttpUrl(value)) {
       errors.push({ field: `config.${key}`, message: 'must be an http(s) URL' });
     } else if (spec.url && hasUserInfo(value)) {
@@ -203,7 +210,8 @@ function splitConfig(
       errors.push({ field: `config.${key}`, message: 'must not carry a user name or password (user:pass@host); give credentials in their own fields' });
     } else {
       // Shown settings are identifiers and URLs: a space pasted around one (a phone_number_id
-      // that no webhook would then match) is dropped. Secrets are kept exactly as given.
+      // that no webhook would then match) is dropped. Secrets are kept exactly as given (one with
+      // a space around it was refused above).
       const v = spec.secret ? value : value.trim();
       merged[key] = spec.url ? v.replace(/\/+$/, '') : v;
     }

@@ -113,21 +113,29 @@ describe('channels', () => {
     expect((await t.api('PATCH', `/channels/${cloud.id}`, { config: { api_base_url: null } })).status).toBe(200);
   });
 
-  it('drops spaces pasted around a shown setting, never around a secret', async () => {
+  it('drops spaces pasted around a shown setting, and refuses a secret with spaces around it', async () => {
     const cloud = await t.api('POST', '/channels', {
       name: 'padded',
       type: 'whatsapp_cloud',
-      config: { phone_number_id: ' 200000000000001\n', access_token: 'tok', app_secret: 'sec', verify_token: ' v ' },
+      config: { phone_number_id: ' 200000000000001\n', access_token: 'tok', app_secret: 'sec', verify_token: 'v' },
     });
     expect(cloud.status, JSON.stringify(cloud.json)).toBe(201);
     expect(cloud.json.config.phone_number_id).toBe('200000000000001');
     const waha = await t.api('POST', '/channels', { name: 'padded', type: 'waha', config: { ...WAHA, base_url: ' http://waha.example.test:3000/ ', session: ' loja ' } });
     expect(waha.json.config).toMatchObject({ base_url: 'http://waha.example.test:3000', session: 'loja' });
-    // The verify token was kept with its spaces: only it answers Meta's challenge.
+    // A secret is never changed: one pasted with a space or a line break is refused, naming it.
+    const padded = await t.api('POST', '/channels', {
+      name: 'padded secret',
+      type: 'whatsapp_cloud',
+      config: { phone_number_id: '200000000000002', access_token: 'tok', app_secret: 'sec\n', verify_token: ' v ' },
+    });
+    expect(padded.status).toBe(400);
+    expect(padded.json.errors.map((e: any) => e.field).sort()).toEqual(['config.app_secret', 'config.verify_token']);
+    expect((await t.api('PATCH', `/channels/${waha.json.id}`, { config: { api_key: ' k' } })).status).toBe(400);
+    // The verify token as given answers Meta's challenge.
     const challenge = (token: string) =>
       t.app.inject({ method: 'GET', url: `/api/v1/webhooks/whatsapp/${cloud.json.id}`, query: { 'hub.mode': 'subscribe', 'hub.verify_token': token, 'hub.challenge': '42' } });
-    expect((await challenge(' v ')).body).toBe('42');
-    expect((await challenge('v')).statusCode).not.toBe(200);
+    expect((await challenge('v')).body).toBe('42');
   });
 
   it('shows the webhook URL (it embeds the token) only to roles that manage channels', async () => {
@@ -148,6 +156,20 @@ describe('channels', () => {
     const s = (await t.db.query('SELECT timeout_minutes, due_at FROM sessions WHERE id = $1', [m.session_id])).rows[0];
     expect(s.timeout_minutes).toBe(5);
     expect(new Date(s.due_at).toISOString()).toBe('2025-11-30T00:05:00.000Z');
+
+    // A new timeout reaches the channel's active sessions: their due time counts from their last
+    // activity with it.
+    const active = await t.db.query(`SELECT id FROM sessions WHERE channel_id = $1 AND status = 'active'`, [ch.id]);
+    expect(active.rows).toEqual([{ id: m.session_id }]);
+    expect((await t.api('PATCH', `/channels/${ch.id}`, { session_timeout_minutes: 60 })).status).toBe(200);
+    const after = (await t.db.query('SELECT timeout_minutes, due_at FROM sessions WHERE id = $1', [m.session_id])).rows[0];
+    expect(after.timeout_minutes).toBe(60);
+    expect(new Date(after.due_at).toISOString()).toBe('2025-11-30T01:00:00.000Z');
+    // Back to the default (30 minutes here).
+    expect((await t.api('PATCH', `/channels/${ch.id}`, { session_timeout_minutes: null })).status).toBe(200);
+    const reset = (await t.db.query('SELECT timeout_minutes, due_at FROM sessions WHERE id = $1', [m.session_id])).rows[0];
+    expect(reset.timeout_minutes).toBe(30);
+    expect(new Date(reset.due_at).toISOString()).toBe('2025-11-30T00:30:00.000Z');
   });
 });
 
