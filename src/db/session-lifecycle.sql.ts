@@ -145,7 +145,9 @@ async function endActiveNow(
   const timedOut = `($5::boolean AND s.due_at <= coalesce($4::timestamptz, now()))`;
   const r = await tx.query(
     `UPDATE sessions s SET status = 'ended',
-       ended_at = greatest(least(coalesce($4::timestamptz, now()), coalesce(s.due_at, 'infinity'::timestamptz)), s.started_at),
+       -- Never before its last message: one placed while this waited for the row (its time is
+       -- after this transaction's start), or dated a little ahead by the provider's clock.
+       ended_at = greatest(least(coalesce($4::timestamptz, now()), coalesce(s.due_at, 'infinity'::timestamptz)), s.started_at, s.last_activity_at),
        end_reason = CASE WHEN ${timedOut} THEN 'inactivity_timeout' ELSE $2 END,
        closed_by = CASE WHEN ${timedOut} THEN NULL ELSE $3 END,
        due_at = NULL, customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()

@@ -7,7 +7,7 @@ import { sessionsActive } from '../../src/observability/metrics.ts';
 import { makeSessionsGaugeRefresher } from '../../src/observability/queue-gauges.ts';
 import { startSessionSweeper } from '../../src/timers/session-sweeper.ts';
 import { waitFor } from '../support/env.ts';
-import { at, events, fakeClock, rows, startWorld, wahaMessage, type World } from './harness.ts';
+import { at, events, fakeClock, rows, startWorld, T0, wahaMessage, type World } from './harness.ts';
 
 const clock = fakeClock();
 const world: World = await startWorld({ clock });
@@ -82,6 +82,23 @@ describe('the inactivity timeout', () => {
     // and the worker's pass commits the close a moment later.
     const ended = await waitFor(async () => (await sessionsOf(phone)).find((x) => x.status === 'ended'), 'the session to end');
     expect(new Date(ended.ended_at)).toEqual(at(100));
+  });
+
+  it('ends a closed session no earlier than its last message, even one dated a little ahead', async () => {
+    const phone = newPhone();
+    // A message a moment ago, then one 40 s ahead of this machine's clock (providers' clocks
+    // differ; such a message is kept), within the channel's 60 s timeout: one session.
+    const now = Math.floor(Date.now() / 1000) - T0;
+    await say(phone, now - 10);
+    const ahead = now + 40;
+    await say(phone, ahead);
+    const [s] = await sessionsOf(phone);
+    expect(s.status).toBe('active');
+    expect((await world.tenant.api('POST', `/sessions/${s.id}/close`, { reason: 'resolved' })).status).toBe(200);
+    const [closed] = await sessionsOf(phone);
+    expect(closed.status).toBe('ended');
+    expect(new Date(closed.ended_at).getTime()).toBe(new Date(closed.last_activity_at).getTime());
+    expect(new Date(closed.ended_at)).toEqual(at(ahead));
   });
 
   it('opens a new session for a message after the close', async () => {
