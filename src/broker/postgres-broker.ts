@@ -120,7 +120,7 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
     async function claimOnce(): Promise<void> {
       const free = concurrency - inFlight.size;
       if (free <= 0) return; // a finishing handler wakes us
-      const claimed = await sql.claimMessages(db, { queue, limit: free, leaseMs, consumerId });
+      const claimed = await sql.claimMessages(db, { queue, limit: free, leaseMs, consumerId, running: [...inFlight.keys()] });
       if (!running) {
         // Stopped while claiming: hand back what no handler has started.
         if (claimed.length) await sql.releaseClaims(db, claimed.map((m) => m.id), consumerId);

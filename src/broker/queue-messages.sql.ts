@@ -79,21 +79,28 @@ export async function insertSent(q: Queryable, queue: string, msgs: readonly Out
 
 type ClaimedRow = { id: string; message_id: string; routing_key: string; headers: Headers | null; body: Uint8Array; attempts: number; deliveries: number; outage_ms: number | null };
 
-/** Claims up to `limit` due messages whose lease is free, oldest first, and commits the lease. */
+/**
+ * Claims up to `limit` due messages whose lease is free, oldest first, and commits the lease.
+ * `running`: rows whose handler this consumer is still running. Their lease can run out while
+ * they run (renewals stalled: a blocked event loop, a slow database); claimed again here they
+ * would run twice at once in one consumer, and the first run's outcome would no longer match
+ * its claim. Another consumer may still take them, as it would a dead consumer's.
+ */
 export async function claimMessages(
   q: Queryable,
-  c: { queue: string; limit: number; leaseMs: number; consumerId: string },
+  c: { queue: string; limit: number; leaseMs: number; consumerId: string; running?: readonly string[] },
 ): Promise<ClaimedMessage[]> {
   const r = await q.query<ClaimedRow>(
     `WITH c AS (
        SELECT id FROM queue_messages
        WHERE queue = $1 AND available_at <= now() AND (locked_until IS NULL OR locked_until <= now())
+         AND NOT (id = ANY($5::bigint[]))
        ORDER BY available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
      UPDATE queue_messages m SET locked_until = now() + $3::int ${MS}, locked_by = $4, deliveries = m.deliveries + 1
      FROM c WHERE m.id = c.id
      RETURNING m.id::text AS id, m.message_id, m.routing_key, m.headers, m.body, m.attempts, m.deliveries,
        (extract(epoch FROM now() - m.outage_since) * 1000)::float8 AS outage_ms`,
-    [c.queue, c.limit, c.leaseMs, c.consumerId],
+    [c.queue, c.limit, c.leaseMs, c.consumerId, c.running ?? []],
   );
   return r.rows
     .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1))
