@@ -2,16 +2,38 @@ import pino from 'pino';
 
 export type Logger = pino.Logger;
 
-/** JSON logs (pino). Secrets in common places are redacted. */
-export function makeLogger(level: string = 'info', bindings: Record<string, unknown> = {}): Logger {
-  return pino({
+/** Query parameters that carry a secret: a WAHA webhook's token, Meta's verify token. */
+const SECRET_QUERY = /([?&](?:token|hub\.verify_token)=)[^&#]*/gi;
+
+/** A URL as logged: the secrets in its query replaced. */
+export function loggableUrl(url: string): string {
+  return url.replace(SECRET_QUERY, '$1[redacted]');
+}
+
+/**
+ * JSON logs (pino). Secrets in common places are redacted, the query's among them: a request
+ * logged at debug level shows its URL, and a WAHA webhook may carry its channel's token there.
+ */
+export function makeLogger(level: string = 'info', bindings: Record<string, unknown> = {}, destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
     level,
     base: { service: 'ventros', ...bindings },
     redact: {
       paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'req.headers["x-webhook-token"]', '*.password', '*.secret', '*.api_key', '*.access_token', '*.app_secret'],
       censor: '[redacted]',
     },
-  });
+    serializers: {
+      // Fastify's request serializer, with the query's secrets replaced.
+      req: (req: { method?: string; url?: string; host?: string; ip?: string; socket?: { remotePort?: number } }) => ({
+        method: req.method,
+        url: typeof req.url === 'string' ? loggableUrl(req.url) : req.url,
+        host: req.host,
+        remoteAddress: req.ip,
+        remotePort: req.socket?.remotePort,
+      }),
+    },
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
 /** A logger that writes nothing (tests, benchmarks). */
