@@ -24,6 +24,7 @@ import { touchActiveSession } from '../db/sessions.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { newEvent, type EventEnvelope, type MessageData, type MessageStatus, type MessageType } from '../domain/events.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
+import { failureView } from '../domain/inbound.ts';
 import type { Caller } from '../domain/permissions.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
@@ -282,6 +283,17 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           // The ended session's customer wait, found again with this reply among its messages.
           if (closedOn) await settleLateSessions(tx, [closedOn]);
           events.push(newEvent('message.sent', { projectId, aggregateId: sent.id, occurredAt: at, data: messageData(sent) }));
+          if (status === 'failed') {
+            // The echo, folded into this reply, had already failed (WAHA's ack -1): this id, the one
+            // subscribers keep, gets its message.failed too (the echo's own went out under the echo's id).
+            const failure = failureView(error);
+            const failedAt = steps.failedAt ?? at;
+            const data = {
+              message_id: sent.id, contact_id: sent.contactId, session_id: sent.sessionId, channel_id: sent.channelId, external_id: sent.externalId,
+              status: 'failed' as const, previous_status: 'sent' as const, at: failedAt.toISOString(), error: failure.message, error_code: failure.code,
+            };
+            events.push(newEvent('message.failed', { projectId, aggregateId: sent.id, occurredAt: failedAt, data }));
+          }
           await appendEvents(tx, events);
           return true;
         },

@@ -184,6 +184,11 @@ describe('POST /messages through WAHA', () => {
       const [m] = await rows(db, 'SELECT status, failed_at FROM messages WHERE id = $1', [id]);
       // Before: 'sent', failed_at empty — the status went back from failed (subscribers had message.failed).
       expect({ status: m.status, failed: m.failed_at !== null }).toEqual({ status: 'failed', failed: true });
+      // The reply's own id, the one subscribers keep, has its message.sent and then its message.failed.
+      const types = (await rows(db, `SELECT type FROM outbox WHERE aggregate_id = $1 AND type LIKE 'message.%' ORDER BY seq`, [id])).map((r) => r.type);
+      expect(types).toEqual(['message.sent', 'message.failed']);
+      const [failed] = await events(db, { aggregateId: id, type: 'message.failed' });
+      expect(failed.data).toMatchObject({ message_id: id, status: 'failed', previous_status: 'sent' });
     });
   });
 
