@@ -278,7 +278,9 @@ export async function takeDueForQueue(
  */
 export async function deferSend(q: Queryable, projectId: string, id: string, ms: number): Promise<boolean> {
   const r = await q.query(
-    `UPDATE messages SET next_send_at = now() + make_interval(secs => $3::float8 / 1000), updated_at = now()
+    // enqueued_at now: the scheduler hands it out again once next_send_at passes it (a reply never
+    // handed out before, enqueued_at NULL, would otherwise wait for the grace of a lost wake-up).
+    `UPDATE messages SET next_send_at = now() + make_interval(secs => $3::float8 / 1000), enqueued_at = now(), updated_at = now()
      WHERE project_id = $1 AND id = $2 AND status = 'queued' AND next_send_at <= now()
        AND (send_lease_until IS NULL OR send_lease_until < now())`,
     [projectId, id, ms],

@@ -232,7 +232,9 @@ export async function expireHeldDeliveries(q: Queryable, olderThanDays: number, 
        WHERE s.paused AND d.status IN ('pending', 'retrying')
          AND d.created_at < now() - make_interval(days => $1::int) AND d.updated_at < now() - make_interval(days => $1::int)
        ORDER BY d.created_at LIMIT $2
-       FOR UPDATE OF d SKIP LOCKED))`,
+       -- The subscription locked too: one being resumed at this moment is skipped, and one
+       -- resumed before the lock is read as it is now (no longer paused).
+       FOR UPDATE OF d SKIP LOCKED FOR SHARE OF s SKIP LOCKED))`,
     [olderThanDays, limit, HELD_TOO_LONG_ERROR],
   );
   return r.rowCount;

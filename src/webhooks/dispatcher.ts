@@ -218,8 +218,14 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     if (!inflight) return;
     let project: ProjectSlot | undefined;
     if (projectId) {
-      const slot = await slotUnder(projects, projectId, id, sub, seen);
-      if (!slot) return void inflight.release();
+      let slot: EndpointSlot | undefined;
+      try {
+        slot = await slotUnder(projects, projectId, id, sub, seen);
+      } finally {
+        // Not admitted (postponed, or the postponement failed): the endpoint's slot goes back.
+        if (!slot) inflight.release();
+      }
+      if (!slot) return;
       project = { projectId, slot };
     }
     // Unknown until a claim of this subscription told us; then the claim below applies it.

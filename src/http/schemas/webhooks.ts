@@ -62,7 +62,7 @@ export const Subscription = Type.Object(
     timeout_seconds: Type.Integer(),
     rate_limit_per_second: Nullable(Type.Integer()),
     active: Type.Boolean(),
-    paused: Type.Boolean({ description: 'Paused deliveries wait (no attempts spent) until resumed' }),
+    paused: Type.Boolean({ description: 'Paused deliveries wait (no attempts spent) until resumed; one held WEBHOOK_RETENTION_DAYS is made dead (recoverable)' }),
     disabled_at: Nullable(Timestamp),
     disabled_reason: Nullable(Type.String()),
     previous_secret_expires_at: Nullable(Timestamp),
