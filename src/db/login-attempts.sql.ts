@@ -16,14 +16,15 @@ export type AttemptCounts = {
  */
 export async function recordAttempt(q: Queryable, email: string, ip: string, windowMs: number): Promise<{ id: number } & AttemptCounts> {
   const ins = await q.query<{ id: number }>('INSERT INTO login_attempts (email, ip) VALUES ($1, $2) RETURNING id', [email, ip]);
+  // An address's registrations (REGISTRATION, below) are counted apart from its logins.
   const r = await q.query(
     `SELECT count(*) FILTER (WHERE email = $1)::int AS by_email,
             count(*) FILTER (WHERE ip = $2)::int AS by_ip,
             ceil(extract(epoch FROM min(created_at) FILTER (WHERE email = $1) + $3::float8 * interval '1 ms' - now()))::int AS email_retry,
             ceil(extract(epoch FROM min(created_at) FILTER (WHERE ip = $2) + $3::float8 * interval '1 ms' - now()))::int AS ip_retry
      FROM login_attempts
-     WHERE (email = $1 OR ip = $2) AND created_at > now() - $3::float8 * interval '1 ms'`,
-    [email, ip, windowMs],
+     WHERE (email = $1 OR ip = $2) AND email <> $4 AND created_at > now() - $3::float8 * interval '1 ms'`,
+    [email, ip, windowMs, REGISTRATION],
   );
   const c = r.rows[0];
   return {
@@ -33,6 +34,24 @@ export async function recordAttempt(q: Queryable, email: string, ip: string, win
     emailRetryAfter: Math.max(1, c.email_retry ?? 1),
     ipRetryAfter: Math.max(1, c.ip_retry ?? 1),
   };
+}
+
+/** The email a registration is recorded under: no address is this (it is no email). */
+export const REGISTRATION = '(registration)';
+
+/**
+ * Records a registration from `ip` and returns how many the address made within the window
+ * (this one included) and when the oldest leaves it. Registrations share the login table and
+ * its pruning; the login counts leave them out.
+ */
+export async function recordRegistration(q: Queryable, ip: string, windowMs: number): Promise<{ id: number; count: number; retryAfter: number }> {
+  const ins = await q.query<{ id: number }>('INSERT INTO login_attempts (email, ip) VALUES ($1, $2) RETURNING id', [REGISTRATION, ip]);
+  const r = await q.query(
+    `SELECT count(*)::int AS n, ceil(extract(epoch FROM min(created_at) + $3::float8 * interval '1 ms' - now()))::int AS retry
+     FROM login_attempts WHERE ip = $2 AND email = $1 AND created_at > now() - $3::float8 * interval '1 ms'`,
+    [REGISTRATION, ip, windowMs],
+  );
+  return { id: Number(ins.rows[0].id), count: r.rows[0].n, retryAfter: Math.max(1, r.rows[0].retry ?? 1) };
 }
 
 export async function deleteAttempt(q: Queryable, id: number): Promise<void> {

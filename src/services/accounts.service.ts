@@ -4,7 +4,7 @@ import type { Database } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { findApiKey, insertApiKey, type ApiKeyRecord } from '../db/api-keys.sql.ts';
 import { findActiveAuthToken, insertAuthToken, revokeAuthToken } from '../db/auth-tokens.sql.ts';
-import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt } from '../db/login-attempts.sql.ts';
+import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt, recordRegistration } from '../db/login-attempts.sql.ts';
 import { findMembership } from '../db/project-members.sql.ts';
 import { findProject, listProjectsOfUser, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
 import { findUser, findUserByEmail, insertUser, type UserRecord } from '../db/users.sql.ts';
@@ -26,9 +26,13 @@ import type { Caller } from '../domain/permissions.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
 import { createProjectRecords } from './projects.service.ts';
 
-/** Failed logins allowed per email and per client address within the window, then 429. */
-export type LoginLimits = { perEmail: number; perIp: number; windowMs: number };
-export const DEFAULT_LOGIN_LIMITS: LoginLimits = { perEmail: 5, perIp: 50, windowMs: 15 * 60_000 };
+/**
+ * Failed logins allowed per email and per client address within the window, then 429; and
+ * registrations per client address within the same window (each costs a password hash and
+ * creates a user, a project and a key).
+ */
+export type LoginLimits = { perEmail: number; perIp: number; windowMs: number; registrationsPerIp: number };
+export const DEFAULT_LOGIN_LIMITS: LoginLimits = { perEmail: 5, perIp: 50, windowMs: 15 * 60_000, registrationsPerIp: 30 };
 
 export type Registration = { user: UserRecord; project: ProjectWithRole; apiKey: ApiKeyRecord & { key: string } };
 export type Login = { token: string; expiresAt: Date; user: UserRecord; projects: ProjectWithRole[] };
@@ -52,9 +56,17 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
      * all in one transaction: an email already registered rolls everything back and answers 409
      * with nothing else — above all, not that account's key.
      */
-    async register(input: { name: string; email: string; password: string; projectName?: string }): Promise<Registration> {
+    async register(input: { name: string; email: string; password: string; projectName?: string; ip?: string }): Promise<Registration> {
       checkPassword(input.password);
       const email = normaliseEmail(input.email);
+      if (input.ip !== undefined) {
+        const made = await recordRegistration(db, input.ip, limits.windowMs);
+        if (made.count > limits.registrationsPerIp) {
+          await deleteAttempt(db, made.id);
+          throw new AppError('rate_limited', `too many registrations from this address; try again in ${made.retryAfter} s`, undefined, { 'retry-after': String(made.retryAfter) });
+        }
+        await pruneLoginAttempts(db, limits.windowMs);
+      }
       // Hashing first keeps the transaction short, and makes "taken" cost what "created" costs.
       const passwordHash = await hashPassword(input.password);
       const userId = uuidv7();

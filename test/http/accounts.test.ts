@@ -17,6 +17,16 @@ const login = (email: string, password: string, ip?: string) =>
   app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email, password }, ...(ip ? { remoteAddress: ip } : {}) });
 
 describe('POST /auth/register', () => {
+  it('refuses more than 30 registrations from one address in 15 minutes with 429; another address still registers', async () => {
+    const from = (ip: string) =>
+      app.inject({ method: 'POST', url: '/api/v1/auth/register', payload: { name: 'Bulk', email: `${uniqueName('bulk')}@example.com`, password: PASSWORD }, remoteAddress: ip });
+    for (let i = 0; i < 30; i++) expect((await from('198.51.100.77')).statusCode).toBe(201);
+    const refused = await from('198.51.100.77');
+    expect(refused.statusCode).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+    expect((await from('198.51.100.78')).statusCode).toBe(201);
+  });
+
   it('creates the user, a project with its default pipeline, and an admin key shown once', async () => {
     const email = `${uniqueName('reg')}@example.com`;
     const r = await register(app, email);

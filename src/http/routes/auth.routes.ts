@@ -18,9 +18,9 @@ export async function authRoutes(app: FastifyInstance, deps: AppDeps): Promise<v
     public: true,
     body: RegisterBody,
     response: { 201: Registration },
-    problems: { 409: 'This email is already registered' },
+    problems: { 409: 'This email is already registered', 429: 'Too many registrations from this address; Retry-After says when' },
     handler: async (req, reply) => {
-      const r = await accounts.register({ ...req.body, projectName: req.body.project_name });
+      const r = await accounts.register({ ...req.body, projectName: req.body.project_name, ip: req.ip });
       return reply.code(201).send({
         user: presentUser(r.user),
         project: presentProject(r.project),
