@@ -32,7 +32,21 @@ const KNOWN_EVENTS = new Set([
   'group.v2.join', 'group.v2.leave', 'group.v2.update', 'group.v2.participants', 'event.response', 'event.response.failed',
   'engine.event', 'state.change', 'messages', 'statuses', 'errors',
 ]);
-const eventLabels = new Set<string>();
+
+/**
+ * A label for values that come from outside: `known` ones as they are, others while they look
+ * like `shape` and fewer than `max` have been seen by this process; the rest `other`. Anyone who
+ * can make us count a value must not be able to mint a time series per request.
+ */
+function boundedLabel(shape: RegExp, max: number, known: ReadonlySet<string> = new Set()): (value: string) => string {
+  const seen = new Set<string>();
+  return (value) => {
+    if (known.has(value) || seen.has(value)) return value;
+    if (!shape.test(value) || seen.size >= max) return 'other';
+    seen.add(value);
+    return value;
+  };
+}
 
 /**
  * The `event` label for a provider's event name. The name comes from the webhook body, so anyone
@@ -42,12 +56,7 @@ const eventLabels = new Set<string>();
  * made up to fill the others cannot push out the real ones. The events we handle are a handful; the rest are
  * providers' events we count and skip (WAHA's presence.update, call.received…).
  */
-export function eventLabel(name: string): string {
-  if (KNOWN_EVENTS.has(name) || eventLabels.has(name)) return name;
-  if (!/^[a-z][a-z0-9._-]{0,39}$/.test(name) || eventLabels.size >= MAX_EVENT_LABELS) return 'other';
-  eventLabels.add(name);
-  return name;
-}
+export const eventLabel: (name: string) => string = boundedLabel(/^[a-z][a-z0-9._-]{0,39}$/, MAX_EVENT_LABELS, KNOWN_EVENTS);
 
 export const inboundAckDuration = new client.Histogram({
   name: 'inbound_ack_duration_seconds',
@@ -146,17 +155,13 @@ export const outboundOldestQueuedSeconds = new client.Gauge({
   registers: r,
 });
 
-const codeLabels = new Set<string>();
+const providerCodeLabel = boundedLabel(/^[a-z0-9_]{1,24}$/i, 100);
 /**
  * A provider's code as a label: short codes (an HTTP status, Meta's 131047, ours) are kept, the
  * first 100 of them a process sees; anything else is `other`, none is `none`.
  */
 export function codeLabel(code: string | null): string {
-  if (code === null) return 'none';
-  if (codeLabels.has(code)) return code;
-  if (!/^[a-z0-9_]{1,24}$/i.test(code) || codeLabels.size >= 100) return 'other';
-  codeLabels.add(code);
-  return code;
+  return code === null ? 'none' : providerCodeLabel(code);
 }
 
 export const sessionsActive = new client.Gauge({
