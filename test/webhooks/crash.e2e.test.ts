@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { claimDeliveries } from '../../src/db/webhook-dispatch.sql.ts';
 import { onCleanup, onServices, waitFor } from '../support/env.ts';
 import { startReceiver } from './receiver.ts';
-import { api, deliveriesOf, emit, makeTenant, schedulerPass, SECRET_KEY, startWorld, subscribe, type TestTenant, type World } from './webhook-harness.ts';
+import { api, deliveriesOf, emit, endLease, makeTenant, schedulerPass, SECRET_KEY, startWorld, subscribe, waitForDeliveries, type TestTenant, type World } from './webhook-harness.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const LEASE_MARGIN_MS = 300;
@@ -25,10 +25,7 @@ describe('a webhook dispatcher that dies mid-delivery', () => {
     const rx = await startReceiver();
     const s = await subscribe(w, a, { url: rx.url, timeout_seconds: 1 });
     await emit(w, a.projectId);
-    const [row] = await waitFor(async () => {
-      const rows = await deliveriesOf(w, s.id);
-      return rows.length === 1 ? rows : undefined;
-    }, 'the delivery row');
+    const [row] = await waitForDeliveries(w, s.id, 1, 'pending');
     // The doomed dispatcher: it claims (attempt 1 starts) and is never heard from again.
     const [claim] = await claimDeliveries(w.db, [row.id], { defaultTimeoutMs: 1000, leaseMarginMs: LEASE_MARGIN_MS });
     expect(claim).toMatchObject({ status: 'sending', attempts: 1 });
@@ -89,8 +86,7 @@ describe('a webhook dispatcher that dies mid-delivery', () => {
     await w.startWorker({ parts: { dispatcher: true, fanout: false, scheduler: false }, leaseMarginMs: LEASE_MARGIN_MS });
     // The child's lease would hold the row for another minute. Waiting out a lease is the first
     // test's subject; here it is ended by hand, and a scheduler pass takes the delivery back.
-    const forced = await w.db.query(`UPDATE webhook_deliveries SET locked_until = now() - interval '1 millisecond' WHERE id = $1 AND status = 'sending'`, [during[0].id]);
-    expect(forced.rowCount).toBe(1); // the killed child recorded nothing
+    await endLease(w, during[0].id); // still sending: the killed child recorded nothing
     await schedulerPass(w);
 
     const [done] = await waitFor(async () => {

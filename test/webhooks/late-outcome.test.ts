@@ -4,8 +4,7 @@
 // overrules an attempt that started after it.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { claimDeliveries, recordAttempts, type AttemptOutcomeRow } from '../../src/db/webhook-dispatch.sql.ts';
-import { waitFor } from '../support/env.ts';
-import { api, deliveriesOf, emit, makeTenant, schedulerPass, startWorld, subscribe, type TestTenant, type World } from './webhook-harness.ts';
+import { api, deliveriesOf, emit, endLease, makeTenant, schedulerPass, startWorld, subscribe, waitForDeliveries, type TestTenant, type World } from './webhook-harness.ts';
 
 const LEASE_MARGIN_MS = 300;
 // Nothing listens here: no test sends a request, the attempts are recorded by hand.
@@ -24,14 +23,10 @@ describe('an attempt recorded after its lease ran out', () => {
   async function takenBack(maxAttempts: number) {
     const s = await subscribe(w, a, { url: URL_NEVER_CALLED, timeout_seconds: 1, max_attempts: maxAttempts });
     await emit(w, a.projectId);
-    const [row] = await waitFor(async () => {
-      const rows = await deliveriesOf(w, s.id);
-      return rows.length === 1 ? rows : undefined;
-    }, 'the delivery row');
+    const [row] = await waitForDeliveries(w, s.id, 1, 'pending');
     const [claim] = await claimDeliveries(w.db, [row.id], { defaultTimeoutMs: 1000, leaseMarginMs: LEASE_MARGIN_MS });
     expect(claim).toMatchObject({ status: 'sending', attempts: 1 });
-    const forced = await w.db.query(`UPDATE webhook_deliveries SET locked_until = now() - interval '1 millisecond' WHERE id = $1`, [row.id]);
-    expect(forced.rowCount).toBe(1);
+    await endLease(w, row.id);
     await schedulerPass(w);
     return { s, claim };
   }

@@ -148,6 +148,15 @@ export async function deliveriesOf(w: World, subscriptionId: string): Promise<De
   return r.rows;
 }
 
+/**
+ * Ends a claimed delivery's lease now, as if its dispatcher had stalled or died (a scheduler pass
+ * then takes it back); fails unless the row was `sending`.
+ */
+export async function endLease(w: World, deliveryId: string): Promise<void> {
+  const r = await w.db.query(`UPDATE webhook_deliveries SET locked_until = now() - interval '1 millisecond' WHERE id = $1 AND status = 'sending'`, [deliveryId]);
+  if (r.rowCount !== 1) throw new Error(`delivery ${deliveryId} is not sending: its lease cannot be ended`);
+}
+
 /** Waits until the subscription has `n` deliveries, all in `status`; returns them. */
 export async function waitForDeliveries(w: World, subscriptionId: string, n: number, status: string, timeoutMs = 15_000): Promise<DeliveryRow[]> {
   return waitFor(
