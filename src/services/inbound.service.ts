@@ -401,8 +401,8 @@ async function applyStatus(tx: Queryable, ch: InboundChannel, s: InboundStatus, 
  * The event of a message's new status (message.delivered/read/played/failed), whether an ack
  * moved it there or the message arrived in it; none for a status without an event.
  */
-function statusEvent(
-  ch: InboundChannel,
+export function statusEvent(
+  ch: Pick<InboundChannel, 'id' | 'projectId'>,
   msg: { id: string; contactId: string; sessionId: string | null; externalId: string | null },
   change: { status: string; previous: string; at: Date; error: unknown },
 ): EventEnvelope | undefined {

@@ -24,7 +24,6 @@ import { touchActiveSession } from '../db/sessions.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { newEvent, type EventEnvelope, type MessageData, type MessageStatus, type MessageType } from '../domain/events.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
-import { failureView } from '../domain/inbound.ts';
 import type { Caller } from '../domain/permissions.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
@@ -32,6 +31,7 @@ import { wahaMessageKey } from '../inbound/waha/waha-jid.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { contactData } from '../inbound/payloads.ts';
+import { statusEvent } from './inbound.service.ts';
 import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
 import { checkWebhookUrl, WebhookUrlError, type ResolveHost } from '../webhooks/ssrf-guard.ts';
 
@@ -283,17 +283,9 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           // The ended session's customer wait, found again with this reply among its messages.
           if (closedOn) await settleLateSessions(tx, [closedOn]);
           events.push(newEvent('message.sent', { projectId, aggregateId: sent.id, occurredAt: at, data: messageData(sent) }));
-          if (status === 'failed') {
-            // The echo, folded into this reply, had already failed (WAHA's ack -1): this id, the one
-            // subscribers keep, gets its message.failed too (the echo's own went out under the echo's id).
-            const failure = failureView(error);
-            const failedAt = steps.failedAt ?? at;
-            const data = {
-              message_id: sent.id, contact_id: sent.contactId, session_id: sent.sessionId, channel_id: sent.channelId, external_id: sent.externalId,
-              status: 'failed' as const, previous_status: 'sent' as const, at: failedAt.toISOString(), error: failure.message, error_code: failure.code,
-            };
-            events.push(newEvent('message.failed', { projectId, aggregateId: sent.id, occurredAt: failedAt, data }));
-          }
+          // The echo, folded into this reply, had already failed (WAHA's ack -1): this id, the one
+          // subscribers keep, gets its message.failed too (the echo's own went out under the echo's id).
+          if (status === 'failed') events.push(statusEvent({ id: sent.channelId, projectId }, sent, { status, previous: 'sent', at: steps.failedAt ?? at, error })!);
           await appendEvents(tx, events);
           return true;
         },
@@ -327,20 +319,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
         async (tx) => {
           const failed = await markFailed(tx, job.message.id, { ...error, attempts: job.attempt });
           if (!failed) return false;
-          const at = new Date();
-          const data = {
-            message_id: failed.id,
-            contact_id: failed.contactId,
-            session_id: failed.sessionId,
-            channel_id: failed.channelId,
-            external_id: failed.externalId,
-            status: 'failed' as const,
-            previous_status: 'queued' as const,
-            at: at.toISOString(),
-            error: error.message,
-            error_code: error.code,
-          };
-          await appendEvents(tx, [newEvent('message.failed', { projectId, aggregateId: failed.id, occurredAt: at, data })]);
+          await appendEvents(tx, [statusEvent({ id: failed.channelId, projectId }, failed, { status: 'failed', previous: 'queued', at: new Date(), error })!]);
           return true;
         },
         { projectId },
