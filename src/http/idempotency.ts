@@ -22,7 +22,8 @@ import { AppError, invalid } from '../errors.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    idempotency: { keyHash: string; key: string; claim: string } | null;
+    /** `answered`: the handler recorded its answer in its own transaction (answerWithin). */
+    idempotency: { keyHash: string; key: string; claim: string; answered?: boolean } | null;
   }
 }
 
@@ -77,11 +78,7 @@ function unseal(secret: string, key: string, projectId: string, sealed: Buffer):
 /** Adds the claim (preHandler) and the record (onSend) to one route that declared `idempotent`. */
 export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' | 'secretKey' | 'config'>): void {
   const { db } = deps;
-  const secret = (): string => {
-    const s = deps.secretKey ?? deps.config.secretKey;
-    if (!s) throw new AppError('internal', 'no SECRET_KEY: idempotent responses cannot be sealed');
-    return s;
-  };
+  const secret = () => sealingSecret(deps);
 
   const claim: preHandlerAsyncHookHandler = async (req, reply) => {
     const key = req.headers['idempotency-key'];
@@ -119,6 +116,9 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' |
     const claim = req.idempotency;
     if (!claim) return payload;
     req.idempotency = null;
+    // Recorded with the change it answers. A 5xx after that means its commit failed: the change may
+    // have landed, so the claim is kept (taken over once stale), not released for an immediate rerun.
+    if (claim.answered) return payload;
     const projectId = req.auth.projectId;
     try {
       if (reply.statusCode >= 500) {
@@ -127,7 +127,6 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' |
         const body = payload === null || payload === undefined ? Buffer.alloc(0) : Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload));
         const contentType = reply.getHeader('content-type');
         const location = reply.getHeader('location');
-        // Nothing, when the handler recorded its answer in its own transaction (answerWithin).
         await withTransaction(
           db,
           (tx) =>
@@ -151,8 +150,15 @@ export function attachIdempotency(opts: RouteOptions, deps: Pick<AppDeps, 'db' |
   opts.onSend = [...[opts.onSend ?? []].flat(), record];
 }
 
+/** The key idempotent responses are sealed with: SECRET_KEY. */
+function sealingSecret(deps: Pick<AppDeps, 'secretKey' | 'config'>): string {
+  const s = deps.secretKey ?? deps.config.secretKey;
+  if (!s) throw new AppError('internal', 'no SECRET_KEY: idempotent responses cannot be sealed');
+  return s;
+}
+
 /** A JSON answer a handler records for its Idempotency-Key before it commits (answerWithin). */
-export type KnownAnswer = { status: number; body: unknown; location?: string };
+type KnownAnswer = { status: number; body: unknown; location?: string };
 
 /**
  * For a handler whose answer is known inside its transaction: records it there, so the change and
@@ -164,14 +170,15 @@ export type KnownAnswer = { status: number; body: unknown; location?: string };
 export function answerWithin(req: FastifyRequest, deps: Pick<AppDeps, 'secretKey' | 'config'>): ((tx: Queryable, answer: KnownAnswer) => Promise<void>) | undefined {
   const claim = req.idempotency;
   if (!claim) return undefined;
-  const secret = deps.secretKey ?? deps.config.secretKey;
-  if (!secret) return undefined;
+  const secret = sealingSecret(deps);
   const projectId = req.auth.projectId;
-  return (tx, answer) =>
-    completeIdempotencyKey(tx, projectId, claim.keyHash, claim.claim, {
+  return async (tx, answer) => {
+    await completeIdempotencyKey(tx, projectId, claim.keyHash, claim.claim, {
       status: answer.status,
       contentType: 'application/json; charset=utf-8',
       body: seal(secret, claim.key, projectId, Buffer.from(JSON.stringify(answer.body))),
       location: answer.location ?? null,
     });
+    claim.answered = true;
+  };
 }

@@ -7,6 +7,9 @@ import { describe, expect, it } from 'vitest';
 import type { Database, Queryable } from '../../src/db/database.ts';
 import { fakeClock, rows, startFakeWaha, startWorld } from './harness.ts';
 
+/** Late records refused so far. */
+let refused = 0;
+
 /** The database as the instance sees it: a transaction whose first statement completes an idempotency key fails. */
 function refusingLateRecords(db: Database): Database {
   const view = Object.create(db) as Database;
@@ -17,6 +20,7 @@ function refusingLateRecords(db: Database): Database {
         query: ((sql: string, params?: readonly unknown[]) => {
           const late = first && /^\s*UPDATE idempotency_keys SET status/.test(sql);
           first = false;
+          if (late) refused++;
           return late ? Promise.reject(new Error('connection terminated unexpectedly')) : tx.query(sql, params);
         }) as Queryable['query'],
         exec: (sql) => tx.exec(sql),
@@ -45,6 +49,9 @@ describe('POST /messages with an Idempotency-Key', () => {
     expect(first.statusCode).toBe(202);
     const { id } = first.json();
     expect(first.headers.location).toBe(`/api/v1/messages/${id}`);
+    // No record after the response was even tried (the code before this change tried it, and it
+    // was refused here): what a retry gets came from the reply's transaction.
+    expect(refused).toBe(0);
 
     const again = await post('order-42-shipped', body);
     expect(again.statusCode).toBe(202);
