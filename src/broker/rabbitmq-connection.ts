@@ -71,7 +71,8 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
   const maxBackoff = opts.maxBackoffMs ?? 5000;
   const maxUnconfirmedBytes = opts.maxUnconfirmedBytes ?? 64 * 1024 * 1024;
   const confirmStallMs = opts.confirmStallMs ?? 30_000;
-  const owedBy = new WeakMap<ConfirmChannel, Owed>();
+  /** What the current publish channel owes (a new channel starts owing nothing). */
+  let pubOwed: Owed = { bytes: 0, progressAt: Date.now() };
   let current: ChannelModel | undefined;
   let pub: ConfirmChannel | undefined;
   let isReady = false;
@@ -118,7 +119,7 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
         returned.set(key, (returned.get(key) ?? 0) + 1);
       });
       pub = ch;
-      owedBy.set(ch, { bytes: 0, progressAt: Date.now() });
+      pubOwed = { bytes: 0, progressAt: Date.now() };
       await opts.onReady(conn);
       if (current !== conn) throw new Error('connection lost while setting up');
       isReady = true;
@@ -231,7 +232,7 @@ export async function openRabbitLink(opts: LinkOptions): Promise<RabbitLink> {
       if (frames.length === 0) return;
       const ch = channel();
       const conn = current!;
-      const owed = owedBy.get(ch)!;
+      const owed = pubOwed; // this channel's: a reconnect starts another
       const bytes = frames.reduce((n, f) => n + f.body.length, 0);
       // While the broker is slow to confirm, what waits for it stays in memory: past the bound,
       // refuse at once (the ingress spills to the database) instead of holding more.

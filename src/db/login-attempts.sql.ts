@@ -37,7 +37,7 @@ export async function recordAttempt(q: Queryable, email: string, ip: string, win
 }
 
 /** The email a registration is recorded under: no address is this (it is no email). */
-export const REGISTRATION = '(registration)';
+const REGISTRATION = '(registration)';
 
 /**
  * Records a registration from `ip` and returns how many the address made within the window

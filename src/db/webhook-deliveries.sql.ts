@@ -216,7 +216,7 @@ export async function clearEnqueued(q: Queryable, where: { ids?: readonly string
   }
 }
 
-export const HELD_TOO_LONG_ERROR = 'held while its subscription was paused for longer than WEBHOOK_RETENTION_DAYS; resume and recover to send it';
+const HELD_TOO_LONG_ERROR = 'held while its subscription was paused for longer than WEBHOOK_RETENTION_DAYS; resume and recover to send it';
 
 /**
  * Gives up up to `limit` deliveries a paused subscription has held, untouched, for more than

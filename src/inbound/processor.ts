@@ -18,7 +18,7 @@
 // one and the batch is done: each then starts its own retries afresh, the first at once (not after
 // a delay), and the stored ones are not redone. If that send fails the batch is retried whole, and
 // webhooks it had parked are parked (and counted) again.
-import { PROJECT_HEADER, errorText, type Broker, type Consumer, type Delivery, type Handler } from '../broker/broker.ts';
+import { PROJECT_HEADER, errorText, retryDelayAfter, type Broker, type Consumer, type Delivery, type Handler } from '../broker/broker.ts';
 import { startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
@@ -159,7 +159,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
       if (isInputRefusal(result.error)) return park(d, `the database refused a value in it: ${errorText(result.error)}`, { ...ctx, body });
       throw result.error;
     }
-    const lastAttempt = opts.retryDelaysMs !== undefined && attempt > opts.retryDelaysMs.length;
+    const lastAttempt = opts.retryDelaysMs !== undefined && retryDelayAfter(attempt, opts.retryDelaysMs) === undefined;
     if (result.retry && !lastAttempt) throw new TargetNotStored(result.retry);
     // What is kept of it: items that could not be read (each counted as `malformed`), once the rest
     // is stored (a retry before this point stores nothing twice and parks once), and references

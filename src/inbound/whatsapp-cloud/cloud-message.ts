@@ -98,6 +98,7 @@ function readContent(m: Json, rawType: string, path: string): Content {
   if (MEDIA[rawType]) {
     const o = needRecord(m[rawType], p);
     const voice = rawType === 'audio' && optBoolean(o, 'voice', p) === true;
+    const animated = loose.bool(o, 'animated');
     return {
       type: voice ? 'voice' : MEDIA[rawType],
       text: optString(o, 'caption', p) || undefined,
@@ -107,7 +108,7 @@ function readContent(m: Json, rawType: string, path: string): Content {
         sha256: optString(o, 'sha256', p),
         filename: optString(o, 'filename', p),
       }),
-      ...(rawType === 'sticker' && loose.bool(o, 'animated') !== undefined ? { metadata: { animated: loose.bool(o, 'animated') } } : {}),
+      ...(rawType === 'sticker' && animated !== undefined ? { metadata: { animated } } : {}),
     };
   }
   if (rawType === 'location') {
@@ -115,10 +116,11 @@ function readContent(m: Json, rawType: string, path: string): Content {
     const latitude = optNumber(o, 'latitude', p);
     const longitude = optNumber(o, 'longitude', p);
     if (latitude === undefined || longitude === undefined) throw new ParseError(`${p} needs latitude and longitude`);
+    const url = loose.str(o, 'url');
     return {
       type: 'location',
       location: compact({ latitude, longitude, name: optString(o, 'name', p), address: optString(o, 'address', p) }),
-      ...(loose.str(o, 'url') ? { metadata: { location_url: loose.str(o, 'url') } } : {}),
+      ...(url ? { metadata: { location_url: url } } : {}),
     };
   }
   if (rawType === 'contacts') {
