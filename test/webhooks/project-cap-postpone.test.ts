@@ -45,7 +45,7 @@ describe("a postponement at the project's cap that fails", () => {
     await emit(w, a.projectId, 1); // one delivery to each slow endpoint: the project's two slots
     await waitFor(() => slow.every((rx) => rx.hanging() === 1), 'both slow endpoints holding a request');
     link.state.refuse = true;
-    await emit(w, a.projectId, 1, contactUpdated);
+    const [event] = await emit(w, a.projectId, 1, contactUpdated);
     await waitFor(() => link.state.refused > 0, 'a postponement refused', 20_000);
     link.state.refuse = false;
 
@@ -53,6 +53,6 @@ describe("a postponement at the project's cap that fails", () => {
     hang = false;
     for (const rx of slow) await rx.close();
     await waitFor(() => fine.requests.length === 1, "the fine endpoint's delivery", 20_000);
-    expect(fine.requests[0].headers['webhook-id']).toBeTruthy();
+    expect(fine.requests[0].headers['webhook-id']).toBe(event.id);
   }, 60_000);
 });
