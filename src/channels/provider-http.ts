@@ -2,6 +2,7 @@
 // deadline, the body read (up to MAX_ANSWER_BYTES) and parsed when it is JSON. Throws only when no answer came
 // (refused, reset, timed out); any status is an answer for the caller to classify.
 import { fetch as undiciFetch, type Dispatcher } from 'undici';
+import { readBounded } from '../bounded-read.ts';
 import { parseStorableJson, storableText } from '../domain/text.ts';
 import { errorCodes } from '../webhooks/classify.ts';
 import { BLOCKED_ADDRESS_CODE } from '../webhooks/ssrf-guard.ts';
@@ -35,8 +36,9 @@ export async function providerRequest(
     dispatcher: opts.dispatcher,
   });
   // The answer ends up in our rows (a send's error, a status detail): stored as text it must be storable.
-  const { bytes, whole } = await readAtMost(res, MAX_ANSWER_BYTES);
-  const text = storableText(bytes.toString('utf8'));
+  const { kept, whole, error } = await readBounded(res.body, MAX_ANSWER_BYTES);
+  if (error !== undefined) throw error;
+  const text = storableText(kept.toString('utf8'));
   let json: unknown;
   try {
     json = text && whole ? parseStorableJson(text) : undefined;
@@ -52,23 +54,3 @@ export async function providerRequest(
  * still counts — a send it answered 2xx is not sent again) and the connection dropped.
  */
 export const MAX_ANSWER_BYTES = 1024 * 1024;
-
-/** The body's first `max` bytes, and whether that was all of it. */
-async function readAtMost(res: Response, max: number): Promise<{ bytes: Buffer; whole: boolean }> {
-  if (!res.body) return { bytes: Buffer.alloc(0), whole: true };
-  const reader = res.body.getReader();
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) return { bytes: Buffer.concat(chunks, size), whole: true };
-    const room = max - size;
-    if (value.byteLength > room) {
-      chunks.push(Buffer.from(value.buffer, value.byteOffset, room));
-      await reader.cancel().catch(() => undefined);
-      return { bytes: Buffer.concat(chunks, max), whole: false };
-    }
-    chunks.push(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
-    size += value.byteLength;
-  }
-}

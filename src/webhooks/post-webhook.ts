@@ -2,6 +2,7 @@
 // reports what happened and never throws; deciding what it means is classify.ts's job.
 import { performance } from 'node:perf_hooks';
 import { request, type Dispatcher } from 'undici';
+import { readBounded } from '../bounded-read.ts';
 import { storableText } from '../domain/text.ts';
 
 export const TIMEOUT_CODE = 'ERR_WEBHOOK_TIMEOUT';
@@ -88,38 +89,22 @@ export async function postWebhook(input: PostWebhookInput): Promise<PostWebhookR
   return { ...result, durationMs: Math.round(performance.now() - started) };
 }
 
+/** Reads at most `max` bytes of the answer into `into`, keeping the first 1 KiB; throws what reading threw. */
 async function readLimited(
   stream: Dispatcher.ResponseData['body'],
   max: number,
   into: Pick<PostWebhookResult, 'responseExcerpt' | 'responseBytes' | 'truncated'>,
 ): Promise<void> {
-  const excerpt: Buffer[] = [];
-  let excerptLength = 0;
-  let total = 0;
-  try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      const piece = chunk.subarray(0, Math.max(0, max - total));
-      total += piece.length;
-      if (excerptLength < RESPONSE_EXCERPT_BYTES) {
-        const part = piece.subarray(0, RESPONSE_EXCERPT_BYTES - excerptLength);
-        excerpt.push(part);
-        excerptLength += part.length;
-      }
-      if (total >= max) {
-        // Stop listening: the rest of the answer is of no use to us and may be endless.
-        into.truncated = true;
-        break;
-      }
-    }
-  } finally {
-    if (!stream.destroyed) stream.destroy();
-    into.responseBytes = total;
-    // `stream: true` holds back a multi-byte character cut at the 1 KiB edge instead of
-    // emitting a replacement character.
-    // Stored as text: a NUL byte in the answer (binary, padded) would make PostgreSQL refuse the
-    // attempt's record, and the delivery, though answered, be sent again and again.
-    into.responseExcerpt = storableText(new TextDecoder('utf-8').decode(Buffer.concat(excerpt), { stream: true }));
-  }
+  const read = await readBounded(stream, max, RESPONSE_EXCERPT_BYTES);
+  if (!stream.destroyed) stream.destroy();
+  into.responseBytes = read.total;
+  into.truncated = !read.whole && read.error === undefined;
+  // `stream: true` holds back a multi-byte character cut at the 1 KiB edge instead of
+  // emitting a replacement character.
+  // Stored as text: a NUL byte in the answer (binary, padded) would make PostgreSQL refuse the
+  // attempt's record, and the delivery, though answered, be sent again and again.
+  into.responseExcerpt = storableText(new TextDecoder('utf-8').decode(read.kept, { stream: true }));
+  if (read.error !== undefined) throw read.error;
 }
 
 function withContentType(headers: Readonly<Record<string, string>>): Record<string, string> {
