@@ -8,6 +8,7 @@ import { count, fixture, fixtureNames, inboundCount, startInbound } from '../inb
 import {
   APP_SECRET, VERIFY_TOKEN, cloudBody, cloudMessage, cloudStatus, cloudText, createCloudChannel, postCloud, sendAccepted, sign, startFakeGraph, wamid,
 } from './harness.ts';
+import { newPhone } from '../support/phones.ts';
 
 // Statuses that arrive before their message are retried by the broker: give them a long enough
 // schedule to outlive a send on a loaded machine.
@@ -147,8 +148,7 @@ describe('every Cloud fixture through the signed ingress to the API', () => {
 });
 
 describe('Cloud message types, statuses and signatures', () => {
-  let n = 0;
-  const phone = () => `55318${String(Date.now() % 1_000_000).padStart(6, '0')}${String(n++).padStart(2, '0')}`;
+  const phone = () => newPhone();
 
   it.each([
     ['text', { text: { body: 'oi' } }, { type: 'text', text: 'oi' }],

@@ -8,11 +8,12 @@ import { Queues } from '../../src/broker/topology.ts';
 import { waitFor } from '../support/env.ts';
 import { count, inboundCount, startInbound } from '../inbound/harness.ts';
 import { cloudBody, cloudStatus, cloudText, createCloudChannel, postCloud, wamid } from './harness.ts';
+import { newPhone } from '../support/phones.ts';
 
 // Three attempts, 50 and 100 ms apart.
 const t = await startInbound({ retryDelaysMs: [50, 100] });
 const channel = await createCloudChannel(t.api);
-const phone = () => `55119${String(Math.floor(Math.random() * 1e8)).padStart(8, '0')}`;
+const phone = () => newPhone();
 const parkedRows = () => t.db.query<{ reason: string; event_type: string | null; body: Uint8Array }>('SELECT reason, event_type, body FROM parse_errors WHERE channel_id = $1 ORDER BY created_at', [channel.id]);
 const unknownTarget = () => inboundCount({ provider: 'whatsapp_cloud', event: 'webhook', result: 'unknown_target' });
 

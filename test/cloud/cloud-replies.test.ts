@@ -6,6 +6,7 @@ import { classifyGraphFailure, cloudConnectionOf, WINDOW_CLOSED_REASON } from '.
 import { waitFor } from '../support/env.ts';
 import { events, fakeClock, rows, startWorld } from '../conversations/harness.ts';
 import { ACCESS_TOKEN, PHONE_NUMBER_ID, cloudText, createCloudChannel, graphError, postCloud, sendAccepted, startFakeGraph, wamid } from './harness.ts';
+import { newPhone } from '../support/phones.ts';
 
 // The sweeper's clock stays at T0: these conversations happen in real time and must not time out.
 const world = await startWorld({ clock: fakeClock() });
@@ -13,8 +14,6 @@ const { db, tenant } = world;
 const graph = await startFakeGraph();
 const channel = await createCloudChannel(tenant.api, { api_base_url: graph.url });
 
-let seq = 0;
-const newPhone = () => `55219${String(Date.now() % 1_000_000).padStart(6, '0')}${String(seq++).padStart(2, '0')}`;
 const message = async (id: string) => (await rows(db, 'SELECT * FROM messages WHERE id = $1', [id]))[0];
 const sendsTo = (phone: string) => graph.sends().filter((c) => c.body?.to === phone);
 

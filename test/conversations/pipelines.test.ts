@@ -7,12 +7,12 @@ import { toEnvelope } from '../../src/outbox/outbox.sql.ts';
 import { countingDb } from '../support/counting-db.ts';
 import { waitFor } from '../support/env.ts';
 import { events, rows, startWorld, wahaMessage, type Tenant } from './harness.ts';
+import { newPhone as phone } from '../support/phones.ts';
 
 const world = await startWorld();
 const { db, tenant } = world;
 
-let seq = 0;
-const newPhone = () => `+55319${String(Date.now() % 1_000_000).padStart(6, '0')}${String(seq++).padStart(2, '0')}`;
+const newPhone = () => `+${phone('31')}`;
 
 async function newContact(t: Tenant = tenant): Promise<string> {
   const r = await t.api('POST', '/contacts', { phone: newPhone() });

@@ -11,6 +11,7 @@ import { wahaMessageKey } from '../../src/inbound/waha/waha-jid.ts';
 import { inboundEventsTotal } from '../../src/observability/metrics.ts';
 import { waitFor } from '../support/env.ts';
 import { events, fakeClock, rows, sentId, startFakeWaha, startWorld, wahaAck, wahaMessage, type WahaCall } from './harness.ts';
+import { newPhone } from '../support/phones.ts';
 
 // The sweeper's clock stays at T0: these conversations happen in real time and must not time out.
 const world = await startWorld({ clock: fakeClock() });
@@ -18,8 +19,6 @@ const { db, tenant } = world;
 const waha = await startFakeWaha();
 const channel = await world.createChannel(waha.url);
 
-let seq = 0;
-const newPhone = () => `55219${String(Date.now() % 1_000_000).padStart(6, '0')}${String(seq++).padStart(2, '0')}`;
 
 async function message(id: string): Promise<any> {
   return (await rows(db, 'SELECT * FROM messages WHERE id = $1', [id]))[0];

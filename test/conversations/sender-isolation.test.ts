@@ -4,12 +4,11 @@
 import { describe, expect, it } from 'vitest';
 import { waitFor } from '../support/env.ts';
 import { fakeClock, rows, startFakeWaha, startWorld, type WahaCall } from './harness.ts';
+import { newPhone } from '../support/phones.ts';
 
 const world = await startWorld({ clock: fakeClock() });
 const { db, tenant } = world;
 
-let seq = 0;
-const newPhone = () => `55319${String(Date.now() % 1_000_000).padStart(6, '0')}${String(seq++).padStart(2, '0')}`;
 
 describe('replies of a project whose provider hangs', () => {
   it("hold half of the senders at most; another project's reply goes meanwhile", async () => {

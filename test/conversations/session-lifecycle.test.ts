@@ -8,14 +8,13 @@ import { makeSessionsGaugeRefresher } from '../../src/observability/queue-gauges
 import { startSessionSweeper } from '../../src/timers/session-sweeper.ts';
 import { waitFor } from '../support/env.ts';
 import { at, events, fakeClock, rows, startWorld, T0, wahaMessage, type World } from './harness.ts';
+import { newPhone } from '../support/phones.ts';
 
 const clock = fakeClock();
 const world: World = await startWorld({ clock });
 const { db } = world;
 const channel = await world.createChannel('http://127.0.0.1:9');
 
-let phoneSeq = 0;
-const newPhone = () => `55119${String(Date.now() % 1_000_000).padStart(6, '0')}${String(phoneSeq++).padStart(2, '0')}`;
 
 /** A sweeper of the test's own, sharing the clock, to run a pass right now. */
 function extraSweeper() {

@@ -9,6 +9,7 @@ import { CHANNEL_CHANGES } from '../../src/db/channels.sql.ts';
 import { postWebhook } from '../../src/webhooks/post-webhook.ts';
 import { waitFor } from '../support/env.ts';
 import { call, makeTenant, startApp, type Reply, type TestApp, type Tenant } from './harness.ts';
+import { newPhone } from '../support/phones.ts';
 
 /** A body as raw JSON text, so nesting and escapes reach the server exactly as written. */
 const raw = (text: string, headers: Record<string, string> = {}) => ({ body: text, headers: { 'content-type': 'application/json', ...headers } });
@@ -20,8 +21,7 @@ let t: TestApp;
 let app: FastifyInstance;
 let a: Tenant;
 let admin: string;
-let phones = 0;
-const phone = () => `+55119${String(7_000_000 + ++phones).padStart(8, '0')}`;
+const phone = () => `+${newPhone()}`;
 
 beforeAll(async () => {
   t = await startApp({ WEBHOOK_ALLOW_PRIVATE_URLS: 'true' });
