@@ -72,14 +72,27 @@ export async function updatePipeline(tx: Queryable, projectId: string, id: strin
   );
 }
 
-/** Makes this pipeline the project's default: the setting and the flag move together. */
-export async function makeDefaultPipeline(tx: Queryable, projectId: string, id: string): Promise<void> {
-  await tx.query('UPDATE pipelines SET is_default = false WHERE project_id = $1 AND is_default AND id <> $2', [projectId, id]);
+/**
+ * Locks the project's row: a transaction that may change which pipeline is the default takes it
+ * before any pipeline row, so two at once take turns (each would otherwise clear the flag it
+ * saw and set its own: two defaults, refused by the unique index, a 500).
+ */
+export async function lockProjectDefaults(tx: Queryable, projectId: string): Promise<void> {
+  await tx.query('SELECT 1 FROM projects WHERE id = $1 FOR UPDATE', [projectId]);
+}
+
+/** Makes this pipeline the project's default: the setting and the flag move together. The caller holds lockProjectDefaults. */
+export async function makeDefaultPipeline(tx: Queryable, projectId: string, id: string): Promise<string[]> {
+  const was = await tx.query<{ id: string }>(
+    'UPDATE pipelines SET is_default = false, updated_at = now() WHERE project_id = $1 AND is_default AND id <> $2 RETURNING id',
+    [projectId, id],
+  );
   await tx.query('UPDATE pipelines SET is_default = true, updated_at = now() WHERE project_id = $1 AND id = $2', [projectId, id]);
   await tx.query(
     `UPDATE projects SET settings = settings || jsonb_build_object('default_pipeline_id', $2::text), updated_at = now() WHERE id = $1`,
     [projectId, id],
   );
+  return was.rows.map((r) => r.id); // the pipelines that were the default
 }
 
 /**
@@ -98,6 +111,7 @@ export async function insertStatusAt(
     `INSERT INTO pipeline_statuses (id, pipeline_id, project_id, name, kind, position) VALUES ($1, $2, $3, $4, $5, $6)`,
     [s.id, s.pipelineId, s.projectId, s.name, s.kind, position],
   );
+  await tx.query('UPDATE pipelines SET updated_at = now() WHERE id = $1', [s.pipelineId]);
 }
 
 export type StatusRef = { id: string; pipelineId: string; name: string; kind: PipelineStatusKind; position: number };
@@ -168,8 +182,10 @@ export type Move = {
 /** Records a move: the contact's place now, and a history row. Returns when it was made. */
 export async function recordMove(tx: Queryable, m: Move): Promise<Date> {
   const r = await tx.query(
-    `INSERT INTO contact_pipeline_history (id, project_id, contact_id, pipeline_id, from_status_id, to_status_id, notes, changed_by_type, changed_by_id)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING changed_at`,
+    // The time the move is made, with the contact locked (not the transaction's start, now()):
+    // moves of one contact then carry times in the order they were made.
+    `INSERT INTO contact_pipeline_history (id, project_id, contact_id, pipeline_id, from_status_id, to_status_id, notes, changed_by_type, changed_by_id, changed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, clock_timestamp()) RETURNING changed_at`,
     [m.id, m.projectId, m.contactId, m.pipelineId, m.fromStatusId, m.toStatusId, m.notes, m.changedByType, m.changedById],
   );
   const at = new Date(r.rows[0].changed_at);
@@ -188,6 +204,12 @@ export type HistoryEntry = Move & { seq: number; changedAt: Date; fromStatusName
  * optionally in one pipeline. The order is `seq`, one numbering for every project, so pages are
  * marked by a move's id: a cursor carrying `seq` would tell how many moves other projects made.
  */
+/** Whether `id` is a move of this contact (a history cursor names one). */
+export async function isMoveOf(q: Queryable, projectId: string, contactId: string, id: string): Promise<boolean> {
+  const r = await q.query('SELECT 1 FROM contact_pipeline_history WHERE id = $1 AND project_id = $2 AND contact_id = $3', [id, projectId, contactId]);
+  return r.rows.length > 0;
+}
+
 export async function listMoves(
   q: Queryable,
   query: { projectId: string; contactId: string; pipelineId?: string; afterId?: string; limit?: number },

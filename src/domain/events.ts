@@ -23,6 +23,7 @@ export const EVENT_CATALOGUE = {
   'tracking.ad_click': { aggregate: 'tracking', version: 1, description: 'A message came from a click-to-WhatsApp ad; carries the ad fields.' },
   'channel.status_changed': { aggregate: 'channel', version: 1, description: 'A channel connection changed status (connecting, active, error, inactive).' },
   'pipeline.created': { aggregate: 'pipeline', version: 1, description: 'A pipeline was created with its statuses.' },
+  'pipeline.updated': { aggregate: 'pipeline', version: 1, description: 'A pipeline was renamed, described, made or unmade the default, or gained a status; data is the whole pipeline now.' },
   'webhook.endpoint_disabled': { aggregate: 'webhook', version: 1, description: 'A webhook subscription was disabled (410 Gone, or failing for too long).' },
   'webhook.test': { aggregate: 'webhook', version: 1, description: 'A test event sent on request to one webhook subscription.' },
 } as const satisfies Record<string, { aggregate: AggregateType; version: number; description: string }>;
@@ -155,6 +156,15 @@ export type EventPayloads = {
     reason: string | null;
   };
   'pipeline.created': { pipeline_id: string; name: string; statuses: Array<{ status_id: string; name: string; position: number }> };
+  'pipeline.updated': {
+    pipeline_id: string;
+    name: string;
+    description: string | null;
+    is_default: boolean;
+    statuses: Array<{ status_id: string; name: string; kind: 'open' | 'active' | 'closed'; position: number }>;
+    /** What this change touched: `name`, `description`, `is_default`, `statuses`. */
+    changed: string[];
+  };
   'webhook.endpoint_disabled': {
     subscription_id: string;
     url: string;

@@ -1,12 +1,12 @@
 // Pipelines: ordered statuses a contact moves through (a sales funnel, a support queue), and the
 // moves themselves — where a contact stands in each pipeline, and the history of who moved it when.
-// Every change commits with its event (pipeline.created, contact.status_changed).
+// Every change commits with its event (pipeline.created, pipeline.updated, contact.status_changed).
 import type { Database, Queryable } from '../db/database.ts';
 import { pageOf, type Page } from '../db/keyset.ts';
 import { insertPipeline, insertPipelineStatuses, type PipelineStatusKind } from '../db/pipelines.sql.ts';
 import {
-  contactExists, defaultEntryStatus, findPipeline, findStatus, insertStatusAt, listMoves, listPipelines, lockContactPlace, lockPipeline,
-  makeDefaultPipeline, recordMove, updatePipeline, type HistoryEntry, type PipelineView, type StatusRef,
+  contactExists, defaultEntryStatus, findPipeline, findStatus, insertStatusAt, listMoves, listPipelines, isMoveOf, lockContactPlace, lockPipeline,
+  lockProjectDefaults, makeDefaultPipeline, recordMove, updatePipeline, type HistoryEntry, type PipelineView, type StatusRef,
 } from '../db/pipelines-ext.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { newEvent } from '../domain/events.ts';
@@ -103,6 +103,22 @@ export async function enterDefaultPipelineTx(tx: Queryable, projectId: string, c
   return moveContactTx(tx, { projectId, contactId, status, notes: null, actor: { type: 'system', id: 'pipeline-entry' }, onlyIfOutside: true });
 }
 
+/** pipeline.updated: the whole pipeline as it is now, and what the change touched. */
+function pipelineUpdated(p: PipelineView, changed: string[]) {
+  return newEvent('pipeline.updated', {
+    projectId: p.projectId,
+    aggregateId: p.id,
+    data: {
+      pipeline_id: p.id,
+      name: p.name,
+      description: p.description,
+      is_default: p.isDefault,
+      statuses: p.statuses.map((s) => ({ status_id: s.id, name: s.name, kind: s.kind, position: s.position })),
+      changed,
+    },
+  });
+}
+
 export type PipelinesService = ReturnType<typeof makePipelinesService>;
 
 export function makePipelinesService(deps: { db: Database }) {
@@ -127,18 +143,21 @@ export function makePipelinesService(deps: { db: Database }) {
     create(projectId: string, input: CreatePipelineInput): Promise<PipelineView> {
       checkStatuses(input.statuses);
       return tenant(projectId, async (tx) => {
+        if (input.isDefault) await lockProjectDefaults(tx, projectId);
         const id = uuidv7();
         await insertPipeline(tx, { id, projectId, name: input.name.trim(), isDefault: false });
         if (input.description != null) await updatePipeline(tx, projectId, id, { description: input.description });
         const statuses = input.statuses.map((s, position) => ({ id: uuidv7(), pipelineId: id, name: s.name.trim(), kind: s.kind, position }));
         await insertPipelineStatuses(tx, projectId, statuses);
-        if (input.isDefault) await makeDefaultPipeline(tx, projectId, id);
+        const unmade = input.isDefault ? await makeDefaultPipeline(tx, projectId, id) : [];
         await appendEvents(tx, [
           newEvent('pipeline.created', {
             projectId,
             aggregateId: id,
             data: { pipeline_id: id, name: input.name.trim(), statuses: statuses.map((s) => ({ status_id: s.id, name: s.name, position: s.position })) },
           }),
+          // The pipeline that was the default is no longer.
+          ...(await Promise.all(unmade.map(async (other) => pipelineUpdated(await reload(tx, projectId, other), ['is_default'])))),
         ]);
         return reload(tx, projectId, id);
       });
@@ -146,15 +165,23 @@ export function makePipelinesService(deps: { db: Database }) {
 
     update(projectId: string, id: string, patch: { name?: string; description?: string | null; isDefault?: boolean }): Promise<PipelineView> {
       return tenant(projectId, async (tx) => {
+        if (patch.isDefault) await lockProjectDefaults(tx, projectId); // before any pipeline row
         if (!(await lockPipeline(tx, projectId, id))) throw notFound('pipeline');
-        if (patch.isDefault === false && (await reload(tx, projectId, id)).isDefault) {
+        const before = await reload(tx, projectId, id);
+        if (patch.isDefault === false && before.isDefault) {
           throw invalid('a project always has a default pipeline; make another one the default instead', [{ field: 'is_default', message: 'cannot unset' }]);
         }
         if (patch.name !== undefined || patch.description !== undefined) {
           await updatePipeline(tx, projectId, id, { name: patch.name?.trim(), description: patch.description });
         }
-        if (patch.isDefault) await makeDefaultPipeline(tx, projectId, id);
-        return reload(tx, projectId, id);
+        const unmade = patch.isDefault && !before.isDefault ? await makeDefaultPipeline(tx, projectId, id) : [];
+        const after = await reload(tx, projectId, id);
+        const changed = (['name', 'description', 'isDefault'] as const).filter((k) => before[k] !== after[k]).map((k) => (k === 'isDefault' ? 'is_default' : k));
+        const events = changed.length ? [pipelineUpdated(after, changed)] : [];
+        // The pipeline that was the default is no longer: its subscribers hear it too.
+        for (const other of unmade) events.push(pipelineUpdated(await reload(tx, projectId, other), ['is_default']));
+        await appendEvents(tx, events);
+        return after;
       });
     },
 
@@ -164,7 +191,9 @@ export function makePipelinesService(deps: { db: Database }) {
         const current = await reload(tx, projectId, pipelineId);
         checkStatuses([...current.statuses, s], 'name');
         await insertStatusAt(tx, { id: uuidv7(), projectId, pipelineId, name: s.name.trim(), kind: s.kind, position: s.position });
-        return reload(tx, projectId, pipelineId);
+        const after = await reload(tx, projectId, pipelineId);
+        await appendEvents(tx, [pipelineUpdated(after, ['statuses'])]);
+        return after;
       });
     },
 
@@ -190,6 +219,11 @@ export function makePipelinesService(deps: { db: Database }) {
     history(projectId: string, contactId: string, query: { pipelineId?: string; afterId?: string; limit?: number }): Promise<{ rows: HistoryEntry[]; more: boolean }> {
       return tenant(projectId, async (tx) => {
         if (!(await contactExists(tx, projectId, contactId))) throw await contactNotFound(tx, projectId, contactId);
+        // A cursor naming no move of this contact (another contact's list, made up) would give an
+        // empty page, read as the end of the history.
+        if (query.afterId !== undefined && !(await isMoveOf(tx, projectId, contactId, query.afterId))) {
+          throw invalid('cursor is not valid', [{ field: 'cursor', message: 'use next_cursor from a previous page of the same list' }]);
+        }
         return listMoves(tx, { pipelineId: query.pipelineId, afterId: query.afterId, limit: query.limit, projectId, contactId });
       });
     },

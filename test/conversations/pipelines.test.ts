@@ -4,8 +4,10 @@ import { describe, expect, it } from 'vitest';
 import { pipelineEntryHandler } from '../../src/consumers/pipeline-entry.consumer.ts';
 import { eventMessageBody } from '../../src/outbox/idempotent.ts';
 import { toEnvelope } from '../../src/outbox/outbox.sql.ts';
+import type { Database } from '../../src/db/database.ts';
+import { makePipelinesService } from '../../src/services/pipelines.service.ts';
 import { countingDb } from '../support/counting-db.ts';
-import { waitFor } from '../support/env.ts';
+import { onServices, waitFor } from '../support/env.ts';
 import { events, rows, startWorld, wahaMessage, type Tenant } from './harness.ts';
 import { newPhone as phone } from '../support/phones.ts';
 
@@ -53,6 +55,11 @@ describe('pipelines', () => {
     expect(added.status).toBe(201);
     expect(added.json.statuses.map((s: any) => s.name)).toEqual(['Aberto', 'Proposta', 'Em atendimento', 'Resolvido']);
     expect((await tenant.api('POST', `/pipelines/${p.id}/statuses`, { name: 'proposta', kind: 'active' })).status).toBe(400);
+    // A new status is a change of the pipeline: its time moves and its subscribers hear of it.
+    expect(Date.parse(added.json.updated_at)).toBeGreaterThan(Date.parse(p.updated_at));
+    const [grew] = await events(db, { aggregateId: p.id, type: 'pipeline.updated' });
+    expect(grew.data).toMatchObject({ pipeline_id: p.id, name: 'Vendas B2B', is_default: false, changed: ['statuses'] });
+    expect(grew.data.statuses.map((x: any) => [x.name, x.kind, x.position])).toEqual([['Aberto', 'open', 0], ['Proposta', 'active', 1], ['Em atendimento', 'active', 2], ['Resolvido', 'closed', 3]]);
 
     const renamed = await tenant.api('PATCH', `/pipelines/${p.id}`, { name: 'B2B', is_default: true });
     expect(renamed.json).toMatchObject({ name: 'B2B', is_default: true });
@@ -61,9 +68,17 @@ describe('pipelines', () => {
     const project = (await rows(db, 'SELECT settings FROM projects WHERE id = $1', [tenant.projectId]))[0];
     expect(project.settings.default_pipeline_id).toBe(p.id);
     expect((await tenant.api('PATCH', `/pipelines/${p.id}`, { is_default: false })).status).toBe(400);
-    // Put the registration default back for the tests below.
     const sales = all.find((x: any) => x.name === 'Sales');
+    // One event for the renamed new default, one for the pipeline that stopped being the default.
+    const updated = (id: string) => events(db, { aggregateId: id, type: 'pipeline.updated' });
+    expect((await updated(p.id)).map((e) => [e.data.name, e.data.is_default, e.data.changed])).toEqual([['Vendas B2B', false, ['statuses']], ['B2B', true, ['name', 'is_default']]]);
+    expect((await updated(sales.id)).map((e) => [e.data.is_default, e.data.changed])).toEqual([[false, ['is_default']]]);
+    // A PATCH that changes nothing says nothing.
+    expect((await tenant.api('PATCH', `/pipelines/${p.id}`, { name: 'B2B', is_default: true })).status).toBe(200);
+    expect(await updated(p.id)).toHaveLength(2);
+    // Put the registration default back for the tests below.
     expect((await tenant.api('PATCH', `/pipelines/${sales.id}`, { is_default: true })).json.is_default).toBe(true);
+    expect((await updated(p.id)).at(-1).data).toMatchObject({ is_default: false, changed: ['is_default'] });
   });
 
   it('records moves in order with who, when and notes, and emits contact.status_changed', async () => {
@@ -115,7 +130,83 @@ describe('pipelines', () => {
     expect(await events(db, { aggregateId: contactId, type: 'contact.status_changed' })).toHaveLength(0);
     expect((await rows(db, 'SELECT * FROM contact_pipeline_history WHERE contact_id = $1', [contactId]))).toHaveLength(0);
   });
+
+  it('refuses a history cursor of another contact instead of answering an empty last page', async () => {
+    const p = await newPipeline();
+    const [a, b] = [await newContact(), await newContact()];
+    for (const c of [a, b]) {
+      for (const st of p.statuses.slice(0, 2)) await tenant.api('PUT', `/contacts/${c}/pipeline-status`, { pipeline_id: p.id, status_id: st.id });
+    }
+    const page = await tenant.api('GET', `/contacts/${b}/pipeline-history?limit=1`);
+    expect(page.json.next_cursor).toEqual(expect.any(String));
+    const crossed = await tenant.api('GET', `/contacts/${a}/pipeline-history?cursor=${page.json.next_cursor}`);
+    expect(crossed.status).toBe(400);
+    expect(crossed.json.errors).toEqual([{ field: 'cursor', message: 'use next_cursor from a previous page of the same list' }]);
+    // Its own contact's list takes it.
+    expect((await tenant.api('GET', `/contacts/${b}/pipeline-history?cursor=${page.json.next_cursor}`)).json.data).toHaveLength(1);
+  });
+
+  // Two requests making two pipelines the default at once. Before the project's row was locked
+  // first, the second waited on the old default's row, found it no longer flagged once the first
+  // committed, left the first's new flag alone and set its own: two defaults, refused by the
+  // unique index, a 500. Only PostgreSQL runs the two at once (PGlite's one connection takes turns).
+  it.skipIf(!onServices)('makes one pipeline the default when two ask at once', async () => {
+    const t = await world.register();
+    const [x, y] = [await newPipeline(t, 'X'), await newPipeline(t, 'Y')];
+    const first = heldTransaction(db);
+    const holding = makePipelinesService({ db: first.db }).update(t.projectId, x.id, { isDefault: true });
+    await waitFor(async () => (await rows(db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)).length > 0, 'the first change waiting to commit');
+    const second = t.api('PATCH', `/pipelines/${y.id}`, { is_default: true });
+    await waitFor(async () => (await rows(db, `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`)).length > 0, 'the second change waiting on the first');
+    first.release();
+    await holding;
+    const r = await second;
+    expect(r.status, JSON.stringify(r.json)).toBe(200);
+    const all = (await t.api('GET', '/pipelines')).json.data;
+    expect(all.filter((p: any) => p.is_default).map((p: any) => p.name)).toEqual(['Y']);
+    expect((await rows(db, 'SELECT name FROM pipelines WHERE project_id = $1 AND is_default', [t.projectId])).map((p) => p.name)).toEqual(['Y']);
+  });
+
+  // A move whose transaction began before another's but took the contact after it used to carry the
+  // earlier time (now(), the transaction's start): the history said the later move came first.
+  it.skipIf(!onServices)('dates moves in the order they were made, whenever their transactions began', async () => {
+    const p = await newPipeline();
+    const contactId = await newContact();
+    const caller = { kind: 'api_key' as const, projectId: tenant.projectId, role: 'admin' as const, apiKeyId: 'test' };
+    const early = heldTransaction(db, 'before');
+    const begun = makePipelinesService({ db: early.db }).moveContact(caller, contactId, { pipelineId: p.id, statusId: p.statuses[1].id });
+    await waitFor(async () => (await rows(db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)).length > 0, 'the first move begun');
+    expect((await tenant.api('PUT', `/contacts/${contactId}/pipeline-status`, { pipeline_id: p.id, status_id: p.statuses[0].id })).status).toBe(200);
+    early.release();
+    await begun;
+    const history = (await tenant.api('GET', `/contacts/${contactId}/pipeline-history`)).json.data;
+    expect(history.map((h: any) => h.status_id)).toEqual([p.statuses[0].id, p.statuses[1].id]);
+    expect(Date.parse(history[1].changed_at)).toBeGreaterThanOrEqual(Date.parse(history[0].changed_at));
+    const changes = await events(db, { aggregateId: contactId, type: 'contact.status_changed' });
+    expect(changes.map((e) => e.data.changed_at)).toEqual(history.map((h: any) => h.changed_at));
+  });
 });
+
+/**
+ * A database whose transactions wait on a gate: `after` (the default) their work is done and they
+ * wait to commit; `before`, they have begun (one statement run) and wait to do their work.
+ */
+function heldTransaction(real: Database, when: 'before' | 'after' = 'after') {
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const held = Object.create(real) as Database;
+  held.transaction = (fn, setup) => real.transaction(async (tx) => {
+    if (when === 'before') {
+      await tx.query('SELECT 1');
+      await gate;
+      return fn(tx);
+    }
+    const r = await fn(tx);
+    await gate;
+    return r;
+  }, setup);
+  return { db: held, release };
+}
 
 describe('new contacts entering the default pipeline (contact.created → pipeline-entry consumer)', () => {
   const handled = async (eventId: string) =>
@@ -151,5 +242,37 @@ describe('new contacts entering the default pipeline (contact.created → pipeli
     expect(counting.counts.transactions).toBe(0);
     expect(await rows(db, 'SELECT 1 FROM contact_pipeline_statuses WHERE contact_id = $1', [contactId])).toHaveLength(0);
     expect(await handled(created.id)).toBe(false);
+  });
+
+  it('enters a contact once however often its contact.created comes, and leaves one a person placed where it stands', async () => {
+    const t = await world.register();
+    expect((await t.api('PATCH', `/projects/${t.projectId}`, { settings: { pipeline_auto_enter: true } })).status).toBe(200);
+    const sales = (await t.api('GET', '/pipelines')).json.data.find((p: any) => p.is_default);
+    const deliver = async (contactId: string) => {
+      const [row] = await rows(db, 'SELECT * FROM outbox WHERE aggregate_id = $1 AND type = $2', [contactId, 'contact.created']);
+      const created = toEnvelope(row);
+      // The consumer of the running instance may get it too: three more deliveries of the same event.
+      for (let i = 0; i < 3; i++) {
+        await pipelineEntryHandler(db)({ messageId: created.id, queue: 'test', routingKey: created.type, body: eventMessageBody(created), headers: {}, attempt: 1 });
+      }
+      await waitFor(() => handled(created.id), 'the event recorded as handled');
+    };
+    const history = (contactId: string) => rows(db, 'SELECT to_status_id FROM contact_pipeline_history WHERE contact_id = $1 ORDER BY seq', [contactId]);
+
+    const entered = await newContact(t);
+    await deliver(entered);
+    expect((await history(entered)).map((h) => h.to_status_id)).toEqual([sales.statuses[0].id]);
+    expect(await events(db, { aggregateId: entered, type: 'contact.status_changed' })).toHaveLength(1);
+
+    // A person places a contact before the entry comes round: the entry changes nothing.
+    const placed = await newContact(t);
+    const put = await t.api('PUT', `/contacts/${placed}/pipeline-status`, { pipeline_id: sales.id, status_id: sales.statuses[2].id });
+    expect(put.json.changed).toBe(true);
+    await deliver(placed);
+    const placedHistory = await history(placed);
+    // The running consumer may have come first (then the person's move followed it); never after.
+    expect(placedHistory.at(-1)!.to_status_id).toBe(sales.statuses[2].id);
+    const [place] = await rows(db, 'SELECT status_id FROM contact_pipeline_statuses WHERE contact_id = $1', [placed]);
+    expect(place.status_id).toBe(sales.statuses[2].id);
   });
 });
