@@ -1,6 +1,7 @@
 // The Fastify application: conventions shared by every route (request ids, problem+json errors,
 // metrics, OpenAPI, body cap, CORS), then the route files. No SQL here: routes call services.
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import AjvCompiler from '@fastify/ajv-compiler';
 import cors from '@fastify/cors';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -95,6 +96,20 @@ export async function buildOpsApp(deps: AppDeps): Promise<FastifyInstance> {
   return app;
 }
 
+const validatorPool = AjvCompiler();
+
+/**
+ * Validators that coerce what arrives as text — a query string, path parameters, headers: `?limit=5`
+ * is the number 5, one `?tag=` a list of one — but take a JSON body as sent: `{"name": false}` is a
+ * 400, not the name "false", and `"tags": null` is not a list.
+ */
+const bodiesAsSent: typeof validatorPool = (externalSchemas, options) => {
+  const coercing = validatorPool(externalSchemas, options);
+  const given = (options ?? {}) as { customOptions?: Record<string, unknown> };
+  const exact = validatorPool(externalSchemas, { ...given, customOptions: { ...given.customOptions, coerceTypes: false } } as typeof options);
+  return (route) => (route.httpPart === 'body' ? exact : coercing)(route);
+};
+
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as unknown as FastifyBaseLogger,
@@ -110,6 +125,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       disableRequestLogging: deps.config.logLevel !== 'debug' && deps.config.logLevel !== 'trace',
     }),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: true } },
+    schemaController: { compilersFactory: { buildValidator: bodiesAsSent } },
     return503OnClosing: true,
     frameworkErrors: malformedUrlWithCors(deps.config.corsOrigins),
     // The client's address (req.ip, the per-address login limit) through the proxies we trust.

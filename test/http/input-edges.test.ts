@@ -203,4 +203,25 @@ describe('small things a client gets wrong', () => {
     const own = await call(app, admin, 'GET', '/contacts', { headers: { 'x-project-id': a.projectId.toUpperCase() } });
     expect(own.status).toBe(200);
   });
+
+  it('takes a JSON body as sent: a value of the wrong type is a 400 naming it, not converted', async () => {
+    const c = await call(app, admin, 'POST', '/contacts', { body: { phone: phone(), name: 'Ana' } });
+    const cases: Array<[string, string, Record<string, unknown>, string]> = [
+      ['PATCH', `/contacts/${c.json.id}`, { name: false }, 'name'],
+      ['POST', '/contacts', { phone: 5511999990002 }, 'phone'],
+      ['POST', '/contacts', { phone: phone(), name: 123 }, 'name'],
+      ['PATCH', `/contacts/${c.json.id}`, { tags: null }, 'tags'],
+      ['PATCH', `/contacts/${c.json.id}`, { tags: 'vip' }, 'tags'],
+      ['POST', '/pipelines', { name: 'P', statuses: [{ name: 'Open', kind: 'open' }], is_default: 'true' }, 'is_default'],
+    ];
+    for (const [method, url, body, field] of cases) {
+      const r = await call(app, admin, method as 'POST', url, { body });
+      expect(r.status, `${method} ${url} ${JSON.stringify(body)}: ${brief(r)}`).toBe(400);
+      expect(r.json.errors.map((e: { field: string }) => e.field), JSON.stringify(body)).toContain(field);
+    }
+    expect((await call(app, admin, 'GET', `/contacts/${c.json.id}`)).json).toMatchObject({ name: 'Ana', tags: [] });
+    // What arrives as text is still read as what it stands for: a number in the query, one tag as a list.
+    const page = await call(app, admin, 'GET', '/contacts?limit=1&tag=vip');
+    expect(page.status, brief(page)).toBe(200);
+  });
 });
