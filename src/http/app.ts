@@ -134,6 +134,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((req, reply) => sendProblem(reply, problem('not_found', `no route for ${req.method} ${req.url.split('?')[0]}`)));
+  // Many HTTP clients (workflow tools, SDKs) put `Content-Type: application/json` on every request,
+  // a DELETE or a bodiless POST included: an empty body is no body, not a 400. A route that needs a
+  // body still says so (its schema: "body must be object"). Anything else is parsed as Fastify does,
+  // `__proto__` and `constructor.prototype` keys refused.
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => (body === '' ? done(null, undefined) : json(req, body as string, done)));
   // Callback hooks, not async ones: they run on every request (every webhook), and an async hook
   // costs a promise and a microtask turn each time.
   app.addHook('onSend', (req, reply, payload, done) => {

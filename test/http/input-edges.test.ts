@@ -224,4 +224,34 @@ describe('small things a client gets wrong', () => {
     const page = await call(app, admin, 'GET', '/contacts?limit=1&tag=vip');
     expect(page.status, brief(page)).toBe(200);
   });
+
+  it('takes an empty body with Content-Type: application/json as no body, and still refuses __proto__ keys', async () => {
+    const json = { 'content-type': 'application/json' };
+    const c = await call(app, admin, 'POST', '/contacts', { body: { phone: phone() } });
+    // Workflow tools send the header on every request: a DELETE is a DELETE.
+    const gone = await call(app, admin, 'DELETE', `/contacts/${c.json.id}`, { body: '', headers: json });
+    expect(gone.status, brief(gone)).toBe(204);
+    // A route that needs a body says so.
+    const empty = await call(app, admin, 'POST', '/contacts', { body: '', headers: json });
+    expect(empty.status, brief(empty)).toBe(400);
+    expect(empty.json.code).toBe('validation');
+    const broken = await call(app, admin, 'POST', '/contacts', { body: '{"phone":', headers: json });
+    expect(broken.status).toBe(400);
+    expect(broken.json.code).toBe('bad_json');
+    const poisoned = await call(app, admin, 'POST', '/contacts', { body: `{"phone":"${phone()}","custom_fields":{"__proto__":{"x":1}}}`, headers: json });
+    expect(poisoned.status, brief(poisoned)).toBe(400);
+    const charset = await call(app, admin, 'POST', '/contacts', { body: JSON.stringify({ phone: phone() }), headers: { 'content-type': 'application/json; charset=utf-8' } });
+    expect(charset.status, brief(charset)).toBe(201);
+  });
+
+  it('refuses a contact name or a tag of spaces or invisible characters alone', async () => {
+    const c = await call(app, admin, 'POST', '/contacts', { body: { phone: phone() } });
+    for (const body of [{ name: '\u200B' }, { name: ' \u00AD ' }, { tags: [' '] }, { tags: ['ok', '\u2060'] }]) {
+      const r = await call(app, admin, 'PATCH', `/contacts/${c.json.id}`, { body });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(r.json.errors[0].message, JSON.stringify(body)).toBe('must not be blank');
+    }
+    const created = await call(app, admin, 'POST', '/contacts', { body: { phone: phone(), name: '\u200B' } });
+    expect(created.status).toBe(400);
+  });
 });

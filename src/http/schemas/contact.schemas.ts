@@ -2,7 +2,7 @@
 // filters, and the presenter from the query layer's record to the response.
 import { Type } from '@sinclair/typebox';
 import type { ContactRecord } from '../../db/contacts-read.sql.ts';
-import { iso, isoOrNull, ListQuery, Nullable, Timestamp, Uuid } from './common.ts';
+import { iso, isoOrNull, ListQuery, NOT_BLANK, Nullable, Timestamp, Uuid } from './common.ts';
 
 /** Free-form JSON object (custom fields, ad attribution, metadata): serialized as it is. */
 export const JsonObject = Type.Object({}, { additionalProperties: true });
@@ -26,9 +26,10 @@ export const Contact = Type.Object(
   { title: 'Contact' },
 );
 
-const Name = Type.String({ minLength: 1, maxLength: 200 });
+// Not blank: spaces or invisible characters alone are no name, and no tag (as everywhere else).
+const Name = Type.String({ minLength: 1, maxLength: 200, pattern: NOT_BLANK });
 const Email = Type.String({ format: 'email', maxLength: 254 });
-const Tags = Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 100 });
+const Tags = Type.Array(Type.String({ minLength: 1, maxLength: 64, pattern: NOT_BLANK }), { maxItems: 100 });
 
 export const CreateContactBody = Type.Object(
   {
