@@ -1,6 +1,7 @@
 // A contact's timeline: their messages, session starts and session ends merged into one stream,
-// newest first. One keyset over the union (time, rank, id) pages through all kinds at once, then
-// the page's rows are fetched whole by id (one query per kind, never one per item).
+// newest first. One keyset over the union (time, rank, id) pages through all kinds at once — each
+// kind reads a page of its own from the cursor on, the union keeps the newest — then the page's
+// rows are fetched whole by id (one query per kind, never one per item).
 import type { Queryable } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 import { messagesByIds, type MessageRecord } from './messages-read.sql.ts';
@@ -17,32 +18,44 @@ export type TimelineType = TimelineEntry['type'];
 // message and ends after its last one, so newest first reads ended, message, started.
 // A new kind (pipeline status changes) is one more branch here, one more fetch below.
 const BRANCHES = [
-  `SELECT 'message'::text AS type, 2 AS rank, "timestamp" AS at, id FROM messages WHERE project_id = $1 AND contact_id = $2`,
-  `SELECT 'session_started', 1, started_at, id FROM sessions WHERE project_id = $1 AND contact_id = $2`,
-  `SELECT 'session_ended', 3, ended_at, id FROM sessions WHERE project_id = $1 AND contact_id = $2 AND ended_at IS NOT NULL`,
+  { rank: 2, at: '"timestamp"', select: `SELECT 'message'::text AS type, 2 AS rank, "timestamp" AS at, id FROM messages WHERE project_id = $1 AND contact_id = $2` },
+  { rank: 1, at: 'started_at', select: `SELECT 'session_started'::text, 1, started_at, id FROM sessions WHERE project_id = $1 AND contact_id = $2` },
+  { rank: 3, at: 'ended_at', select: `SELECT 'session_ended'::text, 3, ended_at, id FROM sessions WHERE project_id = $1 AND contact_id = $2 AND ended_at IS NOT NULL` },
 ];
 
 type Ref = { type: TimelineType; rank: number; id: string; k_at: string };
+
+/**
+ * The keyset `(at, rank, id) < cursor` within one branch, whose rank is fixed: written on its own
+ * columns, so that each branch reads its own index from the cursor on (messages_contact for a
+ * contact's messages) and stops after a page, instead of the union being read whole and sorted.
+ */
+function branchAfter(branch: (typeof BRANCHES)[number], cursorRank: number): string {
+  if (branch.rank < cursorRank) return ` AND ${branch.at} <= $3::timestamptz`;
+  if (branch.rank > cursorRank) return ` AND ${branch.at} < $3::timestamptz`;
+  return ` AND (${branch.at}, id) < ($3::timestamptz, $4::uuid)`;
+}
 
 export async function listTimeline(
   q: Queryable,
   query: { projectId: string; contactId: string; limit?: number; cursor?: string },
 ): Promise<Page<TimelineEntry>> {
   const params: unknown[] = [query.projectId, query.contactId];
-  let after = 'TRUE';
+  let cursorRank: number | undefined;
   if (query.cursor !== undefined) {
     const c = decodeCursor(query.cursor);
-    params.push(c.at, c.rank ?? 0, c.id);
-    after = '(at, rank, id) < ($3::timestamptz, $4::int, $5::uuid)';
+    params.push(c.at, c.id);
+    cursorRank = c.rank ?? 0;
   }
   const limit = pageSize(query.limit);
   params.push(limit + 1);
+  const take = `$${params.length}`;
+  const branches = BRANCHES.map((b) => `(${b.select}${cursorRank === undefined ? '' : branchAfter(b, cursorRank)} ORDER BY ${b.at} DESC, id DESC LIMIT ${take})`);
   const r = await q.query<Ref>(
     `SELECT type, rank, id, ${exactTime('at')} AS k_at
-     FROM (${BRANCHES.join('\n UNION ALL ')}) AS items
-     WHERE ${after}
+     FROM (${branches.join('\n UNION ALL ')}) AS items
      ORDER BY at DESC, rank DESC, id DESC
-     LIMIT $${params.length}`,
+     LIMIT ${take}`,
     params,
   );
 

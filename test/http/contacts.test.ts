@@ -248,6 +248,33 @@ describe("a contact's sessions, messages and timeline", () => {
   });
 });
 
+describe('a timeline paged through ties', () => {
+  it('gives the same stream at every page size when kinds and messages share instants', async () => {
+    const channelId = await seedChannel(db, a.projectId);
+    const contactId = await seedContact(db, a.projectId, { name: 'Tie' });
+    const base = { projectId: a.projectId, contactId, channelId };
+    // A session ending at the instant the next starts, three messages at each of those instants.
+    const s1 = await seedSession(db, { ...base, startedAt: at(0), lastActivityAt: at(30), endedAt: at(30) });
+    const s2 = await seedSession(db, { ...base, startedAt: at(30), lastActivityAt: at(31) });
+    for (const [min, sessionId] of [[0, s1], [0, s1], [0, s1], [30, s1], [30, s2], [30, s2], [31, s2]] as const) {
+      await seedMessage(db, { ...base, sessionId, timestamp: at(min) });
+    }
+    const whole = await walkPages(a, `/contacts/${contactId}/timeline`, 50);
+    expect(whole.items).toHaveLength(10);
+    const key = (i: any) => `${i.type}:${(i.message ?? i.session).id}`;
+    for (const size of [1, 2, 3, 4]) {
+      const paged = await walkPages(a, `/contacts/${contactId}/timeline`, size);
+      expect(paged.items.map(key), `pages of ${size}`).toEqual(whole.items.map(key));
+    }
+    // Newest first; at one instant an end, then the messages, then a start.
+    expect(whole.items.map((i: any) => [i.type, i.at])).toEqual([
+      ['message', at(31)],
+      ['session_ended', at(30)], ['message', at(30)], ['message', at(30)], ['message', at(30)], ['session_started', at(30)],
+      ['message', at(0)], ['message', at(0)], ['message', at(0)], ['session_started', at(0)],
+    ]);
+  });
+});
+
 describe('a timeline page read while a message goes away', () => {
   it('leaves out a message deleted between reading the page and fetching its rows (an echo folded into its reply) instead of failing', async () => {
     const channelId = await seedChannel(db, a.projectId, 'fold');
