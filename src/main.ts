@@ -13,7 +13,7 @@ import { migrate } from './db/migrate.ts';
 import { startRelay } from './outbox/relay.ts';
 import { openPglite } from './db/pglite.ts';
 import { connectPostgres } from './db/postgres.ts';
-import { buildApp, buildOpsApp } from './http/app.ts';
+import { buildApp, buildOpsApp, closeHttp } from './http/app.ts';
 import { makeChannelDirectory } from './inbound/channel-directory.ts';
 import { startSpillDrainer } from './inbound/drainer.ts';
 import { startInboundProcessor } from './inbound/processor.ts';
@@ -98,8 +98,11 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      // Stop intake first, then let in-flight work finish, then close connections.
-      await app?.close().catch((err) => logger.error({ err }, 'closing http failed'));
+      // Stop intake first, then let in-flight work finish, then close connections. Requests still
+      // open after half the shutdown time (a slow download, a client sending its body a byte at a
+      // time) have their connections closed: they must not keep the consumers, the relay and the
+      // database from being stopped in order before the process is made to exit.
+      if (app) await closeHttp(app, config.shutdownTimeoutMs / 2, logger);
       for (const c of [...components].reverse()) {
         await c.stop().catch((err) => logger.error({ err, component: c.name }, 'stopping component failed'));
       }

@@ -187,3 +187,23 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   );
   return app;
 }
+
+/** Closes the server; after `graceMs`, the connections of requests still open too. */
+export async function closeHttp(app: FastifyInstance, graceMs: number, logger: Logger): Promise<void> {
+  const closed = app.close().then(
+    () => true,
+    (err: unknown) => {
+      logger.error({ err }, 'closing http failed');
+      return true;
+    },
+  );
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), graceMs)));
+  const inTime = await Promise.race([closed, late]);
+  clearTimeout(timer);
+  if (inTime) return;
+  logger.warn({ grace_ms: graceMs }, 'requests still open at shutdown; closing their connections');
+  app.server.closeAllConnections();
+  await closed;
+}
+
