@@ -1,5 +1,6 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
+import { ConfigError } from '../config.ts';
 import type { Database, Queryable, QueryResult, Row } from './database.ts';
 import { withDeadline } from '../deadline.ts';
 
@@ -9,16 +10,84 @@ import { withDeadline } from '../deadline.ts';
  * callers while a transaction runs, so code must never query `db` from inside a transaction.
  */
 export async function openPglite(dataDir?: string): Promise<Database> {
-  if (dataDir) mkdirSync(dataDir, { recursive: true });
-  const pg = await PGlite.create(dataDir);
-  return wrapPglite(pg);
+  if (!dataDir) return wrapPglite(await PGlite.create());
+  mkdirSync(dataDir, { recursive: true });
+  const unlock = lockDataDir(dataDir);
+  try {
+    return wrapPglite(await PGlite.create(dataDir), unlock);
+  } catch (err) {
+    unlock();
+    throw err;
+  }
+}
+
+/**
+ * One process at a time on a data directory: PGlite takes no lock of its own, and two processes
+ * writing one directory (a second `npm start`, a `migrate` beside a running server) leave it
+ * unreadable. `<dir>.lock` holds the owner's pid; one left by a process that is gone is taken over.
+ * Returns the release.
+ */
+export function lockDataDir(dataDir: string): () => void {
+  const file = `${dataDir}.lock`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+      held.add(file);
+      return () => {
+        held.delete(file);
+        try {
+          if (readFileSync(file, 'utf8').trim() === String(process.pid)) unlinkSync(file);
+        } catch {
+          // gone already
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const owner = readOwner(file);
+    // Our own pid is in use only if this process holds the lock: otherwise the file was left by an
+    // earlier life of a process that always gets the same pid (pid 1 in a container).
+    const inUse = owner === process.pid ? held.has(file) : owner !== undefined && isAlive(owner);
+    if (inUse) {
+      throw new ConfigError('DATA_DIR', `the embedded database in ${dataDir} is in use by process ${owner}; stop it first (or use DATABASE_URL for several processes). If no such process is Ventros, delete ${file}.`);
+    }
+    if (attempt > 0) throw new ConfigError('DATA_DIR', `could not take ${file}: another process is taking it at the same time`);
+    // Its owner is gone: set the stale file aside (one process wins this rename) and try again.
+    try {
+      renameSync(file, `${file}.stale-${process.pid}`);
+      unlinkSync(`${file}.stale-${process.pid}`);
+    } catch {
+      // another process moved it first
+    }
+  }
+}
+
+/** The lock files this process holds. */
+const held = new Set<string>();
+
+function readOwner(file: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, another user's
+  }
 }
 
 function toResult<T extends Row>(r: { rows: unknown[]; affectedRows?: number }): QueryResult<T> {
   return { rows: r.rows as T[], rowCount: Math.max(r.rows.length, r.affectedRows ?? 0) };
 }
 
-export function wrapPglite(pg: PGlite): Database {
+export function wrapPglite(pg: PGlite, onClose?: () => void): Database {
   let closed = false;
   return {
     kind: 'pglite',
@@ -55,7 +124,11 @@ export function wrapPglite(pg: PGlite): Database {
     async close() {
       if (closed) return;
       closed = true;
-      await pg.close();
+      try {
+        await pg.close();
+      } finally {
+        onClose?.();
+      }
     },
   };
 }
