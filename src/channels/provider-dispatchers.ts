@@ -10,7 +10,7 @@ import type { Config } from '../config.ts';
 import { makeGuardedDispatcher } from '../webhooks/ssrf-guard.ts';
 import type { ChannelType } from '../db/channels.sql.ts';
 
-/** Per channel type, the guarded dispatcher, or undefined where any address is allowed. */
+/** Per channel type, the guarded dispatcher. */
 export type ProviderDispatchers = Readonly<Record<ChannelType, Dispatcher | undefined>>;
 
 /** Connecting and each wait for the provider; the callers' own deadlines bound the whole call. */
@@ -23,7 +23,8 @@ const built = new WeakMap<object, ProviderDispatchers>();
 export function providerDispatchers(config: Pick<Config, 'wahaAllowPrivateUrls' | 'cloudApiAllowPrivateUrls'>): ProviderDispatchers {
   let d = built.get(config);
   if (!d) {
-    const guard = (allowPrivate: boolean) => (allowPrivate ? undefined : makeGuardedDispatcher({ allowPrivate: false, timeoutMs: GUARD_TIMEOUT_MS }));
+    // Allowing private addresses still refuses link-local ones (the cloud metadata service).
+    const guard = (allowPrivate: boolean) => makeGuardedDispatcher({ allowPrivate, timeoutMs: GUARD_TIMEOUT_MS });
     d = Object.freeze({ waha: guard(config.wahaAllowPrivateUrls), whatsapp_cloud: guard(config.cloudApiAllowPrivateUrls) });
     built.set(config, d);
   }

@@ -51,12 +51,31 @@ for (const [net, prefix] of [
  * counts as private: the guard fails closed.
  */
 export function isPrivateAddress(ip: string): boolean {
+  return inLists(ip, v4, v6);
+}
+
+const linkLocal4 = new BlockList();
+linkLocal4.addSubnet('169.254.0.0', 16, 'ipv4');
+const linkLocal6 = new BlockList();
+linkLocal6.addSubnet('fe80::', 10, 'ipv6');
+
+/**
+ * True for link-local addresses (169.254.0.0/16, where clouds serve instance metadata and
+ * credentials at 169.254.169.254, and fe80::/10), in any of the forms isPrivateAddress reads.
+ * Refused even where private addresses are allowed: no provider or receiver lives there, and a
+ * tenant's URL must never reach the metadata service. Fails closed like isPrivateAddress.
+ */
+export function isLinkLocalAddress(ip: string): boolean {
+  return inLists(ip, linkLocal4, linkLocal6);
+}
+
+function inLists(ip: string, list4: BlockList, list6: BlockList): boolean {
   const address = ip.trim().replace(/^\[(.*)\]$/, '$1').replace(/%.*$/, ''); // brackets, zone id
-  if (isIPv4(address)) return v4.check(address, 'ipv4');
+  if (isIPv4(address)) return list4.check(address, 'ipv4');
   if (!isIPv6(address)) return true;
-  if (v6.check(address, 'ipv6')) return true;
+  if (list6.check(address, 'ipv6')) return true;
   const embedded = embeddedIPv4(ipv6Words(address));
-  return embedded !== undefined && v4.check(embedded, 'ipv4');
+  return embedded !== undefined && list4.check(embedded, 'ipv4');
 }
 
 function ipv6Words(address: string): number[] {
@@ -97,11 +116,8 @@ export class BlockedAddressError extends Error {
     readonly host: string,
     readonly address: string,
   ) {
-    super(
-      host === address
-        ? `refused to connect to ${address}: a private, loopback or reserved address`
-        : `refused to connect to ${host}: it resolves to ${address}, a private, loopback or reserved address`,
-    );
+    const what = isLinkLocalAddress(address) ? 'a link-local address (the cloud metadata service lives there)' : 'a private, loopback or reserved address';
+    super(host === address ? `refused to connect to ${address}: ${what}` : `refused to connect to ${host}: it resolves to ${address}, ${what}`);
     this.name = 'BlockedAddressError';
   }
 }
@@ -158,10 +174,15 @@ export async function checkWebhookUrl(url: string, opts: { allowPrivate: boolean
   if (parsed.username || parsed.password) {
     throw new WebhookUrlError('credentials', 'url must not contain a user name or password; send credentials with custom headers');
   }
-  if (opts.allowPrivate) return parsed;
-
   // WHATWG URL has already normalised odd IPv4 spellings (2130706433, 0x7f.1) to dotted quads.
   const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (opts.allowPrivate) {
+    if ((isIPv4(host) || isIPv6(host)) && isLinkLocalAddress(host)) {
+      throw new WebhookUrlError('private_address', `url points to ${host}, a link-local address (the cloud metadata service); refused even where private addresses are allowed`);
+    }
+    return parsed;
+  }
+
   if (isIPv4(host) || isIPv6(host)) {
     if (isPrivateAddress(host)) throw new WebhookUrlError('private_address', `url points to ${host}; ${PRIVATE_HINT}`);
     return parsed;
@@ -190,11 +211,11 @@ export async function checkWebhookUrl(url: string, opts: { allowPrivate: boolean
  * the check happens on the very answer the socket connects with, so a rebinding DNS server gains
  * nothing between save time and delivery.
  */
-export function guardedLookup(resolve: ResolveHost = systemResolve): LookupFunction {
+export function guardedLookup(resolve: ResolveHost = systemResolve, refused: (ip: string) => boolean = isPrivateAddress): LookupFunction {
   return (hostname, options, callback) => {
     resolve(hostname).then(
       (addresses) => {
-        const blocked = addresses.find((a) => isPrivateAddress(a.address));
+        const blocked = addresses.find((a) => refused(a.address));
         if (blocked) return callback(new BlockedAddressError(hostname, blocked.address), '', 0);
         const usable = options.family ? addresses.filter((a) => a.family === options.family) : addresses;
         if (usable.length === 0) {
@@ -212,8 +233,8 @@ export function guardedLookup(resolve: ResolveHost = systemResolve): LookupFunct
 }
 
 /**
- * The undici dispatcher deliveries go through. Unless `allowPrivate`, every new connection is
- * checked: an IP-literal host directly (Node skips the lookup for those), a name through
+ * The undici dispatcher deliveries go through. Every new connection is checked — against every
+ * private address, or with `allowPrivate` against link-local ones only: an IP-literal host directly (Node skips the lookup for those), a name through
  * `guardedLookup`. Redirects are never followed: undici 7 follows them only through the redirect
  * interceptor, which this agent does not compose — a 3xx comes back as a 3xx (a redirect would
  * otherwise be a way around the guard). `timeoutMs` bounds connecting, waiting for headers and
@@ -227,12 +248,12 @@ export function makeGuardedDispatcher(opts: {
 }): Agent {
   const { allowPrivate, timeoutMs } = opts;
   const common = { headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connections: opts.connections ?? null };
-  if (allowPrivate) return new Agent({ ...common, connect: { timeout: timeoutMs } });
-
-  const connectGuarded = buildConnector({ timeout: timeoutMs, lookup: guardedLookup(opts.resolve) });
+  // Allowing private addresses still leaves link-local ones out (the cloud metadata service).
+  const refused = allowPrivate ? isLinkLocalAddress : isPrivateAddress;
+  const connectGuarded = buildConnector({ timeout: timeoutMs, lookup: guardedLookup(opts.resolve, refused) });
   const connect: buildConnector.connector = (target, callback) => {
-    const host = target.hostname;
-    if ((isIPv4(host) || isIPv6(host)) && isPrivateAddress(host)) {
+    const host = target.hostname.replace(/^\[(.*)\]$/, '$1');
+    if ((isIPv4(host) || isIPv6(host)) && refused(host)) {
       // Asynchronously, as a real connection failure would arrive.
       process.nextTick(callback, new BlockedAddressError(host, host), null);
       return;

@@ -1,11 +1,16 @@
 import type { LookupAddress } from 'node:dns';
 import { describe, expect, it } from 'vitest';
+import { createServer } from 'node:http';
+import { request } from 'undici';
+import { providerDispatchers } from '../../src/channels/provider-dispatchers.ts';
 import { AppError } from '../../src/errors.ts';
 import {
   BlockedAddressError,
   checkWebhookUrl,
   guardedLookup,
+  isLinkLocalAddress,
   isPrivateAddress,
+  makeGuardedDispatcher,
   WebhookUrlError,
   type ResolveHost,
 } from '../../src/webhooks/ssrf-guard.ts';
@@ -211,3 +216,48 @@ describe('guardedLookup', () => {
     expect((await lookupOnce(failsWith('EAI_AGAIN'), false)).err?.code).toBe('EAI_AGAIN');
   });
 });
+
+// Where private addresses are allowed (WAHA next to us by default, a local n8n in development),
+// link-local ones are still refused: 169.254.169.254 serves a cloud machine's metadata and
+// credentials, and a tenant's WAHA base_url or webhook URL must never reach it.
+describe('link-local addresses, refused even where private ones are allowed', () => {
+  it('knows them in every spelling', () => {
+    for (const ip of ['169.254.169.254', '169.254.0.1', '::ffff:169.254.169.254', '[fe80::1]', 'fe80::1%eth0', 'febf::1']) expect(isLinkLocalAddress(ip), ip).toBe(true);
+    for (const ip of ['127.0.0.1', '10.0.0.1', '192.168.1.10', '8.8.8.8', '::1', 'fd00::1']) expect(isLinkLocalAddress(ip), ip).toBe(false);
+  });
+
+  it('refuses a link-local URL when it is saved', async () => {
+    for (const url of ['http://169.254.169.254/latest/meta-data/', 'http://[fe80::1]:8080/hook']) {
+      const err = await rejection(checkWebhookUrl(url, { allowPrivate: true, resolve: neverCalled }));
+      expect(err.problem, url).toBe('private_address');
+      expect(err.message).toMatch(/link-local/);
+    }
+  });
+
+  it('refuses to connect there, by address or by a name that resolves there, and still reaches loopback', async () => {
+    const server = createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    const dispatcher = makeGuardedDispatcher({ allowPrivate: true, timeoutMs: 2_000, resolve: async (host) => [{ address: host === 'local.test' ? '127.0.0.1' : '169.254.169.254', family: 4 }] });
+    try {
+      const local = await request(`http://local.test:${port}/`, { dispatcher });
+      expect(await local.body.text()).toBe('ok');
+      for (const url of ['http://169.254.169.254/latest/meta-data/', 'http://metadata.test/latest/meta-data/']) {
+        const err = await request(url, { dispatcher }).then(() => undefined, (e: unknown) => e);
+        expect(err, url).toBeDefined();
+        expect(String((err as Error).message) + String((err as { cause?: Error }).cause?.message ?? ''), url).toMatch(/link-local/);
+      }
+    } finally {
+      await dispatcher.close();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('guards WAHA calls by default (private addresses allowed, link-local not)', async () => {
+    const { waha } = providerDispatchers({ wahaAllowPrivateUrls: true, cloudApiAllowPrivateUrls: false });
+    expect(waha).toBeDefined();
+    const err = await request('http://169.254.169.254/api/sessions', { dispatcher: waha! }).then(() => undefined, (e: unknown) => e);
+    expect(String((err as Error)?.message) + String((err as { cause?: Error })?.cause?.message ?? '')).toMatch(/link-local/);
+  });
+});
+
