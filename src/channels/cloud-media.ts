@@ -15,12 +15,24 @@ import { providerFetch } from './provider-http.ts';
 import { errorCodes } from '../webhooks/classify.ts';
 import { BLOCKED_ADDRESS_CODE } from '../webhooks/ssrf-guard.ts';
 
-/** Big media take a while to come down; the lookup itself is quick. */
+/**
+ * How long the media host may keep us waiting: for its answer's headers, and then for each next
+ * piece of the body. Not the whole transfer: a big file to a slow client may take longer, and the
+ * time the client takes to read is not the host's.
+ */
 export const MEDIA_DOWNLOAD_TIMEOUT_MS = 120_000;
 
+/** What is known of a file: its type, its name, and its length when the bytes will be exactly that long. */
+type MediaFile = { mimetype: string; filename: string | null; size: number | null };
+
+/** `head`: what a HEAD is told — the file as Meta's lookup describes it, no bytes fetched. */
 export type MessageMedia =
   | { kind: 'url'; url: string; mimetype: string | null; filename: string | null }
-  | { kind: 'stream'; body: Readable; mimetype: string; filename: string | null; size: number | null };
+  | ({ kind: 'stream'; body: Readable } & MediaFile)
+  | ({ kind: 'head' } & MediaFile);
+
+/** `timeoutMs`: MEDIA_DOWNLOAD_TIMEOUT_MS unless given (tests). `download: false`: look up only (a HEAD). */
+export type MediaOptions = { timeoutMs?: number; download?: boolean };
 
 /**
  * `dispatcher`: where the lookup and the download may connect. The media URL comes from the Graph
@@ -29,8 +41,8 @@ export type MessageMedia =
  */
 export type MediaDeps = { db: Database; secretKey: string; dispatcher?: Dispatcher | undefined };
 
-/** The media of one of the project's messages: a URL to follow, or the bytes. 404 when there is none. */
-export async function messageMedia(deps: MediaDeps, projectId: string, messageId: string): Promise<MessageMedia> {
+/** The media of one of the project's messages: a URL to follow, or the bytes (with `download: false`, what they are). 404 when there is none. */
+export async function messageMedia(deps: MediaDeps, projectId: string, messageId: string, opts: MediaOptions = {}): Promise<MessageMedia> {
   const found = await withTransaction(
     deps.db,
     async (tx) => {
@@ -52,7 +64,7 @@ export async function messageMedia(deps: MediaDeps, projectId: string, messageId
   const mediaId = str(media?.media_id);
   if (mediaId && found.channel?.type === 'whatsapp_cloud') {
     const conn = { ...cloudConnectionOf({ config: found.channel.config, secrets: openChannelSecrets(deps.secretKey, found.channel.secrets) }), dispatcher: deps.dispatcher };
-    return downloadCloudMedia(conn, mediaId, { mimetype, filename });
+    return downloadCloudMedia(conn, mediaId, { mimetype, filename }, opts);
   }
   const url = str(media?.url);
   if (url) return { kind: 'url', url, mimetype, filename };
@@ -60,8 +72,11 @@ export async function messageMedia(deps: MediaDeps, projectId: string, messageId
   throw new AppError('not_found', 'this message has no media');
 }
 
-/** GET /{version}/{media_id} → `{url, mime_type, file_size}`, then GET that URL with the token. */
-export async function downloadCloudMedia(conn: CloudConnection, mediaId: string, known: { mimetype: string | null; filename: string | null }): Promise<MessageMedia> {
+/**
+ * GET /{version}/{media_id} → `{url, mime_type, file_size}`, then GET that URL with the token
+ * (unless `opts.download` is false: then the lookup's description only).
+ */
+export async function downloadCloudMedia(conn: CloudConnection, mediaId: string, known: { mimetype: string | null; filename: string | null }, opts: MediaOptions = {}): Promise<MessageMedia> {
   let lookup;
   try {
     lookup = await graphRequest(conn, 'GET', `/${encodeURIComponent(mediaId)}`);
@@ -72,27 +87,86 @@ export async function downloadCloudMedia(conn: CloudConnection, mediaId: string,
   if (lookup.status !== 200) throw graphFailure(lookup.status, lookup.json, 'looking the media up');
   const info = (lookup.json ?? {}) as { url?: unknown; mime_type?: unknown; file_size?: unknown };
   if (typeof info.url !== 'string' || !/^https?:\/\//.test(info.url)) throw new AppError('unavailable', 'the Graph API answered without a media URL');
+  const typeOf = (res?: Response) => (typeof info.mime_type === 'string' && info.mime_type) || known.mimetype || res?.headers.get('content-type') || 'application/octet-stream';
+  const sizeOf = (v: unknown) => {
+    const n = typeof v === 'string' && v.trim() ? Number(v) : v;
+    return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? n : null;
+  };
+  if (opts.download === false) return { kind: 'head', mimetype: typeOf(), filename: known.filename, size: sizeOf(info.file_size) };
 
+  const timeoutMs = opts.timeoutMs ?? MEDIA_DOWNLOAD_TIMEOUT_MS;
+  // One controller for the whole download: the deadlines below abort through it, and so does a
+  // stream that is dropped (its connection goes with it).
+  const abort = new AbortController();
+  const headersLate = setTimeout(() => abort.abort(new Error(`the media host did not answer within ${timeoutMs} ms`)), timeoutMs);
   let res: Response;
   try {
-    // No redirects: the token goes to the host Meta named and nowhere else.
-    res = await providerFetch(info.url, { method: 'GET', headers: { authorization: `Bearer ${conn.accessToken}` }, signal: AbortSignal.timeout(MEDIA_DOWNLOAD_TIMEOUT_MS), dispatcher: conn.dispatcher });
+    // No redirects: the token goes to the host Meta named and nowhere else. `identity`: fetch
+    // would otherwise ask for gzip/br and decompress, and the length we pass on would be wrong.
+    res = await providerFetch(info.url, {
+      method: 'GET',
+      headers: { authorization: `Bearer ${conn.accessToken}`, 'accept-encoding': 'identity' },
+      signal: abort.signal,
+      dispatcher: conn.dispatcher,
+    });
   } catch (err) {
     if (blockedAddress(err)) throw privateAddress('the media URL the Graph API gave');
     throw new AppError('unavailable', `the media could not be downloaded: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(headersLate);
   }
   if (res.status !== 200 || !res.body) {
     await res.body?.cancel();
     throw graphFailure(res.status, undefined, 'downloading the media');
   }
-  const size = Number(res.headers.get('content-length') ?? info.file_size);
+  // A host may compress though asked not to; fetch then hands us the decompressed bytes, and its
+  // Content-Length (the compressed size) is not theirs: send without a length.
+  const encoded = (res.headers.get('content-encoding') ?? '').split(',').some((c) => !['', 'identity'].includes(c.trim().toLowerCase()));
   return {
     kind: 'stream',
-    body: Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
-    mimetype: (typeof info.mime_type === 'string' && info.mime_type) || known.mimetype || res.headers.get('content-type') || 'application/octet-stream',
+    body: untilStalled(res.body as ReadableStream<Uint8Array>, abort, timeoutMs),
+    mimetype: typeOf(res),
     filename: known.filename,
-    size: Number.isFinite(size) && size >= 0 ? size : null,
+    size: encoded ? null : sizeOf(res.headers.get('content-length') ?? info.file_size),
   };
+}
+
+/**
+ * The body as a Node stream that fails when the media host sends nothing for `stallMs` while we
+ * wait for it. Only a pending read is timed: while our caller is slow to take what we have (a slow
+ * client, backpressure) nothing is asked of the host and no deadline runs.
+ */
+function untilStalled(body: ReadableStream<Uint8Array>, abort: AbortController, stallMs: number): Readable {
+  const reader = body.getReader();
+  let ended = false;
+  return new Readable({
+    read() {
+      const stalled = setTimeout(() => abort.abort(new Error(`the media host sent nothing for ${stallMs} ms`)), stallMs);
+      void (async () => {
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            // An abort may end the body as if it were complete: it is not.
+            if (abort.signal.aborted) throw abort.signal.reason;
+            if (done) {
+              ended = true;
+              return void this.push(null);
+            }
+            if (value.byteLength > 0) return void this.push(value);
+          }
+        } catch (err) {
+          this.destroy(abort.signal.aborted && abort.signal.reason instanceof Error ? abort.signal.reason : (err as Error));
+        } finally {
+          clearTimeout(stalled);
+        }
+      })();
+    },
+    destroy(err, callback) {
+      // Failed, or dropped before the end (the client went away): let go of the connection to the host.
+      if (!ended) abort.abort(err ?? new Error('the media stream was closed before its end'));
+      reader.cancel().then(() => callback(err), () => callback(err));
+    },
+  });
 }
 
 /** The guard refused the connection (fetch wraps its error as a cause). */

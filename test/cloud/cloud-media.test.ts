@@ -1,6 +1,8 @@
 // GET /messages/{id}/media: a Cloud media id is looked up on the (fake) Graph API and the file is
 // streamed through with the channel token; WAHA media redirect to their stored URL; no media, or
-// another project's message, is 404.
+// another project's message, is 404. A HEAD looks the media up but downloads nothing. (Deadlines
+// while the bytes come: cloud-media-stream.test.ts.)
+import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { buildApp } from '../../src/http/app.ts';
@@ -35,6 +37,37 @@ describe('GET /messages/{id}/media', () => {
     expect(download.headers.authorization).toBe(`Bearer ${ACCESS_TOKEN}`);
     // The token never reaches the caller.
     expect(JSON.stringify(r.headers)).not.toContain(ACCESS_TOKEN);
+  });
+
+  it('passes on the file, not a compressed length, when the media host compresses it anyway', async () => {
+    const { msg, body } = cloudMessage('5531900000106', 'document', { document: { id: '777000006', mime_type: 'text/csv', filename: 'big.csv' } });
+    await postCloud(t.app, channel.id, body);
+    const id = await stored(channel.id, msg.id);
+    const original = Buffer.from('nome;telefone\n'.repeat(2000));
+    const gzipped = gzipSync(original);
+    // Gzipped whatever it was asked, with the compressed length.
+    graph.respond((c) =>
+      c.path === '/download/777000006' ? { status: 200, raw: gzipped, headers: { 'content-type': 'text/csv', 'content-encoding': 'gzip', 'content-length': String(gzipped.length) } } : undefined,
+    );
+    const r = await media(id);
+    expect(r.statusCode).toBe(200);
+    expect(r.rawPayload.equals(original)).toBe(true);
+    if (r.headers['content-length'] !== undefined) expect(Number(r.headers['content-length'])).toBe(original.length);
+    expect(graph.calls.find((c) => c.path === '/download/777000006')!.headers['accept-encoding']).toBe('identity');
+  });
+
+  it('answers a HEAD from the lookup alone: nothing is downloaded', async () => {
+    const { msg, body } = cloudMessage('5531900000107', 'video', { video: { id: '777000007', mime_type: 'video/mp4' } });
+    await postCloud(t.app, channel.id, body);
+    const id = await stored(channel.id, msg.id);
+    graph.respond((c) => (c.path === '/v21.0/777000007' ? { status: 200, body: { url: `${graph.url}/download/777000007`, mime_type: 'video/mp4', file_size: 52_428_800, id: '777000007' } } : undefined));
+    const r = await t.app.inject({ method: 'HEAD', url: `/api/v1/messages/${id}/media`, headers: { authorization: `Bearer ${t.key}` } });
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['content-type']).toBe('video/mp4');
+    expect(r.headers['content-length']).toBe('52428800');
+    expect(r.body).toBe('');
+    expect(graph.calls.some((c) => c.path === '/v21.0/777000007')).toBe(true);
+    expect(graph.calls.some((c) => c.path === '/download/777000007')).toBe(false);
   });
 
   it('answers 404 when Meta no longer has the media', async () => {
