@@ -1,6 +1,6 @@
 // `ventros <command>`: start, migrate, simulate, --help. Exit codes: 0 ok, 1 runtime failure,
 // 2 bad usage or configuration (and 130 for a simulation stopped with Ctrl-C).
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { ConfigError, loadConfig } from './config.ts';
 import { migrate } from './db/migrate.ts';
 import { openDatabase, startVentros, type Role } from './main.ts';
@@ -17,12 +17,53 @@ Usage:
                                           channel's token from --token, else VENTROS_API_KEY
                                           (a manager's key), else DATABASE_URL
                                           (ventros simulate waha --help for every option)
-  ventros --help                          this text
+  ventros --help                          this text (also: ventros <command> --help)
 
 Roles: all = API + worker in one process (the only role on the embedded database);
        api = HTTP only; worker = inbound processor, consumers, relay, dispatchers, timers
        (and over HTTP only /health/* and /metrics).
-Configuration comes from the environment; see the README's configuration table.`;
+Configuration comes from the environment; see the README's configuration table.
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.`;
+
+/** Each command's usage line, printed with a usage error. */
+const USAGE: Record<string, string> = {
+  start: 'usage: ventros start [--role all|api|worker]   (ventros --help for more)',
+  migrate: 'usage: ventros migrate   (ventros --help for more)',
+};
+
+/** Bad usage: printed as one line and the command's usage, exit code 2, no stack. */
+class UsageError extends Error {}
+
+/**
+ * parseArgs, with what it refuses (an unknown option, a missing value, a stray argument) turned
+ * into a UsageError that says it in a few words.
+ */
+function parseCommand<O extends ParseArgsConfig['options']>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw new UsageError(describeParseError(err));
+  }
+}
+
+function describeParseError(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = err instanceof Error ? err.message : String(err);
+  const named = /'(-[^' ]*)/.exec(message)?.[1];
+  const arg = /'([^']*)'/.exec(message)?.[1];
+  switch (code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option "${named ?? arg ?? message}"`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument "${arg ?? message}"`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      if (named && /argument missing/.test(message)) return `${named} needs a value`;
+      if (named && /ambiguous/.test(message)) return `${named} needs a value (one starting with "-" is given as ${named}=<value>)`;
+      return message.split('\n')[0];
+    default:
+      return message.split('\n')[0];
+  }
+}
 
 export async function runCli(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -35,7 +76,7 @@ export async function runCli(argv: string[]): Promise<number> {
       case 'start':
         return await start(rest);
       case 'migrate':
-        return await runMigrate();
+        return await runMigrate(rest);
       case 'simulate': {
         const { runSimulate } = await import('./inbound/simulate.ts');
         return await runSimulate(rest);
@@ -45,6 +86,10 @@ export async function runCli(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`ventros ${command}: ${err.message}\n${USAGE[command] ?? ''}`);
+      return 2;
+    }
     if (err instanceof ConfigError) {
       console.error(`configuration error: ${err.message}`);
       return 2;
@@ -55,16 +100,13 @@ export async function runCli(argv: string[]): Promise<number> {
 }
 
 async function start(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { role: { type: 'string', default: 'all' }, help: { type: 'boolean' } } });
+  const { values } = parseCommand(args, { role: { type: 'string', default: 'all' }, help: { type: 'boolean', short: 'h' } });
   if (values.help) {
     console.log(HELP);
     return 0;
   }
-  if (!['all', 'api', 'worker'].includes(values.role!)) {
-    console.error(`--role must be all, api or worker (got "${values.role}")`);
-    return 2;
-  }
-  const config = loadConfig();
+  if (!['all', 'api', 'worker'].includes(values.role!)) throw new UsageError(`--role must be all, api or worker (got "${values.role}")`);
+  const config = loadConfig(process.env, { service: true });
   const logger = makeLogger(config.logLevel, { role: values.role });
   const running = await startVentros({ config, role: values.role as Role, logger });
   await new Promise<void>((resolve) => {
@@ -86,7 +128,12 @@ async function start(args: string[]): Promise<number> {
   return 0;
 }
 
-async function runMigrate(): Promise<number> {
+async function runMigrate(args: string[]): Promise<number> {
+  const { values } = parseCommand(args, { help: { type: 'boolean', short: 'h' } });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
   const config = loadConfig();
   const db = await openDatabase(config);
   try {

@@ -128,6 +128,12 @@ function url(env: Env, name: string, protocols: string[]): string | undefined {
   return raw;
 }
 
+/**
+ * The longest retry delay: RabbitMQ refuses an `x-message-ttl` above 2^32-1 ms (about 49.7 days),
+ * and a consumer's delays become the TTLs of its retry queues.
+ */
+export const MAX_RETRY_DELAY_MS = 4_294_967_295;
+
 function durations(env: Env, name: string, def: string): number[] {
   const raw = read(env, name) ?? def;
   const parts = raw.split(',').map((p) => p.trim());
@@ -135,7 +141,33 @@ function durations(env: Env, name: string, def: string): number[] {
   if (parts.length === 0 || out.some((d) => d === undefined)) {
     throw new ConfigError(name, `expected a comma-separated list of durations like 5s,5m,2h, got "${raw}"`);
   }
+  const tooLong = parts.find((_, i) => out[i]! > MAX_RETRY_DELAY_MS);
+  if (tooLong !== undefined) {
+    throw new ConfigError(name, `a delay may be at most ${MAX_RETRY_DELAY_MS} ms (about 49 days), got "${tooLong}"`);
+  }
   return out as number[];
+}
+
+/** HOST and PORT as the server listens on them (defaults 127.0.0.1 and 8080). */
+export function listenAddress(env: Env = process.env): { host: string; port: number } {
+  return { host: read(env, 'HOST') ?? '127.0.0.1', port: int(env, 'PORT', 8080, 0, 65535) };
+}
+
+/**
+ * The base URL a client on this machine reaches a server listening on host:port at: a wildcard
+ * address (0.0.0.0, ::) as 127.0.0.1, an IPv6 address in brackets. Undefined when the host cannot
+ * be written in a URL (an IPv6 zone, `fe80::1%eth0`).
+ */
+export function localBaseUrl(host: string, port: number): string | undefined {
+  const family = isIP(host);
+  const wildcard = (family === 4 && host === '0.0.0.0') || (family === 6 && /^[0:]+$/.test(host));
+  const name = wildcard ? '127.0.0.1' : family === 6 ? `[${host}]` : host;
+  const base = `http://${name}:${port}`;
+  try {
+    return new URL(base).hostname ? base : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function redact(u: string): string {
@@ -173,14 +205,31 @@ function corsOrigins(raw: string): string[] {
   return list;
 }
 
-export function loadConfig(env: Env = process.env): Config {
-  const port = int(env, 'PORT', 8080, 0, 65535);
-  const host = read(env, 'HOST') ?? '127.0.0.1';
+export type LoadOptions = {
+  /**
+   * As `ventros start` loads it, for a service whose webhook URLs are shown to users: PORT=0 (any
+   * free port) needs PUBLIC_URL, since http://HOST:0 reaches nothing. Left off, PORT=0 is taken
+   * as tests and embedders use it (they read the bound address from the server).
+   */
+  service?: boolean;
+};
+
+/** PUBLIC_URL when it is not set: where this machine reaches HOST:PORT. */
+function defaultPublicUrl(host: string, port: number, service: boolean): string {
+  // A test or an embedder listening on port 0 reads the bound address from the server instead.
+  if (port === 0 && service) throw new ConfigError('PORT', 'PORT=0 (any free port) needs PUBLIC_URL: the webhook URLs shown to users would name port 0');
+  const base = localBaseUrl(host, port);
+  if (base === undefined) throw new ConfigError('PUBLIC_URL', `needed: HOST "${host}" cannot be written in a URL`);
+  return base;
+}
+
+export function loadConfig(env: Env = process.env, opts: LoadOptions = {}): Config {
+  const { host, port } = listenAddress(env);
   const logLevel = (read(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError('LOG_LEVEL', `expected one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   }
-  const publicUrl = url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? `http://${host}:${port}`;
+  const publicUrl = url(env, 'PUBLIC_URL', ['http:', 'https:']) ?? defaultPublicUrl(host, port, opts.service === true);
   const nodeEnv = read(env, 'NODE_ENV') ?? 'development';
   const databaseUrl = url(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
   const secretKey = read(env, 'SECRET_KEY');

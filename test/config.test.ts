@@ -1,6 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseDuration } from '../src/config.ts';
 
+/** The ConfigError loadConfig throws for `env`, or undefined. */
+function refusal(env: Record<string, string>, opts?: Parameters<typeof loadConfig>[1]): ConfigError | undefined {
+  try {
+    loadConfig(env, opts);
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+  return undefined;
+}
+
 describe('configuration', () => {
   it('has the contract defaults when nothing is set', () => {
     const c = loadConfig({});
@@ -84,6 +95,49 @@ describe('configuration', () => {
     expect(loadConfig({ CORS_ORIGINS: 'https://app.example.com, http://localhost:5173,' }).corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
     expect(loadConfig({ CORS_ORIGINS: '*' }).corsOrigins).toEqual(['*']);
     expect(() => loadConfig({ CORS_ORIGINS: 'https://app.example.com/' })).toThrow('did you mean "https://app.example.com"?');
+  });
+
+  it('builds the default PUBLIC_URL as a URL: an IPv6 HOST in brackets, a wildcard HOST as 127.0.0.1', () => {
+    const cases: Array<[string, string]> = [
+      ['127.0.0.1', 'http://127.0.0.1:8080'],
+      ['localhost', 'http://localhost:8080'],
+      ['::1', 'http://[::1]:8080'],
+      ['fd00::5', 'http://[fd00::5]:8080'],
+      ['0.0.0.0', 'http://127.0.0.1:8080'],
+      ['::', 'http://127.0.0.1:8080'],
+      ['0:0:0:0:0:0:0:0', 'http://127.0.0.1:8080'],
+    ];
+    for (const [host, expected] of cases) {
+      const { publicUrl } = loadConfig({ HOST: host });
+      expect(publicUrl, host).toBe(expected);
+      expect(new URL(`${publicUrl}/api/v1/webhooks/waha/x`).port, host).toBe('8080');
+    }
+    expect(loadConfig({ HOST: '::', PUBLIC_URL: 'https://crm.example.com' }).publicUrl).toBe('https://crm.example.com');
+    // A HOST no URL can name (an IPv6 zone) needs PUBLIC_URL rather than giving a broken one.
+    expect(refusal({ HOST: 'fe80::1%eth0' })?.variable).toBe('PUBLIC_URL');
+    expect(loadConfig({ HOST: 'fe80::1%eth0', PUBLIC_URL: 'http://[fe80::1]:8080' }).publicUrl).toBe('http://[fe80::1]:8080');
+  });
+
+  it('refuses PORT=0 for the service unless PUBLIC_URL is set: its webhook URLs would name port 0', () => {
+    const err = refusal({ PORT: '0' }, { service: true });
+    expect(err?.variable).toBe('PORT');
+    expect(err?.message).toMatch(/^PORT: .*PUBLIC_URL/);
+    expect(loadConfig({ PORT: '0', PUBLIC_URL: 'https://crm.example.com' }, { service: true }).publicUrl).toBe('https://crm.example.com');
+    expect(loadConfig({ PORT: '9000' }, { service: true }).publicUrl).toBe('http://127.0.0.1:9000');
+    // Tests and embedders listen on port 0 and read the bound address from the server.
+    expect(loadConfig({ PORT: '0' }).port).toBe(0);
+  });
+
+  it('refuses a retry delay above 2^32-1 ms (RabbitMQ\'s longest x-message-ttl), naming the variable', () => {
+    for (const name of ['CONSUMER_RETRY_DELAYS', 'WEBHOOK_RETRY_SCHEDULE']) {
+      for (const bad of ['1s,50d', '4294967296', '1s,1200h', '99999999999999999999d']) {
+        const err = refusal({ [name]: bad });
+        expect(err?.variable, `${name}=${bad}`).toBe(name);
+        expect(err?.message, `${name}=${bad}`).toMatch(new RegExp(`^${name}: a delay may be at most 4294967295 ms \\(about 49 days\\), got "`));
+      }
+    }
+    expect(loadConfig({ CONSUMER_RETRY_DELAYS: '1s,49d,4294967295' }).consumerRetryDelaysMs).toEqual([1000, 49 * 86_400_000, 4_294_967_295]);
+    expect(loadConfig({ WEBHOOK_RETRY_SCHEDULE: '5s,49d' }).webhookRetryScheduleMs).toEqual([5000, 49 * 86_400_000]);
   });
 
   it('strips a trailing slash from PUBLIC_URL', () => {

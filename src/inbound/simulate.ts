@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { Agent, request } from 'undici';
 import { errorText } from '../broker/broker.ts';
+import { ConfigError, listenAddress, localBaseUrl } from '../config.ts';
 import { makeStoppableSleep } from '../timers/stoppable-sleep.ts';
 import { makeWahaGenerator } from './simulate-payloads.ts';
 
@@ -178,12 +179,13 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
 const USAGE = `usage: ventros simulate waha --channel <id> [--rate <n/s>] [--duration <s>] [--url <base>]
                                [--token <webhook token>] [--hmac-key <key>] [--contacts <n>]
                                [--timeout <s>] [--messages-only]
-  --channel   the channel id (its webhook URL is <base>/api/v1/webhooks/waha/<id>)
+  --channel   the channel id, a UUID (its webhook URL is <base>/api/v1/webhooks/waha/<id>)
   --rate      webhooks per second (default 50)
   --duration  seconds (default 10)
-  --url       base URL of Ventros, http(s)://host[:port] (default http://HOST:PORT from the environment)
-  --token     the channel's webhook token; else read through the API with VENTROS_API_KEY
-              (a manager's key), else from the database at DATABASE_URL
+  --url       base URL of Ventros, http(s)://host[:port] (default http://HOST:PORT from the environment,
+              a wildcard HOST as 127.0.0.1)
+  --token     the channel's webhook token, used as given (nothing is looked up); else read through
+              the API with VENTROS_API_KEY (a manager's key), else from the database at DATABASE_URL
   --hmac-key  the channel's hmac_key, to sign each body (X-Webhook-Hmac) as WAHA does; needed when
               the channel has one
   --contacts  distinct senders (default 200)
@@ -201,10 +203,12 @@ class SimulateError extends Error {
 
 type Target = { token: string; hmacNeeded: boolean | undefined };
 
-/** The channel's webhook token (and whether it signs), from the flag, the API or the database. */
+/** The channel's webhook token (and whether it signs), from the flag, else the API, else the database. */
 async function resolveTarget(base: string, channel: string, given?: string): Promise<Target> {
+  // A token given is used as is: a VENTROS_API_KEY left over from another project, or a database
+  // that is not this server's, must not stand in the way of one that works.
+  if (given) return { token: given, hmacNeeded: undefined };
   const key = process.env.VENTROS_API_KEY;
-  if (given && !key) return { token: given, hmacNeeded: undefined };
   if (key) {
     let status: number;
     let body: { type?: string; webhook_url?: string | null; secrets_set?: string[]; detail?: string };
@@ -223,7 +227,7 @@ async function resolveTarget(base: string, channel: string, given?: string): Pro
     }
     if (status !== 200) throw new SimulateError(`GET /channels/${channel} answered ${status}: ${body.detail ?? 'no detail'}`, 2);
     if (body.type !== 'waha') throw new SimulateError(`channel ${channel} is a ${body.type ?? 'unknown'} channel; only WAHA channels can be simulated`, 2);
-    const token = given ?? (body.webhook_url ? new URL(body.webhook_url).searchParams.get('token') : null);
+    const token = body.webhook_url ? new URL(body.webhook_url).searchParams.get('token') : null;
     if (!token) throw new SimulateError(`GET /channels/${channel} shows no webhook token (needs a manager's key); pass --token`, 2);
     return { token, hmacNeeded: body.secrets_set?.includes('hmac_key') ?? undefined };
   }
@@ -231,7 +235,7 @@ async function resolveTarget(base: string, channel: string, given?: string): Pro
     const { connectPostgres } = await import('../db/postgres.ts');
     const db = connectPostgres({ url: process.env.DATABASE_URL, max: 1, applicationName: 'ventros-simulate' });
     try {
-      const r = await db.query<{ type: string; webhook_token: string }>(`SELECT type, webhook_token FROM channels WHERE id::text = $1 AND deleted_at IS NULL`, [channel]);
+      const r = await db.query<{ type: string; webhook_token: string }>(`SELECT type, webhook_token FROM channels WHERE id = $1::uuid AND deleted_at IS NULL`, [channel]);
       const row = r.rows[0];
       if (!row) throw new SimulateError(`no channel ${channel} in the database at DATABASE_URL`, 2);
       if (row.type !== 'waha') throw new SimulateError(`channel ${channel} is a ${row.type} channel; only WAHA channels can be simulated`, 2);
@@ -255,8 +259,28 @@ function positive(flag: string, value: string, what: string, max: number, intege
   return n;
 }
 
-function baseUrl(given: string | undefined): string | undefined {
-  const base = (given ?? `http://${process.env.HOST ?? '127.0.0.1'}:${process.env.PORT ?? '8080'}`).replace(/\/+$/, '');
+/** A channel id as the API writes it: a hyphenated UUID, in any case. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The server's base URL: --url, else where this machine reaches HOST:PORT (as the server reads them). */
+function baseUrl(given: string | undefined): { base: string } | { problem: string } {
+  if (given !== undefined) {
+    const base = checkedBase(given.replace(/\/+$/, ''));
+    return base ? { base } : { problem: `--url must be an http(s) URL such as http://127.0.0.1:8080 (got "${given}")` };
+  }
+  let host: string;
+  let port: number;
+  try {
+    ({ host, port } = listenAddress(process.env));
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return { problem: `${err.message}; or pass --url` };
+  }
+  const base = port === 0 ? undefined : localBaseUrl(host, port);
+  return base ? { base } : { problem: `cannot reach HOST "${host}" PORT ${port} from here: pass --url` };
+}
+
+function checkedBase(base: string): string | undefined {
   try {
     const u = new URL(base);
     return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname && !u.search && !u.hash ? base : undefined;
@@ -267,9 +291,10 @@ function baseUrl(given: string | undefined): string | undefined {
 
 export async function runSimulate(args: string[]): Promise<number> {
   const [provider, ...rest] = args;
+  if (provider === '--help' || provider === '-h' || provider === 'help') return console.log(USAGE), 0;
   if (provider !== 'waha') {
-    console.error(provider === undefined || provider === '--help' ? USAGE : `only "waha" can be simulated (got "${provider}")\n\n${USAGE}`);
-    return provider === '--help' ? 0 : 2;
+    console.error(provider === undefined ? USAGE : `only "waha" can be simulated (got "${provider}")\n\n${USAGE}`);
+    return 2;
   }
   let parsed;
   try {
@@ -278,7 +303,7 @@ export async function runSimulate(args: string[]): Promise<number> {
       options: {
         channel: { type: 'string' }, token: { type: 'string' }, 'hmac-key': { type: 'string' }, rate: { type: 'string', default: '50' },
         duration: { type: 'string', default: '10' }, url: { type: 'string' }, contacts: { type: 'string', default: '200' },
-        timeout: { type: 'string', default: '30' }, 'messages-only': { type: 'boolean', default: false }, help: { type: 'boolean' },
+        timeout: { type: 'string', default: '30' }, 'messages-only': { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h' },
       },
     });
   } catch (err) {
@@ -292,11 +317,14 @@ export async function runSimulate(args: string[]): Promise<number> {
   const durationS = positive('duration', v.duration, 'seconds', 86_400);
   const contacts = positive('contacts', v.contacts, 'senders', 1_000_000, true);
   const timeoutS = positive('timeout', v.timeout, 'seconds', 3_600);
-  const base = baseUrl(v.url);
+  const where = baseUrl(v.url);
+  const base = 'base' in where ? where.base : undefined;
   const problems = [
-    !v.channel?.trim() ? '--channel is required: the id of a WAHA channel' : undefined,
+    !v.channel?.trim()
+      ? '--channel is required: the id of a WAHA channel'
+      : !UUID.test(v.channel) ? `--channel must be a channel id, a UUID such as 0190aaaa-0000-7000-8000-000000000000 (got "${v.channel}")` : undefined,
     ...[rate, durationS, contacts, timeoutS].filter((x) => typeof x === 'string'),
-    base === undefined ? `--url must be an http(s) URL such as http://127.0.0.1:8080 (got "${v.url ?? ''}")` : undefined,
+    'problem' in where ? where.problem : undefined,
     v.token === '' ? '--token must not be empty' : undefined,
     v['hmac-key'] === '' ? '--hmac-key must not be empty' : undefined,
   ].filter((x): x is string => x !== undefined);
