@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
+import { withDeadline } from '../../src/deadline.ts';
 import { buildApp } from '../../src/http/app.ts';
+import { METRICS_REFRESH_DEADLINE_MS } from '../../src/http/routes/system.routes.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { makeTestDb, waitFor } from '../support/env.ts';
 import { defaultBrokerKind, makeTestBroker } from '../support/brokers.ts';
@@ -42,4 +44,24 @@ describe('health and metrics', () => {
       await app.close();
     }
   });
+
+  it('answers a scrape with the last gauges when reading them does not end (a broker that hangs)', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(defaultBrokerKind(), db);
+    let asked = 0;
+    const refreshMetrics = () => {
+      asked++;
+      return new Promise<void>(() => {}); // never answers
+    };
+    const app = await buildApp({ config: loadConfig({}), db, broker, logger: silentLogger, secretKey: 'k'.repeat(32), refreshMetrics } as Parameters<typeof buildApp>[0]);
+    try {
+      const metrics = await withDeadline(app.inject({ method: 'GET', url: '/metrics' }), METRICS_REFRESH_DEADLINE_MS + 3_000, 'the scrape waited for the reading');
+      expect(metrics.statusCode).toBe(200);
+      expect(metrics.body).toContain('queue_depth');
+      expect(asked).toBe(1);
+    } finally {
+      await app.close();
+    }
+  });
 });
+

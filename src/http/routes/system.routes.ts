@@ -3,9 +3,13 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../../errors.ts';
+import { withDeadline } from '../../deadline.ts';
 import { checkReadiness } from '../../observability/health.ts';
 import { registry } from '../../observability/metrics.ts';
 import type { AppDeps } from '../app.ts';
+
+/** How long a scrape waits for the gauges read from the broker and the database. */
+export const METRICS_REFRESH_DEADLINE_MS = 2000;
 
 export async function systemRoutes(app: FastifyInstance, deps: AppDeps) {
   app.get('/health/live', { schema: { hide: true } }, async () => ({ status: 'ok' }));
@@ -19,7 +23,9 @@ export async function systemRoutes(app: FastifyInstance, deps: AppDeps) {
   const allowed = metricsGate(deps.config.metricsToken);
   app.get('/metrics', { schema: { hide: true } }, async (req, reply) => {
     if (!allowed(req)) throw new AppError('unauthorized', 'metrics need the token set in METRICS_TOKEN: `Authorization: Bearer <token>`', undefined, { 'www-authenticate': 'Bearer realm="metrics"' });
-    if (deps.refreshMetrics) await deps.refreshMetrics().catch(() => {});
+    // A broker or database that does not answer must not hold the scrape: past the deadline the
+    // gauges keep their last values (the reading goes on, and the next scrape may use it).
+    if (deps.refreshMetrics) await withDeadline(deps.refreshMetrics(), METRICS_REFRESH_DEADLINE_MS, 'metrics refresh too slow').catch(() => {});
     return reply.type(registry.contentType).send(await registry.metrics());
   });
 }
