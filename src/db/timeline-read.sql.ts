@@ -30,10 +30,10 @@ type Ref = { type: TimelineType; rank: number; id: string; k_at: string };
  * columns, so that each branch reads its own index from the cursor on (messages_contact for a
  * contact's messages) and stops after a page, instead of the union being read whole and sorted.
  */
-function branchAfter(branch: (typeof BRANCHES)[number], cursorRank: number): string {
+function branchAfter(branch: (typeof BRANCHES)[number], cursorRank: number, idRef: () => string): string {
   if (branch.rank < cursorRank) return ` AND ${branch.at} <= $3::timestamptz`;
   if (branch.rank > cursorRank) return ` AND ${branch.at} < $3::timestamptz`;
-  return ` AND (${branch.at}, id) < ($3::timestamptz, $4::uuid)`;
+  return ` AND (${branch.at}, id) < ($3::timestamptz, ${idRef()}::uuid)`;
 }
 
 export async function listTimeline(
@@ -41,16 +41,21 @@ export async function listTimeline(
   query: { projectId: string; contactId: string; limit?: number; cursor?: string },
 ): Promise<Page<TimelineEntry>> {
   const params: unknown[] = [query.projectId, query.contactId];
-  let cursorRank: number | undefined;
+  let after: (b: (typeof BRANCHES)[number]) => string = () => '';
   if (query.cursor !== undefined) {
     const c = decodeCursor(query.cursor);
-    params.push(c.at, c.id);
-    cursorRank = c.rank ?? 0;
+    params.push(c.at);
+    // The id is a parameter only when a branch compares it (a cursor of another list has no rank,
+    // read as 0, and no branch does): an unused parameter has no type PostgreSQL can infer.
+    let idRef: string | undefined;
+    const ref = () => (idRef ??= `$${params.push(c.id)}`);
+    after = (b) => branchAfter(b, c.rank ?? 0, ref);
   }
   const limit = pageSize(query.limit);
+  const conditions = BRANCHES.map(after);
   params.push(limit + 1);
   const take = `$${params.length}`;
-  const branches = BRANCHES.map((b) => `(${b.select}${cursorRank === undefined ? '' : branchAfter(b, cursorRank)} ORDER BY ${b.at} DESC, id DESC LIMIT ${take})`);
+  const branches = BRANCHES.map((b, i) => `(${b.select}${conditions[i]} ORDER BY ${b.at} DESC, id DESC LIMIT ${take})`);
   const r = await q.query<Ref>(
     `SELECT type, rank, id, ${exactTime('at')} AS k_at
      FROM (${branches.join('\n UNION ALL ')}) AS items

@@ -266,6 +266,11 @@ describe('a timeline paged through ties', () => {
       const paged = await walkPages(a, `/contacts/${contactId}/timeline`, size);
       expect(paged.items.map(key), `pages of ${size}`).toEqual(whole.items.map(key));
     }
+    // A cursor of another list (no rank) is read as before the instant it names, not a 500.
+    const messagesPage = await a.call('GET', `/contacts/${contactId}/messages?limit=1`);
+    const crossed = await a.call('GET', `/contacts/${contactId}/timeline?cursor=${messagesPage.json.next_cursor}`);
+    expect(crossed.status, JSON.stringify(crossed.json)).toBe(200);
+    expect(crossed.json.data.every((i: any) => Date.parse(i.at) < Date.parse(at(31)))).toBe(true);
     // Newest first; at one instant an end, then the messages, then a start.
     expect(whole.items.map((i: any) => [i.type, i.at])).toEqual([
       ['message', at(31)],
