@@ -55,15 +55,17 @@ export function isPrivateAddress(ip: string): boolean {
 }
 
 const linkLocal4 = new BlockList();
-linkLocal4.addSubnet('169.254.0.0', 16, 'ipv4');
+linkLocal4.addSubnet('169.254.0.0', 16, 'ipv4'); // AWS, Azure, GCP, Oracle… metadata at 169.254.169.254
+linkLocal4.addAddress('100.100.100.200', 'ipv4'); // Alibaba Cloud's metadata service
 const linkLocal6 = new BlockList();
 linkLocal6.addSubnet('fe80::', 10, 'ipv6');
+linkLocal6.addAddress('fd00:ec2::254', 'ipv6'); // AWS's metadata service over IPv6
 
 /**
- * True for link-local addresses (169.254.0.0/16, where clouds serve instance metadata and
- * credentials at 169.254.169.254, and fe80::/10), in any of the forms isPrivateAddress reads.
- * Refused even where private addresses are allowed: no provider or receiver lives there, and a
- * tenant's URL must never reach the metadata service. Fails closed like isPrivateAddress.
+ * True for link-local addresses (169.254.0.0/16, fe80::/10) and the cloud metadata services'
+ * other addresses (100.100.100.200, fd00:ec2::254), in any of the forms isPrivateAddress reads:
+ * where instances serve their metadata and credentials. Refused even where private addresses are
+ * allowed: no provider or receiver lives there, and a tenant's URL must never reach them.
  */
 export function isLinkLocalAddress(ip: string): boolean {
   return inLists(ip, linkLocal4, linkLocal6);
@@ -116,7 +118,7 @@ export class BlockedAddressError extends Error {
     readonly host: string,
     readonly address: string,
   ) {
-    const what = isLinkLocalAddress(address) ? 'a link-local address (the cloud metadata service lives there)' : 'a private, loopback or reserved address';
+    const what = isLinkLocalAddress(address) ? 'a link-local or cloud metadata address' : 'a private, loopback or reserved address';
     super(host === address ? `refused to connect to ${address}: ${what}` : `refused to connect to ${host}: it resolves to ${address}, ${what}`);
     this.name = 'BlockedAddressError';
   }
@@ -178,7 +180,7 @@ export async function checkWebhookUrl(url: string, opts: { allowPrivate: boolean
   const host = parsed.hostname.replace(/^\[(.*)\]$/, '$1');
   if (opts.allowPrivate) {
     if ((isIPv4(host) || isIPv6(host)) && isLinkLocalAddress(host)) {
-      throw new WebhookUrlError('private_address', `url points to ${host}, a link-local address (the cloud metadata service); refused even where private addresses are allowed`);
+      throw new WebhookUrlError('private_address', `url points to ${host}, a link-local or cloud metadata address; refused even where private addresses are allowed`);
     }
     return parsed;
   }
@@ -211,12 +213,16 @@ export async function checkWebhookUrl(url: string, opts: { allowPrivate: boolean
  * the check happens on the very answer the socket connects with, so a rebinding DNS server gains
  * nothing between save time and delivery.
  */
-export function guardedLookup(resolve: ResolveHost = systemResolve, refused: (ip: string) => boolean = isPrivateAddress): LookupFunction {
+export function guardedLookup(resolve: ResolveHost = systemResolve, refused: (ip: string) => boolean = isPrivateAddress, dropRefused = false): LookupFunction {
   return (hostname, options, callback) => {
     resolve(hostname).then(
-      (addresses) => {
-        const blocked = addresses.find((a) => refused(a.address));
-        if (blocked) return callback(new BlockedAddressError(hostname, blocked.address), '', 0);
+      (answer) => {
+        // Strict (private addresses refused): one refused address refuses the name, whichever the
+        // socket would pick. Where private ones are allowed, a name may well have a link-local
+        // address beside its LAN one (mDNS `.local` names, fe80::): that one is left out.
+        const blocked = answer.find((a) => refused(a.address));
+        const addresses = dropRefused ? answer.filter((a) => !refused(a.address)) : answer;
+        if (blocked && (!dropRefused || addresses.length === 0)) return callback(new BlockedAddressError(hostname, blocked.address), '', 0);
         const usable = options.family ? addresses.filter((a) => a.family === options.family) : addresses;
         if (usable.length === 0) {
           const err: NodeJS.ErrnoException = new Error(`getaddrinfo ENOTFOUND ${hostname}`);
@@ -250,7 +256,7 @@ export function makeGuardedDispatcher(opts: {
   const common = { headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connections: opts.connections ?? null };
   // Allowing private addresses still leaves link-local ones out (the cloud metadata service).
   const refused = allowPrivate ? isLinkLocalAddress : isPrivateAddress;
-  const connectGuarded = buildConnector({ timeout: timeoutMs, lookup: guardedLookup(opts.resolve, refused) });
+  const connectGuarded = buildConnector({ timeout: timeoutMs, lookup: guardedLookup(opts.resolve, refused, allowPrivate) });
   const connect: buildConnector.connector = (target, callback) => {
     const host = target.hostname.replace(/^\[(.*)\]$/, '$1');
     if ((isIPv4(host) || isIPv6(host)) && refused(host)) {

@@ -222,7 +222,7 @@ describe('guardedLookup', () => {
 // credentials, and a tenant's WAHA base_url or webhook URL must never reach it.
 describe('link-local addresses, refused even where private ones are allowed', () => {
   it('knows them in every spelling', () => {
-    for (const ip of ['169.254.169.254', '169.254.0.1', '::ffff:169.254.169.254', '[fe80::1]', 'fe80::1%eth0', 'febf::1']) expect(isLinkLocalAddress(ip), ip).toBe(true);
+    for (const ip of ['169.254.169.254', '169.254.0.1', '::ffff:169.254.169.254', '[fe80::1]', 'fe80::1%eth0', 'febf::1', '100.100.100.200', 'fd00:ec2::254']) expect(isLinkLocalAddress(ip), ip).toBe(true);
     for (const ip of ['127.0.0.1', '10.0.0.1', '192.168.1.10', '8.8.8.8', '::1', 'fd00::1']) expect(isLinkLocalAddress(ip), ip).toBe(false);
   });
 
@@ -234,11 +234,16 @@ describe('link-local addresses, refused even where private ones are allowed', ()
     }
   });
 
-  it('refuses to connect there, by address or by a name that resolves there, and still reaches loopback', async () => {
+  it('refuses to connect there, by address or by a name that resolves only there, and reaches a name’s other addresses', async () => {
     const server = createServer((_req, res) => res.end('ok'));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const { port } = server.address() as { port: number };
-    const dispatcher = makeGuardedDispatcher({ allowPrivate: true, timeoutMs: 2_000, resolve: async (host) => [{ address: host === 'local.test' ? '127.0.0.1' : '169.254.169.254', family: 4 }] });
+    // local.test as an mDNS name resolves: a LAN (here loopback) address and a link-local one.
+    const dispatcher = makeGuardedDispatcher({
+      allowPrivate: true,
+      timeoutMs: 2_000,
+      resolve: async (host) => (host === 'local.test' ? [{ address: 'fe80::1', family: 6 }, { address: '127.0.0.1', family: 4 }] : [{ address: '169.254.169.254', family: 4 }]),
+    });
     try {
       const local = await request(`http://local.test:${port}/`, { dispatcher });
       expect(await local.body.text()).toBe('ok');
