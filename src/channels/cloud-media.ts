@@ -139,8 +139,17 @@ export async function downloadCloudMedia(conn: CloudConnection, mediaId: string,
 function untilStalled(body: ReadableStream<Uint8Array>, abort: AbortController, stallMs: number): Readable {
   const reader = body.getReader();
   let ended = false;
+  // Our own client may stop reading too (and keep the connection to the host, and its buffers,
+  // open for ever): once we have handed a piece on, no further read asked of us for as long ends
+  // the stream. (While we wait for the host, that is the host's deadline, above.)
+  let idle: NodeJS.Timeout | undefined;
+  const watchClient = (stream: Readable) => {
+    idle = setTimeout(() => stream.destroy(new Error(`the client read nothing for ${stallMs} ms`)), stallMs);
+    idle.unref();
+  };
   return new Readable({
     read() {
+      clearTimeout(idle);
       const stalled = setTimeout(() => abort.abort(new Error(`the media host sent nothing for ${stallMs} ms`)), stallMs);
       void (async () => {
         try {
@@ -150,9 +159,13 @@ function untilStalled(body: ReadableStream<Uint8Array>, abort: AbortController, 
             if (abort.signal.aborted) throw abort.signal.reason;
             if (done) {
               ended = true;
-              return void this.push(null);
+              this.push(null);
+              return watchClient(this); // what is buffered must still be read
             }
-            if (value.byteLength > 0) return void this.push(value);
+            if (value.byteLength > 0) {
+              this.push(value);
+              return watchClient(this);
+            }
           }
         } catch (err) {
           this.destroy(abort.signal.aborted && abort.signal.reason instanceof Error ? abort.signal.reason : (err as Error));
@@ -162,6 +175,7 @@ function untilStalled(body: ReadableStream<Uint8Array>, abort: AbortController, 
       })();
     },
     destroy(err, callback) {
+      clearTimeout(idle);
       // Failed, or dropped before the end (the client went away): let go of the connection to the host.
       if (!ended) abort.abort(err ?? new Error('the media stream was closed before its end'));
       reader.cancel().then(() => callback(err), () => callback(err));

@@ -90,4 +90,26 @@ describe('downloading Cloud media: the deadline', () => {
     await expect(pending).rejects.toMatchObject({ code: 'unavailable', message: expect.stringMatching(/^the media could not be downloaded: /) });
     await closed;
   });
+
+  it('ends the stream when our own client stops reading for the deadline, and lets go of the host', async () => {
+    const pending = download('888000004');
+    const res = await nextDownload();
+    res.writeHead(200, { 'content-type': 'application/pdf' });
+    // More than the stream and the sockets buffer, so that the host is held back by a reader who
+    // no longer reads.
+    const closed = once(res, 'close');
+    const feed = () => {
+      while (!res.destroyed && res.write(Buffer.alloc(64 * 1024, 7)));
+    };
+    res.on('drain', feed);
+    feed();
+    const body: Readable = await pending;
+    const chunk = await new Promise<Buffer>((resolve) => body.once('readable', () => resolve(body.read() as Buffer)));
+    expect(chunk.length).toBeGreaterThan(0);
+    // and never reads again
+    const [err] = (await once(body, 'error')) as [Error];
+    expect(err.message).toBe(`the client read nothing for ${DEADLINE_MS} ms`);
+    await closed;
+  });
 });
+
