@@ -83,15 +83,28 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
   }
   const secretKey = resolveSecretKey(config);
   const db = opts.db ?? (await openDatabase(config));
-  const applied = await migrate(db);
-  if (applied.length) logger.info({ applied }, 'migrations applied');
-  const broker = opts.broker ?? (await openBroker(config, db, logger));
-  await broker.declareQueues(allQueues());
-
+  let broker: Broker;
+  try {
+    const applied = await migrate(db);
+    if (applied.length) logger.info({ applied }, 'migrations applied');
+    broker = opts.broker ?? (await openBroker(config, db, logger));
+  } catch (err) {
+    // A start that fails here leaves nothing open behind it (the embedded database's lock included).
+    if (!opts.db) await db.close().catch(() => undefined);
+    throw err;
+  }
   // One channel cache per process, shared by the ingress and the inbound processor; changes made
   // by any process reach it through NOTIFY.
   const channelDirectory = makeChannelDirectory({ db, secretKey, defaultSessionTimeoutMinutes: config.sessionTimeoutMinutes, logger });
-  await channelDirectory.start();
+  try {
+    await broker.declareQueues(allQueues());
+    await channelDirectory.start();
+  } catch (err) {
+    await channelDirectory.stop().catch(() => undefined);
+    if (!opts.broker) await broker.close().catch(() => undefined);
+    if (!opts.db) await db.close().catch(() => undefined);
+    throw err;
+  }
 
   const components: WorkerComponent[] = [{ name: 'channel-directory', stop: () => channelDirectory.stop() }];
   let app: FastifyInstance | undefined;

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { PGlite } from '@electric-sql/pglite';
 import { ConfigError } from '../config.ts';
 import type { Database, Queryable, QueryResult, Row } from './database.ts';
@@ -52,13 +52,38 @@ export function lockDataDir(dataDir: string): () => void {
       throw new ConfigError('DATA_DIR', `the embedded database in ${dataDir} is in use by process ${owner}; stop it first (or use DATABASE_URL for several processes). If no such process is Ventros, delete ${file}.`);
     }
     if (attempt > 0) throw new ConfigError('DATA_DIR', `could not take ${file}: another process is taking it at the same time`);
-    // Its owner is gone: set the stale file aside (one process wins this rename) and try again.
-    try {
-      renameSync(file, `${file}.stale-${process.pid}`);
-      unlinkSync(`${file}.stale-${process.pid}`);
-    } catch {
-      // another process moved it first
-    }
+    takeOver(file, owner);
+  }
+}
+
+/**
+ * Removes a lock whose owner is gone. Only one process at a time may: two that both saw the dead
+ * owner would otherwise each remove the file, the second removing the first's fresh lock. A
+ * process that dies while taking over leaves `<lock>.takeover` behind; one whose owner is gone too
+ * is cleared for the next start.
+ */
+function takeOver(file: string, deadOwner: number | undefined): void {
+  const mutex = `${file}.takeover`;
+  try {
+    writeFileSync(mutex, `${process.pid}\n`, { flag: 'wx' });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const holder = readOwner(mutex);
+    if (holder === undefined || !isAlive(holder)) rmQuietly(mutex);
+    return; // the caller tries once more, and refuses if the lock is still there
+  }
+  try {
+    if (readOwner(file) === deadOwner) rmQuietly(file); // still the dead owner's, not a newcomer's
+  } finally {
+    rmQuietly(mutex);
+  }
+}
+
+function rmQuietly(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {
+    // gone already
   }
 }
 

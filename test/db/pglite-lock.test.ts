@@ -7,7 +7,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config.ts';
+import { ConfigError, loadConfig } from '../../src/config.ts';
+import { startVentros } from '../../src/main.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
 import { openPglite } from '../../src/db/pglite.ts';
 
 const dirs: string[] = [];
@@ -81,4 +83,17 @@ describe('the embedded data directory lock', () => {
     writeFileSync(`${dir}.lock`, `${process.ppid}\n`);
     await expect(openPglite(dir)).rejects.toThrow(new RegExp(`in use by process ${process.ppid}`));
   });
+
+  it('is let go when a start fails after opening the database, so that a second start can take it', async () => {
+    const dir = scratch();
+    const dataDir = path.dirname(dir);
+    // The broker cannot be reached: the start fails after the database was opened and migrated.
+    const config = loadConfig({ DATA_DIR: dataDir, SECRET_KEY: 'k'.repeat(32), HOST: '127.0.0.1', PORT: '0', AMQP_URL: 'amqp://guest:guest@127.0.0.1:1/' });
+    await expect(startVentros({ config, logger: silentLogger })).rejects.toThrow();
+    expect(existsSync(`${dir}.lock`)).toBe(false);
+    const db = await openPglite(dir);
+    expect((await db.query<{ n: number }>('SELECT count(*)::int AS n FROM schema_migrations')).rows[0].n).toBeGreaterThan(0);
+    await db.close();
+  }, 60_000);
 });
+
