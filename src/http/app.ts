@@ -199,8 +199,13 @@ export async function closeHttp(app: FastifyInstance, graceMs: number, logger: L
   );
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), graceMs)));
+  // Node closes the connections idle when the close begins, not those that become idle after: a
+  // request answered meanwhile leaves its kept-alive connection open (Fastify keeps them 72 s), and
+  // the close would wait out the whole grace for it.
+  const sweep = setInterval(() => app.server.closeIdleConnections(), 50);
   const inTime = await Promise.race([closed, late]);
   clearTimeout(timer);
+  clearInterval(sweep);
   if (inTime) return;
   logger.warn({ grace_ms: graceMs }, 'requests still open at shutdown; closing their connections');
   app.server.closeAllConnections();

@@ -37,9 +37,11 @@ describe('closing the HTTP server at shutdown', () => {
     release();
   });
 
-  it('waits for a request that ends within the grace', async () => {
+  it('waits for a request that ends within the grace, and no longer', async () => {
     const { app, answer, release } = await serverWithAHangingRoute();
     const closing = closeHttp(app, 5_000, silentLogger);
+    // Answered once the close has begun: its connection, kept alive, becomes idle only then.
+    await waitFor(() => !app.server.listening, 'the server to stop listening');
     release();
     await withDeadline(closing, 3_000, 'closeHttp did not return once the request ended');
     expect(await answer).toBe(200);
