@@ -78,21 +78,24 @@ export async function updatePipeline(tx: Queryable, projectId: string, id: strin
  * saw and set its own: two defaults, refused by the unique index, a 500).
  */
 export async function lockProjectDefaults(tx: Queryable, projectId: string): Promise<void> {
-  await tx.query('SELECT 1 FROM projects WHERE id = $1 FOR UPDATE', [projectId]);
+  // NO KEY: rows that merely reference the project (keys, members) need not wait for it.
+  await tx.query('SELECT 1 FROM projects WHERE id = $1 FOR NO KEY UPDATE', [projectId]);
 }
 
 /** Makes this pipeline the project's default: the setting and the flag move together. The caller holds lockProjectDefaults. */
-export async function makeDefaultPipeline(tx: Queryable, projectId: string, id: string): Promise<string[]> {
-  const was = await tx.query<{ id: string }>(
-    'UPDATE pipelines SET is_default = false, updated_at = now() WHERE project_id = $1 AND is_default AND id <> $2 RETURNING id',
-    [projectId, id],
-  );
+export async function makeDefaultPipeline(tx: Queryable, projectId: string, id: string): Promise<void> {
+  await tx.query('UPDATE pipelines SET is_default = false, updated_at = now() WHERE project_id = $1 AND is_default AND id <> $2', [projectId, id]);
   await tx.query('UPDATE pipelines SET is_default = true, updated_at = now() WHERE project_id = $1 AND id = $2', [projectId, id]);
   await tx.query(
     `UPDATE projects SET settings = settings || jsonb_build_object('default_pipeline_id', $2::text), updated_at = now() WHERE id = $1`,
     [projectId, id],
   );
-  return was.rows.map((r) => r.id); // the pipelines that were the default
+}
+
+/** The pipelines that read as the project's default (one, or none). */
+export async function defaultPipelineIds(q: Queryable, projectId: string): Promise<string[]> {
+  const r = await q.query<{ id: string }>(`SELECT p.id FROM pipelines p WHERE p.project_id = $1 AND ${IS_DEFAULT}`, [projectId]);
+  return r.rows.map((row) => row.id);
 }
 
 /**

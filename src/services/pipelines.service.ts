@@ -5,7 +5,7 @@ import type { Database, Queryable } from '../db/database.ts';
 import { pageOf, type Page } from '../db/keyset.ts';
 import { insertPipeline, insertPipelineStatuses, type PipelineStatusKind } from '../db/pipelines.sql.ts';
 import {
-  contactExists, defaultEntryStatus, findPipeline, findStatus, insertStatusAt, listMoves, listPipelines, isMoveOf, lockContactPlace, lockPipeline,
+  contactExists, defaultEntryStatus, defaultPipelineIds, findPipeline, findStatus, insertStatusAt, listMoves, listPipelines, isMoveOf, lockContactPlace, lockPipeline,
   lockProjectDefaults, makeDefaultPipeline, recordMove, updatePipeline, type HistoryEntry, type PipelineView, type StatusRef,
 } from '../db/pipelines-ext.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
@@ -103,6 +103,16 @@ export async function enterDefaultPipelineTx(tx: Queryable, projectId: string, c
   return moveContactTx(tx, { projectId, contactId, status, notes: null, actor: { type: 'system', id: 'pipeline-entry' }, onlyIfOutside: true });
 }
 
+/**
+ * Makes `id` the default (the setting and the flag, even when the setting already named it: they
+ * may have drifted apart) and returns the pipelines that read as the default before and no longer.
+ */
+async function moveDefault(tx: Queryable, projectId: string, id: string): Promise<string[]> {
+  const was = await defaultPipelineIds(tx, projectId);
+  await makeDefaultPipeline(tx, projectId, id);
+  return was.filter((other) => other !== id);
+}
+
 /** pipeline.updated: the whole pipeline as it is now, and what the change touched. */
 function pipelineUpdated(p: PipelineView, changed: string[]) {
   return newEvent('pipeline.updated', {
@@ -149,7 +159,7 @@ export function makePipelinesService(deps: { db: Database }) {
         if (input.description != null) await updatePipeline(tx, projectId, id, { description: input.description });
         const statuses = input.statuses.map((s, position) => ({ id: uuidv7(), pipelineId: id, name: s.name.trim(), kind: s.kind, position }));
         await insertPipelineStatuses(tx, projectId, statuses);
-        const unmade = input.isDefault ? await makeDefaultPipeline(tx, projectId, id) : [];
+        const unmade = input.isDefault ? await moveDefault(tx, projectId, id) : [];
         await appendEvents(tx, [
           newEvent('pipeline.created', {
             projectId,
@@ -174,7 +184,7 @@ export function makePipelinesService(deps: { db: Database }) {
         if (patch.name !== undefined || patch.description !== undefined) {
           await updatePipeline(tx, projectId, id, { name: patch.name?.trim(), description: patch.description });
         }
-        const unmade = patch.isDefault && !before.isDefault ? await makeDefaultPipeline(tx, projectId, id) : [];
+        const unmade = patch.isDefault ? await moveDefault(tx, projectId, id) : [];
         const after = await reload(tx, projectId, id);
         const changed = (['name', 'description', 'isDefault'] as const).filter((k) => before[k] !== after[k]).map((k) => (k === 'isDefault' ? 'is_default' : k));
         const events = changed.length ? [pipelineUpdated(after, changed)] : [];

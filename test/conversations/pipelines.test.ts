@@ -131,6 +131,24 @@ describe('pipelines', () => {
     expect((await rows(db, 'SELECT * FROM contact_pipeline_history WHERE contact_id = $1', [contactId]))).toHaveLength(0);
   });
 
+  it('moves the flag too when the setting already names the pipeline, and tells of the one that stops being the default', async () => {
+    const t = await world.register();
+    const sales = (await t.api('GET', '/pipelines')).json.data.find((p: any) => p.is_default);
+    const b = await newPipeline(t, 'B');
+    // The setting names B while the flag is still on Sales (set by hand, as a client may).
+    expect((await t.api('PATCH', `/projects/${t.projectId}`, { settings: { default_pipeline_id: b.id } })).status).toBe(200);
+    expect((await t.api('GET', `/pipelines/${b.id}`)).json.is_default).toBe(true);
+    expect((await t.api('PATCH', `/pipelines/${b.id}`, { is_default: true })).status).toBe(200);
+    expect((await rows(db, 'SELECT name FROM pipelines WHERE project_id = $1 AND is_default', [t.projectId])).map((p) => p.name)).toEqual(['B']);
+    // Nothing a reader could see changed: no event for either.
+    expect(await events(db, { aggregateId: sales.id, type: 'pipeline.updated' })).toHaveLength(0);
+    expect(await events(db, { aggregateId: b.id, type: 'pipeline.updated' })).toHaveLength(0);
+    // Back to Sales: Sales hears it became the default, B that it stopped being one.
+    expect((await t.api('PATCH', `/pipelines/${sales.id}`, { is_default: true })).status).toBe(200);
+    expect((await events(db, { aggregateId: b.id, type: 'pipeline.updated' })).map((e) => [e.data.is_default, e.data.changed])).toEqual([[false, ['is_default']]]);
+    expect((await events(db, { aggregateId: sales.id, type: 'pipeline.updated' })).map((e) => [e.data.is_default, e.data.changed])).toEqual([[true, ['is_default']]]);
+  });
+
   it('refuses a history cursor of another contact instead of answering an empty last page', async () => {
     const p = await newPipeline();
     const [a, b] = [await newContact(), await newContact()];
@@ -155,9 +173,9 @@ describe('pipelines', () => {
     const [x, y] = [await newPipeline(t, 'X'), await newPipeline(t, 'Y')];
     const first = heldTransaction(db);
     const holding = makePipelinesService({ db: first.db }).update(t.projectId, x.id, { isDefault: true });
-    await waitFor(async () => (await rows(db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)).length > 0, 'the first change waiting to commit');
+    const pid = await first.reached; // its change made, not committed
     const second = t.api('PATCH', `/pipelines/${y.id}`, { is_default: true });
-    await waitFor(async () => (await rows(db, `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`)).length > 0, 'the second change waiting on the first');
+    await waitFor(() => blockedBy(pid), 'the second change waiting on the first');
     first.release();
     await holding;
     const r = await second;
@@ -175,7 +193,7 @@ describe('pipelines', () => {
     const caller = { kind: 'api_key' as const, projectId: tenant.projectId, role: 'admin' as const, apiKeyId: 'test' };
     const early = heldTransaction(db, 'before');
     const begun = makePipelinesService({ db: early.db }).moveContact(caller, contactId, { pipelineId: p.id, statusId: p.statuses[1].id });
-    await waitFor(async () => (await rows(db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)).length > 0, 'the first move begun');
+    await early.reached; // begun (its now() fixed), its move not yet made
     expect((await tenant.api('PUT', `/contacts/${contactId}/pipeline-status`, { pipeline_id: p.id, status_id: p.statuses[0].id })).status).toBe(200);
     early.release();
     await begun;
@@ -189,24 +207,32 @@ describe('pipelines', () => {
 
 /**
  * A database whose transactions wait on a gate: `after` (the default) their work is done and they
- * wait to commit; `before`, they have begun (one statement run) and wait to do their work.
+ * wait to commit; `before`, they have begun and wait to do their work. `reached` resolves when one
+ * waits at the gate, `pid` is its backend.
  */
 function heldTransaction(real: Database, when: 'before' | 'after' = 'after') {
   let release!: () => void;
   const gate = new Promise<void>((r) => (release = r));
+  let reachedGate!: (pid: number) => void;
+  const reached = new Promise<number>((r) => (reachedGate = r));
   const held = Object.create(real) as Database;
   held.transaction = (fn, setup) => real.transaction(async (tx) => {
+    const pid = Number((await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid);
     if (when === 'before') {
-      await tx.query('SELECT 1');
+      reachedGate(pid);
       await gate;
       return fn(tx);
     }
     const r = await fn(tx);
+    reachedGate(pid);
     await gate;
     return r;
   }, setup);
-  return { db: held, release };
+  return { db: held, release, reached };
 }
+
+/** Some backend is waiting on a lock `pid` holds. */
+const blockedBy = async (pid: number) => (await rows(db, 'SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).length > 0;
 
 describe('new contacts entering the default pipeline (contact.created → pipeline-entry consumer)', () => {
   const handled = async (eventId: string) =>
