@@ -85,6 +85,11 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
   const mustBeActive = (s: SubscriptionRecord) => {
     if (!s.active) throw new AppError('conflict', `the subscription is disabled${s.disabledReason ? ` (${s.disabledReason})` : ''}; set active to true first`);
   };
+  /** A retry or a recovery sends now: on a paused subscription it would only wait, answered 202. */
+  const mustBeSending = (s: SubscriptionRecord) => {
+    mustBeActive(s);
+    if (s.paused) throw new AppError('conflict', 'the subscription is paused: its deliveries wait until it is resumed; resume it first');
+  };
 
   /**
    * Sends after commit; if the broker refuses, the scheduler picks the rows up instead. A backlog
@@ -245,7 +250,7 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
       const d = await tenant(projectId, async (tx) => {
         const current = await findDelivery(tx, projectId, id);
         if (!current) throw notFound('webhook delivery');
-        mustBeActive(await mustFind(tx, projectId, current.subscriptionId));
+        mustBeSending(await mustFind(tx, projectId, current.subscriptionId));
         const r = await requeueDelivery(tx, projectId, id);
         if (!r) throw new AppError('conflict', 'an attempt of this delivery is in progress; retry once it has finished');
         return r;
@@ -257,7 +262,7 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
     /** Re-sends every dead delivery of the subscription created at or after `since`. */
     async recover(projectId: string, subscriptionId: string, since: Date): Promise<{ recovered: number }> {
       const ids = await tenant(projectId, async (tx) => {
-        mustBeActive(await mustFind(tx, projectId, subscriptionId));
+        mustBeSending(await mustFind(tx, projectId, subscriptionId));
         return requeueDead(tx, projectId, subscriptionId, since);
       });
       await enqueue(ids.map((id) => ({ id, subscriptionId, projectId })), Queues.webhooksDue);

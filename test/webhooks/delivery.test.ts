@@ -227,6 +227,12 @@ describe('webhook delivery', () => {
     ]);
     expect(waiting.every((d) => d.attempts === 0)).toBe(true);
     expect(rx.requests).toHaveLength(0);
+    // "Send it again now" cannot be kept while paused: a 409 saying so, not a 202 that waits.
+    const retried = await api(w, a, 'POST', `/webhook-deliveries/${waiting[0].id}/retry`);
+    expect(retried.status).toBe(409);
+    expect(retried.json.detail).toMatch(/paused/);
+    const recovered = await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/recover`, { since: new Date(Date.now() - 60_000).toISOString() });
+    expect(recovered.status).toBe(409);
     await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/resume`);
     const done = await waitForDeliveries(w, s.id, 2, 'succeeded');
     expect(done.every((d) => d.attempts === 1)).toBe(true);
