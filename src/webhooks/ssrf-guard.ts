@@ -119,7 +119,9 @@ export class BlockedAddressError extends Error {
     readonly address: string,
   ) {
     const what = isLinkLocalAddress(address) ? 'a link-local or cloud metadata address' : 'a private, loopback or reserved address';
-    super(host === address ? `refused to connect to ${address}: ${what}` : `refused to connect to ${host}: it resolves to ${address}, ${what}`);
+    // The address a name resolved to is not told: it would map the internal network for whoever
+    // chose the URL (kept on the error's `address` for our own logs).
+    super(host === address ? `refused to connect to ${address}: ${what}` : `refused to connect to ${host}: it resolves to ${what}`);
     this.name = 'BlockedAddressError';
   }
 }
@@ -203,7 +205,8 @@ export async function checkWebhookUrl(url: string, opts: { allowPrivate: boolean
   if (addresses.length === 0) throw new WebhookUrlError('unresolvable', `url host ${host} has no addresses`);
   const blocked = addresses.find((a) => isPrivateAddress(a.address));
   if (blocked) {
-    throw new WebhookUrlError('private_address', `url host ${host} resolves to ${blocked.address}; ${PRIVATE_HINT}`);
+    // Which private address is not told: it would map the internal network for whoever asks.
+    throw new WebhookUrlError('private_address', `url host ${host} resolves to a private, loopback or reserved address; ${PRIVATE_HINT}`);
   }
   return parsed;
 }
