@@ -51,7 +51,8 @@ export async function updateProject(
     `UPDATE projects AS p SET
        name = coalesce($2, p.name),
        settings = CASE WHEN $3::jsonb IS NULL THEN p.settings
-                       ELSE jsonb_strip_nulls(p.settings || $3::jsonb) END,
+                       -- a key set to null is removed; nulls deeper in a value are the value's own
+                       ELSE (p.settings || $3::jsonb) - ARRAY(SELECT k FROM jsonb_each($3::jsonb) AS e(k, v) WHERE jsonb_typeof(v) = 'null') END,
        updated_at = now()
      WHERE p.id = $1 RETURNING ${COLUMNS}`,
     [id, patch.name ?? null, patch.settings === undefined ? null : JSON.stringify(patch.settings)],

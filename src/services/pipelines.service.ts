@@ -113,6 +113,20 @@ async function moveDefault(tx: Queryable, projectId: string, id: string): Promis
   return was.filter((other) => other !== id);
 }
 
+/**
+ * Makes `id` (a pipeline of the project) the default, in the caller's transaction, with the events:
+ * `PATCH /projects` with `settings.default_pipeline_id` comes this way, as `PATCH /pipelines` does.
+ */
+export async function makeDefaultPipelineTx(tx: Queryable, projectId: string, id: string): Promise<void> {
+  await lockProjectDefaults(tx, projectId);
+  const before = await findPipeline(tx, projectId, id);
+  if (!before) throw notFound('pipeline');
+  const unmade = await moveDefault(tx, projectId, id);
+  const events = before.isDefault ? [] : [pipelineUpdated((await findPipeline(tx, projectId, id))!, ['is_default'])];
+  for (const other of unmade) events.push(pipelineUpdated((await findPipeline(tx, projectId, other))!, ['is_default']));
+  await appendEvents(tx, events);
+}
+
 /** pipeline.updated: the whole pipeline as it is now, and what the change touched. */
 function pipelineUpdated(p: PipelineView, changed: string[]) {
   return newEvent('pipeline.updated', {

@@ -13,6 +13,7 @@ import { newEvent } from '../domain/events.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import type { Caller, Role } from '../domain/permissions.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
+import { makeDefaultPipelineTx } from './pipelines.service.ts';
 
 const MAX_SETTINGS_BYTES = 16 * 1024;
 
@@ -90,6 +91,9 @@ export function makeProjectsService({ db }: { db: Database }) {
         if (pipelineId !== undefined && pipelineId !== null && (!isUuid(pipelineId) || !(await pipelineExists(tx, caller.projectId, pipelineId)))) {
           throw invalid('settings.default_pipeline_id must name a pipeline of this project', [{ field: 'settings.default_pipeline_id', message: 'unknown pipeline' }]);
         }
+        // The default moves as PATCH /pipelines moves it: the flag with the setting, and the events
+        // (before, the setting alone changed, silently, and the two drifted apart).
+        if (isUuid(pipelineId)) await makeDefaultPipelineTx(tx, caller.projectId, pipelineId.toLowerCase());
         // Stored as the database writes ids: the default is found by comparing them as text.
         const settings = isUuid(pipelineId) ? { ...patch.settings, default_pipeline_id: pipelineId.toLowerCase() } : patch.settings;
         const updated = await updateProject(tx, caller.projectId, { ...patch, ...(settings ? { settings } : {}) });

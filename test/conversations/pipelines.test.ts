@@ -135,8 +135,8 @@ describe('pipelines', () => {
     const t = await world.register();
     const sales = (await t.api('GET', '/pipelines')).json.data.find((p: any) => p.is_default);
     const b = await newPipeline(t, 'B');
-    // The setting names B while the flag is still on Sales (set by hand, as a client may).
-    expect((await t.api('PATCH', `/projects/${t.projectId}`, { settings: { default_pipeline_id: b.id } })).status).toBe(200);
+    // The setting names B while the flag is still on Sales (as a project PATCH once left them).
+    await db.query(`UPDATE projects SET settings = settings || jsonb_build_object('default_pipeline_id', $2::text) WHERE id = $1`, [t.projectId, b.id]);
     expect((await t.api('GET', `/pipelines/${b.id}`)).json.is_default).toBe(true);
     expect((await t.api('PATCH', `/pipelines/${b.id}`, { is_default: true })).status).toBe(200);
     expect((await rows(db, 'SELECT name FROM pipelines WHERE project_id = $1 AND is_default', [t.projectId])).map((p) => p.name)).toEqual(['B']);
@@ -147,6 +147,19 @@ describe('pipelines', () => {
     expect((await t.api('PATCH', `/pipelines/${sales.id}`, { is_default: true })).status).toBe(200);
     expect((await events(db, { aggregateId: b.id, type: 'pipeline.updated' })).map((e) => [e.data.is_default, e.data.changed])).toEqual([[false, ['is_default']]]);
     expect((await events(db, { aggregateId: sales.id, type: 'pipeline.updated' })).map((e) => [e.data.is_default, e.data.changed])).toEqual([[true, ['is_default']]]);
+  });
+
+  it('moves the default through the project settings as PATCH /pipelines does: the flag, the setting and the events', async () => {
+    const t = await world.register();
+    const sales = (await t.api('GET', '/pipelines')).json.data.find((p: any) => p.is_default);
+    const c = await newPipeline(t, 'C');
+    expect((await t.api('PATCH', `/projects/${t.projectId}`, { settings: { default_pipeline_id: c.id.toUpperCase() } })).status).toBe(200);
+    expect((await rows(db, 'SELECT name FROM pipelines WHERE project_id = $1 AND is_default', [t.projectId])).map((p) => p.name)).toEqual(['C']);
+    expect((await events(db, { aggregateId: c.id, type: 'pipeline.updated' })).map((e) => [e.data.is_default, e.data.changed])).toEqual([[true, ['is_default']]]);
+    expect((await events(db, { aggregateId: sales.id, type: 'pipeline.updated' })).map((e) => [e.data.is_default, e.data.changed])).toEqual([[false, ['is_default']]]);
+    // Removing the setting leaves the default where it is: the flag moved with it.
+    expect((await t.api('PATCH', `/projects/${t.projectId}`, { settings: { default_pipeline_id: null } })).status).toBe(200);
+    expect((await t.api('GET', '/pipelines')).json.data.filter((p: any) => p.is_default).map((p: any) => p.name)).toEqual(['C']);
   });
 
   it('refuses a history cursor of another contact instead of answering an empty last page', async () => {

@@ -255,6 +255,12 @@ describe('projects and members', () => {
   it('renames a project and checks the default pipeline belongs to it', async () => {
     const a = await makeTenant(app);
     const b = await makeTenant(app);
+    // A key set to null is removed; a null inside a value is the value's own, kept.
+    const nested = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { hours: { sat: null, mon: '9-17' }, gone: 1 } } });
+    expect(nested.json.settings).toMatchObject({ hours: { sat: null, mon: '9-17' }, gone: 1 });
+    const removed = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { gone: null } } });
+    expect(removed.json.settings.hours).toEqual({ sat: null, mon: '9-17' });
+    expect(removed.json.settings).not.toHaveProperty('gone');
     const ok = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { name: 'Renamed', settings: { locale: 'pt-BR' } } });
     expect(ok.json).toMatchObject({ name: 'Renamed', settings: { locale: 'pt-BR', default_pipeline_id: a.pipelineId } });
     const foreign = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { default_pipeline_id: b.pipelineId } } });
@@ -273,7 +279,7 @@ describe('projects and members', () => {
     expect((await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { a: null, b: half } } })).status).toBe(200);
   });
 
-  it('removes the default pipeline setting when it is set to null, and the flagged default stands in', async () => {
+  it('removes the default pipeline setting when it is set to null; the flag, moved with it, keeps the default where it was', async () => {
     const a = await makeTenant(app);
     const second = await call(app, a.keys.admin, 'POST', '/pipelines', { body: { name: 'Second', statuses: [{ name: 'Open', kind: 'open' }] } });
     expect(second.status, JSON.stringify(second.json)).toBe(201);
@@ -285,8 +291,9 @@ describe('projects and members', () => {
     const cleared = await call(app, a.keys.admin, 'PATCH', `/projects/${a.projectId}`, { body: { settings: { default_pipeline_id: null } } });
     expect(cleared.status).toBe(200);
     expect(cleared.json.settings).not.toHaveProperty('default_pipeline_id');
-    // The pipeline made at registration carries the flag.
-    expect(await listed()).toEqual({ [a.pipelineId]: true, [second.json.id]: false });
+    // The setting moved the flag too (before, the registration pipeline's flag stood in again,
+    // silently moving the default back).
+    expect(await listed()).toEqual({ [a.pipelineId]: false, [second.json.id]: true });
   });
 
   it('does not let an API key create projects', async () => {
