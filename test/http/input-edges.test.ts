@@ -254,4 +254,17 @@ describe('small things a client gets wrong', () => {
     const created = await call(app, admin, 'POST', '/contacts', { body: { phone: phone(), name: '\u200B' } });
     expect(created.status).toBe(400);
   });
+
+  it('refuses fields sent to a route that takes no body, and takes none or {}', async () => {
+    const c = await call(app, admin, 'POST', '/contacts', { body: { phone: phone() } });
+    const withFields = await call(app, admin, 'DELETE', `/contacts/${c.json.id}`, { body: { reason: 'duplicate', hard: true } });
+    expect(withFields.status, brief(withFields)).toBe(400);
+    expect(withFields.json.errors).toEqual([{ field: 'reason', message: 'is not allowed' }, { field: 'hard', message: 'is not allowed' }]);
+    const replay = await call(app, admin, 'POST', '/admin/dead-letters/00000000-0000-4000-8000-000000000000/replay', { body: { queue: 'x' } });
+    expect(replay.status, brief(replay)).toBe(400);
+    expect(replay.json.errors).toEqual([{ field: 'queue', message: 'is not allowed' }]);
+    expect((await call(app, admin, 'DELETE', `/contacts/${c.json.id}`, { body: {} })).status).toBe(204);
+    expect((await call(app, admin, 'POST', '/admin/dead-letters/00000000-0000-4000-8000-000000000000/replay')).status).toBe(404);
+  });
 });
+

@@ -90,7 +90,11 @@ export function defineRoute<P extends TSchema | undefined = undefined, Q extends
     method: spec.method,
     url: spec.url,
     schema,
-    preValidation: [...(spec.params && !spec.public ? [lowerCaseIds] : []), ...(spec.body || spec.querystring ? [refuseUnusableInput] : [])],
+    preValidation: [
+      ...(spec.params && !spec.public ? [lowerCaseIds] : []),
+      ...(spec.body || spec.querystring ? [refuseUnusableInput] : []),
+      ...(spec.body || spec.public || spec.method === 'GET' ? [] : [refuseBody]),
+    ],
     config: spec.public ? { public: true } : { permission: spec.permission, ...(spec.idempotent ? { idempotent: true } : {}) },
     ...(spec.bodyLimit !== undefined ? { bodyLimit: spec.bodyLimit } : {}),
     handler: spec.handler as unknown as (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
@@ -123,6 +127,23 @@ function refuseUnusableInput(req: FastifyRequest, _reply: FastifyReply, done: (e
     return done(invalid(`${found.path || 'body'} nests deeper than ${MAX_JSON_DEPTH} levels`, [{ field, message: `must not nest deeper than ${MAX_JSON_DEPTH} levels` }]));
   }
   done(invalid(`${found.path || 'body'} contains a character that cannot be stored (U+0000 or half of a surrogate pair)`, [{ field, message: 'must not contain U+0000 or an unpaired surrogate' }]));
+}
+
+/**
+ * A route that documents no body takes none: fields sent to it are a 400 naming them, as for any
+ * body (`{"queue": "x"}` to a replay is not silently ignored). No body, or `{}` (what many clients
+ * send with a POST), is fine.
+ */
+function refuseBody(req: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void {
+  const body: unknown = req.body;
+  if (body === undefined || body === null) return done();
+  if (typeof body === 'object' && !Array.isArray(body) && !Buffer.isBuffer(body)) {
+    const fields = Object.keys(body);
+    if (fields.length === 0) return done();
+    return done(invalid(`this route takes no body (${fields.join(', ')} given)`, fields.map((field) => ({ field, message: 'is not allowed' }))));
+  }
+  if (typeof body === 'string' && body.length === 0) return done();
+  done(invalid('this route takes no body', [{ field: 'body', message: 'is not allowed' }]));
 }
 
 /**
