@@ -20,6 +20,8 @@ export type DeadLetter = {
   routingKey: string;
   headers: Headers;
   body: Buffer;
+  /** The whole body's length: `body` is cut to LIST_BODY_BYTES in lists. */
+  bodySize: number;
   error: string;
   attempts: number;
   projectId: string | null;
@@ -27,6 +29,12 @@ export type DeadLetter = {
   replayedAt: Date | null;
   replayCount: number;
 };
+
+/**
+ * What a list shows of each body: a raw batch dead-letters at up to 1 MiB, a page of 200 of them
+ * whole would be 200 MiB in one answer. One dead letter read by id comes whole.
+ */
+export const LIST_BODY_BYTES = 64 * 1024;
 
 export type NewDeadLetter = {
   queue: string;
@@ -45,6 +53,7 @@ type DeadLetterRow = {
   routing_key: string;
   headers: Headers | null;
   body: Uint8Array;
+  body_size: number;
   error: string;
   attempts: number;
   project_id: string | null;
@@ -56,9 +65,11 @@ type DeadLetterRow = {
 
 // created_at rendered with its microseconds, so a cursor compares exactly (a JS Date would drop them
 // and page boundaries would skip or repeat rows created in the same millisecond).
-const COLUMNS = `id::text AS id, queue, message_id, routing_key, headers, body, error, attempts,
+const columns = (body: string) => `id::text AS id, queue, message_id, routing_key, headers, ${body} AS body, octet_length(body) AS body_size, error, attempts,
   project_id::text AS project_id, created_at, replayed_at, replay_count,
   ${exactTime('created_at')} AS cursor_at`;
+const COLUMNS = columns('body');
+const LIST_COLUMNS = columns(`substring(body from 1 for ${LIST_BODY_BYTES})`);
 
 /** PGlite returns bytea as Uint8Array, pg as Buffer; callers always get a Buffer. */
 export function toBuffer(b: Uint8Array): Buffer {
@@ -73,6 +84,7 @@ function toDeadLetter(r: DeadLetterRow): DeadLetter {
     routingKey: r.routing_key,
     headers: r.headers ?? {},
     body: toBuffer(r.body),
+    bodySize: Number(r.body_size),
     error: r.error,
     attempts: r.attempts,
     projectId: r.project_id,
@@ -137,7 +149,7 @@ export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promis
   const limit = Math.max(1, Math.min(Math.floor(f.limit), 500));
   params.push(limit + 1);
   const r = await q.query<DeadLetterRow>(
-    `SELECT ${COLUMNS} FROM dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+    `SELECT ${LIST_COLUMNS} FROM dead_letters ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
      ORDER BY created_at DESC, id DESC LIMIT $${params.length}`,
     params,
   );

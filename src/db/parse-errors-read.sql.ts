@@ -1,10 +1,10 @@
 // Paginated reads of `parse_errors` for the admin API (parse-errors.sql.ts holds the writes).
 import type { Queryable, Row } from './database.ts';
-import { toBuffer } from '../broker/dead-letters.sql.ts';
+import { LIST_BODY_BYTES, toBuffer } from '../broker/dead-letters.sql.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 import type { ParseErrorRecord } from './parse-errors.sql.ts';
 
-function toParseError(r: Row): ParseErrorRecord {
+function toParseError(r: Row): ParseErrorRecord & { bodySize: number } {
   return {
     id: r.id,
     projectId: r.project_id,
@@ -13,6 +13,7 @@ function toParseError(r: Row): ParseErrorRecord {
     eventType: r.event_type ?? null,
     reason: r.reason,
     body: toBuffer(r.body),
+    bodySize: Number(r.body_size),
     headers: r.headers ?? {},
     createdAt: new Date(r.created_at),
   };
@@ -22,7 +23,7 @@ function toParseError(r: Row): ParseErrorRecord {
 export async function listParseErrorsPage(
   q: Queryable,
   f: { projectId: string; channelId?: string; limit?: number; cursor?: string },
-): Promise<Page<ParseErrorRecord>> {
+): Promise<Page<ParseErrorRecord & { bodySize: number }>> {
   const limit = pageSize(f.limit);
   const params: unknown[] = [f.projectId, limit + 1];
   const where = ['project_id = $1'];
@@ -36,10 +37,20 @@ export async function listParseErrorsPage(
     where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
   const r = await q.query(
-    `SELECT id, project_id, channel_id, provider, event_type, reason, body, headers, created_at,
-            ${exactTime('created_at')} AS cursor_at
+    `SELECT id, project_id, channel_id, provider, event_type, reason, substring(body from 1 for ${LIST_BODY_BYTES}) AS body,
+            octet_length(body) AS body_size, headers, created_at, ${exactTime('created_at')} AS cursor_at
      FROM parse_errors WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT $2`,
     params,
   );
   return toPage(r.rows, limit, (x) => ({ at: x.cursor_at, id: x.id }), toParseError);
+}
+
+/** One of the project's parse errors, its body whole. */
+export async function getParseError(q: Queryable, projectId: string, id: string): Promise<(ParseErrorRecord & { bodySize: number }) | undefined> {
+  const r = await q.query(
+    `SELECT id, project_id, channel_id, provider, event_type, reason, body, octet_length(body) AS body_size, headers, created_at
+     FROM parse_errors WHERE project_id = $1 AND id = $2`,
+    [projectId, id],
+  );
+  return r.rows[0] ? toParseError(r.rows[0]) : undefined;
 }

@@ -11,7 +11,7 @@ import { getDeadLetter, listDeadLetters, replayDeadLetter, type DeadLetter } fro
 import type { Database, Queryable } from '../db/database.ts';
 import { countDeadLettersByQueue } from '../db/dead-letters-read.sql.ts';
 import type { Page } from '../db/keyset.ts';
-import { listParseErrorsPage } from '../db/parse-errors-read.sql.ts';
+import { getParseError, listParseErrorsPage } from '../db/parse-errors-read.sql.ts';
 import type { ParseErrorRecord } from '../db/parse-errors.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import type { Caller } from '../domain/permissions.ts';
@@ -38,6 +38,20 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
     async deadLetters(caller: Caller, f: { queue?: string; limit?: number; cursor?: string }): Promise<Page<DeadLetter>> {
       const page = await inProject(caller, (tx) => listDeadLetters(tx, { projectId: caller.projectId, queue: f.queue, limit: f.limit ?? 50, cursor: f.cursor }));
       return { rows: page.items, nextCursor: page.nextCursor ?? null };
+    },
+
+    /** One dead letter of the caller's project, its body whole. */
+    async deadLetter(caller: Caller, id: string): Promise<DeadLetter> {
+      const d = await inProject(caller, (tx) => getDeadLetter(tx, id, { projectId: caller.projectId }));
+      if (!d) throw notFound('dead letter');
+      return d;
+    },
+
+    /** One parse error of the caller's project, its body whole. */
+    async parseError(caller: Caller, id: string): Promise<ParseErrorRecord & { bodySize: number }> {
+      const p = await inProject(caller, (tx) => getParseError(tx, caller.projectId, id));
+      if (!p) throw notFound('parse error');
+      return p;
     },
 
     /** Sends a dead letter of the caller's project back to its queue. */

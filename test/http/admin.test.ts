@@ -1,6 +1,10 @@
 // Admin endpoints show a project admin their own project's share of the machinery, nothing else.
 import { describe, expect, it } from 'vitest';
+import { PROJECT_HEADER } from '../../src/broker/broker.ts';
+import { getDeadLetter, insertDeadLetter, LIST_BODY_BYTES } from '../../src/broker/dead-letters.sql.ts';
 import { Queues } from '../../src/broker/topology.ts';
+import { insertParseError } from '../../src/db/parse-errors.sql.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
 import { call, makeTenant, startApp } from './harness.ts';
 import { deadLetterOfA, type World } from './isolation-fixtures.ts';
 
@@ -38,6 +42,36 @@ describe('admin endpoints', () => {
     // A replayed dead letter is no longer counted as one (the row is kept, with its replay).
     const qa = await call(app, a.keys.admin, 'GET', '/admin/queues');
     expect(qa.json.data.find((q: any) => q.queue === Queues.webhooksOutbound)).toMatchObject({ dead_letters: 1 });
+  });
+
+  it('show the first 64 KiB of each big body in lists, and the whole one by id', async () => {
+    const t = await makeTenant(app);
+    // 100,000 bytes of text whose characters take two bytes each: the 64 KiB edge cuts one in half.
+    const text = `{"x":"${'é'.repeat(49_995)}"}`;
+    const body = Buffer.from(text);
+    const dl = await insertDeadLetter(db, { queue: Queues.inboundRaw, messageId: uuidv7(), routingKey: Queues.inboundRaw, headers: { [PROJECT_HEADER]: t.projectId }, body, error: 'x', attempts: 5 });
+    const pe = uuidv7();
+    await insertParseError(db, { id: pe, projectId: t.projectId, channelId: null, provider: 'waha', eventType: 'message', reason: 'x', body, headers: {} });
+
+    const listed = (await call(app, t.keys.admin, 'GET', '/admin/dead-letters')).json.data.find((d: any) => d.id === dl);
+    const listedPe = (await call(app, t.keys.admin, 'GET', '/admin/parse-errors')).json.data.find((p: any) => p.id === pe);
+    for (const item of [listed, listedPe]) {
+      expect(item).toMatchObject({ body_encoding: 'utf8', body_size: body.length, body_truncated: true });
+      expect(Buffer.byteLength(item.body)).toBeLessThanOrEqual(LIST_BODY_BYTES);
+      expect(Buffer.byteLength(item.body)).toBeGreaterThan(LIST_BODY_BYTES - 4);
+      expect(text.startsWith(item.body)).toBe(true);
+    }
+    for (const url of [`/admin/dead-letters/${dl}`, `/admin/parse-errors/${pe}`]) {
+      const whole = await call(app, t.keys.admin, 'GET', url);
+      expect(whole.status, url).toBe(200);
+      expect(whole.json).toMatchObject({ body: text, body_encoding: 'utf8', body_size: body.length, body_truncated: false });
+      // Another project's: not found.
+      expect((await call(app, a.keys.admin, 'GET', url)).status).toBe(404);
+      expect((await call(app, t.keys.manager, 'GET', url)).status).toBe(403);
+    }
+    // A replay sends the whole body, not what the list showed.
+    expect((await call(app, t.keys.admin, 'POST', `/admin/dead-letters/${dl}/replay`)).status).toBe(202);
+    expect((await getDeadLetter(db, dl))!.body.equals(body)).toBe(true);
   });
 
   it('are for admins only', async () => {

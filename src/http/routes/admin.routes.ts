@@ -40,6 +40,16 @@ export async function adminRoutes(app: FastifyInstance, deps: AppDeps): Promise<
   });
 
   defineRoute(app, {
+    method: 'GET',
+    url: '/admin/dead-letters/:id',
+    summary: 'One dead letter, its body whole',
+    permission: 'admin.read',
+    params: IdParams,
+    response: { 200: DeadLetterSchema },
+    handler: async (req) => presentDeadLetter(await admin.deadLetter(req.auth, req.params.id)),
+  });
+
+  defineRoute(app, {
     method: 'POST',
     url: '/admin/dead-letters/:id/replay',
     summary: 'Send a dead letter back to its queue',
@@ -62,5 +72,15 @@ export async function adminRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     response: { 200: Page(ParseErrorSchema) },
     handler: async (req) =>
       toPageBody(await admin.parseErrors(req.auth, { channelId: req.query.channel_id, limit: req.query.limit, cursor: req.query.cursor }), presentParseError),
+  });
+
+  defineRoute(app, {
+    method: 'GET',
+    url: '/admin/parse-errors/:id',
+    summary: 'One parse error, its payload whole',
+    permission: 'admin.read',
+    params: IdParams,
+    response: { 200: ParseErrorSchema },
+    handler: async (req) => presentParseError(await admin.parseError(req.auth, req.params.id)),
   });
 }

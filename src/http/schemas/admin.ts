@@ -29,8 +29,10 @@ export const DeadLetterSchema = Type.Object(
     message_id: Type.String(),
     routing_key: Type.String(),
     headers: FreeObject(),
-    body: Type.String({ description: 'The message body: text when it is UTF-8, else base64 (see body_encoding)' }),
+    body: Type.String({ description: 'The message body: text when it is UTF-8, else base64 (see body_encoding); in a list, its first 64 KiB (see body_truncated)' }),
     body_encoding: BodyEncoding,
+    body_size: Type.Integer({ description: 'The whole body, in bytes' }),
+    body_truncated: Type.Boolean({ description: 'The list shows the first 64 KiB only: GET /admin/dead-letters/{id} has it whole' }),
     error: Type.String(),
     attempts: Type.Integer(),
     created_at: Timestamp,
@@ -47,8 +49,10 @@ export const ParseErrorSchema = Type.Object(
     provider: Type.String(),
     event_type: Nullable(Type.String()),
     reason: Type.String(),
-    body: Type.String({ description: 'The raw payload: text when it is UTF-8, else base64 (see body_encoding)' }),
+    body: Type.String({ description: 'The raw payload: text when it is UTF-8, else base64 (see body_encoding); in a list, its first 64 KiB (see body_truncated)' }),
     body_encoding: BodyEncoding,
+    body_size: Type.Integer({ description: 'The whole payload, in bytes' }),
+    body_truncated: Type.Boolean({ description: 'The list shows the first 64 KiB only: GET /admin/parse-errors/{id} has it whole' }),
     headers: FreeObject(),
     created_at: Timestamp,
   },
@@ -79,13 +83,22 @@ export const EventQuery = ListQuery({
   until: Type.Optional(Timestamp),
 });
 
-/** Raw bytes for JSON: as text when they are valid UTF-8, else base64. */
-function presentBytes(b: Buffer): { body: string; body_encoding: 'utf8' | 'base64' } {
-  try {
-    return { body: new TextDecoder('utf-8', { fatal: true }).decode(b), body_encoding: 'utf8' };
-  } catch {
-    return { body: b.toString('base64'), body_encoding: 'base64' };
+/**
+ * Raw bytes for JSON: as text when they are valid UTF-8, else base64. `size` is the whole body's
+ * length when `b` is its beginning only: a character cut at that edge is left out, so that text
+ * stays text.
+ */
+function presentBytes(b: Buffer, size = b.length): { body: string; body_encoding: 'utf8' | 'base64'; body_size: number; body_truncated: boolean } {
+  const truncated = size > b.length;
+  const whole = { body_size: size, body_truncated: truncated };
+  for (let cut = 0; cut <= (truncated ? 3 : 0) && cut <= b.length; cut++) {
+    try {
+      return { body: new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(0, b.length - cut)), body_encoding: 'utf8', ...whole };
+    } catch {
+      // not UTF-8 (or cut inside a character: one byte fewer)
+    }
   }
+  return { body: b.toString('base64'), body_encoding: 'base64', ...whole };
 }
 
 export const presentQueue = (q: QueueView): Static<typeof QueueInfo> => ({
@@ -102,7 +115,7 @@ export const presentDeadLetter = (d: DeadLetter): Static<typeof DeadLetterSchema
   message_id: d.messageId,
   routing_key: d.routingKey,
   headers: d.headers,
-  ...presentBytes(d.body),
+  ...presentBytes(d.body, d.bodySize),
   error: d.error,
   attempts: d.attempts,
   created_at: iso(d.createdAt),
@@ -110,13 +123,13 @@ export const presentDeadLetter = (d: DeadLetter): Static<typeof DeadLetterSchema
   replay_count: d.replayCount,
 });
 
-export const presentParseError = (p: ParseErrorRecord): Static<typeof ParseErrorSchema> => ({
+export const presentParseError = (p: ParseErrorRecord & { bodySize?: number }): Static<typeof ParseErrorSchema> => ({
   id: p.id,
   channel_id: p.channelId,
   provider: p.provider,
   event_type: p.eventType,
   reason: p.reason,
-  ...presentBytes(p.body),
+  ...presentBytes(p.body, p.bodySize),
   headers: p.headers,
   created_at: iso(p.createdAt),
 });
