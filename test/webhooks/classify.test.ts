@@ -96,7 +96,8 @@ describe('classifyAttempt by error', () => {
   it('retries an SSRF refusal (DNS may change back) without disabling', () => {
     const outcome = classifyAttempt({ error: new BlockedAddressError('hooks.example.com', '10.0.0.7') });
     expect(outcome).toMatchObject({ class: 'blocked_address', retry: true, disable: false });
-    expect(outcome.detail).toContain('10.0.0.7');
+    expect(outcome.detail).toContain('hooks.example.com');
+    expect(outcome.detail).not.toContain('10.0.0.7'); // the attempt log is the tenant's: no internal address
   });
 
   it('calls anything unrecognised internal, and still retries it', () => {

@@ -152,6 +152,7 @@ export async function webhookSubscriptionsRoutes(app: FastifyInstance, deps: App
     tags: TAGS,
     params: IdParams,
     // No body schema: the body is optional, and a schema would make an empty POST a 400.
+    optionalBody: true,
     response: { 200: Rotated },
     handler: async (req) => {
       const body = req.body as Record<string, unknown> | null | undefined;

@@ -41,6 +41,11 @@ export type RouteSpec<P, Q, B> = Access & {
   problems?: Record<number, string>;
   /** The largest body this route takes, in bytes, when not the server's (BODY_LIMIT). */
   bodyLimit?: number;
+  /**
+   * The body is optional and the handler checks it itself (a schema would make an empty request a
+   * 400): without a body schema the route is not taken for one that takes no body.
+   */
+  optionalBody?: true;
   handler: (req: TypedRequest<P, Q, B>, reply: FastifyReply) => Promise<unknown>;
 };
 
@@ -93,7 +98,7 @@ export function defineRoute<P extends TSchema | undefined = undefined, Q extends
     preValidation: [
       ...(spec.params && !spec.public ? [lowerCaseIds] : []),
       ...(spec.body || spec.querystring ? [refuseUnusableInput] : []),
-      ...(spec.body || spec.public || spec.method === 'GET' ? [] : [refuseBody]),
+      ...(spec.body || spec.optionalBody || spec.public || spec.method === 'GET' ? [] : [refuseBody]),
     ],
     config: spec.public ? { public: true } : { permission: spec.permission, ...(spec.idempotent ? { idempotent: true } : {}) },
     ...(spec.bodyLimit !== undefined ? { bodyLimit: spec.bodyLimit } : {}),
