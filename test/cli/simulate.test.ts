@@ -6,22 +6,13 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { runSimulate } from '../../src/inbound/simulate.ts';
 import { onCleanup, onServices } from '../support/env.ts';
 import { startInbound } from '../inbound/harness.ts';
+import { withConsole } from '../support/console.ts';
 
 const CHANNEL = '0190aaaa-0000-7000-8000-000000000001';
 
 /** Runs the command with its console output captured. */
 async function simulate(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  try {
-    const code = await runSimulate(['waha', ...args]);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-  }
+  return withConsole(() => runSimulate(['waha', ...args]));
 }
 
 /**

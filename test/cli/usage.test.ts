@@ -4,8 +4,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli.ts';
+import { withConsole } from '../support/console.ts';
 
 const BIN = path.resolve('bin/ventros.js');
 const children: ChildProcess[] = [];
@@ -47,16 +48,7 @@ async function run(args: string[], env: Record<string, string>, cwd: string, dea
 
 /** runCli in this process, its console output captured. */
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  try {
-    return { code: await runCli(args), out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-  }
+  return withConsole(() => runCli(args));
 }
 
 const STACK = /\n\s+at |ERR_PARSE_ARGS/;

@@ -10,20 +10,11 @@ import { makeWahaGenerator } from '../../src/inbound/simulate-payloads.ts';
 import { parseWahaEvent } from '../../src/inbound/waha/waha.parser.ts';
 import { onCleanup, waitFor } from '../support/env.ts';
 import { count, startInbound } from './harness.ts';
+import { withConsole } from '../support/console.ts';
 
 /** Runs the command with its console output captured. */
 async function simulate(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void out.push(a.join(' ')));
-  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void err.push(a.join(' ')));
-  try {
-    const code = await runSimulate(['waha', ...args]);
-    return { code, out: out.join('\n'), err: err.join('\n') };
-  } finally {
-    log.mockRestore();
-    error.mockRestore();
-  }
+  return withConsole(() => runSimulate(['waha', ...args]));
 }
 
 /** A webhook receiver on 127.0.0.1 that answers as `handle` says (a fake of a Ventros). */
