@@ -9,7 +9,7 @@ import {
   lockProjectDefaults, makeDefaultPipeline, recordMove, updatePipeline, type HistoryEntry, type PipelineView, type StatusRef,
 } from '../db/pipelines-ext.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
-import { newEvent } from '../domain/events.ts';
+import { newEvent, type EventEnvelope } from '../domain/events.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import type { Caller } from '../domain/permissions.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
@@ -105,12 +105,17 @@ export async function enterDefaultPipelineTx(tx: Queryable, projectId: string, c
 
 /**
  * Makes `id` the default (the setting and the flag, even when the setting already named it: they
- * may have drifted apart) and returns the pipelines that read as the default before and no longer.
+ * may have drifted apart) and returns the pipeline.updated events of the pipelines that read as
+ * the default before and no longer. The caller holds lockProjectDefaults.
  */
-async function moveDefault(tx: Queryable, projectId: string, id: string): Promise<string[]> {
+async function moveDefault(tx: Queryable, projectId: string, id: string): Promise<EventEnvelope[]> {
   const was = await defaultPipelineIds(tx, projectId);
   await makeDefaultPipeline(tx, projectId, id);
-  return was.filter((other) => other !== id);
+  const events: EventEnvelope[] = [];
+  for (const other of was) {
+    if (other !== id) events.push(pipelineUpdated((await findPipeline(tx, projectId, other))!, ['is_default']));
+  }
+  return events;
 }
 
 /**
@@ -122,9 +127,8 @@ export async function makeDefaultPipelineTx(tx: Queryable, projectId: string, id
   const before = await findPipeline(tx, projectId, id);
   if (!before) throw notFound('pipeline');
   const unmade = await moveDefault(tx, projectId, id);
-  const events = before.isDefault ? [] : [pipelineUpdated((await findPipeline(tx, projectId, id))!, ['is_default'])];
-  for (const other of unmade) events.push(pipelineUpdated((await findPipeline(tx, projectId, other))!, ['is_default']));
-  await appendEvents(tx, events);
+  const made = before.isDefault ? [] : [pipelineUpdated((await findPipeline(tx, projectId, id))!, ['is_default'])];
+  await appendEvents(tx, [...made, ...unmade]);
 }
 
 /** pipeline.updated: the whole pipeline as it is now, and what the change touched. */
@@ -180,8 +184,7 @@ export function makePipelinesService(deps: { db: Database }) {
             aggregateId: id,
             data: { pipeline_id: id, name: input.name.trim(), statuses: statuses.map((s) => ({ status_id: s.id, name: s.name, position: s.position })) },
           }),
-          // The pipeline that was the default is no longer.
-          ...(await Promise.all(unmade.map(async (other) => pipelineUpdated(await reload(tx, projectId, other), ['is_default'])))),
+          ...unmade, // the pipeline that was the default is no longer
         ]);
         return reload(tx, projectId, id);
       });
@@ -201,10 +204,8 @@ export function makePipelinesService(deps: { db: Database }) {
         const unmade = patch.isDefault ? await moveDefault(tx, projectId, id) : [];
         const after = await reload(tx, projectId, id);
         const changed = (['name', 'description', 'isDefault'] as const).filter((k) => before[k] !== after[k]).map((k) => (k === 'isDefault' ? 'is_default' : k));
-        const events = changed.length ? [pipelineUpdated(after, changed)] : [];
         // The pipeline that was the default is no longer: its subscribers hear it too.
-        for (const other of unmade) events.push(pipelineUpdated(await reload(tx, projectId, other), ['is_default']));
-        await appendEvents(tx, events);
+        await appendEvents(tx, [...(changed.length ? [pipelineUpdated(after, changed)] : []), ...unmade]);
         return after;
       });
     },
