@@ -46,8 +46,6 @@ function fromFastifyError(err: FastifyError, req: FastifyRequest): Problem | und
       return problem('payload_too_large', `the request body is larger than the ${sizeText(req.routeOptions.bodyLimit)} this route takes`);
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return problem('validation', 'unsupported Content-Type; send application/json');
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return problem('bad_json', 'the body is empty but Content-Type is application/json');
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return problem('bad_json', err.message);
   }
