@@ -1,27 +1,11 @@
 // The CLI as a user runs it: a child process, real signals, real HTTP on loopback.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { killBins, startBin } from '../support/bin.ts';
 import { waitFor } from '../support/env.ts';
-
-const BIN = path.resolve('bin/ventros.js');
-const children: ChildProcess[] = [];
-
-function run(args: string[], env: Record<string, string>) {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, exited, output: () => output };
-}
 
 async function freePort(): Promise<number> {
   const srv = createServer();
@@ -31,20 +15,18 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
-});
+afterEach(killBins);
 
 describe('ventros CLI', () => {
   it('exits non-zero naming PORT when PORT=abc', async () => {
-    const p = run(['start'], { PORT: 'abc' });
+    const p = startBin(['start'], { PORT: 'abc' });
     expect(await p.exited).toBe(2);
     expect(p.output()).toMatch(/PORT/);
   });
 
   it('exits 2 naming DATABASE_URL when a role that needs it runs without it', async () => {
     for (const role of ['api', 'worker']) {
-      const p = run(['start', '--role', role], {});
+      const p = startBin(['start', '--role', role], {});
       expect(await p.exited).toBe(2);
       expect(p.output()).toMatch(/^configuration error: DATABASE_URL: role "\w+" needs it/m);
       expect(p.output()).not.toMatch(/\n\s+at /); // a message, not a stack trace
@@ -57,7 +39,7 @@ describe('ventros CLI', () => {
     await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
     try {
       const port = (taken.address() as { port: number }).port;
-      const p = run(['start'], { PORT: String(port), DATA_DIR: dataDir });
+      const p = startBin(['start'], { PORT: String(port), DATA_DIR: dataDir });
       // It would otherwise stay up, its consumers and timers working, with no probes and no SIGTERM handler.
       const code = await Promise.race([p.exited, new Promise((r) => setTimeout(() => r('still running after 60 s'), 60_000))]);
       expect(code, p.output()).toBe(1);
@@ -69,7 +51,7 @@ describe('ventros CLI', () => {
   }, 90_000);
 
   it('prints every command with --help', async () => {
-    const p = run(['--help'], {});
+    const p = startBin(['--help'], {});
     expect(await p.exited).toBe(0);
     for (const cmd of ['start', 'migrate', 'simulate', '--role']) expect(p.output()).toContain(cmd);
   });
@@ -78,7 +60,7 @@ describe('ventros CLI', () => {
     const dataDir = mkdtempSync(path.join(tmpdir(), 'ventros-cli-'));
     try {
       const port = await freePort();
-      const p = run(['start'], { PORT: String(port), DATA_DIR: dataDir });
+      const p = startBin(['start'], { PORT: String(port), DATA_DIR: dataDir });
       const res = await waitFor(async () => {
         const r = await fetch(`http://127.0.0.1:${port}/health/ready`);
         return r.status === 200 ? r : undefined;

@@ -1,15 +1,13 @@
 // Bad usage of a command is exit code 2 with one line naming the problem and the command's usage,
 // never a stack trace; `--help` on a command prints help and does nothing else.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli.ts';
+import { killBins, runBin, type BinResult } from '../support/bin.ts';
 import { withConsole } from '../support/console.ts';
 
-const BIN = path.resolve('bin/ventros.js');
-const children: ChildProcess[] = [];
 const dirs: string[] = [];
 
 /** A fresh directory for a child to work in; DATA_DIR (not created) under it. */
@@ -21,29 +19,10 @@ function scratch(): { cwd: string; dataDir: string } {
 
 /**
  * The CLI as a user runs it, in a scratch directory, with no database or broker URL: nothing it
- * might do by mistake reaches anything but that directory. Resolves with its exit code and output,
- * or with 'still running' after the deadline.
+ * might do by mistake reaches anything but that directory.
  */
-async function run(args: string[], env: Record<string, string>, cwd: string, deadlineMs = 60_000): Promise<{ code: number | null | 'still running'; out: string; err: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    cwd,
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  let timer: NodeJS.Timeout | undefined;
-  const code = await Promise.race([
-    new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c))),
-    new Promise<'still running'>((resolve) => (timer = setTimeout(() => resolve('still running'), deadlineMs))),
-  ]);
-  clearTimeout(timer);
-  // The streams may still hold the last of the output after 'exit'.
-  if (code !== 'still running') await Promise.all([child.stdout!, child.stderr!].map((s) => (s.readableEnded ? undefined : new Promise((r) => s.once('end', r)))));
-  return { code, out, err };
+function run(args: string[], env: Record<string, string>, cwd: string, deadlineMs = 60_000): Promise<BinResult> {
+  return runBin(args, env, { cwd, deadlineMs });
 }
 
 /** runCli in this process, its console output captured. */
@@ -54,7 +33,7 @@ async function cli(args: string[]): Promise<{ code: number; out: string; err: st
 const STACK = /\n\s+at |ERR_PARSE_ARGS/;
 
 afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killBins();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 

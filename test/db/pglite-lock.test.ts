@@ -11,6 +11,7 @@ import { ConfigError, loadConfig } from '../../src/config.ts';
 import { startVentros } from '../../src/main.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { openPglite } from '../../src/db/pglite.ts';
+import { killBins, runBin } from '../support/bin.ts';
 
 const dirs: string[] = [];
 function scratch(): string {
@@ -19,6 +20,7 @@ function scratch(): string {
   return path.join(d, 'pglite');
 }
 afterEach(() => {
+  killBins();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
@@ -27,14 +29,6 @@ async function deadPid(): Promise<number> {
   const child = spawn(process.execPath, ['-e', '']);
   await new Promise((r) => child.once('exit', r));
   return child.pid!;
-}
-
-function run(args: string[], env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, [path.resolve('bin/ventros.js'), ...args], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d) => (output += d));
-  child.stderr.on('data', (d) => (output += d));
-  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, output })));
 }
 
 describe('the embedded data directory lock', () => {
@@ -58,7 +52,7 @@ describe('the embedded data directory lock', () => {
     const db = await openPglite(dir);
     try {
       // DATA_DIR is the folder whose `pglite` directory is the database.
-      const r = await run(['migrate'], { DATA_DIR: path.dirname(dir), SECRET_KEY: 'k'.repeat(32) });
+      const r = await runBin(['migrate'], { DATA_DIR: path.dirname(dir), SECRET_KEY: 'k'.repeat(32) });
       expect(r.code, r.output).toBe(2);
       expect(r.output).toContain(`in use by process ${process.pid}`);
       expect(r.output).not.toMatch(/\n\s+at /);
