@@ -1,6 +1,7 @@
 // One JSON request to a provider's HTTP API (WAHA, the Graph API): no redirects followed, a
 // deadline, the body read (up to MAX_ANSWER_BYTES) and parsed when it is JSON. Throws only when no answer came
-// (refused, reset, timed out); any status is an answer for the caller to classify.
+// (refused, reset or timed out before a status); any status is an answer for the caller to classify,
+// even when its body then breaks off.
 import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import { readBounded } from '../bounded-read.ts';
 import { parseStorableJson, storableText } from '../domain/text.ts';
@@ -36,8 +37,9 @@ export async function providerRequest(
     dispatcher: opts.dispatcher,
   });
   // The answer ends up in our rows (a send's error, a status detail): stored as text it must be storable.
-  const { kept, whole, error } = await readBounded(res.body, MAX_ANSWER_BYTES);
-  if (error !== undefined) throw error;
+  // A body that breaks off (a reset, our deadline) leaves the status standing: a send the provider
+  // answered 2xx went out, and is not sent again for want of the rest of its answer.
+  const { kept, whole } = await readBounded(res.body, MAX_ANSWER_BYTES);
   const text = storableText(kept.toString('utf8'));
   let json: unknown;
   try {

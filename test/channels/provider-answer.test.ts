@@ -1,9 +1,12 @@
 // A provider's answer is read up to a bound: the URL is the tenant's, and a server that streams
 // without end must not fill the worker's memory. The status still counts; the rest is dropped.
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cloudSender } from '../../src/channels/cloud.client.ts';
 import { MAX_ANSWER_BYTES, providerRequest } from '../../src/channels/provider-http.ts';
+import type { SendingChannel } from '../../src/channels/sender.ts';
+import { wahaSender } from '../../src/channels/waha.client.ts';
 import { waitFor } from '../support/env.ts';
 
 describe('a provider answer', () => {
@@ -52,5 +55,57 @@ describe('a provider answer', () => {
     await waitFor(() => closed, 'the connection to close');
     // Far less than the server would have sent (64 × the bound): we stopped reading.
     expect(written).toBeLessThan(16 * MAX_ANSWER_BYTES);
+  });
+});
+
+// A status is an answer even when the body after it breaks off: a send the provider answered 2xx
+// went out, and sending it again would reach the customer twice.
+describe('a provider answer whose body breaks off', () => {
+  let server: NetServer;
+  let base: string;
+  const sockets = new Set<Socket>();
+
+  beforeAll(async () => {
+    server = createNetServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.once('data', (head) => {
+        const status = /^\S+ \/(\d{3})/.exec(head.toString('latin1'))?.[1] ?? '200';
+        const stall = head.toString('latin1').includes('stall');
+        socket.write(`HTTP/1.1 ${status} X\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{"messages":[{"id":`);
+        // Reset after part of the body, or hold the rest back past the client's deadline.
+        if (!stall) setImmediate(() => socket.destroy());
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  const cloud = (path: string): SendingChannel => ({ id: 'c', type: 'whatsapp_cloud', config: { api_base_url: `${base}/${path}`, phone_number_id: '1' }, secrets: { access_token: 't' } });
+  const waha = (path: string): SendingChannel => ({ id: 'w', type: 'waha', config: { base_url: `${base}/${path}`, session: 'default' }, secrets: { api_key: 'k' } });
+  const to = { phone: '+5511999990000', waLid: null };
+  const text = { type: 'text' as const, text: 'hi', media: null, replyToExternalId: null };
+
+  it('keeps its status when the connection is reset mid-body, and a 2xx send counts as sent', async () => {
+    const a = await providerRequest(`${base}/200`, { method: 'POST', headers: {}, body: { x: 1 }, timeoutMs: 5000 });
+    expect(a).toMatchObject({ status: 200, json: undefined });
+    expect(await cloudSender.send(cloud('200'), to, text, undefined)).toEqual({ ok: true, externalId: null });
+    expect(await wahaSender.send(waha('200'), to, text, undefined)).toEqual({ ok: true, externalId: null });
+  });
+
+  it('keeps its status when the body stalls past the deadline', async () => {
+    const a = await providerRequest(`${base}/201/stall`, { method: 'POST', headers: {}, body: { x: 1 }, timeoutMs: 300 });
+    expect(a).toMatchObject({ status: 201, json: undefined });
+  });
+
+  it('classifies a broken error answer by its status', async () => {
+    const outcome = await cloudSender.send(cloud('503'), to, text, undefined);
+    expect(outcome).toMatchObject({ ok: false, retry: true });
+    const refused = await wahaSender.send(waha('400'), to, text, undefined);
+    expect(refused).toMatchObject({ ok: false, retry: false });
   });
 });
