@@ -5,6 +5,7 @@
 // exactly as the inbound processor counts a message typed on the phone — that is what pushes the
 // session's due time and sets the first response time. The provider's echo of the reply is then a
 // duplicate to the processor (same provider id) and counts nothing.
+import { isIP } from 'node:net';
 import type { Broker } from '../broker/broker.ts';
 import { PROJECT_HEADER } from '../broker/broker.ts';
 import { Queues } from '../broker/topology.ts';
@@ -33,7 +34,7 @@ import { appendEvents } from '../outbox/outbox.sql.ts';
 import { contactData } from '../inbound/payloads.ts';
 import { statusEvent } from './inbound.service.ts';
 import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
-import { checkWebhookUrl, WebhookUrlError, type ResolveHost } from '../webhooks/ssrf-guard.ts';
+import { checkWebhookUrl, isLinkLocalAddress, systemResolve, WebhookUrlError, type ResolvedAddress, type ResolveHost } from '../webhooks/ssrf-guard.ts';
 
 export type QueueMessageInput = {
   channelId: string;
@@ -124,20 +125,45 @@ export type OutboundMessagesDeps = {
   resolve?: ResolveHost;
 };
 
+/** How long a media_url's name may take to resolve where a failure lets it through. */
+const MEDIA_LOOKUP_DEADLINE_MS = 2000;
+
+/** Refuses a name with a link-local or cloud metadata address among its addresses. */
+async function refuseLinkLocalName(hostname: string, resolve: ResolveHost): Promise<void> {
+  const host = hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(host)) return; // a literal was checked already
+  let timer: NodeJS.Timeout | undefined;
+  const answer = await Promise.race([
+    resolve(host).catch(() => []),
+    new Promise<readonly ResolvedAddress[]>((r) => (timer = setTimeout(() => r([]), MEDIA_LOOKUP_DEADLINE_MS))),
+  ]).finally(() => clearTimeout(timer));
+  if (answer.some((a) => isLinkLocalAddress(a.address))) {
+    throw new WebhookUrlError('private_address', `url host ${host} resolves to a link-local or cloud metadata address; refused even where private addresses are allowed`);
+  }
+}
+
 export function makeOutboundMessages(deps: OutboundMessagesDeps) {
   const { db, broker } = deps;
   const log = deps.logger ?? silentLogger;
 
-  /** Refuses a media_url on a loopback or private address for a WAHA channel, when so configured. */
+  /**
+   * A WAHA channel's media_url: WAHA fetches it from inside our network. A link-local or cloud
+   * metadata address (169.254.169.254…) is always refused, named or as a literal; with
+   * WAHA_ALLOW_PRIVATE_URLS=false any loopback or private one is. A name that cannot be resolved
+   * here is left to WAHA where private addresses are allowed (its resolver may know it).
+   */
   async function checkMediaAddress(projectId: string, input: QueueMessageInput): Promise<void> {
-    if (!deps.wahaMediaMustBePublic || !input.mediaUrl) return;
+    if (!input.mediaUrl) return;
     const channel = await withTransaction(db, (tx) => findChannel(tx, projectId, input.channelId), { projectId });
     if (channel?.type !== 'waha') return; // a missing channel is refused below, as before
+    const mustBePublic = deps.wahaMediaMustBePublic === true;
+    const resolve = deps.resolve ?? systemResolve;
     try {
-      await checkWebhookUrl(input.mediaUrl, { allowPrivate: false, ...(deps.resolve && { resolve: deps.resolve }) });
+      const url = await checkWebhookUrl(input.mediaUrl, { allowPrivate: !mustBePublic, resolve });
+      if (!mustBePublic) await refuseLinkLocalName(url.hostname, resolve);
     } catch (err) {
       if (!(err instanceof WebhookUrlError)) throw err;
-      if (err.problem !== 'private_address') throw invalid(err.message.replace(/^url /, 'media_url '), [{ field: 'media_url', message: err.problem }]);
+      if (err.problem !== 'private_address' || !mustBePublic) throw invalid(err.message.replace(/^url /, 'media_url '), [{ field: 'media_url', message: err.problem }]);
       throw invalid(
         "media_url names a loopback or private address, which WAHA would fetch from inside this deployment's network (with WAHA_ALLOW_PRIVATE_URLS=false only public addresses are allowed)",
         [{ field: 'media_url', message: 'not a public address' }],

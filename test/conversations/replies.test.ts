@@ -9,6 +9,7 @@ import { CHANNEL_CHANGES } from '../../src/db/channels.sql.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { wahaMessageKey } from '../../src/inbound/waha/waha-jid.ts';
 import { inboundEventsTotal } from '../../src/observability/metrics.ts';
+import { makeOutboundMessages } from '../../src/services/outbound-messages.service.ts';
 import { waitFor } from '../support/env.ts';
 import { events, fakeClock, rows, sentId, startFakeWaha, startWorld, wahaAck, wahaMessage, type WahaCall } from './harness.ts';
 import { newPhone } from '../support/phones.ts';
@@ -636,6 +637,32 @@ describe('POST /messages through WAHA', () => {
     expect(await bad({ type: 'audio', ...media, text: 'ouça' })).toBe(400);
     const other = await world.register();
     expect(await bad({ type: 'text', phone, text: 'x' }, other.key)).toBe(404);
+  });
+});
+
+describe('a WAHA media_url where private addresses are allowed (the default)', () => {
+  // WAHA fetches the URL from inside our network: a LAN address is its owner's choice, a cloud
+  // metadata address never is (it would send the instance's credentials to the chosen chat).
+  it('refuses a link-local or metadata address, as a literal or by name, and takes a LAN one', async () => {
+    const phone = `+${newPhone()}`;
+    const send = (media_url: string) => tenant.api('POST', '/messages', { channel_id: channel.id, type: 'image', phone, media_url });
+    for (const url of ['http://169.254.169.254/latest/meta-data/iam/security-credentials/x', 'http://[fe80::1]/x.png', 'http://100.100.100.200/latest/meta-data/']) {
+      const r = await send(url);
+      expect(r.status, url).toBe(400);
+      expect(r.json.errors).toEqual([{ field: 'media_url', message: 'private_address' }]);
+      expect(r.json.detail).toMatch(/^media_url points to .*link-local or cloud metadata address/);
+    }
+    expect((await send('http://10.0.0.5/foto.png')).status).toBe(202);
+
+    // By name: a resolver that answers the metadata address for it.
+    const outbound = makeOutboundMessages({ db, broker: world.broker, resolve: async (host) => (host === 'metadata.internal' ? [{ address: '169.254.169.254', family: 4 }] : [{ address: '10.0.0.7', family: 4 }]) });
+    const caller = { kind: 'api_key' as const, projectId: tenant.projectId, role: 'admin' as const };
+    const input = { channelId: channel.id, phone, type: 'image' as const };
+    await expect(outbound.queue(caller, { ...input, mediaUrl: 'http://metadata.internal/computeMetadata/v1/' })).rejects.toMatchObject({
+      errors: [{ field: 'media_url', message: 'private_address' }],
+      detail: expect.stringMatching(/^media_url host metadata\.internal resolves to a link-local/),
+    });
+    expect((await outbound.queue(caller, { ...input, mediaUrl: 'http://files.lan/foto.png' })).status).toBe('queued');
   });
 });
 
