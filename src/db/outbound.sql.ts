@@ -221,13 +221,27 @@ export async function lockConversationPhone(tx: Queryable, projectId: string, co
   await tx.query(`SELECT inbound_lock_phone($1::uuid, phone, 's') FROM contacts WHERE id = $2 AND phone IS NOT NULL`, [projectId, contactId]);
 }
 
-/** A reply going out counts as an interaction with the contact, as the inbound path counts its echo. */
-export async function touchContactForReply(tx: Queryable, contactId: string, at: Date): Promise<void> {
-  await tx.query(
-    `UPDATE contacts SET total_messages = total_messages + 1, last_interaction_at = greatest(last_interaction_at, $2::timestamptz),
-       first_interaction_at = least(first_interaction_at, $2::timestamptz) WHERE id = $1`,
-    [contactId, at],
+/**
+ * A reply going out counts as an interaction with the contact, as the inbound path counts its echo.
+ * Takes the contact's row first, then reads the time the reply is dated with from the database's
+ * clock (the sweeper's): a reply that waited for the row behind a batch while its session fell due
+ * and was ended is dated after that end, not before it (which opened a session overlapping it).
+ */
+export async function touchContactForReply(tx: Queryable, contactId: string): Promise<Date> {
+  await tx.query('SELECT 1 FROM contacts WHERE id = $1 FOR NO KEY UPDATE', [contactId]);
+  const r = await tx.query<{ at: Date }>(
+    `UPDATE contacts SET total_messages = total_messages + 1, last_interaction_at = greatest(last_interaction_at, t.at),
+       first_interaction_at = least(first_interaction_at, t.at)
+     FROM (SELECT clock_timestamp() AS at) t WHERE id = $1 RETURNING t.at`,
+    [contactId],
   );
+  return r.rows[0] ? new Date(r.rows[0].at) : await databaseClock(tx);
+}
+
+/** The database's clock now (not the transaction's start). */
+export async function databaseClock(tx: Queryable): Promise<Date> {
+  const r = await tx.query<{ at: Date }>('SELECT clock_timestamp() AS at');
+  return new Date(r.rows[0].at);
 }
 
 /** A failed attempt that will be tried again after `delayMs`; the lease is released. */

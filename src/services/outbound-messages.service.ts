@@ -17,7 +17,7 @@ import { contactNotFound } from '../db/contacts-read.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import type { MessageRecord } from '../db/messages-read.sql.ts';
 import {
-  countReplyOnClosedSession, deleteMessage, externalIdOf, insertOutboundMessage, lockConversationPhone, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, notHandedOver, scheduleRetry, touchContactForReply,
+  countReplyOnClosedSession, databaseClock, deleteMessage, externalIdOf, insertOutboundMessage, lockConversationPhone, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, notHandedOver, scheduleRetry, touchContactForReply,
   type SendJob,
 } from '../db/outbound.sql.ts';
 import { endOverdueSession, settleLateSessions } from '../db/session-lifecycle.sql.ts';
@@ -270,15 +270,16 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           // (migration 023) moved it to the contact it was merged into.
           const message = await lockQueued(tx, job.message.id);
           if (!message) return false;
-          const at = new Date();
+          let at: Date;
           const events: EventEnvelope[] = [];
           const echo = externalId ? await lockEcho(tx, message.channelId, wahaMessageKey(externalId), message.id) : undefined;
           let sessionId: string | null;
           let status = 'sent';
-          let steps: Parameters<typeof markSent>[1]['steps'] = { sentAt: at };
+          let steps: Parameters<typeof markSent>[1]['steps'];
           let error: Record<string, unknown> | null = null;
           let closedOn: string | undefined;
           if (echo) {
+            at = await databaseClock(tx);
             await deleteMessage(tx, echo.id);
             sessionId = echo.sessionId;
             // A status only moves forward: an echo already failed (ack -1) keeps its failure.
@@ -292,7 +293,8 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             // session), then the contact, then its sessions — a reply that took the session first
             // and the contact last deadlocked with a batch taking them the other way round.
             await lockConversationPhone(tx, projectId, message.contactId);
-            await touchContactForReply(tx, message.contactId, at);
+            at = await touchContactForReply(tx, message.contactId);
+            steps = { sentAt: at };
             const overdue = await endOverdueSession(tx, { contactId: message.contactId, channelId: message.channelId, at });
             if (overdue) events.push(sessionEndedEvent(overdue));
             // Reply, then resolve: the session it was written in, closed by a person since.
