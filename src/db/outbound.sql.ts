@@ -40,6 +40,12 @@ export async function notHandedOver(q: Queryable, ids: readonly string[]): Promi
   await q.query(`UPDATE messages SET enqueued_at = NULL WHERE id = ANY($1::uuid[]) AND status = 'queued'`, [ids]);
 }
 
+/** The contact of the channel's message with this provider key, when we have it. */
+export async function contactOfExternalKey(q: Queryable, channelId: string, key: string): Promise<string | undefined> {
+  const r = await q.query<{ contact_id: string }>('SELECT contact_id FROM messages WHERE channel_id = $1 AND external_key = $2', [channelId, key]);
+  return r.rows[0]?.contact_id;
+}
+
 /** The provider id of a message of this conversation (what a reply quotes), when it has one. */
 export async function externalIdOf(q: Queryable, projectId: string, channelId: string, contactId: string, messageId: string): Promise<string | null | undefined> {
   const r = await q.query('SELECT external_id FROM messages WHERE project_id = $1 AND channel_id = $2 AND contact_id = $3 AND id = $4', [projectId, channelId, contactId, messageId]);

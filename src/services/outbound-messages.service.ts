@@ -17,7 +17,7 @@ import { contactNotFound } from '../db/contacts-read.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import type { MessageRecord } from '../db/messages-read.sql.ts';
 import {
-  countReplyOnClosedSession, databaseClock, deleteMessage, externalIdOf, insertOutboundMessage, lockConversationPhone, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, notHandedOver, scheduleRetry, touchContactForReply,
+  contactOfExternalKey, countReplyOnClosedSession, databaseClock, deleteMessage, externalIdOf, insertOutboundMessage, lockConversationPhone, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, notHandedOver, scheduleRetry, touchContactForReply,
   type SendJob,
 } from '../db/outbound.sql.ts';
 import { endOverdueSession, settleLateSessions } from '../db/session-lifecycle.sql.ts';
@@ -226,9 +226,15 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           let replyTo: string | null = null;
           if (input.replyTo !== undefined) {
             // Ours by id: a message of this conversation (a quote of another customer's message
-            // would show it to this one).
+            // would show it to this one). A provider's id we have stored must be of this
+            // conversation too; one we do not know goes as given (sent before we were connected).
             replyTo = isUuid(input.replyTo) ? ((await externalIdOf(tx, projectId, channel.id, contactId, input.replyTo)) ?? null) : input.replyTo;
             if (replyTo === null) throw new AppError('unprocessable', 'reply_to names no message of this conversation (this contact through this channel) that has a provider id', [{ field: 'reply_to', message: 'unknown message' }]);
+            const key = channel.type === 'waha' ? wahaMessageKey(replyTo) : replyTo;
+            const owner = isUuid(input.replyTo) ? contactId : await contactOfExternalKey(tx, channel.id, key);
+            if (owner !== undefined && owner !== contactId) {
+              throw new AppError('unprocessable', 'reply_to names a message of another conversation (another contact through this channel)', [{ field: 'reply_to', message: 'another conversation' }]);
+            }
           }
           const isText = input.type === 'text';
           const m = await insertOutboundMessage(tx, {

@@ -621,6 +621,23 @@ describe('POST /messages through WAHA', () => {
     expect(m.reply_to_external_id).toBe('QUOTE_OF_A_01');
   });
 
+  it("quotes by a provider's id we have stored only a message of the same conversation; one we do not know goes as given", async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    await world.postWebhook(channel, wahaMessage(a, 'Outra pergunta de A', { id: 'QUOTEOFA02', ts: Math.floor(Date.now() / 1000) }));
+    await waitFor(async () => (await rows(db, 'SELECT 1 FROM messages WHERE channel_id = $1 AND external_id = $2', [channel.id, 'QUOTEOFA02'])).length > 0, "A's message");
+    // As stored, and in WAHA's serialized form naming the chat.
+    for (const replyTo of ['QUOTEOFA02', `false_${a}@c.us_QUOTEOFA02`]) {
+      const toB = await tenant.api('POST', '/messages', { channel_id: channel.id, phone: `+${b}`, type: 'text', text: 'Oi B', reply_to: replyTo });
+      expect(toB.status, replyTo).toBe(422);
+      expect(toB.json.errors).toEqual([{ field: 'reply_to', message: 'another conversation' }]);
+    }
+    expect(sends(b)).toHaveLength(0);
+    const toA = await settled(await send({ phone: `+${a}`, text: 'Respondendo A', reply_to: `false_${a}@c.us_QUOTEOFA02` }));
+    expect(toA.reply_to_external_id).toBe(`false_${a}@c.us_QUOTEOFA02`);
+    const unknown = await settled(await send({ phone: `+${b}`, text: 'Sobre a sua mensagem', reply_to: 'NEVERSEEN99' }));
+    expect(unknown.reply_to_external_id).toBe('NEVERSEEN99');
+  });
+
   it('validates the request: one recipient, text for text, media for media, the caller’s own channel', async () => {
     const phone = `+${newPhone()}`;
     const bad = async (body: Record<string, unknown>, key?: string) => (await tenant.api('POST', '/messages', { channel_id: channel.id, ...body }, key)).status;
