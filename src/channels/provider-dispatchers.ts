@@ -11,7 +11,7 @@ import { makeGuardedDispatcher } from '../webhooks/ssrf-guard.ts';
 import type { ChannelType } from '../db/channels.sql.ts';
 
 /** Per channel type, the guarded dispatcher. */
-export type ProviderDispatchers = Readonly<Record<ChannelType, Dispatcher | undefined>>;
+export type ProviderDispatchers = Readonly<Record<ChannelType, Dispatcher>>;
 
 /** Connecting and each wait for the provider; the callers' own deadlines bound the whole call. */
 const GUARD_TIMEOUT_MS = 30_000;
