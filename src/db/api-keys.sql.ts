@@ -9,13 +9,16 @@ export type ApiKeyRecord = {
   name: string;
   role: Role;
   prefix: string;
+  /** The user who created the key (signed in), or null: made with an API key, or the user is gone. */
   createdBy: string | null;
+  /** The API key that created this one, or null when a signed-in user (or registration) did. */
+  createdByKeyId: string | null;
   createdAt: Date;
   lastUsedAt: Date | null;
   revokedAt: Date | null;
 };
 
-const COLUMNS = 'id, project_id, name, role, prefix, created_by, created_at, last_used_at, revoked_at';
+const COLUMNS = 'id, project_id, name, role, prefix, created_by, created_by_key_id, created_at, last_used_at, revoked_at';
 
 const date = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(v as string));
 
@@ -27,6 +30,7 @@ function toApiKey(r: Row): ApiKeyRecord {
     role: r.role,
     prefix: r.prefix,
     createdBy: r.created_by,
+    createdByKeyId: r.created_by_key_id,
     createdAt: new Date(r.created_at),
     lastUsedAt: date(r.last_used_at),
     revokedAt: date(r.revoked_at),
@@ -35,12 +39,12 @@ function toApiKey(r: Row): ApiKeyRecord {
 
 export async function insertApiKey(
   q: Queryable,
-  k: { id: string; projectId: string; name: string; role: Role; prefix: string; hash: string; createdBy: string | null },
+  k: { id: string; projectId: string; name: string; role: Role; prefix: string; hash: string; createdBy: string | null; createdByKeyId: string | null },
 ): Promise<ApiKeyRecord> {
   const r = await q.query(
-    `INSERT INTO api_keys (id, project_id, name, role, prefix, hash, created_by)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ${COLUMNS}`,
-    [k.id, k.projectId, k.name, k.role, k.prefix, k.hash, k.createdBy],
+    `INSERT INTO api_keys (id, project_id, name, role, prefix, hash, created_by, created_by_key_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${COLUMNS}`,
+    [k.id, k.projectId, k.name, k.role, k.prefix, k.hash, k.createdBy, k.createdByKeyId],
   );
   return toApiKey(r.rows[0]);
 }

@@ -32,3 +32,13 @@ export async function findUser(q: Queryable, id: string): Promise<UserRecord | u
   const r = await q.query(`SELECT ${COLUMNS} FROM users WHERE id = $1`, [id]);
   return r.rows[0] ? toUser(r.rows[0]) : undefined;
 }
+
+/**
+ * Replaces a user's password hash with the same password hashed at the current cost. Only while
+ * the stored hash is still `was`, so a hash written meanwhile is never overwritten by an older
+ * login's. updated_at is left alone: the user did not change anything.
+ */
+export async function replacePasswordHash(q: Queryable, id: string, was: string, hash: string): Promise<boolean> {
+  const r = await q.query('UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2', [id, was, hash]);
+  return r.rowCount > 0;
+}

@@ -34,6 +34,16 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return actual.length === expected.length && timingSafeEqual(actual, expected);
 }
 
+/**
+ * Whether a stored hash was made with other scrypt parameters than the current ones (a cost
+ * raised since, or a different key length): the login that proves the password rehashes it.
+ */
+export function needsRehash(stored: string): boolean {
+  const [alg, n, r, p, , hash] = stored.split('$');
+  const current = alg === 'scrypt' && Number(n) === SCRYPT.N && Number(r) === SCRYPT.r && Number(p) === SCRYPT.p;
+  return !current || Buffer.from(hash ?? '', 'base64url').length !== SCRYPT.keylen;
+}
+
 let decoy: Promise<string> | undefined;
 
 /**

@@ -7,7 +7,7 @@ import { findActiveAuthToken, insertAuthToken, revokeAuthToken } from '../db/aut
 import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt, recordRegistration } from '../db/login-attempts.sql.ts';
 import { findMembership } from '../db/project-members.sql.ts';
 import { findProject, listProjectsOfUser, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
-import { findUser, findUserByEmail, insertUser, type UserRecord } from '../db/users.sql.ts';
+import { findUser, findUserByEmail, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
 import {
   API_KEY_PREFIX,
   LOGIN_TOKEN_PREFIX,
@@ -16,6 +16,7 @@ import {
   decoyPasswordHash,
   displayPrefix,
   hashPassword,
+  needsRehash,
   newSecret,
   normaliseEmail,
   secretHash,
@@ -24,6 +25,7 @@ import {
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import type { Caller } from '../domain/permissions.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
 import { createProjectRecords } from './projects.service.ts';
 
 /**
@@ -40,13 +42,28 @@ export type Me = { caller: Caller; project: ProjectRecord; user?: UserRecord; ap
 
 export type AccountsService = ReturnType<typeof makeAccountsService>;
 
-export function makeAccountsService(deps: { db: Database; config: Pick<Config, 'loginTokenTtlHours'>; loginLimits?: Partial<LoginLimits> }) {
+export function makeAccountsService(deps: { db: Database; config: Pick<Config, 'loginTokenTtlHours'>; loginLimits?: Partial<LoginLimits>; logger?: Logger }) {
   const { db } = deps;
+  const log = deps.logger ?? silentLogger;
   const limits = { ...DEFAULT_LOGIN_LIMITS, ...deps.loginLimits };
 
   function checkPassword(password: string): void {
     if (password.length < PASSWORD_MIN_LENGTH || password.length > PASSWORD_MAX_LENGTH) {
       throw invalid(`password must be ${PASSWORD_MIN_LENGTH} to ${PASSWORD_MAX_LENGTH} characters`, [{ field: 'password', message: 'wrong length' }]);
+    }
+  }
+
+  /**
+   * A hash made with other scrypt parameters than today's is replaced while the login holds the
+   * password, so a raised cost reaches every account that logs in. The login does not depend on
+   * it: a failure to store the new hash is logged and the old one keeps working.
+   */
+  async function upgradePasswordHash(user: UserWithPassword, password: string): Promise<void> {
+    if (!needsRehash(user.passwordHash)) return;
+    try {
+      await replacePasswordHash(db, user.id, user.passwordHash, await hashPassword(password));
+    } catch (err) {
+      log.warn({ err, user_id: user.id }, 'could not store the password rehashed at the current cost; the login goes on');
     }
   }
 
@@ -86,6 +103,7 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
             prefix: displayPrefix(key),
             hash: secretHash(key),
             createdBy: user.id,
+            createdByKeyId: null,
           });
           return { user, project: { ...project, role: 'admin' as const }, apiKey: { ...apiKey, key } };
         },
@@ -96,7 +114,8 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
     /**
      * Email + password → a login token. The attempt is recorded before the password is checked
      * (so parallel guesses count), refused with 429 past the per-email or per-address limit, and
-     * an unknown email costs the same scrypt work as a wrong password.
+     * an unknown email costs the same scrypt work as a wrong password. A right password stored at
+     * an older cost is stored again at the current one.
      */
     async login(input: { email: string; password: string; ip: string }): Promise<Login> {
       const email = normaliseEmail(input.email);
@@ -113,6 +132,7 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
         throw new AppError('unauthorized', 'email or password is wrong');
       }
       await clearEmailAttempts(db, email);
+      await upgradePasswordHash(user, input.password);
       const token = newSecret(LOGIN_TOKEN_PREFIX);
       const expiresAt = new Date(Date.now() + deps.config.loginTokenTtlHours * 3_600_000);
       await insertAuthToken(db, { id: uuidv7(), userId: user.id, hash: secretHash(token), expiresAt });

@@ -25,7 +25,10 @@ export function makeApiKeysService({ db }: { db: Database }) {
           role: input.role,
           prefix: displayPrefix(key),
           hash: secretHash(key),
+          // Who minted it, for admins tracing a removed member's keys: a signed-in user, or the
+          // API key used (a key acts as itself, not as the user who made it).
           createdBy: caller.userId ?? null,
+          createdByKeyId: caller.apiKeyId ?? null,
         }),
       );
       return { ...record, key };

@@ -193,7 +193,7 @@ describe('login tokens and API keys', () => {
     expect((await call(app, t2, 'GET', '/auth/me')).status).toBe(401);
   });
 
-  it('accepts X-API-Key, rejects garbage, and lists keys with prefix and last use only', async () => {
+  it('accepts X-API-Key, rejects garbage, and lists keys with prefix, creator and last use only', async () => {
     const a = await makeTenant(app);
     const viaHeader = await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { 'x-api-key': a.keys.viewer } });
     expect(viaHeader.statusCode).toBe(200);
@@ -202,7 +202,8 @@ describe('login tokens and API keys', () => {
     expect((await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { authorization: 'Basic abc' } })).statusCode).toBe(401);
     const list = await call(app, a.keys.admin, 'GET', '/api-keys');
     expect(list.status).toBe(200);
-    for (const k of list.json.data) expect(Object.keys(k).sort()).toEqual(['created_at', 'id', 'last_used_at', 'name', 'prefix', 'revoked_at', 'role']);
+    const fields = ['created_at', 'created_by', 'created_by_key_id', 'id', 'last_used_at', 'name', 'prefix', 'revoked_at', 'role'];
+    for (const k of list.json.data) expect(Object.keys(k).sort()).toEqual(fields);
     expect(list.body).not.toContain(a.keys.viewer);
     expect(list.json.data.find((k: any) => k.id === a.keyIds.viewer).last_used_at).not.toBeNull();
   });

@@ -1,4 +1,5 @@
-// API keys of the caller's project: list (prefix and last use only), create (shown once), revoke.
+// API keys of the caller's project: list (prefix, creator and last use; never the key), create
+// (shown once), revoke.
 import type { FastifyInstance } from 'fastify';
 import type { AppDeps } from '../app.ts';
 import { makeApiKeysService } from '../../services/api-keys.service.ts';
