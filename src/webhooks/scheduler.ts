@@ -133,7 +133,9 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
         timerAt = Infinity;
         void runOnce().finally(() => arm(Date.now() + pollMs));
       },
-      Math.max(0, atMs - Date.now()),
+      // Node fires a timer longer than 2^31 − 1 ms at once: a far wake-up is a poll's instead (every
+      // pass arms the next poll anyway).
+      Math.min(Math.max(0, atMs - Date.now()), pollMs),
     );
     timer.unref();
   }
