@@ -196,3 +196,22 @@ export async function replayDeadLetter(
   await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }]);
   return markReplayed(db, dl.id);
 }
+
+/**
+ * Deletes up to `limit` dead letters last replayed more than `olderThanDays` ago (housekeeping
+ * calls it chunk after chunk): their message went back to its queue long since, and the row is
+ * only history. One never replayed is kept however old: nobody has dealt with it yet. SKIP LOCKED
+ * lets several processes prune at once, and skips a row a replay is marking right now.
+ */
+export async function pruneReplayedDeadLetters(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
+  const r = await q.query(
+    `DELETE FROM dead_letters WHERE id IN (
+       SELECT id FROM dead_letters
+       WHERE replayed_at IS NOT NULL AND replayed_at < now() - make_interval(secs => $1::float8 * 86400)
+       ORDER BY replayed_at
+       LIMIT $2
+       FOR UPDATE SKIP LOCKED)`,
+    [olderThanDays, limit],
+  );
+  return r.rowCount;
+}

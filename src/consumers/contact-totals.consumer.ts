@@ -7,15 +7,15 @@ import { startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { addEndedSessionToContact } from '../db/session-lifecycle.sql.ts';
-import type { Logger } from '../observability/logger.ts';
-import { handleOnce, parseEventMessage } from '../outbox/idempotent.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
+import { handleOnce, parseEventOrSkip } from '../outbox/idempotent.ts';
 
 export const CONTACT_TOTALS = 'contact-totals';
 
-export function contactTotalsHandler(db: Database): Handler {
+export function contactTotalsHandler(db: Database, log: Logger = silentLogger): Handler {
   return async (d) => {
-    const e = parseEventMessage(d);
-    if (e.type !== 'session.ended' || !e.project_id) return;
+    const e = parseEventOrSkip(d, log);
+    if (!e || e.type !== 'session.ended' || !e.project_id) return;
     const { project_id: projectId, data } = e;
     await handleOnce(
       db,
@@ -35,6 +35,6 @@ export function contactTotalsHandler(db: Database): Handler {
 }
 
 export async function startContactTotalsConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<{ name: string; stop(): Promise<void> }> {
-  const consumer = await startConsumer(deps.broker, { name: CONTACT_TOTALS, queue: Queues.contactTotals, concurrency: 4, handle: contactTotalsHandler(deps.db) }, deps.logger);
+  const consumer = await startConsumer(deps.broker, { name: CONTACT_TOTALS, queue: Queues.contactTotals, concurrency: 4, handle: contactTotalsHandler(deps.db, deps.logger.child({ consumer: CONTACT_TOTALS })) }, deps.logger);
   return { name: CONTACT_TOTALS, stop: () => consumer.stop() };
 }

@@ -7,16 +7,16 @@ import { startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { autoEnterEnabled } from '../db/pipelines-ext.sql.ts';
-import type { Logger } from '../observability/logger.ts';
-import { handleOnce, parseEventMessage } from '../outbox/idempotent.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
+import { handleOnce, parseEventOrSkip } from '../outbox/idempotent.ts';
 import { enterDefaultPipelineTx } from '../services/pipelines.service.ts';
 
 export const PIPELINE_ENTRY = 'pipeline-entry';
 
-export function pipelineEntryHandler(db: Database): Handler {
+export function pipelineEntryHandler(db: Database, log: Logger = silentLogger): Handler {
   return async (d) => {
-    const e = parseEventMessage(d);
-    if (e.type !== 'contact.created' || !e.project_id) return;
+    const e = parseEventOrSkip(d, log);
+    if (!e || e.type !== 'contact.created' || !e.project_id) return;
     const { project_id: projectId, data } = e;
     // Most projects leave the setting off: then there is nothing to do and no transaction to open
     // (one read instead of five round trips per new contact). When it is on, it is read again
@@ -38,6 +38,6 @@ export function pipelineEntryHandler(db: Database): Handler {
 }
 
 export async function startPipelineEntryConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<{ name: string; stop(): Promise<void> }> {
-  const consumer = await startConsumer(deps.broker, { name: PIPELINE_ENTRY, queue: Queues.pipelineEntry, concurrency: 4, handle: pipelineEntryHandler(deps.db) }, deps.logger);
+  const consumer = await startConsumer(deps.broker, { name: PIPELINE_ENTRY, queue: Queues.pipelineEntry, concurrency: 4, handle: pipelineEntryHandler(deps.db, deps.logger.child({ consumer: PIPELINE_ENTRY })) }, deps.logger);
   return { name: PIPELINE_ENTRY, stop: () => consumer.stop() };
 }

@@ -7,6 +7,7 @@ import { withTransaction, type TxOptions } from '../db/transaction.ts';
 import type { Delivery } from '../broker/broker.ts';
 import { isEventType, type EventEnvelope } from '../domain/events.ts';
 import { isUuid } from '../domain/ids.ts';
+import type { Logger } from '../observability/logger.ts';
 
 /**
  * Runs `fn` once per (consumer, eventId), in one transaction with the processed_events marker.
@@ -71,6 +72,22 @@ export function parseEventMessage(delivery: Pick<Delivery, 'body' | 'messageId'>
   if (delivery.messageId && isUuid(body.id) && delivery.messageId !== body.id) problems.push('message id differs from the event id');
   if (problems.length > 0) throw new MalformedEventError(`message ${delivery.messageId}: ${problems.join('; ')}`);
   return body as EventEnvelope;
+}
+
+/**
+ * The event, or undefined for a message that is no event envelope: retrying cannot fix it, so a
+ * consumer acknowledges it at once (with a warning saying why) instead of sending it through every
+ * retry into the dead letters, where a replay would only fail again.
+ */
+export function parseEventOrSkip(delivery: Pick<Delivery, 'body' | 'messageId'>, log: Pick<Logger, 'warn'>): EventEnvelope | undefined {
+  try {
+    return parseEventMessage(delivery);
+  } catch (err) {
+    if (!(err instanceof MalformedEventError)) throw err;
+    // The message id is the event's id: the relay publishes each event under it.
+    log.warn({ message_id: delivery.messageId, reason: err.message }, 'malformed event acknowledged without effect');
+    return undefined;
+  }
 }
 
 /** The message the relay publishes for an event: body = envelope JSON, message id = event id. */

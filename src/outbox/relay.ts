@@ -102,6 +102,11 @@ export type Relay = {
 };
 
 const PENDING_REFRESH_MS = 1000;
+/**
+ * While publishing fails: the count is a scan of the whole backlog, which only grows meanwhile, and
+ * every relay would run it in each back-off round.
+ */
+const PENDING_REFRESH_FAILING_MS = 10_000;
 /** A sleeping relay refreshes its registration this often (others drop ones older than 5 min). */
 const REGISTRATION_REFRESH_MS = 60_000;
 
@@ -224,10 +229,13 @@ export function startRelay(opts: RelayOptions): Relay {
   }
 
   let lastPendingAt = 0;
-  /** Refreshes the pending gauge, at most once a second. (Old events are pruned by housekeeping.) */
-  async function refreshPending(): Promise<void> {
+  /**
+   * Refreshes the pending gauge, at most once a second; once per 10 s while `failing` (publishing
+   * has not worked since it last failed). (Old events are pruned by housekeeping.)
+   */
+  async function refreshPending(failing: boolean): Promise<void> {
     const now = Date.now();
-    if (now - lastPendingAt < PENDING_REFRESH_MS) return;
+    if (now - lastPendingAt < (failing ? PENDING_REFRESH_FAILING_MS : PENDING_REFRESH_MS)) return;
     lastPendingAt = now;
     try {
       outboxPending.set(await countPending(db));
@@ -298,11 +306,13 @@ export function startRelay(opts: RelayOptions): Relay {
         const delay = Math.min(backoff.min * 2 ** (failures - 1), backoff.max);
         // First failure and then every tenth: a long outage should not flood the log.
         if (failures === 1 || failures % 10 === 0) log.warn({ err, failures, retry_in_ms: delay }, 'outbox publish failed; rows stay and will be retried');
-        await refreshPending();
+        await refreshPending(true);
         await pause(delay * (0.8 + Math.random() * 0.4), false);
         continue;
       }
-      await refreshPending();
+      // `failures` goes back to 0 once a batch is confirmed or a claim finds nothing: a batch merely
+      // sent (locked mode) has not shown yet that publishing works again.
+      await refreshPending(failures > 0);
       // A full batch is followed by another claim at once. A partial one took everything there
       // was: the next claim waits `partialPauseMs`, so events gather into one batch instead of an
       // empty claim (three statements) followed by a poll. An empty claim within `lingerMs` of the

@@ -2,8 +2,9 @@
 // day, idempotency records past their 24 hours, finished webhook deliveries (succeeded or dead)
 // with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change (and gives
 // up, as dead, the deliveries a paused subscription has held that long), published
-// events older than EVENT_RETENTION_DAYS (never one still owed to the broker), and consumers'
-// markers of events they applied that long ago.
+// events older than EVENT_RETENTION_DAYS (never one still owed to the broker), consumers'
+// markers of events they applied that long ago, and dead letters replayed that long ago (never one
+// not replayed: nobody has dealt with it yet).
 //
 // Every worker process runs it; there is no leader. Each statement deletes a bounded chunk whose
 // rows it locks with SKIP LOCKED, so a large backlog is worked off in many short transactions and
@@ -13,6 +14,7 @@ import type { Database } from '../db/database.ts';
 import { pruneAuthTokens } from '../db/auth-tokens.sql.ts';
 import { pruneIdempotencyKeys } from '../db/idempotency.sql.ts';
 import { expireHeldDeliveries, pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
+import { pruneReplayedDeadLetters } from '../broker/dead-letters.sql.ts';
 import { webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { pruneEvents, pruneProcessedEvents } from '../outbox/outbox.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
@@ -23,7 +25,10 @@ export type HousekeepingOptions = {
   db: Database;
   /** Finished webhook deliveries are kept this long after their last change (WEBHOOK_RETENTION_DAYS). */
   webhookRetentionDays: number;
-  /** Published events are kept this long (EVENT_RETENTION_DAYS). */
+  /**
+   * Published events are kept this long (EVENT_RETENTION_DAYS); so are consumers' markers of them,
+   * and dead letters after their last replay.
+   */
   eventRetentionDays: number;
   logger?: Logger;
   /** Pause between passes (default an hour). */
@@ -42,7 +47,7 @@ export type HousekeepingOptions = {
  * Rows deleted by one pass, per table (attempts go with their deliveries); `heldDeliveries` are
  * those given up (made dead, not deleted) after a paused subscription held them too long.
  */
-export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; heldDeliveries: number; webhookDeliveries: number; events: number; processedEvents: number };
+export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; heldDeliveries: number; webhookDeliveries: number; events: number; processedEvents: number; deadLetters: number };
 
 export type HousekeepingResult = HousekeepingCounts & {
   /** The tasks that failed this pass (logged; their rows wait for the next pass). */
@@ -74,13 +79,16 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     webhookDeliveries: (limit) => pruneWebhookDeliveries(db, opts.webhookRetentionDays, limit),
     events: (limit) => pruneEvents(db, opts.eventRetentionDays, limit),
     processedEvents: (limit) => pruneProcessedEvents(db, opts.eventRetentionDays, limit),
+    // The event log's days: what a replay sent back was handled long since (or died again, which
+    // writes a new row), and an event replayed that long ago is gone from the log already.
+    deadLetters: (limit) => pruneReplayedDeadLetters(db, opts.eventRetentionDays, limit),
   };
 
   const rest = makeStoppableSleep();
 
   async function pass(): Promise<HousekeepingResult> {
     const started = Date.now();
-    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] };
+    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, failed: [] };
     for (const [key, task] of Object.entries(tasks) as Array<[keyof HousekeepingCounts, (limit: number) => Promise<number>]>) {
       if (rest.stopped) break;
       try {
@@ -91,7 +99,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
         log.warn({ err, task: key }, 'housekeeping task failed; trying again next pass');
       }
     }
-    if (result.authTokens + result.idempotencyKeys + result.heldDeliveries + result.webhookDeliveries + result.events + result.processedEvents > 0) {
+    if (result.authTokens + result.idempotencyKeys + result.heldDeliveries + result.webhookDeliveries + result.events + result.processedEvents + result.deadLetters > 0) {
       log.info(
         {
           auth_tokens: result.authTokens,
@@ -100,6 +108,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
           webhook_deliveries: result.webhookDeliveries,
           events: result.events,
           processed_events: result.processedEvents,
+          replayed_dead_letters: result.deadLetters,
           webhook_retention_days: opts.webhookRetentionDays,
           event_retention_days: opts.eventRetentionDays,
           duration_ms: Date.now() - started,

@@ -1,7 +1,9 @@
 // Pipelines: ordered statuses, moving contacts through them (history with who and when, events),
 // and the choreographed entry of new contacts into the default pipeline (contact.created → consumer).
 import { describe, expect, it } from 'vitest';
-import { pipelineEntryHandler } from '../../src/consumers/pipeline-entry.consumer.ts';
+import { Queues } from '../../src/broker/topology.ts';
+import { pipelineEntryHandler, startPipelineEntryConsumer } from '../../src/consumers/pipeline-entry.consumer.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
 import { eventMessageBody } from '../../src/outbox/idempotent.ts';
 import { toEnvelope } from '../../src/outbox/outbox.sql.ts';
 import type { Database } from '../../src/db/database.ts';
@@ -10,6 +12,8 @@ import { countingDb } from '../support/counting-db.ts';
 import { onServices, waitFor } from '../support/env.ts';
 import { events, rows, startWorld, wahaMessage, type Tenant } from './harness.ts';
 import { newPhone as phone } from '../support/phones.ts';
+import { brokerKinds } from '../support/brokers.ts';
+import { publishAndSettle, startLoneConsumer } from './lone-consumer.ts';
 
 const world = await startWorld();
 const { db, tenant } = world;
@@ -313,5 +317,17 @@ describe('new contacts entering the default pipeline (contact.created → pipeli
     expect(placedHistory.at(-1)!.to_status_id).toBe(sales.statuses[2].id);
     const [place] = await rows(db, 'SELECT status_id FROM contact_pipeline_statuses WHERE contact_id = $1', [placed]);
     expect(place.status_id).toBe(sales.statuses[2].id);
+  });
+});
+
+describe.each(brokerKinds())('the pipeline-entry consumer on the %s broker', (kind) => {
+  it('acknowledges a malformed contact.created at once, with a warning, and leaves no dead letter', async () => {
+    const c = await startLoneConsumer(kind, startPipelineEntryConsumer);
+    const messageId = uuidv7();
+    // JSON, but no envelope: retrying cannot make it one (nor can replaying its dead letter).
+    await publishAndSettle(c, 'contact.created', Queues.pipelineEntry, { messageId, body: Buffer.from('{"type":"contact.created","data":{}}'), headers: {} });
+    expect(c.outcomes).toEqual([{ attempt: 1, acked: true }]);
+    expect(await rows(c.db, 'SELECT id FROM dead_letters')).toEqual([]);
+    expect(c.lines).toContainEqual(expect.objectContaining({ level: 40, consumer: 'pipeline-entry', message_id: messageId, reason: expect.stringMatching(/id is not a UUID/) }));
   });
 });

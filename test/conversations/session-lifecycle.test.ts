@@ -2,6 +2,8 @@
 // close, and the metrics a session ends with. The sweeper's clock is fake: messages carry provider
 // times T0 + n seconds and the test moves the clock, so "on time" is exact and no test sleeps.
 import { describe, expect, it } from 'vitest';
+import { Queues } from '../../src/broker/topology.ts';
+import { startContactTotalsConsumer } from '../../src/consumers/contact-totals.consumer.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { sessionsActive } from '../../src/observability/metrics.ts';
 import { makeSessionsGaugeRefresher } from '../../src/observability/queue-gauges.ts';
@@ -9,6 +11,8 @@ import { startSessionSweeper } from '../../src/timers/session-sweeper.ts';
 import { waitFor } from '../support/env.ts';
 import { at, events, fakeClock, rows, startWorld, T0, wahaMessage, type World } from './harness.ts';
 import { newPhone } from '../support/phones.ts';
+import { brokerKinds } from '../support/brokers.ts';
+import { publishAndSettle, startLoneConsumer } from './lone-consumer.ts';
 
 const clock = fakeClock();
 const world: World = await startWorld({ clock });
@@ -186,6 +190,18 @@ describe('session metrics', () => {
     expect(contact.ended_sessions).toBe(1);
     expect(Number(contact.total_session_seconds)).toBe(130);
     expect(new Date(contact.last_session_ended_at)).toEqual(at(130));
+  });
+});
+
+describe.each(brokerKinds())('the contact-totals consumer on the %s broker', (kind) => {
+  it('acknowledges a malformed session.ended at once, with a warning, and leaves no dead letter', async () => {
+    const c = await startLoneConsumer(kind, startContactTotalsConsumer);
+    const messageId = uuidv7();
+    // Retrying cannot make it an event: not one retry, not a dead letter whose replay fails again.
+    await publishAndSettle(c, 'session.ended', Queues.contactTotals, { messageId, body: Buffer.from('{"type":"session.ended"'), headers: {} });
+    expect(c.outcomes).toEqual([{ attempt: 1, acked: true }]);
+    expect(await rows(c.db, 'SELECT id FROM dead_letters')).toEqual([]);
+    expect(c.lines).toContainEqual(expect.objectContaining({ level: 40, consumer: 'contact-totals', message_id: messageId, reason: `message ${messageId} is not JSON` }));
   });
 });
 

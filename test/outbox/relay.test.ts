@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { PROJECT_HEADER, type Broker } from '../../src/broker/broker.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
@@ -8,6 +8,7 @@ import { appendEvents, countPending } from '../../src/outbox/outbox.sql.ts';
 import { canPublishInTransaction } from '../../src/outbox/relay.ts';
 import { brokerKinds, makeTestBroker, type BrokerKind } from '../support/brokers.ts';
 import type { Database } from '../../src/db/database.ts';
+import { withDeadline } from '../../src/deadline.ts';
 import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
 import { failingListen } from '../support/failing-listen.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
@@ -222,6 +223,45 @@ describe.each(variants)('outbox relay with the $label', ({ kind, plain }) => {
     expect(firstOccurrences(rec.deliveries)).toEqual(ids);
     expect(rec.applied).toEqual(ids);
     expect(await effectCounts(db)).toEqual({ rows: ids.length, distinct: ids.length });
+  }, 120_000);
+
+  it('counts the backlog for outbox_pending at most every 10 s while publishing fails, not in every back-off round', async () => {
+    const { db } = await makeTestDb();
+    const sw = switchableBroker(await brokerFor(db));
+    sw.fail(true);
+    await writeEvents(db, 5, { perTx: 5 });
+    // The relay's clock runs a second ahead with each failed round (it records the failure on the
+    // rows, then backs off): rounds a second apart as the relay sees them, however quick here.
+    const rounds = 40;
+    let failed = 0;
+    let counted = 0;
+    let countedInRounds = -1;
+    let reached!: () => void;
+    const allRounds = new Promise<void>((resolve) => (reached = resolve));
+    const realNow = Date.now.bind(Date);
+    let ahead = 0;
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + ahead);
+    onTestFinished(() => void clock.mockRestore());
+    const watched = interceptDb(db, (sql) => {
+      if (/count\(\*\)::int AS n FROM outbox/.test(sql)) counted++;
+      if (/SET publish_attempts = publish_attempts \+ 1, last_error = \$2/.test(sql) && failed < rounds) {
+        ahead += 1000;
+        if (++failed === rounds) {
+          countedInRounds = counted;
+          reached();
+        }
+      }
+    });
+    relayFor({ db: watched, broker: sw.broker, pollMs: 50, backoffMs: { min: 1, max: 1 } });
+    await withDeadline(allRounds, LONG, `${rounds} failed rounds`);
+
+    // Once at the first failure, then once per ten seconds of the relay's clock (a count a round was 40).
+    expect(countedInRounds).toBeGreaterThanOrEqual(1);
+    expect(countedInRounds).toBeLessThanOrEqual(rounds / 10 + 1);
+    expect((await outboxPending.get()).values[0]?.value).toBe(5);
+    // Published at last: the gauge follows within a second.
+    sw.fail(false);
+    await waitFor(async () => (await outboxPending.get()).values[0]?.value === 0, 'outbox_pending back to 0', LONG);
   }, 120_000);
 
   it('lets a second relay publish other rows while the first is still publishing, never the same ones', async ({ skip }) => {

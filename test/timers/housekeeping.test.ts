@@ -140,7 +140,7 @@ describe('housekeeping', () => {
     const result = await housekeeping({ db, logger }).runOnce();
 
     // The paused subscription's 60-day-old delivery is given up (dead), not deleted.
-    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, heldDeliveries: 1, webhookDeliveries: 2, events: 0, processedEvents: 0, failed: [] });
+    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, heldDeliveries: 1, webhookDeliveries: 2, events: 0, processedEvents: 0, deadLetters: 0, failed: [] });
     expect(await existing('webhook_deliveries', 'id', [...gone.deliveries, ...kept.deliveries])).toEqual([...kept.deliveries].sort());
     expect(await attemptsOf(gone.deliveries)).toBe(0);
     expect(await attemptsOf(kept.deliveries)).toBe(keptAttempts);
@@ -152,7 +152,7 @@ describe('housekeeping', () => {
 
     // Nothing left to do: the next pass deletes nothing and says nothing.
     lines.length = 0;
-    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] });
+    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, failed: [] });
     expect(lines).toEqual([]);
   });
 
@@ -188,6 +188,38 @@ describe('housekeeping', () => {
     expect(w.deletes('processed_events')).toEqual([2, 1]);
     expect(await existing('processed_events', 'event_id', [...old, ...recent])).toEqual([...recent].sort());
     await db.query(`DELETE FROM processed_events WHERE consumer = 'housekeeping-test'`);
+  });
+
+  it('deletes dead letters replayed more than EVENT_RETENTION_DAYS ago, never one not replayed however old', async () => {
+    /** A dead letter written `ageDays` ago, last replayed `replayedDaysAgo` ago (never when left out). */
+    const deadLetter = async (ageDays: number, replayedDaysAgo?: number) => {
+      const id = uuidv7();
+      await db.query(
+        `INSERT INTO dead_letters (id, queue, message_id, routing_key, body, error, attempts, project_id, created_at, replayed_at, replay_count)
+         VALUES ($1::uuid, 'housekeeping-test', $1::text, 'contact.created', $2, 'handler failed', 3, $3,
+                 now() - make_interval(days => $4), now() - make_interval(days => $5::int), CASE WHEN $5::int IS NULL THEN 0 ELSE 1 END)`,
+        [id, Buffer.from('{}'), projectId, ageDays, replayedDaysAgo ?? null],
+      );
+      return id;
+    };
+    const old = [await deadLetter(40, 31), await deadLetter(60, 45), await deadLetter(400, 400)];
+    const recent = [
+      await deadLetter(29, 29),
+      // Written long ago, replayed lately: the days count from the last replay.
+      await deadLetter(90, 1),
+    ];
+    // Nobody has dealt with these yet, however old.
+    const notReplayed = [await deadLetter(400), await deadLetter(31), await deadLetter(0)];
+    const all = [...old, ...recent, ...notReplayed];
+
+    const w = watched(db);
+    expect(await housekeeping({ db: w.db, batchSize: 2 }).runOnce()).toMatchObject({ deadLetters: 3, failed: [] });
+    expect(w.deletes('dead_letters')).toEqual([2, 1]);
+    expect(await existing('dead_letters', 'id', all)).toEqual([...recent, ...notReplayed].sort());
+
+    expect((await housekeeping({ db, eventRetentionDays: 28 }).runOnce()).deadLetters).toBe(1);
+    expect(await existing('dead_letters', 'id', all)).toEqual([recent[1], ...notReplayed].sort());
+    await db.query(`DELETE FROM dead_letters WHERE queue = 'housekeeping-test'`);
   });
 
   it('keeps finished deliveries for the configured number of days', async () => {
@@ -250,7 +282,7 @@ describe('housekeeping', () => {
     const w = watched(db);
     const result = await housekeeping({ db: w.db, batchSize: 5 }).runOnce();
 
-    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, heldDeliveries: 0, webhookDeliveries: 23, events: 0, processedEvents: 0, failed: [] });
+    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, heldDeliveries: 0, webhookDeliveries: 23, events: 0, processedEvents: 0, deadLetters: 0, failed: [] });
     expect(w.deletes('webhook_deliveries')).toEqual([5, 5, 5, 5, 3]);
     // A full last chunk needs one more statement to find that nothing is left.
     expect(w.deletes('auth_tokens')).toEqual([5, 5, 0]);
@@ -308,14 +340,14 @@ describe('housekeeping', () => {
     const w = watched(db, (sql) => failing && /DELETE FROM idempotency_keys/.test(sql));
     const h = housekeeping({ db: w.db, logger });
 
-    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 1, events: 0, processedEvents: 0, failed: ['idempotencyKeys'] });
+    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 1, events: 0, processedEvents: 0, deadLetters: 0, failed: ['idempotencyKeys'] });
     expect(lines).toContainEqual(expect.objectContaining({ level: 40, task: 'idempotencyKeys', msg: 'housekeeping task failed; trying again next pass' }));
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([key]);
     expect(await existing('auth_tokens', 'id', [token])).toEqual([]);
     expect(await existing('webhook_deliveries', 'id', [old])).toEqual([]);
 
     failing = false;
-    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, failed: [] });
+    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, failed: [] });
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([]);
   });
 });
