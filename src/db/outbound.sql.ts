@@ -22,22 +22,15 @@ export type NewOutboundMessage = {
  */
 export async function insertOutboundMessage(tx: Queryable, m: NewOutboundMessage): Promise<MessageRecord> {
   const r = await tx.query(
-    // Handed over with its commit (the API wakes a sender right after): the scheduler looks at it
-    // again only if it is still waiting `staleMs` later, or when notHandedOver() says it was not.
     `INSERT INTO messages (id, project_id, channel_id, contact_id, session_id, direction, from_me, type, text, media, status,
-       "timestamp", reply_to_external_id, metadata, next_send_at, enqueued_at)
+       "timestamp", reply_to_external_id, metadata, next_send_at)
      VALUES ($1, $2, $3, $4,
        (SELECT id FROM sessions WHERE contact_id = $4 AND channel_id = $3 AND status = 'active'),
-       'outbound', true, $5, $6, $7::jsonb, 'queued', now(), $8, $9::jsonb, now(), now())
+       'outbound', true, $5, $6, $7::jsonb, 'queued', now(), $8, $9::jsonb, now())
      RETURNING ${MESSAGE_COLUMNS}`,
     [m.id, m.projectId, m.channelId, m.contactId, m.type, m.text, m.media ? JSON.stringify(m.media) : null, m.replyToExternalId, JSON.stringify(m.metadata)],
   );
   return toMessage(r.rows[0]);
-}
-
-/** The wake-up after the commit failed: the scheduler hands the reply over once its grace has passed. */
-export async function notHandedOver(q: Queryable, ids: readonly string[]): Promise<void> {
-  await q.query(`UPDATE messages SET enqueued_at = NULL WHERE id = ANY($1::uuid[]) AND status = 'queued'`, [ids]);
 }
 
 /** The contact of the channel's message with this provider key, when we have it. */

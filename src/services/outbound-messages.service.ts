@@ -17,7 +17,7 @@ import { contactNotFound } from '../db/contacts-read.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import type { MessageRecord } from '../db/messages-read.sql.ts';
 import {
-  contactOfExternalKey, countReplyOnClosedSession, databaseClock, deleteMessage, externalIdOf, insertOutboundMessage, lockConversationPhone, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, notHandedOver, scheduleRetry, touchContactForReply,
+  contactOfExternalKey, countReplyOnClosedSession, databaseClock, deleteMessage, externalIdOf, insertOutboundMessage, lockConversationPhone, lockEcho, lockQueued, markFailed, markSent, nextQueuedInConversation, scheduleRetry, touchContactForReply,
   type SendJob,
 } from '../db/outbound.sql.ts';
 import { endOverdueSession, settleLateSessions } from '../db/session-lifecycle.sql.ts';
@@ -254,11 +254,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
         },
         { projectId },
       );
-      await enqueue([{ id: message.id, projectId }]).catch(async (err) => {
-        log.warn({ err, message_id: message.id }, 'could not wake a sender; the scheduler will');
-        // Said so, the scheduler takes it after its grace of seconds, not after a lost wake-up's minute.
-        await withTransaction(db, (tx) => notHandedOver(tx, [message.id]), { projectId }).catch(() => undefined);
-      });
+      await enqueue([{ id: message.id, projectId }]).catch((err) => log.warn({ err, message_id: message.id }, 'could not wake a sender; the scheduler will'));
       return message;
     },
 

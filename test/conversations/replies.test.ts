@@ -2,7 +2,7 @@
 // HTTP server the test scripts) → sent with the provider id, or retried, or failed with WAHA's
 // reason. WAHA's echo of the message comes back through the real ingress and must not duplicate it.
 import { describe, expect, it } from 'vitest';
-import { PROJECT_HEADER, type Broker } from '../../src/broker/broker.ts';
+import { PROJECT_HEADER } from '../../src/broker/broker.ts';
 import { Queues } from '../../src/broker/topology.ts';
 import { MAX_RETRY_AFTER_MS } from '../../src/channels/sender.consumer.ts';
 import { CHANNEL_CHANGES } from '../../src/db/channels.sql.ts';
@@ -680,23 +680,6 @@ describe('a WAHA media_url where private addresses are allowed (the default)', (
       detail: expect.stringMatching(/^media_url host metadata\.internal resolves to a link-local/),
     });
     expect((await outbound.queue(caller, { ...input, mediaUrl: 'http://files.lan/foto.png' })).status).toBe('queued');
-  });
-});
-
-describe('the hand-over of a queued reply', () => {
-  // The scheduler wakes a reply again only when its wake-up may have been lost: one handed to the
-  // queue with its commit is looked at after `staleMs`, one whose wake-up failed after the grace.
-  it('is dated with the commit when the wake-up went out, and cleared when it failed', async () => {
-    const caller = { kind: 'api_key' as const, projectId: tenant.projectId, role: 'admin' as const };
-    const input = { channelId: channel.id, type: 'text' as const, text: 'olá' };
-    const handedOver = async (id: string) => (await rows(db, 'SELECT enqueued_at FROM messages WHERE id = $1', [id]))[0].enqueued_at;
-    // A wake-up the queue took but no sender has claimed yet (it went nowhere).
-    const lost = makeOutboundMessages({ db, broker: Object.assign(Object.create(world.broker) as Broker, { send: async () => undefined }) });
-    const queued = await lost.queue(caller, { ...input, phone: `+${newPhone()}` });
-    expect(await handedOver(queued.id)).not.toBeNull();
-    const refusing = makeOutboundMessages({ db, broker: Object.assign(Object.create(world.broker) as Broker, { send: async () => Promise.reject(new Error('broker down')) }) });
-    const unsent = await refusing.queue(caller, { ...input, phone: `+${newPhone()}` });
-    expect(await handedOver(unsent.id)).toBeNull();
   });
 });
 
