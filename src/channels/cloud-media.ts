@@ -84,6 +84,7 @@ export async function downloadCloudMedia(conn: CloudConnection, mediaId: string,
     if (blockedAddress(err)) throw privateAddress('the Graph API address of this channel');
     throw new AppError('unavailable', `the Graph API could not be reached: ${(err as Error).message}`);
   }
+  if (lookup.bodyBroken) throw new AppError('unavailable', `the Graph API broke off its answer: ${lookup.bodyBroken}`);
   if (lookup.status !== 200) throw graphFailure(lookup.status, lookup.json, 'looking the media up');
   const info = (lookup.json ?? {}) as { url?: unknown; mime_type?: unknown; file_size?: unknown };
   if (typeof info.url !== 'string' || !/^https?:\/\//.test(info.url)) throw new AppError('unavailable', 'the Graph API answered without a media URL');

@@ -1,7 +1,7 @@
 // One JSON request to a provider's HTTP API (WAHA, the Graph API): no redirects followed, a
 // deadline, the body read (up to MAX_ANSWER_BYTES) and parsed when it is JSON. Throws only when no answer came
-// (refused, reset or timed out before a status); any status is an answer for the caller to classify,
-// even when its body then breaks off.
+// (refused, reset or timed out before a status, or an error status whose body then broke off); any
+// status is an answer for the caller to classify, and a success stays one even when its body breaks off.
 import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import { readBounded } from '../bounded-read.ts';
 import { parseStorableJson, storableText } from '../domain/text.ts';
@@ -13,7 +13,14 @@ export function isBlockedAddress(err: unknown): boolean {
   return errorCodes(err).includes(BLOCKED_ADDRESS_CODE);
 }
 
-export type ProviderAnswer = { status: number; json: unknown; text: string; retryAfter: string | null };
+export type ProviderAnswer = {
+  status: number;
+  json: unknown;
+  text: string;
+  retryAfter: string | null;
+  /** A 2xx whose body broke off (reset, our deadline): why. `json` is then undefined. */
+  bodyBroken?: string;
+};
 
 /** Fetch options this module uses; a dispatcher decides where connections may go (ssrf-guard.ts). */
 export type ProviderFetchInit = { method: string; headers: Record<string, string>; body?: string; signal: AbortSignal; dispatcher?: Dispatcher | undefined };
@@ -37,9 +44,13 @@ export async function providerRequest(
     dispatcher: opts.dispatcher,
   });
   // The answer ends up in our rows (a send's error, a status detail): stored as text it must be storable.
-  // A body that breaks off (a reset, our deadline) leaves the status standing: a send the provider
-  // answered 2xx went out, and is not sent again for want of the rest of its answer.
-  const { kept, whole } = await readBounded(res.body, MAX_ANSWER_BYTES);
+  // A success whose body breaks off (a reset, our deadline) stays a success: a send the provider
+  // answered 2xx went out, and must not be sent again for want of the rest of its answer. An error
+  // status without its body says too little (WAHA's "session not ready, try again" is in the body):
+  // that is no answer, as before.
+  const { kept, whole, error } = await readBounded(res.body, MAX_ANSWER_BYTES);
+  const ok = res.status >= 200 && res.status < 300;
+  if (error !== undefined && !ok) throw error;
   const text = storableText(kept.toString('utf8'));
   let json: unknown;
   try {
@@ -47,7 +58,8 @@ export async function providerRequest(
   } catch {
     json = undefined;
   }
-  return { status: res.status, json, text, retryAfter: res.headers.get('retry-after') };
+  const answer: ProviderAnswer = { status: res.status, json, text, retryAfter: res.headers.get('retry-after') };
+  return error === undefined ? answer : { ...answer, bodyBroken: error instanceof Error ? error.message : String(error) };
 }
 
 /**

@@ -126,6 +126,7 @@ export async function wahaSessionStatus(conn: WahaConnection): Promise<{ ok: tru
   } catch (err) {
     return { ok: false, error: isBlockedAddress(err) ? wahaBlockedText(conn) : `WAHA at ${conn.baseUrl} could not be reached: ${(err as Error).message}` };
   }
+  if (a.bodyBroken) return { ok: false, error: `WAHA at ${conn.baseUrl} broke off its answer: ${a.bodyBroken}` };
   const status = (a.json as Record<string, unknown> | undefined)?.status;
   if (a.status === 200 && typeof status === 'string') return { ok: true, status };
   return { ok: false, error: a.status === 200 ? 'WAHA answered without a session status' : wahaErrorText(a) };

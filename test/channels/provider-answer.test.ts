@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cloudSender } from '../../src/channels/cloud.client.ts';
 import { MAX_ANSWER_BYTES, providerRequest } from '../../src/channels/provider-http.ts';
 import type { SendingChannel } from '../../src/channels/sender.ts';
-import { wahaSender } from '../../src/channels/waha.client.ts';
+import { wahaSender, wahaSessionStatus } from '../../src/channels/waha.client.ts';
 import { waitFor } from '../support/env.ts';
 
 describe('a provider answer', () => {
@@ -73,8 +73,9 @@ describe('a provider answer whose body breaks off', () => {
         const status = /^\S+ \/(\d{3})/.exec(head.toString('latin1'))?.[1] ?? '200';
         const stall = head.toString('latin1').includes('stall');
         socket.write(`HTTP/1.1 ${status} X\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{"messages":[{"id":`);
-        // Reset after part of the body, or hold the rest back past the client's deadline.
-        if (!stall) setImmediate(() => socket.destroy());
+        // Close after part of the body (what the client has read stays read: no reset), or hold the
+        // rest back past the client's deadline.
+        if (!stall) socket.end();
       });
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -90,22 +91,26 @@ describe('a provider answer whose body breaks off', () => {
   const to = { phone: '+5511999990000', waLid: null };
   const text = { type: 'text' as const, text: 'hi', media: null, replyToExternalId: null };
 
-  it('keeps its status when the connection is reset mid-body, and a 2xx send counts as sent', async () => {
+  it('keeps its status when the connection closes mid-body, and a 2xx send counts as sent', async () => {
     const a = await providerRequest(`${base}/200`, { method: 'POST', headers: {}, body: { x: 1 }, timeoutMs: 5000 });
-    expect(a).toMatchObject({ status: 200, json: undefined });
+    expect(a).toMatchObject({ status: 200, json: undefined, bodyBroken: expect.any(String) });
     expect(await cloudSender.send(cloud('200'), to, text, undefined)).toEqual({ ok: true, externalId: null });
     expect(await wahaSender.send(waha('200'), to, text, undefined)).toEqual({ ok: true, externalId: null });
   });
 
   it('keeps its status when the body stalls past the deadline', async () => {
     const a = await providerRequest(`${base}/201/stall`, { method: 'POST', headers: {}, body: { x: 1 }, timeoutMs: 300 });
-    expect(a).toMatchObject({ status: 201, json: undefined });
+    expect(a).toMatchObject({ status: 201, json: undefined, bodyBroken: expect.any(String) });
   });
 
-  it('classifies a broken error answer by its status', async () => {
-    const outcome = await cloudSender.send(cloud('503'), to, text, undefined);
-    expect(outcome).toMatchObject({ ok: false, retry: true });
-    const refused = await wahaSender.send(waha('400'), to, text, undefined);
-    expect(refused).toMatchObject({ ok: false, retry: false });
+  it('is no answer when it is an error whose body breaks off (the reason to retry may be in it), and is tried again', async () => {
+    await expect(providerRequest(`${base}/422`, { method: 'POST', headers: {}, body: { x: 1 }, timeoutMs: 5000 })).rejects.toThrow();
+    expect(await wahaSender.send(waha('422'), to, text, undefined)).toMatchObject({ ok: false, retry: true });
+    expect(await cloudSender.send(cloud('400'), to, text, undefined)).toMatchObject({ ok: false, retry: true });
+  });
+
+  it('tells a status read that the answer broke off', async () => {
+    const status = await wahaSessionStatus({ baseUrl: `${base}/200`, session: 'default', apiKey: 'k' });
+    expect(status).toEqual({ ok: false, error: expect.stringMatching(/broke off its answer/) });
   });
 });
