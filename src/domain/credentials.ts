@@ -35,13 +35,14 @@ export async function verifyPassword(password: string, stored: string): Promise<
 }
 
 /**
- * Whether a stored hash was made with other scrypt parameters than the current ones (a cost
- * raised since, or a different key length): the login that proves the password rehashes it.
+ * Whether a stored hash is weaker than the current parameters make them (a cost raised since, a
+ * shorter key): the login that proves the password rehashes it. Never one that is stronger: during
+ * a rolling upgrade that raises the cost, an older process must not lower what a newer one stored.
  */
 export function needsRehash(stored: string): boolean {
   const [alg, n, r, p, , hash] = stored.split('$');
-  const current = alg === 'scrypt' && Number(n) === SCRYPT.N && Number(r) === SCRYPT.r && Number(p) === SCRYPT.p;
-  return !current || Buffer.from(hash ?? '', 'base64url').length !== SCRYPT.keylen;
+  if (alg !== 'scrypt') return true;
+  return Number(n) < SCRYPT.N || Number(r) < SCRYPT.r || Number(p) < SCRYPT.p || Buffer.from(hash ?? '', 'base64url').length < SCRYPT.keylen;
 }
 
 let decoy: Promise<string> | undefined;

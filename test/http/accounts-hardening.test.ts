@@ -12,26 +12,27 @@ import { call, makeTenant, PASSWORD, register, startApp } from './harness.ts';
 
 const { app, db } = await startApp();
 
-/** A hash in the stored format made with N = 2^14: half today's cost. */
-async function oldCostHash(password: string): Promise<string> {
+/** A hash in the stored format made with other parameters (by default N = 2^14: half today's cost). */
+async function hashWith(password: string, N = 16384, keylen = 32): Promise<string> {
   const salt = randomBytes(16);
   const key = await new Promise<Buffer>((resolve, reject) =>
-    scrypt(password.normalize('NFKC'), salt, 32, { N: 16384, r: 8, p: 1 }, (err, k) => (err ? reject(err) : resolve(k))),
+    scrypt(password.normalize('NFKC'), salt, keylen, { N, r: 8, p: 1, maxmem: 64 * 1024 * 1024 }, (err, k) => (err ? reject(err) : resolve(k))),
   );
-  return ['scrypt', 16384, 8, 1, salt.toString('base64url'), key.toString('base64url')].join('$');
+  return ['scrypt', N, 8, 1, salt.toString('base64url'), key.toString('base64url')].join('$');
 }
+const oldCostHash = (password: string) => hashWith(password);
 
 /** The `scrypt$N$r$p` head of a hash made now. */
 const currentParams = async () => (await hashPassword('any password')).split('$').slice(0, 4).join('$');
 
 const storedHash = async (email: string) => (await db.query('SELECT password_hash FROM users WHERE email = $1', [email])).rows[0].password_hash as string;
 
-/** A registered user whose password is stored at the older cost. */
-async function userWithOldHash(): Promise<{ email: string; userId: string; old: string }> {
+/** A registered user whose password is stored at the older cost (or as `stored` makes it). */
+async function userWithOldHash(stored = oldCostHash): Promise<{ email: string; userId: string; old: string }> {
   const email = `${uniqueName('old')}@example.com`;
   const r = await register(app, email);
   expect(r.status).toBe(201);
-  const old = await oldCostHash(PASSWORD);
+  const old = await stored(PASSWORD);
   await db.query('UPDATE users SET password_hash = $2 WHERE email = $1', [email, old]);
   return { email, userId: r.json.user.id, old };
 }
@@ -54,6 +55,12 @@ describe('password rehash on login', () => {
     // And the new hash logs in as well (and is left as it is: nothing to upgrade).
     expect((await login(u.email, PASSWORD)).statusCode).toBe(200);
     expect(await storedHash(u.email)).toBe(now);
+  });
+
+  it('leaves a hash stronger than today\'s as it is (a newer process may have stored it during an upgrade)', async () => {
+    const u = await userWithOldHash((password) => hashWith(password, 32768, 64));
+    expect((await login(u.email, PASSWORD, '192.0.2.12')).statusCode).toBe(200);
+    expect(await storedHash(u.email)).toBe(u.old);
   });
 
   it('changes nothing on a wrong password', async () => {
