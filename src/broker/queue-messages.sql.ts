@@ -122,20 +122,24 @@ export async function claimMessages(
  */
 export async function nextDueMs(q: Queryable, queue: string, consumerId: string): Promise<number | null> {
   // The min over the queue's rows of greatest(available_at, coalesce(locked_until, available_at)),
-  // as two mins an index answers without visiting the whole queue (a min of that expression read
-  // every row, thousands waiting in retry included, after each claim that did not fill its slots):
-  // - a row without a lease is due at its available_at: the claim index (queue, available_at, id)
-  //   in order, stopping at the first such row (past the leased ones before it);
-  // - a row with a lease at the later of its two times: the leased rows' index (migration 028),
-  //   which holds only the messages in flight (and a dead consumer's, until claimed again).
+  // read from the claim index (queue, available_at, id) without visiting the whole queue (a min of
+  // that expression read every row, thousands waiting in retry included, after each claim that did
+  // not fill its slots):
+  // - a row without a lease is due at its available_at: the index in order, stopping at the first
+  //   such row (past the leased ones before it);
+  // - only when none is due yet, the leased rows, at the later of their two times. A leased row was
+  //   due when claimed (a retry or a hand-back clears the lease as it moves available_at), so they
+  //   are all in the index's range up to now — and then nothing else is: a bounded range of the
+  //   messages in flight. (CASE runs that subquery only when its branch is taken.)
   const r = await q.query<{ ms: number | null }>(
     `WITH free AS (
        SELECT min(available_at) AS at FROM queue_messages
-       WHERE queue = $1 AND locked_until IS NULL AND locked_by IS DISTINCT FROM $2),
-     held AS (
-       SELECT min(greatest(available_at, locked_until)) AS at FROM queue_messages
-       WHERE queue = $1 AND locked_until IS NOT NULL AND locked_by IS DISTINCT FROM $2)
-     SELECT ceil(extract(epoch FROM least(free.at, held.at) - now()) * 1000)::int AS ms FROM free, held`,
+       WHERE queue = $1 AND locked_until IS NULL AND locked_by IS DISTINCT FROM $2)
+     SELECT ceil(extract(epoch FROM
+       CASE WHEN free.at <= now() THEN free.at
+       ELSE least(free.at, (SELECT min(greatest(available_at, locked_until)) FROM queue_messages
+                            WHERE queue = $1 AND available_at <= now() AND locked_until IS NOT NULL AND locked_by IS DISTINCT FROM $2))
+       END - now()) * 1000)::int AS ms FROM free`,
     [queue, consumerId],
   );
   return r.rows[0]?.ms ?? null;

@@ -10,10 +10,3 @@ CREATE INDEX dead_letters_not_replayed ON dead_letters (queue) WHERE replayed_at
 CREATE INDEX dead_letters_project_not_replayed ON dead_letters (project_id, queue) WHERE replayed_at IS NULL;
 -- What housekeeping deletes, oldest replay first.
 CREATE INDEX dead_letters_replayed_at ON dead_letters (replayed_at) WHERE replayed_at IS NOT NULL;
-
--- The Postgres-backed queue's next due time (nextDueMs, after each claim that did not fill its
--- slots) took a min over every row of the queue, thousands waiting in retry included. It is now a
--- min of available_at over rows without a lease (the claim index, in order) and a min over the
--- rows with one, which this index holds: only the messages in flight. A claim now updates an
--- indexed column, so it is never a HOT update; it seldom was (inserted rows fill their pages).
-CREATE INDEX queue_messages_leased ON queue_messages (queue) WHERE locked_until IS NOT NULL;
