@@ -22,7 +22,7 @@ import type { EventEnvelope } from '../domain/events.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { makeBatcher } from '../inbound/batcher.ts';
 import type { Logger } from '../observability/logger.ts';
-import { MalformedEventError, parseEventMessage } from '../outbox/idempotent.ts';
+import { parseEventOrSkip } from '../outbox/idempotent.ts';
 import { enqueueDeliveries, type OutboundItem } from './outbound-queue.ts';
 import { buildWebhookBody } from './signer.ts';
 
@@ -108,16 +108,9 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
   const batcher = makeBatcher<EventEnvelope, void>(fanOut, { maxBatch: 100, maxInflight: db.kind === 'pglite' ? 1 : 4 });
 
   const handle = async (msg: Delivery) => {
-    let event: EventEnvelope;
-    try {
-      event = parseEventMessage(msg);
-    } catch (err) {
-      // Retrying cannot fix a malformed message; say so and drop it.
-      if (err instanceof MalformedEventError) return void log.error({ err, message_id: msg.messageId }, 'malformed event skipped by the webhook fan-out');
-      throw err;
-    }
+    const event = parseEventOrSkip(msg, log);
     // Test events go to one subscription directly (POST …/test), never through the fan-out.
-    if (!event.project_id || event.type === 'webhook.test') return;
+    if (!event?.project_id || event.type === 'webhook.test') return;
     await batcher.submit(event.project_id, event);
   };
 

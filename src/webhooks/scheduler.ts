@@ -126,16 +126,17 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
   function arm(atMs: number): void {
     if (stopped || atMs >= timerAt) return;
     clearTimeout(timer);
-    timerAt = atMs;
+    // Node fires a timer longer than 2^31 − 1 ms at once: a far wake-up is a poll's instead (every
+    // pass arms the next poll anyway).
+    const delay = Math.min(Math.max(0, atMs - Date.now()), pollMs);
+    timerAt = Date.now() + delay;
     timer = setTimeout(
       () => {
         timer = undefined;
         timerAt = Infinity;
         void runOnce().finally(() => arm(Date.now() + pollMs));
       },
-      // Node fires a timer longer than 2^31 − 1 ms at once: a far wake-up is a poll's instead (every
-      // pass arms the next poll anyway).
-      Math.min(Math.max(0, atMs - Date.now()), pollMs),
+      delay,
     );
     timer.unref();
   }
