@@ -5,6 +5,7 @@
 // exactly as the inbound processor counts a message typed on the phone — that is what pushes the
 // session's due time and sets the first response time. The provider's echo of the reply is then a
 // duplicate to the processor (same provider id) and counts nothing.
+import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { Broker } from '../broker/broker.ts';
 import { PROJECT_HEADER } from '../broker/broker.ts';
@@ -34,7 +35,7 @@ import { appendEvents } from '../outbox/outbox.sql.ts';
 import { contactData } from '../inbound/payloads.ts';
 import { statusEvent } from './inbound.service.ts';
 import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
-import { checkWebhookUrl, isLinkLocalAddress, systemResolve, WebhookUrlError, type ResolvedAddress, type ResolveHost } from '../webhooks/ssrf-guard.ts';
+import { checkWebhookUrl, isLinkLocalAddress, WebhookUrlError, type ResolveHost } from '../webhooks/ssrf-guard.ts';
 
 export type QueueMessageInput = {
   channelId: string;
@@ -125,21 +126,32 @@ export type OutboundMessagesDeps = {
   resolve?: ResolveHost;
 };
 
-/** How long a media_url's name may take to resolve where a failure lets it through. */
+/** How long a media_url's name may take to resolve, where private addresses are allowed. */
 const MEDIA_LOOKUP_DEADLINE_MS = 2000;
 
-/** Refuses a name with a link-local or cloud metadata address among its addresses. */
-async function refuseLinkLocalName(hostname: string, resolve: ResolveHost): Promise<void> {
-  const host = hostname.replace(/^\[(.*)\]$/, '$1');
-  if (isIP(host)) return; // a literal was checked already
-  let timer: NodeJS.Timeout | undefined;
-  const answer = await Promise.race([
-    resolve(host).catch(() => []),
-    new Promise<readonly ResolvedAddress[]>((r) => (timer = setTimeout(() => r([]), MEDIA_LOOKUP_DEADLINE_MS))),
-  ]).finally(() => clearTimeout(timer));
-  if (answer.some((a) => isLinkLocalAddress(a.address))) {
-    throw new WebhookUrlError('private_address', `url host ${host} resolves to a link-local or cloud metadata address; refused even where private addresses are allowed`);
+/**
+ * A name's addresses by DNS, within the deadline; none when it cannot be resolved. Through c-ares,
+ * not getaddrinfo: that runs on the four threads password hashing and file I/O share, and names on
+ * a server that never answers would hold them.
+ */
+const mediaLookup: ResolveHost = async (host) => {
+  const resolver = new Resolver({ timeout: MEDIA_LOOKUP_DEADLINE_MS, tries: 1 });
+  const [v4, v6] = await Promise.all([resolver.resolve4(host).catch(() => []), resolver.resolve6(host).catch(() => [])]);
+  return [...v4.map((address) => ({ address, family: 4 })), ...v6.map((address) => ({ address, family: 6 }))];
+};
+
+/** The host of a media_url that names, or resolves to, a link-local or cloud metadata address. */
+async function linkLocalHost(mediaUrl: string, resolve: ResolveHost): Promise<string | undefined> {
+  let url: URL;
+  try {
+    url = new URL(mediaUrl);
+  } catch {
+    return undefined; // not a URL at all: checkInput says so
   }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(host)) return isLinkLocalAddress(host) ? host : undefined;
+  const answer = await resolve(host).catch(() => []);
+  return answer.some((a) => isLinkLocalAddress(a.address)) ? host : undefined;
 }
 
 export function makeOutboundMessages(deps: OutboundMessagesDeps) {
@@ -156,14 +168,19 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
     if (!input.mediaUrl) return;
     const channel = await withTransaction(db, (tx) => findChannel(tx, projectId, input.channelId), { projectId });
     if (channel?.type !== 'waha') return; // a missing channel is refused below, as before
-    const mustBePublic = deps.wahaMediaMustBePublic === true;
-    const resolve = deps.resolve ?? systemResolve;
+    if (!deps.wahaMediaMustBePublic) {
+      const host = await linkLocalHost(input.mediaUrl, deps.resolve ?? mediaLookup);
+      if (!host) return;
+      throw invalid(
+        `media_url names ${host}, a link-local or cloud metadata address, which WAHA would fetch from inside this deployment's network; refused whatever WAHA_ALLOW_PRIVATE_URLS says`,
+        [{ field: 'media_url', message: 'not a public address' }],
+      );
+    }
     try {
-      const url = await checkWebhookUrl(input.mediaUrl, { allowPrivate: !mustBePublic, resolve });
-      if (!mustBePublic) await refuseLinkLocalName(url.hostname, resolve);
+      await checkWebhookUrl(input.mediaUrl, { allowPrivate: false, ...(deps.resolve && { resolve: deps.resolve }) });
     } catch (err) {
       if (!(err instanceof WebhookUrlError)) throw err;
-      if (err.problem !== 'private_address' || !mustBePublic) throw invalid(err.message.replace(/^url /, 'media_url '), [{ field: 'media_url', message: err.problem }]);
+      if (err.problem !== 'private_address') throw invalid(err.message.replace(/^url /, 'media_url '), [{ field: 'media_url', message: err.problem }]);
       throw invalid(
         "media_url names a loopback or private address, which WAHA would fetch from inside this deployment's network (with WAHA_ALLOW_PRIVATE_URLS=false only public addresses are allowed)",
         [{ field: 'media_url', message: 'not a public address' }],
@@ -230,8 +247,8 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             // conversation too; one we do not know goes as given (sent before we were connected).
             replyTo = isUuid(input.replyTo) ? ((await externalIdOf(tx, projectId, channel.id, contactId, input.replyTo)) ?? null) : input.replyTo;
             if (replyTo === null) throw new AppError('unprocessable', 'reply_to names no message of this conversation (this contact through this channel) that has a provider id', [{ field: 'reply_to', message: 'unknown message' }]);
-            const key = channel.type === 'waha' ? wahaMessageKey(replyTo) : replyTo;
-            const owner = isUuid(input.replyTo) ? contactId : await contactOfExternalKey(tx, channel.id, key);
+            // The key as the database derives it from every provider's ids (migration 006).
+            const owner = isUuid(input.replyTo) ? contactId : await contactOfExternalKey(tx, channel.id, wahaMessageKey(replyTo));
             if (owner !== undefined && owner !== contactId) {
               throw new AppError('unprocessable', 'reply_to names a message of another conversation (another contact through this channel)', [{ field: 'reply_to', message: 'another conversation' }]);
             }

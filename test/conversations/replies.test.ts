@@ -666,8 +666,8 @@ describe('a WAHA media_url where private addresses are allowed (the default)', (
     for (const url of ['http://169.254.169.254/latest/meta-data/iam/security-credentials/x', 'http://[fe80::1]/x.png', 'http://100.100.100.200/latest/meta-data/']) {
       const r = await send(url);
       expect(r.status, url).toBe(400);
-      expect(r.json.errors).toEqual([{ field: 'media_url', message: 'private_address' }]);
-      expect(r.json.detail).toMatch(/^media_url points to .*link-local or cloud metadata address/);
+      expect(r.json.errors).toEqual([{ field: 'media_url', message: 'not a public address' }]);
+      expect(r.json.detail).toMatch(/^media_url names .*, a link-local or cloud metadata address/);
     }
     expect((await send('http://10.0.0.5/foto.png')).status).toBe(202);
 
@@ -676,8 +676,8 @@ describe('a WAHA media_url where private addresses are allowed (the default)', (
     const caller = { kind: 'api_key' as const, projectId: tenant.projectId, role: 'admin' as const };
     const input = { channelId: channel.id, phone, type: 'image' as const };
     await expect(outbound.queue(caller, { ...input, mediaUrl: 'http://metadata.internal/computeMetadata/v1/' })).rejects.toMatchObject({
-      errors: [{ field: 'media_url', message: 'private_address' }],
-      detail: expect.stringMatching(/^media_url host metadata\.internal resolves to a link-local/),
+      errors: [{ field: 'media_url', message: 'not a public address' }],
+      detail: expect.stringMatching(/^media_url names metadata\.internal, a link-local/),
     });
     expect((await outbound.queue(caller, { ...input, mediaUrl: 'http://files.lan/foto.png' })).status).toBe('queued');
   });
