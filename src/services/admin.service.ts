@@ -15,7 +15,7 @@ import { getParseError, listParseErrorsPage } from '../db/parse-errors-read.sql.
 import type { ParseErrorRecord } from '../db/parse-errors.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
 import type { Caller } from '../domain/permissions.ts';
-import { notFound } from '../errors.ts';
+import { AppError, notFound } from '../errors.ts';
 import { listEvents, type StoredEvent } from '../outbox/outbox.sql.ts';
 
 export type QueueView = Omit<QueueStats, 'deadLetters'> & { deadLetters: number };
@@ -54,11 +54,22 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
       return p;
     },
 
-    /** Sends a dead letter of the caller's project back to its queue. */
-    async replay(caller: Caller, id: string): Promise<DeadLetter> {
+    /**
+     * Sends a dead letter of the caller's project back to its queue. One replayed already is
+     * refused unless `force`: its message went back then (and a death since wrote a dead letter of
+     * its own), so a second replay — a double click, two people at once — would only apply it again
+     * once the consumers' markers of it are pruned.
+     */
+    async replay(caller: Caller, id: string, o: { force?: boolean } = {}): Promise<DeadLetter> {
       // Looked up under row-level security first: the second wall also guards the replay.
       const own = await inProject(caller, (tx) => getDeadLetter(tx, id, { projectId: caller.projectId }));
       if (!own) throw notFound('dead letter');
+      if (own.replayedAt && !o.force) {
+        throw new AppError(
+          'conflict',
+          `dead letter ${own.id} was replayed at ${own.replayedAt.toISOString()} (${own.replayCount} ${own.replayCount === 1 ? 'time' : 'times'}): its message went back to ${own.queue} then, and a death since is a dead letter of its own; replay it again with force=true`,
+        );
+      }
       const replayed = await replayDeadLetter(db, broker, id, { projectId: caller.projectId });
       if (!replayed) throw notFound('dead letter');
       return replayed;

@@ -42,6 +42,16 @@ describe('admin endpoints', () => {
     // A replayed dead letter is no longer counted as one (the row is kept, with its replay).
     const qa = await call(app, a.keys.admin, 'GET', '/admin/queues');
     expect(qa.json.data.find((q: any) => q.queue === Queues.webhooksOutbound)).toMatchObject({ dead_letters: 1 });
+
+    // Once replayed, a second replay (a double click) is refused, unless forced.
+    const again = await call(app, a.keys.admin, 'POST', `/admin/dead-letters/${dlA}/replay`);
+    expect(again.status).toBe(409);
+    expect(again.json.detail).toMatch(/was replayed at .* \(1 time\).*force=true/);
+    expect((await call(app, a.keys.admin, 'POST', `/admin/dead-letters/${dlA}/replay?force=false`)).status).toBe(409);
+    expect((await call(app, a.keys.admin, 'POST', `/admin/dead-letters/${dlA}/replay?force=maybe`)).status).toBe(400);
+    const forced = await call(app, a.keys.admin, 'POST', `/admin/dead-letters/${dlA}/replay?force=true`);
+    expect(forced.status).toBe(202);
+    expect(forced.json).toMatchObject({ id: dlA, replay_count: 2 });
   });
 
   it('show the first 64 KiB of each big body in lists, and the whole one by id', async () => {

@@ -53,12 +53,17 @@ export async function adminRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     method: 'POST',
     url: '/admin/dead-letters/:id/replay',
     summary: 'Send a dead letter back to its queue',
-    description: 'The message goes back with the same id (consumers are idempotent) and its attempts start again.',
+    description:
+      'The message goes back with the same id (consumers are idempotent) and its attempts start again. One already replayed is a 409: its message went back then, and a death since is a dead letter of its own; `force=true` replays it again.',
     permission: 'admin.write',
     params: IdParams,
+    querystring: Type.Object(
+      { force: Type.Optional(Type.Boolean({ description: 'Replay a dead letter that was replayed already' })) },
+      { additionalProperties: false },
+    ),
     response: { 202: Type.Object({ id: Type.String(), queue: Type.String(), replay_count: Type.Integer(), replayed_at: Type.String() }) },
     handler: async (req, reply) => {
-      const d = await admin.replay(req.auth, req.params.id);
+      const d = await admin.replay(req.auth, req.params.id, { force: req.query.force === true });
       return reply.code(202).send({ id: d.id, queue: d.queue, replay_count: d.replayCount, replayed_at: (d.replayedAt ?? new Date()).toISOString() });
     },
   });
