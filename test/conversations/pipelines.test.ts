@@ -6,9 +6,9 @@ import { pipelineEntryHandler, startPipelineEntryConsumer } from '../../src/cons
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { eventMessageBody } from '../../src/outbox/idempotent.ts';
 import { toEnvelope } from '../../src/outbox/outbox.sql.ts';
-import type { Database } from '../../src/db/database.ts';
 import { makePipelinesService } from '../../src/services/pipelines.service.ts';
 import { countingDb } from '../support/counting-db.ts';
+import { gatedDatabase, waitUntilBlockedBy } from '../support/held.ts';
 import { onServices, waitFor } from '../support/env.ts';
 import { events, rows, startWorld, wahaMessage, type Tenant } from './harness.ts';
 import { newPhone as phone } from '../support/phones.ts';
@@ -188,11 +188,11 @@ describe('pipelines', () => {
   it.skipIf(!onServices)('makes one pipeline the default when two ask at once', async () => {
     const t = await world.register();
     const [x, y] = [await newPipeline(t, 'X'), await newPipeline(t, 'Y')];
-    const first = heldTransaction(db);
+    const first = gatedDatabase(db);
     const holding = makePipelinesService({ db: first.db }).update(t.projectId, x.id, { isDefault: true });
     const pid = await first.reached; // its change made, not committed
     const second = t.api('PATCH', `/pipelines/${y.id}`, { is_default: true });
-    await waitFor(() => blockedBy(pid), 'the second change waiting on the first');
+    await waitUntilBlockedBy(db, pid, 'the second change waiting on the first');
     first.release();
     await holding;
     const r = await second;
@@ -208,7 +208,7 @@ describe('pipelines', () => {
     const p = await newPipeline();
     const contactId = await newContact();
     const caller = { kind: 'api_key' as const, projectId: tenant.projectId, role: 'admin' as const, apiKeyId: 'test' };
-    const early = heldTransaction(db, 'before');
+    const early = gatedDatabase(db, 'before');
     const begun = makePipelinesService({ db: early.db }).moveContact(caller, contactId, { pipelineId: p.id, statusId: p.statuses[1].id });
     await early.reached; // begun (its now() fixed), its move not yet made
     expect((await tenant.api('PUT', `/contacts/${contactId}/pipeline-status`, { pipeline_id: p.id, status_id: p.statuses[0].id })).status).toBe(200);
@@ -221,35 +221,6 @@ describe('pipelines', () => {
     expect(changes.map((e) => e.data.changed_at)).toEqual(history.map((h: any) => h.changed_at));
   });
 });
-
-/**
- * A database whose transactions wait on a gate: `after` (the default) their work is done and they
- * wait to commit; `before`, they have begun and wait to do their work. `reached` resolves when one
- * waits at the gate, `pid` is its backend.
- */
-function heldTransaction(real: Database, when: 'before' | 'after' = 'after') {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  let reachedGate!: (pid: number) => void;
-  const reached = new Promise<number>((r) => (reachedGate = r));
-  const held = Object.create(real) as Database;
-  held.transaction = (fn, setup) => real.transaction(async (tx) => {
-    const pid = Number((await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid);
-    if (when === 'before') {
-      reachedGate(pid);
-      await gate;
-      return fn(tx);
-    }
-    const r = await fn(tx);
-    reachedGate(pid);
-    await gate;
-    return r;
-  }, setup);
-  return { db: held, release, reached };
-}
-
-/** Some backend is waiting on a lock `pid` holds. */
-const blockedBy = async (pid: number) => (await rows(db, 'SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).length > 0;
 
 describe('new contacts entering the default pipeline (contact.created → pipeline-entry consumer)', () => {
   const handled = async (eventId: string) =>

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { Broker } from '../../src/broker/broker.ts';
 import { makeOutboundMessages } from '../../src/services/outbound-messages.service.ts';
 import { onServices, waitFor } from '../support/env.ts';
+import { holdTransaction, waitUntilBlockedBy } from '../support/held.ts';
 import { newPhone } from '../support/phones.ts';
 import { T0, fakeClock, rows, startFakeWaha, startWorld, wahaMessage } from './harness.ts';
 
@@ -31,25 +32,20 @@ describe.runIf(onServices)('a reply recorded after waiting for its contact', () 
     const queued = await outbound.queue(caller, { channelId: channel.id, contactId: session.contact_id, type: 'text', text: 'Tudo, e você?' });
 
     // Another transaction holds the contact (an inbound batch, say) while the reply is recorded.
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let holding!: (pid: number) => void;
-    const holderPid = new Promise<number>((r) => (holding = r));
-    const holder = db.transaction(async (tx) => {
-      await tx.query('SELECT 1 FROM contacts WHERE id = $1 FOR UPDATE', [session.contact_id]);
-      holding(Number((await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid));
-      await gate;
-    });
-    const pid = await holderPid;
+    const holder = holdTransaction(db, (tx) => tx.query('SELECT 1 FROM contacts WHERE id = $1 FOR UPDATE', [session.contact_id]));
+    const pid = await holder.pid;
+    // Recorded before the session is due, or the test proves nothing (the old code dated the reply
+    // with the time it began).
+    expect(Date.now(), 'the reply begins to be recorded before its session is due').toBeLessThan(due);
     const recording = outbound.recordSent({ message: queued, attempt: 1, phone: `+${phone}`, waLid: null, contactDeleted: false }, 'true_x@c.us_REPLYCLOCK1', 1);
-    await waitFor(async () => (await rows(db, 'SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).length > 0, 'the reply waiting for its contact');
+    await waitUntilBlockedBy(db, pid, 'the reply waiting for its contact');
 
     // Meanwhile the session falls due and the sweeper ends it, at its due time.
     await waitFor(() => Date.now() > due + 50, 'the session to fall due', 15_000, 50);
     clock.set(Date.now() / 1000 - T0);
     await waitFor(async () => (await rows(db, 'SELECT status FROM sessions WHERE id = $1', [session.id]))[0].status === 'ended', 'the sweeper to end the session');
-    release();
-    await holder;
+    holder.release();
+    await holder.done;
     expect(await recording).toBe(true);
 
     const [first, second] = await rows(db, 'SELECT id, started_at, ended_at FROM sessions WHERE contact_id = $1 ORDER BY started_at', [session.contact_id]);

@@ -3,7 +3,7 @@
 // upserts decide, never a "look, then insert".
 import { describe, expect, it } from 'vitest';
 import { Queues } from '../../src/broker/topology.ts';
-import type { Database, Row } from '../../src/db/database.ts';
+import type { Database } from '../../src/db/database.ts';
 import { connectPostgres } from '../../src/db/postgres.ts';
 import { endDueSessions } from '../../src/db/session-lifecycle.sql.ts';
 import { makeChannelDirectory } from '../../src/inbound/channel-directory.ts';
@@ -13,6 +13,7 @@ import { silentLogger } from '../../src/observability/logger.ts';
 import { makeInboundService, type InboundChannel } from '../../src/services/inbound.service.ts';
 import { makeTestBroker } from '../support/brokers.ts';
 import { onCleanup, onServices, waitFor } from '../support/env.ts';
+import { gatedDatabase, holdTransaction, waitUntilBlockedBy } from '../support/held.ts';
 import { count, SECRET_KEY, startInbound, wahaText, type Inbound } from './harness.ts';
 
 async function expectOneConversation(t: Inbound, channelId: string, phone: string, n: number) {
@@ -175,16 +176,13 @@ describe('concurrent messages of one new number', () => {
   /** The earlier message's transaction stores, then waits to commit while the later one starts. */
   async function storedWhileTheFirstCommits(phone: string, t1: number, t2: number) {
     const { t, ch, apply } = await straightToTheService();
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const held = Object.create(t.db) as Database;
-    held.transaction = (fn, setup) => t.db.transaction(async (tx) => { const r = await fn(tx); await gate; return r; }, setup);
+    const held = gatedDatabase(t.db);
     const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
-    const first = makeInboundService({ db: held }).apply(t.projectId, [{ channel, events: parseWahaEvent(wahaText(phone, 'oi', { id: `${phone}A`, ts: t1 })), receivedAt: new Date() }]);
-    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the first transaction waiting to commit');
+    const first = makeInboundService({ db: held.db }).apply(t.projectId, [{ channel, events: parseWahaEvent(wahaText(phone, 'oi', { id: `${phone}A`, ts: t1 })), receivedAt: new Date() }]);
+    const pid = await held.reached; // the first transaction stored, waiting to commit
     const second = apply(wahaText(phone, 'ainda aí?', { id: `${phone}B`, ts: t2 }));
-    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() AND query LIKE '%inbound_store_messages%'`)) > 0, 'the second transaction waiting on the first');
-    release();
+    await waitUntilBlockedBy(t.db, pid, 'the second transaction waiting on the first');
+    held.release();
     await Promise.all([first, second]);
     const sessions = (await t.db.query(
       `SELECT s.status, s.message_count, s.started_at, s.end_reason FROM sessions s JOIN contacts c ON c.id = s.contact_id
@@ -252,18 +250,6 @@ describe.runIf(onServices)('the inbound transaction against a transaction holdin
     (await t.db.query(
       `SELECT s.status, s.message_count, s.started_at, s.end_reason FROM sessions s JOIN contacts c ON c.id = s.contact_id
        WHERE ${where} ORDER BY s.started_at`, [param])).rows.map((x) => ({ status: x.status, messages: x.message_count, started: new Date(x.started_at).getTime() / 1000, reason: x.end_reason }));
-  const blocked = (t: Inbound, what: string) =>
-    waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() AND query LIKE '%inbound_store_messages%'`)) > 0, what);
-  /** Runs `fn` in a transaction that, once `fn` is done, waits for `release()` to commit. */
-  function held(t: Inbound, fn: (tx: Database) => Promise<unknown>) {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const done = t.db.transaction(async (tx) => {
-      await fn(tx as Database);
-      await gate;
-    });
-    return { release, done };
-  }
 
   it("waits for a message of the phone being stored when a message names only the LID of that phone's contact", async () => {
     const { t, ch, apply } = await straightToTheService();
@@ -275,16 +261,13 @@ describe.runIf(onServices)('the inbound transaction against a transaction holdin
     expect((await t.api('POST', `/sessions/${first.id}/close`, { reason: 'resolved' })).status).toBe(200);
     // An old message by the LID alone opens a session at t0 (due 30 minutes later) and waits to
     // commit; a message by the phone alone, an hour later, is stored meanwhile.
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const slow = Object.create(t.db) as Database;
-    slow.transaction = (fn, setup) => t.db.transaction(async (tx) => { const r = await fn(tx); await gate; return r; }, setup);
+    const slow = gatedDatabase(t.db);
     const channel: InboundChannel = { id: ch.id, projectId: t.projectId, name: 'c', type: 'waha', sessionTimeoutMinutes: 30 };
-    const old = makeInboundService({ db: slow }).apply(t.projectId, [{ channel, events: parseWahaEvent(byLid(lid, 'antiga', { id: 'LIDPH1', ts: t0 })), receivedAt: new Date() }]);
-    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the LID message waiting to commit');
+    const old = makeInboundService({ db: slow.db }).apply(t.projectId, [{ channel, events: parseWahaEvent(byLid(lid, 'antiga', { id: 'LIDPH1', ts: t0 })), receivedAt: new Date() }]);
+    const pid = await slow.reached; // the LID message stored, waiting to commit
     const later = apply(wahaText(phone, 'e agora?', { id: 'LIDPH2', ts: t0 + 3600 }));
-    await blocked(t, 'the phone message waiting on the LID message');
-    release();
+    await waitUntilBlockedBy(t.db, pid, 'the phone message waiting on the LID message');
+    slow.release();
     await Promise.all([old, later]);
     // Before: the phone message extended the LID message's session (one session from t0 to t0 + 1 h).
     expect(await sessionsOf(t, 'c.phone = $1', `+${phone}`)).toEqual([
@@ -300,11 +283,11 @@ describe.runIf(onServices)('the inbound transaction against a transaction holdin
     const t0 = 1764460800;
     await apply(wahaText(phone, 'oi', { id: 'SWEEP0', ts: t0 }));
     // The sweeper ends the session at its due time (t0 + 30 min) and has not committed yet.
-    const sweeper = held(t, async (tx) => expect(await endDueSessions(tx, new Date((t0 + 31 * 60) * 1000), 10)).toHaveLength(1));
-    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the sweeper waiting to commit');
+    const sweeper = holdTransaction(t.db, async (tx) => expect(await endDueSessions(tx, new Date((t0 + 31 * 60) * 1000), 10)).toHaveLength(1));
+    const pid = await sweeper.pid; // the sweeper waiting to commit
     // A message of ten minutes in, processed late, meanwhile.
     const late = apply(wahaText(phone, 'ainda estou aqui', { id: 'SWEEP1', ts: t0 + 600 }));
-    await blocked(t, 'the message waiting on the sweeper');
+    await waitUntilBlockedBy(t.db, pid, 'the message waiting on the sweeper');
     sweeper.release();
     await Promise.all([sweeper.done, late]);
     // Before: a second session from t0 + 10 min beside the ended one (overlapping it), active.
@@ -324,26 +307,14 @@ describe.runIf(onServices)('the inbound transaction against a transaction holdin
     const service = makeInboundService({ db: t.db });
     await service.apply(t.projectId, items(ours('ACKA'), ours('ACKB')));
     // The first batch acks A then B, and stops after locking A until the second is waiting.
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const slow = Object.create(t.db) as Database;
-    slow.transaction = (fn, setup) => t.db.transaction((tx) => {
-      let locks = 0;
-      const q = Object.create(tx) as Database;
-      q.query = async <T extends Row = Row>(sql: string, params?: readonly unknown[]) => {
-        const r = await tx.query<T>(sql, params);
-        if (/FROM messages\s+WHERE channel_id = \$1 AND external_key = \$2 FOR UPDATE/.test(sql) && ++locks === 1) await gate;
-        return r;
-      };
-      return fn(q);
-    }, setup);
-    const first = makeInboundService({ db: slow }).apply(t.projectId, items(ack('ACKA', 2), ack('ACKB', 2)));
-    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the first batch holding message A');
+    const slow = gatedDatabase(t.db, (sql) => /FROM messages\s+WHERE channel_id = \$1 AND external_key = \$2 FOR UPDATE/.test(sql));
+    const first = makeInboundService({ db: slow.db }).apply(t.projectId, items(ack('ACKA', 2), ack('ACKB', 2)));
+    const pid = await slow.reached; // the first batch holding message A
     // The second acks B then A (arrival order); before, it locked B and waited for A: a deadlock
-    // once the first went on to B.
+    // once the first went on to B. Either way it waits on the first, which holds A.
     const second = service.apply(t.projectId, items(ack('ACKB', 3), ack('ACKA', 3)));
-    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`)) > 0, 'the second batch waiting');
-    release();
+    await waitUntilBlockedBy(t.db, pid, 'the second batch waiting');
+    slow.release();
     await expect(Promise.all([first, second])).resolves.toBeDefined();
     const statuses = (await t.db.query(`SELECT external_key, status FROM messages WHERE channel_id = $1 ORDER BY external_key`, [ch.id])).rows;
     expect(statuses).toEqual([{ external_key: 'ACKA', status: 'read' }, { external_key: 'ACKB', status: 'read' }]);
@@ -354,10 +325,10 @@ describe.runIf(onServices)('the inbound transaction against a transaction holdin
     const lid = '90000000000808';
     await apply(byLid(lid, 'oi', { id: 'LIDDEL0', ts: 1764460800 }));
     const [gone] = (await t.db.query(`SELECT id FROM contacts WHERE wa_lid = $1`, [`${lid}@lid`])).rows;
-    const deletion = held(t, (tx) => tx.query(`UPDATE contacts SET deleted_at = now() WHERE id = $1`, [gone.id]));
-    await waitFor(async () => (await count(t.db, `SELECT 1 FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()`)) > 0, 'the deletion waiting to commit');
+    const deletion = holdTransaction(t.db, (tx) => tx.query(`UPDATE contacts SET deleted_at = now() WHERE id = $1`, [gone.id]));
+    const pid = await deletion.pid; // the deletion waiting to commit
     const next = apply(byLid(lid, 'de novo', { id: 'LIDDEL1', ts: 1764460900 }));
-    await blocked(t, 'the message waiting on the deletion');
+    await waitUntilBlockedBy(t.db, pid, 'the message waiting on the deletion');
     deletion.release();
     await Promise.all([deletion.done, next]);
     const contacts = (await t.db.query(`SELECT id, deleted_at, total_messages FROM contacts WHERE wa_lid = $1 ORDER BY created_at`, [`${lid}@lid`])).rows;
