@@ -183,6 +183,7 @@ export const IGNORE_REASONS = [
   'other_phone_number', // a Cloud API change addressed to another business number than the channel's
   'malformed', // one item of a body that carries several could not be read; the others go on, the body is parked for it
   'protocol_message', // a provider's control message delivered as a message (a deletion, an edit, a sync): no content of its own
+  'own_chat', // a WAHA message (or what refers to one) in the business's own chat ("Message yourself"): not a contact
 ] as const;
 export type IgnoreReason = (typeof IGNORE_REASONS)[number];
 

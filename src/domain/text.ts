@@ -54,3 +54,32 @@ export function findUnusable(value: unknown): Unusable | undefined {
   }
   return undefined;
 }
+
+/**
+ * A pattern a text that says something matches somewhere: any character but spaces and invisible
+ * ones (zero-width space and joiners, word joiner, soft hyphen, Mongolian vowel separator). The
+ * API's NOT_BLANK is this one, so what we store from a provider is what the API would take.
+ */
+export const NOT_BLANK_PATTERN = '[^\\s\\u00AD\\u180E\\u200B-\\u200D\\u2060]';
+const NOT_BLANK_RE = new RegExp(NOT_BLANK_PATTERN, 'u');
+
+/** Whether a text is empty or only spaces and invisible characters: the API calls it blank. */
+export function isBlank(s: string): boolean {
+  return !NOT_BLANK_RE.test(s);
+}
+
+/** The longest name the API takes for a contact (and a channel, a pipeline…), in characters. */
+export const MAX_NAME_LENGTH = 200;
+
+/**
+ * A name a provider gives (a push name) as a contact may carry it: none when blank, else at most
+ * MAX_NAME_LENGTH characters. Characters are code points, as the API counts them: a cut never
+ * splits an emoji's surrogate pair.
+ */
+export function providedName(s: string | undefined): string | undefined {
+  if (s === undefined || isBlank(s)) return undefined;
+  if (s.length <= MAX_NAME_LENGTH) return s;
+  let end = 0;
+  for (let n = 0; n < MAX_NAME_LENGTH && end < s.length; n++) end += s.codePointAt(end)! > 0xffff ? 2 : 1;
+  return s.slice(0, end);
+}

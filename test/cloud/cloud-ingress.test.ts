@@ -216,6 +216,24 @@ describe('Cloud message types, statuses and signatures', () => {
     await t.db.query('DELETE FROM parse_errors WHERE channel_id = $1', [channel.id]); // the other tests expect none
   });
 
+  it('stores the messages of a change whose contacts it cannot read, and parks the body for the contacts', async () => {
+    const p = phone();
+    const m = cloudText(p, 'contatos ilegíveis');
+    const body = cloudBody({ messages: [m.msg] });
+    body.entry[0].changes[0].value.contacts = { wa_id: p, profile: { name: 'Sem Lista' } };
+    const labels = { provider: 'whatsapp_cloud', event: 'messages', result: 'malformed' };
+    const before = await inboundCount(labels);
+
+    expect((await postCloud(t.app, channel.id, body)).status).toBe(200);
+    const stored = await readBack(m.msg.id);
+    expect(stored).toMatchObject({ text: 'contatos ilegíveis' });
+    expect((await contact(stored.contact_id)).phone).toBe(`+${p}`);
+    const parked = await waitFor(async () => (await t.db.query('SELECT * FROM parse_errors WHERE channel_id = $1', [channel.id])).rows[0], 'the body parked', 30_000);
+    expect(parked.reason).toBe('an item could not be read (the rest of it was processed): body.entry[0].changes[0].value.contacts must be an array, got object');
+    expect(await inboundCount(labels)).toBe(before + 1);
+    await t.db.query('DELETE FROM parse_errors WHERE channel_id = $1', [channel.id]); // the other tests expect none
+  });
+
   it('records a reaction on its target', async () => {
     const p = phone();
     const target = wamid('rt');

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { type InboundStatus, ParseError, isForward } from '../../src/domain/inbound.ts';
+import { type InboundMessage, type InboundStatus, ParseError, isForward } from '../../src/domain/inbound.ts';
 import { parseCloudWebhook } from '../../src/inbound/whatsapp-cloud/cloud.parser.ts';
 import { mutateFixtures } from '../support/mutate-fixtures.ts';
 
@@ -157,6 +157,29 @@ describe('malformed Cloud bodies: a frame that cannot be read throws ParseError,
     const events = parseCloudWebhook(body);
     expect(events.map((e) => e.kind)).toEqual(['ignored', 'message']);
     expect(events[0]).toMatchObject({ reason: 'malformed', detail: expect.stringMatching(/^body\.entry\[0\]\.changes\[0\]\.value\./) });
+  });
+
+  // Contacts only name the senders, and errors only report: a list of them we cannot read must
+  // not cost the messages and statuses beside it.
+  it.each<[string, Record<string, unknown>, string, string]>([
+    ['contacts as an object', { contacts: { wa_id: '5511900000001' } }, 'messages', 'contacts must be an array, got object'],
+    ['contacts as a string', { contacts: 'Joana' }, 'messages', 'contacts must be an array, got string'],
+    ['errors as an object', { errors: { code: 131000 } }, 'errors', 'errors must be an array, got object'],
+    ['errors as a number', { errors: 131000 }, 'errors', 'errors must be an array, got number'],
+    ['statuses as an object', { statuses: { id: 'wamid.OUT' } }, 'statuses', 'statuses must be an array, got object'],
+  ])('a change with %s: that part is one malformed event, its messages and statuses are still read', (_label, patch, event, problem) => {
+    const body = structuredClone(ok);
+    const value = body.entry[0].changes[0].value;
+    value.statuses = [{ id: 'wamid.OUT', status: 'read', timestamp: '1764460800', recipient_id: '5511900000001' }];
+    Object.assign(value, patch);
+    const events = parseCloudWebhook(body);
+    const bad = events.filter((e) => e.kind === 'ignored');
+    expect(bad).toEqual([{ kind: 'ignored', provider: 'whatsapp_cloud', event, reason: 'malformed', detail: `body.entry[0].changes[0].value.${problem}` }]);
+    expect(events.filter((e) => e.kind !== 'ignored').map((e) => e.kind)).toEqual(event === 'statuses' ? ['message'] : ['message', 'status']);
+    const message = events.find((e) => e.kind === 'message') as InboundMessage;
+    expect(message).toMatchObject({ externalId: 'wamid.DEV0000000000000000000000000TEXT01', text: 'Oi! Vocês abrem no sábado?' });
+    // Without readable contacts there is no push name, and nothing else is lost.
+    expect(message.pushName).toBe('contacts' in patch ? undefined : 'Joana Prado');
   });
 
   it('keeps the readable items around an unreadable one, in order', () => {

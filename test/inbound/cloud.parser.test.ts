@@ -179,6 +179,22 @@ describe('Cloud API messages', () => {
     expect((one('text') as InboundMessage).ad).toBeUndefined();
   });
 
+  it('an empty or partial referral names no ad: not an ad click; any one of source id, source URL or click id does', () => {
+    const withReferral = (referral: unknown) => {
+      const body = load('ad-referral');
+      body.entry[0].changes[0].value.messages[0].referral = referral;
+      return parseCloudWebhook(body)[0] as InboundMessage;
+    };
+    expect(withReferral({}).ad).toBeUndefined();
+    expect(withReferral({ source_type: 'ad', headline: 'Promoção', body: 'x', media_type: 'image', image_url: 'https://scontent.example/a.jpg' }).ad).toBeUndefined();
+    expect(withReferral({ source_id: '', source_url: '', ctwa_clid: '' }).ad).toBeUndefined();
+    expect(withReferral({ source_id: '120200000000000009' }).ad).toEqual({ source_id: '120200000000000009' });
+    expect(withReferral({ source_url: 'https://fb.me/X' }).ad).toEqual({ source_url: 'https://fb.me/X' });
+    expect(withReferral({ ctwa_clid: 'CLID' }).ad).toEqual({ ctwa_clid: 'CLID' });
+    // The message itself is kept either way.
+    expect(withReferral({})).toMatchObject({ kind: 'message', type: 'text' });
+  });
+
   it('two messages in one POST: each one, with its own content', () => {
     const [loc, btn] = parseCloudWebhook(load('two-messages-one-post')) as InboundMessage[];
     expect(loc).toMatchObject({ type: 'location', location: { latitude: -23.5613, longitude: -46.6565, name: 'Loja Paulista', address: 'Av. Paulista, 1000' } });

@@ -346,6 +346,32 @@ describe('contact details', () => {
     expect((await contactOf(t.db, m.contact_id)).name).toBe('Nome do CRM');
   });
 
+  it('drops a blank push name (it changes nothing) and cuts an over-long one to what the API takes', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, wahaText('5511977770021', 'oi', { id: 'PUSHBLK01' }));
+    const m = await stored(ch, 'PUSHBLK01');
+    expect((await contactOf(t.db, m.contact_id)).name).toBe('Cliente Teste');
+
+    const blank = wahaText('5511977770021', 'de novo', { id: 'PUSHBLK02' });
+    blank.payload._data.Info.PushName = ' \u200B ';
+    await t.post(ch, blank);
+    const second = await stored(ch, 'PUSHBLK02');
+    expect((await contactOf(t.db, m.contact_id)).name).toBe('Cliente Teste');
+    expect(second.metadata.push_name).toBeUndefined();
+    expect(await eventTypes(t.db, m.contact_id)).toEqual(['contact.created']);
+
+    const long = wahaText('5511977770021', 'nome comprido', { id: 'PUSHBLK03' });
+    long.payload._data.Info.PushName = `${'N'.repeat(199)}😀${'x'.repeat(50)}`;
+    await t.post(ch, long);
+    await stored(ch, 'PUSHBLK03');
+    const c = await contactOf(t.db, m.contact_id);
+    expect(c.name).toBe(`${'N'.repeat(199)}😀`);
+    expect(await eventTypes(t.db, m.contact_id)).toEqual(['contact.created', 'contact.updated']);
+    // A name the API itself would take (200 characters, the emoji whole).
+    const patched = await t.api('PATCH', `/contacts/${m.contact_id}`, { name: c.name, tags: ['push'] });
+    expect(patched.status, JSON.stringify(patched.json)).toBe(200);
+  });
+
   it('keeps the first ad on the contact and records every ad on its message', async () => {
     const ch = await t.createChannel();
     const first = fixture('gows-ad-referral');

@@ -78,4 +78,27 @@ describe('WAHA engine edge cases through the ingress', () => {
     expect(parked.reason).toMatch(/payload\.body is empty: an edit names its new text/);
     expect((await messageByKey(t.db, ch.id, '3EB0DEV000000000TEXT01')).text).toBe('Oi! Vocês abrem no sábado?');
   });
+
+  it('a NOWEB message timed by a protobuf Long is stored at that time, not parked', async () => {
+    await post('noweb-long-timestamp');
+    const m = await waitFor(() => messageByKey(t.db, ch.id, '3EB0DEV0000000NOWEB05'), 'the message stored');
+    expect(m).toMatchObject({ type: 'text', text: 'Vocês têm o tamanho 42?' });
+    expect(new Date(m.timestamp).toISOString()).toBe('2025-11-30T01:13:59.000Z');
+    expect(await contactOf(t.db, m.contact_id)).toMatchObject({ phone: '+5511900000018', name: 'Sérgio Pinto' });
+    expect(await count(t.db, 'SELECT 1 FROM parse_errors WHERE channel_id = $1 AND reason LIKE $2', [ch.id, '%timestamp%'])).toBe(0);
+  });
+
+  it('a NOWEB list answer keeps the chosen row as its text', async () => {
+    await post('noweb-list-response');
+    const m = await waitFor(() => messageByKey(t.db, ch.id, '3EB0DEV0000000NOWEB06'), 'the answer stored');
+    expect(m).toMatchObject({ type: 'unknown', text: 'Entrega expressa', reply_to_external_id: '3EB0DEV0000000NOWOUT02', metadata: { raw_type: 'listResponseMessage' } });
+  });
+
+  it("a message in the business's own chat is counted, and the business does not become its own contact", async () => {
+    const own = await inboundCount({ event: 'message.any', result: 'own_chat' });
+    await post('gows-own-chat');
+    await waitFor(async () => (await inboundCount({ event: 'message.any', result: 'own_chat' })) === own + 1, 'the message counted');
+    expect(await messageByKey(t.db, ch.id, '3EB0DEV00000000OWN01')).toBeUndefined();
+    expect(await contactByPhone('+5511900000000')).toBeUndefined();
+  });
 });

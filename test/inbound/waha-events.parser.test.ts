@@ -161,6 +161,39 @@ describe('WAHA reactions, revokes and edits', () => {
   });
 });
 
+describe('WAHA revokes and edits whose chat cannot be read', () => {
+  it('are applied all the same: the target message is found by its key alone', () => {
+    const revoke = load('gows-revoked');
+    const after = revoke.payload.after;
+    delete after.from;
+    delete after.to;
+    delete after._data;
+    expect(parseWahaEvent(revoke)).toEqual([{
+      kind: 'revoke', provider: 'waha', event: 'message.revoked', externalId: after.id,
+      targetExternalId: '3EB0DEV00000000IMG01', targetKey: '3EB0DEV00000000IMG01', fromMe: false, contact: {}, timestamp: at(1764461679),
+    }]);
+    const edit = load('gows-edited');
+    edit.payload.from = 'someone@unknown.server';
+    edit.payload._data.Info.Chat = 'someone@unknown.server';
+    edit.payload._data.Info.Sender = 'someone@unknown.server';
+    expect(parseWahaEvent(edit)).toEqual([expect.objectContaining({ kind: 'edit', targetKey: '3EB0DEV000000000TEXT01', text: 'Oi! Vocês abrem no sábado e no domingo?', contact: {} })]);
+  });
+
+  it('one in a group, on a Status post, a newsletter or a broadcast list is still skipped', () => {
+    for (const [chat, reason] of [['120363000000000001@g.us', 'group'], ['status@broadcast', 'status'], ['120363000000000099@newsletter', 'newsletter'], ['1764461000@broadcast', 'broadcast']]) {
+      const revoke = load('gows-revoked');
+      revoke.payload.after.from = chat;
+      delete revoke.payload.after._data;
+      expect(parseWahaEvent(revoke)[0], chat).toMatchObject({ kind: 'ignored', reason });
+      // Also when the side that names the chat is not the one read for the contact.
+      const edit = load('gows-edited');
+      Object.assign(edit.payload, { fromMe: true, from: chat, to: 'someone@unknown.server' });
+      delete edit.payload._data;
+      expect(parseWahaEvent(edit)[0], chat).toMatchObject({ kind: 'ignored', reason });
+    }
+  });
+});
+
 describe('WAHA edits without their text', () => {
   it('an edit without a body is a parse error, not an edit to an empty text', () => {
     const body = load('gows-edited');

@@ -45,8 +45,8 @@ const MESSAGES: Expected[] = [
   { file: 'webjs-lid-no-phone', key: 'AAAADEV0000000WEBJS03', externalId: f('90000000001212@lid_AAAADEV0000000WEBJS03'), phone: null, lid: '90000000001212@lid', type: 'text', text: 'Qual o horário de hoje?', ts: '00:12:19' },
   { file: 'gows-device-suffix', key: '3EB0DEV00000000DEV01', externalId: '3EB0DEV00000000DEV01', phone: '+5511900000013', lid: '90000000001313@lid', type: 'text', text: 'Mandei pelo computador', ts: '00:12:39' },
   { file: 'webjs-from-me', key: '3EB0DEV0000000WEBJS02', externalId: 'true_5511900000005@c.us_3EB0DEV0000000WEBJS02', phone: '+5511900000005', type: 'text', text: 'Entregamos em até 3 dias úteis.', fromMe: true, ts: '00:12:59' },
-  { file: 'gows-poll', key: '3EB0DEV00000000POL01', externalId: f('5511900000002@c.us_3EB0DEV00000000POL01'), phone: '+5511900000002', type: 'unknown', rawType: /poll/i, ts: '00:15:19' },
-  { file: 'webjs-poll', key: 'AAAADEV0000000POLL02', externalId: f('5511900000005@c.us_AAAADEV0000000POLL02'), phone: '+5511900000005', type: 'unknown', rawType: /poll/i, ts: '00:15:39' },
+  { file: 'gows-poll', key: '3EB0DEV00000000POL01', externalId: f('5511900000002@c.us_3EB0DEV00000000POL01'), phone: '+5511900000002', type: 'unknown', text: 'Qual horário prefere?', rawType: /poll/i, ts: '00:15:19' },
+  { file: 'webjs-poll', key: 'AAAADEV0000000POLL02', externalId: f('5511900000005@c.us_AAAADEV0000000POLL02'), phone: '+5511900000005', type: 'unknown', text: 'Qual horário prefere?', rawType: /poll/i, ts: '00:15:39' },
   { file: 'gows-sticker', key: '3EB0DEV00000000STK01', externalId: f('5511900000002@c.us_3EB0DEV00000000STK01'), phone: '+5511900000002', type: 'sticker', media: { url: `${FILES}/3EB0DEV00000000STK01.webp`, mimetype: 'image/webp', filename: null }, ts: '00:15:59' },
   { file: 'gows-video', key: '3EB0DEV00000000VID01', externalId: f('5511900000001@c.us_3EB0DEV00000000VID01'), phone: '+5511900000001', type: 'video', text: 'Olha o defeito na costura', media: { url: `${FILES}/3EB0DEV00000000VID01.mp4`, mimetype: 'video/mp4', filename: null }, ts: '00:16:19' },
   { file: 'gows-audio', key: '3EB0DEV00000000AUD01', externalId: f('5511900000002@c.us_3EB0DEV00000000AUD01'), phone: '+5511900000002', type: 'audio', media: { url: `${FILES}/3EB0DEV00000000AUD01.mp3`, mimetype: 'audio/mpeg', filename: null }, ts: '00:16:39' },
@@ -61,7 +61,8 @@ const OTHERS = [
   'presence-update', 'gows-group-message', 'gows-status-post', 'noweb-broadcast-list', 'webjs-newsletter',
   // Engine edge cases, through the ingress in waha-engine-edges.test.ts.
   'webjs-ack-read', 'noweb-broadcast-from-contact', 'webjs-e2e-notification', 'noweb-album-image', 'webjs-location-named',
-  'webjs-document-not-downloaded', 'webjs-group-ack-lid', 'gows-edited-empty',
+  'webjs-document-not-downloaded', 'webjs-group-ack-lid', 'gows-edited-empty', 'noweb-long-timestamp', 'noweb-list-response',
+  'gows-own-chat',
 ];
 
 let t: Inbound;

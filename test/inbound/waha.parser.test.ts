@@ -39,6 +39,7 @@ const EXPECTED_KIND: Record<string, string> = {
   'webjs-ack-read': 'status', 'noweb-broadcast-from-contact': 'message', 'webjs-e2e-notification': 'ignored:protocol_message',
   'noweb-album-image': 'message', 'webjs-location-named': 'message', 'webjs-document-not-downloaded': 'message',
   'webjs-group-ack-lid': 'ignored:group', 'gows-edited-empty': 'parse_error',
+  'noweb-long-timestamp': 'message', 'noweb-list-response': 'message', 'gows-own-chat': 'ignored:own_chat',
 };
 
 describe('WAHA fixtures', () => {
@@ -58,7 +59,7 @@ describe('WAHA fixtures', () => {
   it('reads the envelope: event id, session, engine, time and our own id', () => {
     expect(parseWahaEnvelope(load('noweb-text'))).toEqual({
       id: 'evt_01kdev000000000000000noweb', event: 'message', session: 'loja-noweb', engine: 'NOWEB',
-      timestamp: new Date(1764461460000), me: '5511900000000@c.us',
+      timestamp: new Date(1764461460000), me: '5511900000000@c.us', meLid: '90000000000001@lid',
     });
     // GOWS fixtures carry the engine only inside `environment`.
     expect(parseWahaEnvelope(load('gows-text')).engine).toBe('GOWS');
@@ -156,6 +157,8 @@ describe('WAHA message content', () => {
     expect([gows.kind, gows.type, gows.metadata.raw_type, gows.contact.phone]).toEqual(['message', 'unknown', 'pollCreationMessageV3', '+5511900000002']);
     const webjs = one('webjs-poll') as InboundMessage;
     expect([webjs.kind, webjs.type, webjs.metadata.raw_type]).toEqual(['message', 'unknown', 'poll_creation']);
+    // A poll's question is its text (WAHA leaves the body empty).
+    expect([gows.text, webjs.text]).toEqual(['Qual horário prefere?', 'Qual horário prefere?']);
     const gowsMediaType = load('gows-poll') as any;
     delete gowsMediaType.payload._data.Message;
     gowsMediaType.payload._data.Info.MediaType = 'poll_creation';
@@ -291,5 +294,115 @@ describe('WAHA engine edge cases', () => {
 
   it('an edit whose new text WAHA could not read ("") is a parse error, not an edit to nothing', () => {
     expect(() => parseWahaEvent(load('gows-edited-empty'))).toThrow(/payload\.body is empty: an edit names its new text/);
+  });
+});
+
+describe('WAHA answers to polls, buttons and lists', () => {
+  it('NOWEB: a list answer with an empty body keeps the chosen row as its text', () => {
+    expect(one('noweb-list-response')).toEqual(incoming('NOWEB', {
+      externalId: 'false_5511900000019@c.us_3EB0DEV0000000NOWEB06', messageKey: '3EB0DEV0000000NOWEB06',
+      contact: { phone: '+5511900000019', waId: '5511900000019' }, pushName: 'Bruna Teixeira', type: 'unknown',
+      text: 'Entrega expressa', replyToExternalId: '3EB0DEV0000000NOWOUT02', replyToKey: '3EB0DEV0000000NOWOUT02',
+      timestamp: at(1764465299), ackStatus: 'delivered',
+    }, 'listResponseMessage'));
+  });
+
+  it.each<[string, unknown, string]>([
+    ['pollCreationMessage', { name: 'Sim ou não?', options: [{ optionName: 'Sim' }] }, 'Sim ou não?'],
+    ['pollCreationMessageV2', { name: 'Qual cor?', options: [] }, 'Qual cor?'],
+    ['pollCreationMessageV3', { name: 'Qual tamanho?', options: [] }, 'Qual tamanho?'],
+    ['buttonsResponseMessage', { selectedButtonId: 'b1', selectedDisplayText: 'Quero comprar', type: 1 }, 'Quero comprar'],
+    ['listResponseMessage', { title: 'Retirar na loja', singleSelectReply: { selectedRowId: 'r1' } }, 'Retirar na loja'],
+    ['templateButtonReplyMessage', { selectedId: 't1', selectedDisplayText: 'Falar com atendente', selectedIndex: 0 }, 'Falar com atendente'],
+    ['interactiveResponseMessage', { body: { text: 'Confirmar pedido', format: 1 }, nativeFlowResponseMessage: { name: 'x' } }, 'Confirmar pedido'],
+  ])('%s: its words are the text when the body is empty, its type unchanged', (key, value, text) => {
+    for (const name of ['noweb-text', 'gows-text']) {
+      const body = load(name) as any;
+      body.payload.body = '';
+      if (name === 'noweb-text') body.payload._data.message = { [key]: value };
+      else body.payload._data.Message = { [key]: value };
+      expect(parseWahaEvent(body)[0], name).toMatchObject({ kind: 'message', type: 'unknown', text, metadata: { raw_type: key } });
+    }
+  });
+
+  it("WAHA's body still comes first; an answer without its words has no text", () => {
+    const body = load('noweb-list-response') as any;
+    body.payload.body = 'Entrega expressa (R$ 20)';
+    expect(parseWahaEvent(body)[0]).toMatchObject({ text: 'Entrega expressa (R$ 20)' });
+    body.payload.body = '';
+    delete body.payload._data.message.listResponseMessage.title;
+    expect((parseWahaEvent(body)[0] as InboundMessage).text).toBeUndefined();
+  });
+});
+
+describe('NOWEB protobuf Long timestamps', () => {
+  it('a Long {low, high, unsigned} is read as its number of seconds', () => {
+    expect(one('noweb-long-timestamp')).toMatchObject({ kind: 'message', timestamp: at(1764465239), text: 'Vocês têm o tamanho 42?' });
+  });
+
+  it('reads both halves, a low half past 2^31 (negative in Long.js) too, and milliseconds as milliseconds', () => {
+    const time = (timestamp: unknown) => {
+      const body = load('noweb-long-timestamp') as any;
+      body.payload.timestamp = timestamp;
+      return (parseWahaEvent(body)[0] as InboundMessage).timestamp;
+    };
+    // 3_000_000_000 s: its low 32 bits read as a signed int are 3_000_000_000 - 2^32.
+    expect(time({ low: 3_000_000_000 - 2 ** 32, high: 0, unsigned: true })).toEqual(at(3_000_000_000));
+    const ms = 1764465239123;
+    expect(time({ low: ms % 2 ** 32, high: Math.floor(ms / 2 ** 32), unsigned: true })).toEqual(new Date(ms));
+    expect(time({ low: 1764465239, high: 0, unsigned: false })).toEqual(at(1764465239));
+  });
+
+  it('a Long of 0 takes the envelope time, as a 0 does; an object that is no Long stays a parse error', () => {
+    const body = load('noweb-long-timestamp') as any;
+    body.payload.timestamp = { low: 0, high: 0, unsigned: true };
+    expect(parseWahaEvent(body)[0]).toMatchObject({ kind: 'message', timestamp: new Date(body.timestamp) });
+    body.payload.timestamp = { low: 'x', high: 0 };
+    expect(() => parseWahaEvent(body)).toThrow(ParseError);
+  });
+});
+
+describe("the business's own chat", () => {
+  const OWN = { kind: 'ignored', provider: 'waha', reason: 'own_chat', detail: '5511900000000@c.us' };
+
+  it('GOWS: a message we write to ourselves is skipped and counted, not a contact of the business', () => {
+    expect(one('gows-own-chat')).toEqual({ ...OWN, event: 'message.any' });
+  });
+
+  it('WEBJS and NOWEB too, by our phone or by our LID', () => {
+    const webjs = load('webjs-from-me') as any;
+    webjs.payload.to = '5511900000000@c.us';
+    webjs.payload._data.to = '5511900000000@c.us';
+    webjs.payload._data.id.remote = '5511900000000@c.us';
+    expect(parseWahaEvent(webjs)[0]).toMatchObject({ ...OWN });
+    const noweb = load('noweb-text') as any;
+    Object.assign(noweb.payload, { fromMe: true, from: '5511900000000@c.us', to: '90000000000001@lid' });
+    Object.assign(noweb.payload._data.key, { fromMe: true, remoteJid: '90000000000001@lid' });
+    expect(parseWahaEvent(noweb)[0]).toMatchObject({ ...OWN });
+  });
+
+  it('the ack, a reaction, an edit or a deletion of such a message is skipped too (its message was never stored)', () => {
+    const ack = load('ack-read') as any;
+    ack.payload.from = '5511900000000@c.us';
+    expect(parseWahaEvent(ack)[0]).toMatchObject({ ...OWN, event: 'message.ack' });
+    // Ours, as GOWS sends it: the chat (us) in `from`, `to` null.
+    const reaction = load('webjs-reaction-add') as any;
+    Object.assign(reaction.payload, { fromMe: true, from: '5511900000000@c.us', to: null });
+    delete reaction.payload._data;
+    expect(parseWahaEvent(reaction)[0]).toMatchObject({ ...OWN, event: 'message.reaction' });
+    const revoke = load('gows-revoked') as any;
+    Object.assign(revoke.payload.after, { fromMe: true, from: '5511900000000@c.us', to: '5511900000000@c.us' });
+    Object.assign(revoke.payload.after._data.Info, { Chat: '5511900000000@s.whatsapp.net', IsFromMe: true });
+    expect(parseWahaEvent(revoke)[0]).toMatchObject({ ...OWN, event: 'message.revoked' });
+  });
+
+  it('our messages, acks and reactions in a chat with a contact are not taken for it', () => {
+    expect(one('gows-from-me-phone')).toMatchObject({ kind: 'message', contact: { phone: '+5511900000001' } });
+    expect(one('ack-read')).toMatchObject({ kind: 'status' });
+    // WEBJS may name us by our LID in `from` on an ack of a chat with a contact.
+    const lidAck = load('webjs-ack-read') as any;
+    lidAck.payload.from = '90000000000001@lid';
+    expect(parseWahaEvent(lidAck)[0]).toMatchObject({ kind: 'status', status: 'read' });
+    expect(one('webjs-reaction-add')).toMatchObject({ kind: 'reaction' });
   });
 });

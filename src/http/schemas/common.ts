@@ -7,6 +7,7 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { ErrorCodes, type ErrorCode } from '../../errors.ts';
 import { MAX_PAGE } from '../../db/keyset.ts';
+import { NOT_BLANK_PATTERN } from '../../domain/text.ts';
 
 /**
  * The hyphenated form only: Ajv's `uuid` format also takes `urn:uuid:…`, which PostgreSQL's uuid
@@ -17,9 +18,10 @@ export const Uuid = Type.String({ format: 'uuid', pattern: UUID_PATTERN });
 export const Timestamp = Type.String({ format: 'date-time' });
 /**
  * Text that must say something: not empty, not only spaces or invisible characters (zero-width
- * space and joiners, word joiner, soft hyphen; errors.ts: "must not be blank").
+ * space and joiners, word joiner, soft hyphen; errors.ts: "must not be blank"). One definition with
+ * the inbound parsers' (a push name the API would refuse is not stored).
  */
-export const NOT_BLANK = '[^\\s\\u00AD\\u180E\\u200B-\\u200D\\u2060]';
+export const NOT_BLANK = NOT_BLANK_PATTERN;
 
 
 /** A value or null (OpenAPI 3.0 `nullable`, which Ajv and fast-json-stringify both understand). */

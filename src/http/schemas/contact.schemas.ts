@@ -3,6 +3,7 @@
 import { Type } from '@sinclair/typebox';
 import type { ContactRecord } from '../../db/contacts-read.sql.ts';
 import { iso, isoOrNull, ListQuery, NOT_BLANK, Nullable, Timestamp, Uuid } from './common.ts';
+import { MAX_NAME_LENGTH } from '../../domain/text.ts';
 
 /** Free-form JSON object (custom fields, ad attribution, metadata): serialized as it is. */
 export const JsonObject = Type.Object({}, { additionalProperties: true });
@@ -27,7 +28,7 @@ export const Contact = Type.Object(
 );
 
 // Not blank: spaces or invisible characters alone are no name, and no tag (as everywhere else).
-const Name = Type.String({ minLength: 1, maxLength: 200, pattern: NOT_BLANK });
+const Name = Type.String({ minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: NOT_BLANK });
 const Email = Type.String({ format: 'email', maxLength: 254 });
 const Tags = Type.Array(Type.String({ minLength: 1, maxLength: 64, pattern: NOT_BLANK }), { maxItems: 100 });
 

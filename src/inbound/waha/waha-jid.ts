@@ -84,6 +84,32 @@ export function notAContact(...chats: Array<string | undefined>): { reason: Igno
   return undefined;
 }
 
+/** Our own WhatsApp ids, from the webhook envelope's `me`: the phone's (`id`) and the LID. */
+export type OwnIds = { id?: string; lid?: string };
+
+/** A chat id as the phone or LID it names (nothing for a group, Status…). */
+function refOf(jid: string | undefined): ContactRef {
+  const j = jid ? parseJid(jid) : undefined;
+  return j?.kind === 'phone' ? { phone: j.phone } : j?.kind === 'lid' ? { lid: j.lid } : {};
+}
+
+/** Whether a contact is us: our phone (any device of it) or our LID. */
+const isUs = (c: ContactRef, us: ContactRef): boolean => (!!c.phone && c.phone === us.phone) || (!!c.lid && c.lid === us.lid);
+
+/**
+ * Whether a payload is in the business's own chat ("Message yourself", notes to self): the other
+ * party resolved to our own number or LID; or, when it could not be resolved (`contact` not
+ * given), every side the payload names (`from`, `to`; at least `minSides` of them) is us. That
+ * chat is no conversation with a contact: the business must not become a contact of its own.
+ */
+export function inOwnChat(p: Json, me: OwnIds, contact: ContactRef | undefined, minSides: 1 | 2): boolean {
+  const us: ContactRef = { ...refOf(me.lid), ...refOf(me.id) };
+  if (!us.phone && !us.lid) return false;
+  if (contact) return isUs(contact, us);
+  const sides = [loose.str(p, 'from'), loose.str(p, 'to')].filter((s): s is string => s !== undefined);
+  return sides.length >= minSides && sides.every((s) => isUs(refOf(s), us));
+}
+
 function contactFrom(chat: string, candidates: Array<string | undefined>): ContactResolution {
   const chatKind = parseJid(chat);
   const skip = NOT_A_CONTACT[chatKind.kind];

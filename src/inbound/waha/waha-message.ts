@@ -64,6 +64,20 @@ export const CONTROL_TYPES: ReadonlySet<string> = new Set([
   'broadcast_notification', 'revoked',
 ]);
 
+// Polls, button and list answers: WAHA leaves their `body` empty, and their words are here (the
+// proto message of GOWS and NOWEB; a WEBJS poll has its question in `_data.pollName`).
+const WORDS: Record<string, (v: unknown) => string | undefined> = {
+  pollCreationMessage: (v) => loose.str(v, 'name'),
+  pollCreationMessageV2: (v) => loose.str(v, 'name'),
+  pollCreationMessageV3: (v) => loose.str(v, 'name'),
+  buttonsResponseMessage: (v) => loose.str(v, 'selectedDisplayText'),
+  listResponseMessage: (v) => loose.str(v, 'title'),
+  templateButtonReplyMessage: (v) => loose.str(v, 'selectedDisplayText'),
+  interactiveResponseMessage: (v) => loose.str(loose.rec(v, 'body'), 'text'),
+};
+const wordsOf = (key: string | undefined, value: unknown): string | undefined =>
+  key && Object.hasOwn(WORDS, key) ? WORDS[key](value) : undefined;
+
 /** The content message inside GOWS `_data.Message` / NOWEB `_data.message`, unwrapped. */
 export function rawContent(p: Json): { key?: string; value?: unknown } {
   const data = loose.rec(p, '_data');
@@ -85,7 +99,7 @@ export function readWahaContent(p: Json, path: string): WahaContent {
 
   const body = optString(p, 'body', path);
   const caption = loose.str(value, 'caption') ?? loose.str(value, 'text') ?? (typeof value === 'string' ? value : undefined);
-  const text = BODY_IS_NOT_TEXT.has(type) ? undefined : body || caption || undefined;
+  const text = BODY_IS_NOT_TEXT.has(type) ? undefined : body || caption || wordsOf(key, value) || loose.str(data, 'pollName');
 
   const media = optRecord(p, 'media', path);
   const hasMedia = p.hasMedia === true || media !== undefined;

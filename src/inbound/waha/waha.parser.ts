@@ -4,10 +4,11 @@
 import {
   type ChannelState, type ContactRef, type InboundEvent, type InboundMessage, type InboundReaction,
   type Json, type MessageStatus, ParseError, compact, loose, needRecord, needString, optBoolean,
-  fromUnixTime, isStorableTime, optNumber, optRecord, optString,
+  fromUnixTime, isRecord, isStorableTime, optNumber, optRecord, optString,
 } from '../../domain/inbound.ts';
 import { lookupTable } from '../../domain/lookup.ts';
-import { notAContact, resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
+import { providedName } from '../../domain/text.ts';
+import { inOwnChat, notAContact, resolveAckRecipient, resolveWahaContact, wahaMessageKey } from './waha-jid.ts';
 import { CONTROL_TYPES, rawContent, readWahaContent } from './waha-message.ts';
 
 export type WahaEngine = 'WEBJS' | 'NOWEB' | 'GOWS';
@@ -22,6 +23,8 @@ export type WahaEnvelope = {
   timestamp?: Date;
   /** Our own WhatsApp id (`…@c.us`). */
   me?: string;
+  /** Our own LID (`…@lid`), when WAHA gives it. */
+  meLid?: string;
 };
 
 // WAHA ack codes: -1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED.
@@ -52,6 +55,7 @@ export function parseWahaEnvelope(body: unknown): WahaEnvelope {
     engine: optString(b, 'engine', 'body') ?? loose.str(loose.rec(b, 'environment'), 'engine'),
     timestamp,
     me: loose.str(loose.rec(b, 'me'), 'id'),
+    meLid: loose.str(loose.rec(b, 'me'), 'lid'),
   });
 }
 
@@ -91,6 +95,7 @@ function parseMessage(env: WahaEnvelope, p: Json): InboundEvent {
   if (content.rawType && CONTROL_TYPES.has(content.rawType)) {
     return { kind: 'ignored', provider: 'waha', event: env.event, reason: 'protocol_message', detail: content.rawType };
   }
+  if (inOwnChat(p, own(env), who.contact, 1)) return ownChat(env);
 
   const timestamp = readTime(p, path) ?? env.timestamp;
   if (!timestamp) throw new ParseError(`${path}.timestamp is missing`);
@@ -112,9 +117,7 @@ function parseMessage(env: WahaEnvelope, p: Json): InboundEvent {
     fromMe,
     contact: who.contact,
     // On our own messages every engine reports OUR push name; it must never reach the contact.
-    pushName: fromMe
-      ? undefined
-      : (loose.str(loose.rec(data, 'Info'), 'PushName') ?? loose.str(data, 'pushName') ?? loose.str(data, 'notifyName')),
+    pushName: fromMe ? undefined : readPushName(data),
     type: content.type,
     text: content.text,
     media: content.media,
@@ -165,6 +168,8 @@ function parseAck(env: WahaEnvelope, p: Json): InboundEvent {
   if (!who.ok && who.reason !== 'unknown_address') {
     return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
   }
+  // Not by the recipient: WEBJS may name us by our LID in `from` on an ack of any chat of ours.
+  if (inOwnChat(p, own(env), undefined, 2)) return ownChat(env);
   return compact({
     kind: 'status' as const,
     provider: 'waha' as const,
@@ -194,6 +199,8 @@ function parseReaction(env: WahaEnvelope, p: Json): InboundEvent {
   // Our own reaction is recorded as ours whatever the chat: GOWS and NOWEB send it with the chat
   // in `from` and `to` null, and no _data.
   if (!who.ok && !fromMe) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+  // Ours in our own chat: GOWS and NOWEB name the chat (us) in `from` alone.
+  if (inOwnChat(p, own(env), who.ok ? who.contact : undefined, 1)) return ownChat(env);
   return compact<InboundReaction>({
     kind: 'reaction',
     provider: 'waha',
@@ -246,7 +253,14 @@ function editLike(
 ): InboundEvent {
   const fromMe = readFromMe(base, id ?? target, path, false);
   const who = resolveWahaContact(base, fromMe);
-  if (!who.ok) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
+  // Applying one needs the target message only (it is found by its key): a chat we cannot read
+  // costs nothing. One in a group, on Status, a newsletter or a broadcast list is still skipped:
+  // its target was never stored.
+  if (!who.ok) {
+    const skip = who.reason === 'unknown_address' ? notAContact(loose.str(base, 'from'), loose.str(base, 'to')) : who;
+    if (skip) return { kind: 'ignored', provider: 'waha', event: env.event, reason: skip.reason, detail: skip.detail };
+  }
+  if (inOwnChat(base, own(env), who.ok ? who.contact : undefined, 2)) return ownChat(env);
   return compact(build({
     provider: 'waha',
     event: env.event,
@@ -254,7 +268,7 @@ function editLike(
     targetExternalId: target,
     targetKey: wahaMessageKey(target),
     fromMe,
-    contact: who.contact,
+    contact: who.ok ? who.contact : {},
     timestamp: readTime(base, path) ?? env.timestamp,
   }));
 }
@@ -270,6 +284,15 @@ function parseSession(env: WahaEnvelope, p: Json): InboundEvent {
 }
 
 // ---- field readers --------------------------------------------------------------------------
+
+const own = (env: WahaEnvelope) => ({ id: env.me, lid: env.meLid });
+
+/**
+ * A message (or an ack, a reaction, an edit, a deletion) in the business's own chat: skipped and
+ * counted, so the business never becomes a contact of its own, and what refers to such a message
+ * (never stored) does not wait for it.
+ */
+const ownChat = (env: WahaEnvelope): InboundEvent => compact({ kind: 'ignored' as const, provider: 'waha' as const, event: env.event, reason: 'own_chat' as const, detail: env.me ?? env.meLid });
 
 /** `from`/`to` are WAHA's own fields: a wrong type there is a malformed body, not a missing contact. */
 function checkAddresses(p: Json, path: string): void {
@@ -289,6 +312,18 @@ function readFromMe(p: Json, id: string, path: string, required = true): boolean
   return v ?? false;
 }
 
+/**
+ * The sender's push name (GOWS `Info.PushName`, NOWEB `pushName`, WEBJS `notifyName`): a blank one
+ * (spaces, invisible characters) is no name, as if absent; a longer one than the API takes is cut.
+ */
+function readPushName(data: Json | undefined): string | undefined {
+  for (const name of [loose.str(loose.rec(data, 'Info'), 'PushName'), loose.str(data, 'pushName'), loose.str(data, 'notifyName')]) {
+    const usable = providedName(name);
+    if (usable) return usable;
+  }
+  return undefined;
+}
+
 function readAck(p: Json, path: string): MessageStatus | undefined {
   const code = optNumber(p, 'ack', path);
   const name = optString(p, 'ackName', path);
@@ -296,16 +331,28 @@ function readAck(p: Json, path: string): MessageStatus | undefined {
 }
 
 /**
- * WAHA message time is unix seconds (fractional on reactions); accept a numeric string too. A 0
- * (an engine that does not know the time) says nothing: the caller takes the envelope's time, as
- * for a missing one, rather than parking the message.
+ * WAHA message time is unix seconds (fractional on reactions); accept a numeric string too, and the
+ * protobuf Long NOWEB may pass through (`{low, high, unsigned}`). A 0 (an engine that does not know
+ * the time) says nothing: the caller takes the envelope's time, as for a missing one, rather than
+ * parking the message.
  */
 function readTime(o: Json, path: string): Date | undefined {
-  const v = o.timestamp;
+  const v = fromLong(o.timestamp) ?? o.timestamp;
   if (v == null || v === 0 || v === '0') return undefined;
   const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
   const d = typeof n === 'number' && n > 0 ? fromUnixTime(n) : undefined;
-  if (!d || !isStorableTime(d)) throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(v)}`);
+  if (!d || !isStorableTime(d)) throw new ParseError(`${path}.timestamp must be unix seconds, got ${JSON.stringify(o.timestamp)}`);
   return d;
 }
 
+const INT32 = (x: unknown): x is number => typeof x === 'number' && Number.isInteger(x) && x >= -(2 ** 31) && x < 2 ** 32;
+
+/**
+ * The number a protobuf Long (Long.js, as Baileys leaves it in NOWEB's payloads) holds: `low` and
+ * `high` are its two 32-bit halves. Anything else: undefined.
+ */
+function fromLong(v: unknown): number | undefined {
+  if (!isRecord(v) || !INT32(v.low) || !INT32(v.high)) return undefined;
+  const high = v.unsigned === true ? v.high >>> 0 : v.high | 0;
+  return high * 2 ** 32 + (v.low >>> 0);
+}

@@ -7,7 +7,7 @@ import {
 } from '../../domain/inbound.ts';
 import { lookupTable } from '../../domain/lookup.ts';
 import { normalizePhone } from '../../domain/phone.ts';
-import { parseStorableJson } from '../../domain/text.ts';
+import { parseStorableJson, providedName } from '../../domain/text.ts';
 
 /** What the surrounding `value` tells about every message in it. */
 export type CloudValueContext = {
@@ -216,13 +216,14 @@ export function readCloudError(e: unknown) {
 function findProfile(contacts: unknown[], waId: string): string | undefined {
   // A lone entry without a wa_id is taken as the sender's; one naming someone else never is.
   const match = contacts.find((c) => loose.str(c, 'wa_id') === waId) ?? (contacts.length === 1 && loose.str(contacts[0], 'wa_id') === undefined ? contacts[0] : undefined);
-  return loose.str(loose.rec(match, 'profile'), 'name');
+  // A blank name is none (as if absent); one longer than the API takes is cut.
+  return providedName(loose.str(loose.rec(match, 'profile'), 'name'));
 }
 
 // Meta's referral is already snake_case; only the media link differs (image_url or video_url).
 function readReferral(r: Json | undefined): AdAttribution | undefined {
   if (!r) return undefined;
-  return compact<AdAttribution>({
+  const ad = compact<AdAttribution>({
     source_type: loose.str(r, 'source_type'),
     source_id: loose.str(r, 'source_id'),
     source_url: loose.str(r, 'source_url'),
@@ -233,6 +234,8 @@ function readReferral(r: Json | undefined): AdAttribution | undefined {
     media_url: loose.str(r, 'image_url') ?? loose.str(r, 'video_url'),
     thumbnail_url: loose.str(r, 'thumbnail_url'),
   });
+  // An empty or partial referral names no ad: not an ad click (as for WAHA's ad context).
+  return ad.source_id || ad.source_url || ad.ctwa_clid ? ad : undefined;
 }
 
 /**

@@ -3,7 +3,9 @@
 // becomes an event, in the order Meta listed them (which is not delivery order: see isForward).
 // A message or status that cannot be read becomes a `malformed` event of its own, so that one
 // item of a shape we do not know does not cost the others in the same POST (the processor parks
-// the body for it); a body whose frame (object, entry, changes) cannot be read is a ParseError.
+// the body for it); so does a change's list (contacts, messages, statuses, errors) that is not a
+// list, and a change's unreadable metadata costs that change. A body whose frame (object, entry,
+// changes) cannot be read is a ParseError.
 import {
   type ContactRef, type InboundEvent, type Json, type MessageStatus, ParseError, compact,
   loose, needRecord, needString, optArray, optRecord, optString,
@@ -63,8 +65,8 @@ export function parseCloudWebhook(body: unknown, opts: CloudParseOptions = {}): 
         });
         return;
       }
-      // A change whose own fields (contacts, metadata, the lists) have a shape we do not know
-      // costs that change only, as an unreadable message costs that message only.
+      // A change whose metadata has a shape we do not know costs that change only, as an
+      // unreadable message costs that message only (its other parts: see parseValue).
       try {
         out.push(...parseValue(value, `${cPath}.value`, wabaId));
       } catch (err) {
@@ -77,18 +79,24 @@ export function parseCloudWebhook(body: unknown, opts: CloudParseOptions = {}): 
 }
 
 function parseValue(value: Json, path: string, wabaId: string | undefined): InboundEvent[] {
+  // The metadata says whose messages these are: one that cannot be read costs the whole change.
   const metadata = optRecord(value, 'metadata', path);
+  const out: InboundEvent[] = [];
+  // Every other part is read apart: one of a shape we do not know is reported (a malformed event
+  // of its own) and the others are still applied. Contacts only give the senders' push names.
+  const contacts = part(out, 'messages', () => optArray(value, 'contacts', path)) ?? [];
   const ctx: CloudValueContext = {
-    contacts: optArray(value, 'contacts', path) ?? [],
+    contacts,
     phoneNumberId: metadata && optString(metadata, 'phone_number_id', `${path}.metadata`),
     displayPhoneNumber: metadata && optString(metadata, 'display_phone_number', `${path}.metadata`),
     wabaId,
   };
-  const out: InboundEvent[] = [];
-  (optArray(value, 'messages', path) ?? []).forEach((m, k) => out.push(item('messages', () => parseCloudMessage(m, `${path}.messages[${k}]`, ctx))));
-  (optArray(value, 'statuses', path) ?? []).forEach((s, k) => out.push(item('statuses', () => parseStatus(s, `${path}.statuses[${k}]`))));
+  const messages = part(out, 'messages', () => optArray(value, 'messages', path)) ?? [];
+  messages.forEach((m, k) => out.push(item('messages', () => parseCloudMessage(m, `${path}.messages[${k}]`, ctx))));
+  const statuses = part(out, 'statuses', () => optArray(value, 'statuses', path)) ?? [];
+  statuses.forEach((s, k) => out.push(item('statuses', () => parseStatus(s, `${path}.statuses[${k}]`))));
   // Errors at the value level mean Meta could not deliver something to us at all.
-  for (const err of optArray(value, 'errors', path) ?? []) {
+  for (const err of part(out, 'errors', () => optArray(value, 'errors', path)) ?? []) {
     const e = readCloudError(err);
     out.push({
       kind: 'ignored', provider: 'whatsapp_cloud', event: 'errors', reason: 'provider_error',
@@ -99,6 +107,17 @@ function parseValue(value: Json, path: string, wabaId: string | undefined): Inbo
     out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unhandled_event', detail: 'empty change' });
   }
   return out;
+}
+
+/** One part of a change (its contacts, its lists); one that cannot be read is a `malformed` event in `out`. */
+function part<T>(out: InboundEvent[], event: string, read: () => T): T | undefined {
+  try {
+    return read();
+  } catch (err) {
+    if (!(err instanceof ParseError)) throw err;
+    out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event, reason: 'malformed', detail: err.reason });
+    return undefined;
+  }
 }
 
 /** One message or status; one that cannot be read is a `malformed` event instead of the body's end. */
