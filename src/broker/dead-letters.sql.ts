@@ -167,34 +167,49 @@ export async function getDeadLetter(q: Queryable, id: string, scope: { projectId
   return r.rows[0] ? toDeadLetter(r.rows[0]) : undefined;
 }
 
-export async function markReplayed(q: Queryable, id: string): Promise<DeadLetter | undefined> {
-  if (!isUuid(id)) return undefined;
+/** Marks a replay, only while the row's replay count is still `seen`: of two at once, one wins. */
+async function claimReplay(q: Queryable, id: string, seen: number): Promise<DeadLetter | undefined> {
   const r = await q.query<DeadLetterRow>(
-    `UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1 WHERE id = $1::uuid RETURNING ${COLUMNS}`,
-    [id],
+    `UPDATE dead_letters SET replayed_at = now(), replay_count = replay_count + 1 WHERE id = $1::uuid AND replay_count = $2 RETURNING ${COLUMNS}`,
+    [id, seen],
   );
   return r.rows[0] ? toDeadLetter(r.rows[0]) : undefined;
 }
 
+/** Gives a claim back (its send failed): the row as it was, unless another replay came since. */
+async function releaseReplay(q: Queryable, claimed: DeadLetter, before: Date | null): Promise<void> {
+  await q.query('UPDATE dead_letters SET replayed_at = $3, replay_count = replay_count - 1 WHERE id = $1::uuid AND replay_count = $2', [claimed.id, claimed.replayCount, before]);
+}
+
 /**
  * Sends a dead message back to its queue as a fresh message (same id, headers and body; attempts
- * start again at 1), then marks the row replayed. Marking after the send means a crash in between
- * can replay twice, never lose the replay — consumers are idempotent.
+ * start again at 1). The row is marked replayed first, against the replay count the caller saw
+ * (`seen`; by default the one read here): of two replays of one row at once — a double click —
+ * one sends and the other gets 'taken'. A send that fails gives the mark back; a crash between
+ * the mark and the send leaves the row marked with nothing sent, for a forced replay to redo.
  */
 export async function replayDeadLetter(
   db: Database,
   broker: Broker,
   id: string,
   scope: { projectId?: string } = {},
-): Promise<DeadLetter | undefined> {
+  seen?: number,
+): Promise<DeadLetter | 'taken' | undefined> {
   const dl = await getDeadLetter(db, id, scope);
   if (!dl) return undefined;
+  const claimed = await claimReplay(db, dl.id, seen ?? dl.replayCount);
+  if (!claimed) return 'taken';
   // A new send: the old send id must not come along (a broker that sets none would keep it, and the
   // next death would be taken for the old one).
   const { [SEND_HEADER]: _oldSend, ...kept } = dl.headers;
   const headers = { ...kept, [ROUTING_KEY_HEADER]: dl.routingKey };
-  await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }]);
-  return markReplayed(db, dl.id);
+  try {
+    await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }]);
+  } catch (err) {
+    await releaseReplay(db, claimed, dl.replayedAt).catch(() => undefined);
+    throw err;
+  }
+  return claimed;
 }
 
 /**

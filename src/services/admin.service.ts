@@ -70,8 +70,9 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
           `dead letter ${own.id} was replayed at ${own.replayedAt.toISOString()} (${own.replayCount} ${own.replayCount === 1 ? 'time' : 'times'}): its message went back to ${own.queue} then, and a death since is a dead letter of its own; replay it again with force=true`,
         );
       }
-      const replayed = await replayDeadLetter(db, broker, id, { projectId: caller.projectId });
+      const replayed = await replayDeadLetter(db, broker, id, { projectId: caller.projectId }, own.replayCount);
       if (!replayed) throw notFound('dead letter');
+      if (replayed === 'taken') throw new AppError('conflict', `dead letter ${own.id} is being replayed by another request, or was just now`);
       return replayed;
     },
 

@@ -54,6 +54,15 @@ describe('admin endpoints', () => {
     expect(forced.json).toMatchObject({ id: dlA, replay_count: 2 });
   });
 
+  it('send a dead letter once when two replays of it come at the same moment (a double click)', async () => {
+    const t = await makeTenant(app);
+    const dl = await insertDeadLetter(db, { queue: Queues.webhooksOutbound, messageId: uuidv7(), routingKey: Queues.webhooksOutbound, headers: { [PROJECT_HEADER]: t.projectId }, body: Buffer.from('{"x":1}'), error: 'Error: boom', attempts: 3 });
+    const both = await Promise.all([1, 2].map(() => call(app, t.keys.admin, 'POST', `/admin/dead-letters/${dl}/replay`)));
+    expect(both.map((r) => r.status).sort()).toEqual([202, 409]);
+    const [row] = (await db.query('SELECT replay_count FROM dead_letters WHERE id = $1', [dl])).rows;
+    expect(row.replay_count).toBe(1);
+  });
+
   it('show the first 64 KiB of each big body in lists, and the whole one by id', async () => {
     const t = await makeTenant(app);
     // 100,000 bytes of text whose characters take two bytes each: the 64 KiB edge cuts one in half.
