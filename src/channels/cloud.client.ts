@@ -45,7 +45,7 @@ export function cloudConnectionOf(channel: Pick<SendingChannel, 'config' | 'secr
   };
 }
 
-/** One Graph API request. Throws only when no answer came (refused, reset, timed out). */
+/** One Graph API request. Throws only when no answer came (refused, reset or timed out before a status; an error status whose body broke off). */
 export function graphRequest(conn: CloudConnection, method: 'GET' | 'POST', path: string, body?: unknown): Promise<GraphAnswer> {
   return providerRequest(`${conn.baseUrl}/${conn.version}${path}`, {
     method,

@@ -28,7 +28,7 @@ export function wahaBlockedText(conn: Pick<WahaConnection, 'baseUrl'>): string {
   return `WAHA's base_url ${conn.baseUrl} is a loopback or private address, which this deployment does not let channels reach (WAHA_ALLOW_PRIVATE_URLS=false)`;
 }
 
-/** One request to WAHA. Throws only when no answer came (refused, reset, timed out). */
+/** One request to WAHA. Throws only when no answer came (refused, reset or timed out before a status; an error status whose body broke off). */
 export function wahaRequest(conn: WahaConnection, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<WahaAnswer> {
   return providerRequest(`${conn.baseUrl}${path}`, {
     method,

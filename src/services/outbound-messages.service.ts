@@ -5,11 +5,11 @@
 // exactly as the inbound processor counts a message typed on the phone — that is what pushes the
 // session's due time and sets the first response time. The provider's echo of the reply is then a
 // duplicate to the processor (same provider id) and counts nothing.
-import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { Broker } from '../broker/broker.ts';
 import { PROJECT_HEADER } from '../broker/broker.ts';
 import { Queues } from '../broker/topology.ts';
+import { makeMediaLookup } from '../channels/media-lookup.ts';
 import { senderFor } from '../channels/senders.ts';
 import type { OutboundType } from '../channels/sender.ts';
 import { findChannel } from '../db/channels.sql.ts';
@@ -126,19 +126,7 @@ export type OutboundMessagesDeps = {
   resolve?: ResolveHost;
 };
 
-/** How long a media_url's name may take to resolve, where private addresses are allowed. */
-const MEDIA_LOOKUP_DEADLINE_MS = 2000;
-
-/**
- * A name's addresses by DNS, within the deadline; none when it cannot be resolved. Through c-ares,
- * not getaddrinfo: that runs on the four threads password hashing and file I/O share, and names on
- * a server that never answers would hold them.
- */
-const mediaLookup: ResolveHost = async (host) => {
-  const resolver = new Resolver({ timeout: MEDIA_LOOKUP_DEADLINE_MS, tries: 1 });
-  const [v4, v6] = await Promise.all([resolver.resolve4(host).catch(() => []), resolver.resolve6(host).catch(() => [])]);
-  return [...v4.map((address) => ({ address, family: 4 })), ...v6.map((address) => ({ address, family: 6 }))];
-};
+const mediaLookup = makeMediaLookup();
 
 /** The host of a media_url that names, or resolves to, a link-local or cloud metadata address. */
 async function linkLocalHost(mediaUrl: string, resolve: ResolveHost): Promise<string | undefined> {
