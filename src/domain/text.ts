@@ -81,5 +81,7 @@ export function providedName(s: string | undefined): string | undefined {
   if (s.length <= MAX_NAME_LENGTH) return s;
   let end = 0;
   for (let n = 0; n < MAX_NAME_LENGTH && end < s.length; n++) end += s.codePointAt(end)! > 0xffff ? 2 : 1;
-  return s.slice(0, end);
+  const cut = s.slice(0, end);
+  // What said something may lie past the cut (200 invisible characters, then a name).
+  return isBlank(cut) ? undefined : cut;
 }

@@ -22,6 +22,8 @@ describe('the API and the inbound parsers mean the same by blank', () => {
   it('a provided name: none when blank, cut to 200 characters on a character boundary', () => {
     for (const s of BLANKS) expect(providedName(s)).toBeUndefined();
     expect(providedName(undefined)).toBeUndefined();
+    // Past 200 invisible characters, what said something is cut off: none.
+    expect(providedName(`${'\u200B'.repeat(200)}Ana`)).toBeUndefined();
     expect(providedName('Ana')).toBe('Ana');
     const cut = providedName(LONG)!;
     expect(cut).toBe(`${'a'.repeat(199)}😀`);

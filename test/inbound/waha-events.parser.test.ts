@@ -161,8 +161,8 @@ describe('WAHA reactions, revokes and edits', () => {
   });
 });
 
-describe('WAHA revokes and edits whose chat cannot be read', () => {
-  it('are applied all the same: the target message is found by its key alone', () => {
+describe('WAHA revokes and edits that name no chat, or one we cannot read', () => {
+  it('naming none, are applied all the same: the target message is found by its key alone', () => {
     const revoke = load('gows-revoked');
     const after = revoke.payload.after;
     delete after.from;
@@ -173,10 +173,18 @@ describe('WAHA revokes and edits whose chat cannot be read', () => {
       targetExternalId: '3EB0DEV00000000IMG01', targetKey: '3EB0DEV00000000IMG01', fromMe: false, contact: {}, timestamp: at(1764461679),
     }]);
     const edit = load('gows-edited');
+    delete edit.payload.from;
+    delete edit.payload.to;
+    delete edit.payload._data;
+    expect(parseWahaEvent(edit)).toEqual([expect.objectContaining({ kind: 'edit', targetKey: '3EB0DEV000000000TEXT01', text: 'Oi! Vocês abrem no sábado e no domingo?', contact: {} })]);
+  });
+
+  it('naming a chat on a server we do not know, are skipped as its messages were (their target was never stored)', () => {
+    const edit = load('gows-edited');
     edit.payload.from = 'someone@unknown.server';
     edit.payload._data.Info.Chat = 'someone@unknown.server';
     edit.payload._data.Info.Sender = 'someone@unknown.server';
-    expect(parseWahaEvent(edit)).toEqual([expect.objectContaining({ kind: 'edit', targetKey: '3EB0DEV000000000TEXT01', text: 'Oi! Vocês abrem no sábado e no domingo?', contact: {} })]);
+    expect(parseWahaEvent(edit)).toEqual([expect.objectContaining({ kind: 'ignored', reason: 'unknown_address' })]);
   });
 
   it('one in a group, on a Status post, a newsletter or a broadcast list is still skipped', () => {

@@ -387,9 +387,13 @@ describe("the business's own chat", () => {
     expect(parseWahaEvent(ack)[0]).toMatchObject({ ...OWN, event: 'message.ack' });
     // Ours, as GOWS sends it: the chat (us) in `from`, `to` null.
     const reaction = load('webjs-reaction-add') as any;
+    Object.assign(reaction, { engine: 'GOWS' });
     Object.assign(reaction.payload, { fromMe: true, from: '5511900000000@c.us', to: null });
     delete reaction.payload._data;
     expect(parseWahaEvent(reaction)[0]).toMatchObject({ ...OWN, event: 'message.reaction' });
+    // WEBJS names the reactor in `from` (us, in any chat): alone, that is no own chat.
+    Object.assign(reaction, { engine: 'WEBJS' });
+    expect(parseWahaEvent(reaction)[0]).toMatchObject({ kind: 'reaction', fromMe: true });
     const revoke = load('gows-revoked') as any;
     Object.assign(revoke.payload.after, { fromMe: true, from: '5511900000000@c.us', to: '5511900000000@c.us' });
     Object.assign(revoke.payload.after._data.Info, { Chat: '5511900000000@s.whatsapp.net', IsFromMe: true });

@@ -199,8 +199,10 @@ function parseReaction(env: WahaEnvelope, p: Json): InboundEvent {
   // Our own reaction is recorded as ours whatever the chat: GOWS and NOWEB send it with the chat
   // in `from` and `to` null, and no _data.
   if (!who.ok && !fromMe) return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
-  // Ours in our own chat: GOWS and NOWEB name the chat (us) in `from` alone.
-  if (inOwnChat(p, own(env), who.ok ? who.contact : undefined, 1)) return ownChat(env);
+  // Ours in our own chat: GOWS and NOWEB name the chat (us) in `from` alone; WEBJS names the
+  // reactor there (us, in any chat), so from WEBJS or an engine not said, both sides must be us.
+  const chatInFrom = env.engine === 'GOWS' || env.engine === 'NOWEB';
+  if (inOwnChat(p, own(env), who.ok ? who.contact : undefined, chatInFrom ? 1 : 2)) return ownChat(env);
   return compact<InboundReaction>({
     kind: 'reaction',
     provider: 'waha',
@@ -253,12 +255,16 @@ function editLike(
 ): InboundEvent {
   const fromMe = readFromMe(base, id ?? target, path, false);
   const who = resolveWahaContact(base, fromMe);
-  // Applying one needs the target message only (it is found by its key): a chat we cannot read
-  // costs nothing. One in a group, on Status, a newsletter or a broadcast list is still skipped:
-  // its target was never stored.
+  // Applying one needs the target message only (it is found by its key): a payload that names no
+  // chat at all (a WEBJS deletion may carry only the deleted message's id) is applied by that. One
+  // whose chat we cannot read (a group, Status, a newsletter, a broadcast list, a server we do not
+  // know) is skipped as its message was: that target was never stored.
   if (!who.ok) {
-    const skip = who.reason === 'unknown_address' ? notAContact(loose.str(base, 'from'), loose.str(base, 'to')) : who;
-    if (skip) return { kind: 'ignored', provider: 'waha', event: env.event, reason: skip.reason, detail: skip.detail };
+    const [from, to] = [loose.str(base, 'from'), loose.str(base, 'to')];
+    const namesNoChat = who.reason === 'unknown_address' && from === undefined && to === undefined;
+    // The side that names a group (…) may not be the one read for the contact: that one says why.
+    const skip = who.reason === 'unknown_address' ? (notAContact(from, to) ?? who) : who;
+    if (!namesNoChat) return { kind: 'ignored', provider: 'waha', event: env.event, reason: skip.reason, detail: skip.detail };
   }
   if (inOwnChat(base, own(env), who.ok ? who.contact : undefined, 2)) return ownChat(env);
   return compact(build({
