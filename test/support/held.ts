@@ -7,10 +7,11 @@
 // transactions in turn, so a transaction held there blocks everything, and pg_backend_pid() /
 // pg_blocking_pids() mean nothing. The functions here refuse a PGlite database.
 import type { Database, Queryable, QueryResult, Row } from '../../src/db/database.ts';
+import { onTestFinished } from 'vitest';
 import { onCleanup, waitFor } from './env.ts';
 
 /**
- * Where a gated transaction waits: `before` its work (begun, its snapshot and now() fixed),
+ * Where a gated transaction waits: `before` its work (begun, its now() fixed),
  * `after` it (its work done and its locks held, not committed), or right after the first of its
  * queries whose SQL `when` accepts (with the locks that query took).
  */
@@ -34,9 +35,14 @@ function makeGate(): Gate & { gate: Promise<void>; reach(pid: number): void; fai
   let fail!: (err: unknown) => void;
   const reached = new Promise<number>((resolve, reject) => ((reach = resolve), (fail = reject)));
   reached.catch(() => undefined); // the failure is the transaction's too: reported where that is awaited
-  // A test that fails while a transaction waits here must not leave it open: closing the pool
-  // would wait for it. Runs before the database's own cleanup (registered earlier).
-  onCleanup(async () => release());
+  // A test that fails while a transaction waits here must not leave it open, holding its locks for
+  // the tests after it (and the pool's close): released when the test ends, or with the file's
+  // cleanups when made outside a test.
+  try {
+    onTestFinished(() => release());
+  } catch {
+    onCleanup(async () => release());
+  }
   return { gate, reached, release, reach, fail };
 }
 
@@ -76,7 +82,10 @@ export function gatedDatabase(real: Database, when: GateAt = 'after'): Gate & { 
         if (!reachedHere && when(sql)) await stop();
         return r;
       };
-      return await fn(q);
+      const r = await fn(q);
+      // A gate no query matched (the SQL changed): say so, rather than leave the test waiting.
+      if (!reachedHere) g.fail(new Error('the gated transaction ended without reaching its gate: no query matched'));
+      return r;
     } catch (err) {
       if (!reachedHere) g.fail(err);
       throw err;
