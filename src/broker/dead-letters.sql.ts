@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import type { Database, Queryable } from '../db/database.ts';
 import { decodeCursor, exactTime, toPage } from '../db/keyset.ts';
+import { pruneOlderThan } from '../db/prune.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import { PROJECT_HEADER, SEND_HEADER, type Broker, type Headers } from './broker.ts';
 
@@ -218,15 +219,6 @@ export async function replayDeadLetter(
  * only history. One never replayed is kept however old: nobody has dealt with it yet. SKIP LOCKED
  * lets several processes prune at once, and skips a row a replay is marking right now.
  */
-export async function pruneReplayedDeadLetters(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
-  const r = await q.query(
-    `DELETE FROM dead_letters WHERE id IN (
-       SELECT id FROM dead_letters
-       WHERE replayed_at IS NOT NULL AND replayed_at < now() - make_interval(secs => $1::float8 * 86400)
-       ORDER BY replayed_at
-       LIMIT $2
-       FOR UPDATE SKIP LOCKED)`,
-    [olderThanDays, limit],
-  );
-  return r.rowCount;
+export function pruneReplayedDeadLetters(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
+  return pruneOlderThan(q, { table: 'dead_letters', key: ['id'], at: 'replayed_at', where: 'replayed_at IS NOT NULL' }, olderThanDays, limit);
 }

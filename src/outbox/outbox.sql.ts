@@ -2,6 +2,7 @@
 // published_at NULL) and the event log (published rows, kept until pruned by retention).
 import type { Queryable } from '../db/database.ts';
 import { decodeCursor, exactTime, toPage } from '../db/keyset.ts';
+import { pruneOlderThan } from '../db/prune.ts';
 import { isEventType, type AggregateType, type EventEnvelope } from '../domain/events.ts';
 import { instant } from '../domain/instant.ts';
 import { invalid } from '../errors.ts';
@@ -100,17 +101,8 @@ export async function countPending(q: Queryable): Promise<number> {
  * outbox's own retention: an event that old is gone from it, and comes again only if a dead letter
  * of it is replayed — which then applies once more).
  */
-export async function pruneProcessedEvents(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
-  const r = await q.query(
-    `DELETE FROM processed_events WHERE (consumer, event_id) IN (
-       SELECT consumer, event_id FROM processed_events
-       WHERE processed_at < now() - make_interval(secs => $1::float8 * 86400)
-       ORDER BY processed_at
-       LIMIT $2
-       FOR UPDATE SKIP LOCKED)`,
-    [olderThanDays, limit],
-  );
-  return r.rowCount;
+export function pruneProcessedEvents(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
+  return pruneOlderThan(q, { table: 'processed_events', key: ['consumer', 'event_id'], at: 'processed_at' }, olderThanDays, limit);
 }
 
 /**
@@ -118,17 +110,8 @@ export async function pruneProcessedEvents(q: Queryable, olderThanDays: number, 
  * after chunk). Unpublished rows are never touched, however old: they are events still owed to the
  * broker. SKIP LOCKED lets several processes prune at once without waiting on each other.
  */
-export async function pruneEvents(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
-  const r = await q.query(
-    `DELETE FROM outbox WHERE seq IN (
-       SELECT seq FROM outbox
-       WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => $1::float8 * 86400)
-       ORDER BY published_at
-       LIMIT $2
-       FOR UPDATE SKIP LOCKED)`,
-    [olderThanDays, limit],
-  );
-  return r.rowCount;
+export function pruneEvents(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
+  return pruneOlderThan(q, { table: 'outbox', key: ['seq'], at: 'published_at', where: 'published_at IS NOT NULL' }, olderThanDays, limit);
 }
 
 // ---- event log --------------------------------------------------------------------------------
