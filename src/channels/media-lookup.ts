@@ -53,15 +53,31 @@ function caresQuery(timeoutMs: number) {
   };
 }
 
-const readOr = (path: string) => readFile(path, 'utf8').catch(() => '');
+/** How long the hosts file and resolv.conf are read once for every lookup (they seldom change). */
+const FILES_TTL_MS = 30_000;
+
+/** A file's text, read at most once per FILES_TTL_MS; empty when it cannot be read. */
+function cachedFile(path: string): () => Promise<string> {
+  let text: Promise<string> | undefined;
+  let readAt = 0;
+  return () => {
+    if (!text || Date.now() - readAt > FILES_TTL_MS) {
+      readAt = Date.now();
+      text = readFile(path, 'utf8').catch(() => '');
+    }
+    return text;
+  };
+}
 
 export function makeMediaLookup(o: MediaLookupOptions = {}): ResolveHost {
   const deadlineMs = o.deadlineMs ?? 3000;
   const query = o.query ?? caresQuery(Math.min(2000, deadlineMs));
+  const hostsFile = cachedFile(o.hostsPath ?? '/etc/hosts');
+  const resolvConf = cachedFile(o.resolvConfPath ?? '/etc/resolv.conf');
   return async (host) => {
     const name = host.toLowerCase().replace(/\.$/, '');
     const rooted = host.endsWith('.');
-    const [hosts, conf] = await Promise.all([readOr(o.hostsPath ?? '/etc/hosts'), rooted ? '' : readOr(o.resolvConfPath ?? '/etc/resolv.conf')]);
+    const [hosts, conf] = await Promise.all([hostsFile(), rooted ? '' : resolvConf()]);
     const names = [name, ...searchDomains(conf).map((d) => `${name}.${d.toLowerCase().replace(/\.$/, '')}`)];
     const found = hostsAddresses(hosts, new Set(names));
     const cancels: Array<() => void> = [];
