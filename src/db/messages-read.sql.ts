@@ -22,9 +22,16 @@ export type MessageRecord = {
   sentAt: Date | null;
   deliveredAt: Date | null;
   readAt: Date | null;
+  playedAt: Date | null;
   timestamp: Date;
   replyToExternalId: string | null;
   metadata: Record<string, unknown>;
+  /** When the sender last edited it (the first text is in metadata.original_text); null if never. */
+  editedAt: Date | null;
+  /** When the sender deleted it for everyone (its text stays); null if not. */
+  revokedAt: Date | null;
+  /** The contact's and our reaction, oldest first. */
+  reactions: Array<{ by: 'contact' | 'me'; emoji: string; at: Date | null }>;
   /** Why the message failed (or why its last send attempt did, while a retry waits); null when none. */
   error: MessageError | null;
 };
@@ -32,7 +39,8 @@ export type MessageRecord = {
 export type MessageError = FailureView;
 
 export const MESSAGE_COLUMNS = `id, project_id, contact_id, session_id, channel_id, direction, from_me, type, text, media,
-  location, contact_card, external_id, status, sent_at, delivered_at, read_at, "timestamp", reply_to_external_id, metadata, error`;
+  location, contact_card, external_id, status, sent_at, delivered_at, read_at, played_at, "timestamp", reply_to_external_id, metadata, error,
+  edited_at, revoked_at, reactions, reactions_at`;
 
 const date = (v: unknown): Date | null => (v === null || v === undefined ? null : new Date(v as string));
 const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
@@ -54,6 +62,15 @@ function toError(e: unknown): MessageError | null {
   return e && typeof e === 'object' ? failureView(e) : null;
 }
 
+function toReactions(reactions: unknown, times: unknown): MessageRecord['reactions'] {
+  if (!reactions || typeof reactions !== 'object') return [];
+  const at = (times && typeof times === 'object' ? times : {}) as Record<string, unknown>;
+  return Object.entries(reactions as Record<string, unknown>)
+    .filter((e): e is ['contact' | 'me', string] => (e[0] === 'contact' || e[0] === 'me') && typeof e[1] === 'string' && e[1] !== '')
+    .map(([by, emoji]) => ({ by, emoji, at: date(at[by]) }))
+    .sort((a, b) => (a.at?.getTime() ?? 0) - (b.at?.getTime() ?? 0) || a.by.localeCompare(b.by));
+}
+
 export function toMessage(r: Row): MessageRecord {
   return {
     id: r.id,
@@ -73,9 +90,13 @@ export function toMessage(r: Row): MessageRecord {
     sentAt: date(r.sent_at),
     deliveredAt: date(r.delivered_at),
     readAt: date(r.read_at),
+    playedAt: date(r.played_at),
     timestamp: new Date(r.timestamp),
     replyToExternalId: r.reply_to_external_id,
     metadata: r.metadata ?? {},
+    editedAt: date(r.edited_at),
+    revokedAt: date(r.revoked_at),
+    reactions: toReactions(r.reactions, r.reactions_at),
     error: toError(r.error),
   };
 }

@@ -57,53 +57,72 @@ export async function setMessageStatus(
   );
 }
 
-/**
- * Sets (or, with an empty emoji, removes) one person's reaction made at `at`. A reaction of theirs
- * older than the one applied changes nothing (reactions_at, migration 013): deliveries come out of
- * order. The sub-select locks the row first, so of two concurrent reactions the second judges its
- * age against what the first left. False: no such message yet.
- */
-export async function setReaction(tx: Queryable, channelId: string, key: string, who: string, emoji: string, at: Date): Promise<boolean> {
+/** Who made a reaction: the conversation is one-to-one (groups are skipped), so it is us or the contact. */
+export type ReactionBy = 'me' | 'contact';
+
+/** A message a reaction, an edit or a deletion points at, with what those change, locked. */
+export type ChangeTarget = MessageRef & {
+  fromMe: boolean;
+  text: string | null;
+  editedAt: Date | null;
+  revokedAt: Date | null;
+  reactions: Partial<Record<ReactionBy, string>>;
+  /** When each party's reaction (or its removal) applied was made (migration 013). */
+  reactionsAt: Partial<Record<ReactionBy, Date>>;
+};
+
+export async function lockChangeTarget(tx: Queryable, channelId: string, key: string): Promise<ChangeTarget | undefined> {
   const r = await tx.query(
-    `UPDATE messages m SET
-       reactions = CASE WHEN NOT fresh.ok THEN reactions WHEN $4::text = '' THEN reactions - $3::text
-                   ELSE reactions || jsonb_build_object($3::text, $4::text) END,
-       reactions_at = CASE WHEN fresh.ok THEN reactions_at || jsonb_build_object($3::text, $5::timestamptz) ELSE reactions_at END,
-       updated_at = now()
-     FROM (SELECT id, NOT (reactions_at ? $3::text) OR (reactions_at->>$3::text)::timestamptz <= $5::timestamptz AS ok
-           FROM messages WHERE channel_id = $1 AND external_key = $2 FOR UPDATE) fresh
-     WHERE m.id = fresh.id RETURNING m.id`,
-    [channelId, key, who, emoji, at],
+    `SELECT id, contact_id, session_id, direction, status, external_id, from_me, text, edited_at, revoked_at, reactions, reactions_at
+     FROM messages WHERE channel_id = $1 AND external_key = $2 FOR UPDATE`,
+    [channelId, key],
   );
-  return r.rows.length > 0;
+  const row = r.rows[0];
+  if (!row) return undefined;
+  const reactionsAt: ChangeTarget['reactionsAt'] = {};
+  for (const [k, v] of Object.entries((row.reactions_at ?? {}) as Record<string, string>)) reactionsAt[k as ReactionBy] = new Date(v);
+  return {
+    id: row.id,
+    contactId: row.contact_id,
+    sessionId: row.session_id,
+    direction: row.direction,
+    status: row.status,
+    externalId: row.external_id,
+    fromMe: row.from_me,
+    text: row.text,
+    editedAt: row.edited_at ? new Date(row.edited_at) : null,
+    revokedAt: row.revoked_at ? new Date(row.revoked_at) : null,
+    reactions: row.reactions ?? {},
+    reactionsAt,
+  };
 }
 
-/**
- * Replaces the text with its edited version, keeping the first text in metadata.original_text.
- * An edit older than the one already applied (edits can arrive out of order) changes nothing.
- */
-export async function editMessage(tx: Queryable, channelId: string, key: string, text: string, at: Date): Promise<boolean> {
-  const r = await tx.query(
+/** Sets (or, with an empty emoji, removes) one party's reaction made at `at`, and records that time. */
+export async function writeReaction(tx: Queryable, id: string, by: ReactionBy, emoji: string, at: Date): Promise<void> {
+  await tx.query(
     `UPDATE messages SET
-       text = CASE WHEN edited_at IS NULL OR edited_at <= $4::timestamptz THEN $3::text ELSE text END,
-       edited_at = GREATEST(edited_at, $4::timestamptz),
-       metadata = CASE WHEN metadata ? 'original_text' THEN metadata
-                  ELSE metadata || jsonb_build_object('original_text', text) END,
+       reactions = CASE WHEN $3::text = '' THEN reactions - $2::text ELSE reactions || jsonb_build_object($2::text, $3::text) END,
+       reactions_at = reactions_at || jsonb_build_object($2::text, $4::timestamptz),
        updated_at = now()
-     WHERE channel_id = $1 AND external_key = $2 RETURNING id`,
-    [channelId, key, text, at],
+     WHERE id = $1`,
+    [id, by, emoji, at],
   );
-  return r.rows.length > 0;
 }
 
-/** Marks the message deleted by its sender; the text stays for the record. */
-export async function revokeMessage(tx: Queryable, channelId: string, key: string, at: Date): Promise<boolean> {
-  const r = await tx.query(
-    `UPDATE messages SET revoked_at = COALESCE(revoked_at, $3::timestamptz), updated_at = now()
-     WHERE channel_id = $1 AND external_key = $2 RETURNING id`,
-    [channelId, key, at],
+/** Replaces the text with its edited version made at `at`, keeping the first text in metadata.original_text. */
+export async function writeEdit(tx: Queryable, id: string, text: string, at: Date): Promise<void> {
+  await tx.query(
+    `UPDATE messages SET text = $2::text, edited_at = $3::timestamptz,
+       metadata = CASE WHEN metadata ? 'original_text' THEN metadata ELSE metadata || jsonb_build_object('original_text', text) END,
+       updated_at = now()
+     WHERE id = $1`,
+    [id, text, at],
   );
-  return r.rows.length > 0;
+}
+
+/** Marks the message deleted by its sender at `at`; the text stays for the record. */
+export async function writeRevoke(tx: Queryable, id: string, at: Date): Promise<void> {
+  await tx.query(`UPDATE messages SET revoked_at = $2::timestamptz, updated_at = now() WHERE id = $1`, [id, at]);
 }
 
 // ---- reads ------------------------------------------------------------------------------------

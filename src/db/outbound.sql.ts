@@ -117,6 +117,8 @@ export type EchoRow = {
   failedAt: Date | null;
   error: Record<string, unknown> | null;
   reactions: Record<string, unknown>;
+  reactionsAt: Record<string, unknown>;
+  revokedAt: Date | null;
 };
 
 /**
@@ -125,7 +127,7 @@ export type EchoRow = {
  */
 export async function lockEcho(tx: Queryable, channelId: string, key: string, ours: string): Promise<EchoRow | undefined> {
   const r = await tx.query(
-    `SELECT id, session_id, status, sent_at, delivered_at, read_at, played_at, failed_at, error, reactions FROM messages
+    `SELECT id, session_id, status, sent_at, delivered_at, read_at, played_at, failed_at, error, reactions, reactions_at, revoked_at FROM messages
      WHERE channel_id = $1 AND external_key = $2 AND id <> $3 FOR UPDATE`,
     [channelId, key, ours],
   );
@@ -142,6 +144,8 @@ export async function lockEcho(tx: Queryable, channelId: string, key: string, ou
         failedAt: x.failed_at ? new Date(x.failed_at) : null,
         error: x.error ?? null,
         reactions: x.reactions ?? {},
+        reactionsAt: x.reactions_at ?? {},
+        revokedAt: x.revoked_at ? new Date(x.revoked_at) : null,
       }
     : undefined;
 }
@@ -159,7 +163,10 @@ export async function markSent(
   m: {
     id: string; externalId: string | null; sessionId: string | null; status: string; at: Date;
     steps: Partial<Record<'sentAt' | 'deliveredAt' | 'readAt' | 'playedAt' | 'failedAt', Date | null>>;
+    /** What the echo folded into this message already carries: reactions with their times, a deletion. */
     reactions?: Record<string, unknown>;
+    reactionsAt?: Record<string, unknown>;
+    revokedAt?: Date | null;
     /** The failure an echo folded into this message already carries. */
     error?: Record<string, unknown> | null;
   },
@@ -168,13 +175,14 @@ export async function markSent(
     `UPDATE messages SET external_id = $2::text, session_id = coalesce($3::uuid, session_id), status = $4::text, "timestamp" = $5::timestamptz,
        sent_at = coalesce($6::timestamptz, $5::timestamptz), delivered_at = $7::timestamptz, read_at = $8::timestamptz, played_at = $9::timestamptz,
        failed_at = $11::timestamptz, reactions = reactions || coalesce($10::jsonb, '{}'::jsonb),
+       reactions_at = reactions_at || coalesce($13::jsonb, '{}'::jsonb), revoked_at = coalesce(revoked_at, $14::timestamptz),
        send_lease_until = NULL, next_send_at = NULL, error = $12::jsonb, updated_at = now()
      WHERE id = $1
      RETURNING ${MESSAGE_COLUMNS}`,
     [
       m.id, m.externalId, m.sessionId, m.status, m.at, m.steps.sentAt ?? null, m.steps.deliveredAt ?? null, m.steps.readAt ?? null,
       m.steps.playedAt ?? null, m.reactions ? JSON.stringify(m.reactions) : null, m.steps.failedAt ?? null,
-      m.error ? JSON.stringify(m.error) : null,
+      m.error ? JSON.stringify(m.error) : null, m.reactionsAt ? JSON.stringify(m.reactionsAt) : null, m.revokedAt ?? null,
     ],
   );
   return toMessage(r.rows[0]);

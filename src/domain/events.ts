@@ -20,6 +20,9 @@ export const EVENT_CATALOGUE = {
   'message.read': { aggregate: 'message', version: 1, description: 'The contact read an outbound message.' },
   'message.played': { aggregate: 'message', version: 1, description: 'The contact played an outbound voice or video message.' },
   'message.failed': { aggregate: 'message', version: 1, description: 'An outbound message could not be delivered.' },
+  'message.reacted': { aggregate: 'message', version: 1, description: 'The contact or the business reacted to a message, changed its reaction or removed it (emoji null).' },
+  'message.edited': { aggregate: 'message', version: 1, description: 'The sender edited a message; carries the new and the previous text.' },
+  'message.revoked': { aggregate: 'message', version: 1, description: 'The sender deleted a message for everyone; its text stays in the CRM for the record.' },
   'tracking.ad_click': { aggregate: 'tracking', version: 1, description: 'A message came from a click-to-WhatsApp ad; carries the ad fields.' },
   'channel.status_changed': { aggregate: 'channel', version: 1, description: 'A channel connection changed status (connecting, active, error, inactive).' },
   'pipeline.created': { aggregate: 'pipeline', version: 1, description: 'A pipeline was created with its statuses.' },
@@ -110,6 +113,17 @@ export type MessageStatusData = {
   at: string;
 };
 
+/** The message a reaction, an edit or a deletion changed. */
+export type MessageChangeData = {
+  message_id: string;
+  contact_id: string;
+  session_id: string | null;
+  channel_id: string;
+  external_id: string | null;
+  direction: 'inbound' | 'outbound';
+  from_me: boolean;
+};
+
 export type EventPayloads = {
   'contact.created': ContactData;
   'contact.updated': ContactData & { changed_fields: string[] };
@@ -146,6 +160,10 @@ export type EventPayloads = {
   'message.read': MessageStatusData;
   'message.played': MessageStatusData;
   'message.failed': MessageStatusData & { error: string; error_code: string | null };
+  /** `by`: who reacted, the contact or the business (`me`); `emoji` null when the reaction was removed. */
+  'message.reacted': MessageChangeData & { by: 'contact' | 'me'; emoji: string | null; previous_emoji: string | null; reacted_at: string };
+  'message.edited': MessageChangeData & { text: string; previous_text: string | null; edited_at: string };
+  'message.revoked': MessageChangeData & { revoked_at: string };
   'tracking.ad_click': AdAttribution & { contact_id: string; message_id: string; session_id: string | null; channel_id: string; clicked_at: string };
   'channel.status_changed': {
     channel_id: string;

@@ -19,11 +19,11 @@ import { DUPLICATE_RACE, storeInboundMessages, type InboundMessageRow, type Stor
 import { endOverdueSession, settleLateSessions, type EndedSession } from '../db/session-lifecycle.sql.ts';
 import { mergeLidContact, type ContactMerge } from '../db/contact-merge.sql.ts';
 import { sessionEndedEvent } from './session-lifecycle.service.ts';
-import { editMessage, lockMessageByKey, revokeMessage, setMessageStatus, setReaction } from '../db/messages.sql.ts';
+import { lockChangeTarget, lockMessageByKey, setMessageStatus, writeEdit, writeReaction, writeRevoke, type ChangeTarget } from '../db/messages.sql.ts';
 import { setChannelStatus, type ChannelType } from '../db/channels.sql.ts';
 import { newEvent, type EventEnvelope, type MessageStatus as EventStatus } from '../domain/events.ts';
 import { uuidv7 } from '../domain/ids.ts';
-import { failureView, isForward, type Ignored, type InboundEvent, type InboundMessage, type InboundStatus } from '../domain/inbound.ts';
+import { failureView, isForward, type Ignored, type InboundEvent, type InboundEdit, type InboundMessage, type InboundReaction, type InboundRevoke, type InboundStatus } from '../domain/inbound.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { eventLabel, inboundEventsTotal } from '../observability/metrics.ts';
 import {
@@ -202,14 +202,12 @@ async function applyEvent(
       throw new Error('new messages are stored in one batch, not here');
     case 'status':
       return applyStatus(tx, ch, e, receivedAt, out);
-    case 'reaction': {
-      const who = e.fromMe ? 'me' : (e.contact?.phone ?? e.contact?.lid ?? 'unknown');
-      return (await setReaction(tx, ch.id, e.targetKey, who, e.emoji, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
-    }
+    case 'reaction':
+      return applyReaction(tx, ch, e, receivedAt, out);
     case 'edit':
-      return (await editMessage(tx, ch.id, e.targetKey, e.text, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
+      return applyEdit(tx, ch, e, receivedAt, out);
     case 'revoke':
-      return (await revokeMessage(tx, ch.id, e.targetKey, e.timestamp ?? receivedAt)) ? 'updated' : 'missing_target';
+      return applyRevoke(tx, ch, e, receivedAt, out);
     case 'channel_status': {
       const at = e.timestamp ?? receivedAt;
       const changed = await setChannelStatus(tx, ch.id, e.status, at, { providerTime: at });
@@ -394,6 +392,65 @@ async function applyStatus(tx: Queryable, ch: InboundChannel, s: InboundStatus, 
   await setMessageStatus(tx, msg.id, s.status, at, error);
   const event = statusEvent(ch, msg, { status: s.status, previous: msg.status, at, error: s.error });
   if (event) out.push(event);
+  return 'updated';
+}
+
+/** The fields every event of a reaction, an edit or a deletion carries. */
+function changeData(ch: Pick<InboundChannel, 'id'>, m: ChangeTarget) {
+  return { message_id: m.id, contact_id: m.contactId, session_id: m.sessionId, channel_id: ch.id, external_id: m.externalId, direction: m.direction, from_me: m.fromMe };
+}
+
+/**
+ * One party's reaction (or its removal) on its target. A one-to-one chat has two parties, so the
+ * reaction is ours or the contact's whichever id (phone or LID) the provider named them by. One
+ * older than that party's reaction applied changes nothing (deliveries come out of order); the
+ * event goes out only when the emoji changed (a retried delivery changes nothing).
+ */
+async function applyReaction(tx: Queryable, ch: InboundChannel, e: InboundReaction, receivedAt: Date, out: EventEnvelope[]): Promise<Result> {
+  const m = await lockChangeTarget(tx, ch.id, e.targetKey);
+  if (!m) return 'missing_target';
+  const by = e.fromMe ? 'me' : 'contact';
+  const at = e.timestamp ?? receivedAt;
+  const applied = m.reactionsAt[by];
+  if (applied && applied > at) return 'unchanged';
+  await writeReaction(tx, m.id, by, e.emoji, at);
+  const previous = m.reactions[by] ?? null;
+  const emoji = e.emoji === '' ? null : e.emoji;
+  if (previous === emoji) return 'unchanged';
+  out.push(newEvent('message.reacted', {
+    projectId: ch.projectId,
+    aggregateId: m.id,
+    occurredAt: at,
+    data: { ...changeData(ch, m), by, emoji, previous_emoji: previous, reacted_at: at.toISOString() },
+  }));
+  return 'updated';
+}
+
+/** The newest edit wins (edits can arrive out of order); the first text stays in metadata.original_text. */
+async function applyEdit(tx: Queryable, ch: InboundChannel, e: InboundEdit, receivedAt: Date, out: EventEnvelope[]): Promise<Result> {
+  const m = await lockChangeTarget(tx, ch.id, e.targetKey);
+  if (!m) return 'missing_target';
+  const at = e.timestamp ?? receivedAt;
+  if (m.editedAt && m.editedAt > at) return 'unchanged';
+  if (m.editedAt && m.editedAt.getTime() === at.getTime() && m.text === e.text) return 'unchanged'; // delivered again
+  await writeEdit(tx, m.id, e.text, at);
+  out.push(newEvent('message.edited', {
+    projectId: ch.projectId,
+    aggregateId: m.id,
+    occurredAt: at,
+    data: { ...changeData(ch, m), text: e.text, previous_text: m.text, edited_at: at.toISOString() },
+  }));
+  return 'updated';
+}
+
+/** The first deletion is the one recorded; another (a retry, the other form of the same id) changes nothing. */
+async function applyRevoke(tx: Queryable, ch: InboundChannel, e: InboundRevoke, receivedAt: Date, out: EventEnvelope[]): Promise<Result> {
+  const m = await lockChangeTarget(tx, ch.id, e.targetKey);
+  if (!m) return 'missing_target';
+  if (m.revokedAt) return 'unchanged';
+  const at = e.timestamp ?? receivedAt;
+  await writeRevoke(tx, m.id, at);
+  out.push(newEvent('message.revoked', { projectId: ch.projectId, aggregateId: m.id, occurredAt: at, data: { ...changeData(ch, m), revoked_at: at.toISOString() } }));
   return 'updated';
 }
 

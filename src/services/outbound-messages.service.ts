@@ -318,7 +318,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
               }
             }
           }
-          const sent = await markSent(tx, { id: message.id, externalId, sessionId, status, at, steps, reactions: echo?.reactions, error });
+          const sent = await markSent(tx, { id: message.id, externalId, sessionId, status, at, steps, reactions: echo?.reactions, reactionsAt: echo?.reactionsAt, revokedAt: echo?.revokedAt, error });
           // The ended session's customer wait, found again with this reply among its messages.
           if (closedOn) await settleLateSessions(tx, [closedOn]);
           events.push(newEvent('message.sent', { projectId, aggregateId: sent.id, occurredAt: at, data: messageData(sent) }));

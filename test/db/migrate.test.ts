@@ -81,4 +81,49 @@ describe('migrations', () => {
       expect(new Date(r.updated_at).toISOString()).toBe('2026-01-01T00:00:00.000Z');
     }
   });
+
+  it("029 keys reactions by party: the contact's newest under any of their ids, ours kept, others untouched", async () => {
+    const { db } = await makeTestDb();
+    const projectId = uuidv7();
+    const channelId = uuidv7();
+    const contactId = uuidv7();
+    await db.query(`INSERT INTO channels (id, project_id, name, type, config, secrets, webhook_token) VALUES ($1, $2, 'c', 'waha', '{}'::jsonb, 's', 'tok')`, [channelId, projectId]);
+    await db.query(`INSERT INTO contacts (id, project_id, phone) VALUES ($1, $2, '+5511900000005')`, [contactId, projectId]);
+    const cases = {
+      // Added under the LID, removed later under the phone: the removal is the newest, none is left.
+      removedUnderPhone: [{ '123@lid': '❤️' }, { '123@lid': '2026-01-01T00:00:10Z', '+5511900000005': '2026-01-01T00:00:20Z' }],
+      // The newest of two ids wins; ours stays as it was.
+      twoIds: [{ '123@lid': '❤️', '+5511900000005': '😂', me: '👍' }, { '123@lid': '2026-01-01T00:00:30Z', '+5511900000005': '2026-01-01T00:00:20Z', me: '2026-01-01T00:00:05Z' }],
+      // Stored before reactions had times (migration 013).
+      untimed: [{ '+5511900000005': '🙏' }, {}],
+      ours: [{ me: '👍' }, { me: '2026-01-01T00:00:05Z' }],
+      none: [{}, {}],
+    } as const;
+    const ids: Record<string, string> = {};
+    for (const [name, [reactions, at]] of Object.entries(cases)) {
+      ids[name] = uuidv7();
+      await db.query(
+        `INSERT INTO messages (id, project_id, channel_id, contact_id, direction, from_me, type, status, "timestamp", external_id, reactions, reactions_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'inbound', false, 'text', 'received', now(), $5, $6::jsonb, $7::jsonb, '2026-01-01T00:00:00Z')`,
+        [ids[name], projectId, channelId, contactId, `false_5511900000005@c.us_${name}`, JSON.stringify(reactions), JSON.stringify(at)],
+      );
+    }
+    await db.query('DELETE FROM schema_migrations WHERE id = 29');
+    expect(await migrate(db)).toEqual(['029_reactions_by_party.sql']);
+    const got = await db.query<{ id: string; reactions: unknown; reactions_at: Record<string, string>; updated_at: Date }>(
+      'SELECT id, reactions, reactions_at, updated_at FROM messages WHERE id = ANY($1::uuid[])',
+      [Object.values(ids)],
+    );
+    const byName = Object.fromEntries(Object.entries(ids).map(([name, id]) => [name, got.rows.find((r) => r.id === id)!]));
+    const times = (x: Record<string, string>) => Object.fromEntries(Object.entries(x).map(([k, v]) => [k, new Date(v).toISOString()]));
+    expect(byName.removedUnderPhone.reactions).toEqual({});
+    expect(times(byName.removedUnderPhone.reactions_at)).toEqual({ contact: '2026-01-01T00:00:20.000Z' });
+    expect(byName.twoIds.reactions).toEqual({ contact: '❤️', me: '👍' });
+    expect(times(byName.twoIds.reactions_at)).toEqual({ contact: '2026-01-01T00:00:30.000Z', me: '2026-01-01T00:00:05.000Z' });
+    expect(byName.untimed.reactions).toEqual({ contact: '🙏' });
+    expect(byName.untimed.reactions_at).toEqual({});
+    expect(byName.ours.reactions).toEqual({ me: '👍' });
+    expect(byName.none.reactions).toEqual({});
+    for (const r of got.rows) expect(new Date(r.updated_at).toISOString()).toBe('2026-01-01T00:00:00.000Z');
+  });
 });

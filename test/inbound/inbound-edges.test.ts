@@ -55,7 +55,9 @@ describe('WAHA reactions made by the business', () => {
     await waitFor(async () => (await handled('message.reaction')) > seen, 'the reaction processed');
 
     // Before: ignored as `unknown_address` (resolveWahaContact finds no chat for fromMe without `to`).
-    expect((await messageByKey(t.db, ch.id, 'RVWREACT01')).reactions).toEqual({ me: '👍' });
+    const target = await messageByKey(t.db, ch.id, 'RVWREACT01');
+    expect(target.reactions).toEqual({ me: '👍' });
+    expect((await t.api('GET', `/messages/${target.id}`)).json.reactions).toEqual([{ by: 'me', emoji: '👍', at: new Date((T + 30) * 1000).toISOString() }]);
   });
 
   // GOWS in a group: `from` is the group, `to` is the reactor (us). The contact was taken from `to`:

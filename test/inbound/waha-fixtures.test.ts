@@ -193,22 +193,58 @@ describe('WAHA fixtures through the ingress', () => {
     await t.db.query('DELETE FROM parse_errors WHERE channel_id = $1', [ch.id]); // the other tests expect none
   });
 
-  it('applies edits, revokes and reactions to their target', async () => {
+  it('applies edits, revokes and reactions to their target, shown by the API and announced as events', async () => {
     for (const name of ['gows-edited', 'gows-revoked', 'webjs-reaction-add']) expect((await t.post(ch, fixture(name))).status).toBe(200);
+    const shown = async (key: string) => (await t.api('GET', `/messages/${(await messageByKey(t.db, ch.id, key)).id}`)).json;
     const edited = await waitFor(async () => {
-      const m = await messageByKey(t.db, ch.id, '3EB0DEV000000000TEXT01');
+      const m = await shown('3EB0DEV000000000TEXT01');
       return m.edited_at ? m : undefined;
     }, 'edit applied');
     expect(edited.text).toBe('Oi! Vocês abrem no sábado e no domingo?');
     expect(edited.metadata.original_text).toBe('Oi! Vocês abrem no sábado?');
+    expect(edited.edited_at).toBe(new Date(fixture('gows-edited').payload.timestamp * 1000).toISOString());
     const revoked = await waitFor(async () => {
-      const m = await messageByKey(t.db, ch.id, '3EB0DEV00000000IMG01');
+      const m = await shown('3EB0DEV00000000IMG01');
       return m.revoked_at ? m : undefined;
     }, 'revoke applied');
-    expect(new Date(revoked.revoked_at).toISOString()).toBe('2025-11-30T00:14:39.000Z');
-    await waitFor(async () => (await messageByKey(t.db, ch.id, '3EB0DEV0000000WEBJS02')).reactions['+5511900000005'] === '👍', 'reaction');
+    expect(revoked.revoked_at).toBe('2025-11-30T00:14:39.000Z');
+    const reacted = await waitFor(async () => {
+      const m = await shown('3EB0DEV0000000WEBJS02');
+      return m.reactions.length > 0 ? m : undefined;
+    }, 'reaction');
+    expect(reacted.reactions).toEqual([{ by: 'contact', emoji: '👍', at: new Date(fixture('webjs-reaction-add').payload.timestamp * 1000).toISOString() }]);
     await t.post(ch, fixture('webjs-reaction-remove'));
-    await waitFor(async () => Object.keys((await messageByKey(t.db, ch.id, '3EB0DEV0000000WEBJS02')).reactions).length === 0, 'reaction removed');
+    await waitFor(async () => (await shown('3EB0DEV0000000WEBJS02')).reactions.length === 0, 'reaction removed');
+
+    const events = async (id: string) => (await t.db.query(`SELECT type, data FROM outbox WHERE aggregate_id = $1 AND type IN ('message.edited', 'message.revoked', 'message.reacted') ORDER BY seq`, [id])).rows;
+    expect(await events(edited.id)).toEqual([{ type: 'message.edited', data: expect.objectContaining({ message_id: edited.id, contact_id: edited.contact_id, session_id: edited.session_id, channel_id: ch.id, external_id: edited.external_id, direction: 'inbound', from_me: false, text: 'Oi! Vocês abrem no sábado e no domingo?', previous_text: 'Oi! Vocês abrem no sábado?', edited_at: edited.edited_at }) }]);
+    expect(await events(revoked.id)).toEqual([{ type: 'message.revoked', data: expect.objectContaining({ message_id: revoked.id, direction: 'inbound', from_me: false, revoked_at: revoked.revoked_at }) }]);
+    expect((await events(reacted.id)).map((e) => [e.data.by, e.data.emoji, e.data.previous_emoji])).toEqual([['contact', '👍', null], ['contact', null, '👍']]);
+  });
+
+  it('keeps one reaction per party whichever id (LID or phone) names the contact, and announces only changes', async () => {
+    const mine = await t.createChannel();
+    expect((await t.post(mine, fixture('webjs-from-me'))).status).toBe(200);
+    const target = await waitFor(() => messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02'), 'target stored');
+    const add = fixture('webjs-reaction-add');
+    const reactionFrom = (from: string, text: string, ts: number, id: string) => ({ ...add, id, payload: { ...add.payload, id, from, timestamp: ts, reaction: { ...add.payload.reaction, text } } });
+    const handled = async () => (await inboundCount({ event: 'message.reaction', result: 'updated' })) + (await inboundCount({ event: 'message.reaction', result: 'unchanged' }));
+    const send = async (body: unknown) => {
+      const before = await handled();
+      expect((await t.post(mine, body)).status).toBe(200);
+      await waitFor(async () => (await handled()) > before, 'reaction handled');
+    };
+    const shown = async () => (await t.api('GET', `/messages/${target.id}`)).json.reactions;
+    // Added under the contact's LID, then replaced and removed under their phone: one reaction.
+    await send(reactionFrom('123456789012345@lid', '❤️', add.payload.timestamp + 10, 'r-lid-1'));
+    expect(await shown()).toEqual([{ by: 'contact', emoji: '❤️', at: expect.any(String) }]);
+    await send(reactionFrom(add.payload.from, '😂', add.payload.timestamp + 20, 'r-pn-1'));
+    expect(await shown()).toEqual([{ by: 'contact', emoji: '😂', at: expect.any(String) }]);
+    await send(reactionFrom(add.payload.from, '😂', add.payload.timestamp + 20, 'r-pn-1')); // delivered again
+    await send(reactionFrom(add.payload.from, '', add.payload.timestamp + 30, 'r-pn-2'));
+    expect(await shown()).toEqual([]);
+    const r = await t.db.query(`SELECT data FROM outbox WHERE aggregate_id = $1 AND type = 'message.reacted' ORDER BY seq`, [target.id]);
+    expect(r.rows.map((x) => [x.data.by, x.data.emoji, x.data.previous_emoji])).toEqual([['contact', '❤️', null], ['contact', '😂', '❤️'], ['contact', null, '😂']]);
   });
 
   it('follows the WAHA session status on the channel and announces each change', async () => {
@@ -240,14 +276,14 @@ describe('WAHA fixtures through the ingress', () => {
     expect((await t.post(mine, fixture('webjs-from-me'))).status).toBe(200);
     await waitFor(() => messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02'), 'target stored');
     await t.post(mine, fixture('webjs-reaction-remove'));
-    await waitFor(async () => (await messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02')).reactions_at['+5511900000005'], 'removal applied');
-    const applied = await inboundCount({ event: 'message.reaction', result: 'updated' });
+    await waitFor(async () => (await messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02')).reactions_at.contact, 'removal applied');
+    const applied = await inboundCount({ event: 'message.reaction', result: 'unchanged' });
     await t.post(mine, fixture('webjs-reaction-add'));
-    await waitFor(async () => (await inboundCount({ event: 'message.reaction', result: 'updated' })) > applied, 'older reaction handled');
+    await waitFor(async () => (await inboundCount({ event: 'message.reaction', result: 'unchanged' })) > applied, 'older reaction handled');
     expect(await reactions()).toEqual({});
     // A newer one still applies.
     await t.post(mine, { ...fixture('webjs-reaction-add'), payload: { ...fixture('webjs-reaction-add').payload, timestamp: 1764461999 } });
-    await waitFor(async () => (await reactions())?.['+5511900000005'] === '👍', 'newer reaction applied');
+    await waitFor(async () => (await reactions())?.contact === '👍', 'newer reaction applied');
 
     // WORKING at t+100 s, then a STARTING from t (spilled during an outage, drained later): stale.
     const other = await t.createChannel();

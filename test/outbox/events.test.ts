@@ -10,6 +10,8 @@ const CONTRACT_EVENTS = [
   'session.started', 'session.ended',
   'message.received', 'message.sent', 'message.delivered', 'message.read', 'message.played', 'message.failed',
   'tracking.ad_click', 'channel.status_changed', 'pipeline.created', 'webhook.endpoint_disabled',
+  // added since: a contact's reaction, edit or deletion of a message
+  'message.reacted', 'message.edited', 'message.revoked',
 ];
 
 describe('event catalogue', () => {

@@ -29,6 +29,12 @@ const MessageError = Type.Object({
   details: Nullable(Type.String({ description: "The provider's details (Meta's error_data.details), when it gave them" })),
 });
 
+const Reaction = Type.Object({
+  by: Type.Union([Type.Literal('contact'), Type.Literal('me')], { description: 'Who reacted: the contact, or the business (me)' }),
+  emoji: Type.String(),
+  at: Nullable({ ...Timestamp, description: 'When it was made, by the provider clock' }),
+});
+
 export const Message = Type.Object(
   {
     id: Uuid,
@@ -47,9 +53,13 @@ export const Message = Type.Object(
     sent_at: Nullable(Timestamp),
     delivered_at: Nullable(Timestamp),
     read_at: Nullable(Timestamp),
+    played_at: Nullable({ ...Timestamp, description: 'When the contact played our voice or video message' }),
     timestamp: { ...Timestamp, description: 'When it was sent, by the provider clock' },
     reply_to_external_id: Nullable(Type.String()),
     metadata: JsonObject,
+    edited_at: Nullable({ ...Timestamp, description: 'When the sender last edited it; the first text is in metadata.original_text' }),
+    revoked_at: Nullable({ ...Timestamp, description: 'When the sender deleted it for everyone; its text stays here for the record' }),
+    reactions: Type.Array(Reaction, { description: "The contact's and the business's current reaction, oldest first (each party has at most one)" }),
     error: Nullable({
       ...MessageError,
       description:
@@ -82,9 +92,13 @@ export function presentMessage(m: MessageRecord) {
     sent_at: isoOrNull(m.sentAt),
     delivered_at: isoOrNull(m.deliveredAt),
     read_at: isoOrNull(m.readAt),
+    played_at: isoOrNull(m.playedAt),
     timestamp: iso(m.timestamp),
     reply_to_external_id: m.replyToExternalId,
     metadata: m.metadata,
+    edited_at: isoOrNull(m.editedAt),
+    revoked_at: isoOrNull(m.revokedAt),
+    reactions: m.reactions.map((x) => ({ by: x.by, emoji: x.emoji, at: isoOrNull(x.at) })),
     error: m.error,
   };
 }
