@@ -3,7 +3,9 @@
 // the token already digested, and a change announced on the CHANNEL_CHANGES notification (sent by
 // channels.sql.ts at commit, seen by every process on the database) drops the entry. A TTL bounds
 // staleness should a notification be missed (listener reconnecting); while LISTEN cannot be made
-// at all, entries are kept for a second only.
+// at all, entries are kept for a second only. While the database cannot answer, an entry past its
+// lifetime is still served, for up to `maxStaleMs` after it was last read (architecture.md §6: the
+// ingress keeps accepting into the broker while the database is down), and read again every second.
 import type { Database } from '../db/database.ts';
 import { CHANNEL_CHANGES, findChannelById, type ChannelType } from '../db/channels.sql.ts';
 import { UNHEARD_CACHE_MS, keepListening, type Listening } from '../db/keep-listening.ts';
@@ -42,16 +44,25 @@ export type ChannelDirectoryOptions = {
   /** Unknown ids are remembered briefly too, so a flood of bad URLs does not become a flood of queries. */
   missTtlMs?: number;
   maxEntries?: number;
+  /** How long past its last read from the database an entry is served while reading fails. */
+  maxStaleMs?: number;
 };
 
-type Entry = { value: KnownChannel | undefined; expires: number };
+type Entry = { value: KnownChannel | undefined; expires: number; readAt: number };
+
+/** While a stale entry is served, the database is asked again at most this often for it. */
+const STALE_RETRY_MS = 1_000;
 
 
 export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDirectory {
   const ttl = opts.ttlMs ?? 60_000;
   const missTtl = opts.missTtlMs ?? 5_000;
   const maxEntries = opts.maxEntries ?? 10_000;
+  const maxStale = opts.maxStaleMs ?? 15 * 60_000;
+  let lastStaleLog = 0;
   const entries = new Map<string, Entry>();
+  const misses = new Map<string, Entry>();
+  const maxMisses = Math.max(1, Math.floor(maxEntries / 10));
   const loading = new Map<string, Promise<KnownChannel | undefined>>();
   // Bumped by every invalidation, so a load that started before a change does not cache its result.
   let generation = 0;
@@ -61,6 +72,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
     const id = given.toLowerCase();
     generation++;
     entries.delete(id);
+    misses.delete(id);
     loading.delete(id);
   }
 
@@ -85,7 +97,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       // Kept under the id as the database writes it: a webhook URL may name the channel in any
       // case, and a change notification drops the one entry whatever case its URL had.
       const id = given.toLowerCase();
-      const hit = entries.get(id);
+      const hit = entries.get(id) ?? misses.get(id);
       if (hit && hit.expires > Date.now()) return Promise.resolve(hit.value);
       const pending = loading.get(id);
       if (pending) return pending;
@@ -95,13 +107,31 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       const keep = heard ? ttl : Math.min(ttl, UNHEARD_CACHE_MS);
       const keepMiss = heard ? missTtl : Math.min(missTtl, UNHEARD_CACHE_MS);
       const p: Promise<KnownChannel | undefined> = load(id)
-        .then((value) => {
-          if (gen === generation) {
-            if (entries.size >= maxEntries) entries.delete(entries.keys().next().value!);
-            entries.set(id, { value, expires: Date.now() + (value ? keep : keepMiss) });
-          }
-          return value;
-        })
+        .then(
+          (value) => {
+            if (gen === generation) {
+              // Unknown ids in a map of their own: a flood of made-up URLs evicts only other misses.
+              const into = value ? entries : misses;
+              entries.delete(id);
+              misses.delete(id);
+              if (into.size >= (value ? maxEntries : maxMisses)) into.delete(into.keys().next().value!);
+              const now = Date.now();
+              into.set(id, { value, expires: now + (value ? keep : keepMiss), readAt: now }); // last read, last evicted
+            }
+            return value;
+          },
+          (err: unknown) => {
+            // The database did not answer: what it last said, if recent enough and not changed since.
+            const stale = entries.get(id) ?? misses.get(id);
+            if (!stale || gen !== generation || Date.now() - stale.readAt > maxStale) throw err;
+            stale.expires = Date.now() + STALE_RETRY_MS;
+            if (Date.now() - lastStaleLog > 10_000) {
+              lastStaleLog = Date.now();
+              opts.logger.warn({ channel_id: id, read_seconds_ago: Math.round((Date.now() - stale.readAt) / 1000), err: String((err as Error)?.message ?? err) }, 'channel lookup failed; serving the channel as last read');
+            }
+            return stale.value;
+          },
+        )
         .finally(() => {
           if (loading.get(id) === p) loading.delete(id);
         });
@@ -125,6 +155,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       await listening?.stop();
       listening = undefined;
       entries.clear();
+      misses.clear();
     },
   };
 }

@@ -67,6 +67,7 @@ export function makeIngress(deps: IngressDeps): Ingress {
   const count = (provider: string, result: string) => inboundEventsTotal.inc({ provider, event: 'webhook', result });
   let spills = 0;
   let lastSpillLog = 0;
+  let lastLookupLog = 0;
   const publishes = makeBatcher<RawItem, void>(
     async (projectId, items) => {
       await broker.send(Queues.inboundRaw, toMessages(projectId, items), { timeoutMs });
@@ -85,7 +86,12 @@ export function makeIngress(deps: IngressDeps): Ingress {
       // The channel is not cached and the database cannot say: the provider must retry later, so
       // this is a 503 with Retry-After, never a 500 (a provider may treat 5xx alike, a person not).
       count(provider.name, 'unavailable');
-      logger.error({ channel_id: channelId, err: errorText(err) }, 'webhook refused: channel lookup failed');
+      // While the database is down every webhook of a channel not cached lands here: say so every
+      // few seconds, not every time.
+      if (Date.now() - lastLookupLog > 5000) {
+        lastLookupLog = Date.now();
+        logger.error({ channel_id: channelId, err: errorText(err) }, 'webhook refused: channel lookup failed');
+      }
       throw new AppError('unavailable', 'cannot accept webhooks right now; retry later', undefined, { 'retry-after': '5' });
     }
     if (!c || c.type !== provider.channelType) {

@@ -54,4 +54,64 @@ describe('channel directory', () => {
     await channels.update(projectId, ch.id, { name: 'fourth' }); // announced
     await waitFor(async () => (await nameOf()) === 'fourth', 'the announced change to drop the entry', 10_000);
   });
+
+  it('serves a channel past its lifetime while the database cannot answer, up to maxStaleMs after its last read', async () => {
+    const { db } = await makeTestDb();
+    const channels = makeChannelsService({ db, secretKey: SECRET_KEY, publicUrl: 'http://127.0.0.1', defaultSessionTimeoutMinutes: 30 });
+    const projectId = uuidv7();
+    const ch = await channels.create(projectId, { name: 'kept', type: 'waha', config: { base_url: 'http://127.0.0.1:1', api_key: 'k', session: 's' } });
+    const unknown = uuidv7();
+    let down = false;
+    let queries = 0;
+    const flaky: Database = {
+      ...db,
+      kind: db.kind,
+      query: (sql, params) => {
+        queries++;
+        return down ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432')) : db.query(sql, params);
+      },
+      listen: (channel, cb) => db.listen(channel, cb),
+      exec: (sql) => db.exec(sql),
+      transaction: (fn, setup) => db.transaction(fn, setup),
+      ping: (ms) => db.ping(ms),
+      close: () => db.close(),
+    };
+    const directory = makeChannelDirectory({ db: flaky, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger, ttlMs: 60_000, missTtlMs: 5_000, maxStaleMs: 10 * 60_000 });
+    await directory.start();
+    onCleanup(() => directory.stop());
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const later = (ms: number) => vi.setSystemTime(Date.now() + ms);
+    expect((await directory.get(ch.id))?.name).toBe('kept');
+    expect(await directory.get(unknown)).toBeUndefined();
+
+    down = true;
+    later(2 * 60_000); // past both lifetimes
+    expect((await directory.get(ch.id))?.name).toBe('kept'); // as last read
+    expect(await directory.get(unknown)).toBeUndefined(); // still unknown, not an error
+    const asked = queries;
+    expect((await directory.get(ch.id))?.name).toBe('kept');
+    expect(queries).toBe(asked); // not asked again within the second
+    later(1_500);
+    expect((await directory.get(ch.id))?.name).toBe('kept');
+    expect(queries).toBe(asked + 1); // asked again once the second is over
+
+    later(9 * 60_000); // more than maxStaleMs since the last successful read
+    await expect(directory.get(ch.id)).rejects.toThrow(/ECONNREFUSED/);
+
+    down = false;
+    expect((await directory.get(ch.id))?.name).toBe('kept'); // read again
+  });
+
+  it('keeps unknown ids apart: a flood of made-up ids does not evict a known channel', async () => {
+    const { db } = await makeTestDb();
+    const channels = makeChannelsService({ db, secretKey: SECRET_KEY, publicUrl: 'http://127.0.0.1', defaultSessionTimeoutMinutes: 30 });
+    const ch = await channels.create(uuidv7(), { name: 'hot', type: 'waha', config: { base_url: 'http://127.0.0.1:1', api_key: 'k', session: 's' } });
+    const directory = makeChannelDirectory({ db, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger, maxEntries: 20 });
+    await directory.start();
+    onCleanup(() => directory.stop());
+    expect((await directory.get(ch.id))?.name).toBe('hot');
+    for (let i = 0; i < 50; i++) expect(await directory.get(uuidv7())).toBeUndefined();
+    await renameSilently(db, ch.id, 'renamed'); // no NOTIFY: only a reload would show it
+    expect((await directory.get(ch.id))?.name).toBe('hot'); // still cached
+  });
 });
