@@ -21,6 +21,10 @@ export function connectPostgres(opts: PostgresOptions): Database {
     application_name: opts.applicationName ?? 'ventros',
     connectionTimeoutMillis: 5000,
     idleTimeoutMillis: opts.idleTimeoutMs ?? 30_000,
+    // A connection the network dropped without a reset (a failover moving the address) is found
+    // dead in about a minute instead of the kernel's quarter of an hour of retransmissions.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
   });
   // A pool client that errors while idle (server restart) must not crash the process.
   pool.on('error', () => {});

@@ -37,9 +37,14 @@ describe('health and metrics', () => {
 
       await broker.close();
       await db.close();
-      const down = await app.inject({ method: 'GET', url: '/health/ready' });
-      expect(down.statusCode).toBe(503);
+      // A reading is reused for a second: the next one after that sees the database gone.
+      const down = await waitFor(async () => {
+        const r = await app.inject({ method: 'GET', url: '/health/ready' });
+        return r.statusCode === 503 ? r : undefined;
+      }, 'readiness to answer 503');
       expect(down.json().failing).toContain('database');
+      // Public: it says the component is down, not the driver's words (hosts, users, paths).
+      expect(down.json().components.database).toEqual({ status: 'down', error: expect.stringMatching(/^(unreachable|did not answer within 2000 ms)$/) });
     } finally {
       await app.close();
     }
@@ -63,5 +68,23 @@ describe('health and metrics', () => {
       await app.close();
     }
   });
-});
 
+  it('shares one check among the probes that ask at once, and reuses it for a second', async () => {
+    const { db } = await makeTestDb();
+    const real = await makeTestBroker(defaultBrokerKind(), db);
+    let checks = 0;
+    let pings = 0;
+    const broker = Object.assign(Object.create(real), { check: () => (checks++, real.check()) }) as typeof real;
+    const counted = { ...db, ping: (ms?: number) => (pings++, db.ping(ms)) } as typeof db;
+    const app = await buildApp({ config: loadConfig({}), db: counted, broker, logger: silentLogger, secretKey: 'k'.repeat(32) } as Parameters<typeof buildApp>[0]);
+    try {
+      const answers = await Promise.all(Array.from({ length: 200 }, () => app.inject({ method: 'GET', url: '/health/ready' })));
+      expect(new Set(answers.map((r) => r.statusCode)).size).toBe(1);
+      expect(checks).toBe(1);
+      expect(pings).toBe(1);
+    } finally {
+      await app.close();
+      await real.close();
+    }
+  });
+});

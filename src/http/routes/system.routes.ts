@@ -4,7 +4,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../../errors.ts';
 import { withDeadline } from '../../deadline.ts';
-import { checkReadiness } from '../../observability/health.ts';
+import { sharedReadiness } from '../../observability/health.ts';
 import { registry } from '../../observability/metrics.ts';
 import type { AppDeps } from '../app.ts';
 
@@ -14,8 +14,9 @@ export const METRICS_REFRESH_DEADLINE_MS = 2000;
 export async function systemRoutes(app: FastifyInstance, deps: AppDeps) {
   app.get('/health/live', { schema: { hide: true } }, async () => ({ status: 'ok' }));
 
+  const readiness = sharedReadiness(deps.db, deps.broker, deps.logger);
   app.get('/health/ready', { schema: { hide: true } }, async (_req, reply) => {
-    const r = await checkReadiness(deps.db, deps.broker);
+    const r = await readiness();
     const failing = Object.entries(r.components).filter(([, c]) => c.status !== 'ok').map(([k]) => k);
     return reply.code(r.status === 'ok' ? 200 : 503).send({ ...r, ...(failing.length ? { failing } : {}) });
   });
