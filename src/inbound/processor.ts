@@ -24,6 +24,7 @@ import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { insertParseError } from '../db/parse-errors.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
+import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import { parseStorableJson } from '../domain/text.ts';
 import { isRecord, type InboundEvent } from '../domain/inbound.ts';
@@ -83,6 +84,9 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
       return await service.apply(projectId, items);
     } catch (err) {
       if (items.length === 1 && !(err instanceof DuplicateRace)) return [{ error: err }];
+      // The database is not there: no item can do better alone, and fifty transactions each
+      // waiting for a connection would only hold this slot and load it as it comes back.
+      if (isDatabaseUnavailable(err)) return items.map(() => ({ error: err }));
     }
     const results: Result[] = [];
     for (const item of items) {

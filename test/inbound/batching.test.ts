@@ -7,7 +7,9 @@ import { Queues } from '../../src/broker/topology.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { makeChannelDirectory } from '../../src/inbound/channel-directory.ts';
 import { EnvelopeHeaders } from '../../src/inbound/ingress.ts';
-import { startInboundProcessor } from '../../src/inbound/processor.ts';
+import { makeInboundHandler, startInboundProcessor } from '../../src/inbound/processor.ts';
+import { markUnavailable } from '../../src/db/unavailable.ts';
+import type { InboundService } from '../../src/services/inbound.service.ts';
 import { BATCH_HEADER, decodeRawBatch, encodeRawBatch, type RawItem } from '../../src/inbound/raw-batch.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { onCleanup, waitFor } from '../support/env.ts';
@@ -136,4 +138,25 @@ describe('a batch none of whose webhooks can be applied', () => {
     const errors = await t.api('GET', '/admin/parse-errors');
     expect(errors.json.data.filter((e: any) => e.channel_id === ch.id).map((e: any) => e.event_type)).toEqual(['message.ack', 'message.ack']);
   }, 60_000);
+});
+
+describe('a batch whose transaction finds the database gone', () => {
+  it('is not tried again item by item: every item fails with it, in one attempt', async () => {
+    const t = await startInbound();
+    const ch = await t.createChannel();
+    const channels = makeChannelDirectory({ db: t.db, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger });
+    const applied: number[] = [];
+    const down: InboundService = {
+      async apply(_projectId, items) {
+        applied.push(items.length);
+        throw markUnavailable(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }));
+      },
+    } as InboundService;
+    const handle = makeInboundHandler({ db: t.db, broker: t.broker, logger: silentLogger, channels, service: down });
+    const bodies = Array.from({ length: 5 }, (_, i) => wahaText(`551193333040${i}`, `oi ${i}`, { id: `DOWN${i}` }));
+    const body = encodeRawBatch(bodies.map((b) => ({ messageId: uuidv7(), headers: envelope(t, ch), body: Buffer.from(JSON.stringify(b)) })));
+    await expect(handle({ messageId: uuidv7(), queue: Queues.inboundRaw, routingKey: Queues.inboundRaw, body, headers: { [BATCH_HEADER]: '5', [PROJECT_HEADER]: t.projectId }, attempt: 1 }))
+      .rejects.toThrow(/ECONNREFUSED/);
+    expect(applied).toEqual([5]);
+  });
 });
