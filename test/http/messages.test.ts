@@ -6,7 +6,8 @@ import { at, seedChannel, seedContact, seedMessage, seedSession } from './seed-c
 
 const MESSAGE_KEYS = [
   'id', 'contact_id', 'session_id', 'channel_id', 'direction', 'from_me', 'type', 'text', 'media', 'location', 'contact_card',
-  'external_id', 'status', 'sent_at', 'delivered_at', 'read_at', 'timestamp', 'reply_to_external_id', 'metadata', 'error',
+  'external_id', 'status', 'sent_at', 'delivered_at', 'read_at', 'played_at', 'timestamp', 'reply_to_external_id', 'metadata',
+  'edited_at', 'revoked_at', 'reactions', 'error',
 ].sort();
 
 let db: Database;
@@ -76,7 +77,8 @@ describe('GET /messages/{id}', () => {
     expect(r.json).toEqual({
       id: m.text, contact_id: x, session_id: sx, channel_id: channelId, direction: 'inbound', from_me: false, type: 'text', text: 'oi',
       media: null, location: null, contact_card: null, external_id: `wamid.${m.text}`, status: 'received', sent_at: null,
-      delivered_at: null, read_at: null, timestamp: at(1), reply_to_external_id: null, metadata: { event: 'message', engine: 'GOWS' }, error: null,
+      delivered_at: null, read_at: null, played_at: null, timestamp: at(1), reply_to_external_id: null, metadata: { event: 'message', engine: 'GOWS' },
+      edited_at: null, revoked_at: null, reactions: [], error: null,
     });
   });
 
