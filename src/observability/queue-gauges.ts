@@ -6,17 +6,22 @@ import type { Broker } from '../broker/broker.ts';
 import type { Queryable } from '../db/database.ts';
 import { countQueuedReplies } from '../db/outbound.sql.ts';
 import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
+import { withDeadline } from '../deadline.ts';
 import { deadLettersGauge, outboundOldestQueuedSeconds, outboundQueued, queueDepth, sessionsActive } from './metrics.ts';
 
 /** The longest a scrape may be answered from the last reading instead of asking again. */
 export const QUEUE_GAUGES_MAX_AGE_MS = 5000;
 
+/** A reading that has not ended by then is given up, so that the next scrape asks again. */
+export const GAUGE_READING_DEADLINE_MS = 10_000;
+
 /**
  * `read` for scrapes: those that come together share one reading, and one taken less than
  * `maxAgeMs` ago is reused. A failed reading leaves the last values and is tried again at the
- * next scrape.
+ * next scrape; so does one that has not ended within `deadlineMs` (a connection that hangs
+ * without failing would otherwise keep every later scrape waiting on it, and the gauges frozen).
  */
-function cachedReading(read: () => Promise<void>, maxAgeMs: number): () => Promise<void> {
+export function cachedReading(read: () => Promise<void>, maxAgeMs: number, deadlineMs = GAUGE_READING_DEADLINE_MS): () => Promise<void> {
   let reading: Promise<void> | undefined;
   let readAt = -Infinity;
   return () => {
@@ -24,7 +29,7 @@ function cachedReading(read: () => Promise<void>, maxAgeMs: number): () => Promi
     if (performance.now() - readAt < maxAgeMs) return Promise.resolve();
     reading = (async () => {
       try {
-        await read();
+        await withDeadline(read(), deadlineMs, 'gauge reading did not end in time');
         readAt = performance.now();
       } finally {
         reading = undefined;
