@@ -67,7 +67,15 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
       (queue) => {
         for (const c of consumers) if (c.queue === queue) c.wake();
       },
-      { logger, what: 'queue messages', fallback: 'consumers poll' },
+      {
+        logger,
+        what: 'queue messages',
+        fallback: 'consumers poll',
+        // Back after a drop: messages announced meanwhile were missed; every consumer looks now.
+        onResume: () => {
+          for (const c of consumers) c.wake();
+        },
+      },
     );
     return listening.first;
   }

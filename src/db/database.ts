@@ -24,8 +24,11 @@ export interface Database extends Queryable {
    * must pass it on, or tenant transactions run as the owner.
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>, setup?: string): Promise<T>;
-  /** Subscribes to NOTIFY on a channel. Returns an unsubscribe function. */
-  listen(channel: string, onNotify: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Subscribes to NOTIFY on a channel. Returns an unsubscribe function. `onResume` is called when
+   * the listening connection is back after a drop: what was announced meanwhile was missed.
+   */
+  listen(channel: string, onNotify: (payload: string) => void, onResume?: () => void): Promise<() => Promise<void>>;
   /** Cheap liveness probe (SELECT 1 with a short deadline). */
   ping(timeoutMs?: number): Promise<void>;
   close(): Promise<void>;

@@ -15,6 +15,8 @@ export type KeepListeningOptions = {
   fallback: string;
   /** Between attempts: doubling from `min` to `max` (default 500 ms to 30 s). */
   retryMs?: { min: number; max: number };
+  /** Called when the connection is back after a drop: notifications sent meanwhile were missed. */
+  onResume?: () => void;
 };
 
 /**
@@ -43,7 +45,7 @@ export function keepListening(db: Database, channel: string, onNotify: (payload:
 
   const attempt = async (n: number): Promise<boolean> => {
     try {
-      const u = await db.listen(channel, onNotify);
+      const u = await db.listen(channel, onNotify, o.onResume);
       if (stopped) {
         await u().catch(() => {});
         return true;

@@ -30,6 +30,9 @@ export function connectPostgres(opts: PostgresOptions): Database {
   pool.on('error', () => {});
 
   const listeners = new Map<string, Set<(payload: string) => void>>();
+  /** Told when the listening connection is back after a drop (notifications were missed). */
+  const resumers = new Set<() => void>();
+  let dropped = false;
   let listenClient: pg.Client | undefined;
   let listenConnecting: Promise<void> | undefined;
   let closed = false;
@@ -64,6 +67,10 @@ export function connectPostgres(opts: PostgresOptions): Database {
       // close() ran while this was connecting: nobody would end this connection.
       if (closed) return void (await client.end().catch(() => {}));
       listenClient = client;
+      if (dropped) {
+        dropped = false;
+        for (const resume of [...resumers]) resume();
+      }
     })().finally(() => {
       listenConnecting = undefined;
     });
@@ -73,6 +80,7 @@ export function connectPostgres(opts: PostgresOptions): Database {
   function scheduleReconnect(client: pg.Client): void {
     if (listenClient !== client) return;
     listenClient = undefined;
+    dropped = true;
     client.end().catch(() => {});
     if (closed || reconnectTimer) return;
     const attempt = (delay: number) => {
@@ -130,13 +138,17 @@ export function connectPostgres(opts: PostgresOptions): Database {
         client.release(broken);
       }
     },
-    async listen(channel, onNotify) {
+    async listen(channel, onNotify, onResume) {
       if (closed) throw new Error('database is closed');
+      // A wrapper of its own, so that the same function given twice is two subscriptions.
+      const resume = onResume && (() => onResume());
       let set = listeners.get(channel);
       const isNew = !set;
       if (!set) listeners.set(channel, (set = new Set()));
       set.add(onNotify);
+      if (resume) resumers.add(resume);
       const forget = (): boolean => {
+        if (resume) resumers.delete(resume);
         set!.delete(onNotify);
         if (set!.size > 0 || listeners.get(channel) !== set) return false;
         listeners.delete(channel);

@@ -2,8 +2,9 @@
 // someone edits the channel. So lookups are cached in memory, with the secrets already opened and
 // the token already digested, and a change announced on the CHANNEL_CHANGES notification (sent by
 // channels.sql.ts at commit, seen by every process on the database) drops the entry. A TTL bounds
-// staleness should a notification be missed (listener reconnecting); while LISTEN cannot be made
-// at all, entries are kept for a second only. While the database cannot answer, an entry past its
+// staleness should a notification be missed; when the listening connection is back after a drop,
+// everything cached is dropped (what was announced meanwhile was missed); while LISTEN cannot be
+// made at all, entries are kept for a second only. While the database cannot answer, an entry past its
 // lifetime is still served, for up to `maxStaleMs` after it was last read (architecture.md §6: the
 // ingress keeps accepting into the broker while the database is down), and read again every second.
 import type { Database } from '../db/database.ts';
@@ -74,6 +75,13 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
     entries.delete(id);
     misses.delete(id);
     loading.delete(id);
+  }
+
+  function forgetAll(): void {
+    generation++;
+    entries.clear();
+    misses.clear();
+    loading.clear();
   }
 
   async function load(id: string): Promise<KnownChannel | undefined> {
@@ -147,6 +155,8 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
         logger: opts.logger,
         what: 'channel changes',
         fallback: `caching channels for ${UNHEARD_CACHE_MS / 1000} s only`,
+        // Back after a drop: a change announced meanwhile was missed, so nothing cached is trusted.
+        onResume: forgetAll,
       });
       await listening.first;
     },

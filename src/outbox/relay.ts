@@ -156,7 +156,8 @@ export function startRelay(opts: RelayOptions): Relay {
       };
     });
 
-  const listening = keepListening(db, OUTBOX_CHANNEL, wake, { logger: log, what: 'outbox commits', fallback: 'relying on the poll' });
+  // Back after a drop: commits announced meanwhile were missed, so look now rather than at the poll.
+  const listening = keepListening(db, OUTBOX_CHANNEL, wake, { logger: log, what: 'outbox commits', fallback: 'relying on the poll', onResume: wake });
 
   async function publish(tx: Queryable | undefined, rows: OutboxRow[]): Promise<void> {
     // The port publishes one routing key per call, so consecutive rows of the same type go

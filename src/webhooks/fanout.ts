@@ -45,6 +45,8 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
   const cache = new Map<string, { subs: ActiveSubscription[]; expires: number }>();
   // Bumped by each notification, so a load that raced one is not cached as if it were fresh.
   const versions = new Map<string, number>();
+  // Bumped when the listening connection is back after a drop: every cached list may be stale.
+  let epoch = 0;
   const listening = keepListening(
     db,
     SUBSCRIPTION_CHANGES,
@@ -52,7 +54,15 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
       cache.delete(projectId);
       versions.set(projectId, (versions.get(projectId) ?? 0) + 1);
     },
-    { logger: log, what: 'webhook subscription changes', fallback: `caching subscriptions for ${UNHEARD_CACHE_MS / 1000} s only` },
+    {
+      logger: log,
+      what: 'webhook subscription changes',
+      fallback: `caching subscriptions for ${UNHEARD_CACHE_MS / 1000} s only`,
+      onResume: () => {
+        epoch++;
+        cache.clear();
+      },
+    },
   );
   await listening.first;
 
@@ -60,10 +70,11 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
     const hit = cache.get(projectId);
     if (hit && Date.now() < hit.expires) return hit.subs;
     const version = versions.get(projectId) ?? 0;
+    const loadedIn = epoch;
     // Loaded while no notification could drop it: kept briefly.
     const expires = Date.now() + (listening.heard ? CACHE_TTL_MS : UNHEARD_CACHE_MS);
     const subs = await withTransaction(db, (tx) => activeSubscriptions(tx, projectId), { projectId });
-    if ((versions.get(projectId) ?? 0) === version) {
+    if ((versions.get(projectId) ?? 0) === version && epoch === loadedIn) {
       if (cache.size >= 10_000) cache.clear();
       cache.set(projectId, { subs, expires });
     }

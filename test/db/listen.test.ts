@@ -152,6 +152,25 @@ describe.skipIf(!onServices)('LISTEN on PostgreSQL', () => {
     await heard('after-drop');
   });
 
+  it('tells a listener that asked when it listens again after a drop, and only then (notifications may have been missed)', async () => {
+    const { db, direct, proxy } = await setup();
+    const channel = uniqueName('resume');
+    const got: string[] = [];
+    let resumed = 0;
+    let resumedAtDrop = -1;
+    onCleanup(await db.listen(channel, (p) => got.push(p), () => resumed++));
+    const heard = heardBy(direct, channel, got);
+    await heard('before');
+    expect(resumed).toBe(0);
+    proxy.cut();
+    resumedAtDrop = resumed;
+    proxy.restore();
+    await waitFor(() => resumed === 1, 'told it listens again');
+    expect(resumedAtDrop).toBe(0);
+    await heard('after-drop');
+    expect(resumed).toBe(1);
+  });
+
   it('leaves no connection open when closed while the LISTEN connection is being made', async () => {
     const applicationName = uniqueName('closing');
     const { db, direct, proxy } = await setup(applicationName);

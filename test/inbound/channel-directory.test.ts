@@ -114,4 +114,30 @@ describe('channel directory', () => {
     await renameSilently(db, ch.id, 'renamed'); // no NOTIFY: only a reload would show it
     expect((await directory.get(ch.id))?.name).toBe('hot'); // still cached
   });
+
+  it('drops everything cached when its listening connection is back after a drop: changes announced meanwhile were missed', async () => {
+    const { db } = await makeTestDb();
+    const channels = makeChannelsService({ db, secretKey: SECRET_KEY, publicUrl: 'http://127.0.0.1', defaultSessionTimeoutMinutes: 30 });
+    const ch = await channels.create(uuidv7(), { name: 'before', type: 'waha', config: { base_url: 'http://127.0.0.1:1', api_key: 'k', session: 's' } });
+    let resume: (() => void) | undefined;
+    const tracked: Database = {
+      ...db,
+      kind: db.kind,
+      query: (sql, params) => db.query(sql, params),
+      exec: (sql) => db.exec(sql),
+      transaction: (fn, setup) => db.transaction(fn, setup),
+      ping: (ms) => db.ping(ms),
+      close: () => db.close(),
+      listen: (channel, cb, onResume) => ((resume = onResume), db.listen(channel, cb, onResume)),
+    };
+    const directory = makeChannelDirectory({ db: tracked, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger, ttlMs: 60_000 });
+    await directory.start();
+    onCleanup(() => directory.stop());
+    expect((await directory.get(ch.id))?.name).toBe('before');
+    await renameSilently(db, ch.id, 'during the drop'); // its announcement lost with the connection
+    expect((await directory.get(ch.id))?.name).toBe('before');
+    expect(resume).toBeTypeOf('function');
+    resume!();
+    expect((await directory.get(ch.id))?.name).toBe('during the drop');
+  });
 });
