@@ -11,6 +11,21 @@ export function loggableUrl(url: string): string {
 }
 
 /**
+ * Fields of a database error that quote the rows it is about (`Key (project_id, phone)=(…, +55…)
+ * already exists`), the statement or its parameters: customers' data, which stays in the tenant's
+ * own records (parse errors, dead letters) and out of the operator's logs.
+ */
+const ERROR_FIELDS_WITH_DATA = ['detail', 'where', 'hint', 'internalQuery', 'query', 'parameters', 'params'] as const;
+
+/** pino's error serializer (type, message, stack, own fields), without the fields that quote data. */
+export function loggableError(err: unknown): unknown {
+  if (!(err instanceof Error)) return err; // not an error: logged as given (and not ours to edit)
+  const out = pino.stdSerializers.err(err) as unknown;
+  if (out && typeof out === 'object') for (const k of ERROR_FIELDS_WITH_DATA) delete (out as Record<string, unknown>)[k];
+  return out;
+}
+
+/**
  * JSON logs (pino). Secrets in common places are redacted, the query's among them: a request
  * logged at debug level shows its URL, and a WAHA webhook may carry its channel's token there.
  */
@@ -23,6 +38,7 @@ export function makeLogger(level: string = 'info', bindings: Record<string, unkn
       censor: '[redacted]',
     },
     serializers: {
+      err: loggableError,
       // Fastify's request serializer, with the query's secrets replaced.
       req: (req: { method?: string; url?: string; host?: string; ip?: string; socket?: { remotePort?: number } }) => ({
         method: req.method,
