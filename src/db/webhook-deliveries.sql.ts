@@ -176,11 +176,16 @@ export async function listAttempts(q: Queryable, deliveryId: string): Promise<At
 
 /**
  * Makes one delivery due now (manual retry). Not while an attempt is out: that one's outcome
- * would race ours. The attempt count goes on, so a dead delivery gets exactly one more try.
+ * would race ours. The attempt count goes on. A finished delivery (dead or succeeded) gets exactly
+ * one more attempt, whatever its history: `attempts_before_recover` is set to the number that
+ * attempt will take, which marks it as the delivery's last (see `decideNext` and
+ * `reclaimExpired`). A delivery still waiting for a retry is only brought forward: it keeps the
+ * attempts it has left.
  */
 export async function requeueDelivery(tx: Queryable, projectId: string, id: string): Promise<DeliveryRecord | undefined> {
   const r = await tx.query(
-    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), locked_until = NULL, updated_at = now()
+    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), locked_until = NULL, updated_at = now(),
+       attempts_before_recover = CASE WHEN status IN ('dead', 'succeeded') THEN attempts + 1 ELSE attempts_before_recover END
      WHERE project_id = $1 AND id = $2 AND status <> 'sending'
      RETURNING ${COLUMNS}`,
     [projectId, id],
@@ -190,7 +195,8 @@ export async function requeueDelivery(tx: Queryable, projectId: string, id: stri
 
 /**
  * Makes every dead delivery of a subscription created since `since` due now (recover), each with
- * the whole retry schedule again (migration 022): the schedule counts from the attempts it had.
+ * the whole retry schedule again (migration 022): the schedule counts from the attempts it had —
+ * also for one whose manual retry (a single attempt) failed.
  */
 export async function requeueDead(tx: Queryable, projectId: string, subscriptionId: string, since: Date): Promise<string[]> {
   const r = await tx.query<{ id: string }>(

@@ -18,7 +18,11 @@ export type ClaimedDelivery = {
   status: 'sending' | 'dead';
   /** The number of this attempt (attempts so far, this one included). */
   attempts: number;
-  /** Attempts made before the delivery was last recovered: its retry schedule counts from there. */
+  /**
+   * Attempts made before the delivery was last recovered: its retry schedule counts from there.
+   * At least `attempts` after a manual retry of a finished delivery (see `requeueDelivery`): this
+   * attempt is its last.
+   */
   attemptsBeforeRecover: number;
   url: string;
   headers: Record<string, string>;
@@ -161,13 +165,16 @@ export async function recordAttempts(q: Queryable, rows: readonly AttemptOutcome
 export const INTERRUPTED_ERROR = 'the dispatcher stopped before recording the outcome (crash or lost lease); the receiver may or may not have received it';
 
 /**
- * Sending rows whose lease expired: their dispatcher died mid-attempt. The attempt is recorded as
- * `interrupted` and counts; the delivery is due again right away, or dead if that was its last.
+ * Sending rows whose lease expired: their dispatcher died mid-attempt (or cut the attempt off at
+ * shutdown). The attempt is recorded as `interrupted` and counts; the delivery is due again right
+ * away, or dead if that was its last — a manual retry's single attempt is (see `requeueDelivery`).
  */
 export async function reclaimExpired(q: Queryable, opts: { limit: number; defaultMaxAttempts: number }): Promise<Array<{ id: string; subscriptionId: string; projectId: string; status: string }>> {
   const r = await q.query(
     `WITH lost AS (
-       SELECT d.id, d.project_id, d.attempts, d.updated_at, d.attempts_before_recover + COALESCE(s.max_attempts, $2::int) AS max_attempts
+       SELECT d.id, d.project_id, d.attempts, d.updated_at,
+         CASE WHEN d.attempts <= d.attempts_before_recover THEN d.attempts
+           ELSE d.attempts_before_recover + COALESCE(s.max_attempts, $2::int) END AS max_attempts
        FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
        WHERE d.status = 'sending' AND d.locked_until < now()
        ORDER BY d.locked_until LIMIT $1

@@ -43,7 +43,7 @@ import { makeGuardedDispatcher, type ResolveHost } from './ssrf-guard.ts';
 export type DispatcherOptions = {
   db: Database;
   broker: Broker;
-  config: Pick<Config, 'webhookConcurrency' | 'webhookRetryScheduleMs' | 'webhookTimeoutMs' | 'webhookAllowPrivateUrls'>;
+  config: Pick<Config, 'webhookConcurrency' | 'webhookRetryScheduleMs' | 'webhookTimeoutMs' | 'webhookAllowPrivateUrls' | 'shutdownTimeoutMs'>;
   secretKey: string;
   logger: Logger;
   /** DNS for the delivery-time SSRF check (tests inject one). */
@@ -54,7 +54,10 @@ export type DispatcherOptions = {
   /** Told when a postponed or retried delivery comes due, so a scheduler can wake for it. */
   onDue?: (atMs: number) => void;
   random?: () => number;
-  /** At shutdown, how long attempts under way may go on before they are cut off. */
+  /**
+   * At shutdown, how long attempts under way may go on before they are cut off; by default
+   * SHUTDOWN_TIMEOUT_MS, what a consumer gives its handlers.
+   */
   stopAttemptsMs?: number;
 };
 
@@ -82,8 +85,8 @@ const PROBE_LOST_MARGIN_MS = 5_000;
 /** A rate slot this close is waited for in place; a later one is a postponement. */
 const RATE_WAIT_INLINE_MS = 50;
 const MAX_AGENT_TIMEOUT_MS = 300_000;
-/** At shutdown, how long attempts under way may go on by default: what a consumer gives its handlers. */
-const STOP_ATTEMPTS_MS = 10_000;
+/** At shutdown, how long attempts just cut off (their connections destroyed) get to wind up. */
+const CUT_OFF_WIND_UP_MS = 5_000;
 
 /**
  * Through admission: the endpoint's in-flight slot, the project's (when the message named its
@@ -152,6 +155,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   // apply it before claiming (a claim spends an attempt number).
   const rates = new Map<string, number | null>();
   const batch = { maxBatch: 200, maxInflight: db.kind === 'pglite' ? 1 : 4 };
+  /** Set at shutdown just before the connections of attempts still out are destroyed. */
+  let cutOff = false;
 
   const claims = makeBatcher<string, ClaimedDelivery | undefined>(async (_key, ids) => {
     const rows = await claimDeliveries(db, [...new Set(ids)], { defaultTimeoutMs: config.webhookTimeoutMs, leaseMarginMs });
@@ -337,6 +342,13 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         agent,
         random,
       });
+      if (cutOff && report.result.statusCode === undefined) {
+        // We cut it off ourselves (stop): that says nothing of the endpoint, and it is no failed
+        // attempt of the delivery — no backoff, no `dead`. Its row stays `sending` in this claim:
+        // its lease brings it back, recorded as interrupted and due again at once.
+        log.info({ delivery_id: claim.id, attempt: claim.attempts }, 'webhook attempt cut off at shutdown; its lease brings the delivery back');
+        return;
+      }
       if (generationOf(claim.subscriptionId) !== generation) {
         // The endpoint changed while this attempt was out: it spoke for the old one.
         report = fromOldEndpoint(claim, report);
@@ -441,14 +453,20 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     handle,
     async stop() {
       // The consumers have stopped: let the attempts under way end and be recorded — for as long
-      // as a consumer gives its handlers. An attempt still running then is cut off with the
-      // connections below; its lease brings the delivery back.
-      await withDeadline(Promise.allSettled([...attempts]), opts.stopAttemptsMs ?? STOP_ATTEMPTS_MS, 'attempts still running').catch(
+      // as a consumer gives its handlers (SHUTDOWN_TIMEOUT_MS). An attempt still running then is
+      // cut off with the connections below and not recorded (see `attempt`); its lease brings the
+      // delivery back.
+      await withDeadline(Promise.allSettled([...attempts]), opts.stopAttemptsMs ?? config.shutdownTimeoutMs, 'attempts still running').catch(
         () => void log.warn({ attempts: attempts.size }, 'webhook attempts cut off at shutdown; their leases bring them back'),
       );
       await endpointChanges.stop();
+      await closeAgent(agent, { inFlight: attempts.size > 0, onCutOff: () => (cutOff = true) });
+      // Those cut off end at once (and are not recorded), one that had its answer is being
+      // recorded: wait for them, so that nothing of this dispatcher writes once stop() returned.
+      await withDeadline(Promise.allSettled([...attempts]), CUT_OFF_WIND_UP_MS, 'attempts still winding up').catch(
+        () => void log.warn({ attempts: attempts.size }, 'webhook attempts still winding up after shutdown'),
+      );
       await health.stop();
-      await closeAgent(agent);
     },
   };
 }

@@ -31,13 +31,16 @@ export type NextAttemptInput = {
  *
  * Without Retry-After: the schedule step ± `jitter` (default ±20%).
  *
- * With Retry-After the receiver's word replaces the step — also when it is shorter, since the
- * receiver told us when it can take the request. It is clamped to at least 1 s and at most
+ * With Retry-After (429/503) the next attempt waits the longer of the receiver's word and the
+ * schedule: Retry-After can only delay an attempt, never hasten it. A receiver answering a burst
+ * with `429 Retry-After: 1` would otherwise spend a delivery's attempts in seconds where the
+ * schedule promises hours. Retry-After is clamped to at least 1 s and at most
  * max(`maxRetryAfterMs` (default 1 h), the step we would have waited anyway): a buggy or hostile
  * header cannot park a delivery for days, and the cap never pulls a long step (5 h, 10 h) forward
- * to 1 h for a receiver that asked for even longer. Jitter on Retry-After only ever adds (0..+jitter), so we never come back
- * before the time the receiver asked for, while a burst told "60" does not return in lockstep.
- * Retry-After never grants an extra attempt.
+ * to 1 h for a receiver that asked for even longer. Jitter on Retry-After only ever adds
+ * (0..+jitter), so we never come back before the time the receiver asked for, while a burst told
+ * "60" does not return in lockstep; a longer step keeps its usual ±jitter, but never below the
+ * time asked for. Retry-After never grants an extra attempt.
  */
 export function nextAttemptDelay(input: NextAttemptInput): number | undefined {
   const { attempt, scheduleMs, jitter = DEFAULT_JITTER, random = Math.random } = input;
@@ -52,12 +55,14 @@ export function nextAttemptDelay(input: NextAttemptInput): number | undefined {
   if (attempt >= maxAttempts || scheduleMs.length === 0) return undefined;
 
   const step = scheduleMs[Math.min(attempt - 1, scheduleMs.length - 1)];
+  const r = random();
+  const scheduled = Math.max(0, Math.round(step * (1 + jitter * (2 * r - 1))));
   if (input.retryAfterMs !== undefined && Number.isFinite(input.retryAfterMs)) {
     const ceiling = Math.max(input.maxRetryAfterMs ?? DEFAULT_MAX_RETRY_AFTER_MS, step, MIN_RETRY_AFTER_MS);
     const wanted = Math.min(Math.max(input.retryAfterMs, MIN_RETRY_AFTER_MS), ceiling);
-    return Math.round(wanted * (1 + jitter * random()));
+    return Math.max(Math.round(wanted * (1 + jitter * r)), scheduled);
   }
-  return Math.max(0, Math.round(step * (1 + jitter * (2 * random() - 1))));
+  return scheduled;
 }
 
 /** How many attempts a delivery gets in total. */

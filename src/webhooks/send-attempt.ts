@@ -69,6 +69,8 @@ export async function sendAttempt(c: ClaimedDelivery, deps: AttemptDeps): Promis
 export function decideNext(c: Pick<ClaimedDelivery, 'attempts' | 'attemptsBeforeRecover' | 'maxAttempts'>, outcome: AttemptOutcome, deps: Pick<AttemptDeps, 'scheduleMs' | 'random'>): Next {
   if (outcome.class === 'success') return { status: 'succeeded' };
   if (outcome.disable || !outcome.retry) return { status: 'dead' };
+  // A manual retry of a finished delivery is one more attempt, this one (see requeueDelivery).
+  if (c.attempts <= c.attemptsBeforeRecover) return { status: 'dead' };
   const delay = nextAttemptDelay({
     // A recovered delivery has its whole schedule again, counted from its recovery.
     attempt: c.attempts - c.attemptsBeforeRecover,
@@ -81,14 +83,24 @@ export function decideNext(c: Pick<ClaimedDelivery, 'attempts' | 'attemptsBefore
 }
 
 /**
- * Closes the HTTP agent when the dispatcher stops. Attempts still out after the consumer's own
- * grace period are cut off rather than waited for (up to their timeout): their rows are `sending`
- * and come back after the lease.
+ * Closes the HTTP agent when the dispatcher stops. Requests still out (`inFlight`: the dispatcher
+ * has waited for them as long as it gives them) are cut off — their connections destroyed, so
+ * they end at once with undici's "destroyed" error — rather than waited for up to their timeout;
+ * `onCutOff` runs just before, so the dispatcher can tell the errors it causes from the endpoints'
+ * own. Their rows are `sending` and come back after the lease. Without requests out, the idle
+ * connections are closed, for at most `graceMs`.
+ *
+ * Never close() and then destroy(): undici's Agent.close() lets go of its connection pools at
+ * once, so a destroy() after it reaches none of them and the requests go on to their timeout.
  */
-export async function closeAgent(agent: Agent, graceMs = 1_000): Promise<void> {
+export async function closeAgent(agent: Agent, opts: { inFlight: boolean; onCutOff?: () => void; graceMs?: number }): Promise<void> {
+  if (opts.inFlight) {
+    opts.onCutOff?.();
+    await agent.destroy().catch(() => {});
+    return;
+  }
   let timer: NodeJS.Timeout | undefined;
-  const grace = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), graceMs)));
-  const closed = await Promise.race([agent.close().then(() => true), grace]).catch(() => false);
+  const grace = new Promise<void>((resolve) => (timer = setTimeout(resolve, opts.graceMs ?? 1_000)));
+  await Promise.race([agent.close(), grace]).catch(() => {});
   clearTimeout(timer);
-  if (!closed) await agent.destroy().catch(() => {});
 }

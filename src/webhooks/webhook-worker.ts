@@ -25,6 +25,7 @@ export type WebhookWorkerOptions = {
   enqueueGraceMs?: number;
   disableCheckEveryMs?: number;
   leaseMarginMs?: number;
+  /** At shutdown, how long attempts under way may go on before they are cut off (SHUTDOWN_TIMEOUT_MS). */
   stopAttemptsMs?: number;
   circuit?: Omit<CircuitBreakerOptions, 'onChange'>;
   resolve?: ResolveHost;

@@ -41,13 +41,37 @@ describe('nextAttemptDelay', () => {
     expect(nextAttemptDelay({ attempt: 1, scheduleMs, maxAttempts: 1, random: mid })).toBeUndefined();
   });
 
-  it('uses Retry-After instead of the step, also when it is shorter', () => {
+  it('waits for a Retry-After longer than the step', () => {
     expect(nextAttemptDelay({ attempt: 1, scheduleMs, retryAfterMs: 120 * S, random: () => 0 })).toBe(120 * S);
-    expect(nextAttemptDelay({ attempt: 3, scheduleMs, retryAfterMs: 60 * S, random: () => 0 })).toBe(60 * S);
+    expect(nextAttemptDelay({ attempt: 3, scheduleMs, retryAfterMs: 50 * 60 * S, random: () => 0 })).toBe(50 * 60 * S);
+  });
+
+  it('never comes back sooner than the schedule because of a shorter Retry-After', () => {
+    for (const random of [() => 0, mid, () => 0.999]) {
+      for (let attempt = 1; attempt <= 7; attempt++) {
+        const without = nextAttemptDelay({ attempt, scheduleMs, random }) as number;
+        for (const retryAfterMs of [0, S, 3 * S]) {
+          expect(nextAttemptDelay({ attempt, scheduleMs, retryAfterMs, random })).toBe(without);
+        }
+      }
+    }
+    expect(nextAttemptDelay({ attempt: 3, scheduleMs, retryAfterMs: 60 * S, random: mid })).toBe(30 * 60 * S);
+  });
+
+  it("a receiver answering every attempt '429 Retry-After: 1' still gets the schedule's ~27 h, not 8 attempts in seconds", () => {
+    let total = 0;
+    for (let attempt = 1; ; attempt++) {
+      const delay = nextAttemptDelay({ attempt, scheduleMs, retryAfterMs: S, random: () => 0 });
+      if (delay === undefined) break;
+      total += delay;
+    }
+    const schedule = scheduleMs.reduce((a, b) => a + b, 0);
+    expect(schedule).toBeGreaterThan(27 * H);
+    expect(total).toBeCloseTo(0.8 * schedule, -1); // the schedule at its earliest jitter, Retry-After or not
   });
 
   it('clamps Retry-After to at least 1 s', () => {
-    expect(nextAttemptDelay({ attempt: 1, scheduleMs, retryAfterMs: 0, random: () => 0 })).toBe(S);
+    expect(nextAttemptDelay({ attempt: 1, scheduleMs: [100], retryAfterMs: 0, random: () => 0 })).toBe(S);
   });
 
   it('caps Retry-After at 1 h, or at the step when the step is longer', () => {
