@@ -21,6 +21,12 @@ export async function revokeAuthToken(q: Queryable, id: string): Promise<void> {
   await q.query('UPDATE auth_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1', [id]);
 }
 
+/** Revokes every login token of a user still in force ("log out everywhere"); how many it revoked. */
+export async function revokeUserTokens(q: Queryable, userId: string): Promise<number> {
+  const r = await q.query('UPDATE auth_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()', [userId]);
+  return r.rowCount;
+}
+
 /**
  * Deletes up to `limit` tokens expired for more than a day (kept that long only to explain a late
  * 401 in logs); call it again while it returns `limit`. SKIP LOCKED lets several sweepers run.

@@ -38,6 +38,15 @@ export async function findUser(q: Queryable, id: string): Promise<UserRecord | u
  * the stored hash is still `was`, so a hash written meanwhile is never overwritten by an older
  * login's. updated_at is left alone: the user did not change anything.
  */
+/**
+ * The user's new password (a change they asked for), while the stored hash is still `was`: of two
+ * changes at once, the second finds the hash changed and is refused.
+ */
+export async function changePasswordHash(q: Queryable, id: string, was: string, hash: string): Promise<boolean> {
+  const r = await q.query('UPDATE users SET password_hash = $3, updated_at = now() WHERE id = $1 AND password_hash = $2', [id, was, hash]);
+  return r.rowCount > 0;
+}
+
 export async function replacePasswordHash(q: Queryable, id: string, was: string, hash: string): Promise<boolean> {
   const r = await q.query('UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2', [id, was, hash]);
   return r.rowCount > 0;

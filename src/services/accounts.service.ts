@@ -3,11 +3,11 @@ import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { findApiKey, insertApiKey, type ApiKeyRecord } from '../db/api-keys.sql.ts';
-import { findActiveAuthToken, insertAuthToken, revokeAuthToken } from '../db/auth-tokens.sql.ts';
+import { findActiveAuthToken, insertAuthToken, revokeAuthToken, revokeUserTokens } from '../db/auth-tokens.sql.ts';
 import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt, recordRegistration } from '../db/login-attempts.sql.ts';
 import { findMembership } from '../db/project-members.sql.ts';
 import { findProject, listProjectsOfUser, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
-import { findUser, findUserByEmail, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
+import { changePasswordHash, findUser, findUserByEmail, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
 import {
   API_KEY_PREFIX,
   LOGIN_TOKEN_PREFIX,
@@ -145,6 +145,44 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
     async logout(caller: Caller): Promise<void> {
       if (caller.kind !== 'user' || !caller.tokenId) throw invalid('log out ends a login token; revoke an API key with DELETE /api-keys/{id}');
       await revokeAuthToken(db, caller.tokenId);
+    },
+
+    /** Revokes every login token of the caller's user, the one used included; how many. */
+    async logoutEverywhere(caller: Caller): Promise<number> {
+      if (caller.kind !== 'user' || !caller.userId || !caller.tokenId) throw invalid('log out everywhere ends login tokens; revoke an API key with DELETE /api-keys/{id}');
+      return revokeUserTokens(db, caller.userId);
+    },
+
+    /**
+     * Changes the caller's password: the current one must be given (a stolen token alone cannot
+     * lock its owner out), counted as a login attempt (the same limits); every login token of the
+     * user is then revoked, the one used included, and a new one is returned.
+     */
+    async changePassword(caller: Caller, input: { currentPassword: string; newPassword: string; ip: string }): Promise<{ token: string; expiresAt: Date }> {
+      if (caller.kind !== 'user' || !caller.userId || !caller.tokenId) throw invalid('changing a password needs a login token, not an API key');
+      const who = await findUser(db, caller.userId);
+      const user = who && (await findUserByEmail(db, who.email));
+      if (!user) throw new AppError('unauthorized', 'this login token has no user any more');
+      const attempt = await recordAttempt(db, user.email, input.ip, limits.windowMs);
+      if (attempt.byEmail > limits.perEmail || attempt.byIp > limits.perIp) {
+        await deleteAttempt(db, attempt.id);
+        const retryAfter = attempt.byEmail > limits.perEmail ? attempt.emailRetryAfter : attempt.ipRetryAfter;
+        throw new AppError('rate_limited', `too many wrong passwords; try again in ${retryAfter} s`, undefined, { 'retry-after': String(retryAfter) });
+      }
+      if (!(await verifyPassword(input.currentPassword, user.passwordHash))) {
+        await pruneLoginAttempts(db, limits.windowMs);
+        throw new AppError('validation', 'the current password is wrong', [{ field: 'current_password', message: 'wrong password' }]);
+      }
+      await clearEmailAttempts(db, user.email);
+      const hash = await hashPassword(input.newPassword);
+      const token = newSecret(LOGIN_TOKEN_PREFIX);
+      const expiresAt = new Date(Date.now() + deps.config.loginTokenTtlHours * 3_600_000);
+      await withTransaction(db, async (tx) => {
+        if (!(await changePasswordHash(tx, user.id, user.passwordHash, hash))) throw new AppError('conflict', 'the password was changed meanwhile; log in again');
+        await revokeUserTokens(tx, user.id);
+        await insertAuthToken(tx, { id: uuidv7(), userId: user.id, hash: secretHash(token), expiresAt });
+      });
+      return { token, expiresAt };
     },
 
     /**

@@ -193,6 +193,60 @@ describe('login tokens and API keys', () => {
     expect((await call(app, t2, 'GET', '/auth/me')).status).toBe(401);
   });
 
+  it('logs out everywhere: every login token of the user stops working, at once; API keys go on', async () => {
+    const a = await makeTenant(app);
+    const other = await makeTenant(app);
+    const tokens = await Promise.all([1, 2, 3].map(async () => (await login(a.email, PASSWORD)).json().token as string));
+    const theirs = (await login(other.email, PASSWORD)).json().token as string;
+    for (const t of [...tokens, theirs]) expect((await call(app, t, 'GET', '/auth/me')).status).toBe(200); // cached now
+    expect((await call(app, tokens[0], 'POST', '/auth/logout-all')).status).toBe(204);
+    for (const t of tokens) expect((await call(app, t, 'GET', '/auth/me')).status).toBe(401);
+    expect((await call(app, theirs, 'GET', '/auth/me')).status).toBe(200); // another user's
+    expect((await call(app, a.keys.admin, 'GET', '/auth/me')).status).toBe(200);
+    const byKey = await call(app, a.keys.admin, 'POST', '/auth/logout-all');
+    expect(byKey.status).toBe(400);
+    expect(byKey.json.detail).toMatch(/API key/);
+    expect((await login(a.email, PASSWORD)).statusCode).toBe(200); // the password still works
+  });
+
+  it('changes the password with the current one: old tokens and the old password stop working, the new token works', async () => {
+    const a = await makeTenant(app);
+    const before = (await login(a.email, PASSWORD)).json().token as string;
+    const used = (await login(a.email, PASSWORD)).json().token as string;
+    expect((await call(app, before, 'GET', '/auth/me')).status).toBe(200);
+    const NEW = 'a much better passphrase';
+
+    const wrong = await call(app, used, 'POST', '/auth/password', { body: { current_password: 'not it at all', new_password: NEW } });
+    expect(wrong.status).toBe(400);
+    expect(wrong.json.errors).toEqual([{ field: 'current_password', message: 'wrong password' }]);
+    const short = await call(app, used, 'POST', '/auth/password', { body: { current_password: PASSWORD, new_password: 'short' } });
+    expect(short.status).toBe(400);
+    expect((await call(app, a.keys.admin, 'POST', '/auth/password', { body: { current_password: PASSWORD, new_password: NEW } })).status).toBe(400);
+
+    const changed = await call(app, used, 'POST', '/auth/password', { body: { current_password: PASSWORD, new_password: NEW } });
+    expect(changed.status).toBe(200);
+    expect(changed.json.token).toMatch(/^vtl_/);
+    expect((await call(app, before, 'GET', '/auth/me')).status).toBe(401);
+    expect((await call(app, used, 'GET', '/auth/me')).status).toBe(401);
+    expect((await call(app, changed.json.token, 'GET', '/auth/me')).json.user.email).toBe(a.email);
+    expect((await login(a.email, PASSWORD)).statusCode).toBe(401);
+    expect((await login(a.email, NEW)).statusCode).toBe(200);
+  });
+
+  it('counts a wrong current password as a failed login: after 5, a change (and a login) is refused with 429', async () => {
+    const a = await makeTenant(app);
+    const token = (await login(a.email, PASSWORD)).json().token as string;
+    for (let i = 0; i < 5; i++) {
+      const r = await call(app, token, 'POST', '/auth/password', { body: { current_password: `guess ${i}`, new_password: 'another passphrase' } });
+      expect(r.status).toBe(400);
+    }
+    const locked = await call(app, token, 'POST', '/auth/password', { body: { current_password: PASSWORD, new_password: 'another passphrase' } });
+    expect(locked.status).toBe(429);
+    expect(Number(locked.headers['retry-after'])).toBeGreaterThan(0);
+    expect((await login(a.email, PASSWORD, '198.51.100.77')).statusCode).toBe(429);
+    expect((await call(app, token, 'GET', '/auth/me')).status).toBe(200); // nothing was changed
+  });
+
   it('accepts X-API-Key, rejects garbage, and lists keys with prefix, creator and last use only', async () => {
     const a = await makeTenant(app);
     const viaHeader = await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { 'x-api-key': a.keys.viewer } });

@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { AppDeps } from '../app.ts';
 import { makeAccountsService } from '../../services/accounts.service.ts';
-import { LoginBody, LoginResult, Me, RegisterBody, Registration, presentApiKey, presentProject, presentUser } from '../schemas/accounts.ts';
+import { ChangePasswordBody, LoginBody, LoginResult, Me, NewLoginToken, RegisterBody, Registration, presentApiKey, presentProject, presentUser } from '../schemas/accounts.ts';
 import { iso, NoContent } from '../schemas/common.ts';
 import { defineRoute } from '../schemas/route.ts';
 
@@ -55,6 +55,38 @@ export async function authRoutes(app: FastifyInstance, deps: AppDeps): Promise<v
       await accounts.logout(req.auth);
       app.authCache.forget({ tokenId: req.auth.tokenId });
       return reply.code(204).send();
+    },
+  });
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/auth/logout-all',
+    summary: 'Revoke every login token of your user ("log out everywhere")',
+    description: 'Every login token of the user is revoked, the one used for this request included. API keys are not touched: they belong to the project.',
+    permission: 'self',
+    response: { 204: NoContent },
+    problems: { 400: 'Not a login token' },
+    handler: async (req, reply) => {
+      await accounts.logoutEverywhere(req.auth);
+      app.authCache.forget({ userId: req.auth.userId });
+      return reply.code(204).send();
+    },
+  });
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/auth/password',
+    summary: 'Change your password',
+    description:
+      'Needs the current password (a wrong one counts as a failed login, with the same limits). Every login token of the user is revoked, the one used for this request included; the answer carries a new one.',
+    permission: 'self',
+    body: ChangePasswordBody,
+    response: { 200: NewLoginToken },
+    problems: { 400: 'Not a login token, or the current password is wrong (`errors[].field` = `current_password`)', 409: 'The password was changed meanwhile', 429: 'Too many wrong passwords; see Retry-After' },
+    handler: async (req) => {
+      const r = await accounts.changePassword(req.auth, { currentPassword: req.body.current_password, newPassword: req.body.new_password, ip: req.ip });
+      app.authCache.forget({ userId: req.auth.userId });
+      return { token: r.token, expires_at: iso(r.expiresAt) };
     },
   });
 

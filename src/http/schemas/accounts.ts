@@ -67,6 +67,16 @@ export const RegisterBody = Type.Object(
 
 export const LoginBody = Type.Object({ email: Email, password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH }) }, { additionalProperties: false });
 
+export const ChangePasswordBody = Type.Object(
+  {
+    current_password: Type.String({ minLength: 1, maxLength: PASSWORD_MAX_LENGTH }),
+    new_password: Type.String({ minLength: PASSWORD_MIN_LENGTH, maxLength: PASSWORD_MAX_LENGTH }),
+  },
+  { additionalProperties: false },
+);
+
+export const NewLoginToken = Type.Object({ token: Type.String(), expires_at: Timestamp }, { title: 'NewLoginToken' });
+
 export const CreateApiKeyBody = Type.Object({ name: Name, role: RoleSchema }, { additionalProperties: false });
 
 export const CreateProjectBody = Type.Object({ name: Name }, { additionalProperties: false });
