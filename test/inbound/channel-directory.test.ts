@@ -11,6 +11,7 @@ import { silentLogger } from '../../src/observability/logger.ts';
 import { makeChannelsService } from '../../src/services/channels.service.ts';
 import { makeTestDb, onCleanup, waitFor } from '../support/env.ts';
 import { failingListen } from '../support/failing-listen.ts';
+import { wrapDatabase } from '../support/wrapped-db.ts';
 
 const SECRET_KEY = 'k'.repeat(64);
 
@@ -63,19 +64,12 @@ describe('channel directory', () => {
     const unknown = uuidv7();
     let down = false;
     let queries = 0;
-    const flaky: Database = {
-      ...db,
-      kind: db.kind,
+    const flaky = wrapDatabase(db, {
       query: (sql, params) => {
         queries++;
         return down ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432')) : db.query(sql, params);
       },
-      listen: (channel, cb) => db.listen(channel, cb),
-      exec: (sql) => db.exec(sql),
-      transaction: (fn, setup) => db.transaction(fn, setup),
-      ping: (ms) => db.ping(ms),
-      close: () => db.close(),
-    };
+    });
     const directory = makeChannelDirectory({ db: flaky, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger, ttlMs: 60_000, missTtlMs: 5_000, maxStaleMs: 10 * 60_000 });
     await directory.start();
     onCleanup(() => directory.stop());
@@ -120,16 +114,7 @@ describe('channel directory', () => {
     const channels = makeChannelsService({ db, secretKey: SECRET_KEY, publicUrl: 'http://127.0.0.1', defaultSessionTimeoutMinutes: 30 });
     const ch = await channels.create(uuidv7(), { name: 'before', type: 'waha', config: { base_url: 'http://127.0.0.1:1', api_key: 'k', session: 's' } });
     let resume: (() => void) | undefined;
-    const tracked: Database = {
-      ...db,
-      kind: db.kind,
-      query: (sql, params) => db.query(sql, params),
-      exec: (sql) => db.exec(sql),
-      transaction: (fn, setup) => db.transaction(fn, setup),
-      ping: (ms) => db.ping(ms),
-      close: () => db.close(),
-      listen: (channel, cb, onResume) => ((resume = onResume), db.listen(channel, cb, onResume)),
-    };
+    const tracked = wrapDatabase(db, { listen: (channel, cb, onResume) => ((resume = onResume), db.listen(channel, cb, onResume)) });
     const directory = makeChannelDirectory({ db: tracked, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger, ttlMs: 60_000 });
     await directory.start();
     onCleanup(() => directory.stop());

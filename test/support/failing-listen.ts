@@ -1,6 +1,7 @@
 // A database whose listen() fails its first calls: a LISTEN connection that cannot be made yet,
 // while queries work.
 import type { Database } from '../../src/db/database.ts';
+import { wrapDatabase } from './wrapped-db.ts';
 
 /**
  * `db` whose listen() fails its first `failures` calls, or until allow(); counts the calls, and
@@ -14,21 +15,15 @@ export function failingListen(db: Database, failures: number): { db: Database; c
     calls: () => calls,
     listening: () => listening,
     allow: () => void (allowed = true),
-    db: {
-      kind: db.kind,
-      query: (sql, params) => db.query(sql, params),
-      exec: (sql) => db.exec(sql),
-      transaction: (fn, setup) => db.transaction(fn, setup),
-      ping: (ms) => db.ping(ms),
-      close: () => db.close(),
-      listen: async (channel, cb) => {
+    db: wrapDatabase(db, {
+      listen: async (channel, cb, onResume) => {
         calls++;
         if (!allowed && calls <= failures) throw new Error(`listen refused (call ${calls})`);
-        const unlisten = await db.listen(channel, cb);
+        const unlisten = await db.listen(channel, cb, onResume);
         listening++;
         return unlisten;
       },
-    },
+    }),
   };
 }
 
