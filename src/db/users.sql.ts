@@ -34,10 +34,15 @@ export async function findUser(q: Queryable, id: string): Promise<UserRecord | u
 }
 
 /**
- * Replaces a user's password hash with the same password hashed at the current cost. Only while
- * the stored hash is still `was`, so a hash written meanwhile is never overwritten by an older
- * login's. updated_at is left alone: the user did not change anything.
+ * Whether the user's password hash is still `hash`, holding the row (FOR SHARE) until the
+ * transaction ends: a login stores its token only under this check, so a password change (its
+ * UPDATE waits for the share lock, or the check sees the new hash) revokes it or refuses it.
  */
+export async function holdPasswordHash(q: Queryable, id: string, hash: string): Promise<boolean> {
+  const r = await q.query('SELECT password_hash = $2 AS same FROM users WHERE id = $1 FOR SHARE', [id, hash]);
+  return r.rows[0]?.same === true;
+}
+
 /**
  * The user's new password (a change they asked for), while the stored hash is still `was`: of two
  * changes at once, the second finds the hash changed and is refused.
@@ -47,6 +52,11 @@ export async function changePasswordHash(q: Queryable, id: string, was: string, 
   return r.rowCount > 0;
 }
 
+/**
+ * Replaces a user's password hash with the same password hashed at the current cost. Only while
+ * the stored hash is still `was`, so a hash written meanwhile is never overwritten by an older
+ * login's. updated_at is left alone: the user did not change anything.
+ */
 export async function replacePasswordHash(q: Queryable, id: string, was: string, hash: string): Promise<boolean> {
   const r = await q.query('UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2', [id, was, hash]);
   return r.rowCount > 0;

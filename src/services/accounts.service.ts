@@ -7,7 +7,7 @@ import { findActiveAuthToken, insertAuthToken, revokeAuthToken, revokeUserTokens
 import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt, recordRegistration } from '../db/login-attempts.sql.ts';
 import { findMembership } from '../db/project-members.sql.ts';
 import { findProject, listProjectsOfUser, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
-import { changePasswordHash, findUser, findUserByEmail, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
+import { changePasswordHash, findUser, findUserByEmail, holdPasswordHash, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
 import {
   API_KEY_PREFIX,
   LOGIN_TOKEN_PREFIX,
@@ -58,12 +58,27 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
    * password, so a raised cost reaches every account that logs in. The login does not depend on
    * it: a failure to store the new hash is logged and the old one keeps working.
    */
-  async function upgradePasswordHash(user: UserWithPassword, password: string): Promise<void> {
-    if (!needsRehash(user.passwordHash)) return;
+  async function upgradePasswordHash(user: UserWithPassword, password: string): Promise<string> {
+    if (!needsRehash(user.passwordHash)) return user.passwordHash;
     try {
-      await replacePasswordHash(db, user.id, user.passwordHash, await hashPassword(password));
+      const hash = await hashPassword(password);
+      if (await replacePasswordHash(db, user.id, user.passwordHash, hash)) return hash;
     } catch (err) {
       log.warn({ err, user_id: user.id }, 'could not store the password rehashed at the current cost; the login goes on');
+    }
+    return user.passwordHash;
+  }
+
+  /**
+   * Counts an attempt with this email from this address; past the limits (per email, per address,
+   * within the window) it is refused with 429 and does not count (it would extend the lockout).
+   */
+  async function throttle(email: string, ip: string, what: string): Promise<void> {
+    const attempt = await recordAttempt(db, email, ip, limits.windowMs);
+    if (attempt.byEmail > limits.perEmail || attempt.byIp > limits.perIp) {
+      await deleteAttempt(db, attempt.id);
+      const retryAfter = attempt.byEmail > limits.perEmail ? attempt.emailRetryAfter : attempt.ipRetryAfter;
+      throw new AppError('rate_limited', `too many ${what}; try again in ${retryAfter} s`, undefined, { 'retry-after': String(retryAfter) });
     }
   }
 
@@ -119,12 +134,7 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
      */
     async login(input: { email: string; password: string; ip: string }): Promise<Login> {
       const email = normaliseEmail(input.email);
-      const attempt = await recordAttempt(db, email, input.ip, limits.windowMs);
-      if (attempt.byEmail > limits.perEmail || attempt.byIp > limits.perIp) {
-        await deleteAttempt(db, attempt.id); // a refused attempt does not extend the lockout
-        const retryAfter = attempt.byEmail > limits.perEmail ? attempt.emailRetryAfter : attempt.ipRetryAfter;
-        throw new AppError('rate_limited', `too many failed logins; try again in ${retryAfter} s`, undefined, { 'retry-after': String(retryAfter) });
-      }
+      await throttle(email, input.ip, 'failed logins');
       const user = await findUserByEmail(db, email);
       const ok = await verifyPassword(input.password, user?.passwordHash ?? (await decoyPasswordHash()));
       if (!user || !ok) {
@@ -132,10 +142,17 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
         throw new AppError('unauthorized', 'email or password is wrong');
       }
       await clearEmailAttempts(db, email);
-      await upgradePasswordHash(user, input.password);
+      const checked = await upgradePasswordHash(user, input.password);
       const token = newSecret(LOGIN_TOKEN_PREFIX);
       const expiresAt = new Date(Date.now() + deps.config.loginTokenTtlHours * 3_600_000);
-      await insertAuthToken(db, { id: uuidv7(), userId: user.id, hash: secretHash(token), expiresAt });
+      // Stored only while the password checked is still the user's: a change that committed after
+      // the check revoked every token there was, and must not miss this one.
+      const stored = await withTransaction(db, async (tx) => {
+        if (!(await holdPasswordHash(tx, user.id, checked))) return false;
+        await insertAuthToken(tx, { id: uuidv7(), userId: user.id, hash: secretHash(token), expiresAt });
+        return true;
+      });
+      if (!stored) throw new AppError('unauthorized', 'email or password is wrong');
       const projects = await listProjectsOfUser(db, user.id, { limit: 200 });
       const { passwordHash: _, ...publicUser } = user;
       return { token, expiresAt, user: publicUser, projects: projects.rows };
@@ -163,12 +180,7 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
       const who = await findUser(db, caller.userId);
       const user = who && (await findUserByEmail(db, who.email));
       if (!user) throw new AppError('unauthorized', 'this login token has no user any more');
-      const attempt = await recordAttempt(db, user.email, input.ip, limits.windowMs);
-      if (attempt.byEmail > limits.perEmail || attempt.byIp > limits.perIp) {
-        await deleteAttempt(db, attempt.id);
-        const retryAfter = attempt.byEmail > limits.perEmail ? attempt.emailRetryAfter : attempt.ipRetryAfter;
-        throw new AppError('rate_limited', `too many wrong passwords; try again in ${retryAfter} s`, undefined, { 'retry-after': String(retryAfter) });
-      }
+      await throttle(user.email, input.ip, 'wrong passwords');
       if (!(await verifyPassword(input.currentPassword, user.passwordHash))) {
         await pruneLoginAttempts(db, limits.windowMs);
         throw new AppError('validation', 'the current password is wrong', [{ field: 'current_password', message: 'wrong password' }]);

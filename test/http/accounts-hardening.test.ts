@@ -8,6 +8,7 @@ import { hashPassword, verifyPassword } from '../../src/domain/credentials.ts';
 import { makeLogger } from '../../src/observability/logger.ts';
 import { makeAccountsService } from '../../src/services/accounts.service.ts';
 import { uniqueName } from '../support/env.ts';
+import { wrapDatabase } from '../support/wrapped-db.ts';
 import { call, makeTenant, PASSWORD, register, startApp } from './harness.ts';
 
 const { app, db } = await startApp();
@@ -139,5 +140,48 @@ describe('who created an API key', () => {
         expect(shape.required, `${where} ${field}`).toContain(field);
       }
     }
+  });
+});
+
+describe('a login that overlaps a password change', () => {
+  it('does not keep a token made with the old password once the change has committed', async () => {
+    const a = await makeTenant(app);
+    // The login pauses after checking the password, before it stores its token: the change then
+    // commits in between, as a login racing the owner's change would.
+    let pause!: () => void;
+    const paused = new Promise<void>((r) => (pause = r));
+    let go!: () => void;
+    const resume = new Promise<void>((r) => (go = r));
+    let held = false;
+    const hold = async () => {
+      if (held) return;
+      held = true;
+      pause();
+      await resume;
+    };
+    const slowed = wrapDatabase(db, {
+      query: async (sql, params) => {
+        if (/INSERT INTO auth_tokens/.test(sql)) await hold();
+        return db.query(sql, params);
+      },
+      transaction: async (fn, setup) => {
+        await hold();
+        return db.transaction(fn, setup);
+      },
+    });
+    const racing = makeAccountsService({ db: slowed, config: { loginTokenTtlHours: 1 } });
+    const login = racing.login({ email: a.email, password: PASSWORD, ip: '192.0.2.55' }).then(
+      (r) => r.token,
+      (err: Error) => err,
+    );
+    await paused;
+    const owner = (await call(app, undefined, 'POST', '/auth/login', { body: { email: a.email, password: PASSWORD } })).json.token as string;
+    const changed = await call(app, owner, 'POST', '/auth/password', { body: { current_password: PASSWORD, new_password: 'the owner changed it' } });
+    expect(changed.status).toBe(200);
+    go();
+    const outcome = await login;
+    if (typeof outcome === 'string') expect((await call(app, outcome, 'GET', '/auth/me')).status).toBe(401); // stored, then revoked
+    else expect(outcome.message).toMatch(/email or password is wrong/); // refused
+    expect((await call(app, changed.json.token, 'GET', '/auth/me')).status).toBe(200);
   });
 });
