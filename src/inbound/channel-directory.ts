@@ -10,6 +10,7 @@
 import type { Database } from '../db/database.ts';
 import { CHANNEL_CHANGES, findChannelById, type ChannelType } from '../db/channels.sql.ts';
 import { UNHEARD_CACHE_MS, keepListening, type Listening } from '../db/keep-listening.ts';
+import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { Logger } from '../observability/logger.ts';
 import { openChannelSecrets, type ChannelSecrets } from '../services/channels.service.ts';
@@ -53,6 +54,8 @@ type Entry = { value: KnownChannel | undefined; expires: number; readAt: number 
 
 /** While a stale entry is served, the database is asked again at most this often for it. */
 const STALE_RETRY_MS = 1_000;
+/** How long a webhook waits for a reading of a stale entry before the entry as read is served. */
+const STALE_WAIT_MS = 250;
 
 
 export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDirectory {
@@ -64,7 +67,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
   const entries = new Map<string, Entry>();
   const misses = new Map<string, Entry>();
   const maxMisses = Math.max(1, Math.floor(maxEntries / 10));
-  const loading = new Map<string, Promise<KnownChannel | undefined>>();
+  const loading = new Map<string, { promise: Promise<KnownChannel | undefined>; startedAt: number }>();
   // Bumped by every invalidation, so a load that started before a change does not cache its result.
   let generation = 0;
   let listening: Listening | undefined;
@@ -99,6 +102,48 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
     };
   }
 
+  /** Reads the channel again and caches the answer; while the database is unavailable, the entry as last read. */
+  function refresh(id: string): Promise<KnownChannel | undefined> {
+    const gen = generation;
+    // Loaded while no notification could drop it: kept briefly.
+    const heard = listening?.heard === true;
+    const keep = heard ? ttl : Math.min(ttl, UNHEARD_CACHE_MS);
+    const keepMiss = heard ? missTtl : Math.min(missTtl, UNHEARD_CACHE_MS);
+    const p: Promise<KnownChannel | undefined> = load(id)
+      .then(
+        (value) => {
+          if (gen === generation) {
+            // Unknown ids in a map of their own: a flood of made-up URLs evicts only other misses.
+            const into = value ? entries : misses;
+            entries.delete(id);
+            misses.delete(id);
+            if (into.size >= (value ? maxEntries : maxMisses)) into.delete(into.keys().next().value!);
+            const now = Date.now();
+            into.set(id, { value, expires: now + (value ? keep : keepMiss), readAt: now }); // last read, last evicted
+          }
+          return value;
+        },
+        (err: unknown) => {
+          // The database is not there (not: this channel's row could not be read): what it last
+          // said, if recent enough and not changed since, asked for again in a second.
+          const stale = entries.get(id) ?? misses.get(id);
+          if (!isDatabaseUnavailable(err) || !stale || gen !== generation || Date.now() - stale.readAt > maxStale) throw err;
+          stale.expires = Date.now() + STALE_RETRY_MS;
+          if (Date.now() - lastStaleLog > 10_000) {
+            lastStaleLog = Date.now();
+            opts.logger.warn({ channel_id: id, read_seconds_ago: Math.round((Date.now() - stale.readAt) / 1000), err: String((err as Error)?.message ?? err) }, 'channel lookup failed; serving the channel as last read');
+          }
+          return stale.value;
+        },
+      )
+      .finally(() => {
+        if (loading.get(id)?.promise === p) loading.delete(id);
+      });
+    // A webhook served the stale entry may not wait for this reading: its failure is not unhandled.
+    p.catch(() => undefined);
+    return p;
+  }
+
   return {
     get(given) {
       if (!isUuid(given)) return Promise.resolve(undefined);
@@ -107,44 +152,21 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
       const id = given.toLowerCase();
       const hit = entries.get(id) ?? misses.get(id);
       if (hit && hit.expires > Date.now()) return Promise.resolve(hit.value);
-      const pending = loading.get(id);
-      if (pending) return pending;
-      const gen = generation;
-      // Loaded while no notification could drop it: kept briefly.
-      const heard = listening?.heard === true;
-      const keep = heard ? ttl : Math.min(ttl, UNHEARD_CACHE_MS);
-      const keepMiss = heard ? missTtl : Math.min(missTtl, UNHEARD_CACHE_MS);
-      const p: Promise<KnownChannel | undefined> = load(id)
-        .then(
-          (value) => {
-            if (gen === generation) {
-              // Unknown ids in a map of their own: a flood of made-up URLs evicts only other misses.
-              const into = value ? entries : misses;
-              entries.delete(id);
-              misses.delete(id);
-              if (into.size >= (value ? maxEntries : maxMisses)) into.delete(into.keys().next().value!);
-              const now = Date.now();
-              into.set(id, { value, expires: now + (value ? keep : keepMiss), readAt: now }); // last read, last evicted
-            }
-            return value;
-          },
-          (err: unknown) => {
-            // The database did not answer: what it last said, if recent enough and not changed since.
-            const stale = entries.get(id) ?? misses.get(id);
-            if (!stale || gen !== generation || Date.now() - stale.readAt > maxStale) throw err;
-            stale.expires = Date.now() + STALE_RETRY_MS;
-            if (Date.now() - lastStaleLog > 10_000) {
-              lastStaleLog = Date.now();
-              opts.logger.warn({ channel_id: id, read_seconds_ago: Math.round((Date.now() - stale.readAt) / 1000), err: String((err as Error)?.message ?? err) }, 'channel lookup failed; serving the channel as last read');
-            }
-            return stale.value;
-          },
-        )
-        .finally(() => {
-          if (loading.get(id) === p) loading.delete(id);
-        });
-      loading.set(id, p);
-      return p;
+      // What the database last said, if recent enough: served while it cannot answer.
+      const usable = hit && Date.now() - hit.readAt <= maxStale ? hit : undefined;
+      let pending = loading.get(id);
+      if (!pending) {
+        pending = { promise: refresh(id), startedAt: Date.now() };
+        loading.set(id, pending);
+      }
+      if (!usable) return pending.promise;
+      // A database that hangs rather than refuses must not hold the webhook either: a reading
+      // that has not answered within STALE_WAIT_MS is not waited for, the entry as read is served.
+      const waited = Date.now() - pending.startedAt;
+      if (waited >= STALE_WAIT_MS) return Promise.resolve(usable.value);
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<KnownChannel | undefined>((resolve) => (timer = setTimeout(() => resolve(usable.value), STALE_WAIT_MS - waited)));
+      return Promise.race([pending.promise, late]).finally(() => clearTimeout(timer));
     },
 
     invalidate,

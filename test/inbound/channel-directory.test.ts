@@ -12,6 +12,7 @@ import { makeChannelsService } from '../../src/services/channels.service.ts';
 import { makeTestDb, onCleanup, waitFor } from '../support/env.ts';
 import { failingListen } from '../support/failing-listen.ts';
 import { wrapDatabase } from '../support/wrapped-db.ts';
+import { markUnavailable } from '../../src/db/unavailable.ts';
 
 const SECRET_KEY = 'k'.repeat(64);
 
@@ -67,7 +68,7 @@ describe('channel directory', () => {
     const flaky = wrapDatabase(db, {
       query: (sql, params) => {
         queries++;
-        return down ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:5432')) : db.query(sql, params);
+        return down ? Promise.reject(markUnavailable(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }))) : db.query(sql, params);
       },
     });
     const directory = makeChannelDirectory({ db: flaky, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger, ttlMs: 60_000, missTtlMs: 5_000, maxStaleMs: 10 * 60_000 });
@@ -124,5 +125,40 @@ describe('channel directory', () => {
     expect(resume).toBeTypeOf('function');
     resume!();
     expect((await directory.get(ch.id))?.name).toBe('during the drop');
+  });
+
+  it('serves the entry as read when a reading hangs (a database that does not answer), and only for an outage, not for any failure', async () => {
+    const { db } = await makeTestDb();
+    const channels = makeChannelsService({ db, secretKey: SECRET_KEY, publicUrl: 'http://127.0.0.1', defaultSessionTimeoutMinutes: 30 });
+    const ch = await channels.create(uuidv7(), { name: 'kept', type: 'waha', config: { base_url: 'http://127.0.0.1:1', api_key: 'k', session: 's' } });
+    let mode: 'up' | 'hang' | 'broken' = 'up';
+    const hanging: Array<() => void> = [];
+    const flaky = wrapDatabase(db, {
+      query: (sql, params) => {
+        if (mode === 'hang') return new Promise((_, reject) => void hanging.push(() => reject(markUnavailable(new Error('Connection terminated unexpectedly')))));
+        if (mode === 'broken') return Promise.reject(new Error('column "secrets" does not exist')); // not an outage
+        return db.query(sql, params);
+      },
+    });
+    const directory = makeChannelDirectory({ db: flaky, secretKey: SECRET_KEY, defaultSessionTimeoutMinutes: 30, logger: silentLogger, ttlMs: 60_000 });
+    await directory.start();
+    onCleanup(() => directory.stop());
+    onCleanup(async () => hanging.forEach((fail) => fail()));
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const later = (ms: number) => vi.setSystemTime(Date.now() + ms);
+    expect((await directory.get(ch.id))?.name).toBe('kept');
+
+    mode = 'hang';
+    later(2 * 60_000);
+    expect((await directory.get(ch.id))?.name).toBe('kept'); // after at most a short wait, not the reading's
+    expect(hanging).toHaveLength(1);
+    expect((await directory.get(ch.id))?.name).toBe('kept'); // the reading still hangs: not waited for
+    expect(hanging).toHaveLength(1); // and not asked again while it does
+    hanging.splice(0).forEach((fail) => fail()); // the outage ends that reading with an error
+    expect((await directory.get(ch.id))?.name).toBe('kept'); // its failure handled: as read, for a second more
+
+    mode = 'broken';
+    later(2 * 60_000);
+    await expect(directory.get(ch.id)).rejects.toThrow(/does not exist/); // a fault of ours is not hidden
   });
 });
