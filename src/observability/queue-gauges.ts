@@ -23,18 +23,26 @@ export const GAUGE_READING_DEADLINE_MS = 10_000;
  */
 export function cachedReading(read: () => Promise<void>, maxAgeMs: number, deadlineMs = GAUGE_READING_DEADLINE_MS): () => Promise<void> {
   let reading: Promise<void> | undefined;
+  /** The reading itself, which goes on past its deadline: no other starts until it has ended. */
+  let underway: Promise<void> | undefined;
   let readAt = -Infinity;
   return () => {
     if (reading) return reading;
     if (performance.now() - readAt < maxAgeMs) return Promise.resolve();
-    reading = (async () => {
-      try {
-        await withDeadline(read(), deadlineMs, 'gauge reading did not end in time');
-        readAt = performance.now();
-      } finally {
-        reading = undefined;
-      }
-    })();
+    if (!underway) {
+      const r: Promise<void> = read().then(() => void (readAt = performance.now()));
+      underway = r;
+      r.then(
+        () => undefined,
+        () => undefined,
+      ).finally(() => {
+        if (underway === r) underway = undefined;
+      });
+    }
+    const current = underway;
+    reading = withDeadline(current, deadlineMs, 'gauge reading did not end in time').finally(() => {
+      reading = undefined;
+    });
     return reading;
   };
 }

@@ -13,14 +13,19 @@ describe('gauge readings', () => {
     expect(reads).toBe(1);
   });
 
-  it('give up a reading that does not end, and ask again at the next scrape', async () => {
+  it('give up waiting for a reading that does not end, and start no other while it goes on', async () => {
     let reads = 0;
-    const refresh = cachedReading(() => (++reads === 1 ? new Promise<void>(() => {}) : Promise.resolve()), 60_000, 50);
+    let end!: () => void;
+    const refresh = cachedReading(() => {
+      reads++;
+      return reads === 1 ? new Promise<void>((r) => (end = r)) : Promise.resolve();
+    }, 60_000, 50);
     await expect(refresh()).rejects.toThrow(/did not end in time/);
-    await refresh();
-    expect(reads).toBe(2);
-    await refresh(); // the second one ended: reused
-    expect(reads).toBe(2);
+    await expect(refresh()).rejects.toThrow(/did not end in time/); // waits for the same one again
+    expect(reads).toBe(1); // no pile of readings behind one that hangs
+    end();
+    await refresh(); // it ended: its values are the latest, and recent
+    expect(reads).toBe(1);
   });
 
   it('ask again after a failed reading', async () => {
