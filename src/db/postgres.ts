@@ -69,7 +69,13 @@ export function connectPostgres(opts: PostgresOptions): Database {
       listenClient = client;
       if (dropped) {
         dropped = false;
-        for (const resume of [...resumers]) resume();
+        for (const resume of [...resumers]) {
+          try {
+            resume();
+          } catch {
+            // one listener's failure is its own: the others are told all the same
+          }
+        }
       }
     })().finally(() => {
       listenConnecting = undefined;
