@@ -62,12 +62,31 @@ function toError(e: unknown): MessageError | null {
   return e && typeof e === 'object' ? failureView(e) : null;
 }
 
-function toReactions(reactions: unknown, times: unknown): MessageRecord['reactions'] {
-  if (!reactions || typeof reactions !== 'object') return [];
+export type PartyReaction = { emoji: string | null; at: Date | null };
+
+/**
+ * A message's stored reactions (`reactions`, and `reactions_at`: when each was made or removed) by
+ * party. Keys are `me` and `contact` (migration 029); any other key is the contact's under the id a
+ * process older than that wrote it (phone or LID), and the newest of the contact's keys counts.
+ */
+export function reactionsByParty(reactions: unknown, times: unknown): Partial<Record<'me' | 'contact', PartyReaction>> {
+  const emojis = (reactions && typeof reactions === 'object' ? reactions : {}) as Record<string, unknown>;
   const at = (times && typeof times === 'object' ? times : {}) as Record<string, unknown>;
-  return Object.entries(reactions as Record<string, unknown>)
-    .filter((e): e is ['contact' | 'me', string] => (e[0] === 'contact' || e[0] === 'me') && typeof e[1] === 'string' && e[1] !== '')
-    .map(([by, emoji]) => ({ by, emoji, at: date(at[by]) }))
+  const out: Partial<Record<'me' | 'contact', PartyReaction>> = {};
+  for (const key of new Set([...Object.keys(emojis), ...Object.keys(at)])) {
+    const by = key === 'me' ? 'me' : 'contact';
+    const e = emojis[key];
+    const mine: PartyReaction = { emoji: typeof e === 'string' && e !== '' ? e : null, at: date(at[key]) };
+    const other = out[by];
+    if (!other || (mine.at?.getTime() ?? -Infinity) > (other.at?.getTime() ?? -Infinity) || (key === by && mine.at?.getTime() === other.at?.getTime())) out[by] = mine;
+  }
+  return out;
+}
+
+function toReactions(reactions: unknown, times: unknown): MessageRecord['reactions'] {
+  return Object.entries(reactionsByParty(reactions, times))
+    .filter((e): e is ['contact' | 'me', { emoji: string; at: Date | null }] => e[1].emoji !== null)
+    .map(([by, r]) => ({ by, emoji: r.emoji, at: r.at }))
     .sort((a, b) => (a.at?.getTime() ?? 0) - (b.at?.getTime() ?? 0) || a.by.localeCompare(b.by));
 }
 

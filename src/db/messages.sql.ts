@@ -4,6 +4,7 @@
 // `external_key`, the bare provider id the database derives from external_id (migration 006),
 // because providers name one message in more than one form.
 import type { Queryable } from './database.ts';
+import { reactionsByParty, type PartyReaction } from './messages-read.sql.ts';
 
 // ---- inbound writes ---------------------------------------------------------------------------
 
@@ -79,8 +80,12 @@ export async function lockChangeTarget(tx: Queryable, channelId: string, key: st
   );
   const row = r.rows[0];
   if (!row) return undefined;
+  const reactions: ChangeTarget['reactions'] = {};
   const reactionsAt: ChangeTarget['reactionsAt'] = {};
-  for (const [k, v] of Object.entries((row.reactions_at ?? {}) as Record<string, string>)) reactionsAt[k as ReactionBy] = new Date(v);
+  for (const [by, r] of Object.entries(reactionsByParty(row.reactions, row.reactions_at)) as Array<[ReactionBy, PartyReaction]>) {
+    if (r.emoji !== null) reactions[by] = r.emoji;
+    if (r.at) reactionsAt[by] = r.at;
+  }
   return {
     id: row.id,
     contactId: row.contact_id,
@@ -92,19 +97,27 @@ export async function lockChangeTarget(tx: Queryable, channelId: string, key: st
     text: row.text,
     editedAt: row.edited_at ? new Date(row.edited_at) : null,
     revokedAt: row.revoked_at ? new Date(row.revoked_at) : null,
-    reactions: row.reactions ?? {},
+    reactions,
     reactionsAt,
   };
 }
 
-/** Sets (or, with an empty emoji, removes) one party's reaction made at `at`, and records that time. */
+/**
+ * Sets (or, with an empty emoji, removes) one party's reaction made at `at`, and records that time.
+ * The contact's replaces whatever key a process older than migration 029 wrote theirs under.
+ */
 export async function writeReaction(tx: Queryable, id: string, by: ReactionBy, emoji: string, at: Date): Promise<void> {
   await tx.query(
-    `UPDATE messages SET
-       reactions = CASE WHEN $3::text = '' THEN reactions - $2::text ELSE reactions || jsonb_build_object($2::text, $3::text) END,
-       reactions_at = reactions_at || jsonb_build_object($2::text, $4::timestamptz),
+    `WITH kept AS (
+       SELECT id,
+         CASE WHEN $2::text = 'contact' THEN (SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(reactions) WHERE key = 'me') ELSE reactions END AS reactions,
+         CASE WHEN $2::text = 'contact' THEN (SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(reactions_at) WHERE key = 'me') ELSE reactions_at END AS reactions_at
+       FROM messages WHERE id = $1)
+     UPDATE messages m SET
+       reactions = CASE WHEN $3::text = '' THEN kept.reactions - $2::text ELSE kept.reactions || jsonb_build_object($2::text, $3::text) END,
+       reactions_at = kept.reactions_at || jsonb_build_object($2::text, $4::timestamptz),
        updated_at = now()
-     WHERE id = $1`,
+     FROM kept WHERE m.id = kept.id`,
     [id, by, emoji, at],
   );
 }

@@ -222,6 +222,25 @@ describe('WAHA fixtures through the ingress', () => {
     expect((await events(reacted.id)).map((e) => [e.data.by, e.data.emoji, e.data.previous_emoji])).toEqual([['contact', '👍', null], ['contact', null, '👍']]);
   });
 
+  it("shows a contact's reaction written under their phone by a process older than migration 029, and replaces it", async () => {
+    const mine = await t.createChannel();
+    expect((await t.post(mine, fixture('webjs-from-me'))).status).toBe(200);
+    const target = await waitFor(() => messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02'), 'target stored');
+    // As an old process still running through a rolling deploy writes it.
+    await t.db.query(`UPDATE messages SET reactions = '{"+5511900000005": "🔥", "me": "👍"}', reactions_at = '{"+5511900000005": "2025-11-30T00:00:00Z", "me": "2025-11-30T00:00:01Z"}' WHERE id = $1`, [target.id]);
+    const shown = async () => (await t.api('GET', `/messages/${target.id}`)).json.reactions;
+    expect(await shown()).toEqual([{ by: 'contact', emoji: '🔥', at: '2025-11-30T00:00:00.000Z' }, { by: 'me', emoji: '👍', at: '2025-11-30T00:00:01.000Z' }]);
+    const handled = await inboundCount({ event: 'message.reaction', result: 'updated' });
+    await t.post(mine, fixture('webjs-reaction-remove')); // the contact's removal, newer than 🔥
+    await waitFor(async () => (await inboundCount({ event: 'message.reaction', result: 'updated' })) > handled, 'removal handled');
+    expect(await shown()).toEqual([{ by: 'me', emoji: '👍', at: '2025-11-30T00:00:01.000Z' }]);
+    const stored = await messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02');
+    expect(Object.keys(stored.reactions)).toEqual(['me']);
+    expect(Object.keys(stored.reactions_at).sort()).toEqual(['contact', 'me']);
+    const r = await t.db.query(`SELECT data FROM outbox WHERE aggregate_id = $1 AND type = 'message.reacted'`, [target.id]);
+    expect(r.rows.map((x) => [x.data.by, x.data.emoji, x.data.previous_emoji])).toEqual([['contact', null, '🔥']]);
+  });
+
   it('keeps one reaction per party whichever id (LID or phone) names the contact, and announces only changes', async () => {
     const mine = await t.createChannel();
     expect((await t.post(mine, fixture('webjs-from-me'))).status).toBe(200);
@@ -275,11 +294,13 @@ describe('WAHA fixtures through the ingress', () => {
     const reactions = async () => (await messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02'))?.reactions;
     expect((await t.post(mine, fixture('webjs-from-me'))).status).toBe(200);
     await waitFor(() => messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02'), 'target stored');
+    // Both come out `unchanged` (a removal of no reaction, then one older than it): counted from
+    // before the first, both must have been handled.
+    const handled = await inboundCount({ event: 'message.reaction', result: 'unchanged' });
     await t.post(mine, fixture('webjs-reaction-remove'));
     await waitFor(async () => (await messageByKey(t.db, mine.id, '3EB0DEV0000000WEBJS02')).reactions_at.contact, 'removal applied');
-    const applied = await inboundCount({ event: 'message.reaction', result: 'unchanged' });
     await t.post(mine, fixture('webjs-reaction-add'));
-    await waitFor(async () => (await inboundCount({ event: 'message.reaction', result: 'unchanged' })) > applied, 'older reaction handled');
+    await waitFor(async () => (await inboundCount({ event: 'message.reaction', result: 'unchanged' })) >= handled + 2, 'older reaction handled');
     expect(await reactions()).toEqual({});
     // A newer one still applies.
     await t.post(mine, { ...fixture('webjs-reaction-add'), payload: { ...fixture('webjs-reaction-add').payload, timestamp: 1764461999 } });
