@@ -62,9 +62,14 @@ export type NewDelivery = {
 
 /**
  * Inserts deliveries of a project, due now and marked enqueued (the caller sends them right after
- * commit), in one statement. A (subscription, event) pair that exists already is skipped, and so
- * is a subscription no longer active (the caller may hold a slightly stale list): only the rows
- * returned are new and need sending.
+ * commit; a send that fails is handed back with `clearEnqueued`), in one statement. A (subscription,
+ * event) pair that exists already is skipped, and so is a subscription no longer active (the caller
+ * may hold a slightly stale list): only the rows returned are new and need sending.
+ *
+ * Should the caller stop between the commit and the send, the scheduler finds the marks without a
+ * message once the webhook queues are seen empty, or after its backstop (`releaseGone`): a journal
+ * entry, confirmed after the send as the scheduler's own marks are (`takeDue`), would cost the
+ * fan-out — every new delivery — a second write.
  */
 export async function insertDeliveries(tx: Queryable, projectId: string, rows: readonly NewDelivery[]): Promise<Array<{ id: string; subscriptionId: string }>> {
   return insertRows(tx, projectId, rows);
@@ -180,12 +185,12 @@ export async function listAttempts(q: Queryable, deliveryId: string): Promise<At
  * one more attempt, whatever its history: `attempts_before_recover` is set to the number that
  * attempt will take, which marks it as the delivery's last (see `decideNext` and
  * `reclaimExpired`). A delivery still waiting for a retry is only brought forward: it keeps the
- * attempts it has left.
+ * attempts it has left. Marked enqueued as `insertDeliveries` does (the caller sends it after commit).
  */
 export async function requeueDelivery(tx: Queryable, projectId: string, id: string): Promise<DeliveryRecord | undefined> {
   const r = await tx.query(
-    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), locked_until = NULL, updated_at = now(),
-       attempts_before_recover = CASE WHEN status IN ('dead', 'succeeded') THEN attempts + 1 ELSE attempts_before_recover END
+    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), held = false,
+       locked_until = NULL, updated_at = now(), attempts_before_recover = CASE WHEN status IN ('dead', 'succeeded') THEN attempts + 1 ELSE attempts_before_recover END
      WHERE project_id = $1 AND id = $2 AND status <> 'sending'
      RETURNING ${COLUMNS}`,
     [projectId, id],
@@ -196,12 +201,13 @@ export async function requeueDelivery(tx: Queryable, projectId: string, id: stri
 /**
  * Makes every dead delivery of a subscription created since `since` due now (recover), each with
  * the whole retry schedule again (migration 022): the schedule counts from the attempts it had —
- * also for one whose manual retry (a single attempt) failed.
+ * also for one whose manual retry (a single attempt) failed. Marked enqueued as `insertDeliveries`
+ * does (the caller sends them after commit).
  */
 export async function requeueDead(tx: Queryable, projectId: string, subscriptionId: string, since: Date): Promise<string[]> {
   const r = await tx.query<{ id: string }>(
-    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), updated_at = now(),
-       attempts_before_recover = attempts
+    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), held = false,
+       updated_at = now(), attempts_before_recover = attempts
      WHERE project_id = $1 AND subscription_id = $2 AND status = 'dead' AND created_at >= $3::timestamptz
      RETURNING id`,
     [projectId, subscriptionId, since.toISOString()],
@@ -211,14 +217,16 @@ export async function requeueDead(tx: Queryable, projectId: string, subscription
 
 /**
  * Lets the scheduler enqueue these rows again (a send that failed, a subscription resumed):
- * without it they would wait out the enqueue grace first.
+ * without it they would wait to be taken as lost first (`releaseGone`). A resume (`subscriptionId`)
+ * also lets go of the deliveries the scheduler held while the subscription was paused
+ * (`holdDeliveries`).
  */
 export async function clearEnqueued(q: Queryable, where: { ids?: readonly string[]; subscriptionId?: string }): Promise<void> {
   if (where.ids) {
     if (where.ids.length === 0) return;
     await q.query(`UPDATE webhook_deliveries SET enqueued_at = NULL WHERE id = ANY($1::uuid[]) AND status IN ('pending', 'retrying')`, [where.ids]);
   } else if (where.subscriptionId) {
-    await q.query(`UPDATE webhook_deliveries SET enqueued_at = NULL WHERE subscription_id = $1 AND status IN ('pending', 'retrying')`, [where.subscriptionId]);
+    await q.query(`UPDATE webhook_deliveries SET enqueued_at = NULL, held = false WHERE subscription_id = $1 AND status IN ('pending', 'retrying')`, [where.subscriptionId]);
   }
 }
 

@@ -194,21 +194,136 @@ export async function reclaimExpired(q: Queryable, opts: { limit: number; defaul
   return r.rows.map((x) => ({ id: x.id, subscriptionId: x.subscription_id, projectId: x.project_id, status: x.status }));
 }
 
+/** A delivery the scheduler put on the queue. */
+export type DueDelivery = { id: string; subscriptionId: string; projectId: string };
+
 /**
- * Due deliveries not on the queue (or put there longer than `graceMs` ago — a message the broker
- * lost), skipping paused subscriptions; marks them enqueued. Several schedulers share the work.
+ * Due deliveries not on the queue, oldest due first; several schedulers share the work (SKIP
+ * LOCKED). Those of unpaused subscriptions are marked enqueued and returned in `taken`, with the
+ * id of the journal entry (`webhook_unconfirmed_enqueues`) that records the marks until
+ * `confirmEnqueued` says their send went through. Those of paused subscriptions are returned,
+ * untouched, in `paused`, for `holdDeliveries`.
+ *
+ * What a call costs: the statement walks `webhook_deliveries_takeable` (migration 030), which holds
+ * only waiting rows that are neither on the queue nor held for a paused subscription, so it reads
+ * what it returns — a delivery of a paused subscription at most once before it is held. (It used
+ * to walk every waiting row and drop, on every pass, those on the queue and those a paused
+ * subscription held: a burst of new deliveries, or a paused busy endpoint, made every pass of every
+ * worker read all of them.) Marks whose message was lost are `releaseLost`'s, on an index of their own.
  */
-export async function takeDue(q: Queryable, opts: { limit: number; graceMs: number }): Promise<Array<{ id: string; subscriptionId: string; projectId: string }>> {
+export async function takeDue(q: Queryable, opts: { limit: number }): Promise<{ taken: DueDelivery[]; journal: string | undefined; paused: string[] }> {
   const r = await q.query(
     `WITH due AS (
-       SELECT d.id FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
-       WHERE d.status IN ('pending', 'retrying') AND d.next_attempt_at <= now()
-         AND (d.enqueued_at IS NULL OR d.enqueued_at < now() - $2::int ${MS}) AND NOT s.paused
+       SELECT d.id, s.paused FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+       WHERE d.status IN ('pending', 'retrying') AND d.enqueued_at IS NULL AND NOT d.held AND d.next_attempt_at <= now()
        ORDER BY d.next_attempt_at LIMIT $1
-       FOR UPDATE OF d SKIP LOCKED)
-     UPDATE webhook_deliveries d SET enqueued_at = now() FROM due WHERE d.id = due.id
-     RETURNING d.id, d.subscription_id, d.project_id`,
-    [opts.limit, opts.graceMs],
+       FOR UPDATE OF d SKIP LOCKED),
+     taken AS (
+       UPDATE webhook_deliveries d SET enqueued_at = now() FROM due WHERE d.id = due.id AND NOT due.paused
+       RETURNING d.id, d.subscription_id, d.project_id),
+     journal AS (
+       INSERT INTO webhook_unconfirmed_enqueues (mark, delivery_ids)
+       SELECT now(), array_agg(id) FROM taken HAVING count(*) > 0
+       RETURNING id)
+     SELECT t.id, t.subscription_id, t.project_id, (SELECT id::text FROM journal) AS journal, false AS paused FROM taken t
+     UNION ALL
+     SELECT id, NULL, NULL, NULL, true FROM due WHERE paused`,
+    [opts.limit],
   );
-  return r.rows.map((x) => ({ id: x.id, subscriptionId: x.subscription_id, projectId: x.project_id }));
+  const taken = r.rows.filter((x) => !x.paused);
+  return {
+    taken: taken.map((x) => ({ id: x.id, subscriptionId: x.subscription_id, projectId: x.project_id })),
+    journal: taken[0]?.journal ?? undefined,
+    paused: r.rows.filter((x) => x.paused).map((x) => x.id),
+  };
+}
+
+/**
+ * The send of `takeDue`'s marks went through (durable on the broker): their journal entry goes.
+ * The deliveries themselves are not written — that would lock them just when the dispatcher claims
+ * them, and a claim skips a locked row (its message would be spent for nothing).
+ */
+export async function confirmEnqueued(q: Queryable, journal: string): Promise<void> {
+  await q.query('DELETE FROM webhook_unconfirmed_enqueues WHERE id = $1::bigint', [journal]);
+}
+
+/**
+ * Holds due deliveries of paused subscriptions (`takeDue`'s `paused`): they leave the scheduler's
+ * index until the subscription is resumed, whose `clearEnqueued` lets them go again. The
+ * subscription is share-locked and read as it is now: a resume committed since `takeDue` read it
+ * is seen (nothing is held), and one in progress is skipped (SKIP LOCKED: those deliveries are
+ * left for the next pass). Without the lock a hold could land just after the resume's
+ * `clearEnqueued` and keep the delivery for good. Returns how many were held.
+ */
+export async function holdDeliveries(q: Queryable, ids: readonly string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const r = await q.query(
+    `UPDATE webhook_deliveries SET held = true, enqueued_at = NULL
+     WHERE status IN ('pending', 'retrying') AND id = ANY(ARRAY(
+       SELECT d.id FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
+       WHERE d.id = ANY($1::uuid[]) AND s.paused AND d.status IN ('pending', 'retrying') AND NOT d.held
+       FOR UPDATE OF d SKIP LOCKED FOR SHARE OF s SKIP LOCKED))`,
+    [ids],
+  );
+  return r.rowCount;
+}
+
+/**
+ * Marks of a scheduler that stopped between marking and sending: journal entries (`takeDue`) older
+ * than `graceMs` and never confirmed — up to `limit` of them — are deleted, and their deliveries
+ * still so marked handed back to the scheduler (`enqueued_at` cleared: the next `takeDue` enqueues,
+ * or holds, them). The journal holds a few rows at any time, so this is cheap whatever the queues
+ * hold. A delivery claimed or marked again meanwhile is left alone (the mark is compared under the
+ * row's lock).
+ */
+export async function releaseUnsent(q: Queryable, opts: { graceMs: number; limit: number }): Promise<{ entries: number; released: number }> {
+  const r = await q.query(
+    `WITH stale AS (
+       DELETE FROM webhook_unconfirmed_enqueues WHERE id IN (
+         SELECT id FROM webhook_unconfirmed_enqueues WHERE mark < now() - $1::float8 ${MS} ORDER BY mark LIMIT $2 FOR UPDATE SKIP LOCKED)
+       RETURNING mark, delivery_ids),
+     released AS (
+       UPDATE webhook_deliveries d SET enqueued_at = NULL
+       FROM stale, unnest(stale.delivery_ids) AS x(id)
+       WHERE d.id = x.id AND d.enqueued_at = stale.mark AND d.status IN ('pending', 'retrying')
+       RETURNING d.id)
+     SELECT (SELECT count(*) FROM stale)::int AS entries, (SELECT count(*) FROM released)::int AS released`,
+    [opts.graceMs, opts.limit],
+  );
+  return { entries: r.rows[0].entries, released: r.rows[0].released };
+}
+
+/**
+ * Hands back to the scheduler up to `limit` deliveries marked enqueued before `before` (the caller
+ * saw the webhook queues empty then, a grace ago) or more than `olderThanMs` ago (the caller's
+ * backstop, for queues never seen empty): their message was purged, dead-lettered, consumed while
+ * their subscription was paused, or never sent (a crash right after the commit of the fan-out, a
+ * retry or recover, which mark in their transaction and send after it). Walks
+ * `webhook_deliveries_enqueued` from the oldest mark and stops at the cutoff, so a backlog still
+ * on the queue costs nothing here. Returns how many.
+ */
+export async function releaseGone(q: Queryable, opts: { before?: Date; olderThanMs: number; limit: number }): Promise<number> {
+  const cutoff = `GREATEST(now() - $1::float8 ${MS}, $2::timestamptz)`;
+  const r = await q.query(
+    `UPDATE webhook_deliveries SET enqueued_at = NULL
+     WHERE status IN ('pending', 'retrying') AND enqueued_at < ${cutoff} AND id = ANY(ARRAY(
+       SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'retrying') AND enqueued_at IS NOT NULL AND enqueued_at < ${cutoff}
+       ORDER BY enqueued_at LIMIT $3))`,
+    [opts.olderThanMs, opts.before?.toISOString() ?? null, opts.limit],
+  );
+  return r.rowCount;
+}
+
+/**
+ * The database's clock, and the oldest mark of a delivery still marked enqueued (null if none):
+ * one index probe, so the scheduler looks at the queues only when a message may be lost.
+ */
+export async function oldestEnqueued(q: Queryable): Promise<{ now: Date; oldest: Date | null }> {
+  const r = await q.query(
+    `SELECT now() AS now, (SELECT enqueued_at FROM webhook_deliveries
+       WHERE status IN ('pending', 'retrying') AND enqueued_at IS NOT NULL
+       ORDER BY enqueued_at LIMIT 1) AS oldest`,
+  );
+  const row = r.rows[0];
+  return { now: new Date(row.now), oldest: row.oldest ? new Date(row.oldest) : null };
 }

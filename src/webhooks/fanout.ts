@@ -104,6 +104,10 @@ export async function startFanout(deps: { db: Database; broker: Broker; logger: 
       { projectId },
     );
     if (created.length > 0) {
+      // The rows were committed marked enqueued (and counted as sent: see insertDeliveries). Should
+      // this process stop before the send, its event is not fanned out again (it is processed):
+      // the scheduler finds the marks without messages once the webhook queues are seen empty, or
+      // after its backstop (scheduler.ts, "Lost messages").
       try {
         await enqueueDeliveries(broker, created);
       } catch (err) {

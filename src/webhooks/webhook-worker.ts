@@ -23,6 +23,8 @@ export type WebhookWorkerOptions = {
   fanoutConcurrency?: number;
   schedulerPollMs?: number;
   enqueueGraceMs?: number;
+  /** A confirmed enqueue mark is taken as lost after this long whatever the queues hold (scheduler.ts). */
+  maxQueuedMs?: number;
   disableCheckEveryMs?: number;
   leaseMarginMs?: number;
   /** At shutdown, how long attempts under way may go on before they are cut off (SHUTDOWN_TIMEOUT_MS). */
@@ -52,6 +54,7 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
           disableAfterDays: config.webhookDisableAfterDays,
           ...(opts.schedulerPollMs !== undefined && { pollMs: opts.schedulerPollMs }),
           ...(opts.enqueueGraceMs !== undefined && { enqueueGraceMs: opts.enqueueGraceMs }),
+          ...(opts.maxQueuedMs !== undefined && { maxQueuedMs: opts.maxQueuedMs }),
           ...(opts.disableCheckEveryMs !== undefined && { disableCheckEveryMs: opts.disableCheckEveryMs }),
         })
       : undefined;

@@ -22,7 +22,7 @@ function held(inner: Database) {
   let passes = 0;
   let inProgress = 0;
   let mostAtOnce = 0;
-  const kind = (sql: string) => (/status = 'sending' AND d\.locked_until < now\(\)/.test(sql) ? 'reclaim' : /SET enqueued_at = now\(\) FROM due/.test(sql) ? 'take' : undefined);
+  const kind = (sql: string) => (/status = 'sending' AND d\.locked_until < now\(\)/.test(sql) ? 'reclaim' : /SET enqueued_at = now\(\)(, published_at = NULL)? FROM due/.test(sql) ? 'take' : undefined);
   const proxy = new Proxy(inner, {
     get(target, prop) {
       if (prop === 'query') {
