@@ -343,10 +343,13 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
         random,
       });
       if (cutOff && report.result.statusCode === undefined) {
-        // We cut it off ourselves (stop): that says nothing of the endpoint, and it is no failed
-        // attempt of the delivery — no backoff, no `dead`. Its row stays `sending` in this claim:
-        // its lease brings it back, recorded as interrupted and due again at once.
-        log.info({ delivery_id: claim.id, attempt: claim.attempts }, 'webhook attempt cut off at shutdown; its lease brings the delivery back');
+        // We cut it off ourselves (stop): that says nothing of the endpoint, and it is no attempt
+        // of the delivery — no backoff, no attempt spent (on its last, it would be `dead`). The
+        // claim is given back, due now; should that fail, its lease brings it back (as interrupted).
+        await unclaimDelivery(db, claim.id, claim.attempts, new Date()).then(
+          () => log.info({ delivery_id: claim.id, attempt: claim.attempts }, 'webhook attempt cut off at shutdown; the delivery is due again'),
+          (err: unknown) => log.warn({ err, delivery_id: claim.id }, 'webhook attempt cut off at shutdown; its lease brings the delivery back'),
+        );
         return;
       }
       if (generationOf(claim.subscriptionId) !== generation) {
