@@ -201,18 +201,18 @@ export async function requeueDelivery(tx: Queryable, projectId: string, id: stri
 /**
  * Makes every dead delivery of a subscription created since `since` due now (recover), each with
  * the whole retry schedule again (migration 022): the schedule counts from the attempts it had —
- * also for one whose manual retry (a single attempt) failed. Marked enqueued as `insertDeliveries`
- * does (the caller sends them after commit).
+ * also for one whose manual retry (a single attempt) failed. They are left to the scheduler (not
+ * marked enqueued), which puts them on `webhooks.due` a batch at a time within its next pass: a
+ * request that recovers a million deliveries writes them once and sends nothing itself. How many.
  */
-export async function requeueDead(tx: Queryable, projectId: string, subscriptionId: string, since: Date): Promise<string[]> {
-  const r = await tx.query<{ id: string }>(
-    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), held = false,
+export async function requeueDead(tx: Queryable, projectId: string, subscriptionId: string, since: Date): Promise<number> {
+  const r = await tx.query(
+    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = NULL, held = false,
        updated_at = now(), attempts_before_recover = attempts
-     WHERE project_id = $1 AND subscription_id = $2 AND status = 'dead' AND created_at >= $3::timestamptz
-     RETURNING id`,
+     WHERE project_id = $1 AND subscription_id = $2 AND status = 'dead' AND created_at >= $3::timestamptz`,
     [projectId, subscriptionId, since.toISOString()],
   );
-  return r.rows.map((x) => x.id);
+  return r.rowCount;
 }
 
 /**

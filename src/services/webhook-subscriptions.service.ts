@@ -91,14 +91,10 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
     if (s.paused) throw new AppError('conflict', 'the subscription is paused: its deliveries wait until it is resumed; resume it first');
   };
 
-  /**
-   * Sends after commit; if the broker refuses, the scheduler picks the rows up instead. A backlog
-   * (recover) goes on `webhooks.due`, where the scheduler's due deliveries wait, not in front of
-   * every project's new deliveries on `webhooks.outbound`.
-   */
-  async function enqueue(items: OutboundItem[], queue: string = Queues.webhooksOutbound): Promise<void> {
+  /** Sends after commit; if the broker refuses, the scheduler picks the rows up instead. */
+  async function enqueue(items: OutboundItem[]): Promise<void> {
     try {
-      await enqueueDeliveries(deps.broker, items, queue);
+      await enqueueDeliveries(deps.broker, items, Queues.webhooksOutbound);
     } catch {
       await clearEnqueued(db, { ids: items.map((i) => i.id) }).catch(() => {});
     }
@@ -261,12 +257,13 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
 
     /** Re-sends every dead delivery of the subscription created at or after `since`. */
     async recover(projectId: string, subscriptionId: string, since: Date): Promise<{ recovered: number }> {
-      const ids = await tenant(projectId, async (tx) => {
+      // The scheduler sends them, a batch at a time, within its next pass (on webhooks.due, not in
+      // front of every project's new deliveries on webhooks.outbound).
+      const recovered = await tenant(projectId, async (tx) => {
         mustBeSending(await mustFind(tx, projectId, subscriptionId));
         return requeueDead(tx, projectId, subscriptionId, since);
       });
-      await enqueue(ids.map((id) => ({ id, subscriptionId, projectId })), Queues.webhooksDue);
-      return { recovered: ids.length };
+      return { recovered };
     },
   };
 }

@@ -1,6 +1,7 @@
 // How many attempts a delivery gets, and when: a short Retry-After never hastens the schedule, and
 // a manual retry is exactly one more attempt whatever the delivery went through before.
 import { beforeAll, describe, expect, it } from 'vitest';
+import { Queues } from '../../src/broker/topology.ts';
 import { waitFor } from '../support/env.ts';
 import { startReceiver } from './receiver.ts';
 import { api, deliveriesOf, emit, endLease, makeTenant, startWorld, subscribe, waitForDeliveries, type DeliveryRow, type TestTenant, type World } from './webhook-harness.ts';
@@ -112,5 +113,30 @@ describe('a manual retry', () => {
     }, 'the delivery taken back from its lost attempt');
     expect([taken.status, taken.attempts]).toEqual(['dead', 2]); // before: retrying, and sent again
     expect(rx.requests).toHaveLength(2);
+  });
+});
+
+describe('a recover', () => {
+  it('answers at once and leaves the sending to the scheduler: nothing is put on a queue by the request', async () => {
+    const w = await startWorld();
+    const t = await makeTenant(w);
+    let up = false;
+    const rx = await startReceiver(() => (up ? 200 : 500));
+    const s = await subscribe(w, t, { url: rx.url, max_attempts: 1 });
+    const since = new Date(Date.now() - 1000).toISOString();
+    await emit(w, t.projectId, 3);
+    await waitForDeliveries(w, s.id, 3, 'dead');
+    await w.stopWorker();
+    const depth = async () => (await w.broker.stats([Queues.webhooksOutbound, Queues.webhooksDue])).reduce((n, q) => n + q.depth, 0);
+    expect(await depth()).toBe(0);
+
+    expect((await api(w, t, 'POST', `/webhook-subscriptions/${s.id}/recover`, { since })).json).toEqual({ recovered: 3 });
+    expect(await depth()).toBe(0); // before: the request sent all three to webhooks.due itself
+    const rows = await w.db.query<{ status: string; enqueued_at: Date | null }>('SELECT status, enqueued_at FROM webhook_deliveries WHERE subscription_id = $1', [s.id]);
+    expect(rows.rows.map((d) => [d.status, d.enqueued_at])).toEqual([['pending', null], ['pending', null], ['pending', null]]);
+
+    up = true;
+    await w.startWorker(); // its scheduler takes them
+    await waitForDeliveries(w, s.id, 3, 'succeeded');
   });
 });
