@@ -23,8 +23,10 @@ export async function insertUser(
   return r.rows[0] ? toUser(r.rows[0]) : undefined;
 }
 
-export async function findUserByEmail(q: Queryable, email: string): Promise<UserWithPassword | undefined> {
-  const r = await q.query(`SELECT ${COLUMNS}, password_hash FROM users WHERE email = $1`, [email]);
+/** A user with the password hash, by email (a login) or by id (a signed-in user's password change). */
+export async function findUserWithPassword(q: Queryable, where: { email: string } | { id: string }): Promise<UserWithPassword | undefined> {
+  const [column, value] = 'id' in where ? ['id', where.id] : ['email', where.email];
+  const r = await q.query(`SELECT ${COLUMNS}, password_hash FROM users WHERE ${column} = $1`, [value]);
   return r.rows[0] ? { ...toUser(r.rows[0]), passwordHash: r.rows[0].password_hash } : undefined;
 }
 

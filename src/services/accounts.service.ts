@@ -7,7 +7,7 @@ import { findActiveAuthToken, insertAuthToken, revokeAuthToken, revokeUserTokens
 import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt, recordRegistration } from '../db/login-attempts.sql.ts';
 import { findMembership } from '../db/project-members.sql.ts';
 import { findProject, listProjectsOfUser, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
-import { changePasswordHash, findUser, findUserByEmail, holdPasswordHash, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
+import { changePasswordHash, findUser, findUserWithPassword, holdPasswordHash, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
 import {
   API_KEY_PREFIX,
   LOGIN_TOKEN_PREFIX,
@@ -135,7 +135,7 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
     async login(input: { email: string; password: string; ip: string }): Promise<Login> {
       const email = normaliseEmail(input.email);
       await throttle(email, input.ip, 'failed logins');
-      const user = await findUserByEmail(db, email);
+      const user = await findUserWithPassword(db, { email });
       const ok = await verifyPassword(input.password, user?.passwordHash ?? (await decoyPasswordHash()));
       if (!user || !ok) {
         await pruneLoginAttempts(db, limits.windowMs);
@@ -177,8 +177,7 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
      */
     async changePassword(caller: Caller, input: { currentPassword: string; newPassword: string; ip: string }): Promise<{ token: string; expiresAt: Date }> {
       if (caller.kind !== 'user' || !caller.userId || !caller.tokenId) throw invalid('changing a password needs a login token, not an API key');
-      const who = await findUser(db, caller.userId);
-      const user = who && (await findUserByEmail(db, who.email));
+      const user = await findUserWithPassword(db, { id: caller.userId });
       if (!user) throw new AppError('unauthorized', 'this login token has no user any more');
       await throttle(user.email, input.ip, 'wrong passwords');
       if (!(await verifyPassword(input.currentPassword, user.passwordHash))) {

@@ -6,7 +6,7 @@ import type { Page } from '../db/keyset.ts';
 import { findProject, insertProject, listProjectsOfUser, updateProject, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
 import { deleteMember, findMember, listMembers, lockAdmins, upsertMember, type MemberRecord } from '../db/project-members.sql.ts';
 import { insertPipeline, insertPipelineStatuses, pipelineExists, type PipelineStatusKind } from '../db/pipelines.sql.ts';
-import { findUserByEmail } from '../db/users.sql.ts';
+import { findUserWithPassword } from '../db/users.sql.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { normaliseEmail } from '../domain/credentials.ts';
 import { newEvent } from '../domain/events.ts';
@@ -116,7 +116,7 @@ export function makeProjectsService({ db }: { db: Database }) {
     async addMember(caller: Caller, id: string, input: { email: string; role: Role }): Promise<{ member: MemberRecord; created: boolean }> {
       ownProject(caller, id);
       // Users are global: found outside the tenant transaction, then linked inside it.
-      const user = await findUserByEmail(db, normaliseEmail(input.email));
+      const user = await findUserWithPassword(db, { email: normaliseEmail(input.email) });
       if (!user) throw new AppError('unprocessable', 'no account has this email; the person must register first', [{ field: 'email', message: 'not registered' }]);
       return inProject(caller, async (tx) => {
         if (input.role !== 'admin') await keepAnAdmin(tx, caller.projectId, user.id);
