@@ -12,7 +12,8 @@ import { CHANNEL_CHANGES, findChannelById, type ChannelType } from '../db/channe
 import { UNHEARD_CACHE_MS, keepListening, type Listening } from '../db/keep-listening.ts';
 import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import { isUuid } from '../domain/ids.ts';
-import type { Logger } from '../observability/logger.ts';
+import { logEvery, type Logger } from '../observability/logger.ts';
+import { errorText } from '../broker/broker.ts';
 import { openChannelSecrets, type ChannelSecrets } from '../services/channels.service.ts';
 
 export type KnownChannel = {
@@ -63,7 +64,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
   const missTtl = opts.missTtlMs ?? 5_000;
   const maxEntries = opts.maxEntries ?? 10_000;
   const maxStale = opts.maxStaleMs ?? 15 * 60_000;
-  let lastStaleLog = 0;
+  const staleLog = logEvery(10_000);
   const entries = new Map<string, Entry>();
   const misses = new Map<string, Entry>();
   const maxMisses = Math.max(1, Math.floor(maxEntries / 10));
@@ -129,10 +130,7 @@ export function makeChannelDirectory(opts: ChannelDirectoryOptions): ChannelDire
           const stale = entries.get(id) ?? misses.get(id);
           if (!isDatabaseUnavailable(err) || !stale || gen !== generation || Date.now() - stale.readAt > maxStale) throw err;
           stale.expires = Date.now() + STALE_RETRY_MS;
-          if (Date.now() - lastStaleLog > 10_000) {
-            lastStaleLog = Date.now();
-            opts.logger.warn({ channel_id: id, read_seconds_ago: Math.round((Date.now() - stale.readAt) / 1000), err: String((err as Error)?.message ?? err) }, 'channel lookup failed; serving the channel as last read');
-          }
+          staleLog(() => opts.logger.warn({ channel_id: id, read_seconds_ago: Math.round((Date.now() - stale.readAt) / 1000), err: errorText(err) }, 'channel lookup failed; serving the channel as last read'));
           return stale.value;
         },
       )

@@ -17,7 +17,7 @@ import { makeBatcher } from './batcher.ts';
 import { checkJson } from './json-check.ts';
 import { BATCH_HEADER, encodeRawBatch, type RawItem } from './raw-batch.ts';
 import { AppError } from '../errors.ts';
-import type { Logger } from '../observability/logger.ts';
+import { logEvery, type Logger } from '../observability/logger.ts';
 import { inboundEventsTotal } from '../observability/metrics.ts';
 import type { ChannelDirectory, KnownChannel } from './channel-directory.ts';
 import type { InboundProvider, IngressRequest } from './providers.ts';
@@ -65,9 +65,10 @@ export function makeIngress(deps: IngressDeps): Ingress {
   const { db, broker, logger } = deps;
   const timeoutMs = deps.publishTimeoutMs ?? DEFAULT_PUBLISH_TIMEOUT_MS;
   const count = (provider: string, result: string) => inboundEventsTotal.inc({ provider, event: 'webhook', result });
-  let spills = 0;
-  let lastSpillLog = 0;
-  let lastLookupLog = 0;
+  // During an outage every webhook lands in these: said every few seconds, not every time.
+  const spillLog = logEvery(5000);
+  const lookupLog = logEvery(5000);
+  const refusedLog = logEvery(5000);
   const publishes = makeBatcher<RawItem, void>(
     async (projectId, items) => {
       await broker.send(Queues.inboundRaw, toMessages(projectId, items), { timeoutMs });
@@ -86,12 +87,7 @@ export function makeIngress(deps: IngressDeps): Ingress {
       // The channel is not cached and the database cannot say: the provider must retry later, so
       // this is a 503 with Retry-After, never a 500 (a provider may treat 5xx alike, a person not).
       count(provider.name, 'unavailable');
-      // While the database is down every webhook of a channel not cached lands here: say so every
-      // few seconds, not every time.
-      if (Date.now() - lastLookupLog > 5000) {
-        lastLookupLog = Date.now();
-        logger.error({ channel_id: channelId, err: errorText(err) }, 'webhook refused: channel lookup failed');
-      }
+      lookupLog((heldBack) => logger.error({ channel_id: channelId, err: errorText(err), also_refused: heldBack }, 'webhook refused: channel lookup failed'));
       throw new AppError('unavailable', 'cannot accept webhooks right now; retry later', undefined, { 'retry-after': '5' });
     }
     if (!c || c.type !== provider.channelType) {
@@ -134,17 +130,11 @@ export function makeIngress(deps: IngressDeps): Ingress {
         try {
           await spillInboundEvent(db, { id: eventId, provider: provider.name, channelId: c.id, headers, body: req.rawBody, receivedAt });
           count(provider.name, 'spilled');
-          spills++;
-          // During an outage every webhook spills: say so every few seconds, not every time.
-          if (Date.now() - lastSpillLog > 5000) {
-            logger.warn({ spilled: spills, err: errorText(publishErr) }, 'broker did not confirm; webhooks spilled to the database');
-            lastSpillLog = Date.now();
-            spills = 0;
-          }
+          spillLog((heldBack) => logger.warn({ spilled: heldBack + 1, err: errorText(publishErr) }, 'broker did not confirm; webhooks spilled to the database'));
           return { eventId, spilled: true };
         } catch (spillErr) {
           count(provider.name, 'unavailable');
-          logger.error({ event_id: eventId, publish_error: errorText(publishErr), spill_error: errorText(spillErr) }, 'webhook refused: broker and database both failed');
+          refusedLog((heldBack) => logger.error({ event_id: eventId, publish_error: errorText(publishErr), spill_error: errorText(spillErr), also_refused: heldBack }, 'webhook refused: broker and database both failed'));
           throw new AppError('unavailable', 'cannot accept webhooks right now; retry later', undefined, { 'retry-after': '5' });
         }
       }

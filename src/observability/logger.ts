@@ -52,5 +52,23 @@ export function makeLogger(level: string = 'info', bindings: Record<string, unkn
   return destination ? pino(options, destination) : pino(options);
 }
 
+/**
+ * For a line an outage would write on every request: `every(write)` writes at most once per `ms`,
+ * telling `write` how many it held back since the last one.
+ */
+export function logEvery(ms: number): (write: (heldBack: number) => void) => void {
+  let last = -Infinity;
+  let heldBack = 0;
+  return (write) => {
+    if (Date.now() - last < ms) {
+      heldBack++;
+      return;
+    }
+    last = Date.now();
+    write(heldBack);
+    heldBack = 0;
+  };
+}
+
 /** A logger that writes nothing (tests, benchmarks). */
 export const silentLogger: Logger = pino({ level: 'silent' });
