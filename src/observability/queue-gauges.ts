@@ -6,43 +6,33 @@ import type { Broker } from '../broker/broker.ts';
 import type { Queryable } from '../db/database.ts';
 import { countQueuedReplies } from '../db/outbound.sql.ts';
 import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
-import { withDeadline } from '../deadline.ts';
 import { deadLettersGauge, outboundOldestQueuedSeconds, outboundQueued, queueDepth, sessionsActive } from './metrics.ts';
 
 /** The longest a scrape may be answered from the last reading instead of asking again. */
 export const QUEUE_GAUGES_MAX_AGE_MS = 5000;
 
-/** A reading that has not ended by then is given up, so that the next scrape asks again. */
-export const GAUGE_READING_DEADLINE_MS = 10_000;
-
 /**
  * `read` for scrapes: those that come together share one reading, and one taken less than
  * `maxAgeMs` ago is reused. A failed reading leaves the last values and is tried again at the
- * next scrape; so does one that has not ended within `deadlineMs` (a connection that hangs
- * without failing would otherwise keep every later scrape waiting on it, and the gauges frozen).
+ * next scrape. One that hangs is shared by the scrapes meanwhile (none starts another beside it);
+ * the scrape itself stops waiting after METRICS_REFRESH_DEADLINE_MS and answers with the last
+ * values, and the gauges move again once the reading ends — the database's or broker's own
+ * timeouts end it.
  */
-export function cachedReading(read: () => Promise<void>, maxAgeMs: number, deadlineMs = GAUGE_READING_DEADLINE_MS): () => Promise<void> {
+export function cachedReading(read: () => Promise<void>, maxAgeMs: number): () => Promise<void> {
   let reading: Promise<void> | undefined;
-  /** The reading itself, which goes on past its deadline: no other starts until it has ended. */
-  let underway: Promise<void> | undefined;
   let readAt = -Infinity;
   return () => {
     if (reading) return reading;
     if (performance.now() - readAt < maxAgeMs) return Promise.resolve();
-    if (!underway) {
-      const r: Promise<void> = read().then(() => void (readAt = performance.now()));
-      underway = r;
-      r.then(
-        () => undefined,
-        () => undefined,
-      ).finally(() => {
-        if (underway === r) underway = undefined;
-      });
-    }
-    const current = underway;
-    reading = withDeadline(current, deadlineMs, 'gauge reading did not end in time').finally(() => {
-      reading = undefined;
-    });
+    reading = (async () => {
+      try {
+        await read();
+        readAt = performance.now();
+      } finally {
+        reading = undefined;
+      }
+    })();
     return reading;
   };
 }

@@ -1,6 +1,5 @@
 // The gauges read when scraped (queue depths, active sessions, queued replies) share one reading
-// among scrapes that come together and reuse a recent one; a reading that hangs is given up at its
-// deadline so that the next scrape asks again.
+// among scrapes that come together and reuse a recent one; one that hangs is not joined by others.
 import { describe, expect, it } from 'vitest';
 import { cachedReading } from '../../src/observability/queue-gauges.ts';
 
@@ -13,17 +12,18 @@ describe('gauge readings', () => {
     expect(reads).toBe(1);
   });
 
-  it('give up waiting for a reading that does not end, and start no other while it goes on', async () => {
+  it('start no other reading while one goes on, however long it takes', async () => {
     let reads = 0;
     let end!: () => void;
     const refresh = cachedReading(() => {
       reads++;
       return reads === 1 ? new Promise<void>((r) => (end = r)) : Promise.resolve();
-    }, 60_000, 50);
-    await expect(refresh()).rejects.toThrow(/did not end in time/);
-    await expect(refresh()).rejects.toThrow(/did not end in time/); // waits for the same one again
+    }, 60_000);
+    const first = refresh();
+    const second = refresh(); // shares the one under way
     expect(reads).toBe(1); // no pile of readings behind one that hangs
     end();
+    await Promise.all([first, second]);
     await refresh(); // it ended: its values are the latest, and recent
     expect(reads).toBe(1);
   });
