@@ -7,6 +7,21 @@ export async function insertAuthToken(q: Queryable, t: { id: string; userId: str
   await q.query('INSERT INTO auth_tokens (id, user_id, hash, expires_at) VALUES ($1, $2, $3, $4)', [t.id, t.userId, t.hash, t.expiresAt]);
 }
 
+/**
+ * A login's token, stored only while the user's password hash is still `checked` (the one the
+ * login verified); false when it is not. The user's row is share-locked for it, so a password
+ * change in progress is waited for and then seen: the login is refused rather than given a token
+ * of the old password that the change's revocation, committed meanwhile, did not reach.
+ */
+export async function insertLoginToken(q: Queryable, t: { id: string; userId: string; hash: string; expiresAt: Date }, checked: string): Promise<boolean> {
+  const r = await q.query(
+    `INSERT INTO auth_tokens (id, user_id, hash, expires_at)
+     SELECT $1, id, $3, $4 FROM users WHERE id = $2 AND password_hash = $5 FOR SHARE`,
+    [t.id, t.userId, t.hash, t.expiresAt, checked],
+  );
+  return r.rowCount > 0;
+}
+
 /** The token behind a presented secret's hash, unless it is revoked or expired (database clock). */
 export async function findActiveAuthToken(q: Queryable, hash: string): Promise<AuthTokenRecord | undefined> {
   const r = await q.query(

@@ -36,16 +36,6 @@ export async function findUser(q: Queryable, id: string): Promise<UserRecord | u
 }
 
 /**
- * Whether the user's password hash is still `hash`, holding the row (FOR SHARE) until the
- * transaction ends: a login stores its token only under this check, so a password change (its
- * UPDATE waits for the share lock, or the check sees the new hash) revokes it or refuses it.
- */
-export async function holdPasswordHash(q: Queryable, id: string, hash: string): Promise<boolean> {
-  const r = await q.query('SELECT password_hash = $2 AS same FROM users WHERE id = $1 FOR SHARE', [id, hash]);
-  return r.rows[0]?.same === true;
-}
-
-/**
  * The user's new password (a change they asked for), while the stored hash is still `was`: of two
  * changes at once, the second finds the hash changed and is refused.
  */

@@ -3,11 +3,11 @@ import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { findApiKey, insertApiKey, type ApiKeyRecord } from '../db/api-keys.sql.ts';
-import { findActiveAuthToken, insertAuthToken, revokeAuthToken, revokeUserTokens } from '../db/auth-tokens.sql.ts';
+import { findActiveAuthToken, insertAuthToken, insertLoginToken, revokeAuthToken, revokeUserTokens } from '../db/auth-tokens.sql.ts';
 import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt, recordRegistration } from '../db/login-attempts.sql.ts';
 import { findMembership } from '../db/project-members.sql.ts';
 import { findProject, listProjectsOfUser, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
-import { changePasswordHash, findUser, findUserWithPassword, holdPasswordHash, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
+import { changePasswordHash, findUser, findUserWithPassword, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
 import {
   API_KEY_PREFIX,
   LOGIN_TOKEN_PREFIX,
@@ -147,12 +147,7 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
       const expiresAt = new Date(Date.now() + deps.config.loginTokenTtlHours * 3_600_000);
       // Stored only while the password checked is still the user's: a change that committed after
       // the check revoked every token there was, and must not miss this one.
-      const stored = await withTransaction(db, async (tx) => {
-        if (!(await holdPasswordHash(tx, user.id, checked))) return false;
-        await insertAuthToken(tx, { id: uuidv7(), userId: user.id, hash: secretHash(token), expiresAt });
-        return true;
-      });
-      if (!stored) throw new AppError('unauthorized', 'email or password is wrong');
+      if (!(await insertLoginToken(db, { id: uuidv7(), userId: user.id, hash: secretHash(token), expiresAt }, checked))) throw new AppError('unauthorized', 'email or password is wrong');
       const projects = await listProjectsOfUser(db, user.id, { limit: 200 });
       const { passwordHash: _, ...publicUser } = user;
       return { token, expiresAt, user: publicUser, projects: projects.rows };
