@@ -1,9 +1,13 @@
-import type { Broker } from '../broker/broker.ts';
+import { errorText, type Broker } from '../broker/broker.ts';
+import { withDeadline } from '../deadline.ts';
 import type { Database } from '../db/database.ts';
 import type { Logger } from './logger.ts';
 
 export type ComponentState = { status: 'ok' | 'down'; error?: string };
 export type Readiness = { status: 'ok' | 'unavailable'; components: Record<string, ComponentState> };
+
+/** How long each component's check may take before it counts as down. */
+export const READINESS_TIMEOUT_MS = 2000;
 
 /** A reading younger than this is the answer to the next probes too. */
 export const READINESS_REUSE_MS = 1000;
@@ -13,27 +17,16 @@ export const READINESS_REUSE_MS = 1000;
  * answer is public (probes carry no credential), so it says only that a component is unreachable
  * or slow; the driver's own words (hosts, users, databases) go to the log.
  */
-export async function checkReadiness(db: Database, broker: Broker, timeoutMs = 2000, onDown?: (component: string, detail: string) => void): Promise<Readiness> {
+async function checkReadiness(db: Database, broker: Broker, timeoutMs: number, onDown: (component: string, detail: string) => void): Promise<Readiness> {
+  const slow = `did not answer within ${timeoutMs} ms`;
   const probe = async (name: string, fn: () => Promise<void>): Promise<ComponentState> => {
-    let timedOut = false;
-    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Error(slow);
     try {
-      await Promise.race([
-        fn(),
-        new Promise((_, rej) => {
-          timer = setTimeout(() => {
-            timedOut = true;
-            rej(new Error(`did not answer within ${timeoutMs} ms`));
-          }, timeoutMs);
-          timer.unref();
-        }),
-      ]);
+      await withDeadline(fn(), timeoutMs, () => timedOut);
       return { status: 'ok' };
     } catch (err) {
-      onDown?.(name, err instanceof Error ? err.message : String(err));
-      return { status: 'down', error: timedOut ? `did not answer within ${timeoutMs} ms` : 'unreachable' };
-    } finally {
-      clearTimeout(timer);
+      onDown(name, errorText(err));
+      return { status: 'down', error: err === timedOut ? slow : 'unreachable' };
     }
   };
   const [database, brokerState] = await Promise.all([probe('database', () => db.ping(timeoutMs)), probe('broker', () => broker.check())]);
@@ -46,7 +39,7 @@ export async function checkReadiness(db: Database, broker: Broker, timeoutMs = 2
  * meanwhile and reused for READINESS_REUSE_MS — a flood of probes (or many load balancers) costs
  * one database ping and one broker check a second, not one each.
  */
-export function sharedReadiness(db: Database, broker: Broker, logger?: Logger, timeoutMs = 2000): () => Promise<Readiness> {
+export function sharedReadiness(db: Database, broker: Broker, logger: Logger): () => Promise<Readiness> {
   let last: { at: number; value: Readiness } | undefined;
   let running: Promise<Readiness> | undefined;
   // Why a component is down goes to the log when it goes down, then once a minute while it stays so.
@@ -55,11 +48,11 @@ export function sharedReadiness(db: Database, broker: Broker, logger?: Logger, t
     const at = logged.get(component);
     if (at !== undefined && Date.now() - at < 60_000) return;
     logged.set(component, Date.now());
-    logger?.warn({ component, err: detail }, 'not ready: a component is down');
+    logger.warn({ component, err: detail }, 'not ready: a component is down');
   };
   return () => {
     if (last && Date.now() - last.at < READINESS_REUSE_MS) return Promise.resolve(last.value);
-    running ??= checkReadiness(db, broker, timeoutMs, onDown)
+    running ??= checkReadiness(db, broker, READINESS_TIMEOUT_MS, onDown)
       .then((value) => {
         for (const [name, c] of Object.entries(value.components)) if (c.status === 'ok') logged.delete(name);
         last = { at: Date.now(), value };
