@@ -103,23 +103,12 @@ export async function lockChangeTarget(tx: Queryable, channelId: string, key: st
 }
 
 /**
- * Sets (or, with an empty emoji, removes) one party's reaction made at `at`, and records that time.
- * The contact's replaces whatever key a process older than migration 029 wrote theirs under.
+ * Stores a message's reactions by party and when each was made (or removed), as the caller built
+ * them from `lockChangeTarget`'s (the row is locked): keys another process wrote under a phone or
+ * LID before migration 029 are thereby replaced.
  */
-export async function writeReaction(tx: Queryable, id: string, by: ReactionBy, emoji: string, at: Date): Promise<void> {
-  await tx.query(
-    `WITH kept AS (
-       SELECT id,
-         CASE WHEN $2::text = 'contact' THEN (SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(reactions) WHERE key = 'me') ELSE reactions END AS reactions,
-         CASE WHEN $2::text = 'contact' THEN (SELECT coalesce(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(reactions_at) WHERE key = 'me') ELSE reactions_at END AS reactions_at
-       FROM messages WHERE id = $1)
-     UPDATE messages m SET
-       reactions = CASE WHEN $3::text = '' THEN kept.reactions - $2::text ELSE kept.reactions || jsonb_build_object($2::text, $3::text) END,
-       reactions_at = kept.reactions_at || jsonb_build_object($2::text, $4::timestamptz),
-       updated_at = now()
-     FROM kept WHERE m.id = kept.id`,
-    [id, by, emoji, at],
-  );
+export async function writeReactions(tx: Queryable, id: string, reactions: ChangeTarget['reactions'], reactionsAt: ChangeTarget['reactionsAt']): Promise<void> {
+  await tx.query('UPDATE messages SET reactions = $2::jsonb, reactions_at = $3::jsonb, updated_at = now() WHERE id = $1', [id, JSON.stringify(reactions), JSON.stringify(reactionsAt)]);
 }
 
 /** Replaces the text with its edited version made at `at`, keeping the first text in metadata.original_text. */

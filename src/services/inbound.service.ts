@@ -19,7 +19,7 @@ import { DUPLICATE_RACE, storeInboundMessages, type InboundMessageRow, type Stor
 import { endOverdueSession, settleLateSessions, type EndedSession } from '../db/session-lifecycle.sql.ts';
 import { mergeLidContact, type ContactMerge } from '../db/contact-merge.sql.ts';
 import { sessionEndedEvent } from './session-lifecycle.service.ts';
-import { lockChangeTarget, lockMessageByKey, setMessageStatus, writeEdit, writeReaction, writeRevoke, type ChangeTarget } from '../db/messages.sql.ts';
+import { lockChangeTarget, lockMessageByKey, setMessageStatus, writeEdit, writeReactions, writeRevoke, type ChangeTarget } from '../db/messages.sql.ts';
 import { setChannelStatus, type ChannelType } from '../db/channels.sql.ts';
 import { newEvent, type EventEnvelope, type MessageStatus as EventStatus } from '../domain/events.ts';
 import { uuidv7 } from '../domain/ids.ts';
@@ -413,9 +413,12 @@ async function applyReaction(tx: Queryable, ch: InboundChannel, e: InboundReacti
   const at = e.timestamp ?? receivedAt;
   const applied = m.reactionsAt[by];
   if (applied && applied > at) return 'unchanged';
-  await writeReaction(tx, m.id, by, e.emoji, at);
   const previous = m.reactions[by] ?? null;
   const emoji = e.emoji === '' ? null : e.emoji;
+  const reactions = { ...m.reactions };
+  if (emoji === null) delete reactions[by];
+  else reactions[by] = emoji;
+  await writeReactions(tx, m.id, reactions, { ...m.reactionsAt, [by]: at });
   if (previous === emoji) return 'unchanged';
   out.push(newEvent('message.reacted', {
     projectId: ch.projectId,
