@@ -50,7 +50,7 @@ import type { Logger } from '../observability/logger.ts';
 import { webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { Queues } from '../broker/topology.ts';
-import { oneAtATime } from '../timers/passes.ts';
+import { drainChunks, oneAtATime } from '../timers/passes.ts';
 import { enqueueDeliveries } from './outbound-queue.ts';
 
 /** A look at the queues that takes longer is given up (the pass goes on; it looks again later). */
@@ -129,19 +129,18 @@ export function startScheduler(opts: SchedulerOptions): WebhookScheduler {
   }
 
   async function releaseLostMessages(): Promise<void> {
-    for (;;) {
-      const { entries, released } = await releaseUnsent(db, { graceMs, limit: 10 });
-      if (released) log.warn({ count: released }, 'webhook deliveries marked by a scheduler that stopped before sending them are enqueued again');
-      if (entries < 10) break;
-    }
+    let unsent = 0;
+    await drainChunks(async (limit) => {
+      const { entries, released } = await releaseUnsent(db, { graceMs, limit });
+      unsent += released;
+      return entries;
+    }, 10, () => stopped);
+    if (unsent) log.warn({ count: unsent }, 'webhook deliveries marked by a scheduler that stopped before sending them are enqueued again');
     // Seen empty a grace ago: what was marked before then and still is has no message — one a
     // consumer had just taken when we looked has had a grace to be claimed.
     const empty = seenEmpty && Date.now() - seenEmpty.localMs >= graceMs ? seenEmpty : undefined;
-    for (;;) {
-      const n = await releaseGone(db, { ...(empty && { before: empty.dbAt }), olderThanMs: maxQueuedMs, limit: batchSize });
-      if (n) log.warn({ count: n }, 'webhook deliveries whose queue message was lost are enqueued again');
-      if (n < batchSize) break;
-    }
+    const gone = await drainChunks((limit) => releaseGone(db, { ...(empty && { before: empty.dbAt }), olderThanMs: maxQueuedMs, limit }), batchSize, () => stopped);
+    if (gone) log.warn({ count: gone }, 'webhook deliveries whose queue message was lost are enqueued again');
     if (empty) seenEmpty = undefined;
     // Look at the queues only when a mark is older than the grace (a message may be lost), and not
     // at every pass: on the Postgres-backed queue a look counts its messages.
