@@ -1,5 +1,6 @@
 // GET /messages/{id}/media: a Cloud media id is looked up on the (fake) Graph API and the file is
-// streamed through with the channel token; WAHA media redirect to their stored URL; no media, or
+// streamed through with the channel token; a WAHA message's URL that is not one of WAHA's own
+// files redirects (WAHA's files: waha-media.test.ts); no media, or
 // another project's message, is 404. A HEAD looks the media up but downloads nothing. (Deadlines
 // while the bytes come: cloud-media-stream.test.ts.)
 import { gzipSync } from 'node:zlib';
@@ -96,11 +97,11 @@ describe('GET /messages/{id}/media', () => {
     expect(graph.calls.some((c) => c.path.includes('777000004'))).toBe(false);
   });
 
-  it('redirects to the stored URL for WAHA media', async () => {
+  it('redirects to a WAHA message’s stored URL that is not one of WAHA’s files', async () => {
     const waha = await t.createChannel();
     const body = wahaText('5531900000105', 'foto');
     body.payload.hasMedia = true;
-    body.payload.media = { url: 'http://waha.example.test:3000/api/files/loja/foto.jpeg', mimetype: 'image/jpeg' };
+    body.payload.media = { url: 'https://media.example.test/loja/foto.jpeg', mimetype: 'image/jpeg' };
     body.payload._data.Info.Type = 'media';
     body.payload._data.Info.MediaType = 'image';
     body.payload._data.Message = { imageMessage: { caption: 'foto', mimetype: 'image/jpeg' } };
@@ -108,7 +109,7 @@ describe('GET /messages/{id}/media', () => {
     const id = await stored(waha.id, body.payload.id);
     const r = await media(id);
     expect(r.statusCode).toBe(302);
-    expect(r.headers.location).toBe('http://waha.example.test:3000/api/files/loja/foto.jpeg');
+    expect(r.headers.location).toBe('https://media.example.test/loja/foto.jpeg');
   });
 
   it('fetches nothing from a loopback or private address by default: no Graph lookup, no download, a 422 naming the setting', async () => {

@@ -1,10 +1,11 @@
 // GET /messages/{id}/media: the file of a media message, whichever provider carried it. Cloud API
-// media are streamed through (their URLs need the channel's token); WAHA media redirect to the URL
-// WAHA gave us. See providers.md §2 "Media".
+// media and WAHA's own files are streamed through (they need the channel's token or API key); any
+// other URL a message names is a redirect. See providers.md "Media".
 import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { MEDIA_DOWNLOAD_TIMEOUT_MS, messageMedia } from '../../channels/cloud-media.ts';
+import { MEDIA_DOWNLOAD_TIMEOUT_MS } from '../../channels/media-download.ts';
+import { messageMedia } from '../../channels/message-media.ts';
 import { makeGuardedDispatcher } from '../../webhooks/ssrf-guard.ts';
 import type { AppDeps } from '../app.ts';
 import { IdParams } from '../schemas/common.ts';
@@ -12,29 +13,38 @@ import { defineRoute } from '../schemas/route.ts';
 import { secretKeyOf } from './channels.routes.ts';
 
 export async function messageMediaRoutes(app: FastifyInstance, deps: AppDeps): Promise<void> {
-  // Graph API and media URLs must be public addresses unless CLOUD_API_ALLOW_PRIVATE_URLS (cloud-media.ts).
-  const dispatcher = makeGuardedDispatcher({ allowPrivate: deps.config.cloudApiAllowPrivateUrls, timeoutMs: MEDIA_DOWNLOAD_TIMEOUT_MS });
-  app.addHook('onClose', () => dispatcher.close());
+  // Graph API and media URLs must be public addresses unless CLOUD_API_ALLOW_PRIVATE_URLS; a WAHA
+  // base_url may be private unless WAHA_ALLOW_PRIVATE_URLS=false (provider-dispatchers.ts). Their
+  // own dispatchers here: a download waits on the media host longer than a provider call does.
+  const dispatchers = {
+    cloud: makeGuardedDispatcher({ allowPrivate: deps.config.cloudApiAllowPrivateUrls, timeoutMs: MEDIA_DOWNLOAD_TIMEOUT_MS }),
+    waha: makeGuardedDispatcher({ allowPrivate: deps.config.wahaAllowPrivateUrls, timeoutMs: MEDIA_DOWNLOAD_TIMEOUT_MS }),
+  };
+  app.addHook('onClose', () => Promise.all([dispatchers.cloud.close(), dispatchers.waha.close()]));
   defineRoute(app, {
     method: 'GET',
     url: '/messages/:id/media',
     summary: "Download a message's media",
     description:
       'Cloud API media: the bytes, fetched from Meta with the channel token at request time (Content-Type is the media type). ' +
-      'WAHA media: 302 to the URL WAHA stored. 404 when the message has no media or Meta no longer keeps it (about 30 days). ' +
-      'HEAD answers from the lookup alone (its status, Content-Type, Content-Length from Meta\'s file_size) and downloads nothing.',
+      "WAHA media: WAHA's own files (`…/api/files/…`) are fetched from the channel's base_url with its API key and streamed the same way; " +
+      'a URL elsewhere (presigned S3 links) is a 302 to it. 404 when the message has no media, or Meta (about 30 days) or WAHA (WHATSAPP_FILES_LIFETIME) no longer keeps it. ' +
+      "HEAD downloads nothing: for Cloud media it answers from Meta's lookup (Content-Length from its file_size), for WAHA files from WAHA's answer to a HEAD.",
     permission: 'messages.read',
     params: IdParams,
     response: {
       200: Type.Unsafe<unknown>({ type: 'string', format: 'binary', description: 'The media file' }),
       302: Type.Null({ description: 'Location: the media URL' }),
     },
-    problems: { 422: "Meta refused the channel's access token, or the channel's Graph API address (or the media URL it gave) is not public", 503: 'Meta could not be reached; retry' },
+    problems: {
+      422: "The provider refused the channel's access token or API key, or the channel's address (or the media URL Meta gave) is not one this deployment lets channels reach",
+      503: 'The provider could not be reached; retry',
+    },
     handler: async (req, reply) => {
       // Fastify answers HEAD with this handler too, and would read a streamed body to its end
       // before dropping it: a HEAD only looks the media up.
       const head = req.method === 'HEAD';
-      const media = await messageMedia({ db: deps.db, secretKey: secretKeyOf(deps), dispatcher }, req.auth.projectId, req.params.id, { download: !head });
+      const media = await messageMedia({ db: deps.db, secretKey: secretKeyOf(deps), dispatchers }, req.auth.projectId, req.params.id, { download: !head });
       if (media.kind === 'url') return reply.redirect(media.url, 302);
       reply.header('content-type', media.mimetype).header('cache-control', 'private, max-age=300');
       if (media.size !== null) reply.header('content-length', String(media.size));
