@@ -23,7 +23,7 @@ export type GraphError = { code: number | null; subcode: number | null; title: s
  */
 export const REENGAGEMENT_CODE = 131047;
 export const WINDOW_CLOSED_REASON =
-  "WhatsApp only allows free-form replies within 24 hours of the customer's last message; this conversation's window has closed (a template message is needed)";
+  "WhatsApp only allows free-form replies within 24 hours of the customer's last message; this conversation's window has closed: send a template message (POST /messages with type template)";
 
 // Throttling answers, whatever HTTP status Meta wraps them in (often 400): 4 app calls, 80007 WABA
 // rate limit, 130429 throughput, 131056 too many messages to one recipient. All pass with time.
@@ -59,6 +59,10 @@ export function graphRequest(conn: CloudConnection, method: 'GET' | 'POST', path
 /** The Cloud API body for one message to `to` (digits only, no '+'). */
 export function cloudMessageBody(to: string, c: OutboundContent): Record<string, unknown> {
   const base: Record<string, unknown> = { messaging_product: 'whatsapp', recipient_type: 'individual', to };
+  if (c.type === 'template' && c.template) {
+    const { name, language, components } = c.template;
+    return { ...base, type: 'template', template: { name, language: { code: language }, ...(components && components.length > 0 ? { components } : {}) } };
+  }
   if (c.replyToExternalId) base.context = { message_id: c.replyToExternalId };
   if (c.type === 'text' || !c.media) {
     const body = c.text ?? '';

@@ -25,7 +25,7 @@ import type { ChannelDirectory } from '../inbound/channel-directory.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { codeLabel, outboundSendDuration, outboundSendsTotal } from '../observability/metrics.ts';
 import { makeOutboundMessages, type OutboundMessages, type SendFailure } from '../services/outbound-messages.service.ts';
-import { withoutSecrets, type OutboundContent, type OutboundType, type SendOutcome } from './sender.ts';
+import { withoutSecrets, type OutboundContent, type OutboundTemplate, type OutboundType, type SendOutcome } from './sender.ts';
 import { senderFor } from './senders.ts';
 import type { ProviderDispatchers } from './provider-dispatchers.ts';
 
@@ -56,7 +56,9 @@ export type SenderOptions = {
 function contentOf(job: SendJob): OutboundContent {
   const m = job.message;
   const media = m.media?.url ? { url: m.media.url, mimetype: m.media.mimetype, filename: m.media.filename } : null;
-  return { type: m.type as OutboundType, text: m.text, media, replyToExternalId: m.replyToExternalId };
+  // A template message keeps its template where the API shows it: metadata.template.
+  const template = m.type === 'template' ? ((m.metadata.template as OutboundTemplate | undefined) ?? null) : null;
+  return { type: m.type as OutboundType, text: m.text, media, replyToExternalId: m.replyToExternalId, template };
 }
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -11,10 +11,16 @@ export type OutboundContent = {
   media: { url: string; mimetype: string | null; filename: string | null } | null;
   /** The provider id of the message this one replies to. */
   replyToExternalId: string | null;
+  /** A template message's template (the Cloud API's only way to write outside the 24-hour window). */
+  template?: OutboundTemplate | null;
 };
 
-export const OUTBOUND_TYPES = ['text', 'image', 'document', 'audio', 'video'] as const;
+/** A message template approved in the business's WhatsApp Manager; `components` go to Meta as given. */
+export type OutboundTemplate = { name: string; language: string; components?: unknown[] };
+
+export const OUTBOUND_TYPES = ['text', 'image', 'document', 'audio', 'video', 'template'] as const;
 export type OutboundType = (typeof OUTBOUND_TYPES)[number];
+export type OutboundMediaType = Exclude<OutboundType, 'text' | 'template'>;
 
 /** Who we send to: the contact's phone (E.164) or, when WhatsApp only gave us one, its LID. */
 export type Recipient = { phone: string | null; waLid: string | null };
@@ -76,7 +82,7 @@ const EXTENSION_TYPES = lookupTable<string>({
   xlsx: 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet',
   zip: 'application/zip',
 });
-const TYPE_DEFAULTS: Record<OutboundType, string> = {
+const TYPE_DEFAULTS: Record<OutboundMediaType | 'text', string> = {
   text: 'text/plain',
   image: 'image/jpeg',
   video: 'video/mp4',
@@ -85,7 +91,7 @@ const TYPE_DEFAULTS: Record<OutboundType, string> = {
 };
 
 /** The media's type: given, else guessed from the file name or URL, else the type's usual one. */
-export function mimetypeOf(type: OutboundType, media: { url: string; mimetype: string | null; filename: string | null }): string {
+export function mimetypeOf(type: OutboundMediaType | 'text', media: { url: string; mimetype: string | null; filename: string | null }): string {
   if (media.mimetype) return media.mimetype;
   for (const name of [media.filename, safePath(media.url)]) {
     const ext = name?.split('.').pop()?.toLowerCase();

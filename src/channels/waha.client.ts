@@ -48,7 +48,7 @@ export function wahaChatId(to: Recipient): string | undefined {
 /** The WAHA endpoint and body for one message. */
 export function wahaSendRequest(session: string, chatId: string, c: OutboundContent): { path: string; body: Record<string, unknown> } {
   const reply = c.replyToExternalId ? { reply_to: c.replyToExternalId } : {};
-  if (c.type === 'text' || !c.media) return { path: '/api/sendText', body: { session, chatId, text: c.text ?? '', ...reply } };
+  if (c.type === 'text' || c.type === 'template' || !c.media) return { path: '/api/sendText', body: { session, chatId, text: c.text ?? '', ...reply } };
   const file = { mimetype: mimetypeOf(c.type, c.media), filename: filenameOf(c.media), url: c.media.url };
   const caption = c.text ? { caption: c.text } : {};
   switch (c.type) {
@@ -96,6 +96,8 @@ export const wahaSender: ProviderSender = {
     const chatId = wahaChatId(to);
     if (!chatId) return { ok: false, retry: false, error: 'the contact has no WhatsApp address (no phone, no LID)', code: 'no_address' };
     if (!conn.baseUrl) return { ok: false, retry: false, error: 'the channel has no base_url', code: 'misconfigured' };
+    // POST /messages refuses them for WAHA channels; one queued otherwise never goes as something else.
+    if (content.type === 'template') return { ok: false, retry: false, error: 'WAHA sends no template messages (they are a Cloud API feature)', code: 'unsupported' };
     const { path, body } = wahaSendRequest(conn.session, chatId, content);
     let answer: WahaAnswer;
     try {

@@ -6,8 +6,9 @@ export type Provider = 'waha' | 'whatsapp_cloud';
 
 export const MESSAGE_TYPES = [
   'text', 'image', 'video', 'audio', 'voice', 'document', 'sticker', 'location', 'contact',
-  'reaction', 'interactive', 'button', 'unknown',
+  'reaction', 'interactive', 'button', 'template', 'unknown',
 ] as const;
+// 'template' only for replies: a message template sent through the Cloud API (POST /messages).
 // 'reaction' stays in the stored vocabulary, but parsers emit reactions as InboundReaction because
 // they annotate an earlier message rather than start a new one.
 export type MessageType = (typeof MESSAGE_TYPES)[number];

@@ -11,7 +11,7 @@ import { PROJECT_HEADER } from '../broker/broker.ts';
 import { Queues } from '../broker/topology.ts';
 import { makeMediaLookup } from '../channels/media-lookup.ts';
 import { senderFor } from '../channels/senders.ts';
-import type { OutboundType } from '../channels/sender.ts';
+import type { OutboundTemplate, OutboundType } from '../channels/sender.ts';
 import { findChannel } from '../db/channels.sql.ts';
 import { findContactIdByPhone, insertContact, lockContact } from '../db/contacts-api.sql.ts';
 import { contactNotFound } from '../db/contacts-read.sql.ts';
@@ -49,6 +49,8 @@ export type QueueMessageInput = {
   mimetype?: string;
   /** Our message id (UUID) of the message replied to, or the provider's id of it. */
   replyTo?: string;
+  /** Type `template`: the approved template, its language and its parameters (Cloud API channels only). */
+  template?: OutboundTemplate;
 };
 
 export function messageData(m: MessageRecord): MessageData {
@@ -76,11 +78,14 @@ export type SendFailure = { message: string; code: string | null; title: string 
 
 /** WhatsApp's limit on a media caption. */
 const MAX_CAPTION = 1024;
+/** A template's components as JSON, at most: Meta's own limits (a body of 1,024 characters, ten buttons…) are far below. */
+export const MAX_TEMPLATE_COMPONENTS_BYTES = 16 * 1024;
 
 function checkInput(i: QueueMessageInput): void {
   if ((i.contactId === undefined) === (i.phone === undefined)) {
     throw invalid('give exactly one of contact_id and phone', [{ field: 'contact_id', message: 'or phone, not both, not neither' }]);
   }
+  if (i.type === 'template' || i.template !== undefined) return checkTemplate(i);
   if (i.type === 'text') {
     if (!i.text?.trim()) throw invalid('a text message needs text', [{ field: 'text', message: 'required for type text' }]);
     if (i.mediaUrl) throw invalid('a text message has no media_url', [{ field: 'media_url', message: 'only for media types' }]);
@@ -107,6 +112,24 @@ function checkInput(i: QueueMessageInput): void {
   }
   if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
     throw invalid('media_url must be an http(s) URL the provider can fetch', [{ field: 'media_url', message: 'not an http(s) URL' }]);
+  }
+}
+
+/**
+ * A template message is its template: no text, media or caption of its own (the template's
+ * parameters carry them), and no reply_to (the Cloud API quotes nothing in a template message).
+ */
+function checkTemplate(i: QueueMessageInput): void {
+  if (i.type !== 'template') throw invalid(`a ${i.type} message has no template`, [{ field: 'template', message: 'only for type template' }]);
+  if (!i.template) throw invalid('a template message needs template', [{ field: 'template', message: 'required for type template' }]);
+  const extra = (['text', 'mediaUrl', 'caption', 'filename', 'mimetype', 'replyTo'] as const).find((k) => i[k] !== undefined);
+  if (extra) {
+    const field = { text: 'text', mediaUrl: 'media_url', caption: 'caption', filename: 'filename', mimetype: 'mimetype', replyTo: 'reply_to' }[extra];
+    throw invalid(`a template message has no ${field}: its text and media are the template's, with the parameters in template.components`, [{ field, message: 'not for type template' }]);
+  }
+  const components = i.template.components;
+  if (components !== undefined && Buffer.byteLength(JSON.stringify(components)) > MAX_TEMPLATE_COMPONENTS_BYTES) {
+    throw invalid(`template.components is larger than ${MAX_TEMPLATE_COMPONENTS_BYTES / 1024} KiB as JSON`, [{ field: 'template.components', message: 'too large' }]);
   }
 }
 
@@ -140,6 +163,11 @@ async function linkLocalHost(mediaUrl: string, resolve: ResolveHost): Promise<st
   if (isIP(host)) return isLinkLocalAddress(host) ? host : undefined;
   const answer = await resolve(host).catch(() => []);
   return answer.some((a) => isLinkLocalAddress(a.address)) ? host : undefined;
+}
+
+/** The template as stored and sent: the fields Meta takes, no others. */
+function templateOf(t: OutboundTemplate): OutboundTemplate {
+  return { name: t.name, language: t.language, ...(t.components !== undefined && { components: t.components }) };
 }
 
 export function makeOutboundMessages(deps: OutboundMessagesDeps) {
@@ -226,6 +254,9 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
           // After the channel: another project's channel answers 404 whatever the body says.
           checkInput(input);
           if (!senderFor(channel.type)) throw new AppError('unprocessable', `sending through a ${channel.type} channel is not supported yet`);
+          if (input.type === 'template' && channel.type !== 'whatsapp_cloud') {
+            throw new AppError('unprocessable', 'template messages are a WhatsApp Cloud API feature; a WAHA channel sends free-form messages at any time', [{ field: 'type', message: 'not for this channel' }]);
+          }
           const events: EventEnvelope[] = [];
           const contactId = await resolveContact(tx, projectId, input, events);
           let replyTo: string | null = null;
@@ -242,16 +273,17 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             }
           }
           const isText = input.type === 'text';
+          const template = input.type === 'template' ? input.template! : undefined;
           const m = await insertOutboundMessage(tx, {
             id: uuidv7(),
             projectId,
             channelId: channel.id,
             contactId,
             type: input.type,
-            text: isText ? input.text!.trim() : (input.caption ?? input.text ?? null),
-            media: isText ? null : { url: input.mediaUrl!, mimetype: input.mimetype ?? null, filename: input.filename ?? null },
+            text: template ? null : isText ? input.text!.trim() : (input.caption ?? input.text ?? null),
+            media: isText || template ? null : { url: input.mediaUrl!, mimetype: input.mimetype ?? null, filename: input.filename ?? null },
             replyToExternalId: replyTo,
-            metadata: { source: 'api', sent_by: actorOf(caller).label },
+            metadata: { source: 'api', sent_by: actorOf(caller).label, ...(template && { template: templateOf(template) }) },
           });
           await appendEvents(tx, events);
           await beforeCommit?.(tx, m);

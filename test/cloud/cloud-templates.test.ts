@@ -1,0 +1,117 @@
+// Template messages through the Cloud API: POST /messages with type template → queued (202) → the
+// sender posts Meta's template body to a fake Graph API → sent with the wamid. The only message a
+// business may send a customer who has not written in 24 hours. WAHA channels refuse them.
+import { describe, expect, it } from 'vitest';
+import { waitFor } from '../support/env.ts';
+import { events, fakeClock, rows, startFakeWaha, startWorld } from '../conversations/harness.ts';
+import { createCloudChannel, graphError, sendAccepted, startFakeGraph, wamid } from './harness.ts';
+import { newPhone } from '../support/phones.ts';
+
+const world = await startWorld({ clock: fakeClock() });
+const { db, tenant } = world;
+const graph = await startFakeGraph();
+const channel = await createCloudChannel(tenant.api, { api_base_url: graph.url });
+
+const message = async (id: string) => (await rows(db, 'SELECT * FROM messages WHERE id = $1', [id]))[0];
+const sendsTo = (phone: string) => graph.sends().filter((c) => c.body?.to === phone);
+const settled = (id: string) =>
+  waitFor(async () => {
+    const m = await message(id);
+    return m.status !== 'queued' ? m : undefined;
+  }, `message ${id} to leave queued`, 30_000);
+
+const ORDER_SHIPPED = {
+  name: 'pedido_enviado',
+  language: 'pt_BR',
+  components: [
+    { type: 'header', parameters: [{ type: 'image', image: { link: 'https://cdn.example.com/caixa.jpg' } }] },
+    { type: 'body', parameters: [{ type: 'text', text: 'Joana' }, { type: 'text', text: '#4521' }] },
+    { type: 'button', sub_type: 'url', index: '0', parameters: [{ type: 'text', text: '4521' }] },
+  ],
+};
+
+describe('template messages', () => {
+  it("sends Meta's template body with the parameters as given, and shows the template on the message", async () => {
+    const phone = newPhone();
+    const out = wamid('tpl');
+    graph.respond((c) => (c.body?.to === phone ? sendAccepted(phone, out) : undefined));
+    const r = await tenant.api('POST', '/messages', { channel_id: channel.id, phone: `+${phone}`, type: 'template', template: ORDER_SHIPPED });
+    expect(r.status, JSON.stringify(r.json)).toBe(202);
+    const m = await settled(r.json.id);
+    expect(m.status).toBe('sent');
+    expect(m.external_id).toBe(out);
+    expect(sendsTo(phone).map((c) => c.body)).toEqual([
+      {
+        messaging_product: 'whatsapp',
+        recipient_type: 'individual',
+        to: phone,
+        type: 'template',
+        template: { name: 'pedido_enviado', language: { code: 'pt_BR' }, components: ORDER_SHIPPED.components },
+      },
+    ]);
+    const shown = await tenant.api('GET', `/messages/${r.json.id}`);
+    expect(shown.json).toMatchObject({ type: 'template', text: null, status: 'sent', direction: 'outbound', metadata: { source: 'api', template: ORDER_SHIPPED } });
+    expect(shown.json.media ?? null).toBeNull();
+    const sent = await events(db, { aggregateId: r.json.id, type: 'message.sent' });
+    expect(sent).toHaveLength(1);
+    expect(sent[0].data).toMatchObject({ type: 'template', external_id: out, text: null });
+  });
+
+  it('sends a template without parameters without a components key, and keeps no field Meta does not take', async () => {
+    const phone = newPhone();
+    const r = await tenant.api('POST', '/messages', { channel_id: channel.id, phone: `+${phone}`, type: 'template', template: { name: 'hello_world', language: 'en_US' } });
+    expect(r.status, JSON.stringify(r.json)).toBe(202);
+    expect((await settled(r.json.id)).status).toBe('sent');
+    expect(sendsTo(phone)[0].body.template).toEqual({ name: 'hello_world', language: { code: 'en_US' } });
+    expect((await message(r.json.id)).metadata.template).toEqual({ name: 'hello_world', language: 'en_US' });
+  });
+
+  it("fails for good with Meta's words when Meta refuses the template", async () => {
+    const phone = newPhone();
+    graph.respond((c) => (c.body?.to === phone ? graphError(404, 132001, '(#132001) Template name does not exist in the translation', 'template name (promo_x) does not exist in pt_BR') : undefined));
+    const r = await tenant.api('POST', '/messages', { channel_id: channel.id, phone: `+${phone}`, type: 'template', template: { name: 'promo_x', language: 'pt_BR' } });
+    expect(r.status).toBe(202);
+    const m = await settled(r.json.id);
+    expect(m.status).toBe('failed');
+    expect(m.error).toMatchObject({ code: '132001', details: 'template name (promo_x) does not exist in pt_BR' });
+    expect(sendsTo(phone)).toHaveLength(1);
+  });
+
+  it('refuses a template message that is not only its template, and a template on another type', async () => {
+    const phone = `+${newPhone()}`;
+    const base = { channel_id: channel.id, phone };
+    const tpl = { name: 'hello_world', language: 'en_US' };
+    const cases: Array<[Record<string, unknown>, string | undefined]> = [
+      [{ type: 'template' }, 'template'],
+      [{ type: 'template', template: tpl, text: 'oi' }, 'text'],
+      [{ type: 'template', template: tpl, media_url: 'https://cdn.example.com/a.jpg' }, 'media_url'],
+      [{ type: 'template', template: tpl, caption: 'x' }, 'caption'],
+      [{ type: 'template', template: tpl, reply_to: 'wamid.X' }, 'reply_to'],
+      [{ type: 'text', text: 'oi', template: tpl }, 'template'],
+      [{ type: 'template', template: { ...tpl, components: [{ type: 'body', parameters: [{ type: 'text', text: 'x'.repeat(17 * 1024) }] }] } }, 'template.components'],
+      // The schema's own checks: a name as WhatsApp Manager has them, a language code, no other fields.
+      [{ type: 'template', template: { name: 'Promo Nov', language: 'pt_BR' } }, undefined],
+      [{ type: 'template', template: { name: 'promo', language: 'português' } }, undefined],
+      [{ type: 'template', template: { ...tpl, namespace: 'x' } }, undefined],
+      [{ type: 'template', template: { ...tpl, components: [{ parameters: [] }] } }, undefined],
+    ];
+    const before = (await rows(db, 'SELECT count(*)::int AS n FROM messages WHERE channel_id = $1', [channel.id]))[0].n;
+    for (const [body, field] of cases) {
+      const r = await tenant.api('POST', '/messages', { ...base, ...body });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      if (field) expect(r.json.errors?.map((e: { field: string }) => e.field), JSON.stringify(body)).toContain(field);
+    }
+    expect((await rows(db, 'SELECT count(*)::int AS n FROM messages WHERE channel_id = $1', [channel.id]))[0].n).toBe(before);
+  });
+
+  it('refuses a template through a WAHA channel (422), storing and sending nothing', async () => {
+    const waha = await startFakeWaha();
+    const wahaChannel = await world.createChannel(waha.url);
+    const r = await tenant.api('POST', '/messages', { channel_id: wahaChannel.id, phone: `+${newPhone()}`, type: 'template', template: { name: 'hello_world', language: 'en_US' } });
+    expect(r.status).toBe(422);
+    expect(r.json.detail).toContain('Cloud API');
+    expect(r.json.errors).toEqual([{ field: 'type', message: 'not for this channel' }]);
+    expect((await rows(db, 'SELECT count(*)::int AS n FROM messages WHERE channel_id = $1', [wahaChannel.id]))[0].n).toBe(0);
+    expect(waha.calls).toHaveLength(0);
+  });
+});
