@@ -1,7 +1,7 @@
 // The file behind a message's media, whichever provider carried it (GET /messages/{id}/media):
 // Cloud API media are looked up and streamed with the channel's token (cloud-media.ts), WAHA's own
-// files are streamed from the channel's WAHA with its API key (waha-media.ts), and any other URL
-// is the caller's to follow.
+// files of the channel's session are streamed from the channel's WAHA with its API key
+// (waha-media.ts), and any other URL — a reply's media_url among them — is the caller's to follow.
 import type { Dispatcher } from 'undici';
 import type { Database } from '../db/database.ts';
 import { findChannel } from '../db/channels.sql.ts';
@@ -11,7 +11,7 @@ import { openChannelSecrets } from '../services/channels.service.ts';
 import { cloudConnectionOf } from './cloud.client.ts';
 import { downloadCloudMedia } from './cloud-media.ts';
 import type { MediaOptions, MessageMedia } from './media-download.ts';
-import { downloadWahaMedia, wahaFileUrl } from './waha-media.ts';
+import { downloadWahaMedia, wahaFilePath, wahaFileUrl } from './waha-media.ts';
 import { wahaConnectionOf } from './waha.client.ts';
 
 /**
@@ -26,18 +26,19 @@ export async function messageMedia(deps: MediaDeps, projectId: string, messageId
   const found = await withTransaction(
     deps.db,
     async (tx) => {
-      const r = await tx.query<{ channel_id: string; media: Record<string, unknown> | null }>(
-        'SELECT channel_id, media FROM messages WHERE project_id = $1 AND id = $2',
+      const r = await tx.query<{ channel_id: string; media: Record<string, unknown> | null; source: string | null }>(
+        "SELECT channel_id, media, metadata->>'source' AS source FROM messages WHERE project_id = $1 AND id = $2",
         [projectId, messageId],
       );
       const row = r.rows[0];
       if (!row) throw notFound('message');
       const channel = await findChannel(tx, projectId, row.channel_id);
-      return { media: row.media, channel };
+      // A reply sent through the API keeps the media_url its caller gave (its echo is folded in).
+      return { media: row.media, channel, fromApi: row.source === 'api' };
     },
     { projectId },
   );
-  const { media, channel } = found;
+  const { media, channel, fromApi } = found;
   const str = (v: unknown) => (typeof v === 'string' && v ? v : null);
   const mimetype = str(media?.mimetype) ?? str(media?.mime_type);
   const filename = str(media?.filename);
@@ -47,10 +48,14 @@ export async function messageMedia(deps: MediaDeps, projectId: string, messageId
     const conn = { ...cloudConnectionOf({ config: channel.config, secrets: openChannelSecrets(deps.secretKey, channel.secrets) }), dispatcher: deps.dispatchers?.cloud };
     return downloadCloudMedia(conn, mediaId, { mimetype, filename }, opts);
   }
-  if (url && channel?.type === 'waha') {
+  if (url && channel?.type === 'waha' && !fromApi) {
     const conn = wahaConnectionOf({ config: channel.config, secrets: openChannelSecrets(deps.secretKey, channel.secrets) }, undefined, deps.dispatchers?.waha);
-    const fileUrl = wahaFileUrl(url, conn.baseUrl);
-    if (fileUrl) return downloadWahaMedia(conn, fileUrl, { mimetype, filename }, opts);
+    const path = wahaFilePath(url, conn.session);
+    if (path) {
+      const fileUrl = wahaFileUrl(conn.baseUrl, path);
+      if (!fileUrl) throw new AppError('unprocessable', "the channel's base_url is not an http(s) URL: WAHA's files cannot be fetched");
+      return downloadWahaMedia(conn, fileUrl, { mimetype, filename }, opts);
+    }
   }
   if (url) return { kind: 'url', url, mimetype, filename };
   if (mediaId) throw new AppError('not_found', 'the channel this media came through no longer exists');

@@ -4,31 +4,49 @@
 // is the API client's to use, so the file is fetched from the channel's base_url — where we reach
 // WAHA — with the channel's API key, and streamed through (media-download.ts). A URL elsewhere
 // (WAHA's S3 storage hands out presigned links) needs no key of ours: the client is sent there.
+//
+// One WAHA key opens every session's files on that server, and a WAHA may serve several
+// channels (several projects): only a file of the channel's own session is fetched, and only for
+// a message whose media WAHA named (not a reply's media_url, which the API's caller chose).
 import { AppError } from '../errors.ts';
 import { fetchMedia, type MediaOptions, type MessageMedia } from './media-download.ts';
 import { wahaBlockedText, type WahaConnection } from './waha.client.ts';
 
 const FILES_PATH = '/api/files/';
 
-/** Where, on the channel's WAHA, the file a stored media URL names is served; undefined when the URL is not one of WAHA's files. */
-export function wahaFileUrl(stored: string, baseUrl: string): string | undefined {
+/**
+ * The path and query of the session's file a stored media URL names (`/api/files/{session}/{file}`),
+ * or undefined when it names no file of that session. Parsing has resolved `..` and `%2e%2e`
+ * segments; the file is one segment, with no encoded slash or backslash to become one on WAHA.
+ */
+export function wahaFilePath(stored: string, session: string): string | undefined {
   let named: URL;
-  let base: URL;
   try {
     named = new URL(stored);
+  } catch {
+    return undefined;
+  }
+  const prefix = `${FILES_PATH}${encodeURIComponent(session)}/`;
+  const at = named.pathname.indexOf(prefix);
+  if (at < 0) return undefined;
+  const file = named.pathname.slice(at + prefix.length);
+  if (!/^[^/\\]+$/.test(file) || /%(2f|5c)/i.test(file) || /^(\.|%2e)+$/i.test(file)) return undefined;
+  return `${prefix}${file}${named.search}`;
+}
+
+/** That file on the channel's WAHA: `path` (wahaFilePath's) after the base_url, whose own path is kept; undefined when base_url is not an http(s) URL. */
+export function wahaFileUrl(baseUrl: string, path: string): string | undefined {
+  let base: URL;
+  try {
     base = new URL(baseUrl);
   } catch {
     return undefined;
   }
   if (!/^https?:$/.test(base.protocol)) return undefined;
-  // Parsing has resolved `..` and `%2e%2e` segments: what follows /api/files/ stays under it.
-  const at = named.pathname.indexOf(FILES_PATH);
-  if (at < 0 || named.pathname.length === at + FILES_PATH.length) return undefined;
-  const prefix = base.pathname.replace(/\/+$/, '');
-  return `${base.origin}${prefix}${named.pathname.slice(at)}${named.search}`;
+  return `${base.origin}${base.pathname.replace(/\/+$/, '')}${path}`;
 }
 
-/** The file from the channel's WAHA (a HEAD when `opts.download` is false); `url` is a stored media URL wahaFileUrl accepts. */
+/** The file from the channel's WAHA (a HEAD when `opts.download` is false); `fileUrl` is wahaFileUrl's. */
 export async function downloadWahaMedia(conn: WahaConnection, fileUrl: string, known: { mimetype: string | null; filename: string | null }, opts: MediaOptions = {}): Promise<MessageMedia> {
   return fetchMedia(
     {

@@ -5,7 +5,7 @@
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { wahaFileUrl } from '../../src/channels/waha-media.ts';
+import { wahaFilePath, wahaFileUrl } from '../../src/channels/waha-media.ts';
 import { loadConfig } from '../../src/config.ts';
 import { buildApp } from '../../src/http/app.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
@@ -47,6 +47,10 @@ const wahaUrl = `http://127.0.0.1:${(waha.address() as AddressInfo).port}`;
 const t = await startInbound();
 const channel = await t.createChannel({ base_url: wahaUrl, api_key: API_KEY, session: 'loja-principal' });
 
+/** Our id of the channel's message whose provider id ends with `key`, once stored. */
+const storedId = (ch: Channel, key: string) =>
+  waitFor(async () => (await t.db.query('SELECT id FROM messages WHERE channel_id = $1 AND external_id LIKE $2', [ch.id, `%${key}`])).rows[0]?.id as string | undefined, `${key} stored`, 30_000);
+
 /** The GOWS image fixture as a new message (its own id) whose media URL is `url`; returns our message id once stored. */
 async function imageMessage(ch: Channel, url: string, mimetype: string | null = 'image/jpeg'): Promise<string> {
   const body = fixture('gows-image-caption');
@@ -55,11 +59,7 @@ async function imageMessage(ch: Channel, url: string, mimetype: string | null = 
   body.payload._data.Info.ID = key;
   body.payload.media = { url, mimetype, filename: null };
   expect((await t.post(ch, body)).status).toBe(200);
-  return waitFor(
-    async () => (await t.db.query('SELECT id FROM messages WHERE channel_id = $1 AND external_id LIKE $2', [ch.id, `%${key}`])).rows[0]?.id as string | undefined,
-    `${key} stored`,
-    30_000,
-  );
+  return storedId(ch, key);
 }
 
 const media = (id: string, method: 'GET' | 'HEAD' = 'GET', app = t.app) =>
@@ -71,11 +71,7 @@ describe('WAHA media through GET /messages/{id}/media', () => {
     files.set('/api/files/loja-principal/3EB0DEV00000000IMG01.jpeg', { type: 'image/jpeg', bytes: jpeg });
     const body = fixture('gows-image-caption');
     expect((await t.post(channel, body)).status).toBe(200);
-    const id = await waitFor(
-      async () => (await t.db.query('SELECT id FROM messages WHERE channel_id = $1 AND external_id LIKE $2', [channel.id, '%3EB0DEV00000000IMG01'])).rows[0]?.id as string | undefined,
-      'the image stored',
-      30_000,
-    );
+    const id = await storedId(channel, '3EB0DEV00000000IMG01');
     // The API still shows the URL WAHA gave.
     const read = await t.api('GET', `/messages/${id}`);
     expect(read.json.media.url).toBe('http://localhost:3000/api/files/loja-principal/3EB0DEV00000000IMG01.jpeg');
@@ -91,6 +87,36 @@ describe('WAHA media through GET /messages/{id}/media', () => {
     expect(call.headers['x-api-key']).toBe(API_KEY);
     expect(call.headers['accept-encoding']).toBe('identity');
     expect(JSON.stringify(r.headers)).not.toContain(API_KEY);
+    // Served from the API's own address: never sniffed, never run as a page.
+    expect(r.headers['x-content-type-options']).toBe('nosniff');
+    expect(r.headers['content-security-policy']).toBe("default-src 'none'; sandbox");
+  });
+
+  it('fetches no file of another session, nor the media_url of a reply sent through the API: those are redirects', async () => {
+    files.set('/api/files/outra-loja/segredo.jpeg', { type: 'image/jpeg', bytes: Buffer.from('not yours') });
+    const before = calls.length;
+    // Another session's file on the same WAHA (another project's channel, perhaps), named in a webhook.
+    const other = await imageMessage(channel, 'http://localhost:3000/api/files/outra-loja/segredo.jpeg');
+    const r = await media(other);
+    expect(r.statusCode).toBe(302);
+    expect(r.headers.location).toBe('http://localhost:3000/api/files/outra-loja/segredo.jpeg');
+    // A reply whose media_url the caller chose, naming a file of this very session.
+    files.set('/api/files/loja-principal/alheio.jpeg', { type: 'image/jpeg', bytes: Buffer.from('x') });
+    const sent = await t.api('POST', '/messages', { channel_id: channel.id, phone: '+5511900000001', type: 'image', media_url: 'http://localhost:3000/api/files/loja-principal/alheio.jpeg' });
+    expect(sent.status).toBe(202);
+    const reply = await media(sent.json.id);
+    expect(reply.statusCode).toBe(302);
+    expect(reply.headers.location).toBe('http://localhost:3000/api/files/loja-principal/alheio.jpeg');
+    expect(calls.slice(before).filter((c) => c.path.startsWith('/api/files/'))).toEqual([]);
+  });
+
+  it('serves a type that is not one as application/octet-stream', async () => {
+    files.set('/api/files/loja-principal/t.bin', { type: 'image/jpeg', bytes: Buffer.from('x') });
+    const id = await imageMessage(channel, 'http://localhost:3000/api/files/loja-principal/t.bin', 'image/jpeg\r\nset-cookie: a=1');
+    const r = await media(id);
+    expect(r.statusCode).toBe(200);
+    expect(r.headers['content-type']).toBe('application/octet-stream');
+    expect(r.headers['set-cookie']).toBeUndefined();
   });
 
   it('keeps the path of a base_url behind a prefix, and the file’s query string', async () => {
@@ -180,19 +206,31 @@ describe('WAHA media through GET /messages/{id}/media', () => {
   });
 });
 
-describe('wahaFileUrl', () => {
+describe('wahaFilePath and wahaFileUrl', () => {
   const base = 'http://waha.internal:3000';
-  it('moves a WAHA file onto the channel’s base_url', () => {
-    expect(wahaFileUrl('http://localhost:3000/api/files/s/a.jpeg', base)).toBe('http://waha.internal:3000/api/files/s/a.jpeg');
-    expect(wahaFileUrl('http://localhost:3000/api/files/s/a%20b.jpeg?x=1', `${base}/`)).toBe('http://waha.internal:3000/api/files/s/a%20b.jpeg?x=1');
-    expect(wahaFileUrl('https://proxy.example/waha/api/files/s/a.jpeg', 'https://waha.example/base//')).toBe('https://waha.example/base/api/files/s/a.jpeg');
+  it('moves a file of the session onto the channel’s base_url', () => {
+    const at = (stored: string, b = base) => wahaFileUrl(b, wahaFilePath(stored, 's')!);
+    expect(at('http://localhost:3000/api/files/s/a.jpeg')).toBe('http://waha.internal:3000/api/files/s/a.jpeg');
+    expect(at('http://localhost:3000/api/files/s/a%20b.jpeg?x=1', `${base}/`)).toBe('http://waha.internal:3000/api/files/s/a%20b.jpeg?x=1');
+    expect(at('https://proxy.example/waha/api/files/s/a.jpeg', 'https://waha.example/base//')).toBe('https://waha.example/base/api/files/s/a.jpeg');
+    expect(wahaFilePath('http://localhost:3000/api/files/loja%20nova/a.jpeg', 'loja nova')).toBe('/api/files/loja%20nova/a.jpeg');
   });
-  it('takes nothing that leaves /api/files/, names no file, or is not a URL', () => {
-    expect(wahaFileUrl('http://localhost:3000/api/files/../sessions', base)).toBeUndefined();
-    expect(wahaFileUrl('http://localhost:3000/api/files/%2e%2e/sessions/default', base)).toBeUndefined();
-    expect(wahaFileUrl('http://localhost:3000/api/files/', base)).toBeUndefined();
-    expect(wahaFileUrl('https://bucket.s3.amazonaws.com/s/a.jpeg', base)).toBeUndefined();
-    expect(wahaFileUrl('not a url', base)).toBeUndefined();
-    expect(wahaFileUrl('http://localhost:3000/api/files/s/a.jpeg', 'ftp://waha.internal')).toBeUndefined();
+  it('takes nothing of another session, nothing that leaves its folder, no file, no URL', () => {
+    for (const stored of [
+      'http://localhost:3000/api/files/other/a.jpeg',
+      'http://localhost:3000/api/files/s/../other/a.jpeg',
+      'http://localhost:3000/api/files/s/%2e%2e/%2e%2e/sessions',
+      'http://localhost:3000/api/files/s/sub/a.jpeg',
+      'http://localhost:3000/api/files/s/..%2Fother%2Fa.jpeg',
+      'http://localhost:3000/api/files/s/..%5Cother',
+      'http://localhost:3000/api/files/s/',
+      'http://localhost:3000/api/files/s/%2e',
+      'https://bucket.s3.amazonaws.com/s/a.jpeg',
+      'not a url',
+    ]) {
+      expect(wahaFilePath(stored, 's'), stored).toBeUndefined();
+    }
+    expect(wahaFileUrl('ftp://waha.internal', '/api/files/s/a.jpeg')).toBeUndefined();
+    expect(wahaFileUrl('', '/api/files/s/a.jpeg')).toBeUndefined();
   });
 });

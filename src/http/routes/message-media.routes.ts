@@ -46,11 +46,22 @@ export async function messageMediaRoutes(app: FastifyInstance, deps: AppDeps): P
       const head = req.method === 'HEAD';
       const media = await messageMedia({ db: deps.db, secretKey: secretKeyOf(deps), dispatchers }, req.auth.projectId, req.params.id, { download: !head });
       if (media.kind === 'url') return reply.redirect(media.url, 302);
-      reply.header('content-type', media.mimetype).header('cache-control', 'private, max-age=300');
+      // The type comes from the provider's payload (whoever posts to a channel's webhook): served
+      // from the API's own address, a file must not run as a page there.
+      reply
+        .header('content-type', servableType(media.mimetype))
+        .header('cache-control', 'private, max-age=300')
+        .header('x-content-type-options', 'nosniff')
+        .header('content-security-policy', "default-src 'none'; sandbox");
       if (media.size !== null) reply.header('content-length', String(media.size));
       if (media.filename) reply.header('content-disposition', `inline; filename*=UTF-8''${encodeURIComponent(media.filename)}`);
       // For a HEAD an empty stream, not an empty body: Fastify would set Content-Length: 0 for that.
       return reply.code(200).send(media.kind === 'stream' ? media.body : Readable.from([]));
     },
   });
+}
+
+/** A media type as `type/subtype` with parameters, or octet-stream for anything else (a CR or LF above all). */
+function servableType(mimetype: string): string {
+  return /^[\w.+-]+\/[\w.+-]+(\s*;\s*[\w.+-]+=("[^"\r\n]*"|[^;"\r\n]*))*$/.test(mimetype.trim()) ? mimetype.trim() : 'application/octet-stream';
 }
