@@ -59,7 +59,8 @@ export function graphRequest(conn: CloudConnection, method: 'GET' | 'POST', path
 /** The Cloud API body for one message to `to` (digits only, no '+'). */
 export function cloudMessageBody(to: string, c: OutboundContent): Record<string, unknown> {
   const base: Record<string, unknown> = { messaging_product: 'whatsapp', recipient_type: 'individual', to };
-  if (c.type === 'template' && c.template) {
+  if (c.type === 'template') {
+    if (!c.template) throw new Error('a template message without its template');
     const { name, language, components } = c.template;
     return { ...base, type: 'template', template: { name, language: { code: language }, ...(components && components.length > 0 ? { components } : {}) } };
   }
@@ -119,6 +120,8 @@ export const cloudSender: ProviderSender = {
     const recipient = cloudRecipient(to);
     if (!recipient) return { ok: false, retry: false, error: 'the contact has no phone number (the Cloud API cannot address a LID)', code: 'no_address' };
     if (!conn.phoneNumberId || !conn.accessToken) return { ok: false, retry: false, error: 'the channel has no phone_number_id or access_token', code: 'misconfigured' };
+    // Never sent as something else: POST /messages stores the template with the message.
+    if (content.type === 'template' && !content.template) return { ok: false, retry: false, error: 'the template message has no template stored with it', code: 'unsupported' };
     let answer: GraphAnswer;
     try {
       answer = await graphRequest(conn, 'POST', `/${encodeURIComponent(conn.phoneNumberId)}/messages`, cloudMessageBody(recipient, content));

@@ -48,7 +48,8 @@ export function wahaChatId(to: Recipient): string | undefined {
 /** The WAHA endpoint and body for one message. */
 export function wahaSendRequest(session: string, chatId: string, c: OutboundContent): { path: string; body: Record<string, unknown> } {
   const reply = c.replyToExternalId ? { reply_to: c.replyToExternalId } : {};
-  if (c.type === 'text' || c.type === 'template' || !c.media) return { path: '/api/sendText', body: { session, chatId, text: c.text ?? '', ...reply } };
+  if (c.type === 'template') throw new Error('WAHA sends no template messages');
+  if (c.type === 'text' || !c.media) return { path: '/api/sendText', body: { session, chatId, text: c.text ?? '', ...reply } };
   const file = { mimetype: mimetypeOf(c.type, c.media), filename: filenameOf(c.media), url: c.media.url };
   const caption = c.text ? { caption: c.text } : {};
   switch (c.type) {

@@ -122,9 +122,10 @@ function checkInput(i: QueueMessageInput): void {
 function checkTemplate(i: QueueMessageInput): void {
   if (i.type !== 'template') throw invalid(`a ${i.type} message has no template`, [{ field: 'template', message: 'only for type template' }]);
   if (!i.template) throw invalid('a template message needs template', [{ field: 'template', message: 'required for type template' }]);
-  const extra = (['text', 'mediaUrl', 'caption', 'filename', 'mimetype', 'replyTo'] as const).find((k) => i[k] !== undefined);
+  const fields = { text: 'text', mediaUrl: 'media_url', caption: 'caption', filename: 'filename', mimetype: 'mimetype', replyTo: 'reply_to' } as const;
+  const extra = (Object.keys(fields) as Array<keyof typeof fields>).find((k) => i[k] !== undefined);
   if (extra) {
-    const field = { text: 'text', mediaUrl: 'media_url', caption: 'caption', filename: 'filename', mimetype: 'mimetype', replyTo: 'reply_to' }[extra];
+    const field = fields[extra];
     throw invalid(`a template message has no ${field}: its text and media are the template's, with the parameters in template.components`, [{ field, message: 'not for type template' }]);
   }
   const components = i.template.components;

@@ -2,6 +2,8 @@
 // sender posts Meta's template body to a fake Graph API → sent with the wamid. The only message a
 // business may send a customer who has not written in 24 hours. WAHA channels refuse them.
 import { describe, expect, it } from 'vitest';
+import { cloudSender } from '../../src/channels/cloud.client.ts';
+import { wahaSender } from '../../src/channels/waha.client.ts';
 import { waitFor } from '../support/env.ts';
 import { events, fakeClock, rows, startFakeWaha, startWorld } from '../conversations/harness.ts';
 import { createCloudChannel, graphError, sendAccepted, startFakeGraph, wamid } from './harness.ts';
@@ -86,6 +88,8 @@ describe('template messages', () => {
       [{ type: 'template', template: tpl, text: 'oi' }, 'text'],
       [{ type: 'template', template: tpl, media_url: 'https://cdn.example.com/a.jpg' }, 'media_url'],
       [{ type: 'template', template: tpl, caption: 'x' }, 'caption'],
+      [{ type: 'template', template: tpl, filename: 'a.pdf' }, 'filename'],
+      [{ type: 'template', template: tpl, mimetype: 'image/jpeg' }, 'mimetype'],
       [{ type: 'template', template: tpl, reply_to: 'wamid.X' }, 'reply_to'],
       [{ type: 'text', text: 'oi', template: tpl }, 'template'],
       [{ type: 'template', template: { ...tpl, components: [{ type: 'body', parameters: [{ type: 'text', text: 'x'.repeat(17 * 1024) }] }] } }, 'template.components'],
@@ -112,6 +116,24 @@ describe('template messages', () => {
     expect(r.json.detail).toContain('Cloud API');
     expect(r.json.errors).toEqual([{ field: 'type', message: 'not for this channel' }]);
     expect((await rows(db, 'SELECT count(*)::int AS n FROM messages WHERE channel_id = $1', [wahaChannel.id]))[0].n).toBe(0);
+    expect(waha.calls).toHaveLength(0);
+  });
+});
+
+describe('the senders and a template', () => {
+  const content = { type: 'template' as const, text: null, media: null, replyToExternalId: null };
+  it('the Cloud sender never sends a template message without its template as something else', async () => {
+    const before = graph.calls.length;
+    const cloud = { id: channel.id, type: 'whatsapp_cloud' as const, config: { api_base_url: graph.url, phone_number_id: '1' }, secrets: { access_token: 'token-123456789' } };
+    const outcome = await cloudSender.send(cloud, { phone: '+5511900000001', waLid: null }, { ...content, template: null });
+    expect(outcome).toMatchObject({ ok: false, retry: false, code: 'unsupported' });
+    expect(graph.calls.length).toBe(before);
+  });
+  it('the WAHA sender refuses a template for good without calling WAHA', async () => {
+    const waha = await startFakeWaha();
+    const channel = { id: 'c', type: 'waha' as const, config: { base_url: waha.url, session: 'default' }, secrets: { api_key: 'k' } };
+    const outcome = await wahaSender.send(channel, { phone: '+5511900000001', waLid: null }, { ...content, template: { name: 'hello_world', language: 'en_US' } });
+    expect(outcome).toMatchObject({ ok: false, retry: false, code: 'unsupported' });
     expect(waha.calls).toHaveLength(0);
   });
 });
