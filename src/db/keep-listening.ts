@@ -15,7 +15,10 @@ export type KeepListeningOptions = {
   fallback: string;
   /** Between attempts: doubling from `min` to `max` (default 500 ms to 30 s). */
   retryMs?: { min: number; max: number };
-  /** Called when the connection is back after a drop: notifications sent meanwhile were missed. */
+  /**
+   * Called when the connection is back after a drop, and when LISTEN succeeds after failing:
+   * notifications sent meanwhile were missed.
+   */
   onResume?: () => void;
 };
 
@@ -43,15 +46,26 @@ export function keepListening(db: Database, channel: string, onNotify: (payload:
   let reportFirst!: (ok: boolean) => void;
   const first = new Promise<boolean>((resolve) => (reportFirst = resolve));
 
+  // The adapter calls it from its reconnect, which has no logger: a failure is said here.
+  const resumed = o.onResume && (() => {
+    try {
+      o.onResume!();
+    } catch (err) {
+      o.logger.warn({ channel, err: errorText(err) }, `catching up on ${o.what} missed while not listening failed`);
+    }
+  });
   const attempt = async (n: number): Promise<boolean> => {
     try {
-      const u = await db.listen(channel, onNotify, o.onResume);
+      const u = await db.listen(channel, onNotify, resumed);
       if (stopped) {
         await u().catch(() => {});
         return true;
       }
       unlisten = u;
-      if (n > 0) o.logger.info({ channel, attempts: n + 1 }, `listening for ${o.what} again`);
+      if (n > 0) {
+        o.logger.info({ channel, attempts: n + 1 }, `listening for ${o.what} again`);
+        resumed?.();
+      }
       return true;
     } catch (err) {
       // The first failure and every tenth: an outage should not flood the log.

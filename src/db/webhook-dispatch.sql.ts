@@ -12,6 +12,8 @@ export type ClaimedDelivery = {
   id: string;
   projectId: string;
   subscriptionId: string;
+  /** The subscription's endpoint version (migration 031): another URL, or turned back on by hand, raises it. */
+  endpointVersion: number;
   eventId: string;
   body: string;
   /** `sending`, or `dead` when the subscription turned out to be disabled. */
@@ -60,13 +62,14 @@ export async function claimDeliveries(q: Queryable, ids: readonly string[], opts
      WHERE d.id = c.id AND s.id = d.subscription_id
      RETURNING d.id, d.project_id, d.subscription_id, d.event_id, d.body, d.status, d.attempts, d.attempts_before_recover,
        s.url, s.headers, s.secret, s.previous_secret, s.previous_secret_expires_at > now() AS previous_valid,
-       s.max_attempts, s.timeout_seconds, s.rate_limit_per_second`,
+       s.max_attempts, s.timeout_seconds, s.rate_limit_per_second, s.endpoint_version::float8 AS endpoint_version`,
     [ids, opts.defaultTimeoutMs, opts.leaseMarginMs],
   );
   return r.rows.map((x) => ({
     id: x.id,
     projectId: x.project_id,
     subscriptionId: x.subscription_id,
+    endpointVersion: Number(x.endpoint_version),
     eventId: x.event_id,
     body: x.body,
     status: x.status,
@@ -79,6 +82,21 @@ export async function claimDeliveries(q: Queryable, ids: readonly string[], opts
     timeoutSeconds: x.timeout_seconds ?? null,
     rateLimitPerSecond: x.rate_limit_per_second ?? null,
   }));
+}
+
+/**
+ * Of these subscriptions, as `[id, endpoint version a claim saw]`, those whose endpoint changed
+ * since (`gone: false`) or that no longer exist (`gone: true`).
+ */
+export async function changedEndpoints(q: Queryable, seen: ReadonlyArray<readonly [string, number]>): Promise<Array<{ id: string; gone: boolean }>> {
+  if (seen.length === 0) return [];
+  const r = await q.query<{ id: string; gone: boolean }>(
+    `SELECT p.id, s.id IS NULL AS gone
+     FROM unnest($1::uuid[], $2::bigint[]) AS p(id, seen) LEFT JOIN webhook_subscriptions s ON s.id = p.id
+     WHERE s.id IS NULL OR s.endpoint_version <> p.seen`,
+    [seen.map(([id]) => id), seen.map(([, v]) => v)],
+  );
+  return r.rows;
 }
 
 /** Gives a claim back without spending its attempt (the circuit closed on it meanwhile). */

@@ -21,7 +21,7 @@ import type { Database } from '../db/database.ts';
 import { withDeadline } from '../deadline.ts';
 import { withTransaction } from '../db/transaction.ts';
 import {
-  claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
+  changedEndpoints, claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
   type AttemptOutcomeRow, type ClaimedDelivery,
 } from '../db/webhook-dispatch.sql.ts';
 import { bringDeliveriesForward, disableSubscription, ENDPOINT_CHANGES } from '../db/webhook-subscriptions.sql.ts';
@@ -121,6 +121,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   // its own. Without notifications a circuit keeps its state to the end of its cool-down.
   const onEndpointChange = (id: string) => {
     if (!isUuid(id)) return;
+    endpointSeen.delete(id); // learning starts again from the next claim
     // Attempts still out to the old endpoint now belong to an earlier generation: they hold no
     // slot of the new one, and what they end with is not the new one's (see `attempt`).
     endpointGenerations.set(id, generationOf(id) + 1);
@@ -134,10 +135,29 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       (n) => void (n > 0 && opts.onDue?.(Date.now())),
       (err: unknown) => log.warn({ err, subscription_id: sub }, 'could not bring deliveries forward after an endpoint change'),
     );
+  /**
+   * Per subscription, its endpoint version (migration 031) when this process began to learn of the
+   * endpoint: its first claim since it last heard of a change. Changes announced while LISTEN was
+   * down were missed; once it listens again, the endpoints changed since are taken as changed.
+   * (An entry stays until its endpoint changes or, found at a catch-up, its subscription is gone.)
+   */
+  const endpointSeen = new Map<string, number>();
+  const catchUpOnChanges = () =>
+    changedEndpoints(db, [...endpointSeen])
+      .then((changed) => {
+        for (const { id, gone } of changed) {
+          if (gone) endpointSeen.delete(id);
+          else onEndpointChange(id);
+        }
+        const n = changed.filter((c) => !c.gone).length;
+        if (n > 0) log.info({ subscriptions: n }, 'webhook endpoints changed while their changes could not be heard; their circuits start afresh');
+      })
+      .catch((err: unknown) => log.warn({ err }, 'could not look for webhook subscriptions changed while endpoint changes could not be heard'));
   const endpointChanges = keepListening(db, ENDPOINT_CHANGES, onEndpointChange, {
     logger: log,
     what: 'webhook endpoint changes',
     fallback: 'an open circuit waits out its cool-down after its subscription changes',
+    onResume: () => void catchUpOnChanges(),
   });
   const limits = makeEndpointLimits(endpointCaps(config.webhookConcurrency));
   // The same caps per project, over all its endpoints: a project whose several endpoints all hang
@@ -160,6 +180,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
 
   const claims = makeBatcher<string, ClaimedDelivery | undefined>(async (_key, ids) => {
     const rows = await claimDeliveries(db, [...new Set(ids)], { defaultTimeoutMs: config.webhookTimeoutMs, leaseMarginMs });
+    for (const r of rows) if (!endpointSeen.has(r.subscriptionId)) endpointSeen.set(r.subscriptionId, r.endpointVersion);
     const byId = new Map(rows.map((r) => [r.id, r]));
     // The same id twice in one batch (a duplicate message) gets the claim once.
     return ids.map((id) => {

@@ -5,10 +5,11 @@ import { describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.ts';
 import { keepListening } from '../../src/db/keep-listening.ts';
 import { connectPostgres } from '../../src/db/postgres.ts';
-import { silentLogger } from '../../src/observability/logger.ts';
+import { makeLogger, silentLogger } from '../../src/observability/logger.ts';
 import { makeTestDb, onCleanup, onServices, uniqueName, waitFor } from '../support/env.ts';
 import { failingListen } from '../support/failing-listen.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
+import { wrapDatabase } from '../support/wrapped-db.ts';
 
 /** Notifies until `got` holds the marker: a listener may still be (re)connecting. */
 function heardBy(notifier: Database, channel: string, got: string[]) {
@@ -46,6 +47,36 @@ describe('keepListening', () => {
     await db.query('SELECT pg_notify($1, $2)', [channel, 'after-stop']);
     await heardBy(db, other, fromOther)('marker');
     expect(got).not.toContain('after-stop');
+  });
+
+  it('catches up once it listens after failing, and when the adapter reconnects; a catch-up that throws is logged', async () => {
+    const { db } = await makeTestDb();
+    const flaky = failingListen(db, 1);
+    let adapterResume: (() => void) | undefined;
+    const tracked = wrapDatabase(flaky.db, { listen: (channel, cb, onResume) => ((adapterResume = onResume), flaky.db.listen(channel, cb, onResume)) });
+    const lines: string[] = [];
+    let catchUps = 0;
+    const l = keepListening(tracked, uniqueName('keep'), () => {}, {
+      logger: makeLogger('info', {}, { write: (line: string) => void lines.push(line) }),
+      what: 'test notifications',
+      fallback: 'nothing',
+      retryMs: { min: 20, max: 40 },
+      onResume: () => {
+        catchUps++;
+        if (catchUps === 2) throw new Error('catch-up failed (test)');
+      },
+    });
+    onCleanup(() => l.stop());
+    expect(await l.first).toBe(false);
+    // Listening on the second attempt: what was announced before could not be heard.
+    await waitFor(() => l.heard, 'listening');
+    expect(catchUps).toBe(1);
+    // The adapter's reconnect: the callback it was given throws, and the failure is said.
+    expect(() => adapterResume!()).not.toThrow();
+    expect(catchUps).toBe(2);
+    expect(lines.some((x) => x.includes('catch-up failed (test)') && x.includes('test notifications'))).toBe(true);
+    adapterResume!();
+    expect(catchUps).toBe(3);
   });
 
   it('stops at once when stopped while an attempt is still running', async () => {

@@ -10,6 +10,7 @@ import { ENDPOINT_CHANGES } from '../../src/db/webhook-subscriptions.sql.ts';
 import { webhookCircuitOpen } from '../../src/observability/metrics.ts';
 import { DEFAULT_CIRCUIT_OPTIONS } from '../../src/webhooks/circuit-breaker.ts';
 import { onCleanup, waitFor } from '../support/env.ts';
+import { wrapDatabase } from '../support/wrapped-db.ts';
 import { startReceiver } from './receiver.ts';
 import { api, deliveriesOf, emit, makeTenant, startWorld, subscribe, type World } from './webhook-harness.ts';
 
@@ -157,6 +158,48 @@ describe('an endpoint change heard after the old circuit has postponed a deliver
       throw new Error(`${(err as Error).message}; ${rows.map((d) => `${d.status} due in ${d.next_attempt_at ? Math.round((d.next_attempt_at.getTime() - Date.now()) / 1000) : '-'} s`).join(', ')}`);
     });
     expect(fixed.requests).toHaveLength(3);
+  }, 90_000);
+});
+
+describe('an endpoint change announced while the dispatcher could not hear it', () => {
+  it('is caught up on once LISTEN is back: the deliveries the old circuit postponed go to the new URL at once', async () => {
+    const w = await startWorld({ env: LONG.env, worker: false });
+    // The worker's LISTEN for endpoint changes: what arrives while `deaf` is lost, as across a
+    // dropped connection; `resume` is what the adapter calls once it has reconnected.
+    let deaf = false;
+    let resume: (() => void) | undefined;
+    const db = wrapDatabase(w.db, {
+      listen: (channel, onNotify, onResume) => {
+        if (channel === ENDPOINT_CHANGES) resume = onResume;
+        return w.db.listen(channel, (payload) => void (channel === ENDPOINT_CHANGES && deaf ? undefined : onNotify(payload)), onResume);
+      },
+    });
+    await w.startWorker({ ...LONG.worker, db });
+    const { t, fixed, s } = await brokenEndpoint(w, 3);
+    // Another broken endpoint, only renamed meanwhile: not another endpoint, its circuit stays.
+    const renamed = await brokenEndpoint(w, 2);
+    expect(resume).toBeTypeOf('function');
+
+    deaf = true;
+    expect((await api(w, renamed.t, 'PATCH', `/webhook-subscriptions/${renamed.s.id}`, { name: 'renamed while unheard' })).status).toBe(200);
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: fixed.url })).status).toBe(200);
+    // The API made them due; the dispatcher, its circuit still open on the old endpoint, put
+    // them off to the end of its ten-minute cool-down.
+    await waitFor(async () => {
+      const rows = await deliveriesOf(w, s.id);
+      return rows.length === 3 && rows.every((d) => d.next_attempt_at !== null && d.next_attempt_at.getTime() > Date.now() + 60_000);
+    }, 'the deliveries postponed by the old circuit', 30_000);
+    expect(fixed.requests).toHaveLength(0);
+
+    deaf = false;
+    resume!();
+    await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.status === 'succeeded'), 'all three delivered to the new URL', 30_000);
+    expect(fixed.requests).toHaveLength(3);
+    expect(await circuitOpen(s.id)).toBe(false);
+    expect(await circuitOpen(renamed.s.id)).toBe(true);
+    expect(renamed.broken.requests).toHaveLength(2);
+    const waiting = await deliveriesOf(w, renamed.s.id);
+    expect(waiting.every((d) => d.status !== 'succeeded' && d.next_attempt_at !== null && d.next_attempt_at.getTime() > Date.now() + 60_000)).toBe(true);
   }, 90_000);
 });
 
