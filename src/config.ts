@@ -33,6 +33,8 @@ export type Config = Readonly<{
   wahaAllowPrivateUrls: boolean;
   webhookDisableAfterDays: number;
   consumerRetryDelaysMs: readonly number[];
+  /** Between attempts of a reply the provider could not take (unreachable, 5xx, 429): a provider restart must not fail the replies queued meanwhile. */
+  replyRetryDelaysMs: readonly number[];
   eventRetentionDays: number;
   webhookRetentionDays: number;
   corsOrigins: readonly string[];
@@ -262,6 +264,7 @@ export function loadConfig(env: Env = process.env, opts: LoadOptions = {}): Conf
     wahaAllowPrivateUrls: bool(env, 'WAHA_ALLOW_PRIVATE_URLS', true),
     webhookDisableAfterDays: int(env, 'WEBHOOK_DISABLE_AFTER_DAYS', 5, 1, 365),
     consumerRetryDelaysMs: Object.freeze(durations(env, 'CONSUMER_RETRY_DELAYS', '1s,5s,30s,2m')),
+    replyRetryDelaysMs: Object.freeze(durations(env, 'REPLY_RETRY_DELAYS', '5s,30s,2m,5m,10m,15m,30m')),
     eventRetentionDays: int(env, 'EVENT_RETENTION_DAYS', 30, 1, 36500),
     webhookRetentionDays: int(env, 'WEBHOOK_RETENTION_DAYS', 30, 1, 36500),
     corsOrigins: Object.freeze(corsRaw ? corsOrigins(corsRaw) : []),

@@ -27,6 +27,7 @@ describe('configuration', () => {
       webhookConcurrency: 64,
       webhookAllowPrivateUrls: false,
       consumerRetryDelaysMs: [1000, 5000, 30000, 120000],
+      replyRetryDelaysMs: [5000, 30000, 120000, 300000, 600000, 900000, 1800000],
       eventRetentionDays: 30,
       webhookRetentionDays: 30,
     });

@@ -38,7 +38,7 @@ export async function startConversationWorker(deps: ConversationWorkerDeps): Pro
         broker,
         logger,
         channels: deps.channels,
-        retryDelaysMs: deps.config.consumerRetryDelaysMs,
+        retryDelaysMs: deps.config.replyRetryDelaysMs,
         onRetryScheduled: (ms) => scheduler.wakeIn(ms),
         dispatchers: providerDispatchers(deps.config),
       }),

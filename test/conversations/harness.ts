@@ -61,6 +61,7 @@ export async function startWorld(opts: { clock?: FakeClock; env?: Record<string,
     PUBLIC_URL: 'https://crm.example.test',
     SESSION_TIMEOUT_MINUTES: '1',
     CONSUMER_RETRY_DELAYS: '100ms,200ms',
+    REPLY_RETRY_DELAYS: '100ms,200ms',
     WEBHOOK_ALLOW_PRIVATE_URLS: 'true',
     // The fake WAHA and Graph API listen on loopback.
     WAHA_ALLOW_PRIVATE_URLS: 'true',

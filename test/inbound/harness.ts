@@ -84,6 +84,7 @@ export async function startInbound(opts: StartOptions = {}): Promise<Inbound> {
     WAHA_ALLOW_PRIVATE_URLS: 'true', CLOUD_API_ALLOW_PRIVATE_URLS: 'true',
     // The broker's delays: the processor parks what is still unresolved on the broker's last attempt.
     CONSUMER_RETRY_DELAYS: retryDelaysMs.map((ms) => `${ms}ms`).join(','),
+    REPLY_RETRY_DELAYS: retryDelaysMs.map((ms) => `${ms}ms`).join(','),
     ...opts.env,
   });
   // The fixtures are dated 2025: with the real clock the inactivity sweeper would end their
