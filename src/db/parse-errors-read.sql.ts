@@ -16,6 +16,8 @@ function toParseError(r: Row): ParseErrorRecord & { bodySize: number } {
     bodySize: Number(r.body_size),
     headers: r.headers ?? {},
     createdAt: new Date(r.created_at),
+    replayedAt: r.replayed_at ? new Date(r.replayed_at) : null,
+    replayCount: r.replay_count ?? 0,
   };
 }
 
@@ -38,7 +40,7 @@ export async function listParseErrorsPage(
   }
   const r = await q.query(
     `SELECT id, project_id, channel_id, provider, event_type, reason, substring(body from 1 for ${LIST_BODY_BYTES}) AS body,
-            octet_length(body) AS body_size, headers, created_at, ${exactTime('created_at')} AS cursor_at
+            octet_length(body) AS body_size, headers, created_at, replayed_at, replay_count, ${exactTime('created_at')} AS cursor_at
      FROM parse_errors WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT $2`,
     params,
   );
@@ -48,7 +50,7 @@ export async function listParseErrorsPage(
 /** One of the project's parse errors, its body whole. */
 export async function getParseError(q: Queryable, projectId: string, id: string): Promise<(ParseErrorRecord & { bodySize: number }) | undefined> {
   const r = await q.query(
-    `SELECT id, project_id, channel_id, provider, event_type, reason, body, octet_length(body) AS body_size, headers, created_at
+    `SELECT id, project_id, channel_id, provider, event_type, reason, body, octet_length(body) AS body_size, headers, created_at, replayed_at, replay_count
      FROM parse_errors WHERE project_id = $1 AND id = $2`,
     [projectId, id],
   );

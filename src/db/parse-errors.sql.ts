@@ -23,12 +23,12 @@ export async function insertParseError(q: Queryable, e: NewParseError): Promise<
   );
 }
 
-export type ParseErrorRecord = NewParseError & { createdAt: Date };
+export type ParseErrorRecord = NewParseError & { createdAt: Date; replayedAt: Date | null; replayCount: number };
 
 /** The project's parse errors, newest first. */
 export async function listParseErrors(q: Queryable, projectId: string, limit = 50): Promise<ParseErrorRecord[]> {
   const r = await q.query(
-    `SELECT id, project_id, channel_id, provider, event_type, reason, body, headers, created_at FROM parse_errors
+    `SELECT id, project_id, channel_id, provider, event_type, reason, body, headers, created_at, replayed_at, replay_count FROM parse_errors
      WHERE project_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
     [projectId, limit],
   );
@@ -42,5 +42,30 @@ export async function listParseErrors(q: Queryable, projectId: string, limit = 5
     body: Buffer.from(row.body),
     headers: row.headers ?? {},
     createdAt: new Date(row.created_at),
+    replayedAt: row.replayed_at ? new Date(row.replayed_at) : null,
+    replayCount: row.replay_count,
   }));
+}
+
+/**
+ * Marks a replay of the project's parse error, if its replay count is still `seen` (two replays
+ * at once: one marks, the other finds it marked). The row as marked, or undefined.
+ */
+export async function markParseErrorReplay(q: Queryable, projectId: string, id: string, seen: number): Promise<{ replayedAt: Date; replayCount: number } | undefined> {
+  const r = await q.query<{ replayed_at: Date; replay_count: number }>(
+    `UPDATE parse_errors SET replayed_at = now(), replay_count = replay_count + 1
+     WHERE project_id = $1 AND id = $2 AND replay_count = $3 RETURNING replayed_at, replay_count`,
+    [projectId, id, seen],
+  );
+  const row = r.rows[0];
+  return row ? { replayedAt: new Date(row.replayed_at), replayCount: row.replay_count } : undefined;
+}
+
+/** Takes back a replay's mark whose send failed (if nothing marked it since). */
+export async function unmarkParseErrorReplay(q: Queryable, projectId: string, id: string, marked: number, before: Date | null): Promise<void> {
+  await q.query(
+    `UPDATE parse_errors SET replayed_at = $4::timestamptz, replay_count = replay_count - 1
+     WHERE project_id = $1 AND id = $2 AND replay_count = $3`,
+    [projectId, id, marked, before ? before.toISOString() : null],
+  );
 }

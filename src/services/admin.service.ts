@@ -6,15 +6,18 @@
 // admin as they are (whether processing is backed up concerns their data too, and the numbers
 // name no tenant's data), while dead-letter counts and rows are the caller's project's only.
 // Dead letters without a project (system messages) are visible to no project.
-import type { Broker, QueueStats } from '../broker/broker.ts';
+import { errorText, PROJECT_HEADER, type Broker, type QueueStats } from '../broker/broker.ts';
+import { Queues } from '../broker/topology.ts';
 import { getDeadLetter, listDeadLetters, replayDeadLetter, type DeadLetter } from '../broker/dead-letters.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import { countDeadLettersByQueue } from '../db/dead-letters-read.sql.ts';
 import type { Page } from '../db/keyset.ts';
 import { getParseError, listParseErrorsPage } from '../db/parse-errors-read.sql.ts';
-import type { ParseErrorRecord } from '../db/parse-errors.sql.ts';
+import { markParseErrorReplay, unmarkParseErrorReplay, type ParseErrorRecord } from '../db/parse-errors.sql.ts';
 import { withTransaction } from '../db/transaction.ts';
+import { uuidv7 } from '../domain/ids.ts';
 import type { Caller } from '../domain/permissions.ts';
+import { EnvelopeHeaders } from '../inbound/ingress.ts';
 import { AppError, notFound } from '../errors.ts';
 import { listEvents, type StoredEvent } from '../outbox/outbox.sql.ts';
 
@@ -74,6 +77,36 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
       if (!replayed) throw notFound('dead letter');
       if (replayed === 'taken') throw new AppError('conflict', `dead letter ${own.id} is being replayed by another request, or was just now`);
       return replayed;
+    },
+
+    /**
+     * Sends a parse error's webhook through the inbound processor again, as a new message of the
+     * raw queue with the envelope it had: what it names is applied now if it can be (the message an
+     * ack waited for has arrived; a parser fix reads it), parked again as a new parse error if not.
+     * Messages are deduplicated by their provider id, so a replay never stores one twice. One
+     * replayed already is refused unless `force`, as a dead letter is.
+     */
+    async replayParseError(caller: Caller, id: string, o: { force?: boolean } = {}): Promise<ParseErrorRecord> {
+      const own = await inProject(caller, (tx) => getParseError(tx, caller.projectId, id));
+      if (!own) throw notFound('parse error');
+      if (!own.channelId) throw new AppError('unprocessable', `parse error ${own.id} names no channel: its webhook cannot be processed again`);
+      if (own.replayedAt && !o.force) {
+        throw new AppError(
+          'conflict',
+          `parse error ${own.id} was replayed at ${own.replayedAt.toISOString()} (${own.replayCount} ${own.replayCount === 1 ? 'time' : 'times'}): its webhook went through again then, and one parked again since is a parse error of its own; replay it again with force=true`,
+        );
+      }
+      const marked = await inProject(caller, (tx) => markParseErrorReplay(tx, caller.projectId, own.id, own.replayCount));
+      if (!marked) throw new AppError('conflict', `parse error ${own.id} is being replayed by another request, or was just now`);
+      // The envelope as the ingress wrote it, under this project whatever the stored headers say.
+      const headers = { ...own.headers, [EnvelopeHeaders.channelId]: own.channelId, [EnvelopeHeaders.provider]: own.provider, [PROJECT_HEADER]: caller.projectId };
+      try {
+        await broker.send(Queues.inboundRaw, [{ messageId: uuidv7(), body: own.body, headers }], { timeoutMs: 5000 });
+      } catch (err) {
+        await inProject(caller, (tx) => unmarkParseErrorReplay(tx, caller.projectId, own.id, marked.replayCount, own.replayedAt)).catch(() => undefined);
+        throw new AppError('unavailable', `the webhook could not be queued again: ${errorText(err)}; retry`);
+      }
+      return { ...own, ...marked };
     },
 
     parseErrors(caller: Caller, f: { channelId?: string; limit?: number; cursor?: string }): Promise<Page<ParseErrorRecord>> {

@@ -88,4 +88,24 @@ export async function adminRoutes(app: FastifyInstance, deps: AppDeps): Promise<
     response: { 200: ParseErrorSchema },
     handler: async (req) => presentParseError(await admin.parseError(req.auth, req.params.id)),
   });
+
+  defineRoute(app, {
+    method: 'POST',
+    url: '/admin/parse-errors/:id/replay',
+    summary: 'Send a parse error’s webhook through the inbound processor again',
+    description:
+      'For an ack or reaction parked because its message came after its retries, or a payload a newer version reads: the webhook goes back to the raw queue with its envelope and is processed as if it had just arrived (a message already stored is not stored again). One that fails again is parked as a new parse error. One already replayed is a 409 unless `force=true`.',
+    permission: 'admin.write',
+    params: IdParams,
+    querystring: Type.Object(
+      { force: Type.Optional(Type.Boolean({ description: 'Replay a parse error that was replayed already' })) },
+      { additionalProperties: false },
+    ),
+    response: { 202: Type.Object({ id: Type.String(), replay_count: Type.Integer(), replayed_at: Type.String() }) },
+    problems: { 409: 'Replayed already (use force=true), or being replayed', 422: 'The parse error names no channel', 503: 'The raw queue did not take it; retry' },
+    handler: async (req, reply) => {
+      const p = await admin.replayParseError(req.auth, req.params.id, { force: req.query.force === true });
+      return reply.code(202).send({ id: p.id, replay_count: p.replayCount, replayed_at: (p.replayedAt ?? new Date()).toISOString() });
+    },
+  });
 }

@@ -55,6 +55,8 @@ export const ParseErrorSchema = Type.Object(
     body_truncated: Type.Boolean({ description: 'The list shows the first 64 KiB only: GET /admin/parse-errors/{id} has it whole' }),
     headers: FreeObject(),
     created_at: Timestamp,
+    replayed_at: Nullable(Timestamp),
+    replay_count: Type.Integer(),
   },
   { title: 'ParseError' },
 );
@@ -132,6 +134,8 @@ export const presentParseError = (p: ParseErrorRecord & { bodySize?: number }): 
   ...presentBytes(p.body, p.bodySize),
   headers: p.headers,
   created_at: iso(p.createdAt),
+  replayed_at: isoOrNull(p.replayedAt),
+  replay_count: p.replayCount,
 });
 
 export const presentEvent = (e: StoredEvent): Static<typeof EventSchema> => ({
