@@ -26,15 +26,17 @@ export async function messageMedia(deps: MediaDeps, projectId: string, messageId
   const found = await withTransaction(
     deps.db,
     async (tx) => {
-      const r = await tx.query<{ channel_id: string; media: Record<string, unknown> | null; source: string | null }>(
-        "SELECT channel_id, media, metadata->>'source' AS source FROM messages WHERE project_id = $1 AND id = $2",
+      const r = await tx.query<{ channel_id: string; media: Record<string, unknown> | null; from_api: boolean }>(
+        "SELECT channel_id, media, metadata->>'sent_by' IS NOT NULL AS from_api FROM messages WHERE project_id = $1 AND id = $2",
         [projectId, messageId],
       );
       const row = r.rows[0];
       if (!row) throw notFound('message');
       const channel = await findChannel(tx, projectId, row.channel_id);
-      // A reply sent through the API keeps the media_url its caller gave (its echo is folded in).
-      return { media: row.media, channel, fromApi: row.source === 'api' };
+      // A reply sent through our API (only those have `sent_by`) keeps the media_url its caller
+      // gave, its echo folded in. (`source: "api"` alone is WAHA's word for a message any client
+      // of WAHA's API sent: WAHA's own file, like any other.)
+      return { media: row.media, channel, fromApi: row.from_api === true };
     },
     { projectId },
   );

@@ -110,13 +110,29 @@ describe('WAHA media through GET /messages/{id}/media', () => {
     expect(calls.slice(before).filter((c) => c.path.startsWith('/api/files/'))).toEqual([]);
   });
 
-  it('serves a type that is not one as application/octet-stream', async () => {
-    files.set('/api/files/loja-principal/t.bin', { type: 'image/jpeg', bytes: Buffer.from('x') });
-    const id = await imageMessage(channel, 'http://localhost:3000/api/files/loja-principal/t.bin', 'image/jpeg\r\nset-cookie: a=1');
+  it('streams a file of a message another client of WAHA’s API sent (WAHA’s source "api")', async () => {
+    files.set('/api/files/loja-principal/crm2.jpeg', { type: 'image/jpeg', bytes: Buffer.from('from another integration') });
+    const body = fixture('gows-image-caption');
+    const key = uniqueName('API').replace(/[^A-Za-z0-9]/g, '').toUpperCase();
+    body.payload = { ...body.payload, id: `true_5511900000001@c.us_${key}`, fromMe: true, source: 'api', media: { url: 'http://localhost:3000/api/files/loja-principal/crm2.jpeg', mimetype: 'image/jpeg', filename: null } };
+    body.payload._data.Info = { ...body.payload._data.Info, ID: key, IsFromMe: true };
+    expect((await t.post(channel, body)).status).toBe(200);
+    const id = await storedId(channel, key);
+    expect((await t.api('GET', `/messages/${id}`)).json.metadata.source).toBe('api');
     const r = await media(id);
     expect(r.statusCode).toBe(200);
-    expect(r.headers['content-type']).toBe('application/octet-stream');
-    expect(r.headers['set-cookie']).toBeUndefined();
+    expect(r.body).toBe('from another integration');
+  });
+
+  it('serves a type that is not one as application/octet-stream', async () => {
+    files.set('/api/files/loja-principal/t.bin', { type: 'image/jpeg', bytes: Buffer.from('x') });
+    for (const bad of ['image/jpeg\r\nset-cookie: a=1', 'image/jpeg; name="a\u2028b"', 'imagem/jpé']) {
+      const id = await imageMessage(channel, 'http://localhost:3000/api/files/loja-principal/t.bin', bad);
+      const r = await media(id);
+      expect(r.statusCode, bad).toBe(200);
+      expect(r.headers['content-type'], bad).toBe('application/octet-stream');
+      expect(r.headers['set-cookie']).toBeUndefined();
+    }
   });
 
   it('keeps the path of a base_url behind a prefix, and the file’s query string', async () => {

@@ -61,7 +61,11 @@ export async function messageMediaRoutes(app: FastifyInstance, deps: AppDeps): P
   });
 }
 
-/** A media type as `type/subtype` with parameters, or octet-stream for anything else (a CR or LF above all). */
+/**
+ * A media type as `type/subtype` with parameters, in printable ASCII, or octet-stream for anything
+ * else: a header with a control or non-ASCII character would fail the answer.
+ */
 function servableType(mimetype: string): string {
-  return /^[\w.+-]+\/[\w.+-]+(\s*;\s*[\w.+-]+=("[^"\r\n]*"|[^;"\r\n]*))*$/.test(mimetype.trim()) ? mimetype.trim() : 'application/octet-stream';
+  const t = mimetype.trim();
+  return /^[\x20-\x7e]+$/.test(t) && /^[\w.+-]+\/[\w.+-]+( *; *[\w.+-]+=("[^"]*"|[^;"]*))*$/.test(t) ? t : 'application/octet-stream';
 }
