@@ -10,6 +10,7 @@ import { errorText, PROJECT_HEADER, type Broker, type QueueStats } from '../brok
 import { Queues } from '../broker/topology.ts';
 import { getDeadLetter, listDeadLetters, replayDeadLetter, type DeadLetter } from '../broker/dead-letters.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
+import { findChannel } from '../db/channels.sql.ts';
 import { countDeadLettersByQueue } from '../db/dead-letters-read.sql.ts';
 import type { Page } from '../db/keyset.ts';
 import { getParseError, listParseErrorsPage } from '../db/parse-errors-read.sql.ts';
@@ -90,6 +91,10 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
       const own = await inProject(caller, (tx) => getParseError(tx, caller.projectId, id));
       if (!own) throw notFound('parse error');
       if (!own.channelId) throw new AppError('unprocessable', `parse error ${own.id} names no channel: its webhook cannot be processed again`);
+      // The processor would drop it as for an unknown channel, after this had answered 202.
+      if (!(await inProject(caller, (tx) => findChannel(tx, caller.projectId, own.channelId!)))) {
+        throw new AppError('unprocessable', `the channel of parse error ${own.id} was deleted: its webhook cannot be processed again`);
+      }
       if (own.replayedAt && !o.force) {
         throw new AppError(
           'conflict',

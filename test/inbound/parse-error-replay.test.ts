@@ -4,6 +4,7 @@
 // cannot be read is parked again, as a parse error of its own; another project's is not found.
 import { describe, expect, it } from 'vitest';
 import { uniqueName, waitFor } from '../support/env.ts';
+import { inboundEventsTotal } from '../../src/observability/metrics.ts';
 import { count, fixture, messageByKey, startInbound } from './harness.ts';
 
 // Short retries: a reference to a message not stored yet is parked after three attempts.
@@ -40,11 +41,13 @@ describe('replaying a parse error', () => {
     const again = await t.api('POST', `/admin/parse-errors/${parked.id}/replay`);
     expect(again.status).toBe(409);
     expect(again.json.detail).toContain('force=true');
+    const reactionsProcessed = async () => (await inboundEventsTotal.get()).values.filter((v) => v.labels.event === 'message.reaction').reduce((a, v) => a + v.value, 0);
+    const before = await reactionsProcessed();
     const forced = await t.api('POST', `/admin/parse-errors/${parked.id}/replay?force=true`);
     expect(forced.status).toBe(202);
     expect(forced.json.replay_count).toBe(2);
-    // The forced replay went through too (the reaction, again, is a duplicate): still one event.
-    await waitFor(async () => (await t.db.query("SELECT 1 FROM messages WHERE id = $1 AND reactions_at IS NOT NULL", [target.id])).rows.length === 1, 'reaction kept');
+    // The forced replay went through too (the reaction, again, changes nothing): still one event.
+    await waitFor(async () => (await reactionsProcessed()) > before, 'the forced replay processed', 30_000);
     expect(await count(t.db, "SELECT 1 FROM outbox WHERE aggregate_id = $1 AND type = 'message.reacted'", [target.id])).toBe(1);
     expect((await parkedOf(ch.id)).rows).toHaveLength(1);
   });
@@ -62,6 +65,17 @@ describe('replaying a parse error', () => {
     }, 'parked again', 30_000);
     expect(rows[1].reason).toBe(first.reason);
     expect(rows[1].id).not.toBe(first.id);
+  });
+
+  it('refuses one whose channel was deleted (422), marking nothing', async () => {
+    const ch = await t.createChannel();
+    expect((await t.post(ch, { event: 'message', session: 'x', payload: null })).status).toBe(200);
+    const parked = await waitFor(async () => (await parkedOf(ch.id)).rows[0], 'parked', 30_000);
+    expect((await t.api('DELETE', `/channels/${ch.id}`)).status).toBe(204);
+    const r = await t.api('POST', `/admin/parse-errors/${parked.id}/replay`);
+    expect(r.status).toBe(422);
+    expect(r.json.detail).toContain('deleted');
+    expect((await t.api('GET', `/admin/parse-errors/${parked.id}`)).json.replay_count).toBe(0);
   });
 
   it("is not another project's to replay", async () => {
