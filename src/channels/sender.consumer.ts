@@ -1,7 +1,7 @@
 // The sender: consumes messages.outbound (wake-ups naming a queued message), takes the message
 // with a lease, sends it through its channel's provider and records the outcome:
 //   accepted            → sent, provider id stored, message.sent
-//   retryable failure   → tried again after the next CONSUMER_RETRY_DELAYS step (the schedule lives
+//   retryable failure   → tried again after the next REPLY_RETRY_DELAYS step (the schedule lives
 //                         on the row: the scheduler wakes a sender when it is due)
 //   final failure, or the last retry failed → failed with the provider's reason, message.failed
 // A wake-up for a message that is not due, already done or held by another sender is dropped, and
@@ -36,7 +36,7 @@ export type SenderOptions = {
   broker: Broker;
   channels: ChannelDirectory;
   logger?: Logger;
-  /** Delays between attempts (CONSUMER_RETRY_DELAYS); attempts = delays + 1. */
+  /** Delays between attempts (REPLY_RETRY_DELAYS); attempts = delays + 1. */
   retryDelaysMs: readonly number[];
   /** How long a sender holds a message while the provider answers (longer than its timeout). */
   leaseMs?: number;
