@@ -2,6 +2,7 @@
 // reason so an operator can see (and a fix can replay) them. Written in the project's tenant
 // transaction when the channel is known; without a project otherwise.
 import type { Queryable } from './database.ts';
+import { pruneOlderThan } from './prune.ts';
 import type { Headers } from '../broker/broker.ts';
 
 export type NewParseError = {
@@ -68,4 +69,13 @@ export async function unmarkParseErrorReplay(q: Queryable, projectId: string, id
      WHERE project_id = $1 AND id = $2 AND replay_count = $3`,
     [projectId, id, marked, before ? before.toISOString() : null],
   );
+}
+
+/**
+ * Deletes up to `limit` parse errors parked more than `olderThanDays` ago (housekeeping, chunk
+ * after chunk): a webhook nobody replayed in that time will not be, and a flood of garbage must
+ * not stay for ever. SKIP LOCKED skips a row a replay is marking right now.
+ */
+export function pruneParseErrors(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
+  return pruneOlderThan(q, { table: 'parse_errors', key: ['id'], at: 'created_at' }, olderThanDays, limit);
 }

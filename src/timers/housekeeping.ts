@@ -15,6 +15,7 @@ import { pruneAuthTokens } from '../db/auth-tokens.sql.ts';
 import { pruneIdempotencyKeys } from '../db/idempotency.sql.ts';
 import { expireHeldDeliveries, pruneWebhookDeliveries } from '../db/webhook-deliveries.sql.ts';
 import { pruneReplayedDeadLetters } from '../broker/dead-letters.sql.ts';
+import { pruneParseErrors } from '../db/parse-errors.sql.ts';
 import { webhookDeliveriesTotal } from '../observability/metrics.ts';
 import { pruneEvents, pruneProcessedEvents } from '../outbox/outbox.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
@@ -47,7 +48,7 @@ export type HousekeepingOptions = {
  * Rows deleted by one pass, per table (attempts go with their deliveries); `heldDeliveries` are
  * those given up (made dead, not deleted) after a paused subscription held them too long.
  */
-export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; heldDeliveries: number; webhookDeliveries: number; events: number; processedEvents: number; deadLetters: number };
+export type HousekeepingCounts = { authTokens: number; idempotencyKeys: number; heldDeliveries: number; webhookDeliveries: number; events: number; processedEvents: number; deadLetters: number; parseErrors: number };
 
 export type HousekeepingResult = HousekeepingCounts & {
   /** The tasks that failed this pass (logged; their rows wait for the next pass). */
@@ -82,13 +83,15 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
     // The event log's days: what a replay sent back was handled long since (or died again, which
     // writes a new row), and an event replayed that long ago is gone from the log already.
     deadLetters: (limit) => pruneReplayedDeadLetters(db, opts.eventRetentionDays, limit),
+    // The same days from when they were parked, replayed or not.
+    parseErrors: (limit) => pruneParseErrors(db, opts.eventRetentionDays, limit),
   };
 
   const rest = makeStoppableSleep();
 
   async function pass(): Promise<HousekeepingResult> {
     const started = Date.now();
-    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, failed: [] };
+    const result: HousekeepingResult = { authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, parseErrors: 0, failed: [] };
     for (const [key, task] of Object.entries(tasks) as Array<[keyof HousekeepingCounts, (limit: number) => Promise<number>]>) {
       if (rest.stopped) break;
       try {
@@ -99,7 +102,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
         log.warn({ err, task: key }, 'housekeeping task failed; trying again next pass');
       }
     }
-    if (result.authTokens + result.idempotencyKeys + result.heldDeliveries + result.webhookDeliveries + result.events + result.processedEvents + result.deadLetters > 0) {
+    if (result.authTokens + result.idempotencyKeys + result.heldDeliveries + result.webhookDeliveries + result.events + result.processedEvents + result.deadLetters + result.parseErrors > 0) {
       log.info(
         {
           auth_tokens: result.authTokens,
@@ -109,6 +112,7 @@ export function startHousekeeping(opts: HousekeepingOptions): Housekeeping {
           events: result.events,
           processed_events: result.processedEvents,
           replayed_dead_letters: result.deadLetters,
+          parse_errors: result.parseErrors,
           webhook_retention_days: opts.webhookRetentionDays,
           event_retention_days: opts.eventRetentionDays,
           duration_ms: Date.now() - started,

@@ -140,7 +140,7 @@ describe('housekeeping', () => {
     const result = await housekeeping({ db, logger }).runOnce();
 
     // The paused subscription's 60-day-old delivery is given up (dead), not deleted.
-    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, heldDeliveries: 1, webhookDeliveries: 2, events: 0, processedEvents: 0, deadLetters: 0, failed: [] });
+    expect(result).toEqual({ authTokens: 2, idempotencyKeys: 2, heldDeliveries: 1, webhookDeliveries: 2, events: 0, processedEvents: 0, deadLetters: 0, parseErrors: 0, failed: [] });
     expect(await existing('webhook_deliveries', 'id', [...gone.deliveries, ...kept.deliveries])).toEqual([...kept.deliveries].sort());
     expect(await attemptsOf(gone.deliveries)).toBe(0);
     expect(await attemptsOf(kept.deliveries)).toBe(keptAttempts);
@@ -152,7 +152,7 @@ describe('housekeeping', () => {
 
     // Nothing left to do: the next pass deletes nothing and says nothing.
     lines.length = 0;
-    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, failed: [] });
+    expect(await housekeeping({ db, logger }).runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, parseErrors: 0, failed: [] });
     expect(lines).toEqual([]);
   });
 
@@ -222,6 +222,26 @@ describe('housekeeping', () => {
     await db.query(`DELETE FROM dead_letters WHERE queue = 'housekeeping-test'`);
   });
 
+  it('deletes parse errors parked more than EVENT_RETENTION_DAYS ago, replayed or not', async () => {
+    const parked = async (ageDays: number, replayed: boolean) => {
+      const id = uuidv7();
+      await db.query(
+        `INSERT INTO parse_errors (id, project_id, channel_id, provider, event_type, reason, body, headers, created_at, replayed_at, replay_count)
+         VALUES ($1, $2, NULL, 'waha', 'message', 'housekeeping-test', $3, '{}'::jsonb, now() - make_interval(days => $4),
+                 CASE WHEN $5 THEN now() END, CASE WHEN $5 THEN 1 ELSE 0 END)`,
+        [id, projectId, Buffer.from('{}'), ageDays, replayed],
+      );
+      return id;
+    };
+    const old = [await parked(31, false), await parked(45, true), await parked(400, false)];
+    const recent = [await parked(29, false), await parked(0, true)];
+    const w = watched(db);
+    expect(await housekeeping({ db: w.db, batchSize: 2 }).runOnce()).toMatchObject({ parseErrors: 3, failed: [] });
+    expect(w.deletes('parse_errors')).toEqual([2, 1]);
+    expect(await existing('parse_errors', 'id', [...old, ...recent])).toEqual([...recent].sort());
+    await db.query(`DELETE FROM parse_errors WHERE reason = 'housekeeping-test'`);
+  });
+
   it('keeps finished deliveries for the configured number of days', async () => {
     await clear();
     const old = await delivery('succeeded', 6 * 24);
@@ -282,7 +302,7 @@ describe('housekeeping', () => {
     const w = watched(db);
     const result = await housekeeping({ db: w.db, batchSize: 5 }).runOnce();
 
-    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, heldDeliveries: 0, webhookDeliveries: 23, events: 0, processedEvents: 0, deadLetters: 0, failed: [] });
+    expect(result).toEqual({ authTokens: 10, idempotencyKeys: 7, heldDeliveries: 0, webhookDeliveries: 23, events: 0, processedEvents: 0, deadLetters: 0, parseErrors: 0, failed: [] });
     expect(w.deletes('webhook_deliveries')).toEqual([5, 5, 5, 5, 3]);
     // A full last chunk needs one more statement to find that nothing is left.
     expect(w.deletes('auth_tokens')).toEqual([5, 5, 0]);
@@ -340,14 +360,14 @@ describe('housekeeping', () => {
     const w = watched(db, (sql) => failing && /DELETE FROM idempotency_keys/.test(sql));
     const h = housekeeping({ db: w.db, logger });
 
-    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 1, events: 0, processedEvents: 0, deadLetters: 0, failed: ['idempotencyKeys'] });
+    expect(await h.runOnce()).toEqual({ authTokens: 1, idempotencyKeys: 0, heldDeliveries: 0, webhookDeliveries: 1, events: 0, processedEvents: 0, deadLetters: 0, parseErrors: 0, failed: ['idempotencyKeys'] });
     expect(lines).toContainEqual(expect.objectContaining({ level: 40, task: 'idempotencyKeys', msg: 'housekeeping task failed; trying again next pass' }));
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([key]);
     expect(await existing('auth_tokens', 'id', [token])).toEqual([]);
     expect(await existing('webhook_deliveries', 'id', [old])).toEqual([]);
 
     failing = false;
-    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, failed: [] });
+    expect(await h.runOnce()).toEqual({ authTokens: 0, idempotencyKeys: 1, heldDeliveries: 0, webhookDeliveries: 0, events: 0, processedEvents: 0, deadLetters: 0, parseErrors: 0, failed: [] });
     expect(await existing('idempotency_keys', 'key_hash', [key])).toEqual([]);
   });
 });
