@@ -4,30 +4,18 @@
 import { describe, expect, it } from 'vitest';
 import { classifyGraphFailure, cloudConnectionOf, WINDOW_CLOSED_REASON } from '../../src/channels/cloud.client.ts';
 import { waitFor } from '../support/env.ts';
-import { events, fakeClock, rows, startWorld } from '../conversations/harness.ts';
-import { ACCESS_TOKEN, PHONE_NUMBER_ID, cloudText, createCloudChannel, graphError, postCloud, sendAccepted, startFakeGraph, wamid } from './harness.ts';
+import { events, rows } from '../conversations/harness.ts';
+import { ACCESS_TOKEN, PHONE_NUMBER_ID, cloudText, createCloudChannel, graphError, postCloud, sendAccepted, wamid } from './harness.ts';
+import { startCloudReplyWorld } from './reply-world.ts';
 import { newPhone } from '../support/phones.ts';
 
-// The sweeper's clock stays at T0: these conversations happen in real time and must not time out.
-const world = await startWorld({ clock: fakeClock() });
-const { db, tenant } = world;
-const graph = await startFakeGraph();
-const channel = await createCloudChannel(tenant.api, { api_base_url: graph.url });
-
-const message = async (id: string) => (await rows(db, 'SELECT * FROM messages WHERE id = $1', [id]))[0];
-const sendsTo = (phone: string) => graph.sends().filter((c) => c.body?.to === phone);
+const { world, db, tenant, graph, channel, message, sendsTo, settled } = await startCloudReplyWorld();
 
 async function send(body: Record<string, unknown>, channelId = channel.id): Promise<string> {
   const r = await tenant.api('POST', '/messages', { channel_id: channelId, type: 'text', ...body });
   expect(r.status, JSON.stringify(r.json)).toBe(202);
   return r.json.id;
 }
-
-const settled = (id: string) =>
-  waitFor(async () => {
-    const m = await message(id);
-    return m.status !== 'queued' ? m : undefined;
-  }, `message ${id} to leave queued`, 30_000);
 
 describe('POST /messages through the Cloud API', () => {
   it('sends a text to /{version}/{phone_number_id}/messages with the bearer token and stores the wamid', async () => {

@@ -4,23 +4,12 @@
 import { describe, expect, it } from 'vitest';
 import { cloudSender } from '../../src/channels/cloud.client.ts';
 import { wahaSender } from '../../src/channels/waha.client.ts';
-import { waitFor } from '../support/env.ts';
-import { events, fakeClock, rows, startFakeWaha, startWorld } from '../conversations/harness.ts';
-import { createCloudChannel, graphError, sendAccepted, startFakeGraph, wamid } from './harness.ts';
+import { events, rows, startFakeWaha } from '../conversations/harness.ts';
+import { graphError, sendAccepted, wamid } from './harness.ts';
+import { startCloudReplyWorld } from './reply-world.ts';
 import { newPhone } from '../support/phones.ts';
 
-const world = await startWorld({ clock: fakeClock() });
-const { db, tenant } = world;
-const graph = await startFakeGraph();
-const channel = await createCloudChannel(tenant.api, { api_base_url: graph.url });
-
-const message = async (id: string) => (await rows(db, 'SELECT * FROM messages WHERE id = $1', [id]))[0];
-const sendsTo = (phone: string) => graph.sends().filter((c) => c.body?.to === phone);
-const settled = (id: string) =>
-  waitFor(async () => {
-    const m = await message(id);
-    return m.status !== 'queued' ? m : undefined;
-  }, `message ${id} to leave queued`, 30_000);
+const { world, db, tenant, graph, channel, message, sendsTo, settled } = await startCloudReplyWorld();
 
 const ORDER_SHIPPED = {
   name: 'pedido_enviado',
