@@ -19,12 +19,23 @@ export type SessionRecord = {
   firstResponseSeconds: number | null;
   /** Ended: start to end. Active: start to the latest message so far (it grows with the conversation). */
   durationSeconds: number;
+  /**
+   * Cloud API channels: 24 hours after the contact's latest message through this channel, in any
+   * session — until then Meta takes free-form replies, after it only templates. Null on WAHA
+   * channels (no such window) and when the contact never wrote.
+   */
+  replyWindowUntil: Date | null;
 };
 
-// duration is derived rather than stored so an active session's value is never stale.
+// duration and the reply window are derived rather than stored so their values are never stale
+// (the window reads the conversation's messages by contact: the messages_contact index).
 export const SESSION_COLUMNS = `id, project_id, contact_id, channel_id, status, started_at, last_activity_at, ended_at,
   end_reason, timeout_minutes, message_count, messages_from_contact, messages_from_agent, first_response_seconds,
-  greatest(0, floor(extract(epoch FROM coalesce(ended_at, last_activity_at) - started_at)))::int AS duration_seconds`;
+  greatest(0, floor(extract(epoch FROM coalesce(ended_at, last_activity_at) - started_at)))::int AS duration_seconds,
+  CASE WHEN (SELECT c.type FROM channels c WHERE c.id = sessions.channel_id) = 'whatsapp_cloud' THEN
+    (SELECT max(m."timestamp") FROM messages m
+     WHERE m.contact_id = sessions.contact_id AND m.channel_id = sessions.channel_id AND NOT m.from_me) + interval '24 hours'
+  END AS reply_window_until`;
 
 export function toSession(r: Row): SessionRecord {
   return {
@@ -43,6 +54,7 @@ export function toSession(r: Row): SessionRecord {
     messagesFromAgent: r.messages_from_agent,
     firstResponseSeconds: r.first_response_seconds,
     durationSeconds: r.duration_seconds,
+    replyWindowUntil: r.reply_window_until ? new Date(r.reply_window_until) : null,
   };
 }
 

@@ -4,8 +4,9 @@
 import { describe, expect, it } from 'vitest';
 import { cloudSender } from '../../src/channels/cloud.client.ts';
 import { wahaSender } from '../../src/channels/waha.client.ts';
-import { events, rows, startFakeWaha } from '../conversations/harness.ts';
-import { graphError, sendAccepted, wamid } from './harness.ts';
+import { events, rows, startFakeWaha, wahaMessage } from '../conversations/harness.ts';
+import { waitFor } from '../support/env.ts';
+import { cloudText, graphError, postCloud, sendAccepted, wamid } from './harness.ts';
 import { startCloudReplyWorld } from './reply-world.ts';
 import { newPhone } from '../support/phones.ts';
 
@@ -124,5 +125,51 @@ describe('the senders and a template', () => {
     const outcome = await wahaSender.send(channel, { phone: '+5511900000001', waLid: null }, { ...content, template: { name: 'hello_world', language: 'en_US' } });
     expect(outcome).toMatchObject({ ok: false, retry: false, code: 'unsupported' });
     expect(waha.calls).toHaveLength(0);
+  });
+});
+
+describe("a session's reply window", () => {
+  const sessionOf = async (channelId: string, phone: string) => {
+    const [row] = await rows(db, `SELECT s.id FROM sessions s JOIN contacts k ON k.id = s.contact_id WHERE s.channel_id = $1 AND k.phone = $2 ORDER BY s.started_at DESC LIMIT 1`, [channelId, `+${phone}`]);
+    return row?.id as string | undefined;
+  };
+
+  it("is 24 hours after the contact's latest message on a Cloud channel; our replies do not move it", async () => {
+    const phone = newPhone();
+    const wrote = Math.floor(Date.now() / 1000) - 2 * 3600;
+    expect((await postCloud(world.app, channel.id, cloudText(phone, 'Oi, ainda tem?', { ts: wrote - 20 }).body)).status).toBe(200);
+    expect((await postCloud(world.app, channel.id, cloudText(phone, 'Alô?', { ts: wrote }).body)).status).toBe(200);
+    const id = await waitFor(async () => {
+      const s = await sessionOf(channel.id, phone);
+      return s && (await tenant.api('GET', `/sessions/${s}`)).json.messages_from_contact === 2 ? s : undefined;
+    }, 'both messages stored', 30_000);
+    const until = new Date((wrote + 24 * 3600) * 1000).toISOString();
+    expect((await tenant.api('GET', `/sessions/${id}`)).json.reply_window_until).toBe(until);
+    // A reply goes out; the window is the customer's to open, not ours.
+    graph.respond((c) => (c.body?.to === phone ? sendAccepted(phone) : undefined));
+    const r = await tenant.api('POST', '/messages', { channel_id: channel.id, phone: `+${phone}`, type: 'text', text: 'Tem sim!' });
+    expect((await settled(r.json.id)).status).toBe('sent');
+    expect((await tenant.api('GET', `/sessions/${id}`)).json.reply_window_until).toBe(until);
+    // Two hours on, the reply opened a session of its own (the first had timed out): the window is
+    // the conversation's, the same on both.
+    const contactId = (await tenant.api('GET', `/sessions/${id}`)).json.contact_id;
+    const listed = await tenant.api('GET', `/sessions?contact_id=${contactId}`);
+    expect(listed.json.data.map((x: { reply_window_until: string }) => x.reply_window_until)).toEqual([until, until]);
+  });
+
+  it('is null when the contact never wrote, and on a WAHA channel', async () => {
+    const phone = newPhone();
+    graph.respond((c) => (c.body?.to === phone ? sendAccepted(phone) : undefined));
+    const tpl = await tenant.api('POST', '/messages', { channel_id: channel.id, phone: `+${phone}`, type: 'template', template: { name: 'hello_world', language: 'en_US' } });
+    expect((await settled(tpl.json.id)).status).toBe('sent');
+    const opened = await waitFor(() => sessionOf(channel.id, phone), 'the session our template opened');
+    expect((await tenant.api('GET', `/sessions/${opened}`)).json.reply_window_until).toBeNull();
+
+    const waha = await startFakeWaha();
+    const wahaChannel = await world.createChannel(waha.url);
+    const other = newPhone();
+    expect(await world.postWebhook(wahaChannel, wahaMessage(other, 'Oi', { ts: Math.floor(Date.now() / 1000) }))).toBe(200);
+    const s = await waitFor(() => sessionOf(wahaChannel.id, other), 'the WAHA session');
+    expect((await tenant.api('GET', `/sessions/${s}`)).json.reply_window_until).toBeNull();
   });
 });

@@ -5,7 +5,7 @@ import { at, seedChannel, seedContact, seedMessage, seedSession } from './seed-c
 
 const SESSION_KEYS = [
   'id', 'contact_id', 'channel_id', 'status', 'started_at', 'last_activity_at', 'ended_at', 'end_reason', 'timeout_minutes',
-  'message_count', 'messages_from_contact', 'messages_from_agent', 'first_response_seconds', 'duration_seconds',
+  'message_count', 'messages_from_contact', 'messages_from_agent', 'first_response_seconds', 'duration_seconds', 'reply_window_until',
 ].sort();
 
 let db: Database;
@@ -72,7 +72,7 @@ describe('GET /sessions/{id}', () => {
     expect(r.json).toEqual({
       id: s.xOld, contact_id: x, channel_id: ch1, status: 'ended', started_at: at(0), last_activity_at: at(12), ended_at: at(42),
       end_reason: 'inactivity_timeout', timeout_minutes: 30, message_count: 4, messages_from_contact: 3, messages_from_agent: 1,
-      first_response_seconds: 95, duration_seconds: 42 * 60,
+      first_response_seconds: 95, duration_seconds: 42 * 60, reply_window_until: null,
     });
   });
 

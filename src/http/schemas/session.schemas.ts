@@ -21,6 +21,13 @@ export const Session = Type.Object(
     messages_from_agent: Type.Integer(),
     first_response_seconds: Nullable(Type.Integer({ description: "From the contact's first message to the first reply" })),
     duration_seconds: Type.Integer({ description: 'Start to end; for an active session, start to the latest message' }),
+    reply_window_until: Nullable(
+      Type.String({
+        format: 'date-time',
+        description:
+          "WhatsApp Cloud API channels: 24 hours after the contact's latest message through this channel (in any session); until then free-form replies go, after it only templates. Null for WAHA channels (no such window) and when the contact never wrote",
+      }),
+    ),
   },
   { title: 'Session' },
 );
@@ -47,5 +54,6 @@ export function presentSession(s: SessionRecord) {
     messages_from_agent: s.messagesFromAgent,
     first_response_seconds: s.firstResponseSeconds,
     duration_seconds: s.durationSeconds,
+    reply_window_until: isoOrNull(s.replyWindowUntil),
   };
 }
