@@ -21,20 +21,23 @@ export type SessionRecord = {
   durationSeconds: number;
   /**
    * Cloud API channels: 24 hours after the contact's latest message through this channel, in any
-   * session — until then Meta takes free-form replies, after it only templates. Null on WAHA
+   * session (not WhatsApp's system notices; `request_welcome`, the customer opening the chat,
+   * counts) — until then Meta takes free-form replies, after it only templates. Null on WAHA
    * channels (no such window) and when the contact never wrote.
    */
   replyWindowUntil: Date | null;
 };
 
 // duration and the reply window are derived rather than stored so their values are never stale
-// (the window reads the conversation's messages by contact: the messages_contact index).
+// (the window is the newest row of the messages_contact_wrote index, migration 034, for the
+// conversation: the contact's messages, not WhatsApp's system notices).
 export const SESSION_COLUMNS = `id, project_id, contact_id, channel_id, status, started_at, last_activity_at, ended_at,
   end_reason, timeout_minutes, message_count, messages_from_contact, messages_from_agent, first_response_seconds,
   greatest(0, floor(extract(epoch FROM coalesce(ended_at, last_activity_at) - started_at)))::int AS duration_seconds,
   CASE WHEN (SELECT c.type FROM channels c WHERE c.id = sessions.channel_id) = 'whatsapp_cloud' THEN
     (SELECT max(m."timestamp") FROM messages m
-     WHERE m.contact_id = sessions.contact_id AND m.channel_id = sessions.channel_id AND NOT m.from_me) + interval '24 hours'
+     WHERE m.contact_id = sessions.contact_id AND m.channel_id = sessions.channel_id
+       AND NOT m.from_me AND NOT (m.metadata ? 'system')) + interval '24 hours'
   END AS reply_window_until`;
 
 export function toSession(r: Row): SessionRecord {

@@ -6,7 +6,7 @@ import { cloudSender } from '../../src/channels/cloud.client.ts';
 import { wahaSender } from '../../src/channels/waha.client.ts';
 import { events, rows, startFakeWaha, wahaMessage } from '../conversations/harness.ts';
 import { waitFor } from '../support/env.ts';
-import { cloudText, graphError, postCloud, sendAccepted, wamid } from './harness.ts';
+import { cloudMessage, cloudText, createCloudChannel, graphError, postCloud, sendAccepted, wamid } from './harness.ts';
 import { startCloudReplyWorld } from './reply-world.ts';
 import { newPhone } from '../support/phones.ts';
 
@@ -155,6 +155,25 @@ describe("a session's reply window", () => {
     const contactId = (await tenant.api('GET', `/sessions/${id}`)).json.contact_id;
     const listed = await tenant.api('GET', `/sessions?contact_id=${contactId}`);
     expect(listed.json.data.map((x: { reply_window_until: string }) => x.reply_window_until)).toEqual([until, until]);
+  });
+
+  it("counts only the contact's own messages through this channel: not another channel's, not WhatsApp's system notices", async () => {
+    const phone = newPhone();
+    const now = Math.floor(Date.now() / 1000);
+    const wrote = now - 3 * 3600;
+    expect((await postCloud(world.app, channel.id, cloudText(phone, 'Oi', { ts: wrote }).body)).status).toBe(200);
+    // Later: the same person through another Cloud channel of the project, and a system notice here.
+    const other = await createCloudChannel(tenant.api, { api_base_url: graph.url });
+    expect((await postCloud(world.app, other.id, cloudText(phone, 'Oi de novo', { ts: now - 600 }).body)).status).toBe(200);
+    const notice = cloudMessage(phone, 'system', { system: { body: 'User A changed from +55 to +56', type: 'user_changed_number', new_wa_id: '5531999999999' } }, { ts: now - 300 });
+    expect((await postCloud(world.app, channel.id, notice.body)).status).toBe(200);
+    await waitFor(async () => (await rows(db, 'SELECT 1 FROM messages WHERE external_id = $1', [notice.msg.id])).length === 1, 'the notice stored', 30_000);
+    await waitFor(() => sessionOf(other.id, phone), 'the other channel’s session', 30_000);
+    const here = await waitFor(() => sessionOf(channel.id, phone), 'this channel’s session');
+    const sessions = (await tenant.api('GET', `/sessions?contact_id=${(await tenant.api('GET', `/sessions/${here}`)).json.contact_id}`)).json.data;
+    const byChannel = (id: string) => sessions.filter((s: { channel_id: string }) => s.channel_id === id).map((s: { reply_window_until: string }) => s.reply_window_until);
+    expect(new Set(byChannel(channel.id))).toEqual(new Set([new Date((wrote + 24 * 3600) * 1000).toISOString()]));
+    expect(byChannel(other.id)).toEqual([new Date((now - 600 + 24 * 3600) * 1000).toISOString()]);
   });
 
   it('is null when the contact never wrote, and on a WAHA channel', async () => {
