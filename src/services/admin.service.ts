@@ -102,7 +102,11 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
         );
       }
       const marked = await inProject(caller, (tx) => markParseErrorReplay(tx, caller.projectId, own.id, own.replayCount));
-      if (!marked) throw new AppError('conflict', `parse error ${own.id} is being replayed by another request, or was just now`);
+      if (!marked) {
+        // Housekeeping may have deleted it meanwhile (past EVENT_RETENTION_DAYS).
+        if (!(await inProject(caller, (tx) => getParseError(tx, caller.projectId, own.id)))) throw notFound('parse error');
+        throw new AppError('conflict', `parse error ${own.id} is being replayed by another request, or was just now`);
+      }
       // The envelope as the ingress wrote it, under this project whatever the stored headers say.
       const headers = { ...own.headers, [EnvelopeHeaders.channelId]: own.channelId, [EnvelopeHeaders.provider]: own.provider, [PROJECT_HEADER]: caller.projectId };
       try {

@@ -3,8 +3,8 @@
 // with their attempts once WEBHOOK_RETENTION_DAYS have passed since their last change (and gives
 // up, as dead, the deliveries a paused subscription has held that long), published
 // events older than EVENT_RETENTION_DAYS (never one still owed to the broker), consumers'
-// markers of events they applied that long ago, and dead letters replayed that long ago (never one
-// not replayed: nobody has dealt with it yet).
+// markers of events they applied that long ago, dead letters replayed that long ago (never one
+// not replayed: nobody has dealt with it yet), and parse errors parked that long ago.
 //
 // Every worker process runs it; there is no leader. Each statement deletes a bounded chunk whose
 // rows it locks with SKIP LOCKED, so a large backlog is worked off in many short transactions and
@@ -28,7 +28,7 @@ export type HousekeepingOptions = {
   webhookRetentionDays: number;
   /**
    * Published events are kept this long (EVENT_RETENTION_DAYS); so are consumers' markers of them,
-   * and dead letters after their last replay.
+   * dead letters after their last replay, and parse errors after they were parked.
    */
   eventRetentionDays: number;
   logger?: Logger;

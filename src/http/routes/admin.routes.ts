@@ -102,7 +102,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AppDeps): Promise<
       { additionalProperties: false },
     ),
     response: { 202: Type.Object({ id: Type.String(), replay_count: Type.Integer(), replayed_at: Type.String() }) },
-    problems: { 409: 'Replayed already (use force=true), or being replayed', 422: 'The parse error names no channel', 503: 'The raw queue did not take it; retry' },
+    problems: { 409: 'Replayed already (use force=true), or being replayed', 422: 'The parse error names no channel, or its channel was deleted', 503: 'The raw queue did not take it; retry' },
     handler: async (req, reply) => {
       const p = await admin.replayParseError(req.auth, req.params.id, { force: req.query.force === true });
       return reply.code(202).send({ id: p.id, replay_count: p.replayCount, replayed_at: (p.replayedAt ?? new Date()).toISOString() });
