@@ -122,7 +122,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   const onEndpointChange = (id: string) => {
     if (!isUuid(id)) return;
     endpointSeen.delete(id); // learning starts again from the next claim
-    endpointChangesHeard++;
+    endpointHeardAt.set(id, ++endpointChangesHeard);
     // Attempts still out to the old endpoint now belong to an earlier generation: they hold no
     // slot of the new one, and what they end with is not the new one's (see `attempt`).
     endpointGenerations.set(id, generationOf(id) + 1);
@@ -143,8 +143,12 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
    * (An entry stays until its endpoint changes or, found at a catch-up, its subscription is gone.)
    */
   const endpointSeen = new Map<string, number>();
-  /** Endpoint changes taken in: a claim that read its rows before one must not record what it read. */
+  /**
+   * Endpoint changes taken in, and per subscription the count at its latest: a claim that read a
+   * subscription's row before a change of it was heard must not record what it read.
+   */
   let endpointChangesHeard = 0;
+  const endpointHeardAt = new Map<string, number>();
   const catchUpOnChanges = () =>
     changedEndpoints(db, [...endpointSeen])
       .then((changed) => {
@@ -184,7 +188,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   const claims = makeBatcher<string, ClaimedDelivery | undefined>(async (_key, ids) => {
     const heardBefore = endpointChangesHeard;
     const rows = await claimDeliveries(db, [...new Set(ids)], { defaultTimeoutMs: config.webhookTimeoutMs, leaseMarginMs });
-    if (endpointChangesHeard === heardBefore) for (const r of rows) if (!endpointSeen.has(r.subscriptionId)) endpointSeen.set(r.subscriptionId, r.endpointVersion);
+    for (const r of rows) {
+      if (!endpointSeen.has(r.subscriptionId) && (endpointHeardAt.get(r.subscriptionId) ?? 0) <= heardBefore) endpointSeen.set(r.subscriptionId, r.endpointVersion);
+    }
     const byId = new Map(rows.map((r) => [r.id, r]));
     // The same id twice in one batch (a duplicate message) gets the claim once.
     return ids.map((id) => {
