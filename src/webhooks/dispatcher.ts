@@ -113,8 +113,13 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       log.info({ subscription_id: key, circuit: state }, 'webhook circuit changed');
     },
   });
-  /** Per subscription, how many endpoint changes this process has heard of. */
+  /**
+   * Per subscription, its endpoint's generation: the count of all endpoint changes this process
+   * had heard of when it heard the latest of this one (so a generation only grows, and a claim
+   * can tell a change of its subscription heard while it ran).
+   */
   const endpointGenerations = new Map<string, number>();
+  let endpointChangesHeard = 0;
   // Another URL, or turned back on by hand (any process's API): what this breaker learnt of the
   // endpoint is forgotten, and then the deliveries it held back are due again. The API made them
   // due too, but this process may have postponed some since, before it heard: each process undoes
@@ -122,10 +127,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   const onEndpointChange = (id: string) => {
     if (!isUuid(id)) return;
     endpointSeen.delete(id); // learning starts again from the next claim
-    endpointHeardAt.set(id, ++endpointChangesHeard);
     // Attempts still out to the old endpoint now belong to an earlier generation: they hold no
     // slot of the new one, and what they end with is not the new one's (see `attempt`).
-    endpointGenerations.set(id, generationOf(id) + 1);
+    endpointGenerations.set(id, ++endpointChangesHeard);
     limits.detach(id);
     breaker.reset(id);
     void bringForward(id);
@@ -143,12 +147,6 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
    * (An entry stays until its endpoint changes or, found at a catch-up, its subscription is gone.)
    */
   const endpointSeen = new Map<string, number>();
-  /**
-   * Endpoint changes taken in, and per subscription the count at its latest: a claim that read a
-   * subscription's row before a change of it was heard must not record what it read.
-   */
-  let endpointChangesHeard = 0;
-  const endpointHeardAt = new Map<string, number>();
   const catchUpOnChanges = () =>
     changedEndpoints(db, [...endpointSeen])
       .then((changed) => {
@@ -186,10 +184,11 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   let cutOff = false;
 
   const claims = makeBatcher<string, ClaimedDelivery | undefined>(async (_key, ids) => {
+    // A row read before a change of its subscription was heard is not recorded as what was learnt.
     const heardBefore = endpointChangesHeard;
     const rows = await claimDeliveries(db, [...new Set(ids)], { defaultTimeoutMs: config.webhookTimeoutMs, leaseMarginMs });
     for (const r of rows) {
-      if (!endpointSeen.has(r.subscriptionId) && (endpointHeardAt.get(r.subscriptionId) ?? 0) <= heardBefore) endpointSeen.set(r.subscriptionId, r.endpointVersion);
+      if (!endpointSeen.has(r.subscriptionId) && generationOf(r.subscriptionId) <= heardBefore) endpointSeen.set(r.subscriptionId, r.endpointVersion);
     }
     const byId = new Map(rows.map((r) => [r.id, r]));
     // The same id twice in one batch (a duplicate message) gets the claim once.
