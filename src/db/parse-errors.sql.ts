@@ -26,28 +26,6 @@ export async function insertParseError(q: Queryable, e: NewParseError): Promise<
 
 export type ParseErrorRecord = NewParseError & { createdAt: Date; replayedAt: Date | null; replayCount: number };
 
-/** The project's parse errors, newest first. */
-export async function listParseErrors(q: Queryable, projectId: string, limit = 50): Promise<ParseErrorRecord[]> {
-  const r = await q.query(
-    `SELECT id, project_id, channel_id, provider, event_type, reason, body, headers, created_at, replayed_at, replay_count FROM parse_errors
-     WHERE project_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
-    [projectId, limit],
-  );
-  return r.rows.map((row) => ({
-    id: row.id,
-    projectId: row.project_id,
-    channelId: row.channel_id,
-    provider: row.provider,
-    eventType: row.event_type,
-    reason: row.reason,
-    body: Buffer.from(row.body),
-    headers: row.headers ?? {},
-    createdAt: new Date(row.created_at),
-    replayedAt: row.replayed_at ? new Date(row.replayed_at) : null,
-    replayCount: row.replay_count,
-  }));
-}
-
 /**
  * Marks a replay of the project's parse error, if its replay count is still `seen` (two replays
  * at once: one marks, the other finds it marked). The row as marked, or undefined.

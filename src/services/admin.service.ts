@@ -88,11 +88,15 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
      * replayed already is refused unless `force`, as a dead letter is.
      */
     async replayParseError(caller: Caller, id: string, o: { force?: boolean } = {}): Promise<ParseErrorRecord> {
-      const own = await inProject(caller, (tx) => getParseError(tx, caller.projectId, id));
+      // The row and whether its channel still exists, in one transaction.
+      const { own, channelExists } = await inProject(caller, async (tx) => {
+        const p = await getParseError(tx, caller.projectId, id);
+        return { own: p, channelExists: p?.channelId ? (await findChannel(tx, caller.projectId, p.channelId)) !== undefined : false };
+      });
       if (!own) throw notFound('parse error');
       if (!own.channelId) throw new AppError('unprocessable', `parse error ${own.id} names no channel: its webhook cannot be processed again`);
       // The processor would drop it as for an unknown channel, after this had answered 202.
-      if (!(await inProject(caller, (tx) => findChannel(tx, caller.projectId, own.channelId!)))) {
+      if (!channelExists) {
         throw new AppError('unprocessable', `the channel of parse error ${own.id} was deleted: its webhook cannot be processed again`);
       }
       if (own.replayedAt && !o.force) {
