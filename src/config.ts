@@ -1,6 +1,7 @@
 // Environment → one typed, frozen configuration. Every variable is parsed here and nowhere else;
 // a bad value stops start-up with a message that names the variable and the form it expects.
 import { isIP } from 'node:net';
+import { parseHttpUrl, parseUrl } from './url.ts';
 
 export class ConfigError extends Error {
   constructor(
@@ -118,12 +119,8 @@ function isProxyAddress(e: string): boolean {
 function url(env: Env, name: string, protocols: string[]): string | undefined {
   const raw = read(env, name);
   if (raw === undefined) return undefined;
-  let parsed: URL;
-  try {
-    parsed = new URL(raw);
-  } catch {
-    throw new ConfigError(name, `expected a URL like ${protocols[0]}//host:port/…, got "${redact(raw)}"`);
-  }
+  const parsed = parseUrl(raw);
+  if (!parsed) throw new ConfigError(name, `expected a URL like ${protocols[0]}//host:port/…, got "${redact(raw)}"`);
   if (!protocols.includes(parsed.protocol)) {
     throw new ConfigError(name, `expected a ${protocols.join(' or ')} URL, got "${parsed.protocol}"`);
   }
@@ -165,11 +162,7 @@ export function localBaseUrl(host: string, port: number): string | undefined {
   const wildcard = (family === 4 && host === '0.0.0.0') || (family === 6 && /^[0:]+$/.test(host));
   const name = wildcard ? '127.0.0.1' : family === 6 ? `[${host}]` : host;
   const base = `http://${name}:${port}`;
-  try {
-    return new URL(base).hostname ? base : undefined;
-  } catch {
-    return undefined;
-  }
+  return parseUrl(base)?.hostname ? base : undefined;
 }
 
 function redact(u: string): string {
@@ -193,13 +186,7 @@ function corsOrigins(raw: string): string[] {
   const list = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
   for (const o of list) {
     if (o === '*') continue;
-    let origin: string | undefined;
-    try {
-      const u = new URL(o);
-      origin = u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : undefined;
-    } catch {
-      origin = undefined;
-    }
+    const origin = parseHttpUrl(o)?.origin;
     if (origin !== o) {
       throw new ConfigError('CORS_ORIGINS', `"${o}" is not an origin as browsers send it${origin ? ` (did you mean "${origin}"?)` : ' (expected http(s)://host[:port])'}`);
     }

@@ -3,6 +3,7 @@
 // happened; storing the outcome, retrying and emitting events is the sender consumer's job.
 import type { Dispatcher } from 'undici';
 import { lookupTable } from '../domain/lookup.ts';
+import { parseUrl } from '../url.ts';
 
 /** What we send. `text` is the body of a text message or the caption of a media message. */
 export type OutboundContent = {
@@ -113,11 +114,7 @@ export function filenameOf(media: { url: string; filename: string | null }): str
 }
 
 function safePath(url: string): string | undefined {
-  try {
-    return new URL(url).pathname;
-  } catch {
-    return undefined;
-  }
+  return parseUrl(url)?.pathname;
 }
 
 /**

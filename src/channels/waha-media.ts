@@ -11,6 +11,7 @@
 import { AppError } from '../errors.ts';
 import { fetchMedia, type MediaOptions, type MessageMedia } from './media-download.ts';
 import { wahaBlockedText, type WahaConnection } from './waha.client.ts';
+import { parseHttpUrl, parseUrl } from '../url.ts';
 
 const FILES_PATH = '/api/files/';
 
@@ -20,12 +21,8 @@ const FILES_PATH = '/api/files/';
  * segments; the file is one segment, with no encoded slash or backslash to become one on WAHA.
  */
 export function wahaFilePath(stored: string, session: string): string | undefined {
-  let named: URL;
-  try {
-    named = new URL(stored);
-  } catch {
-    return undefined;
-  }
+  const named = parseUrl(stored);
+  if (!named) return undefined;
   const prefix = `${FILES_PATH}${encodeURIComponent(session)}/`;
   const at = named.pathname.indexOf(prefix);
   if (at < 0) return undefined;
@@ -36,13 +33,8 @@ export function wahaFilePath(stored: string, session: string): string | undefine
 
 /** That file on the channel's WAHA: `path` (wahaFilePath's) after the base_url, whose own path is kept; undefined when base_url is not an http(s) URL. */
 export function wahaFileUrl(baseUrl: string, path: string): string | undefined {
-  let base: URL;
-  try {
-    base = new URL(baseUrl);
-  } catch {
-    return undefined;
-  }
-  if (!/^https?:$/.test(base.protocol)) return undefined;
+  const base = parseHttpUrl(baseUrl);
+  if (!base) return undefined;
   return `${base.origin}${base.pathname.replace(/\/+$/, '')}${path}`;
 }
 

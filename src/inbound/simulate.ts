@@ -14,6 +14,7 @@ import { errorText } from '../broker/broker.ts';
 import { ConfigError, listenAddress, localBaseUrl } from '../config.ts';
 import { makeStoppableSleep } from '../timers/stoppable-sleep.ts';
 import { makeWahaGenerator } from './simulate-payloads.ts';
+import { parseHttpUrl, parseUrl } from '../url.ts';
 
 export type LoadOptions = {
   url: string;
@@ -227,7 +228,7 @@ async function resolveTarget(base: string, channel: string, given?: string): Pro
     }
     if (status !== 200) throw new SimulateError(`GET /channels/${channel} answered ${status}: ${body.detail ?? 'no detail'}`, 2);
     if (body.type !== 'waha') throw new SimulateError(`channel ${channel} is a ${body.type ?? 'unknown'} channel; only WAHA channels can be simulated`, 2);
-    const token = body.webhook_url ? new URL(body.webhook_url).searchParams.get('token') : null;
+    const token = body.webhook_url ? (parseUrl(body.webhook_url)?.searchParams.get('token') ?? null) : null;
     if (!token) throw new SimulateError(`GET /channels/${channel} shows no webhook token (needs a manager's key); pass --token`, 2);
     return { token, hmacNeeded: body.secrets_set?.includes('hmac_key') ?? undefined };
   }
@@ -281,12 +282,8 @@ function baseUrl(given: string | undefined): { base: string } | { problem: strin
 }
 
 function checkedBase(base: string): string | undefined {
-  try {
-    const u = new URL(base);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname && !u.search && !u.hash ? base : undefined;
-  } catch {
-    return undefined;
-  }
+  const u = parseHttpUrl(base);
+  return u && u.hostname && !u.search && !u.hash ? base : undefined;
 }
 
 export async function runSimulate(args: string[]): Promise<number> {

@@ -13,6 +13,7 @@ import { pageOf, type Page } from '../db/keyset.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { openJson, sealJson } from '../domain/secret-box.ts';
 import { AppError, invalid, notFound } from '../errors.ts';
+import { parseHttpUrl, parseUrl } from '../url.ts';
 
 export type ChannelSecrets = Partial<Record<'api_key' | 'hmac_key' | 'access_token' | 'app_secret' | 'verify_token', string>>;
 
@@ -202,7 +203,7 @@ function splitConfig(
       // check that uses it (every webhook a 401, Meta's challenge a 403, until Meta gives up on the
       // URL): refused, rather than trimmed into a secret the user did not give.
       errors.push({ field: `config.${key}`, message: 'must not begin or end with spaces or line breaks (a pasted secret often carries them)' });
-    } else if (spec.url && !isHttpUrl(value)) {
+    } else if (spec.url && !parseHttpUrl(value)) {
       errors.push({ field: `config.${key}`, message: 'must be an http(s) URL' });
     } else if (spec.url && hasUserInfo(value)) {
       // fetch refuses such a URL (every send would fail, naming it), and the URL is shown to
@@ -240,18 +241,9 @@ function splitConfig(
   return { config, secrets };
 }
 
-function isHttpUrl(s: string): boolean {
-  try {
-    const u = new URL(s);
-    return u.protocol === 'http:' || u.protocol === 'https:';
-  } catch {
-    return false;
-  }
-}
-
 function hasUserInfo(s: string): boolean {
-  const u = new URL(s);
-  return u.username !== '' || u.password !== '';
+  const u = parseUrl(s);
+  return !!u && (u.username !== '' || u.password !== '');
 }
 
 /** The provider's own name of the channel (WAHA session, Cloud phone number id), for lookups and logs. */

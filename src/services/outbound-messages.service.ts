@@ -36,6 +36,7 @@ import { contactData } from '../inbound/payloads.ts';
 import { statusEvent } from './inbound.service.ts';
 import { actorOf, sessionEndedEvent } from './session-lifecycle.service.ts';
 import { checkWebhookUrl, isLinkLocalAddress, WebhookUrlError, type ResolveHost } from '../webhooks/ssrf-guard.ts';
+import { parseHttpUrl, parseUrl } from '../url.ts';
 
 export type QueueMessageInput = {
   channelId: string;
@@ -104,13 +105,7 @@ function checkInput(i: QueueMessageInput): void {
   if (i.type === 'audio' && caption !== undefined && caption.trim() !== '') {
     throw invalid('an audio message has no caption', [{ field: i.caption !== undefined ? 'caption' : 'text', message: 'not sent with audio' }]);
   }
-  let u: URL | undefined;
-  try {
-    u = new URL(i.mediaUrl);
-  } catch {
-    u = undefined;
-  }
-  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) {
+  if (!parseHttpUrl(i.mediaUrl)) {
     throw invalid('media_url must be an http(s) URL the provider can fetch', [{ field: 'media_url', message: 'not an http(s) URL' }]);
   }
 }
@@ -154,12 +149,8 @@ const mediaLookup = makeMediaLookup();
 
 /** The host of a media_url that names, or resolves to, a link-local or cloud metadata address. */
 async function linkLocalHost(mediaUrl: string, resolve: ResolveHost): Promise<string | undefined> {
-  let url: URL;
-  try {
-    url = new URL(mediaUrl);
-  } catch {
-    return undefined; // not a URL at all: checkInput says so
-  }
+  const url = parseUrl(mediaUrl);
+  if (!url) return undefined; // not a URL at all: checkInput says so
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
   if (isIP(host)) return isLinkLocalAddress(host) ? host : undefined;
   const answer = await resolve(host).catch(() => []);

@@ -7,6 +7,7 @@ import { BlockList, isIPv4, isIPv6, type LookupFunction } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { Agent, buildConnector } from 'undici';
 import { AppError } from '../errors.ts';
+import { parseUrl } from '../url.ts';
 
 const v4 = new BlockList();
 for (const [net, prefix] of [
@@ -166,12 +167,8 @@ export async function checkWebhookUrl(url: string, opts: { allowPrivate: boolean
   if (url.length > MAX_URL_LENGTH) {
     throw new WebhookUrlError('invalid', `url must be at most ${MAX_URL_LENGTH} characters`);
   }
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new WebhookUrlError('invalid', 'url must be an absolute URL like https://example.com/hooks/ventros');
-  }
+  const parsed = parseUrl(url);
+  if (!parsed) throw new WebhookUrlError('invalid', 'url must be an absolute URL like https://example.com/hooks/ventros');
   if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') {
     throw new WebhookUrlError('protocol', `url must use http or https, not ${parsed.protocol.replace(/:$/, '')}`);
   }
