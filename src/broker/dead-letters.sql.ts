@@ -5,7 +5,7 @@ import type { Database, Queryable } from '../db/database.ts';
 import { decodeCursor, exactTime, toPage } from '../db/keyset.ts';
 import { pruneOlderThan } from '../db/prune.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
-import { PROJECT_HEADER, SEND_HEADER, type Broker, type Headers } from './broker.ts';
+import { errorText, PROJECT_HEADER, SEND_HEADER, type Broker, type Headers } from './broker.ts';
 
 /**
  * Carries a message's original routing key through `send` (a replay goes straight to its queue,
@@ -183,32 +183,47 @@ async function releaseReplay(q: Queryable, claimed: DeadLetter, before: Date | n
 }
 
 /**
+ * A replay's send failed (the broker down, or no confirm within the deadline). `markKept`: giving
+ * the replay mark back failed too, so the row shows a replay that sent nothing (a forced replay
+ * redoes it).
+ */
+export class ReplaySendError extends Error {
+  constructor(
+    readonly sendError: unknown,
+    readonly markKept: boolean,
+  ) {
+    super(`the replay could not be sent: ${errorText(sendError)}`);
+    this.name = 'ReplaySendError';
+  }
+}
+
+/**
  * Sends a dead message back to its queue as a fresh message (same id, headers and body; attempts
  * start again at 1). The row is marked replayed first, against the replay count the caller saw
  * (`seen`; by default the one read here): of two replays of one row at once — a double click —
- * one sends and the other gets 'taken'. A send that fails gives the mark back; a crash between
- * the mark and the send leaves the row marked with nothing sent, for a forced replay to redo.
+ * one sends and the other gets 'taken'. A send that fails, or is not confirmed within
+ * `timeoutMs`, gives the mark back and throws a ReplaySendError; a crash between the mark and the
+ * send leaves the row marked with nothing sent, for a forced replay to redo.
  */
 export async function replayDeadLetter(
   db: Database,
   broker: Broker,
   id: string,
-  scope: { projectId?: string } = {},
-  seen?: number,
+  opts: { projectId?: string; seen?: number; timeoutMs?: number } = {},
 ): Promise<DeadLetter | 'taken' | undefined> {
-  const dl = await getDeadLetter(db, id, scope);
+  const dl = await getDeadLetter(db, id, { projectId: opts.projectId });
   if (!dl) return undefined;
-  const claimed = await claimReplay(db, dl.id, seen ?? dl.replayCount);
+  const claimed = await claimReplay(db, dl.id, opts.seen ?? dl.replayCount);
   if (!claimed) return 'taken';
   // A new send: the old send id must not come along (a broker that sets none would keep it, and the
   // next death would be taken for the old one).
   const { [SEND_HEADER]: _oldSend, ...kept } = dl.headers;
   const headers = { ...kept, [ROUTING_KEY_HEADER]: dl.routingKey };
   try {
-    await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }]);
+    await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }], { timeoutMs: opts.timeoutMs });
   } catch (err) {
-    await releaseReplay(db, claimed, dl.replayedAt).catch(() => undefined);
-    throw err;
+    const released = await releaseReplay(db, claimed, dl.replayedAt).then(() => true, () => false);
+    throw new ReplaySendError(err, !released);
   }
   return claimed;
 }

@@ -8,7 +8,7 @@
 // Dead letters without a project (system messages) are visible to no project.
 import { errorText, PROJECT_HEADER, type Broker, type QueueStats } from '../broker/broker.ts';
 import { Queues } from '../broker/topology.ts';
-import { getDeadLetter, listDeadLetters, replayDeadLetter, type DeadLetter } from '../broker/dead-letters.sql.ts';
+import { getDeadLetter, listDeadLetters, replayDeadLetter, ReplaySendError, type DeadLetter } from '../broker/dead-letters.sql.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import { findChannel } from '../db/channels.sql.ts';
 import { countDeadLettersByQueue } from '../db/dead-letters-read.sql.ts';
@@ -25,6 +25,17 @@ import { listEvents, type StoredEvent } from '../outbox/outbox.sql.ts';
 export type QueueView = Omit<QueueStats, 'deadLetters'> & { deadLetters: number };
 
 export type AdminService = ReturnType<typeof makeAdminService>;
+
+/** How long a replay waits for the broker to take its message before answering 503. */
+const REPLAY_SEND_TIMEOUT_MS = 5000;
+
+/** A replay the broker did not take: a 503 to retry, or to force when its mark could not be given back. */
+function notSent(what: string, sendError: unknown, markKept: boolean): AppError {
+  return new AppError(
+    'unavailable',
+    `${what} could not be queued again: ${errorText(sendError)}; ${markKept ? 'its replay mark could not be taken back either, so it shows one replay more than went out: replay it again with force=true' : 'nothing was marked; retry'}`,
+  );
+}
 
 export function makeAdminService({ db, broker }: { db: Database; broker: Broker }) {
   const inProject = <T>(caller: Caller, fn: (tx: Queryable) => Promise<T>) => withTransaction(db, fn, { projectId: caller.projectId });
@@ -74,7 +85,9 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
           `dead letter ${own.id} was replayed at ${own.replayedAt.toISOString()} (${own.replayCount} ${own.replayCount === 1 ? 'time' : 'times'}): its message went back to ${own.queue} then, and a death since is a dead letter of its own; replay it again with force=true`,
         );
       }
-      const replayed = await replayDeadLetter(db, broker, id, { projectId: caller.projectId }, own.replayCount);
+      const replayed = await replayDeadLetter(db, broker, id, { projectId: caller.projectId, seen: own.replayCount, timeoutMs: REPLAY_SEND_TIMEOUT_MS }).catch((err: unknown) => {
+        throw err instanceof ReplaySendError ? notSent(`the message of dead letter ${own.id}`, err.sendError, err.markKept) : err;
+      });
       if (!replayed) throw notFound('dead letter');
       if (replayed === 'taken') throw new AppError('conflict', `dead letter ${own.id} is being replayed by another request, or was just now`);
       return replayed;
@@ -114,10 +127,10 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
       // The envelope as the ingress wrote it, under this project whatever the stored headers say.
       const headers = { ...own.headers, [EnvelopeHeaders.channelId]: own.channelId, [EnvelopeHeaders.provider]: own.provider, [PROJECT_HEADER]: caller.projectId };
       try {
-        await broker.send(Queues.inboundRaw, [{ messageId: uuidv7(), body: own.body, headers }], { timeoutMs: 5000 });
+        await broker.send(Queues.inboundRaw, [{ messageId: uuidv7(), body: own.body, headers }], { timeoutMs: REPLAY_SEND_TIMEOUT_MS });
       } catch (err) {
-        await inProject(caller, (tx) => unmarkParseErrorReplay(tx, caller.projectId, own.id, marked.replayCount, own.replayedAt)).catch(() => undefined);
-        throw new AppError('unavailable', `the webhook could not be queued again: ${errorText(err)}; retry`);
+        const released = await inProject(caller, (tx) => unmarkParseErrorReplay(tx, caller.projectId, own.id, marked.replayCount, own.replayedAt)).then(() => true, () => false);
+        throw notSent(`the webhook of parse error ${own.id}`, err, !released);
       }
       return { ...own, ...marked };
     },

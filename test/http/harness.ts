@@ -15,12 +15,16 @@ export const PASSWORD = 'correct horse battery staple';
 
 export type TestApp = { app: FastifyInstance; db: Database; broker: Broker };
 
-export async function startApp(env: Record<string, string> = {}): Promise<TestApp> {
+/**
+ * `wrap` gives the app its own view of the database and broker (a fault test's wrappers that fail
+ * on cue); the returned db and broker are the real ones.
+ */
+export async function startApp(env: Record<string, string> = {}, wrap: { db?: (db: Database) => Database; broker?: (b: Broker) => Broker } = {}): Promise<TestApp> {
   const { db } = await makeTestDb();
   const broker = await makeTestBroker(defaultBrokerKind(), db);
   await broker.declareQueues(allQueues()); // as start-up does
   const config = loadConfig({ LOG_LEVEL: 'silent', ...env });
-  const app = await buildApp({ config, db, broker, logger: silentLogger, secretKey: 'k'.repeat(64) });
+  const app = await buildApp({ config, db: wrap.db?.(db) ?? db, broker: wrap.broker?.(broker) ?? broker, logger: silentLogger, secretKey: 'k'.repeat(64) });
   await app.ready();
   onCleanup(() => app.close());
   return { app, db, broker };
