@@ -45,11 +45,13 @@ export function phoneFromJid(jid: string): string | undefined {
 
 /**
  * Normalises what a person or a provider calls a phone — '+55 (11) 90000-0001', '5511900000001',
- * '5511900000001@c.us' — to E.164. Returns undefined when it is not a plausible phone (a LID, a
- * group, too few digits).
+ * '5511900000001@c.us', '+44 (0)20 7946 0958' — to E.164. Returns undefined when it is not a
+ * plausible phone (a LID, a group, too few digits).
  */
 export function normalizePhone(input: string): string | undefined {
-  const s = input.trim();
+  // A `(0)` after the country code is the national trunk prefix, written for callers inside the
+  // country and never dialled from abroad ('+44 (0)20…' is +44 20…): kept, it names another number.
+  const s = input.trim().replace(/^(\+\d{1,3})[\s.-]*\(0\)/, '$1');
   if (s.includes('@')) return phoneFromJid(s);
   if (!/^\+?[\d\s().-]+$/.test(s)) return undefined;
   const digits = s.replace(/\D/g, '');

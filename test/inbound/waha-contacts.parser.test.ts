@@ -147,6 +147,10 @@ describe('JID helpers', () => {
     ['+55 (11) 90000-0001', '+5511900000001'],
     ['5511900000001', '+5511900000001'],
     ['5511900000001@c.us', '+5511900000001'],
+    // The trunk prefix written in brackets after the country code is not part of the number.
+    ['+44 (0)20 7946 0958', '+442079460958'],
+    ['+49(0)30-1234567', '+49301234567'],
+    ['+358 (0) 40 1234567', '+358401234567'],
     ['90000000000011@lid', undefined],
     ['12345', undefined],
     ['call me', undefined],
