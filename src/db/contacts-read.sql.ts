@@ -1,5 +1,6 @@
 // Reads of `contacts` for the API. Every query names the project even inside a tenant transaction:
 // the filter is the first wall, row-level security the second. Soft-deleted contacts are invisible.
+import { isBlank } from '../domain/text.ts';
 import { AppError, notFound } from '../errors.ts';
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, Where, type Page } from './keyset.ts';
@@ -86,7 +87,8 @@ export async function listContacts(q: Queryable, query: ListContactsQuery): Prom
   w.add(`project_id = ${w.param(query.projectId)}`).add('deleted_at IS NULL');
 
   const search = query.search?.trim();
-  if (search) {
+  // Blank (spaces or invisible characters alone) is no search, as the route says: every contact.
+  if (search && !isBlank(search)) {
     const text = w.param(`%${likeEscape(search)}%`);
     const either = [`name ILIKE ${text}`, `email ILIKE ${text}`];
     // "+55 (11) 9000" and "55119000" both find +5511900000001: compare digits only, and only when

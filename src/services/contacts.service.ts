@@ -13,6 +13,7 @@ import { newEvent } from '../domain/events.ts';
 import { contactData } from '../inbound/payloads.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { normalizePhone, waIdFromPhone } from '../domain/phone.ts';
+import { isBlank } from '../domain/text.ts';
 import { AppError, invalid } from '../errors.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { endContactSessionsNow } from '../db/session-lifecycle.sql.ts';
@@ -60,7 +61,7 @@ export function makeContactsService(deps: { db: Database }) {
       // Tags are stored trimmed: so is a tag asked for. A blank one can match nothing (no tag is
       // blank): that is a mistake in the request, not an empty result.
       const tags = query.tags?.map((t) => t.trim());
-      if (tags?.some((t) => t === '')) throw invalid('tag must not be blank', [{ field: 'tag', message: 'expected a tag name' }]);
+      if (tags?.some((t) => isBlank(t))) throw invalid('tag must not be blank', [{ field: 'tag', message: 'expected a tag name' }]);
       if (tags?.some((t) => t.length > 64)) throw invalid('a tag has at most 64 characters', [{ field: 'tag', message: 'longer than 64 characters once trimmed' }]);
       return tenant(projectId, (tx) => listContacts(tx, { ...query, ...(tags && { tags }), projectId }));
     },

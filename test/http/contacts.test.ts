@@ -101,6 +101,10 @@ describe('GET /contacts', () => {
     expect(await search('50%')).toEqual(['Zoë 50% Off']);
     expect(await search('%')).toEqual(['Zoë 50% Off']);
     expect(await search('nobody')).toEqual([]);
+    // Blank — spaces or invisible characters alone — is no search: every contact, as with none.
+    const every = (await search('')).length;
+    expect(every).toBeGreaterThan(7);
+    for (const blank of ['   ', '\u200B', ' \u2060 ']) expect(await search(blank), JSON.stringify(blank)).toHaveLength(every);
   });
 
   it('filters by tag, and by several tags at once', async () => {
@@ -113,7 +117,7 @@ describe('GET /contacts', () => {
   });
 
   it('answers 400 for a blank tag, which no contact can have, instead of an empty list', async () => {
-    for (const qs of ['tag=%20', 'tag=vip&tag=%20%20']) {
+    for (const qs of ['tag=%20', 'tag=vip&tag=%20%20', 'tag=%E2%80%8B', 'tag=%C2%AD%20']) {
       const r = await listing.call('GET', `/contacts?${qs}`);
       expect(r.status, qs).toBe(400);
       expect(r.json).toMatchObject({ code: 'validation', detail: 'tag must not be blank' });
