@@ -143,7 +143,7 @@ export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promis
     where.push(`queue = $${params.length}`);
   }
   if (f.cursor !== undefined) {
-    const { at, id } = decodeCursor(f.cursor);
+    const { at, id } = decodeCursor('dead-letters', f.cursor);
     params.push(at, id);
     where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
@@ -154,7 +154,7 @@ export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promis
      ORDER BY created_at DESC, id DESC LIMIT $${params.length}`,
     params,
   );
-  const page = toPage(r.rows, limit, (row) => ({ at: row.cursor_at, id: row.id }), toDeadLetter);
+  const page = toPage(r.rows, limit, 'dead-letters', (row) => ({ at: row.cursor_at, id: row.id }), toDeadLetter);
   return { items: page.rows, ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) };
 }
 

@@ -60,7 +60,7 @@ export async function listApiKeys(q: Queryable, projectId: string, page: { limit
   const params: unknown[] = [projectId, limit + 1];
   let after = '';
   if (page.cursor !== undefined) {
-    const c = decodeCursor(page.cursor);
+    const c = decodeCursor('api-keys', page.cursor);
     params.push(c.at, c.id);
     after = 'AND (created_at, id) < ($3::timestamptz, $4::uuid)';
   }
@@ -70,7 +70,7 @@ export async function listApiKeys(q: Queryable, projectId: string, page: { limit
      ORDER BY created_at DESC, id DESC LIMIT $2`,
     params,
   );
-  return toPage(r.rows, limit, (x) => ({ at: x.cursor_at, id: x.id }), toApiKey);
+  return toPage(r.rows, limit, 'api-keys', (x) => ({ at: x.cursor_at, id: x.id }), toApiKey);
 }
 
 /** Revokes a key of the project (idempotent). Undefined when the project has no such key. */

@@ -90,7 +90,7 @@ export async function listChannels(
   const params: unknown[] = [query.projectId];
   let after = '';
   if (query.cursor !== undefined) {
-    const c = decodeCursor(query.cursor);
+    const c = decodeCursor('channels', query.cursor);
     params.push(c.at, c.id);
     after = `AND (created_at, id) < ($2::timestamptz, $3::uuid)`;
   }
@@ -103,7 +103,7 @@ export async function listChannels(
      LIMIT $${params.length}`,
     params,
   );
-  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toChannel);
+  return toPage(r.rows, limit, 'channels', (row) => ({ at: row.k_at, id: row.id }), toChannel);
 }
 
 export type ChannelChanges = Partial<

@@ -99,7 +99,7 @@ export async function listContacts(q: Queryable, query: ListContactsQuery): Prom
   }
   if (query.tags && query.tags.length > 0) w.add(`tags @> ${w.param(query.tags)}::text[]`);
   if (query.cursor !== undefined) {
-    const c = decodeCursor(query.cursor);
+    const c = decodeCursor('contacts', query.cursor);
     w.add(`(created_at, id) < (${w.param(c.at)}::timestamptz, ${w.param(c.id)}::uuid)`);
   }
   const limit = pageSize(query.limit);
@@ -110,5 +110,5 @@ export async function listContacts(q: Queryable, query: ListContactsQuery): Prom
      LIMIT ${w.param(limit + 1)}`,
     w.params,
   );
-  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toContact);
+  return toPage(r.rows, limit, 'contacts', (row) => ({ at: row.k_at, id: row.id }), toContact);
 }

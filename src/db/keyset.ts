@@ -1,6 +1,9 @@
 // Keyset pagination shared by the read queries: a page ends at a row, the cursor names that row by
 // its sort key (a time and an id, plus a rank where a list merges several kinds of rows), and the
 // next page starts strictly after it. Unlike OFFSET, rows inserted meanwhile never shift a page.
+// A cursor also names its list (and the list's order): every cursor has the same shape, and one
+// given to another list — a conversation's oldest-first messages with a cursor of the newest-first
+// inbox — would start that list at a point of the other's, silently skipping rows.
 import { isUuid } from '../domain/ids.ts';
 import { invalid } from '../errors.ts';
 
@@ -46,16 +49,17 @@ function isExactTime(at: string): boolean {
 /** Ranks are small tie-breakers (timeline-read.sql.ts); anything else did not come from us. */
 const MAX_RANK = 1000;
 
-export function encodeCursor(k: Keyset): string {
-  const tuple = k.rank === undefined ? [k.at, k.id] : [k.at, k.id, k.rank];
+/** `list` names the list and its order (`messages<`, `contacts`): a cursor is taken by that list only. */
+export function encodeCursor(list: string, k: Keyset): string {
+  const tuple = k.rank === undefined ? [list, k.at, k.id] : [list, k.at, k.id, k.rank];
   return Buffer.from(JSON.stringify(tuple)).toString('base64url');
 }
 
-export function decodeCursor(cursor: string): Keyset {
+export function decodeCursor(list: string, cursor: string): Keyset {
   try {
     const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (Array.isArray(v) && (v.length === 2 || v.length === 3)) {
-      const [at, id, rank] = v;
+    if (Array.isArray(v) && (v.length === 3 || v.length === 4) && v[0] === list) {
+      const [, at, id, rank] = v;
       const rankOk = rank === undefined || (Number.isInteger(rank) && rank >= 0 && rank <= MAX_RANK);
       if (typeof at === 'string' && isExactTime(at) && isUuid(id) && rankOk) {
         return rank === undefined ? { at, id } : { at, id, rank };
@@ -76,10 +80,10 @@ export function pageSize(limit: number | undefined, fallback = 50): number {
  * Cuts the `limit + 1` rows a query fetched down to `limit`; the extra row only proves there is a
  * next page. `key` reads the keyset of a raw row (which must select its exact time).
  */
-export function toPage<R, T>(raw: R[], limit: number, key: (r: R) => Keyset, map: (r: R) => T): Page<T> {
+export function toPage<R, T>(raw: R[], limit: number, list: string, key: (r: R) => Keyset, map: (r: R) => T): Page<T> {
   const rows = raw.slice(0, limit);
   const last = rows[rows.length - 1];
-  return { rows: rows.map(map), nextCursor: raw.length > limit && last !== undefined ? encodeCursor(key(last)) : null };
+  return { rows: rows.map(map), nextCursor: raw.length > limit && last !== undefined ? encodeCursor(list, key(last)) : null };
 }
 
 /** Collects SQL conditions and their positional parameters. */

@@ -141,8 +141,9 @@ export async function listMessages(q: Queryable, query: ListMessagesQuery): Prom
   if (query.contactId !== undefined) w.add(`contact_id = ${w.param(query.contactId)}::uuid`);
   if (query.sessionId !== undefined) w.add(`session_id = ${w.param(query.sessionId)}::uuid`);
   const oldest = query.order === 'oldest';
+  const list = oldest ? 'messages:oldest' : 'messages:newest';
   if (query.cursor !== undefined) {
-    const c = decodeCursor(query.cursor);
+    const c = decodeCursor(list, query.cursor);
     w.add(`("timestamp", id) ${oldest ? '>' : '<'} (${w.param(c.at)}::timestamptz, ${w.param(c.id)}::uuid)`);
   }
   const dir = oldest ? 'ASC' : 'DESC';
@@ -154,7 +155,7 @@ export async function listMessages(q: Queryable, query: ListMessagesQuery): Prom
      LIMIT ${w.param(limit + 1)}`,
     w.params,
   );
-  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toMessage);
+  return toPage(r.rows, limit, list, (row) => ({ at: row.k_at, id: row.id }), toMessage);
 }
 
 /** Full rows of the given messages (the timeline fetches its items by id). */

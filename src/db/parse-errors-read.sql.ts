@@ -34,7 +34,7 @@ export async function listParseErrorsPage(
     where.push(`channel_id = $${params.length}`);
   }
   if (f.cursor !== undefined) {
-    const c = decodeCursor(f.cursor);
+    const c = decodeCursor('parse-errors', f.cursor);
     params.push(c.at, c.id);
     where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
@@ -44,7 +44,7 @@ export async function listParseErrorsPage(
      FROM parse_errors WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT $2`,
     params,
   );
-  return toPage(r.rows, limit, (x) => ({ at: x.cursor_at, id: x.id }), toParseError);
+  return toPage(r.rows, limit, 'parse-errors', (x) => ({ at: x.cursor_at, id: x.id }), toParseError);
 }
 
 /** One of the project's parse errors, its body whole. */

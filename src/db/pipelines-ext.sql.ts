@@ -45,7 +45,7 @@ export async function listPipelines(q: Queryable, query: { projectId: string; li
   const params: unknown[] = [query.projectId];
   let after = '';
   if (query.cursor !== undefined) {
-    const c = decodeCursor(query.cursor);
+    const c = decodeCursor('pipelines', query.cursor);
     params.push(c.at, c.id);
     after = 'AND (p.created_at, p.id) > ($2::timestamptz, $3::uuid)';
   }
@@ -56,7 +56,7 @@ export async function listPipelines(q: Queryable, query: { projectId: string; li
      WHERE p.project_id = $1 ${after} ORDER BY p.created_at, p.id LIMIT $${params.length}`,
     params,
   );
-  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toPipeline);
+  return toPage(r.rows, limit, 'pipelines', (row) => ({ at: row.k_at, id: row.id }), toPipeline);
 }
 
 export async function lockPipeline(tx: Queryable, projectId: string, id: string): Promise<boolean> {

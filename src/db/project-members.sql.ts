@@ -55,7 +55,7 @@ export async function listMembers(q: Queryable, projectId: string, page: { limit
   const params: unknown[] = [projectId, limit + 1];
   let after = '';
   if (page.cursor !== undefined) {
-    const c = decodeCursor(page.cursor);
+    const c = decodeCursor('members', page.cursor);
     params.push(c.at, c.id);
     after = 'AND (m.created_at, m.user_id) > ($3::timestamptz, $4::uuid)';
   }
@@ -65,7 +65,7 @@ export async function listMembers(q: Queryable, projectId: string, page: { limit
      WHERE m.project_id = $1 ${after} ORDER BY m.created_at, m.user_id LIMIT $2`,
     params,
   );
-  return toPage(r.rows, limit, (x) => ({ at: x.cursor_at, id: x.user_id }), toMember);
+  return toPage(r.rows, limit, 'members', (x) => ({ at: x.cursor_at, id: x.user_id }), toMember);
 }
 
 export async function deleteMember(q: Queryable, projectId: string, userId: string): Promise<boolean> {

@@ -75,7 +75,7 @@ export async function listProjectsOfUser(
   const params: unknown[] = [userId, limit + 1];
   let after = '';
   if (page.cursor !== undefined) {
-    const c = decodeCursor(page.cursor);
+    const c = decodeCursor('projects', page.cursor);
     params.push(c.at, c.id);
     after = 'AND (m.created_at, p.id) > ($3::timestamptz, $4::uuid)';
   }
@@ -86,5 +86,5 @@ export async function listProjectsOfUser(
      ORDER BY m.created_at, p.id LIMIT $2`,
     params,
   );
-  return toPage(r.rows, limit, (x) => ({ at: x.cursor_at, id: x.id }), (x) => ({ ...toProject(x), role: x.role }));
+  return toPage(r.rows, limit, 'projects', (x) => ({ at: x.cursor_at, id: x.id }), (x) => ({ ...toProject(x), role: x.role }));
 }

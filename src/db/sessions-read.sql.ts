@@ -82,7 +82,7 @@ export async function listSessions(q: Queryable, query: ListSessionsQuery): Prom
   if (query.contactId !== undefined) w.add(`contact_id = ${w.param(query.contactId)}::uuid`);
   if (query.channelId !== undefined) w.add(`channel_id = ${w.param(query.channelId)}::uuid`);
   if (query.cursor !== undefined) {
-    const c = decodeCursor(query.cursor);
+    const c = decodeCursor('sessions', query.cursor);
     w.add(`(started_at, id) < (${w.param(c.at)}::timestamptz, ${w.param(c.id)}::uuid)`);
   }
   const limit = pageSize(query.limit);
@@ -93,7 +93,7 @@ export async function listSessions(q: Queryable, query: ListSessionsQuery): Prom
      LIMIT ${w.param(limit + 1)}`,
     w.params,
   );
-  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toSession);
+  return toPage(r.rows, limit, 'sessions', (row) => ({ at: row.k_at, id: row.id }), toSession);
 }
 
 /** Full rows of the given sessions (the timeline fetches its items by id). */

@@ -43,10 +43,10 @@ export async function listTimeline(
   const params: unknown[] = [query.projectId, query.contactId];
   let after: (b: (typeof BRANCHES)[number]) => string = () => '';
   if (query.cursor !== undefined) {
-    const c = decodeCursor(query.cursor);
+    const c = decodeCursor('timeline', query.cursor);
     params.push(c.at);
-    // The id is a parameter only when a branch compares it (a cursor of another list has no rank,
-    // read as 0, and no branch does): an unused parameter has no type PostgreSQL can infer.
+    // The id is a parameter only when a branch compares it (one may not, for a rank of 0): an
+    // unused parameter has no type PostgreSQL can infer.
     let idRef: string | undefined;
     const ref = () => (idRef ??= `$${params.push(c.id)}`);
     after = (b) => branchAfter(b, c.rank ?? 0, ref);
@@ -76,6 +76,7 @@ export async function listTimeline(
   const page = toPage(
     r.rows,
     limit,
+    'timeline',
     (x) => ({ at: x.k_at, id: x.id, rank: x.rank }),
     (x): TimelineEntry | undefined => {
       if (x.type === 'message') {

@@ -141,7 +141,7 @@ export async function listDeliveries(q: Queryable, query: DeliveryQuery): Promis
   if (query.subscriptionId !== undefined) add((p) => `subscription_id = ${p}::uuid`, query.subscriptionId);
   if (query.status !== undefined) add((p) => `status = ${p}`, query.status);
   if (query.cursor !== undefined) {
-    const c = decodeCursor(query.cursor);
+    const c = decodeCursor('webhook-deliveries', query.cursor);
     params.push(c.at, c.id);
     where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
@@ -154,7 +154,7 @@ export async function listDeliveries(q: Queryable, query: DeliveryQuery): Promis
      LIMIT $${params.length}`,
     params,
   );
-  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toDelivery);
+  return toPage(r.rows, limit, 'webhook-deliveries', (row) => ({ at: row.k_at, id: row.id }), toDelivery);
 }
 
 export async function findDelivery(q: Queryable, projectId: string, id: string): Promise<DeliveryRecord | undefined> {

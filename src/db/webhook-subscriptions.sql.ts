@@ -94,7 +94,7 @@ export async function listSubscriptions(q: Queryable, query: { projectId: string
   const params: unknown[] = [query.projectId];
   let after = '';
   if (query.cursor !== undefined) {
-    const c = decodeCursor(query.cursor);
+    const c = decodeCursor('webhook-subscriptions', query.cursor);
     params.push(c.at, c.id);
     after = 'AND (created_at, id) < ($2::timestamptz, $3::uuid)';
   }
@@ -107,7 +107,7 @@ export async function listSubscriptions(q: Queryable, query: { projectId: string
      LIMIT $${params.length}`,
     params,
   );
-  return toPage(r.rows, limit, (row) => ({ at: row.k_at, id: row.id }), toSubscription);
+  return toPage(r.rows, limit, 'webhook-subscriptions', (row) => ({ at: row.k_at, id: row.id }), toSubscription);
 }
 
 export type SubscriptionChanges = Partial<

@@ -270,11 +270,16 @@ describe('a timeline paged through ties', () => {
       const paged = await walkPages(a, `/contacts/${contactId}/timeline`, size);
       expect(paged.items.map(key), `pages of ${size}`).toEqual(whole.items.map(key));
     }
-    // A cursor of another list (no rank) is read as before the instant it names, not a 500.
+    // A cursor of another list is a 400 (not a point of this one, and not a 500); so is one of the
+    // same messages in the other order (the session's oldest first against the inbox's newest).
     const messagesPage = await a.call('GET', `/contacts/${contactId}/messages?limit=1`);
     const crossed = await a.call('GET', `/contacts/${contactId}/timeline?cursor=${messagesPage.json.next_cursor}`);
-    expect(crossed.status, JSON.stringify(crossed.json)).toBe(200);
-    expect(crossed.json.data.every((i: any) => Date.parse(i.at) < Date.parse(at(31)))).toBe(true);
+    expect(crossed.status, JSON.stringify(crossed.json)).toBe(400);
+    expect(crossed.json.errors).toEqual([{ field: 'cursor', message: 'use next_cursor from a previous page of the same list' }]);
+    const reversed = await a.call('GET', `/sessions/${s2}/messages?cursor=${messagesPage.json.next_cursor}`);
+    expect(reversed.status, JSON.stringify(reversed.json)).toBe(400);
+    const inbox = await a.call('GET', `/messages?contact_id=${contactId}&cursor=${messagesPage.json.next_cursor}`);
+    expect(inbox.status, JSON.stringify(inbox.json)).toBe(200);
     // Newest first; at one instant an end, then the messages, then a start.
     expect(whole.items.map((i: any) => [i.type, i.at])).toEqual([
       ['message', at(31)],
