@@ -294,6 +294,7 @@ export function optArray(o: Json, key: string, path: string): unknown[] | undefi
 /** Lenient reads for engine-raw data that may change shape at any time: wrong types read as absent. */
 export const loose = {
   rec: (o: unknown, key: string): Json | undefined => (isRecord(o) && isRecord(o[key]) ? (o[key] as Json) : undefined),
+  list: (o: unknown, key: string): unknown[] | undefined => (isRecord(o) && Array.isArray(o[key]) ? (o[key] as unknown[]) : undefined),
   str: (o: unknown, key: string): string | undefined =>
     isRecord(o) && typeof o[key] === 'string' && o[key] !== '' ? (o[key] as string) : undefined,
   num: (o: unknown, key: string): number | undefined => {

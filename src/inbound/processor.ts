@@ -109,8 +109,14 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     maxInflight: opts.maxInflight ?? (db.kind === 'pglite' ? 1 : 4),
   });
 
-  async function park(d: RawItem, reason: string, ctx: { provider: string; projectId: string | null; channelId: string | null; body?: unknown }, count = true) {
+  async function park(
+    d: RawItem,
+    reason: string,
+    ctx: { provider: string; projectId: string | null; channelId: string | null; body?: unknown; keep?: (body: unknown) => unknown },
+    count = true,
+  ) {
     const eventType = eventTypeOf(ctx.body);
+    const kept = ctx.body !== undefined && ctx.keep ? ctx.keep(ctx.body) : ctx.body;
     const row = {
       id: uuidv7(),
       projectId: ctx.projectId,
@@ -118,7 +124,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
       provider: ctx.provider,
       eventType,
       reason,
-      body: d.body,
+      body: kept === ctx.body ? d.body : Buffer.from(JSON.stringify(kept)),
       headers: d.headers,
     };
     if (ctx.projectId) await withTransaction(db, (tx) => insertParseError(tx, row), { projectId: ctx.projectId });
@@ -144,7 +150,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
       return;
     }
 
-    const ctx = { provider: provider.name, projectId: channel.projectId, channelId: channel.id };
+    const ctx = { provider: provider.name, projectId: channel.projectId, channelId: channel.id, keep: (b: unknown) => provider.keptBody?.(b, channel) ?? b };
     let body: unknown;
     let events: InboundEvent[];
     try {

@@ -6,7 +6,7 @@ import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { ChannelType } from '../db/channels.sql.ts';
 import { loose, type InboundEvent, type Provider } from '../domain/inbound.ts';
 import { parseWahaEvent } from './waha/waha.parser.ts';
-import { parseCloudWebhook } from './whatsapp-cloud/cloud.parser.ts';
+import { parseCloudWebhook, withoutOtherNumbers } from './whatsapp-cloud/cloud.parser.ts';
 import type { KnownChannel } from './channel-directory.ts';
 
 export type IngressRequest = {
@@ -28,6 +28,11 @@ export interface InboundProvider {
    * malformed input.
    */
   parse(body: unknown, channel: Pick<KnownChannel, 'config'>): InboundEvent[];
+  /**
+   * What of a (JSON-decoded) body may be kept for the channel it was posted to, when it is parked:
+   * the body without parts that belong to someone else. Absent: the body as it came.
+   */
+  keptBody?(body: unknown, channel: Pick<KnownChannel, 'config'>): unknown;
 }
 
 const OK: Verdict = { ok: true };
@@ -101,6 +106,9 @@ export const cloudProvider: InboundProvider = {
   },
   // One Meta app can be subscribed for several numbers: only changes for this channel's number count.
   parse: (body, channel) => parseCloudWebhook(body, { phoneNumberId: loose.str(channel.config, 'phone_number_id') }),
+  // Another number's changes are skipped, never stored, never parked (providers.md): the body
+  // parked for something of this number's must not carry theirs either.
+  keptBody: (body, channel) => withoutOtherNumbers(body, loose.str(channel.config, 'phone_number_id')),
 };
 
 export const PROVIDERS: Record<Provider, InboundProvider> = {

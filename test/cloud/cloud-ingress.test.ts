@@ -216,6 +216,30 @@ describe('Cloud message types, statuses and signatures', () => {
     await t.db.query('DELETE FROM parse_errors WHERE channel_id = $1', [channel.id]); // the other tests expect none
   });
 
+  it("parks a body without another number's changes, and a change it cannot read costs only itself", async () => {
+    const [mine, theirs] = [phone(), phone()];
+    const good = cloudText(mine, 'fica', { name: 'Cliente Daqui' });
+    const foreign = cloudText(theirs, 'segredo de outro número', { name: 'Cliente de Lá' });
+    const body = cloudBody({ contacts: [{ profile: { name: 'Cliente Daqui' }, wa_id: mine }], messages: [good.msg] });
+    // Another number's change, in an entry of its own and beside ours; and a change with no value.
+    const theirChange = cloudBody({ contacts: [{ profile: { name: 'Cliente de Lá' }, wa_id: theirs }], messages: [foreign.msg], phoneNumberId: '200000000000999' }).entry[0].changes[0];
+    body.entry[0].changes.push(theirChange, { field: 'messages', value: null });
+    body.entry.push({ id: 'WABA-OTHER', changes: [theirChange] });
+    const labels = { provider: 'whatsapp_cloud', event: 'messages', result: 'malformed' };
+    const before = await inboundCount(labels);
+
+    expect((await postCloud(t.app, channel.id, body)).status).toBe(200);
+    expect(await readBack(good.msg.id)).toMatchObject({ text: 'fica' });
+    const parked = await waitFor(async () => (await t.db.query('SELECT * FROM parse_errors WHERE channel_id = $1', [channel.id])).rows[0], 'the body parked', 30_000);
+    expect(parked.reason).toBe('an item could not be read (the rest of it was processed): body.entry[0].changes[2].value must be an object, got null');
+    const kept = Buffer.from(parked.body).toString('utf8');
+    expect(kept).not.toContain('200000000000999');
+    expect(kept).not.toContain('segredo de outro número');
+    expect(JSON.parse(kept)).toEqual({ ...body, entry: [{ ...body.entry[0], changes: [body.entry[0].changes[0], { field: 'messages', value: null }] }] });
+    expect(await inboundCount(labels)).toBe(before + 1);
+    await t.db.query('DELETE FROM parse_errors WHERE channel_id = $1', [channel.id]); // the other tests expect none
+  });
+
   it('stores the messages of a change whose contacts it cannot read, and parks the body for the contacts', async () => {
     const p = phone();
     const m = cloudText(p, 'contatos ilegíveis');

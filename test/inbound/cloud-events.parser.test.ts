@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { type InboundMessage, type InboundStatus, ParseError, isForward } from '../../src/domain/inbound.ts';
-import { parseCloudWebhook } from '../../src/inbound/whatsapp-cloud/cloud.parser.ts';
+import { parseCloudWebhook, withoutOtherNumbers } from '../../src/inbound/whatsapp-cloud/cloud.parser.ts';
 import { mutateFixtures } from '../support/mutate-fixtures.ts';
 
 const DIR = new URL('../fixtures/whatsapp-cloud/', import.meta.url);
@@ -109,8 +109,6 @@ describe('malformed Cloud bodies: a frame that cannot be read throws ParseError,
     ['null', null], ['an array', [ok]], ['a string', 'x'], ['no object', { entry: [] }],
     ['another object type', { ...ok, object: 'page' }], ['no entry', { object: 'whatsapp_business_account' }],
     ['entry as an object', { ...ok, entry: {} }], ['a null entry', { ...ok, entry: [null] }],
-    ['a change without field', { ...ok, entry: [{ id: '1', changes: [{ value: {} }] }] }],
-    ['a change with a null value', { ...ok, entry: [{ id: '1', changes: [{ field: 'messages', value: null }] }] }],
     ['an entry without changes', { ...ok, entry: [{ id: '1' }] }],
   ])('%s', (_label, body) => {
     expect(() => parseCloudWebhook(body)).toThrow(ParseError);
@@ -147,16 +145,38 @@ describe('malformed Cloud bodies: a frame that cannot be read throws ParseError,
   });
 
   // A change's own fields are not the frame: such a change costs that change only.
-  it.each<[string, Record<string, unknown>]>([
-    ['messages as an object', { messages: {} }],
-    ['contacts as an object', { contacts: {}, messages: [] }],
-    ['a numeric phone_number_id', { metadata: { phone_number_id: 1 }, messages: [] }],
-  ])('a change with %s is one malformed event, and the next change is read', (_label, value) => {
+  it.each<[string, unknown]>([
+    ['messages as an object', { field: 'messages', value: { messages: {} } }],
+    ['contacts as an object', { field: 'messages', value: { contacts: {}, messages: [] } }],
+    ['a numeric phone_number_id', { field: 'messages', value: { metadata: { phone_number_id: 1 }, messages: [] } }],
+    ['no field', { value: {} }],
+    ['a null value', { field: 'messages', value: null }],
+    ['no value', { field: 'messages' }],
+    ['itself null', null],
+  ])('a change with %s is one malformed event, and the next change is read', (_label, change) => {
     const body = structuredClone(ok);
-    body.entry[0].changes.unshift({ field: 'messages', value });
+    body.entry[0].changes.unshift(change);
     const events = parseCloudWebhook(body);
     expect(events.map((e) => e.kind)).toEqual(['ignored', 'message']);
-    expect(events[0]).toMatchObject({ reason: 'malformed', detail: expect.stringMatching(/^body\.entry\[0\]\.changes\[0\]\.value\./) });
+    expect(events[0]).toMatchObject({ reason: 'malformed', detail: expect.stringMatching(/^body\.entry\[0\]\.changes\[0\]/) });
+  });
+
+  it("keeps a parked body's own changes only: another number's are left out, and entries left with none", () => {
+    const body = structuredClone(load('multi-entry'));
+    const mine = '200000000000001';
+    const kept = withoutOtherNumbers(body, mine) as typeof body;
+    const numbers = kept.entry.flatMap((e: any) => e.changes.map((c: any) => c.value?.metadata?.phone_number_id));
+    expect(numbers.length).toBeGreaterThan(0);
+    expect(numbers.every((n: string | undefined) => n === undefined || n === mine)).toBe(true);
+    expect(JSON.stringify(body)).toContain('200000000000002');
+    expect(JSON.stringify(kept)).not.toContain('200000000000002');
+    // What it keeps reads as before.
+    expect(parseCloudWebhook(kept, { phoneNumberId: mine })).toEqual(parseCloudWebhook(body, { phoneNumberId: mine }).filter((e) => !(e.kind === 'ignored' && e.reason === 'other_phone_number')));
+    // Nothing to leave out (or no number to tell them by): the body itself.
+    const own = load('text');
+    expect(withoutOtherNumbers(own, mine)).toBe(own);
+    expect(withoutOtherNumbers(body, undefined)).toBe(body);
+    expect(withoutOtherNumbers('not json', mine)).toBe('not json');
   });
 
   // Contacts only name the senders, and errors only report: a list of them we cannot read must

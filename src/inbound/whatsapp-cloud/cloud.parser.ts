@@ -28,6 +28,30 @@ export type CloudParseOptions = {
   phoneNumberId?: string;
 };
 
+/**
+ * The body with the changes addressed to other numbers left out (entries left with none dropped),
+ * for what is kept of it (parse_errors): another number's customers are another channel's, maybe
+ * another project's, and never this one's to read. The body itself when nothing is left out, or
+ * when it is not a webhook body at all.
+ */
+export function withoutOtherNumbers(body: unknown, phoneNumberId: string | undefined): unknown {
+  const entries = loose.list(body, 'entry');
+  if (phoneNumberId === undefined || !entries) return body;
+  const foreign = (c: unknown) => {
+    const to = loose.str(loose.rec(loose.rec(c, 'value'), 'metadata'), 'phone_number_id');
+    return to !== undefined && to !== phoneNumberId;
+  };
+  let dropped = false;
+  const kept = entries.flatMap((e) => {
+    const changes = loose.list(e, 'changes');
+    if (!changes?.some(foreign)) return [e];
+    dropped = true;
+    const own = changes.filter((c) => !foreign(c));
+    return own.length ? [{ ...(e as Json), changes: own }] : [];
+  });
+  return dropped ? { ...(body as Json), entry: kept } : body;
+}
+
 export function parseCloudWebhook(body: unknown, opts: CloudParseOptions = {}): InboundEvent[] {
   const b = needRecord(body, 'body');
   const object = needString(b, 'object', 'body');
@@ -49,9 +73,19 @@ export function parseCloudWebhook(body: unknown, opts: CloudParseOptions = {}): 
     if (changes.length === 0) out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'unhandled_event', detail: 'entry without changes' });
     changes.forEach((c, j) => {
       const cPath = `${ePath}.changes[${j}]`;
-      const change = needRecord(c, cPath);
-      const field = needString(change, 'field', cPath);
-      const value = needRecord(change.value, `${cPath}.value`);
+      // A change that cannot be read (no field, a value that is no object) costs itself, not the
+      // other changes of the POST.
+      let field: string;
+      let value: Record<string, unknown>;
+      try {
+        const change = needRecord(c, cPath);
+        field = needString(change, 'field', cPath);
+        value = needRecord(change.value, `${cPath}.value`);
+      } catch (err) {
+        if (!(err instanceof ParseError)) throw err;
+        out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: 'messages', reason: 'malformed', detail: err.reason });
+        return;
+      }
       // Template, quality and account updates share this webhook; they are counted, not processed.
       if (field !== 'messages') {
         out.push({ kind: 'ignored', provider: 'whatsapp_cloud', event: field, reason: 'unhandled_event' });
