@@ -19,7 +19,7 @@ import { DUPLICATE_RACE, storeInboundMessages, type InboundMessageRow, type Stor
 import { endOverdueSession, settleLateSessions, type EndedSession } from '../db/session-lifecycle.sql.ts';
 import { mergeLidContact, type ContactMerge } from '../db/contact-merge.sql.ts';
 import { sessionEndedEvent } from './session-lifecycle.service.ts';
-import { lockChangeTarget, lockMessageByKey, setMessageStatus, writeEdit, writeReactions, writeRevoke, type ChangeTarget } from '../db/messages.sql.ts';
+import { backdateStep, lockChangeTarget, lockMessageByKey, setMessageStatus, writeEdit, writeReactions, writeRevoke, type ChangeTarget } from '../db/messages.sql.ts';
 import { setChannelStatus, type ChannelType } from '../db/channels.sql.ts';
 import { newEvent, type EventEnvelope, type MessageStatus as EventStatus } from '../domain/events.ts';
 import { uuidv7 } from '../domain/ids.ts';
@@ -385,9 +385,15 @@ async function applyStatus(tx: Queryable, ch: InboundChannel, s: InboundStatus, 
   const msg = await lockMessageByKey(tx, ch.id, s.messageKey);
   if (!msg) return 'missing_target';
   if (msg.direction !== 'outbound') return 'ignored';
-  if (!isForward(machineStatus(msg.status), s.status)) return 'unchanged';
-
   const at = s.timestamp ?? receivedAt;
+  if (!isForward(machineStatus(msg.status), s.status)) {
+    // A step reported after a later one (delivered after read: neither provider orders them) moves
+    // nothing forward, but says when that step happened: the time the later one filled in for it
+    // goes back to it. No event: its moment has passed.
+    if (s.timestamp && s.status !== msg.status && s.status !== 'failed' && s.status !== 'pending') await backdateStep(tx, msg.id, s.status, s.timestamp);
+    return 'unchanged';
+  }
+
   const error = s.error ? { ...s.error } : null;
   await setMessageStatus(tx, msg.id, s.status, at, error);
   const event = statusEvent(ch, msg, { status: s.status, previous: msg.status, at, error: s.error });

@@ -289,6 +289,31 @@ describe('Cloud message types, statuses and signatures', () => {
     expect(await eventsOf(messageId, 'message.delivered')).toHaveLength(1);
   });
 
+  it('keeps the delivery time of a delivered status that comes after the read one, moving nothing back', async () => {
+    const p = phone();
+    const id = wamid('unordered');
+    const messageId = await reply(p, id);
+    const now = Math.floor(Date.now() / 1000);
+    // Read first (which fills in the delivery with the read time), then the delivery, earlier.
+    await postCloud(t.app, channel.id, cloudBody({ statuses: [cloudStatus(id, 'read', p, { ts: now + 20 })] }));
+    await waitFor(async () => (await row(id))?.status === 'read', 'read', 30_000);
+    expect(new Date((await row(id)).delivered_at).toISOString()).toBe(at(now + 20));
+    const unchanged = { provider: 'whatsapp_cloud', event: 'statuses', result: 'unchanged' };
+    const before = await inboundCount(unchanged);
+    await postCloud(t.app, channel.id, cloudBody({ statuses: [cloudStatus(id, 'delivered', p, { ts: now + 5 })] }));
+    await waitFor(async () => (await inboundCount(unchanged)) > before, 'the late delivery seen', 30_000);
+    const m = await row(id);
+    expect(m.status).toBe('read');
+    expect(new Date(m.delivered_at).toISOString()).toBe(at(now + 5));
+    expect(new Date(m.read_at).toISOString()).toBe(at(now + 20));
+    // Never forward: a copy of the delivery dated later changes nothing.
+    await postCloud(t.app, channel.id, cloudBody({ statuses: [cloudStatus(id, 'delivered', p, { ts: now + 30 })] }));
+    await waitFor(async () => (await inboundCount(unchanged)) > before + 1, 'the copy seen', 30_000);
+    expect(new Date((await row(id)).delivered_at).toISOString()).toBe(at(now + 5));
+    expect(await eventsOf(messageId, 'message.delivered')).toHaveLength(0);
+    expect(await eventsOf(messageId, 'message.read')).toHaveLength(1);
+  });
+
   it("moves a reply to failed on a failed status, with Meta's code and title, and never back", async () => {
     const p = phone();
     const id = wamid('fail');
