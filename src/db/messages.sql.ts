@@ -58,22 +58,16 @@ export async function setMessageStatus(
   );
 }
 
+/** The time column of each step a status can be reported after a later one. */
+const STEP_COLUMNS = { sent: 'sent_at', delivered: 'delivered_at', read: 'read_at' } as const;
+
 /**
- * A step reported after a later one: its time, and those of the steps before it, are moved back to
- * `at` where the later step filled them in with its own, later, time (never forward).
+ * A step reported after a later one (delivered after read): its time, which the later step filled
+ * in with its own, goes back to `at` — only where it was filled in, and never forward.
  */
-export async function backdateStep(tx: Queryable, id: string, status: 'sent' | 'delivered' | 'read' | 'played', at: Date): Promise<void> {
-  await tx.query(
-    `UPDATE messages SET
-       sent_at = LEAST(sent_at, $3::timestamptz),
-       delivered_at = CASE WHEN $2::text IN ('delivered', 'read', 'played') THEN LEAST(delivered_at, $3::timestamptz) ELSE delivered_at END,
-       read_at = CASE WHEN $2::text IN ('read', 'played') THEN LEAST(read_at, $3::timestamptz) ELSE read_at END,
-       updated_at = now()
-     WHERE id = $1 AND (sent_at > $3::timestamptz
-       OR ($2::text IN ('delivered', 'read', 'played') AND delivered_at > $3::timestamptz)
-       OR ($2::text IN ('read', 'played') AND read_at > $3::timestamptz))`,
-    [id, status, at],
-  );
+export async function backdateStep(tx: Queryable, id: string, step: keyof typeof STEP_COLUMNS, at: Date): Promise<void> {
+  const column = STEP_COLUMNS[step];
+  await tx.query(`UPDATE messages SET ${column} = $2::timestamptz, updated_at = now() WHERE id = $1 AND ${column} > $2::timestamptz`, [id, at]);
 }
 
 /** Who made a reaction: the conversation is one-to-one (groups are skipped), so it is us or the contact. */

@@ -389,8 +389,9 @@ async function applyStatus(tx: Queryable, ch: InboundChannel, s: InboundStatus, 
   if (!isForward(machineStatus(msg.status), s.status)) {
     // A step reported after a later one (delivered after read: neither provider orders them) moves
     // nothing forward, but says when that step happened: the time the later one filled in for it
-    // goes back to it. No event: its moment has passed.
-    if (s.timestamp && s.status !== msg.status && s.status !== 'failed' && s.status !== 'pending') await backdateStep(tx, msg.id, s.status, s.timestamp);
+    // goes back to it. No event: its moment has passed. A failed message's times stay as they are.
+    const step = s.status === 'sent' || s.status === 'delivered' || s.status === 'read' ? s.status : undefined;
+    if (s.timestamp && step && step !== msg.status && msg.status !== 'failed') await backdateStep(tx, msg.id, step, s.timestamp);
     return 'unchanged';
   }
 
