@@ -233,9 +233,13 @@ describe('Cloud message types, statuses and signatures', () => {
     const parked = await waitFor(async () => (await t.db.query('SELECT * FROM parse_errors WHERE channel_id = $1', [channel.id])).rows[0], 'the body parked', 30_000);
     expect(parked.reason).toBe('an item could not be read (the rest of it was processed): body.entry[0].changes[2].value must be an object, got null');
     const kept = Buffer.from(parked.body).toString('utf8');
-    expect(kept).not.toContain('200000000000999');
     expect(kept).not.toContain('segredo de outro número');
-    expect(JSON.parse(kept)).toEqual({ ...body, entry: [{ ...body.entry[0], changes: [body.entry[0].changes[0], { field: 'messages', value: null }] }] });
+    expect(kept).not.toContain('Cliente de Lá');
+    expect(kept).not.toContain(theirs);
+    // Their changes keep their places (the reason's path still points at its change) and their
+    // number, nothing else.
+    const stub = { field: 'messages', value: { metadata: { phone_number_id: '200000000000999' } } };
+    expect(JSON.parse(kept)).toEqual({ ...body, entry: [{ ...body.entry[0], changes: [body.entry[0].changes[0], stub, { field: 'messages', value: null }] }, { id: 'WABA-OTHER', changes: [stub] }] });
     expect(await inboundCount(labels)).toBe(before + 1);
     await t.db.query('DELETE FROM parse_errors WHERE channel_id = $1', [channel.id]); // the other tests expect none
   });
@@ -332,6 +336,11 @@ describe('Cloud message types, statuses and signatures', () => {
     await postCloud(t.app, channel.id, cloudBody({ statuses: [cloudStatus(id, 'delivered', p, { ts: now + 2 })] }));
     await waitFor(async () => (await inboundCount({ provider: 'whatsapp_cloud', event: 'statuses', result: 'unchanged' })) > before, 'late status seen', 30_000);
     expect((await row(id)).status).toBe('failed');
+    // Nor does one dated before our own send time give it a delivery time.
+    const sentAt = (await row(id)).sent_at;
+    await postCloud(t.app, channel.id, cloudBody({ statuses: [cloudStatus(id, 'delivered', p, { ts: now - 60 }), cloudStatus(id, 'sent', p, { ts: now - 60 })] }));
+    await waitFor(async () => (await inboundCount({ provider: 'whatsapp_cloud', event: 'statuses', result: 'unchanged' })) > before + 2, 'older statuses seen', 30_000);
+    expect(await row(id)).toMatchObject({ status: 'failed', delivered_at: null, read_at: null, sent_at: sentAt });
   });
 
   it('refuses a wrong, missing or foreign signature with 401 and stores nothing', async () => {

@@ -29,27 +29,34 @@ export type CloudParseOptions = {
 };
 
 /**
- * The body with the changes addressed to other numbers left out (entries left with none dropped),
- * for what is kept of it (parse_errors): another number's customers are another channel's, maybe
- * another project's, and never this one's to read. The body itself when nothing is left out, or
- * when it is not a webhook body at all.
+ * The body with what the changes addressed to other numbers carry left out, for what is kept of it
+ * (parse_errors): another number's customers are another channel's, maybe another project's, and
+ * never this one's to read. Each such change keeps its place, its field and the number it names
+ * (so the paths of the reasons stored with the body still point at their items, and a replay skips
+ * it again as another number's); its contacts, messages and statuses are gone. The body itself
+ * when there is nothing to leave out, or when it is not a webhook body at all.
  */
 export function withoutOtherNumbers(body: unknown, phoneNumberId: string | undefined): unknown {
   const entries = loose.list(body, 'entry');
   if (phoneNumberId === undefined || !entries) return body;
-  const foreign = (c: unknown) => {
+  const otherNumber = (c: unknown): string | undefined => {
     const to = loose.str(loose.rec(loose.rec(c, 'value'), 'metadata'), 'phone_number_id');
-    return to !== undefined && to !== phoneNumberId;
+    return to !== undefined && to !== phoneNumberId ? to : undefined;
   };
-  let dropped = false;
-  const kept = entries.flatMap((e) => {
+  let changed = false;
+  const kept = entries.map((e) => {
     const changes = loose.list(e, 'changes');
-    if (!changes?.some(foreign)) return [e];
-    dropped = true;
-    const own = changes.filter((c) => !foreign(c));
-    return own.length ? [{ ...(e as Json), changes: own }] : [];
+    if (!changes?.some(otherNumber)) return e;
+    changed = true;
+    return {
+      ...(e as Json),
+      changes: changes.map((c) => {
+        const to = otherNumber(c);
+        return to === undefined ? c : { field: (c as Json).field, value: { metadata: { phone_number_id: to } } };
+      }),
+    };
   });
-  return dropped ? { ...(body as Json), entry: kept } : body;
+  return changed ? { ...(body as Json), entry: kept } : body;
 }
 
 export function parseCloudWebhook(body: unknown, opts: CloudParseOptions = {}): InboundEvent[] {
