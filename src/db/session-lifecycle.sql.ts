@@ -162,15 +162,16 @@ async function endActiveNow(
  * For the inbound transaction, before it counts a message on the conversation's active session:
  * ends that session first when the message comes after its due time (the sweeper had not got to
  * it yet — a backlog after a restart), so the message opens a new session instead of reviving one
- * that should be over. Never before now (a message dated ahead does not end a session early), as
- * inbound_store_messages() checks (035). Returns the ended session (its session.ended is the
+ * that should be over. Never before the clock says so (a message dated ahead does not end a session
+ * early), as inbound_store_messages() checks (035); the clock read later than the function's, so
+ * every session it reported overdue is ended here. A reply passes the clock itself. Returns the ended session (its session.ended is the
  * caller's to append).
  */
 export async function endOverdueSession(tx: Queryable, c: { contactId: string; channelId: string; at: Date }): Promise<EndedSession | undefined> {
   const r = await tx.query(
     `UPDATE sessions s SET status = 'ended', ended_at = s.due_at, end_reason = 'inactivity_timeout', due_at = NULL,
        customer_wait_seconds = ${CUSTOMER_WAIT}, updated_at = now()
-     WHERE s.contact_id = $1 AND s.channel_id = $2 AND s.status = 'active' AND s.due_at <= LEAST($3::timestamptz, now())
+     WHERE s.contact_id = $1 AND s.channel_id = $2 AND s.status = 'active' AND s.due_at <= LEAST($3::timestamptz, clock_timestamp())
      RETURNING ${ENDED_COLUMNS}`,
     [c.contactId, c.channelId, c.at],
   );

@@ -7,10 +7,10 @@
 --      the deployment default), and each message renews it with that timeout.
 --   2. A message dated a few minutes ahead (accepted up to five) ended its conversation's active
 --      session before that session was due: the overdue check now compares the due time with the
---      message's time or now, whichever is earlier (endOverdueSession does the same).
+--      message's time or the clock, whichever is earlier (endOverdueSession does the same).
 --   3. A message delivered late set the contact's name back to the push name it carried, older
 --      than the one a newer message had set: a contact is now renamed by its newest message only
---      (one without a name takes any).
+--      (give or take a minute; one without a name takes any).
 -- touch_active_session() of 013 and inbound_store_messages() of 024 restated whole, with those
 -- changes (marked 035).
 
@@ -138,10 +138,11 @@ BEGIN
       ORDER BY c.phone IS NULL, c.created_at LIMIT 1;
     END IF;
     IF v_known IS NOT NULL THEN
-      -- (035) Due by the message's time, but never before now: a message dated ahead (a provider's
-      -- clock running up to five minutes fast) does not end a session before its time.
+      -- (035) Due by the message's time, but never before the clock says so: a message dated ahead
+      -- (a provider's clock running up to five minutes fast) does not end a session before its time.
+      -- The clock, not now(): a transaction that waited for a lock has a start long gone.
       PERFORM 1 FROM sessions s WHERE s.contact_id = v_known AND s.channel_id = v_channel AND s.status = 'active'
-        AND s.due_at <= LEAST(v_at, now());
+        AND s.due_at <= LEAST(v_at, clock_timestamp());
       IF FOUND THEN
         outcome := 'overdue';
         contact_id := v_known;
@@ -200,9 +201,10 @@ BEGIN
     IF NOT contact_inserted THEN
       -- (035) Only the contact's newest message renames them: one delivered late (Meta retries for
       -- days, in no order) carries the name they had then (a contact with no name yet takes it).
-      -- last_interaction_at is already this message's time when it is the newest.
+      -- last_interaction_at is already this message's time when it is the newest; a minute's grace,
+      -- as a reply of ours sets it by our clock, and a provider's times are whole seconds.
       IF v_push IS NOT NULL AND v_name_source IS DISTINCT FROM 'user' AND v_name IS DISTINCT FROM v_push
-         AND (v_at >= v_last OR v_name IS NULL) THEN
+         AND (v_at >= v_last - interval '1 minute' OR v_name IS NULL) THEN
         contact_changes := contact_changes || 'name'::text;
       END IF;
       IF v_ad IS NOT NULL AND NOT v_has_ad THEN
