@@ -1,5 +1,6 @@
 // Reads of `contacts` for the API. Every query names the project even inside a tenant transaction:
 // the filter is the first wall, row-level security the second. Soft-deleted contacts are invisible.
+import { withoutTrunkPrefix } from '../domain/phone.ts';
 import { isBlank } from '../domain/text.ts';
 import { AppError, notFound } from '../errors.ts';
 import type { Queryable, Row } from './database.ts';
@@ -93,7 +94,7 @@ export async function listContacts(q: Queryable, query: ListContactsQuery): Prom
     const either = [`name ILIKE ${text}`, `email ILIKE ${text}`];
     // "+55 (11) 9000" and "55119000" both find +5511900000001: compare digits only, and only when
     // the search looks like a phone, so a name with one digit does not match every phone.
-    const digits = search.replace(/\D/g, '');
+    const digits = withoutTrunkPrefix(search).replace(/\D/g, '');
     if (digits.length >= 3 && /^\+?[\d\s().-]+$/.test(search)) either.push(`phone LIKE ${w.param(`%${digits}%`)}`);
     w.add(`(${either.join(' OR ')})`);
   }

@@ -49,13 +49,19 @@ export function phoneFromJid(jid: string): string | undefined {
  * plausible phone (a LID, a group, too few digits).
  */
 export function normalizePhone(input: string): string | undefined {
-  // A `(0)` after the country code is the national trunk prefix, written for callers inside the
-  // country and never dialled from abroad ('+44 (0)20…' is +44 20…): kept, it names another number.
-  const s = input.trim().replace(/^(\+\d{1,3})[\s.-]*\(0\)/, '$1');
+  const s = withoutTrunkPrefix(input.trim());
   if (s.includes('@')) return phoneFromJid(s);
   if (!/^\+?[\d\s().-]+$/.test(s)) return undefined;
   const digits = s.replace(/\D/g, '');
   return E164_DIGITS.test(digits) ? `+${digits}` : undefined;
+}
+
+/**
+ * A `(0)` after the country code is the national trunk prefix, written for callers inside the
+ * country and never dialled from abroad ('+44 (0)20…' is +44 20…): kept, it names another number.
+ */
+export function withoutTrunkPrefix(s: string): string {
+  return s.replace(/^(\+\d{1,3})[\s.-]*\(0\)/, '$1');
 }
 
 /** The WhatsApp id (digits only) of an E.164 phone. */

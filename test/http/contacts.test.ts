@@ -98,6 +98,7 @@ describe('GET /contacts', () => {
     expect(await search('+55 (21) 97777-0033')).toEqual(['Person 3']);
     expect(await search('9777700')).toHaveLength(7);
     expect(await search('447700')).toEqual(['Zoë 50% Off']);
+    expect(await search('+44 (0)7700')).toEqual(['Zoë 50% Off']); // the trunk prefix, as a phone is stored without it
     expect(await search('50%')).toEqual(['Zoë 50% Off']);
     expect(await search('%')).toEqual(['Zoë 50% Off']);
     expect(await search('nobody')).toEqual([]);
