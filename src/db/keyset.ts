@@ -49,7 +49,7 @@ function isExactTime(at: string): boolean {
 /** Ranks are small tie-breakers (timeline-read.sql.ts); anything else did not come from us. */
 const MAX_RANK = 1000;
 
-/** `list` names the list and its order (`messages<`, `contacts`): a cursor is taken by that list only. */
+/** `list` names the list and its order (`messages:oldest`, `contacts`): a cursor is taken by that list only. */
 export function encodeCursor(list: string, k: Keyset): string {
   const tuple = k.rank === undefined ? [list, k.at, k.id] : [list, k.at, k.id, k.rank];
   return Buffer.from(JSON.stringify(tuple)).toString('base64url');

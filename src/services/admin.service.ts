@@ -33,7 +33,7 @@ const REPLAY_SEND_TIMEOUT_MS = 5000;
 function notSent(what: string, sendError: unknown, markKept: boolean): AppError {
   return new AppError(
     'unavailable',
-    `${what} could not be queued again: ${errorText(sendError)}; ${markKept ? 'its replay mark could not be taken back either, so it shows one replay more than went out: replay it again with force=true' : 'nothing was marked; retry'}`,
+    `${what} could not be queued again: ${errorText(sendError)}; ${markKept ? 'its replay mark could not be taken back either, so it shows one replay more than went out: replay it again with force=true' : 'nothing was marked; retry (a send that timed out may still arrive: what it carries is applied once)'}`,
   );
 }
 
