@@ -137,7 +137,12 @@ function readCredential(req: FastifyRequest): string {
     return m[1];
   }
   const key = req.headers['x-api-key'];
-  if (typeof key === 'string' && key.trim() !== '') return key.trim();
+  if (typeof key === 'string' && key.trim() !== '') {
+    // The header of API keys only: a login token there would travel where proxies and logs expect
+    // a long-lived key, and is told where it goes.
+    if (!key.trim().startsWith(API_KEY_PREFIX)) throw unauthorized(`X-API-Key takes an API key (${API_KEY_PREFIX}…); send a login token as Authorization: Bearer <token>`);
+    return key.trim();
+  }
   throw unauthorized('send an API key (Authorization: Bearer vtr_… or X-API-Key) or a login token (Authorization: Bearer …)');
 }
 
@@ -171,6 +176,9 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
       return hit.caller;
     }
     const readAt = cache.generation();
+    // A revocation committed after this read is heard within the cache's lifetime counted from
+    // here, not from after the lookup (which may wait on the revoking transaction's lock).
+    const until = Date.now() + AUTH_CACHE_TTL_MS;
     if (secret.startsWith(API_KEY_PREFIX)) {
       const found = await apiKeys.resolve(secret);
       if (!found) throw unauthorized('the API key is unknown or revoked');
@@ -181,12 +189,12 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
         await apiKeys.touch(found.caller.apiKeyId!);
         touchedAt = Date.now();
       }
-      cache.set(cacheKey, { caller: found.caller, until: Date.now() + AUTH_CACHE_TTL_MS, touchedAt }, readAt);
+      cache.set(cacheKey, { caller: found.caller, until, touchedAt }, readAt);
       return found.caller;
     }
     const found = await accounts.resolveLoginToken(secret, projectHeader);
     if (!found) throw unauthorized('the login token is unknown, revoked or expired');
-    cache.set(cacheKey, { caller: found.caller, until: Math.min(Date.now() + AUTH_CACHE_TTL_MS, found.expiresAt.getTime()), touchedAt: Date.now() }, readAt);
+    cache.set(cacheKey, { caller: found.caller, until: Math.min(until, found.expiresAt.getTime()), touchedAt: Date.now() }, readAt);
     return found.caller;
   }
 
@@ -196,12 +204,13 @@ export async function authPlugin(app: FastifyInstance, deps: AppDeps): Promise<v
       const secret = readCredential(req);
       const header = req.headers['x-project-id'];
       // Checked here, before the header schema would be: a value that is no uuid names no project,
-      // and is told so, rather than answered with the 404 of an unknown one.
-      if (header !== undefined && header !== '' && !isUuid(header)) {
-        throw invalid('X-Project-ID must be a project id (a UUID)', [{ field: 'X-Project-ID', message: 'must be a UUID' }]);
+      // and is told so, rather than answered with the 404 of an unknown one. An empty one too (a
+      // workflow's unset variable): taken for "none", it would act in the user's first project.
+      if (header !== undefined && !isUuid(header)) {
+        throw invalid('X-Project-ID must be a project id (a UUID); leave the header out for your first project', [{ field: 'X-Project-ID', message: 'must be a UUID' }]);
       }
       // A uuid in any case names the same project (ids are compared as text below).
-      const caller = await resolve(secret, typeof header === 'string' && header !== '' ? header.toLowerCase() : undefined);
+      const caller = await resolve(secret, typeof header === 'string' ? header.toLowerCase() : undefined);
       if (!can(caller.role, permission)) throw new AppError('forbidden', `the ${caller.role} role may not do this (needs ${permission})`);
       req.auth = caller;
     };

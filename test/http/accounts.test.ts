@@ -91,6 +91,16 @@ describe('POST /auth/login', () => {
     expect(meDefault.json).toMatchObject({ kind: 'user', role: 'admin', project: { id: a.projectId }, user: { email: a.email } });
     const meSecond = await call(app, body.token, 'GET', '/auth/me', { headers: { 'x-project-id': second } });
     expect(meSecond.json.project.id).toBe(second);
+    // An empty header (a workflow's unset variable) is a 400, not "the first project".
+    for (const empty of ['', ' ']) {
+      const blank = await call(app, body.token, 'POST', '/contacts', { headers: { 'x-project-id': empty }, body: { phone: '+5511955551234' } });
+      expect(blank.status, JSON.stringify(blank.json)).toBe(400);
+      expect(blank.json.errors).toEqual([{ field: 'X-Project-ID', message: 'must be a UUID' }]);
+    }
+    // X-API-Key takes API keys only: a login token goes in Authorization.
+    const tokenAsKey = await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { 'x-api-key': body.token } });
+    expect(tokenAsKey.statusCode).toBe(401);
+    expect(tokenAsKey.json().detail).toContain('Authorization: Bearer');
     const list = await call(app, body.token, 'GET', '/projects');
     expect(list.json.data.map((p: any) => p.id)).toEqual([a.projectId, second]);
 
