@@ -110,8 +110,11 @@ export const wahaSender: ProviderSender = {
     if (answer.status >= 200 && answer.status < 300) return { ok: true, externalId: wahaMessageIdOf(answer.json) ?? null };
     const failure = classifyFailure(answer.status, wahaErrorText(answer), answer.retryAfter);
     // While its session (re)starts WAHA answers 422 "Session status is not as expected. Try again
-    // later…" with the status it is in: an answer to try again, not a refusal of the message.
-    return answer.status === 422 && sessionNotReady(answer.json) ? { ...failure, retry: true } : failure;
+    // later…" with the status it is in, and 404 "We didn't find a session with name '…'. Please
+    // start it first" while it is stopped (a restarted WAHA that has not restored it yet, a phone
+    // being paired again): answers to try again, not refusals of the message.
+    const waitForSession = (answer.status === 422 && sessionNotReady(answer.json)) || (answer.status === 404 && sessionNotFound(answer.json));
+    return waitForSession ? { ...failure, retry: true } : failure;
   },
 };
 
@@ -119,6 +122,12 @@ export const wahaSender: ProviderSender = {
 function sessionNotReady(json: unknown): boolean {
   const o = json as Record<string, unknown> | undefined;
   return Array.isArray(o?.expected) && o.expected.includes('WORKING') && typeof o.status === 'string' && o.status !== 'WORKING';
+}
+
+/** WAHA's 404 for a session it does not have running: `{statusCode: 404, message: "We didn't find a session with name '…'…"}`. */
+function sessionNotFound(json: unknown): boolean {
+  const message = (json as Record<string, unknown> | undefined)?.message;
+  return typeof message === 'string' && /didn't find a session/i.test(message);
 }
 
 /** `GET /api/sessions/{session}` → WAHA's status word (WORKING, SCAN_QR_CODE, FAILED…). */

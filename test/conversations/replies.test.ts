@@ -216,6 +216,17 @@ describe('POST /messages through WAHA', () => {
     });
   });
 
+  it('retries when WAHA answers 404 because its session is stopped, then succeeds', async () => {
+    const phone = newPhone();
+    // WAHA's answer for a session it does not have running (stopped, or not restored yet after a restart).
+    const stopped = { statusCode: 404, message: "We didn't find a session with name 'loja'.\nPlease start it first by using POST /api/sessions/loja/start request", error: 'Not Found' };
+    await answering((call) => (call.body?.chatId === `${phone}@c.us` && sends(phone).length === 1 ? { status: 404, body: stopped } : undefined), async () => {
+      const id = await send({ phone: `+${phone}`, text: 'Quando voltar' });
+      const m = await settled(id);
+      expect({ status: m.status, attempts: m.send_attempts, sends: sends(phone).length }).toEqual({ status: 'sent', attempts: 2, sends: 2 });
+    });
+  });
+
   it("ends failed with WAHA's reason on a 4xx, without retrying", async () => {
     const phone = newPhone();
     await answering((call) => (call.body?.chatId === `${phone}@c.us` ? { status: 422, body: { statusCode: 422, message: 'chatId is not on WhatsApp' } } : undefined), async () => {
