@@ -68,12 +68,14 @@ export async function completeIdempotencyKey(
   keyHash: string,
   claim: string,
   res: { status: number; contentType: string | null; body: Buffer; location: string | null },
-): Promise<void> {
-  await q.query(
+): Promise<boolean> {
+  const r = await q.query(
     `UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5, location = $7, completed_at = now()
      WHERE project_id = $1 AND key_hash = $2 AND status IS NULL AND ${CLAIM} = $6::bigint`,
     [projectId, keyHash, res.status, res.contentType, res.body, claim, res.location],
   );
+  // False: the claim is no longer this request's (a retry took it over once it looked stale).
+  return r.rowCount > 0;
 }
 
 /** Forgets an unfinished claim (the request failed on our side), so the client can retry; only its own. */

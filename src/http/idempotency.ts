@@ -173,12 +173,17 @@ export function answerWithin(req: FastifyRequest, deps: Pick<AppDeps, 'secretKey
   const secret = sealingSecret(deps);
   const projectId = req.auth.projectId;
   return async (tx, answer) => {
-    await completeIdempotencyKey(tx, projectId, claim.keyHash, claim.claim, {
+    const held = await completeIdempotencyKey(tx, projectId, claim.keyHash, claim.claim, {
       status: answer.status,
       contentType: 'application/json; charset=utf-8',
       body: seal(secret, claim.key, projectId, Buffer.from(JSON.stringify(answer.body))),
       location: answer.location ?? null,
     });
+    // Ran so long that a retry took the key over (and made the change itself, or is making it):
+    // this one's change must not commit beside it — a second reply to the customer.
+    if (!held) {
+      throw new AppError('conflict', 'a retry with this Idempotency-Key took it over while this request ran too long; this request was not applied (the retry\'s answer is the one that counts)');
+    }
     claim.answered = true;
   };
 }

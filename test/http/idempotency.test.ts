@@ -1,6 +1,9 @@
 // Idempotency-Key on POSTs that create things.
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import { answerWithin } from '../../src/http/idempotency.ts';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../../src/db/idempotency.sql.ts';
 import type { Queryable } from '../../src/db/database.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
@@ -110,7 +113,11 @@ describe('Idempotency-Key', () => {
     if (!('claim' in r2)) throw new Error('the stale claim should be taken over');
     expect(r2.claim).not.toBe(r1.claim);
     // R1 finishes late: neither its response nor its failure touches R2's claim.
-    await tx((q) => completeIdempotencyKey(q, a.projectId, keyHash, r1.claim, { status: 201, contentType: 'application/json', body: Buffer.from('x'), location: null }));
+    expect(await tx((q) => completeIdempotencyKey(q, a.projectId, keyHash, r1.claim, { status: 201, contentType: 'application/json', body: Buffer.from('x'), location: null }))).toBe(false);
+    // A handler that records its answer in its own transaction (POST /messages) is refused there,
+    // so its change rolls back instead of committing beside R2's.
+    const late = answerWithin({ idempotency: { keyHash, key: 'late-key', claim: r1.claim }, auth: { projectId: a.projectId } } as unknown as FastifyRequest, { secretKey: 's'.repeat(64), config: loadConfig({}) })!;
+    await expect(tx((q) => late(q, { status: 202, body: { id: 'x' } }))).rejects.toThrow(/took it over/);
     await tx((q) => releaseIdempotencyKey(q, a.projectId, keyHash, r1.claim));
     const held = await db.query(`SELECT request_hash, status FROM idempotency_keys WHERE key_hash = $1`, [keyHash]);
     expect(held.rows).toEqual([{ request_hash: 'body-y', status: null }]);
