@@ -251,23 +251,32 @@ export async function databaseClock(tx: Queryable): Promise<Date> {
   return new Date(r.rows[0].at);
 }
 
-/** A failed attempt that will be tried again after `delayMs`; the lease is released. */
-export async function scheduleRetry(q: Queryable, id: string, delayMs: number, error: Record<string, unknown>): Promise<void> {
+/**
+ * A failed attempt that will be tried again after `delayMs`; the lease is released. Only while the
+ * attempt is still the message's latest (`attempt`, claimForSend's): a sender that outlived its
+ * lease, and whose message another sender took meanwhile, must not free that one's lease (a third
+ * could then send beside it).
+ */
+export async function scheduleRetry(q: Queryable, id: string, attempt: number, delayMs: number, error: Record<string, unknown>): Promise<void> {
   await q.query(
     `UPDATE messages SET next_send_at = now() + make_interval(secs => $2::float8 / 1000), send_lease_until = NULL,
        error = $3::jsonb, updated_at = now()
-     WHERE id = $1 AND status = 'queued'`,
-    [id, delayMs, JSON.stringify(error)],
+     WHERE id = $1 AND status = 'queued' AND send_attempts = $4`,
+    [id, delayMs, JSON.stringify(error), attempt],
   );
 }
 
-/** The message will never go: failed, with the provider's reason. Undefined if it was not queued. */
-export async function markFailed(tx: Queryable, id: string, error: Record<string, unknown>): Promise<MessageRecord | undefined> {
+/**
+ * The message will never go: failed, with the provider's reason. Undefined if it was not queued,
+ * or another sender has taken it since this attempt (`attempt`): a late failure must not undo a
+ * send still under way. (A send that succeeded is recorded whoever holds the lease.)
+ */
+export async function markFailed(tx: Queryable, id: string, attempt: number, error: Record<string, unknown>): Promise<MessageRecord | undefined> {
   const r = await tx.query(
     `UPDATE messages SET status = 'failed', failed_at = now(), error = $2::jsonb, send_lease_until = NULL, next_send_at = NULL, updated_at = now()
-     WHERE id = $1 AND status = 'queued'
+     WHERE id = $1 AND status = 'queued' AND send_attempts = $3
      RETURNING ${MESSAGE_COLUMNS}`,
-    [id, JSON.stringify(error)],
+    [id, JSON.stringify(error), attempt],
   );
   return r.rows[0] ? toMessage(r.rows[0]) : undefined;
 }

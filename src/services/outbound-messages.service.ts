@@ -371,7 +371,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
     /** A failed attempt to be tried again after `delayMs`. */
     async recordRetry(job: SendJob, delayMs: number, error: SendFailure): Promise<void> {
       const doc = { ...error, attempt: job.attempt, retrying: true };
-      await withTransaction(db, (tx) => scheduleRetry(tx, job.message.id, delayMs, doc), { projectId: job.message.projectId });
+      await withTransaction(db, (tx) => scheduleRetry(tx, job.message.id, job.attempt, delayMs, doc), { projectId: job.message.projectId });
     },
 
     /** The message will never go: failed with the provider's reason, and message.failed. */
@@ -380,7 +380,7 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
       return withTransaction(
         db,
         async (tx) => {
-          const failed = await markFailed(tx, job.message.id, { ...error, attempts: job.attempt });
+          const failed = await markFailed(tx, job.message.id, job.attempt, { ...error, attempts: job.attempt });
           if (!failed) return false;
           await appendEvents(tx, [statusEvent({ id: failed.channelId, projectId }, failed, { status: 'failed', previous: 'queued', at: new Date(), error })!]);
           return true;
