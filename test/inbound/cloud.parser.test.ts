@@ -165,6 +165,12 @@ describe('Cloud API messages', () => {
     }, 'unsupported'));
   });
 
+  it("keeps the kind Meta names of an unsupported message (a customer's edit)", () => {
+    const body = load('unsupported');
+    body.entry[0].changes[0].value.messages[0].unsupported = { type: 'edit' };
+    expect(parseCloudWebhook(body)[0]).toMatchObject({ type: 'unknown', metadata: { raw_type: 'unsupported', unsupported_type: 'edit', errors: [expect.objectContaining({ code: 131051 })] } });
+  });
+
   it.each(['order', 'system', 'request_welcome', 'some_future_type'])('type %s is kept as unknown', (type) => {
     const body = load('text');
     Object.assign(body.entry[0].changes[0].value.messages[0], { type, text: undefined });

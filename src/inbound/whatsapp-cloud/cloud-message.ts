@@ -174,9 +174,12 @@ function readContent(m: Json, rawType: string, path: string): Content {
       metadata: { system: compact({ type: optString(o, 'type', p), new_wa_id: optString(o, 'new_wa_id', p) ?? optString(o, 'wa_id', p) }) },
     };
   }
-  // unsupported / unknown / …: keep the message, say what it was and why.
+  // unsupported / unknown / …: keep the message, say what it was and why (Meta may name the kind it
+  // does not deliver: `unsupported: {type: "edit"}`, a customer's edit).
   const errors = (optArray(m, 'errors', path) ?? []).map(readCloudError);
-  return { type: 'unknown', metadata: errors.length ? { errors } : undefined };
+  const unsupported = loose.str(loose.rec(m, 'unsupported'), 'type');
+  const metadata = compact({ errors: errors.length ? errors : undefined, unsupported_type: unsupported });
+  return { type: 'unknown', metadata: Object.keys(metadata).length ? metadata : undefined };
 }
 
 /** `context.referred_product`: which product of which catalogue the customer asked about. */
