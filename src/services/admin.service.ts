@@ -21,6 +21,7 @@ import type { Caller } from '../domain/permissions.ts';
 import { EnvelopeHeaders } from '../inbound/ingress.ts';
 import { AppError, notFound } from '../errors.ts';
 import { listEvents, type StoredEvent } from '../outbox/outbox.sql.ts';
+import { silentLogger, type Logger } from '../observability/logger.ts';
 
 export type QueueView = Omit<QueueStats, 'deadLetters'> & { deadLetters: number };
 
@@ -37,7 +38,7 @@ function notSent(what: string, sendError: unknown, markKept: boolean): AppError 
   );
 }
 
-export function makeAdminService({ db, broker }: { db: Database; broker: Broker }) {
+export function makeAdminService({ db, broker, logger = silentLogger }: { db: Database; broker: Broker; logger?: Logger }) {
   const inProject = <T>(caller: Caller, fn: (tx: Queryable) => Promise<T>) => withTransaction(db, fn, { projectId: caller.projectId });
 
   return {
@@ -86,7 +87,9 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
         );
       }
       const replayed = await replayDeadLetter(db, broker, id, { projectId: caller.projectId, seen: own.replayCount, timeoutMs: REPLAY_SEND_TIMEOUT_MS }).catch((err: unknown) => {
-        throw err instanceof ReplaySendError ? notSent(`the message of dead letter ${own.id}`, err.sendError, err.markKept) : err;
+        if (!(err instanceof ReplaySendError)) throw err;
+        if (err.markKept) logger.error({ dead_letter_id: own.id, project_id: caller.projectId, err: err.sendError }, 'dead-letter replay not sent, and its mark could not be given back');
+        throw notSent(`the message of dead letter ${own.id}`, err.sendError, err.markKept);
       });
       if (!replayed) throw notFound('dead letter');
       if (replayed === 'taken') throw new AppError('conflict', `dead letter ${own.id} is being replayed by another request, or was just now`);
@@ -129,7 +132,13 @@ export function makeAdminService({ db, broker }: { db: Database; broker: Broker 
       try {
         await broker.send(Queues.inboundRaw, [{ messageId: uuidv7(), body: own.body, headers }], { timeoutMs: REPLAY_SEND_TIMEOUT_MS });
       } catch (err) {
-        const released = await inProject(caller, (tx) => unmarkParseErrorReplay(tx, caller.projectId, own.id, marked.replayCount, own.replayedAt)).then(() => true, () => false);
+        const released = await inProject(caller, (tx) => unmarkParseErrorReplay(tx, caller.projectId, own.id, marked.replayCount, own.replayedAt)).then(
+          () => true,
+          (unmarkErr: unknown) => {
+            logger.error({ parse_error_id: own.id, project_id: caller.projectId, err: unmarkErr }, 'parse-error replay not sent, and its mark could not be given back');
+            return false;
+          },
+        );
         throw notSent(`the webhook of parse error ${own.id}`, err, !released);
       }
       return { ...own, ...marked };

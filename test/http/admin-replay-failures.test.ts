@@ -9,6 +9,9 @@ import { Queues } from '../../src/broker/topology.ts';
 import type { Database, Queryable } from '../../src/db/database.ts';
 import { insertParseError } from '../../src/db/parse-errors.sql.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
+import type { Caller } from '../../src/domain/permissions.ts';
+import { makeLogger } from '../../src/observability/logger.ts';
+import { makeAdminService } from '../../src/services/admin.service.ts';
 import { call, makeTenant, startApp } from './harness.ts';
 
 /** What fails on cue: every send; and, when `giveBackFails`, the statement that gives a replay mark back. */
@@ -43,7 +46,7 @@ function unreachable(b: Broker): Broker {
   });
 }
 
-const { app, db } = await startApp({}, { db: failing, broker: unreachable });
+const { app, db, broker } = await startApp({}, { db: failing, broker: unreachable });
 const t = await makeTenant(app);
 
 const replayCount = async (table: 'dead_letters' | 'parse_errors', id: string) =>
@@ -98,5 +101,21 @@ describe.each([
     const forced = await call(app, t.keys.admin, 'POST', `${url(id)}?force=true`);
     expect(forced.status, forced.body).toBe(202);
     expect(forced.json.replay_count).toBe(2);
+  });
+});
+
+describe('a replay whose mark could not be given back', () => {
+  it('is logged, so the row showing a replay that sent nothing is found', async () => {
+    const lines: any[] = [];
+    const admin = makeAdminService({ db: failing(db), broker: unreachable(broker), logger: makeLogger('error', {}, { write: (line: string) => void lines.push(JSON.parse(line)) }) });
+    const caller: Caller = { kind: 'api_key', projectId: t.projectId, role: 'admin' };
+    const dl = await newDeadLetter();
+    await expect(down({ giveBackFails: true }, () => admin.replay(caller, dl))).rejects.toThrow(/force=true/);
+    const pe = await newParseError();
+    await expect(down({ giveBackFails: true }, () => admin.replayParseError(caller, pe))).rejects.toThrow(/force=true/);
+    expect(lines).toEqual([
+      expect.objectContaining({ level: 50, dead_letter_id: dl, project_id: t.projectId, msg: 'dead-letter replay not sent, and its mark could not be given back' }),
+      expect.objectContaining({ level: 50, parse_error_id: pe, project_id: t.projectId, msg: 'parse-error replay not sent, and its mark could not be given back' }),
+    ]);
   });
 });
