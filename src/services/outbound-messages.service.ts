@@ -322,7 +322,10 @@ export function makeOutboundMessages(deps: OutboundMessagesDeps) {
             // it (an old message of this conversation being stored at this moment, which takes it
             // exclusively, is then placed before or after this reply, never merged with its
             // session), then the contact, then its sessions — a reply that took the session first
-            // and the contact last deadlocked with a batch taking them the other way round.
+            // and the contact last deadlocked with a batch taking them the other way round. (One
+            // case still crosses: an inbound batch that ends an overdue session between its rounds
+            // holds that session before the next round's contacts; PostgreSQL then ends one of the
+            // two, and it is retried.)
             await lockConversationPhone(tx, projectId, message.contactId);
             at = await touchContactForReply(tx, message.contactId);
             steps = { sentAt: at };
