@@ -45,6 +45,17 @@ describe('a session timeout in force', () => {
     expect(new Date(s.due_at).getTime()).toBe((ts + 30 * 60) * 1000);
   });
 
+  it("places a late message with the channel's timeout as committed: its own ended session, not the active one hours later", async () => {
+    const phone = newPhone();
+    const channel = await channelSeenAs(1440, 30);
+    const now = Math.floor(Date.now() / 1000);
+    await store(channel, wahaText(phone, 'agora', { ts: now - 60 }));
+    // Three hours before the active session: within the cache's 1440 minutes, not within 30.
+    await store(channel, wahaText(phone, 'de manhã', { ts: now - 3 * 3600 }));
+    const sessions = await sessionsOf(channel.id);
+    expect(sessions.map((s) => [s.status, s.timeout_minutes, s.message_count])).toEqual([['ended', 30, 1], ['active', 30, 1]]);
+  });
+
   it('renews a session with the timeout in force: a restart with another default reaches it at its next message', async () => {
     const phone = newPhone();
     const channel = await channelSeenAs(1440); // no timeout of its own: the deployment default

@@ -4,7 +4,8 @@
 --      change yet), the retiming of active sessions did not see a session not committed yet, and
 --      every later message renewed the due time with the session's own stored timeout. A session
 --      now opens with the channel's timeout as committed (the caller's when the channel has none:
---      the deployment default), and each message renews it with that timeout.
+--      the deployment default), each message renews it with that timeout, and a late message is
+--      placed with it.
 --   2. A message dated a few minutes ahead (accepted up to five) ended its conversation's active
 --      session before that session was due: the overdue check now compares the due time with the
 --      message's time or the clock, whichever is earlier (endOverdueSession does the same).
@@ -225,8 +226,11 @@ BEGIN
     -- 5. the session the message belongs to by its time (place_inbound_message above)
     SELECT t.id, t.inserted, t.started_at, t.timeout_minutes, t.ended
     INTO session_id, session_inserted, session_started_at, session_timeout, session_ended
+    -- (035) With the channel's timeout as committed, as touch_active_session() takes it: which
+    -- session a late message belongs to, and the span of one written as ended, are counted with it.
     FROM place_inbound_message((m->>'new_session_id')::uuid, p_project, contact_id, v_channel, v_at, v_from_me,
-                               (m->>'timeout_minutes')::int) t;
+                               COALESCE((SELECT c.session_timeout_minutes FROM channels c WHERE c.id = v_channel),
+                                        (m->>'timeout_minutes')::int)) t;
 
     -- 6. the message
     INSERT INTO messages (id, project_id, channel_id, contact_id, session_id, direction, from_me, type, text, media, location,
