@@ -23,8 +23,8 @@ export async function recordAttempt(q: Queryable, email: string, ip: string, win
             ceil(extract(epoch FROM min(created_at) FILTER (WHERE email = $1) + $3::float8 * interval '1 ms' - now()))::int AS email_retry,
             ceil(extract(epoch FROM min(created_at) FILTER (WHERE ip = $2) + $3::float8 * interval '1 ms' - now()))::int AS ip_retry
      FROM login_attempts
-     WHERE (email = $1 OR ip = $2) AND email <> $4 AND created_at > now() - $3::float8 * interval '1 ms'`,
-    [email, ip, windowMs, REGISTRATION],
+     WHERE (email = $1 OR ip = $2) AND email <> ALL($4::text[]) AND created_at > now() - $3::float8 * interval '1 ms'`,
+    [email, ip, windowMs, [REGISTRATION, MEMBER_LOOKUP]],
   );
   const c = r.rows[0];
   return {
@@ -36,20 +36,33 @@ export async function recordAttempt(q: Queryable, email: string, ip: string, win
   };
 }
 
-/** The email a registration is recorded under: no address is this (it is no email). */
+/** The emails a registration and a member lookup are recorded under: no address is either (they are no email). */
 const REGISTRATION = '(registration)';
+const MEMBER_LOOKUP = '(member lookup)';
 
 /**
  * Records a registration from `ip` and returns how many the address made within the window
  * (this one included) and when the oldest leaves it. Registrations share the login table and
  * its pruning; the login counts leave them out.
  */
-export async function recordRegistration(q: Queryable, ip: string, windowMs: number): Promise<{ id: number; count: number; retryAfter: number }> {
-  const ins = await q.query<{ id: number }>('INSERT INTO login_attempts (email, ip) VALUES ($1, $2) RETURNING id', [REGISTRATION, ip]);
+export function recordRegistration(q: Queryable, ip: string, windowMs: number): Promise<{ id: number; count: number; retryAfter: number }> {
+  return recordByIp(q, REGISTRATION, ip, windowMs);
+}
+
+/**
+ * Records a lookup of a person by email to add them to a project (which tells a registered email
+ * from an unknown one, as a registration does), counted as registrations are, apart from them.
+ */
+export function recordMemberLookup(q: Queryable, ip: string, windowMs: number): Promise<{ id: number; count: number; retryAfter: number }> {
+  return recordByIp(q, MEMBER_LOOKUP, ip, windowMs);
+}
+
+async function recordByIp(q: Queryable, kind: string, ip: string, windowMs: number): Promise<{ id: number; count: number; retryAfter: number }> {
+  const ins = await q.query<{ id: number }>('INSERT INTO login_attempts (email, ip) VALUES ($1, $2) RETURNING id', [kind, ip]);
   const r = await q.query(
     `SELECT count(*)::int AS n, ceil(extract(epoch FROM min(created_at) + $3::float8 * interval '1 ms' - now()))::int AS retry
      FROM login_attempts WHERE ip = $2 AND email = $1 AND created_at > now() - $3::float8 * interval '1 ms'`,
-    [REGISTRATION, ip, windowMs],
+    [kind, ip, windowMs],
   );
   return { id: Number(ins.rows[0].id), count: r.rows[0].n, retryAfter: Math.max(1, r.rows[0].retry ?? 1) };
 }

@@ -7,6 +7,7 @@ import { findProject, insertProject, listProjectsOfUser, updateProject, type Pro
 import { deleteMember, findMember, listMembers, lockAdmins, upsertMember, type MemberRecord } from '../db/project-members.sql.ts';
 import { insertPipeline, insertPipelineStatuses, pipelineExists, type PipelineStatusKind } from '../db/pipelines.sql.ts';
 import { findUserWithPassword } from '../db/users.sql.ts';
+import { deleteAttempt, pruneLoginAttempts, recordMemberLookup } from '../db/login-attempts.sql.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { normaliseEmail } from '../domain/credentials.ts';
 import { newEvent } from '../domain/events.ts';
@@ -51,7 +52,16 @@ export async function createProjectRecords(tx: Queryable, p: { projectId: string
 
 export type ProjectsService = ReturnType<typeof makeProjectsService>;
 
-export function makeProjectsService({ db }: { db: Database }) {
+/**
+ * Adding a person by email tells a registered email from an unknown one (201 or 422), as a
+ * registration does (409): counted per client address like registrations, so a project admin —
+ * anyone, after registering — cannot list who has an account at will. Changing a member's role is
+ * not counted.
+ */
+export const MEMBER_LOOKUP_LIMITS = { perIp: 30, windowMs: 15 * 60_000 };
+
+export function makeProjectsService({ db, memberLookupLimits }: { db: Database; memberLookupLimits?: Partial<typeof MEMBER_LOOKUP_LIMITS> }) {
+  const lookupLimits = { ...MEMBER_LOOKUP_LIMITS, ...memberLookupLimits };
   const inProject = <T>(caller: Caller, fn: (tx: Queryable) => Promise<T>) => withTransaction(db, fn, { projectId: caller.projectId });
 
   /** The caller's project; any other id is "not found", whoever owns it. */
@@ -113,10 +123,19 @@ export function makeProjectsService({ db }: { db: Database }) {
     },
 
     /** Adds a registered user by email, or changes the role of a member. */
-    async addMember(caller: Caller, id: string, input: { email: string; role: Role }): Promise<{ member: MemberRecord; created: boolean }> {
+    async addMember(caller: Caller, id: string, input: { email: string; role: Role }, ip = 'unknown'): Promise<{ member: MemberRecord; created: boolean }> {
       ownProject(caller, id);
       // Users are global: found outside the tenant transaction, then linked inside it.
       const user = await findUserWithPassword(db, { email: normaliseEmail(input.email) });
+      const member = user ? await inProject(caller, (tx) => findMember(tx, caller.projectId, user.id)) : undefined;
+      if (!member) {
+        const made = await recordMemberLookup(db, ip, lookupLimits.windowMs);
+        if (made.count > lookupLimits.perIp) {
+          await deleteAttempt(db, made.id);
+          throw new AppError('rate_limited', `too many people looked up by email from this address; try again in ${made.retryAfter} s`, undefined, { 'retry-after': String(made.retryAfter) });
+        }
+        await pruneLoginAttempts(db, lookupLimits.windowMs);
+      }
       if (!user) throw new AppError('unprocessable', 'no account has this email; the person must register first', [{ field: 'email', message: 'not registered' }]);
       return inProject(caller, async (tx) => {
         if (input.role !== 'admin') await keepAnAdmin(tx, caller.projectId, user.id);

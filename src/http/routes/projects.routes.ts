@@ -76,9 +76,9 @@ export async function projectsRoutes(app: FastifyInstance, deps: AppDeps): Promi
     params: IdParams,
     body: AddMemberBody,
     response: { 200: Member, 201: Member },
-    problems: { 409: 'The last admin cannot be demoted', 422: 'No account has this email' },
+    problems: { 409: 'The last admin cannot be demoted', 422: 'No account has this email', 429: 'Too many people looked up by email from this address (30 in 15 minutes)' },
     handler: async (req, reply) => {
-      const { member, created } = await projects.addMember(req.auth, req.params.id, req.body);
+      const { member, created } = await projects.addMember(req.auth, req.params.id, req.body, req.ip);
       app.authCache.forget({ userId: member.userId, projectId: member.projectId });
       return reply.code(created ? 201 : 200).send(presentMember(member));
     },
