@@ -25,6 +25,15 @@ export async function upsertMember(
   return { member: toMember(r.rows[0]), created: r.rows[0].created === true };
 }
 
+/** Whether the person with this (normalised) email is a member of the project. */
+export async function isMemberByEmail(q: Queryable, projectId: string, email: string): Promise<boolean> {
+  const r = await q.query(
+    `SELECT 1 FROM project_members m JOIN users u ON u.id = m.user_id WHERE m.project_id = $1 AND u.email = $2`,
+    [projectId, email],
+  );
+  return r.rows.length > 0;
+}
+
 export async function findMember(q: Queryable, projectId: string, userId: string): Promise<MemberRecord | undefined> {
   const r = await q.query(
     `SELECT m.project_id, m.user_id, m.role, m.created_at, u.name, u.email

@@ -4,7 +4,7 @@ import type { Database, Queryable } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
 import type { Page } from '../db/keyset.ts';
 import { findProject, insertProject, listProjectsOfUser, updateProject, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
-import { deleteMember, findMember, listMembers, lockAdmins, upsertMember, type MemberRecord } from '../db/project-members.sql.ts';
+import { deleteMember, findMember, isMemberByEmail, listMembers, lockAdmins, upsertMember, type MemberRecord } from '../db/project-members.sql.ts';
 import { insertPipeline, insertPipelineStatuses, pipelineExists, type PipelineStatusKind } from '../db/pipelines.sql.ts';
 import { findUserWithPassword } from '../db/users.sql.ts';
 import { deleteAttempt, pruneLoginAttempts, recordMemberLookup } from '../db/login-attempts.sql.ts';
@@ -125,10 +125,10 @@ export function makeProjectsService({ db, memberLookupLimits }: { db: Database; 
     /** Adds a registered user by email, or changes the role of a member. */
     async addMember(caller: Caller, id: string, input: { email: string; role: Role }, ip = 'unknown'): Promise<{ member: MemberRecord; created: boolean }> {
       ownProject(caller, id);
-      // Users are global: found outside the tenant transaction, then linked inside it.
-      const user = await findUserWithPassword(db, { email: normaliseEmail(input.email) });
-      const member = user ? await inProject(caller, (tx) => findMember(tx, caller.projectId, user.id)) : undefined;
-      if (!member) {
+      const email = normaliseEmail(input.email);
+      // A member's role change is not counted; any other email is, before anything tells whether
+      // it is registered (the same query and the same cost either way).
+      if (!(await inProject(caller, (tx) => isMemberByEmail(tx, caller.projectId, email)))) {
         const made = await recordMemberLookup(db, ip, lookupLimits.windowMs);
         if (made.count > lookupLimits.perIp) {
           await deleteAttempt(db, made.id);
@@ -136,6 +136,8 @@ export function makeProjectsService({ db, memberLookupLimits }: { db: Database; 
         }
         await pruneLoginAttempts(db, lookupLimits.windowMs);
       }
+      // Users are global: found outside the tenant transaction, then linked inside it.
+      const user = await findUserWithPassword(db, { email });
       if (!user) throw new AppError('unprocessable', 'no account has this email; the person must register first', [{ field: 'email', message: 'not registered' }]);
       return inProject(caller, async (tx) => {
         if (input.role !== 'admin') await keepAnAdmin(tx, caller.projectId, user.id);
