@@ -56,6 +56,17 @@ export type SendJob = {
 };
 
 /**
+ * No earlier reply of the same conversation (contact and channel) is still queued: replies go out
+ * in the order they were queued, and a later one waits — it is neither claimed nor handed to the
+ * queue (the earlier one's sender wakes it when done; the scheduler's stale rule, if that is lost).
+ */
+const noEarlierQueued = (m: string) =>
+  `NOT EXISTS (SELECT 1 FROM messages e
+               WHERE e.project_id = ${m}.project_id AND e.contact_id = ${m}.contact_id
+                 AND e.channel_id = ${m}.channel_id AND e.status = 'queued'
+                 AND (e.created_at, e.id) < (${m}.created_at, ${m}.id))`;
+
+/**
  * Takes a queued, due message for sending: counts the attempt and holds a lease on it until
  * `leaseMs` from now, so another sender (a duplicate wake-up, another process) leaves it alone.
  * Undefined when it is not due, already sent or failed, held by another sender, or an earlier
@@ -69,10 +80,7 @@ export async function claimForSend(q: Queryable, projectId: string, id: string, 
          enqueued_at = now(), updated_at = now()
        WHERE project_id = $1 AND id = $2 AND status = 'queued' AND next_send_at <= now()
          AND (send_lease_until IS NULL OR send_lease_until < now())
-         AND NOT EXISTS (SELECT 1 FROM messages e
-                         WHERE e.project_id = messages.project_id AND e.contact_id = messages.contact_id
-                           AND e.channel_id = messages.channel_id AND e.status = 'queued'
-                           AND (e.created_at, e.id) < (messages.created_at, messages.id))
+         AND ${noEarlierQueued('messages')}
        RETURNING ${MESSAGE_COLUMNS}, send_attempts
      )
      SELECT c.*, k.phone AS k_phone, k.wa_lid AS k_wa_lid, k.deleted_at IS NOT NULL AS k_deleted FROM c JOIN contacts k ON k.id = c.contact_id`,
@@ -293,9 +301,10 @@ export async function takeDueForQueue(
 ): Promise<Array<{ id: string; projectId: string }>> {
   const r = await tx.query(
     `WITH due AS (
-       SELECT id FROM messages
+       SELECT id FROM messages d
        WHERE status = 'queued' AND next_send_at <= now()
          AND (send_lease_until IS NULL OR send_lease_until < now())
+         AND ${noEarlierQueued('d')}
          AND ((enqueued_at IS NULL AND created_at < now() - make_interval(secs => $2::float8 / 1000))
               OR enqueued_at < next_send_at
               OR enqueued_at < now() - make_interval(secs => $3::float8 / 1000))
@@ -319,7 +328,7 @@ export async function deferSend(q: Queryable, projectId: string, id: string, ms:
     // handed out before, enqueued_at NULL, would otherwise wait for the grace of a lost wake-up).
     `UPDATE messages SET next_send_at = now() + make_interval(secs => $3::float8 / 1000), enqueued_at = now(), updated_at = now()
      WHERE project_id = $1 AND id = $2 AND status = 'queued' AND next_send_at <= now()
-       AND (send_lease_until IS NULL OR send_lease_until < now())`,
+       AND (send_lease_until IS NULL OR send_lease_until < now()) AND ${noEarlierQueued('messages')}`,
     [projectId, id, ms],
   );
   return r.rowCount > 0;

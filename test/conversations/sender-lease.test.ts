@@ -2,7 +2,7 @@
 // has taken meanwhile: its late failure neither fails the reply under way nor frees the other's
 // lease (a third sender could then send beside it). A late success is still recorded.
 import { describe, expect, it } from 'vitest';
-import { claimForSend } from '../../src/db/outbound.sql.ts';
+import { claimForSend, deferSend, takeDueForQueue } from '../../src/db/outbound.sql.ts';
 import { makeOutboundMessages } from '../../src/services/outbound-messages.service.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { makeTestBroker, defaultBrokerKind } from '../support/brokers.ts';
@@ -15,8 +15,8 @@ const outbound = makeOutboundMessages({ db, broker });
 const projectId = uuidv7();
 const channelId = await seedChannel(db, projectId);
 
-async function queuedReply(): Promise<string> {
-  const contactId = await seedContact(db, projectId, { name: 'Ana' });
+async function queuedReply(contactId?: string): Promise<string> {
+  contactId ??= await seedContact(db, projectId, { name: 'Ana' });
   const id = await seedMessage(db, { projectId, contactId, channelId, timestamp: new Date().toISOString(), fromMe: true, status: 'queued' });
   await db.query(`UPDATE messages SET next_send_at = now(), sent_at = NULL WHERE id = $1`, [id]);
   return id;
@@ -59,5 +59,22 @@ describe('a sender whose lease ran out', () => {
     const { second } = await takenOver(id);
     expect(await outbound.recordFailed(second, failure('422'))).toBe(true);
     expect((await state(id)).status).toBe('failed');
+  });
+});
+
+describe('a reply waiting behind an earlier one of its conversation', () => {
+  it('is not handed to the queue again and again, nor deferred, until the earlier one is done', async () => {
+    const contactId = await seedContact(db, projectId, { name: 'Bia' });
+    const first = await queuedReply(contactId);
+    const later = await queuedReply(contactId);
+    // Both due and handed over long ago (a provider down for a while): only the first is taken.
+    await db.query(`UPDATE messages SET enqueued_at = now() - interval '10 minutes' WHERE id = ANY($1::uuid[])`, [[first, later]]);
+    const taken = (await takeDueForQueue(db, { limit: 1000, graceMs: 0, staleMs: 60_000 })).map((x) => x.id);
+    expect(taken).toContain(first);
+    expect(taken).not.toContain(later);
+    expect(await deferSend(db, projectId, later, 1000)).toBe(false);
+    // The first goes out: the later one is taken (its hand-over is stale, in case the wake-up was lost).
+    await db.query(`UPDATE messages SET status = 'sent' WHERE id = $1`, [first]);
+    expect((await takeDueForQueue(db, { limit: 1000, graceMs: 0, staleMs: 60_000 })).map((x) => x.id)).toContain(later);
   });
 });
