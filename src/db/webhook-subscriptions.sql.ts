@@ -232,13 +232,19 @@ export async function disableSubscription(
   return toDisabled(r.rows[0]);
 }
 
-/** Disables active, unpaused subscriptions whose every attempt has failed for `days` days. */
+/**
+ * Disables active, unpaused subscriptions whose every attempt has failed for `days` days: failing
+ * since then, and still failing at the end of them. A quiet endpoint is not counted as failing
+ * through days it was sent nothing (a workflow fixed a day after its last failed attempt, then no
+ * events for a week, was disabled although it worked).
+ */
 export async function disableFailingSubscriptions(tx: Queryable, days: number, limit = 100): Promise<DisabledSubscription[]> {
   const r = await tx.query(
     `UPDATE webhook_subscriptions s SET active = false, disabled_at = now(), updated_at = now(),
        disabled_reason = 'every attempt failed for ' || $1::int || ' days'
      WHERE s.id IN (SELECT id FROM webhook_subscriptions
                     WHERE active AND NOT paused AND failing_since < now() - make_interval(days => $1::int)
+                      AND last_failure_at >= failing_since + make_interval(days => $1::int)
                     ORDER BY failing_since LIMIT $2 FOR UPDATE SKIP LOCKED)
      RETURNING ${DISABLED_COLUMNS}`,
     [days, limit],

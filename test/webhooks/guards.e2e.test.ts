@@ -43,8 +43,15 @@ describe('webhook delivery guards', () => {
     const recent = await subscribe(w, a, { url: 'http://127.0.0.1:9/never' });
     const paused = await subscribe(w, a, { url: 'http://127.0.0.1:9/never' });
     await api(w, a, 'POST', `/webhook-subscriptions/${paused.id}/pause`);
-    const setFailingSince = (id: string, days: number) =>
-      w.db.query(`UPDATE webhook_subscriptions SET failing_since = now() - make_interval(days => $2), last_error = 'HTTP 500', last_status_code = 500 WHERE id = $1`, [id, days]);
+    // Failing since `days` ago, the last failure `lastDaysAgo` ago (an attempt just now by default).
+    const setFailingSince = (id: string, days: number, lastDaysAgo = 0) =>
+      w.db.query(
+        `UPDATE webhook_subscriptions SET failing_since = now() - make_interval(days => $2), last_failure_at = now() - make_interval(days => $3),
+           last_error = 'HTTP 500', last_status_code = 500 WHERE id = $1`,
+        [id, days, lastDaysAgo],
+      );
+    // Failed for a day, then sent nothing for five (fixed meanwhile, with no events since).
+    const quiet = await subscribe(w, a, { url: 'http://127.0.0.1:9/never' });
     // A delivery still waiting for its endpoint is ended with it.
     await w.db.query(
       `INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, attempts, next_attempt_at)
@@ -54,11 +61,13 @@ describe('webhook delivery guards', () => {
     await setFailingSince(failing.id, 6);
     await setFailingSince(recent.id, 4);
     await setFailingSince(paused.id, 6);
+    await setFailingSince(quiet.id, 6, 5);
     await schedulerPass(w);
 
     const got = async (id: string) => (await api(w, a, 'GET', `/webhook-subscriptions/${id}`)).json;
     expect(await got(failing.id)).toMatchObject({ active: false, disabled_reason: 'every attempt failed for 5 days' });
     expect(await got(recent.id)).toMatchObject({ active: true, disabled_at: null });
+    expect(await got(quiet.id)).toMatchObject({ active: true, disabled_at: null });
     expect(await got(paused.id)).toMatchObject({ active: true });
     expect((await deliveriesOf(w, failing.id)).map((d) => d.status)).toEqual(['dead']);
     const ev = await w.db.query(`SELECT data FROM outbox WHERE type = 'webhook.endpoint_disabled' AND aggregate_id = $1`, [failing.id]);
