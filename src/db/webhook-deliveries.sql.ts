@@ -185,11 +185,13 @@ export async function listAttempts(q: Queryable, deliveryId: string): Promise<At
  * one more attempt, whatever its history: `attempts_before_recover` is set to the number that
  * attempt will take, which marks it as the delivery's last (see `decideNext` and
  * `reclaimExpired`). A delivery still waiting for a retry is only brought forward: it keeps the
- * attempts it has left. Marked enqueued as `insertDeliveries` does (the caller sends it after commit).
+ * attempts it has left, and stays `retrying` (it is one, listed with them). Marked enqueued as
+ * `insertDeliveries` does (the caller sends it after commit).
  */
 export async function requeueDelivery(tx: Queryable, projectId: string, id: string): Promise<DeliveryRecord | undefined> {
   const r = await tx.query(
-    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = now(), held = false,
+    `UPDATE webhook_deliveries SET status = CASE WHEN status = 'retrying' THEN 'retrying' ELSE 'pending' END,
+       next_attempt_at = now(), enqueued_at = now(), held = false,
        locked_until = NULL, updated_at = now(), attempts_before_recover = CASE WHEN status IN ('dead', 'succeeded') THEN attempts + 1 ELSE attempts_before_recover END
      WHERE project_id = $1 AND id = $2 AND status <> 'sending'
      RETURNING ${COLUMNS}`,

@@ -213,7 +213,8 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
     async sendTest(projectId: string, id: string): Promise<DeliveryRecord> {
       const delivery = await tenant(projectId, async (tx) => {
         const s = await mustFind(tx, projectId, id);
-        mustBeActive(s);
+        // Paused, the test would only wait until the resume, answered 202.
+        mustBeSending(s);
         const event = newEvent('webhook.test', {
           projectId,
           aggregateId: s.id,

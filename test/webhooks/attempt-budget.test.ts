@@ -42,6 +42,18 @@ describe('a manual retry', () => {
     t = await makeTenant(w);
   }, 120_000);
 
+  it('of a delivery waiting for its next attempt brings it forward and leaves it listed as retrying', async () => {
+    const s = await subscribe(w, t, { url: 'http://127.0.0.1:9/never' });
+    const { rows } = await w.db.query<{ id: string }>(
+      `INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, attempts, next_attempt_at)
+       VALUES (gen_random_uuid(), $1, $2, gen_random_uuid(), 'contact.created', '{}', 'retrying', 2, now() + interval '1 hour') RETURNING id`,
+      [t.projectId, s.id],
+    );
+    const r = await api(w, t, 'POST', `/webhook-deliveries/${rows[0].id}/retry`);
+    expect(r.status).toBe(202);
+    expect(r.json).toMatchObject({ status: 'retrying', attempts: 2 }); // before: pending, as if never tried
+  });
+
   it('of a succeeded delivery is one more attempt: a 500 then makes it dead, not retried on the schedule', async () => {
     let status = 200;
     const rx = await startReceiver(() => status);

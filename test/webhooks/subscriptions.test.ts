@@ -105,6 +105,10 @@ describe('webhook subscriptions API', () => {
   it('pauses, resumes, disables, re-enables and deletes', async () => {
     const s = await subscribe(w, a, { url: 'http://127.0.0.1:1/x' });
     expect((await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/pause`)).json.paused).toBe(true);
+    // Paused, a test would only wait for the resume: refused, as retry and recover are.
+    const pausedTest = await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/test`);
+    expect(pausedTest.status).toBe(409);
+    expect(pausedTest.json.detail).toContain('paused');
     expect((await api(w, a, 'POST', `/webhook-subscriptions/${s.id}/resume`)).json.paused).toBe(false);
     const off = await api(w, a, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: false, events: ['session.*'] });
     expect(off.json).toMatchObject({ active: false, events: ['session.*'] });

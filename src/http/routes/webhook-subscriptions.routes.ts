@@ -176,7 +176,7 @@ export async function webhookSubscriptionsRoutes(app: FastifyInstance, deps: App
     tags: TAGS,
     params: IdParams,
     response: { 202: Delivery },
-    problems: { 409: 'The subscription is disabled' },
+    problems: { 409: 'The subscription is disabled or paused' },
     handler: async (req, reply) => reply.code(202).send(presentDelivery(await hooks().sendTest(req.auth.projectId, req.params.id))),
   });
 
