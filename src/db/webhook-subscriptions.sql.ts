@@ -276,9 +276,14 @@ export type HealthDelta = {
 
 /**
  * Adds the deltas of several subscriptions in one statement. Dispatchers flush out of order, so
- * the times merge with GREATEST and failing_since keeps the earliest failure newer than the
- * latest success anyone has seen.
+ * the times merge with GREATEST, failing_since keeps the earliest failure newer than the latest
+ * success anyone has seen, and the last status code and error are a batch's only when its latest
+ * outcome is at least as new as the stored one (a batch with no outcome time, only 429s, counts as
+ * new): an older success flushed late does not show a failing endpoint as answering 200.
  */
+const BATCH_IS_NEWER = `COALESCE(GREATEST(b.last_success_at, b.last_failure_at), 'infinity'::timestamptz)
+  >= COALESCE(GREATEST(s.last_success_at, s.last_failure_at), '-infinity'::timestamptz)`;
+
 export async function addHealth(q: Queryable, deltas: readonly HealthDelta[]): Promise<void> {
   if (deltas.length === 0) return;
   const iso = (d: Date | null) => (d ? d.toISOString() : null);
@@ -290,8 +295,9 @@ export async function addHealth(q: Queryable, deltas: readonly HealthDelta[]): P
        last_failure_at = GREATEST(s.last_failure_at, b.last_failure_at),
        failing_since = (SELECT min(x) FROM (VALUES (s.failing_since), (b.first_failure_at)) v(x)
                         WHERE x > COALESCE(GREATEST(s.last_success_at, b.last_success_at), '-infinity'::timestamptz)),
-       last_status_code = COALESCE(b.last_status_code, s.last_status_code),
-       last_error = CASE WHEN b.last_failure_at IS NULL OR b.last_success_at > b.last_failure_at THEN NULL ELSE b.last_error END
+       last_status_code = CASE WHEN ${BATCH_IS_NEWER} THEN COALESCE(b.last_status_code, s.last_status_code) ELSE s.last_status_code END,
+       last_error = CASE WHEN NOT ${BATCH_IS_NEWER} THEN s.last_error
+                         WHEN b.last_failure_at IS NULL OR b.last_success_at > b.last_failure_at THEN NULL ELSE b.last_error END
      FROM unnest($1::uuid[], $2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::int[], $8::text[])
        AS b(id, successes, failures, last_success_at, last_failure_at, first_failure_at, last_status_code, last_error)
      WHERE s.id = b.id`,
