@@ -80,8 +80,8 @@ export interface Broker {
   send(queue: string, msgs: readonly OutgoingMessage[], opts?: { timeoutMs?: number }): Promise<void>;
   consume(queue: string, handler: Handler, opts?: ConsumeOptions): Promise<Consumer>;
   stats(queues?: readonly string[]): Promise<QueueStats[]>;
-  /** Throws when the broker cannot be used right now (for /health/ready). */
-  check(): Promise<void>;
+  /** Throws when the broker cannot be used right now, or does not answer within `timeoutMs` (default 2000; for /health/ready). */
+  check(timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 

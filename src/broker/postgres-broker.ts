@@ -270,9 +270,9 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
     consume,
     // A consumer is live while its heartbeat is younger than three beats (one lease).
     stats: (queues) => sql.queueStats(db, queues, heartbeatMs * 3),
-    async check() {
+    async check(timeoutMs) {
       if (closed) throw new Error('broker is closed');
-      await db.ping();
+      await db.ping(timeoutMs);
     },
     async close() {
       closed = true;

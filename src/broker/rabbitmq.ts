@@ -205,7 +205,7 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
       return out;
     },
 
-    async check() {
+    async check(timeoutMs = 2000) {
       const conn = liveConnection();
       // A round trip, so a connection that is open but stuck (blocked, network gone quiet) fails too.
       const probe = (async () => {
@@ -213,7 +213,7 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
         await ch.close();
       })();
       probe.catch(() => {});
-      await withDeadline(probe, 2000, 'RabbitMQ did not answer within 2000 ms');
+      await withDeadline(probe, timeoutMs, `RabbitMQ did not answer within ${timeoutMs} ms`);
     },
 
     async close() {

@@ -29,7 +29,10 @@ async function checkReadiness(db: Database, broker: Broker, timeoutMs: number, o
       return { status: 'down', error: err === timedOut ? slow : 'unreachable' };
     }
   };
-  const [database, brokerState] = await Promise.all([probe('database', () => db.ping(timeoutMs)), probe('broker', () => broker.check())]);
+  // The components' own deadlines a little later than ours: a hang is then told as one (theirs,
+  // firing first, made it "unreachable").
+  const own = timeoutMs + 250;
+  const [database, brokerState] = await Promise.all([probe('database', () => db.ping(own)), probe('broker', () => broker.check(own))]);
   const components = { database, broker: brokerState };
   return { status: database.status === 'ok' && brokerState.status === 'ok' ? 'ok' : 'unavailable', components };
 }

@@ -3,6 +3,7 @@ import { loadConfig } from '../../src/config.ts';
 import { withDeadline } from '../../src/deadline.ts';
 import { buildApp } from '../../src/http/app.ts';
 import { METRICS_REFRESH_DEADLINE_MS } from '../../src/http/routes/system.routes.ts';
+import { sharedReadiness } from '../../src/observability/health.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { makeTestDb, waitFor } from '../support/env.ts';
 import { defaultBrokerKind, makeTestBroker } from '../support/brokers.ts';
@@ -67,6 +68,17 @@ describe('health and metrics', () => {
     } finally {
       await app.close();
     }
+  });
+
+  it('tells a database that hangs as one that did not answer in time, not as unreachable', async () => {
+    const { db } = await makeTestDb();
+    const broker = await makeTestBroker(defaultBrokerKind(), db);
+    // As the adapters ping: with their own deadline, given by the caller.
+    const hanging = new Proxy(db, {
+      get: (target, prop) => (prop === 'ping' ? (ms = 2000) => withDeadline(new Promise<void>(() => {}), ms, 'database did not answer') : Reflect.get(target, prop)),
+    });
+    const ready = await sharedReadiness(hanging, broker, silentLogger)();
+    expect(ready.components.database).toEqual({ status: 'down', error: 'did not answer within 2000 ms' });
   });
 
   it('shares one check among the probes that ask at once, and reuses it for a second', async () => {
