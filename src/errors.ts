@@ -38,3 +38,5 @@ export class AppError extends Error {
 
 export const notFound = (what: string) => new AppError('not_found', `${what} not found`);
 export const invalid = (detail: string, errors?: AppError['errors']) => new AppError('validation', detail, errors);
+/** A 429 with the seconds to wait in Retry-After. */
+export const rateLimited = (detail: string, retryAfterSeconds: number) => new AppError('rate_limited', detail, undefined, { 'retry-after': String(retryAfterSeconds) });

@@ -40,31 +40,28 @@ export async function recordAttempt(q: Queryable, email: string, ip: string, win
 const REGISTRATION = '(registration)';
 const MEMBER_LOOKUP = '(member lookup)';
 
-/**
- * Records a registration from `ip` and returns how many the address made within the window
- * (this one included) and when the oldest leaves it. Registrations share the login table and
- * its pruning; the login counts leave them out.
- */
-export function recordRegistration(q: Queryable, ip: string, windowMs: number): Promise<{ id: number; count: number; retryAfter: number }> {
-  return recordByIp(q, REGISTRATION, ip, windowMs);
-}
+const PER_IP_KINDS = { registration: REGISTRATION, member_lookup: MEMBER_LOOKUP } as const;
 
 /**
- * Records a lookup of a person by email to add them to a project (which tells a registered email
- * from an unknown one, as a registration does), counted as registrations are, apart from them.
+ * Counts one registration, or one lookup of a person by email to add them to a project (which
+ * tells a registered email from an unknown one, as a registration does), from `ip`, each kind
+ * apart; they share the login table and its pruning, and the login counts leave them out. Past
+ * `limit` within the window the count is taken back and the answer is the seconds until the
+ * oldest leaves it (the caller's 429); within it, undefined.
  */
-export function recordMemberLookup(q: Queryable, ip: string, windowMs: number): Promise<{ id: number; count: number; retryAfter: number }> {
-  return recordByIp(q, MEMBER_LOOKUP, ip, windowMs);
-}
-
-async function recordByIp(q: Queryable, kind: string, ip: string, windowMs: number): Promise<{ id: number; count: number; retryAfter: number }> {
-  const ins = await q.query<{ id: number }>('INSERT INTO login_attempts (email, ip) VALUES ($1, $2) RETURNING id', [kind, ip]);
+export async function overLimitPerIp(q: Queryable, kind: keyof typeof PER_IP_KINDS, ip: string, limit: number, windowMs: number): Promise<number | undefined> {
+  const ins = await q.query<{ id: number }>('INSERT INTO login_attempts (email, ip) VALUES ($1, $2) RETURNING id', [PER_IP_KINDS[kind], ip]);
   const r = await q.query(
     `SELECT count(*)::int AS n, ceil(extract(epoch FROM min(created_at) + $3::float8 * interval '1 ms' - now()))::int AS retry
      FROM login_attempts WHERE ip = $2 AND email = $1 AND created_at > now() - $3::float8 * interval '1 ms'`,
-    [kind, ip, windowMs],
+    [PER_IP_KINDS[kind], ip, windowMs],
   );
-  return { id: Number(ins.rows[0].id), count: r.rows[0].n, retryAfter: Math.max(1, r.rows[0].retry ?? 1) };
+  if (r.rows[0].n > limit) {
+    await deleteAttempt(q, Number(ins.rows[0].id));
+    return Math.max(1, r.rows[0].retry ?? 1);
+  }
+  await pruneLoginAttempts(q, windowMs);
+  return undefined;
 }
 
 export async function deleteAttempt(q: Queryable, id: number): Promise<void> {

@@ -4,7 +4,7 @@ import type { Database } from '../db/database.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { findApiKey, insertApiKey, type ApiKeyRecord } from '../db/api-keys.sql.ts';
 import { findActiveAuthToken, insertAuthToken, insertLoginToken, revokeAuthToken, revokeUserTokens } from '../db/auth-tokens.sql.ts';
-import { clearEmailAttempts, deleteAttempt, pruneLoginAttempts, recordAttempt, recordRegistration } from '../db/login-attempts.sql.ts';
+import { clearEmailAttempts, deleteAttempt, overLimitPerIp, pruneLoginAttempts, recordAttempt } from '../db/login-attempts.sql.ts';
 import { findMembership } from '../db/project-members.sql.ts';
 import { findProject, listProjectsOfUser, type ProjectRecord, type ProjectWithRole } from '../db/projects.sql.ts';
 import { changePasswordHash, findUser, findUserWithPassword, insertUser, replacePasswordHash, type UserRecord, type UserWithPassword } from '../db/users.sql.ts';
@@ -24,7 +24,7 @@ import {
 } from '../domain/credentials.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import type { Caller } from '../domain/permissions.ts';
-import { AppError, invalid, notFound } from '../errors.ts';
+import { AppError, invalid, notFound, rateLimited } from '../errors.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { createProjectRecords } from './projects.service.ts';
 
@@ -78,7 +78,7 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
     if (attempt.byEmail > limits.perEmail || attempt.byIp > limits.perIp) {
       await deleteAttempt(db, attempt.id);
       const retryAfter = attempt.byEmail > limits.perEmail ? attempt.emailRetryAfter : attempt.ipRetryAfter;
-      throw new AppError('rate_limited', `too many ${what}; try again in ${retryAfter} s`, undefined, { 'retry-after': String(retryAfter) });
+      throw rateLimited(`too many ${what}; try again in ${retryAfter} s`, retryAfter);
     }
   }
 
@@ -92,12 +92,8 @@ export function makeAccountsService(deps: { db: Database; config: Pick<Config, '
       checkPassword(input.password);
       const email = normaliseEmail(input.email);
       if (input.ip !== undefined) {
-        const made = await recordRegistration(db, input.ip, limits.windowMs);
-        if (made.count > limits.registrationsPerIp) {
-          await deleteAttempt(db, made.id);
-          throw new AppError('rate_limited', `too many registrations from this address; try again in ${made.retryAfter} s`, undefined, { 'retry-after': String(made.retryAfter) });
-        }
-        await pruneLoginAttempts(db, limits.windowMs);
+        const retryAfter = await overLimitPerIp(db, 'registration', input.ip, limits.registrationsPerIp, limits.windowMs);
+        if (retryAfter !== undefined) throw rateLimited(`too many registrations from this address; try again in ${retryAfter} s`, retryAfter);
       }
       // Hashing first keeps the transaction short, and makes "taken" cost what "created" costs.
       const passwordHash = await hashPassword(input.password);

@@ -7,13 +7,13 @@ import { findProject, insertProject, listProjectsOfUser, updateProject, type Pro
 import { deleteMember, findMember, isMemberByEmail, listMembers, lockAdmins, upsertMember, type MemberRecord } from '../db/project-members.sql.ts';
 import { insertPipeline, insertPipelineStatuses, pipelineExists, type PipelineStatusKind } from '../db/pipelines.sql.ts';
 import { findUserWithPassword } from '../db/users.sql.ts';
-import { deleteAttempt, pruneLoginAttempts, recordMemberLookup } from '../db/login-attempts.sql.ts';
+import { overLimitPerIp } from '../db/login-attempts.sql.ts';
 import { appendEvents } from '../outbox/outbox.sql.ts';
 import { normaliseEmail } from '../domain/credentials.ts';
 import { newEvent } from '../domain/events.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import type { Caller, Role } from '../domain/permissions.ts';
-import { AppError, invalid, notFound } from '../errors.ts';
+import { AppError, invalid, notFound, rateLimited } from '../errors.ts';
 import { makeDefaultPipelineTx } from './pipelines.service.ts';
 
 const MAX_SETTINGS_BYTES = 16 * 1024;
@@ -58,10 +58,10 @@ export type ProjectsService = ReturnType<typeof makeProjectsService>;
  * anyone, after registering — cannot list who has an account at will. Changing a member's role is
  * not counted.
  */
-export const MEMBER_LOOKUP_LIMITS = { perIp: 30, windowMs: 15 * 60_000 };
+const MEMBER_LOOKUPS_PER_IP = 30;
+const MEMBER_LOOKUP_WINDOW_MS = 15 * 60_000;
 
-export function makeProjectsService({ db, memberLookupLimits }: { db: Database; memberLookupLimits?: Partial<typeof MEMBER_LOOKUP_LIMITS> }) {
-  const lookupLimits = { ...MEMBER_LOOKUP_LIMITS, ...memberLookupLimits };
+export function makeProjectsService({ db }: { db: Database }) {
   const inProject = <T>(caller: Caller, fn: (tx: Queryable) => Promise<T>) => withTransaction(db, fn, { projectId: caller.projectId });
 
   /** The caller's project; any other id is "not found", whoever owns it. */
@@ -129,12 +129,8 @@ export function makeProjectsService({ db, memberLookupLimits }: { db: Database; 
       // A member's role change is not counted; any other email is, before anything tells whether
       // it is registered (the same query and the same cost either way).
       if (!(await inProject(caller, (tx) => isMemberByEmail(tx, caller.projectId, email)))) {
-        const made = await recordMemberLookup(db, ip, lookupLimits.windowMs);
-        if (made.count > lookupLimits.perIp) {
-          await deleteAttempt(db, made.id);
-          throw new AppError('rate_limited', `too many people looked up by email from this address; try again in ${made.retryAfter} s`, undefined, { 'retry-after': String(made.retryAfter) });
-        }
-        await pruneLoginAttempts(db, lookupLimits.windowMs);
+        const retryAfter = await overLimitPerIp(db, 'member_lookup', ip, MEMBER_LOOKUPS_PER_IP, MEMBER_LOOKUP_WINDOW_MS);
+        if (retryAfter !== undefined) throw rateLimited(`too many people looked up by email from this address; try again in ${retryAfter} s`, retryAfter);
       }
       // Users are global: found outside the tenant transaction, then linked inside it.
       const user = await findUserWithPassword(db, { email });
