@@ -183,17 +183,21 @@ async function releaseReplay(q: Queryable, claimed: DeadLetter, before: Date | n
 }
 
 /**
- * A replay's send failed (the broker down, or no confirm within the deadline). `markKept`: giving
- * the replay mark back failed too, so the row shows a replay that sent nothing (a forced replay
- * redoes it).
+ * A replay's send failed (the broker down, or no confirm within the deadline). `releaseError`:
+ * why giving the replay mark back failed too, when it did — the row then shows a replay that sent
+ * nothing (a forced replay redoes it).
  */
 export class ReplaySendError extends Error {
   constructor(
     readonly sendError: unknown,
-    readonly markKept: boolean,
+    readonly releaseError?: unknown,
   ) {
     super(`the replay could not be sent: ${errorText(sendError)}`);
     this.name = 'ReplaySendError';
+  }
+
+  get markKept(): boolean {
+    return this.releaseError !== undefined;
   }
 }
 
@@ -222,8 +226,8 @@ export async function replayDeadLetter(
   try {
     await broker.send(dl.queue, [{ messageId: dl.messageId, body: dl.body, headers }], { timeoutMs: opts.timeoutMs });
   } catch (err) {
-    const released = await releaseReplay(db, claimed, dl.replayedAt).then(() => true, () => false);
-    throw new ReplaySendError(err, !released);
+    const releaseError = await releaseReplay(db, claimed, dl.replayedAt).then(() => undefined, (e: unknown) => e ?? new Error('release failed'));
+    throw new ReplaySendError(err, releaseError);
   }
   return claimed;
 }

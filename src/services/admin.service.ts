@@ -88,7 +88,7 @@ export function makeAdminService({ db, broker, logger = silentLogger }: { db: Da
       }
       const replayed = await replayDeadLetter(db, broker, id, { projectId: caller.projectId, seen: own.replayCount, timeoutMs: REPLAY_SEND_TIMEOUT_MS }).catch((err: unknown) => {
         if (!(err instanceof ReplaySendError)) throw err;
-        if (err.markKept) logger.error({ dead_letter_id: own.id, project_id: caller.projectId, err: err.sendError }, 'dead-letter replay not sent, and its mark could not be given back');
+        if (err.markKept) logger.error({ dead_letter_id: own.id, project_id: caller.projectId, err: err.releaseError, send_error: errorText(err.sendError) }, 'dead-letter replay not sent, and its mark could not be given back');
         throw notSent(`the message of dead letter ${own.id}`, err.sendError, err.markKept);
       });
       if (!replayed) throw notFound('dead letter');
@@ -135,7 +135,7 @@ export function makeAdminService({ db, broker, logger = silentLogger }: { db: Da
         const released = await inProject(caller, (tx) => unmarkParseErrorReplay(tx, caller.projectId, own.id, marked.replayCount, own.replayedAt)).then(
           () => true,
           (unmarkErr: unknown) => {
-            logger.error({ parse_error_id: own.id, project_id: caller.projectId, err: unmarkErr }, 'parse-error replay not sent, and its mark could not be given back');
+            logger.error({ parse_error_id: own.id, project_id: caller.projectId, err: unmarkErr, send_error: errorText(err) }, 'parse-error replay not sent, and its mark could not be given back');
             return false;
           },
         );

@@ -114,8 +114,8 @@ describe('a replay whose mark could not be given back', () => {
     const pe = await newParseError();
     await expect(down({ giveBackFails: true }, () => admin.replayParseError(caller, pe))).rejects.toThrow(/force=true/);
     expect(lines).toEqual([
-      expect.objectContaining({ level: 50, dead_letter_id: dl, project_id: t.projectId, msg: 'dead-letter replay not sent, and its mark could not be given back' }),
-      expect.objectContaining({ level: 50, parse_error_id: pe, project_id: t.projectId, msg: 'parse-error replay not sent, and its mark could not be given back' }),
+      expect.objectContaining({ level: 50, dead_letter_id: dl, project_id: t.projectId, err: expect.objectContaining({ message: 'connection terminated unexpectedly' }), msg: 'dead-letter replay not sent, and its mark could not be given back' }),
+      expect.objectContaining({ level: 50, parse_error_id: pe, project_id: t.projectId, err: expect.objectContaining({ message: 'connection terminated unexpectedly' }), msg: 'parse-error replay not sent, and its mark could not be given back' }),
     ]);
   });
 });
