@@ -163,9 +163,9 @@ async function endActiveNow(
  * ends that session first when the message comes after its due time (the sweeper had not got to
  * it yet — a backlog after a restart), so the message opens a new session instead of reviving one
  * that should be over. Never before the clock says so (a message dated ahead does not end a session
- * early), as inbound_store_messages() checks (035); the clock read later than the function's, so
- * every session it reported overdue is ended here. A reply passes the clock itself. Returns the ended session (its session.ended is the
- * caller's to append).
+ * early), as inbound_store_messages() checks (035); the clock is read later than the function's,
+ * so every session it reported overdue is ended here. A reply passes the clock itself. Returns the
+ * ended session (its session.ended is the caller's to append).
  */
 export async function endOverdueSession(tx: Queryable, c: { contactId: string; channelId: string; at: Date }): Promise<EndedSession | undefined> {
   const r = await tx.query(
