@@ -7,6 +7,9 @@ import { pruneOlderThan } from '../db/prune.ts';
 import { isUuid, uuidv7 } from '../domain/ids.ts';
 import { errorText, PROJECT_HEADER, SEND_HEADER, type Broker, type Headers } from './broker.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'dead-letters';
+
 /**
  * Carries a message's original routing key through `send` (a replay goes straight to its queue,
  * where the key would otherwise be the queue name). Both adapters read it and strip it; the
@@ -143,7 +146,7 @@ export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promis
     where.push(`queue = $${params.length}`);
   }
   if (f.cursor !== undefined) {
-    const { at, id } = decodeCursor('dead-letters', f.cursor);
+    const { at, id } = decodeCursor(CURSOR_LIST, f.cursor);
     params.push(at, id);
     where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
@@ -154,7 +157,7 @@ export async function listDeadLetters(q: Queryable, f: DeadLetterFilter): Promis
      ORDER BY created_at DESC, id DESC LIMIT $${params.length}`,
     params,
   );
-  const page = toPage(r.rows, limit, 'dead-letters', (row) => ({ at: row.cursor_at, id: row.id }), toDeadLetter);
+  const page = toPage(r.rows, limit, CURSOR_LIST, (row) => ({ at: row.cursor_at, id: row.id }), toDeadLetter);
   return { items: page.rows, ...(page.nextCursor ? { nextCursor: page.nextCursor } : {}) };
 }
 

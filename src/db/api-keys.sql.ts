@@ -3,6 +3,9 @@ import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 import type { Role } from '../domain/permissions.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'api-keys';
+
 export type ApiKeyRecord = {
   id: string;
   projectId: string;
@@ -60,7 +63,7 @@ export async function listApiKeys(q: Queryable, projectId: string, page: { limit
   const params: unknown[] = [projectId, limit + 1];
   let after = '';
   if (page.cursor !== undefined) {
-    const c = decodeCursor('api-keys', page.cursor);
+    const c = decodeCursor(CURSOR_LIST, page.cursor);
     params.push(c.at, c.id);
     after = 'AND (created_at, id) < ($3::timestamptz, $4::uuid)';
   }
@@ -70,7 +73,7 @@ export async function listApiKeys(q: Queryable, projectId: string, page: { limit
      ORDER BY created_at DESC, id DESC LIMIT $2`,
     params,
   );
-  return toPage(r.rows, limit, 'api-keys', (x) => ({ at: x.cursor_at, id: x.id }), toApiKey);
+  return toPage(r.rows, limit, CURSOR_LIST, (x) => ({ at: x.cursor_at, id: x.id }), toApiKey);
 }
 
 /** Revokes a key of the project (idempotent). Undefined when the project has no such key. */

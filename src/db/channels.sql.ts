@@ -3,6 +3,9 @@
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'channels';
+
 export type ChannelType = 'waha' | 'whatsapp_cloud';
 export type ChannelStatus = 'inactive' | 'connecting' | 'active' | 'error';
 
@@ -90,7 +93,7 @@ export async function listChannels(
   const params: unknown[] = [query.projectId];
   let after = '';
   if (query.cursor !== undefined) {
-    const c = decodeCursor('channels', query.cursor);
+    const c = decodeCursor(CURSOR_LIST, query.cursor);
     params.push(c.at, c.id);
     after = `AND (created_at, id) < ($2::timestamptz, $3::uuid)`;
   }
@@ -103,7 +106,7 @@ export async function listChannels(
      LIMIT $${params.length}`,
     params,
   );
-  return toPage(r.rows, limit, 'channels', (row) => ({ at: row.k_at, id: row.id }), toChannel);
+  return toPage(r.rows, limit, CURSOR_LIST, (row) => ({ at: row.k_at, id: row.id }), toChannel);
 }
 
 export type ChannelChanges = Partial<

@@ -6,6 +6,9 @@ import { AppError, notFound } from '../errors.ts';
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, Where, type Page } from './keyset.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'contacts';
+
 export type ContactRecord = {
   id: string;
   projectId: string;
@@ -100,7 +103,7 @@ export async function listContacts(q: Queryable, query: ListContactsQuery): Prom
   }
   if (query.tags && query.tags.length > 0) w.add(`tags @> ${w.param(query.tags)}::text[]`);
   if (query.cursor !== undefined) {
-    const c = decodeCursor('contacts', query.cursor);
+    const c = decodeCursor(CURSOR_LIST, query.cursor);
     w.add(`(created_at, id) < (${w.param(c.at)}::timestamptz, ${w.param(c.id)}::uuid)`);
   }
   const limit = pageSize(query.limit);
@@ -111,5 +114,5 @@ export async function listContacts(q: Queryable, query: ListContactsQuery): Prom
      LIMIT ${w.param(limit + 1)}`,
     w.params,
   );
-  return toPage(r.rows, limit, 'contacts', (row) => ({ at: row.k_at, id: row.id }), toContact);
+  return toPage(r.rows, limit, CURSOR_LIST, (row) => ({ at: row.k_at, id: row.id }), toContact);
 }

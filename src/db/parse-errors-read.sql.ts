@@ -4,6 +4,9 @@ import { LIST_BODY_BYTES, toBuffer } from '../broker/dead-letters.sql.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 import type { ParseErrorRecord } from './parse-errors.sql.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'parse-errors';
+
 function toParseError(r: Row): ParseErrorRecord & { bodySize: number } {
   return {
     id: r.id,
@@ -34,7 +37,7 @@ export async function listParseErrorsPage(
     where.push(`channel_id = $${params.length}`);
   }
   if (f.cursor !== undefined) {
-    const c = decodeCursor('parse-errors', f.cursor);
+    const c = decodeCursor(CURSOR_LIST, f.cursor);
     params.push(c.at, c.id);
     where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
@@ -44,7 +47,7 @@ export async function listParseErrorsPage(
      FROM parse_errors WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT $2`,
     params,
   );
-  return toPage(r.rows, limit, 'parse-errors', (x) => ({ at: x.cursor_at, id: x.id }), toParseError);
+  return toPage(r.rows, limit, CURSOR_LIST, (x) => ({ at: x.cursor_at, id: x.id }), toParseError);
 }
 
 /** One of the project's parse errors, its body whole. */

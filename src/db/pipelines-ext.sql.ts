@@ -4,6 +4,9 @@ import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 import type { PipelineStatusKind, PipelineStatusRecord } from './pipelines.sql.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'pipelines';
+
 export type PipelineView = {
   id: string;
   projectId: string;
@@ -45,7 +48,7 @@ export async function listPipelines(q: Queryable, query: { projectId: string; li
   const params: unknown[] = [query.projectId];
   let after = '';
   if (query.cursor !== undefined) {
-    const c = decodeCursor('pipelines', query.cursor);
+    const c = decodeCursor(CURSOR_LIST, query.cursor);
     params.push(c.at, c.id);
     after = 'AND (p.created_at, p.id) > ($2::timestamptz, $3::uuid)';
   }
@@ -56,7 +59,7 @@ export async function listPipelines(q: Queryable, query: { projectId: string; li
      WHERE p.project_id = $1 ${after} ORDER BY p.created_at, p.id LIMIT $${params.length}`,
     params,
   );
-  return toPage(r.rows, limit, 'pipelines', (row) => ({ at: row.k_at, id: row.id }), toPipeline);
+  return toPage(r.rows, limit, CURSOR_LIST, (row) => ({ at: row.k_at, id: row.id }), toPipeline);
 }
 
 export async function lockPipeline(tx: Queryable, projectId: string, id: string): Promise<boolean> {

@@ -3,6 +3,9 @@ import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 import type { Role } from '../domain/permissions.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'members';
+
 export type MemberRecord = { projectId: string; userId: string; role: Role; name: string; email: string; createdAt: Date };
 
 function toMember(r: Row): MemberRecord {
@@ -64,7 +67,7 @@ export async function listMembers(q: Queryable, projectId: string, page: { limit
   const params: unknown[] = [projectId, limit + 1];
   let after = '';
   if (page.cursor !== undefined) {
-    const c = decodeCursor('members', page.cursor);
+    const c = decodeCursor(CURSOR_LIST, page.cursor);
     params.push(c.at, c.id);
     after = 'AND (m.created_at, m.user_id) > ($3::timestamptz, $4::uuid)';
   }
@@ -74,7 +77,7 @@ export async function listMembers(q: Queryable, projectId: string, page: { limit
      WHERE m.project_id = $1 ${after} ORDER BY m.created_at, m.user_id LIMIT $2`,
     params,
   );
-  return toPage(r.rows, limit, 'members', (x) => ({ at: x.cursor_at, id: x.user_id }), toMember);
+  return toPage(r.rows, limit, CURSOR_LIST, (x) => ({ at: x.cursor_at, id: x.user_id }), toMember);
 }
 
 export async function deleteMember(q: Queryable, projectId: string, userId: string): Promise<boolean> {

@@ -3,6 +3,9 @@ import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 import type { Role } from '../domain/permissions.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'projects';
+
 export type ProjectRecord = {
   id: string;
   name: string;
@@ -75,7 +78,7 @@ export async function listProjectsOfUser(
   const params: unknown[] = [userId, limit + 1];
   let after = '';
   if (page.cursor !== undefined) {
-    const c = decodeCursor('projects', page.cursor);
+    const c = decodeCursor(CURSOR_LIST, page.cursor);
     params.push(c.at, c.id);
     after = 'AND (m.created_at, p.id) > ($3::timestamptz, $4::uuid)';
   }
@@ -86,5 +89,5 @@ export async function listProjectsOfUser(
      ORDER BY m.created_at, p.id LIMIT $2`,
     params,
   );
-  return toPage(r.rows, limit, 'projects', (x) => ({ at: x.cursor_at, id: x.id }), (x) => ({ ...toProject(x), role: x.role }));
+  return toPage(r.rows, limit, CURSOR_LIST, (x) => ({ at: x.cursor_at, id: x.id }), (x) => ({ ...toProject(x), role: x.role }));
 }

@@ -2,6 +2,9 @@
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, Where, type Page } from './keyset.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'sessions';
+
 export type SessionRecord = {
   id: string;
   projectId: string;
@@ -82,7 +85,7 @@ export async function listSessions(q: Queryable, query: ListSessionsQuery): Prom
   if (query.contactId !== undefined) w.add(`contact_id = ${w.param(query.contactId)}::uuid`);
   if (query.channelId !== undefined) w.add(`channel_id = ${w.param(query.channelId)}::uuid`);
   if (query.cursor !== undefined) {
-    const c = decodeCursor('sessions', query.cursor);
+    const c = decodeCursor(CURSOR_LIST, query.cursor);
     w.add(`(started_at, id) < (${w.param(c.at)}::timestamptz, ${w.param(c.id)}::uuid)`);
   }
   const limit = pageSize(query.limit);
@@ -93,7 +96,7 @@ export async function listSessions(q: Queryable, query: ListSessionsQuery): Prom
      LIMIT ${w.param(limit + 1)}`,
     w.params,
   );
-  return toPage(r.rows, limit, 'sessions', (row) => ({ at: row.k_at, id: row.id }), toSession);
+  return toPage(r.rows, limit, CURSOR_LIST, (row) => ({ at: row.k_at, id: row.id }), toSession);
 }
 
 /** Full rows of the given sessions (the timeline fetches its items by id). */

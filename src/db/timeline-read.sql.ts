@@ -7,6 +7,9 @@ import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.t
 import { messagesByIds, type MessageRecord } from './messages-read.sql.ts';
 import { sessionsByIds, type SessionRecord } from './sessions-read.sql.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'timeline';
+
 export type TimelineEntry =
   | { type: 'message'; at: Date; message: MessageRecord }
   | { type: 'session_started'; at: Date; session: SessionRecord }
@@ -43,7 +46,7 @@ export async function listTimeline(
   const params: unknown[] = [query.projectId, query.contactId];
   let after: (b: (typeof BRANCHES)[number]) => string = () => '';
   if (query.cursor !== undefined) {
-    const c = decodeCursor('timeline', query.cursor);
+    const c = decodeCursor(CURSOR_LIST, query.cursor);
     params.push(c.at);
     // The id is a parameter only when a branch compares it (one may not, for a rank of 0): an
     // unused parameter has no type PostgreSQL can infer.
@@ -76,7 +79,7 @@ export async function listTimeline(
   const page = toPage(
     r.rows,
     limit,
-    'timeline',
+    CURSOR_LIST,
     (x) => ({ at: x.k_at, id: x.id, rank: x.rank }),
     (x): TimelineEntry | undefined => {
       if (x.type === 'message') {

@@ -3,6 +3,9 @@
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'webhook-deliveries';
+
 export const DELIVERY_STATUSES = ['pending', 'sending', 'retrying', 'succeeded', 'dead'] as const;
 export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
 
@@ -141,7 +144,7 @@ export async function listDeliveries(q: Queryable, query: DeliveryQuery): Promis
   if (query.subscriptionId !== undefined) add((p) => `subscription_id = ${p}::uuid`, query.subscriptionId);
   if (query.status !== undefined) add((p) => `status = ${p}`, query.status);
   if (query.cursor !== undefined) {
-    const c = decodeCursor('webhook-deliveries', query.cursor);
+    const c = decodeCursor(CURSOR_LIST, query.cursor);
     params.push(c.at, c.id);
     where.push(`(created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
@@ -154,7 +157,7 @@ export async function listDeliveries(q: Queryable, query: DeliveryQuery): Promis
      LIMIT $${params.length}`,
     params,
   );
-  return toPage(r.rows, limit, 'webhook-deliveries', (row) => ({ at: row.k_at, id: row.id }), toDelivery);
+  return toPage(r.rows, limit, CURSOR_LIST, (row) => ({ at: row.k_at, id: row.id }), toDelivery);
 }
 
 export async function findDelivery(q: Queryable, projectId: string, id: string): Promise<DeliveryRecord | undefined> {

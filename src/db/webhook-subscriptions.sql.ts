@@ -3,6 +3,9 @@
 import type { Queryable, Row } from './database.ts';
 import { decodeCursor, exactTime, pageSize, toPage, type Page } from './keyset.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'webhook-subscriptions';
+
 export type SubscriptionRecord = {
   id: string;
   projectId: string;
@@ -94,7 +97,7 @@ export async function listSubscriptions(q: Queryable, query: { projectId: string
   const params: unknown[] = [query.projectId];
   let after = '';
   if (query.cursor !== undefined) {
-    const c = decodeCursor('webhook-subscriptions', query.cursor);
+    const c = decodeCursor(CURSOR_LIST, query.cursor);
     params.push(c.at, c.id);
     after = 'AND (created_at, id) < ($2::timestamptz, $3::uuid)';
   }
@@ -107,7 +110,7 @@ export async function listSubscriptions(q: Queryable, query: { projectId: string
      LIMIT $${params.length}`,
     params,
   );
-  return toPage(r.rows, limit, 'webhook-subscriptions', (row) => ({ at: row.k_at, id: row.id }), toSubscription);
+  return toPage(r.rows, limit, CURSOR_LIST, (row) => ({ at: row.k_at, id: row.id }), toSubscription);
 }
 
 export type SubscriptionChanges = Partial<

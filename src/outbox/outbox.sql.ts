@@ -8,6 +8,9 @@ import { instant } from '../domain/instant.ts';
 import { invalid } from '../errors.ts';
 import { isUuid } from '../domain/ids.ts';
 
+/** The name its cursors carry (keyset.ts): a cursor of another list is refused. */
+const CURSOR_LIST = 'events';
+
 /**
  * Appends events in the caller's transaction: they commit with the aggregate write or not at all.
  * One statement per batch (unnest) keeps the inbound transaction short; the statement trigger then
@@ -149,7 +152,7 @@ export async function listEvents(q: Queryable, query: ListEventsQuery): Promise<
   if (query.since !== undefined) add((p) => `occurred_at >= ${p}::timestamptz`, toIso(query.since, 'since'));
   if (query.until !== undefined) add((p) => `occurred_at < ${p}::timestamptz`, toIso(query.until, 'until'));
   if (query.cursor !== undefined) {
-    const c = decodeCursor('events', query.cursor);
+    const c = decodeCursor(CURSOR_LIST, query.cursor);
     params.push(c.at, c.id);
     where.push(`(occurred_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
   }
@@ -164,7 +167,7 @@ export async function listEvents(q: Queryable, query: ListEventsQuery): Promise<
   );
   // The cursor carries occurred_at with its microseconds, not a JS Date (milliseconds), so no event
   // is skipped or repeated at a page boundary.
-  const page = toPage(r.rows, limit, 'events', (row) => ({ at: row.cursor_at, id: row.id }), (row) => ({ ...toEnvelope(row), published_at: new Date(row.published_at).toISOString() }) as StoredEvent);
+  const page = toPage(r.rows, limit, CURSOR_LIST, (row) => ({ at: row.cursor_at, id: row.id }), (row) => ({ ...toEnvelope(row), published_at: new Date(row.published_at).toISOString() }) as StoredEvent);
   return { data: page.rows, nextCursor: page.nextCursor };
 }
 
