@@ -9,3 +9,15 @@ export function withDeadline<T>(p: Promise<T>, ms: number, onTimeout: string | (
   });
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
+
+/**
+ * A part of a process that runs until stopped: a consumer, the relay, a sweeper. `stop` is given
+ * the shutdown's deadline (epoch ms) when there is one: work under way (handlers, attempts) is
+ * waited for until then, not for a wait of its own on top of the others'.
+ */
+export type Component = { name: string; stop(deadline?: number): Promise<void> };
+
+/** Milliseconds left until `deadline`, never below 0; none when there is no deadline. */
+export function msUntil(deadline: number | undefined): number | undefined {
+  return deadline === undefined ? undefined : Math.max(0, deadline - Date.now());
+}

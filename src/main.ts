@@ -10,6 +10,7 @@ import { allQueues } from './broker/topology.ts';
 import { ConfigError, type Config } from './config.ts';
 import type { Database } from './db/database.ts';
 import { migrate } from './db/migrate.ts';
+import type { Component } from './deadline.ts';
 import { startRelay } from './outbox/relay.ts';
 import { openPglite } from './db/pglite.ts';
 import { connectPostgres } from './db/postgres.ts';
@@ -26,7 +27,7 @@ import { startWebhookWorker } from './webhooks/webhook-worker.ts';
 export type Role = 'all' | 'api' | 'worker';
 
 /** A background part of the worker role: consumers, relay, sweepers. */
-export type WorkerComponent = { name: string; stop(): Promise<void> };
+export type WorkerComponent = Component;
 
 export type StartOptions = {
   config: Config;
@@ -106,19 +107,24 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
     throw err;
   }
 
-  const components: WorkerComponent[] = [{ name: 'channel-directory', stop: () => channelDirectory.stop() }];
+  // What outlasts the consumers and requests (stopped after them, last first): the channel cache
+  // and the outbox relay, so events committed by the last handlers and requests still get published.
+  const outlasting: WorkerComponent[] = [{ name: 'channel-directory', stop: () => channelDirectory.stop() }];
+  const components: WorkerComponent[] = [];
   let app: FastifyInstance | undefined;
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      // Stop intake first, then let in-flight work finish, then close connections. Requests still
-      // open after half the shutdown time (a slow download, a client sending its body a byte at a
-      // time) have their connections closed: they must not keep the consumers, the relay and the
-      // database from being stopped in order before the process is made to exit.
-      if (app) await closeHttp(app, config.shutdownTimeoutMs / 2, logger);
-      for (const c of [...components].reverse()) {
-        await c.stop().catch((err) => logger.error({ err, component: c.name }, 'stopping component failed'));
-      }
+      // One deadline for the whole stop (SHUTDOWN_TIMEOUT_MS): intake stops everywhere at once —
+      // the HTTP server and every consumer — and the work under way has until then. Each waiting
+      // in turn for a time of its own added up past the CLI's forced exit (SHUTDOWN_TIMEOUT_MS +
+      // 5 s): a request held open, then webhook attempts hanging at their endpoint, took 1.5 times
+      // the timeout, and the attempts were not handed back. Requests still open after half the time
+      // (a slow download, a client sending its body a byte at a time) have their connections closed.
+      const deadline = Date.now() + config.shutdownTimeoutMs;
+      const stopOne = (c: WorkerComponent) => c.stop(deadline).catch((err) => logger.error({ err, component: c.name }, 'stopping component failed'));
+      await Promise.all([app && closeHttp(app, config.shutdownTimeoutMs / 2, logger), ...components.map(stopOne)]);
+      for (const c of [...outlasting].reverse()) await stopOne(c);
       if (!opts.broker) await broker.close().catch((err) => logger.error({ err }, 'closing broker failed'));
       if (!opts.db) await db.close().catch((err) => logger.error({ err }, 'closing database failed'));
     })());
@@ -140,10 +146,10 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
     else await app.ready();
 
     if (role === 'all' || role === 'worker') {
-      // The relay first, so it stops last: events committed by the consumers below while they
-      // finish their in-flight work still get published before the process exits.
+      // The relay outlasts the consumers below: events they commit while they finish their
+      // in-flight work still get published before the process exits.
       const relay = startRelay({ db, broker, pollMs: config.outboxPollMs, logger });
-      components.push({ name: 'outbox-relay', stop: () => relay.stop() });
+      outlasting.push({ name: 'outbox-relay', stop: () => relay.stop() });
       components.push(await startInboundProcessor({ db, broker, logger, channels: channelDirectory }, { retryDelaysMs: config.consumerRetryDelaysMs }));
       components.push(startSpillDrainer({ db, broker, logger }));
       components.push(...(await startWebhookWorker({ db, broker, config, secretKey, logger })));

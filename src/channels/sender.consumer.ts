@@ -28,6 +28,7 @@ import { makeOutboundMessages, type OutboundMessages, type SendFailure } from '.
 import { withoutSecrets, type OutboundContent, type OutboundTemplate, type OutboundType, type SendOutcome } from './sender.ts';
 import { senderFor } from './senders.ts';
 import type { ProviderDispatchers } from './provider-dispatchers.ts';
+import { msUntil, type Component } from '../deadline.ts';
 
 export const SENDER_NAME = 'message-sender';
 
@@ -198,7 +199,7 @@ export function makeSendHandler(opts: SenderOptions, outbound: OutboundMessages 
   }
 }
 
-export async function startSender(opts: SenderOptions): Promise<{ name: string; stop(): Promise<void> }> {
+export async function startSender(opts: SenderOptions): Promise<Component> {
   const logger = opts.logger ?? silentLogger;
   const consumer = await startConsumer(
     opts.broker,
@@ -206,7 +207,7 @@ export async function startSender(opts: SenderOptions): Promise<{ name: string; 
     { name: SENDER_NAME, queue: Queues.messagesOutbound, concurrency: opts.concurrency ?? DEFAULT_CONCURRENCY, handle: makeSendHandler(opts) },
     logger,
   );
-  return { name: SENDER_NAME, stop: () => consumer.stop() };
+  return { name: SENDER_NAME, stop: (deadline) => consumer.stop(msUntil(deadline)) };
 }
 
 /** What is stored of a failed attempt: the provider's words, code, title and details. */

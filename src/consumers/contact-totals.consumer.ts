@@ -9,6 +9,7 @@ import type { Database } from '../db/database.ts';
 import { addEndedSessionToContact } from '../db/session-lifecycle.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { handleOnce, parseEventOrSkip } from '../outbox/idempotent.ts';
+import { msUntil, type Component } from '../deadline.ts';
 
 export const CONTACT_TOTALS = 'contact-totals';
 
@@ -34,7 +35,7 @@ export function contactTotalsHandler(db: Database, log: Logger = silentLogger): 
   };
 }
 
-export async function startContactTotalsConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<{ name: string; stop(): Promise<void> }> {
+export async function startContactTotalsConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<Component> {
   const consumer = await startConsumer(deps.broker, { name: CONTACT_TOTALS, queue: Queues.contactTotals, concurrency: 4, handle: contactTotalsHandler(deps.db, deps.logger.child({ consumer: CONTACT_TOTALS })) }, deps.logger);
-  return { name: CONTACT_TOTALS, stop: () => consumer.stop() };
+  return { name: CONTACT_TOTALS, stop: (deadline) => consumer.stop(msUntil(deadline)) };
 }

@@ -5,6 +5,7 @@ import { startSender } from '../channels/sender.consumer.ts';
 import { providerDispatchers } from '../channels/provider-dispatchers.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
+import type { Component } from '../deadline.ts';
 import type { ChannelDirectory } from '../inbound/channel-directory.ts';
 import type { Logger } from '../observability/logger.ts';
 import { makeOutboundMessages } from '../services/outbound-messages.service.ts';
@@ -22,8 +23,6 @@ export type ConversationWorkerDeps = {
   /** Test hooks for the sweeper: its clock and pass interval. */
   sweeper?: Pick<SweeperOptions, 'now' | 'intervalMs'>;
 };
-
-export type Component = { name: string; stop(): Promise<void> };
 
 export async function startConversationWorker(deps: ConversationWorkerDeps): Promise<Component[]> {
   const { db, broker, logger } = deps;

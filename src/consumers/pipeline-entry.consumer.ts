@@ -10,6 +10,7 @@ import { autoEnterEnabled } from '../db/pipelines-ext.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { handleOnce, parseEventOrSkip } from '../outbox/idempotent.ts';
 import { enterDefaultPipelineTx } from '../services/pipelines.service.ts';
+import { msUntil, type Component } from '../deadline.ts';
 
 export const PIPELINE_ENTRY = 'pipeline-entry';
 
@@ -37,7 +38,7 @@ export function pipelineEntryHandler(db: Database, log: Logger = silentLogger): 
   };
 }
 
-export async function startPipelineEntryConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<{ name: string; stop(): Promise<void> }> {
+export async function startPipelineEntryConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<Component> {
   const consumer = await startConsumer(deps.broker, { name: PIPELINE_ENTRY, queue: Queues.pipelineEntry, concurrency: 4, handle: pipelineEntryHandler(deps.db, deps.logger.child({ consumer: PIPELINE_ENTRY })) }, deps.logger);
-  return { name: PIPELINE_ENTRY, stop: () => consumer.stop() };
+  return { name: PIPELINE_ENTRY, stop: (deadline) => consumer.stop(msUntil(deadline)) };
 }

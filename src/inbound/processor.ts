@@ -37,6 +37,7 @@ import { EnvelopeHeaders } from './ingress.ts';
 import { isInputRefusal } from './input-refusal.ts';
 import { providerOf } from './providers.ts';
 import { BATCH_HEADER, decodeRawBatch, type RawItem } from './raw-batch.ts';
+import { msUntil, type Component } from '../deadline.ts';
 
 export const PROCESSOR_NAME = 'inbound-processor';
 
@@ -211,7 +212,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
 }
 
 /** Starts consuming the raw queue. Stopping it lets in-flight webhooks finish first. */
-export async function startInboundProcessor(deps: ProcessorDeps, opts: ProcessorOptions = {}): Promise<{ name: string; stop(): Promise<void> }> {
+export async function startInboundProcessor(deps: ProcessorDeps, opts: ProcessorOptions = {}): Promise<Component> {
   const consumer: Consumer = await startConsumer(
     deps.broker,
     {
@@ -223,7 +224,7 @@ export async function startInboundProcessor(deps: ProcessorDeps, opts: Processor
     },
     deps.logger,
   );
-  return { name: PROCESSOR_NAME, stop: () => consumer.stop() };
+  return { name: PROCESSOR_NAME, stop: (deadline) => consumer.stop(msUntil(deadline)) };
 }
 
 /**

@@ -18,7 +18,7 @@
 import { errorText, PROJECT_HEADER, type Broker, type Delivery, type Handler } from '../broker/broker.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
-import { withDeadline } from '../deadline.ts';
+import { msUntil, withDeadline } from '../deadline.ts';
 import { withTransaction } from '../db/transaction.ts';
 import {
   changedEndpoints, claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
@@ -56,15 +56,18 @@ export type DispatcherOptions = {
   random?: () => number;
   /**
    * At shutdown, how long attempts under way may go on before they are cut off; by default
-   * SHUTDOWN_TIMEOUT_MS, what a consumer gives its handlers.
+   * SHUTDOWN_TIMEOUT_MS, what a consumer gives its handlers (or until the shutdown's deadline).
    */
   stopAttemptsMs?: number;
 };
 
 export type WebhookDispatcher = {
   handle: Handler;
-  /** After the consumer stopped: writes pending health counts, closes connections. */
-  stop(): Promise<void>;
+  /**
+   * After the consumer stopped: waits for the attempts under way (until `deadline`, epoch ms, when
+   * given), cuts off the rest, writes pending health counts, closes connections.
+   */
+  stop(deadline?: number): Promise<void>;
 };
 
 /**
@@ -484,12 +487,13 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
 
   return {
     handle,
-    async stop() {
-      // The consumers have stopped: let the attempts under way end and be recorded — for as long
-      // as a consumer gives its handlers (SHUTDOWN_TIMEOUT_MS). An attempt still running then is
-      // cut off with the connections below and not recorded (see `attempt`); its lease brings the
-      // delivery back.
-      await withDeadline(Promise.allSettled([...attempts]), opts.stopAttemptsMs ?? config.shutdownTimeoutMs, 'attempts still running').catch(
+    async stop(deadline?: number) {
+      // The consumers have stopped: let the attempts under way end and be recorded — until the
+      // shutdown's deadline, or for as long as a consumer gives its handlers (SHUTDOWN_TIMEOUT_MS)
+      // when stopped on its own. An attempt still running then is cut off with the connections
+      // below and not recorded (see `attempt`): it is given back, due again at once.
+      const waitMs = Math.min(opts.stopAttemptsMs ?? Infinity, msUntil(deadline) ?? config.shutdownTimeoutMs);
+      await withDeadline(Promise.allSettled([...attempts]), waitMs, 'attempts still running').catch(
         () => void log.warn({ attempts: attempts.size }, 'webhook attempts cut off at shutdown; their leases bring them back'),
       );
       await endpointChanges.stop();

@@ -5,6 +5,7 @@ import { startConsumer } from '../broker/consumer-runner.ts';
 import { Queues, allQueues } from '../broker/topology.ts';
 import type { Config } from '../config.ts';
 import type { Database } from '../db/database.ts';
+import { msUntil, type Component } from '../deadline.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { CircuitBreakerOptions } from './circuit-breaker.ts';
 import { makeDispatcher } from './dispatcher.ts';
@@ -32,8 +33,6 @@ export type WebhookWorkerOptions = {
   circuit?: Omit<CircuitBreakerOptions, 'onChange'>;
   resolve?: ResolveHost;
 };
-
-export type Component = { name: string; stop(): Promise<void> };
 
 export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Component[]> {
   const { db, broker, config, logger } = opts;
@@ -83,9 +82,11 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
       ];
       components.push({
         name: 'webhook-dispatcher',
-        async stop() {
-          await Promise.all(consumers.map((c) => c.stop()));
-          await dispatcher.stop();
+        // One deadline for both waits: the consumers' handlers (waiting for a request slot, a rate)
+        // and the attempts under way, which the dispatcher then cuts off and gives back.
+        async stop(deadline) {
+          await Promise.all(consumers.map((c) => c.stop(msUntil(deadline))));
+          await dispatcher.stop(deadline);
         },
       });
     }
@@ -99,8 +100,8 @@ export async function startWebhookWorker(opts: WebhookWorkerOptions): Promise<Co
       );
       components.push({
         name: FANOUT_CONSUMER,
-        async stop() {
-          await consumer.stop();
+        async stop(deadline) {
+          await consumer.stop(msUntil(deadline));
           await fanout.stop();
         },
       });
