@@ -86,14 +86,14 @@ export async function claimDeliveries(q: Queryable, ids: readonly string[], opts
 
 /**
  * Of these subscriptions, as `[id, endpoint version a claim saw]`, those whose endpoint changed
- * since (`gone: false`) or that no longer exist (`gone: true`).
+ * since (`gone: false`) or that are turned off or no longer exist (`gone: true`).
  */
 export async function changedEndpoints(q: Queryable, seen: ReadonlyArray<readonly [string, number]>): Promise<Array<{ id: string; gone: boolean }>> {
   if (seen.length === 0) return [];
   const r = await q.query<{ id: string; gone: boolean }>(
-    `SELECT p.id, s.id IS NULL AS gone
+    `SELECT p.id, (s.id IS NULL OR NOT s.active) AS gone
      FROM unnest($1::uuid[], $2::bigint[]) AS p(id, seen) LEFT JOIN webhook_subscriptions s ON s.id = p.id
-     WHERE s.id IS NULL OR s.endpoint_version <> p.seen`,
+     WHERE s.id IS NULL OR NOT s.active OR s.endpoint_version <> p.seen`,
     [seen.map(([id]) => id), seen.map(([, v]) => v)],
   );
   return r.rows;

@@ -165,8 +165,12 @@ export async function updateSubscription(tx: Queryable, projectId: string, id: s
   return r.rows[0] ? toSubscription(r.rows[0]) : undefined;
 }
 
-/** NOTIFY channel (migration 016): a subscription's URL changed or it was turned back on; payload its id. */
+/**
+ * NOTIFY channel: a subscription's URL changed or it was turned back on, payload its id (migration
+ * 016); it was turned off or deleted, payload ENDPOINT_GONE and its id (migration 038).
+ */
 export const ENDPOINT_CHANGES = 'ventros_webhook_endpoints';
+export const ENDPOINT_GONE = 'gone:';
 
 /**
  * Deliveries of a subscription that wait for a later attempt (a retry's back-off, an open circuit)

@@ -24,7 +24,7 @@ import {
   changedEndpoints, claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
   type AttemptOutcomeRow, type ClaimedDelivery,
 } from '../db/webhook-dispatch.sql.ts';
-import { bringDeliveriesForward, disableSubscription, ENDPOINT_CHANGES } from '../db/webhook-subscriptions.sql.ts';
+import { bringDeliveriesForward, disableSubscription, ENDPOINT_CHANGES, ENDPOINT_GONE } from '../db/webhook-subscriptions.sql.ts';
 import { keepListening } from '../db/keep-listening.ts';
 import { newEvent } from '../domain/events.ts';
 import { isUuid } from '../domain/ids.ts';
@@ -127,7 +127,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   // endpoint is forgotten, and then the deliveries it held back are due again. The API made them
   // due too, but this process may have postponed some since, before it heard: each process undoes
   // its own. Without notifications a circuit keeps its state to the end of its cool-down.
-  const onEndpointChange = (id: string) => {
+  const onEndpointChange = (payload: string) => {
+    if (payload.startsWith(ENDPOINT_GONE)) return forget(payload.slice(ENDPOINT_GONE.length));
+    const id = payload;
     if (!isUuid(id)) return;
     endpointSeen.delete(id); // learning starts again from the next claim
     // Attempts still out to the old endpoint now belong to an earlier generation: they hold no
@@ -136,6 +138,16 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     limits.detach(id);
     breaker.reset(id);
     void bringForward(id);
+  };
+  /**
+   * Turned off or deleted (migration 038): nothing is sent to it any more, so its circuit goes,
+   * and with it its `webhook_circuit_open` series (else 1 until the process restarts).
+   */
+  const forget = (id: string) => {
+    if (!isUuid(id)) return;
+    endpointSeen.delete(id);
+    rates.delete(id);
+    breaker.reset(id);
   };
   const generationOf = (sub: string) => endpointGenerations.get(sub) ?? 0;
   const bringForward = (sub: string) =>
@@ -154,7 +166,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     changedEndpoints(db, [...endpointSeen])
       .then((changed) => {
         for (const { id, gone } of changed) {
-          if (gone) endpointSeen.delete(id);
+          if (gone) forget(id);
           else onEndpointChange(id);
         }
         const n = changed.filter((c) => !c.gone).length;

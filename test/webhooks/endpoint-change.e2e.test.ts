@@ -203,6 +203,42 @@ describe('an endpoint change announced while the dispatcher could not hear it', 
   }, 90_000);
 });
 
+describe('a subscription turned off or deleted while its circuit is open', () => {
+  it.each(['turned off', 'deleted'])('%s: its webhook_circuit_open series goes (it stayed 1 until a restart)', async (how) => {
+    const w = await startWorld(LONG);
+    const { t, s } = await brokenEndpoint(w, 3);
+    const r = how === 'deleted' ? await api(w, t, 'DELETE', `/webhook-subscriptions/${s.id}`) : await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: false });
+    expect(r.status).toBe(how === 'deleted' ? 204 : 200);
+    await waitFor(async () => !(await circuitOpen(s.id)), 'the circuit forgotten');
+    expect((await webhookCircuitOpen.get()).values.filter((v) => v.labels.subscription === s.id)).toEqual([]);
+  }, 90_000);
+
+  it('unheard (LISTEN down): it goes once LISTEN is back', async () => {
+    const w = await startWorld({ env: LONG.env, worker: false });
+    let deaf = false;
+    let resume: (() => void) | undefined;
+    const db = wrapDatabase(w.db, {
+      listen: (channel, onNotify, onResume) => {
+        if (channel === ENDPOINT_CHANGES) resume = onResume;
+        return w.db.listen(channel, (payload) => void (channel === ENDPOINT_CHANGES && deaf ? undefined : onNotify(payload)), onResume);
+      },
+    });
+    await w.startWorker({ ...LONG.worker, db });
+    const off = await brokenEndpoint(w, 2);
+    const gone = await brokenEndpoint(w, 2);
+    const kept = await brokenEndpoint(w, 2);
+    deaf = true;
+    expect((await api(w, off.t, 'PATCH', `/webhook-subscriptions/${off.s.id}`, { active: false })).status).toBe(200);
+    expect((await api(w, gone.t, 'DELETE', `/webhook-subscriptions/${gone.s.id}`)).status).toBe(204);
+    expect(await circuitOpen(off.s.id)).toBe(true);
+    expect(await circuitOpen(gone.s.id)).toBe(true);
+    deaf = false;
+    resume!();
+    await waitFor(async () => !(await circuitOpen(off.s.id)) && !(await circuitOpen(gone.s.id)), 'both circuits forgotten');
+    expect(await circuitOpen(kept.s.id)).toBe(true);
+  }, 90_000);
+});
+
 describe('attempts to the old URL still out when the URL changes', () => {
   it('the waiting deliveries reach the new URL at once, not after the old URL\'s hanging attempt times out', async () => {
     // WEBHOOK_CONCURRENCY 4: one attempt per subscription in flight. Circuit as shipped.
