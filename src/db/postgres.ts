@@ -40,6 +40,27 @@ export function connectPostgres(opts: PostgresOptions): Database {
   let closed = false;
   let reconnectTimer: NodeJS.Timeout | undefined;
 
+  /** The readiness probe's connection (see ping), made on the first ping. */
+  let probe: Promise<pg.Client> | undefined;
+  function connectProbe(): Promise<pg.Client> {
+    const client = new pg.Client({
+      connectionString: opts.url,
+      application_name: `${opts.applicationName ?? 'ventros'}-health`,
+      connectionTimeoutMillis: 5000,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    });
+    const made = client.connect().then(() => client);
+    // A server restart: the next ping connects again.
+    client.on('error', () => void (probe === made && dropProbe()));
+    return made;
+  }
+  function dropProbe(): Promise<void> {
+    const p = probe;
+    probe = undefined;
+    return p ? p.then((c) => c.end(), () => undefined).catch(() => undefined) : Promise.resolve();
+  }
+
   async function ensureListenClient(): Promise<void> {
     if (listenClient || closed) return;
     if (listenConnecting) return listenConnecting;
@@ -184,7 +205,22 @@ export function connectPostgres(opts: PostgresOptions): Database {
       };
     },
     async ping(timeoutMs = 2000) {
-      await withDeadline(pool.query('SELECT 1'), timeoutMs, 'database did not answer');
+      if (closed) throw new Error('database is closed');
+      // On a connection of its own, not the pool's: a pool busy with lock waits (every connection
+      // taken, requests queued behind them) would make every process answer its readiness probe
+      // 503 at once while the database is up. A connection that did not answer in time may be
+      // half-open: it is dropped, and the next ping makes another.
+      const asked = (async () => {
+        probe ??= connectProbe();
+        await (await probe).query('SELECT 1');
+      })();
+      try {
+        await withDeadline(asked, timeoutMs, 'database did not answer');
+      } catch (err) {
+        asked.catch(() => {});
+        dropProbe();
+        throw err;
+      }
     },
     async close() {
       if (closed) return; // closing twice is harmless (shutdown paths may overlap)
@@ -193,6 +229,7 @@ export function connectPostgres(opts: PostgresOptions): Database {
       const c = listenClient;
       listenClient = undefined;
       await c?.end().catch(() => {});
+      await dropProbe();
       await pool.end();
     },
   };
