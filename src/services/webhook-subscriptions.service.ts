@@ -223,7 +223,7 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
         const [created] = await insertDeliveries(tx, projectId, [{ id: uuidv7(), subscriptionId: s.id, eventId: event.id, eventType: event.type, body: buildWebhookBody(event) }]);
         return (await findDelivery(tx, projectId, created.id))!;
       });
-      await enqueue([{ id: delivery.id, subscriptionId: delivery.subscriptionId, projectId }]);
+      await enqueue([{ id: delivery.id, subscriptionId: delivery.subscriptionId, projectId, manual: true }]);
       return delivery;
     },
 
@@ -252,7 +252,7 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
         if (!r) throw new AppError('conflict', 'an attempt of this delivery is in progress; retry once it has finished');
         return r;
       });
-      await enqueue([{ id: d.id, subscriptionId: d.subscriptionId, projectId }]);
+      await enqueue([{ id: d.id, subscriptionId: d.subscriptionId, projectId, manual: true }]);
       return d;
     },
 

@@ -36,7 +36,7 @@ import { makeCircuitBreaker, type CircuitBreakerOptions } from './circuit-breake
 import { bothSlots, endpointCaps, makeEndpointLimits, projectCaps, type EndpointLimits, type EndpointSlot } from './endpoint-limits.ts';
 import { makeSlots, type Slot } from './request-slots.ts';
 import { makeHealthRecorder } from './health-recorder.ts';
-import { SUBSCRIPTION_HEADER } from './outbound-queue.ts';
+import { MANUAL_HEADER, SUBSCRIPTION_HEADER } from './outbound-queue.ts';
 import { closeAgent, decideNext, sendAttempt, type AttemptReport } from './send-attempt.ts';
 import { makeGuardedDispatcher, type ResolveHost } from './ssrf-guard.ts';
 
@@ -259,10 +259,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
    * in-flight cap, then the rate limit (if we know it). Returns the in-flight slot and the
    * reserved send time, or undefined after postponing the delivery.
    */
-  async function admit(id: string, sub: string, projectId: string | undefined): Promise<Admitted | undefined> {
+  async function admit(id: string, sub: string, projectId: string | undefined, manual: boolean): Promise<Admitted | undefined> {
     const now = Date.now();
     const seen = generationOf(sub);
-    const wait = circuitWait(sub, now);
+    const wait = manual ? undefined : circuitWait(sub, now);
     if (wait !== undefined) return void (await postpone(id, sub, wait, seen));
     const inflight = await slotUnder(limits, sub, id, sub, seen);
     if (!inflight) return;
@@ -315,9 +315,11 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     // bad id must not fail the claim batch it would share with others.
     if (!isUuid(id)) return void log.error({ message_id: id }, 'webhook delivery message without a delivery id dropped');
     const hinted = msg.headers[SUBSCRIPTION_HEADER];
+    // Asked for by a person (MANUAL_HEADER): past the circuit, within every other limit.
+    const manual = msg.headers[MANUAL_HEADER] === '1';
     let admitted: Admitted | undefined;
     if (hinted) {
-      admitted = await admit(id, hinted, msg.headers[PROJECT_HEADER]);
+      admitted = await admit(id, hinted, msg.headers[PROJECT_HEADER], manual);
       if (!admitted) return;
     }
     // A request slot before the claim: a claimed row (its lease running) never waits for one.
@@ -346,8 +348,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       let now = Date.now();
       const seen = generationOf(sub);
       sendAt ??= limits.rateSlot(sub, claim.id, claim.rateLimitPerSecond, now, RATE_WAIT_INLINE_MS);
-      let wait = circuitWait(sub, now) ?? (sendAt - now > RATE_WAIT_INLINE_MS ? sendAt : undefined);
-      if (wait === undefined && !breaker.canAttempt(sub, now, (claim.timeoutSeconds ? claim.timeoutSeconds * 1000 : config.webhookTimeoutMs) + PROBE_LOST_MARGIN_MS)) wait = breaker.state(sub).openUntil ?? now + PROBE_WAIT_MS;
+      let wait = (manual ? undefined : circuitWait(sub, now)) ?? (sendAt - now > RATE_WAIT_INLINE_MS ? sendAt : undefined);
+      if (wait === undefined && !manual && !breaker.canAttempt(sub, now, (claim.timeoutSeconds ? claim.timeoutSeconds * 1000 : config.webhookTimeoutMs) + PROBE_LOST_MARGIN_MS)) wait = breaker.state(sub).openUntil ?? now + PROBE_WAIT_MS;
       if (wait !== undefined) {
         // Not now after all (the circuit opened meanwhile, or a rate we just learned): give the
         // attempt number back.
@@ -432,7 +434,13 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   /** The endpoint's circuit, told how an attempt ended. */
   function judge(sub: string, { outcome, startedAt }: AttemptReport): void {
     const now = Date.now();
-    if (outcome.class === 'success') breaker.recordSuccess(sub, now);
+    if (outcome.class === 'success') {
+      const was = breaker.state(sub).state;
+      breaker.recordSuccess(sub, now);
+      // A manual attempt went past the open circuit and found the endpoint back: the deliveries the
+      // circuit held back are due now, not at the end of its cool-down.
+      if (was === 'open') void bringForward(sub);
+    }
     // A 429: up, and told us when to come back (the delivery waits for its Retry-After).
     else if (outcome.class === 'rate_limited') breaker.recordAnswer(sub, now);
     // After a 410 the subscription is disabled and its circuit forgotten (recordGone).

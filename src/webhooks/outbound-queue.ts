@@ -7,7 +7,14 @@ import { Queues } from '../broker/topology.ts';
 /** Lets the dispatcher apply the subscription's circuit and limits before touching the row. */
 export const SUBSCRIPTION_HEADER = 'x-webhook-subscription';
 
-export type OutboundItem = { id: string; subscriptionId: string; projectId: string };
+/**
+ * A delivery a person asked for now (a manual retry, a test event): it goes past an open circuit,
+ * which would otherwise hold it for the rest of its cool-down (up to 10 minutes). Only on the
+ * message: one the scheduler enqueues instead (the broker refused this one) waits as others do.
+ */
+export const MANUAL_HEADER = 'x-webhook-manual';
+
+export type OutboundItem = { id: string; subscriptionId: string; projectId: string; manual?: boolean };
 
 export async function enqueueDeliveries(broker: Broker, items: readonly OutboundItem[], queue: string = Queues.webhooksOutbound): Promise<void> {
   for (let i = 0; i < items.length; i += 500) {
@@ -16,7 +23,7 @@ export async function enqueueDeliveries(broker: Broker, items: readonly Outbound
       items.slice(i, i + 500).map((d) => ({
         messageId: d.id,
         body: Buffer.from(JSON.stringify({ delivery_id: d.id })),
-        headers: { [SUBSCRIPTION_HEADER]: d.subscriptionId, [PROJECT_HEADER]: d.projectId },
+        headers: { [SUBSCRIPTION_HEADER]: d.subscriptionId, [PROJECT_HEADER]: d.projectId, ...(d.manual && { [MANUAL_HEADER]: '1' }) },
       })),
     );
   }

@@ -203,6 +203,43 @@ describe('an endpoint change announced while the dispatcher could not hear it', 
   }, 90_000);
 });
 
+describe('a manual retry or a test event while the circuit is open', () => {
+  it('a manual retry goes at once; its success closes the circuit and the held deliveries follow', async () => {
+    const w = await startWorld(LONG);
+    const t = await makeTenant(w);
+    let up = false;
+    const rx = await startReceiver(() => (up ? 200 : 500));
+    const s = await subscribe(w, t, { url: rx.url });
+    await emit(w, t.projectId, 4);
+    await openedOn(w, s.id, 4);
+    up = true; // fixed; the circuit would hold every delivery for ten minutes more
+    const held = (await deliveriesOf(w, s.id)).find((d) => d.status === 'pending')!;
+    expect((await api(w, t, 'POST', `/webhook-deliveries/${held.id}/retry`)).status).toBe(202);
+    await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.status === 'succeeded'), 'the retried delivery, then the rest', 30_000);
+    expect(await circuitOpen(s.id)).toBe(false);
+    expect(rx.requests).toHaveLength(2 + 4);
+  }, 90_000);
+
+  it('a test event goes at once, and one that fails leaves the circuit open and the deliveries held', async () => {
+    const w = await startWorld(LONG);
+    const t = await makeTenant(w);
+    const rx = await startReceiver(() => 500);
+    const s = await subscribe(w, t, { url: rx.url });
+    await emit(w, t.projectId, 3);
+    await openedOn(w, s.id, 3);
+    const heldBack = async (except?: string) =>
+      (await deliveriesOf(w, s.id)).filter((d) => d.id !== except).every((d) => d.status !== 'succeeded' && d.next_attempt_at !== null && d.next_attempt_at.getTime() > Date.now() + 60_000);
+    await waitFor(() => heldBack(), 'the deliveries held back by the circuit or their retry');
+    const test = await api(w, t, 'POST', `/webhook-subscriptions/${s.id}/test`);
+    expect(test.status).toBe(202);
+    await waitFor(() => rx.requests.some((r) => JSON.parse(r.body).type === 'webhook.test'), 'the test event at the endpoint');
+    await waitFor(async () => (await deliveriesOf(w, s.id)).find((d) => d.id === test.json.id && d.last_status_code === 500), 'the test delivery failed');
+    expect(await circuitOpen(s.id)).toBe(true);
+    expect(await heldBack(test.json.id)).toBe(true);
+    expect(rx.requests).toHaveLength(2 + 1);
+  }, 90_000);
+});
+
 describe('a subscription turned off or deleted while its circuit is open', () => {
   it.each(['turned off', 'deleted'])('%s: its webhook_circuit_open series goes (it stayed 1 until a restart)', async (how) => {
     const w = await startWorld(LONG);
