@@ -147,6 +147,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     if (!isUuid(id)) return;
     endpointSeen.delete(id);
     rates.delete(id);
+    // Attempts still out to it belong to an earlier generation: their failures, ending after
+    // this, must not open the circuit again (nothing would close it).
+    endpointGenerations.set(id, ++endpointChangesHeard);
+    limits.detach(id);
     breaker.reset(id);
   };
   const generationOf = (sub: string) => endpointGenerations.get(sub) ?? 0;
@@ -197,6 +201,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   const batch = { maxBatch: 200, maxInflight: db.kind === 'pglite' ? 1 : 4 };
   /** Set at shutdown just before the connections of attempts still out are destroyed. */
   let cutOff = false;
+  /** Set when stop() begins: a handler that gets a request slot after that starts nothing. */
+  let stopping = false;
 
   const claims = makeBatcher<string, ClaimedDelivery | undefined>(async (_key, ids) => {
     // A row read before a change of its subscription was heard is not recorded as what was learnt.
@@ -329,6 +335,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     let project = admitted?.project;
     let detached = false;
     try {
+      // Woken by the cut-off at shutdown: no attempt starts behind stop(). The row is untouched;
+      // its message comes back (RabbitMQ: the consumer's channel is gone), or the scheduler sends
+      // the row again as a lost message (the Postgres-backed queue takes this return as done).
+      if (stopping) return;
       const claim = await claims.submit('c', id);
       if (!claim) return;
       if (claim.status === 'dead') return void webhookDeliveriesTotal.inc({ result: 'dead' });
@@ -364,7 +374,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       // the lease runs out and the scheduler takes the delivery back — as it would anyway, since a
       // redelivered message finds the row still `sending`.
       detached = true;
-      const p: Promise<void> = attempt(claim, request, bothSlots(inflight, project.slot))
+      const p: Promise<void> = attempt(claim, request, bothSlots(inflight, project.slot), manual)
         .catch((err: unknown) => void log.error({ delivery_id: claim.id, err: errorText(err) }, 'webhook attempt not recorded; the delivery is retried once its lease runs out'))
         .finally(() => attempts.delete(p));
       attempts.add(p);
@@ -377,7 +387,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     }
   }
 
-  async function attempt(claim: ClaimedDelivery, request: Slot, inflight: EndpointSlot): Promise<void> {
+  async function attempt(claim: ClaimedDelivery, request: Slot, inflight: EndpointSlot, manual: boolean): Promise<void> {
     let report: AttemptReport;
     const generation = generationOf(claim.subscriptionId);
     inflight.start(Date.now()); // the endpoint's clock starts with its request
@@ -405,7 +415,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       } else {
         // The circuit hears of the answer before the endpoint's slot is free again, so the next
         // delivery admitted to it is judged with this failure counted (recording it is ours to do).
-        judge(claim.subscriptionId, report);
+        judge(claim.subscriptionId, report, manual);
       }
     } finally {
       // The cap is on requests the endpoint has in flight: recording the outcome is our
@@ -432,7 +442,12 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   }
 
   /** The endpoint's circuit, told how an attempt ended. */
-  function judge(sub: string, { outcome, startedAt }: AttemptReport): void {
+  /**
+   * `manual`: an attempt a person asked for, sent past the circuit. Its failure says nothing the
+   * circuit did not know (it is open, or a probe is out whose answer it must not take): it counts
+   * only while the circuit is closed.
+   */
+  function judge(sub: string, { outcome, startedAt }: AttemptReport, manual: boolean): void {
     const now = Date.now();
     if (outcome.class === 'success') {
       const was = breaker.state(sub).state;
@@ -444,7 +459,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     // A 429: up, and told us when to come back (the delivery waits for its Retry-After).
     else if (outcome.class === 'rate_limited') breaker.recordAnswer(sub, now);
     // After a 410 the subscription is disabled and its circuit forgotten (recordGone).
-    else if (!outcome.disable) breaker.recordFailure(sub, now, startedAt.getTime());
+    else if (!outcome.disable && (!manual || breaker.state(sub).state === 'closed')) breaker.recordFailure(sub, now, startedAt.getTime());
   }
 
   async function settle(claim: ClaimedDelivery, report: AttemptReport): Promise<void> {
@@ -508,6 +523,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   return {
     handle,
     async stop(deadline?: number) {
+      stopping = true;
       // The consumers have stopped: let the attempts under way end and be recorded — until the
       // shutdown's deadline, or for as long as a consumer gives its handlers (SHUTDOWN_TIMEOUT_MS)
       // when stopped on its own. An attempt still running then is cut off with the connections

@@ -4,6 +4,7 @@
 // only the change can bring the deliveries out within the test.
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import type { Database, Row } from '../../src/db/database.ts';
 import { ENDPOINT_CHANGES } from '../../src/db/webhook-subscriptions.sql.ts';
@@ -238,6 +239,31 @@ describe('a manual retry or a test event while the circuit is open', () => {
     expect(await heldBack(test.json.id)).toBe(true);
     expect(rx.requests).toHaveLength(2 + 1);
   }, 90_000);
+
+  it('a test event that fails beside the half-open probe leaves the probe to answer: the circuit does not open again', async () => {
+    const lines: Array<{ subscription_id?: string; circuit?: string }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    // Concurrency 8: two requests per endpoint, one for the probe, one for the test event.
+    const w = await startWorld({ env: { ...LONG.env, WEBHOOK_CONCURRENCY: '8' }, worker: { logger, circuit: { failureThreshold: 2, cooldownMs: 300, maxCooldownMs: 600_000 } } });
+    const t = await makeTenant(w);
+    // Two failures open the circuit; after its 300 ms the probe goes, and hangs; the test event fails.
+    let probing = false;
+    const rx = await startReceiver(() => (probing ? 'hang' : 500));
+    const s = await subscribe(w, t, { url: rx.url, timeout_seconds: 60 });
+    const circuit = () => lines.filter((l) => l.subscription_id === s.id && l.circuit).map((l) => l.circuit);
+    await emit(w, t.projectId, 2);
+    await waitFor(() => circuit().length === 1, 'the circuit to open');
+    probing = true;
+    await emit(w, t.projectId, 1);
+    await waitFor(() => rx.hanging() === 1, 'the half-open probe hanging at the endpoint', 30_000);
+    probing = false;
+    expect(circuit()).toEqual(['open', 'half_open']);
+    const test = await api(w, t, 'POST', `/webhook-subscriptions/${s.id}/test`);
+    expect(test.status).toBe(202);
+    await waitFor(async () => (await deliveriesOf(w, s.id)).find((d) => d.id === test.json.id && d.last_status_code === 500), 'the test delivery failed');
+    // Before: taken as the probe's answer, it opened the circuit again with its cool-down doubled.
+    expect(circuit()).toEqual(['open', 'half_open']);
+  }, 90_000);
 });
 
 describe('a subscription turned off or deleted while its circuit is open', () => {
@@ -248,6 +274,20 @@ describe('a subscription turned off or deleted while its circuit is open', () =>
     expect(r.status).toBe(how === 'deleted' ? 204 : 200);
     await waitFor(async () => !(await circuitOpen(s.id)), 'the circuit forgotten');
     expect((await webhookCircuitOpen.get()).values.filter((v) => v.labels.subscription === s.id)).toEqual([]);
+  }, 90_000);
+
+  it('turned off with attempts still out: their timeouts do not open its circuit again', async () => {
+    const w = await startWorld({ env: { WEBHOOK_CONCURRENCY: '8', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: LONG.worker });
+    const t = await makeTenant(w);
+    const rx = await startReceiver(() => 'hang');
+    const s = await subscribe(w, t, { url: rx.url, timeout_seconds: 2 });
+    await emit(w, t.projectId, 2);
+    await waitFor(() => rx.hanging() === 2, 'two attempts hanging at the endpoint');
+    expect((await api(w, t, 'PATCH', `/webhook-subscriptions/${s.id}`, { active: false })).status).toBe(200);
+    // Both time out after the subscription was turned off, and are recorded: two failures, the
+    // circuit's threshold — before, they opened it again, and nothing would close it.
+    await waitFor(async () => (await w.db.query(`SELECT count(*)::int AS n FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.subscription_id = $1`, [s.id])).rows[0].n === 2, 'both attempts recorded', 30_000);
+    expect(await circuitOpen(s.id)).toBe(false);
   }, 90_000);
 
   it('unheard (LISTEN down): it goes once LISTEN is back', async () => {
