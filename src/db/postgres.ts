@@ -51,14 +51,17 @@ export function connectPostgres(opts: PostgresOptions): Database {
       keepAliveInitialDelayMillis: 10_000,
     });
     const made = client.connect().then(() => client);
-    // A server restart: the next ping connects again.
-    client.on('error', () => void (probe === made && dropProbe()));
+    // A server restart, or the connection closed under it: the next ping connects again.
+    const lost = () => void dropProbe(made);
+    client.on('error', lost);
+    client.on('end', lost);
     return made;
   }
-  function dropProbe(): Promise<void> {
-    const p = probe;
+  /** Drops `which` (by default the current probe) if it is still the current one. */
+  function dropProbe(which = probe): Promise<void> {
+    if (!which || probe !== which) return Promise.resolve();
     probe = undefined;
-    return p ? p.then((c) => c.end(), () => undefined).catch(() => undefined) : Promise.resolve();
+    return which.then((c) => c.end(), () => undefined).catch(() => undefined);
   }
 
   async function ensureListenClient(): Promise<void> {
@@ -210,15 +213,13 @@ export function connectPostgres(opts: PostgresOptions): Database {
       // taken, requests queued behind them) would make every process answer its readiness probe
       // 503 at once while the database is up. A connection that did not answer in time may be
       // half-open: it is dropped, and the next ping makes another.
-      const asked = (async () => {
-        probe ??= connectProbe();
-        await (await probe).query('SELECT 1');
-      })();
+      const mine = (probe ??= connectProbe());
+      const asked = mine.then((c) => c.query('SELECT 1'));
       try {
         await withDeadline(asked, timeoutMs, 'database did not answer');
       } catch (err) {
         asked.catch(() => {});
-        dropProbe();
+        void dropProbe(mine);
         throw err;
       }
     },
