@@ -1,7 +1,7 @@
 // Stopping a process while a request is still being answered (a long media download, a handler
 // waiting on something slow): the server stops taking requests and waits for those in flight up to
-// a grace (half of SHUTDOWN_TIMEOUT_MS), then closes their connections, so that the consumers, the
-// relay and the connections are still stopped in order before the process is made to exit. Before,
+// a grace (half of SHUTDOWN_TIMEOUT_MS), then closes their connections, so that the relay and the
+// connections are still stopped after the consumers before the process is made to exit. Before,
 // the stop waited for the request, and the process was killed at the deadline with nothing stopped.
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';

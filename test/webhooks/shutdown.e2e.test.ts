@@ -1,5 +1,5 @@
-// A dispatcher stopping while an attempt is still out: it waits SHUTDOWN_TIMEOUT_MS, then cuts
-// the attempt off — which is our doing, not the endpoint's: no attempt is recorded or spent, the
+// A dispatcher stopping while an attempt is still out: it waits until the shutdown's deadline
+// (SHUTDOWN_TIMEOUT_MS, one for the whole process), then cuts the attempt off — which is our doing, not the endpoint's: no attempt is recorded or spent, the
 // claim is given back and the delivery is due again at once (on its last attempt too).
 import { connect } from 'node:net';
 import { describe, expect, it } from 'vitest';
