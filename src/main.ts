@@ -26,8 +26,6 @@ import { startWebhookWorker } from './webhooks/webhook-worker.ts';
 
 export type Role = 'all' | 'api' | 'worker';
 
-/** A background part of the worker role: consumers, relay, sweepers. */
-export type WorkerComponent = Component;
 
 export type StartOptions = {
   config: Config;
@@ -109,8 +107,8 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
 
   // What outlasts the consumers and requests (stopped after them, last first): the channel cache
   // and the outbox relay, so events committed by the last handlers and requests still get published.
-  const outlasting: WorkerComponent[] = [{ name: 'channel-directory', stop: () => channelDirectory.stop() }];
-  const components: WorkerComponent[] = [];
+  const outlasting: Component[] = [{ name: 'channel-directory', stop: () => channelDirectory.stop() }];
+  const components: Component[] = [];
   let app: FastifyInstance | undefined;
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -122,7 +120,7 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
       // the timeout, and the attempts were not handed back. Requests still open after half the time
       // (a slow download, a client sending its body a byte at a time) have their connections closed.
       const deadline = Date.now() + config.shutdownTimeoutMs;
-      const stopOne = (c: WorkerComponent) => c.stop(deadline).catch((err) => logger.error({ err, component: c.name }, 'stopping component failed'));
+      const stopOne = (c: Component) => c.stop(deadline).catch((err) => logger.error({ err, component: c.name }, 'stopping component failed'));
       await Promise.all([app && closeHttp(app, config.shutdownTimeoutMs / 2, logger), ...components.map(stopOne)]);
       for (const c of [...outlasting].reverse()) await stopOne(c);
       if (!opts.broker) await broker.close().catch((err) => logger.error({ err }, 'closing broker failed'));

@@ -2,6 +2,7 @@
 // throw (sync or async, Error or not) into a rejected promise, so the broker adapter applies the
 // retry / dead-letter path and the process never goes down because of a handler.
 import type { Broker, Consumer, Delivery, Handler } from './broker.ts';
+import { msUntil, type Component } from '../deadline.ts';
 import type { Logger } from '../observability/logger.ts';
 import { consumerDuration, consumerMessagesTotal } from '../observability/metrics.ts';
 
@@ -35,4 +36,9 @@ export function startConsumer(broker: Broker, def: ConsumerDef, logger: Logger):
     concurrency: def.concurrency ?? 1,
     ...(def.retryDelaysMs ? { retryDelaysMs: def.retryDelaysMs } : {}),
   });
+}
+
+/** A consumer as a part of the process: stopped by the shutdown's deadline. */
+export function consumerComponent(name: string, consumer: Consumer): Component {
+  return { name, stop: (deadline) => consumer.stop(msUntil(deadline)) };
 }

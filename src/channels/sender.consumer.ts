@@ -15,7 +15,7 @@
 // the provider's answer and the commit of its outcome leaves the message queued, and it is sent
 // again when its lease expires. Recording the outcome is therefore retried in place first.
 import type { Broker, Delivery, Handler } from '../broker/broker.ts';
-import { startConsumer } from '../broker/consumer-runner.ts';
+import { consumerComponent, startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { claimForSend, deferSend, type SendJob } from '../db/outbound.sql.ts';
@@ -28,7 +28,7 @@ import { makeOutboundMessages, type OutboundMessages, type SendFailure } from '.
 import { withoutSecrets, type OutboundContent, type OutboundTemplate, type OutboundType, type SendOutcome } from './sender.ts';
 import { senderFor } from './senders.ts';
 import type { ProviderDispatchers } from './provider-dispatchers.ts';
-import { msUntil, type Component } from '../deadline.ts';
+import type { Component } from '../deadline.ts';
 
 export const SENDER_NAME = 'message-sender';
 
@@ -207,7 +207,7 @@ export async function startSender(opts: SenderOptions): Promise<Component> {
     { name: SENDER_NAME, queue: Queues.messagesOutbound, concurrency: opts.concurrency ?? DEFAULT_CONCURRENCY, handle: makeSendHandler(opts) },
     logger,
   );
-  return { name: SENDER_NAME, stop: (deadline) => consumer.stop(msUntil(deadline)) };
+  return consumerComponent(SENDER_NAME, consumer);
 }
 
 /** What is stored of a failed attempt: the provider's words, code, title and details. */

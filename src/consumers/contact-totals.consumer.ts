@@ -3,13 +3,13 @@
 // many sessions of many contacts at once and should lock only sessions; this reaction commits on
 // its own, once per event (handleOnce). It emits no event.
 import type { Broker, Handler } from '../broker/broker.ts';
-import { startConsumer } from '../broker/consumer-runner.ts';
+import { consumerComponent, startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { addEndedSessionToContact } from '../db/session-lifecycle.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { handleOnce, parseEventOrSkip } from '../outbox/idempotent.ts';
-import { msUntil, type Component } from '../deadline.ts';
+import type { Component } from '../deadline.ts';
 
 export const CONTACT_TOTALS = 'contact-totals';
 
@@ -37,5 +37,5 @@ export function contactTotalsHandler(db: Database, log: Logger = silentLogger): 
 
 export async function startContactTotalsConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<Component> {
   const consumer = await startConsumer(deps.broker, { name: CONTACT_TOTALS, queue: Queues.contactTotals, concurrency: 4, handle: contactTotalsHandler(deps.db, deps.logger.child({ consumer: CONTACT_TOTALS })) }, deps.logger);
-  return { name: CONTACT_TOTALS, stop: (deadline) => consumer.stop(msUntil(deadline)) };
+  return consumerComponent(CONTACT_TOTALS, consumer);
 }

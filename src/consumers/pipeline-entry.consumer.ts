@@ -3,14 +3,14 @@
 // the inbound transaction: that transaction stays small and knows nothing of pipelines, and this
 // reaction commits on its own, once per event (handleOnce), with its contact.status_changed.
 import type { Broker, Handler } from '../broker/broker.ts';
-import { startConsumer } from '../broker/consumer-runner.ts';
+import { consumerComponent, startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { autoEnterEnabled } from '../db/pipelines-ext.sql.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import { handleOnce, parseEventOrSkip } from '../outbox/idempotent.ts';
 import { enterDefaultPipelineTx } from '../services/pipelines.service.ts';
-import { msUntil, type Component } from '../deadline.ts';
+import type { Component } from '../deadline.ts';
 
 export const PIPELINE_ENTRY = 'pipeline-entry';
 
@@ -40,5 +40,5 @@ export function pipelineEntryHandler(db: Database, log: Logger = silentLogger): 
 
 export async function startPipelineEntryConsumer(deps: { db: Database; broker: Broker; logger: Logger }): Promise<Component> {
   const consumer = await startConsumer(deps.broker, { name: PIPELINE_ENTRY, queue: Queues.pipelineEntry, concurrency: 4, handle: pipelineEntryHandler(deps.db, deps.logger.child({ consumer: PIPELINE_ENTRY })) }, deps.logger);
-  return { name: PIPELINE_ENTRY, stop: (deadline) => consumer.stop(msUntil(deadline)) };
+  return consumerComponent(PIPELINE_ENTRY, consumer);
 }

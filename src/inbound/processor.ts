@@ -19,7 +19,7 @@
 // a delay), and the stored ones are not redone. If that send fails the batch is retried whole, and
 // webhooks it had parked are parked (and counted) again.
 import { PROJECT_HEADER, errorText, retryDelayAfter, type Broker, type Consumer, type Delivery, type Handler } from '../broker/broker.ts';
-import { startConsumer } from '../broker/consumer-runner.ts';
+import { consumerComponent, startConsumer } from '../broker/consumer-runner.ts';
 import { Queues } from '../broker/topology.ts';
 import type { Database } from '../db/database.ts';
 import { insertParseError } from '../db/parse-errors.sql.ts';
@@ -37,7 +37,7 @@ import { EnvelopeHeaders } from './ingress.ts';
 import { isInputRefusal } from './input-refusal.ts';
 import { providerOf } from './providers.ts';
 import { BATCH_HEADER, decodeRawBatch, type RawItem } from './raw-batch.ts';
-import { msUntil, type Component } from '../deadline.ts';
+import type { Component } from '../deadline.ts';
 
 export const PROCESSOR_NAME = 'inbound-processor';
 
@@ -224,7 +224,7 @@ export async function startInboundProcessor(deps: ProcessorDeps, opts: Processor
     },
     deps.logger,
   );
-  return { name: PROCESSOR_NAME, stop: (deadline) => consumer.stop(msUntil(deadline)) };
+  return consumerComponent(PROCESSOR_NAME, consumer);
 }
 
 /**
