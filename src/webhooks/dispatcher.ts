@@ -127,28 +127,22 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   // endpoint is forgotten, and then the deliveries it held back are due again. The API made them
   // due too, but this process may have postponed some since, before it heard: each process undoes
   // its own. Without notifications a circuit keeps its state to the end of its cool-down.
+  // Turned off or deleted (migration 038): nothing is sent to it any more, so what was learnt
+  // goes, its circuit and `webhook_circuit_open` series with it (else 1 until a restart).
   const onEndpointChange = (payload: string) => {
-    if (payload.startsWith(ENDPOINT_GONE)) return forget(payload.slice(ENDPOINT_GONE.length));
-    const id = payload;
+    const gone = payload.startsWith(ENDPOINT_GONE);
+    const id = gone ? payload.slice(ENDPOINT_GONE.length) : payload;
     if (!isUuid(id)) return;
-    endpointSeen.delete(id); // learning starts again from the next claim
-    // Attempts still out to the old endpoint now belong to an earlier generation: they hold no
-    // slot of the new one, and what they end with is not the new one's (see `attempt`).
-    endpointGenerations.set(id, ++endpointChangesHeard);
-    limits.detach(id);
-    breaker.reset(id);
-    void bringForward(id);
+    forget(id);
+    if (!gone) void bringForward(id);
   };
-  /**
-   * Turned off or deleted (migration 038): nothing is sent to it any more, so its circuit goes,
-   * and with it its `webhook_circuit_open` series (else 1 until the process restarts).
-   */
+  /** What this process learnt of an endpoint, forgotten: learning starts again from its next claim. */
   const forget = (id: string) => {
-    if (!isUuid(id)) return;
     endpointSeen.delete(id);
     rates.delete(id);
-    // Attempts still out to it belong to an earlier generation: their failures, ending after
-    // this, must not open the circuit again (nothing would close it).
+    // Attempts still out to the old endpoint now belong to an earlier generation: they hold no
+    // slot of the new one, and what they end with is not the new one's (see `attempt`) — nor,
+    // once it is gone, do their failures open its circuit again (nothing would close it).
     endpointGenerations.set(id, ++endpointChangesHeard);
     limits.detach(id);
     breaker.reset(id);
