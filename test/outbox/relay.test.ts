@@ -9,7 +9,7 @@ import { canPublishInTransaction } from '../../src/outbox/relay.ts';
 import { brokerKinds, makeTestBroker, type BrokerKind } from '../support/brokers.ts';
 import type { Database } from '../../src/db/database.ts';
 import { withDeadline } from '../../src/deadline.ts';
-import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
+import { cleanUpAfterEachTest, makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
 import { failingListen } from '../support/failing-listen.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
 import {
@@ -20,6 +20,8 @@ import {
 const LONG = 60_000;
 /** Well under the minute after which a sleeping relay claims by itself (its registration refresh). */
 const WAKE = 20_000;
+
+cleanUpAfterEachTest();
 
 const publishedSoFar = async () => (await outboxPublishLag.get()).values.find((v) => v.metricName === 'outbox_publish_lag_seconds_count')?.value ?? 0;
 

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import { afterAll, inject } from 'vitest';
+import { afterAll, afterEach, beforeEach, inject } from 'vitest';
 import type { Database } from '../../src/db/database.ts';
 import { wrapPglite } from '../../src/db/pglite.ts';
 import { connectPostgres } from '../../src/db/postgres.ts';
@@ -26,6 +26,25 @@ afterAll(async () => {
 /** Registers a cleanup that runs after the file's tests (last registered, first run). */
 export function onCleanup(fn: () => Promise<void>): void {
   cleanups.push(fn);
+}
+
+/**
+ * For a file whose tests each start their own world: what a test (or a beforeEach) registers is
+ * cleaned up when that test ends, not when the file does. A file of many such tests otherwise keeps
+ * every world running to its end — their workers polling, their connections open — and on
+ * PostgreSQL one such file came within a few connections of the server's limit by itself.
+ * What beforeAll registers still lasts for the file.
+ */
+export function cleanUpAfterEachTest(): void {
+  let mark: number | undefined;
+  beforeEach(() => {
+    mark = cleanups.length;
+  });
+  afterEach(async () => {
+    const keep = mark ?? cleanups.length;
+    mark = undefined;
+    while (cleanups.length > keep) await cleanups.pop()!().catch((e) => console.error('cleanup failed', e));
+  });
 }
 
 export function uniqueName(prefix = 't'): string {

@@ -10,10 +10,12 @@ import type { Database, Row } from '../../src/db/database.ts';
 import { ENDPOINT_CHANGES } from '../../src/db/webhook-subscriptions.sql.ts';
 import { webhookCircuitOpen } from '../../src/observability/metrics.ts';
 import { DEFAULT_CIRCUIT_OPTIONS } from '../../src/webhooks/circuit-breaker.ts';
-import { onCleanup, waitFor } from '../support/env.ts';
+import { cleanUpAfterEachTest, onCleanup, waitFor } from '../support/env.ts';
 import { wrapDatabase } from '../support/wrapped-db.ts';
 import { startReceiver } from './receiver.ts';
 import { api, deliveriesOf, emit, makeTenant, startWorld, subscribe, type World } from './webhook-harness.ts';
+
+cleanUpAfterEachTest();
 
 const LONG = { env: { WEBHOOK_CONCURRENCY: '4', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: { circuit: { failureThreshold: 2, cooldownMs: 600_000, maxCooldownMs: 600_000 } } };
 
