@@ -12,9 +12,11 @@ import { startInboundProcessor } from '../../src/inbound/processor.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { makeInboundService, type InboundChannel } from '../../src/services/inbound.service.ts';
 import { makeTestBroker } from '../support/brokers.ts';
-import { onCleanup, onServices, waitFor } from '../support/env.ts';
+import { cleanUpAfterEachTest, onCleanup, onServices, waitFor } from '../support/env.ts';
 import { gatedDatabase, holdTransaction, waitUntilBlockedBy } from '../support/held.ts';
 import { count, SECRET_KEY, startInbound, wahaText, type Inbound } from './harness.ts';
+
+cleanUpAfterEachTest();
 
 async function expectOneConversation(t: Inbound, channelId: string, phone: string, n: number) {
   const contacts = (await t.db.query('SELECT * FROM contacts WHERE project_id = $1 AND phone = $2', [t.projectId, phone])).rows;
