@@ -1,6 +1,7 @@
 // The one place where errors become HTTP: application/problem+json {type, title, status, detail,
 // code, errors?}. Unknown errors are an opaque 500 (the detail is logged, never sent).
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import { AppError, ErrorCodes, type ErrorCode } from '../errors.ts';
 import { NOT_BLANK, UUID_PATTERN } from './schemas/common.ts';
 
@@ -69,6 +70,14 @@ export function errorHandler(err: FastifyError, req: FastifyRequest, reply: Fast
     req.log.warn({ err }, 'request collided with a concurrent change; answered 503 to retry');
     reply.header('retry-after', '1');
     return sendProblem(reply, problem('unavailable', 'the request collided with another change made at the same moment and was not applied; send it again'));
+  }
+  if (isDatabaseUnavailable(err)) {
+    // The database is down, restarting, failed over, full of connections, or this process's pool
+    // had no connection to give within its wait: the moment, not the request. A 503 with
+    // Retry-After lets clients and load balancers try again; a 500 says the request is at fault.
+    req.log.warn({ err }, 'database unavailable; answered 503');
+    reply.header('retry-after', '5');
+    return sendProblem(reply, problem('unavailable', 'the database cannot be reached at the moment; send the request again shortly (a change whose answer was lost this way may already have been made)'));
   }
   if (isDataException(err)) {
     // A value the schema let through and PostgreSQL refused (out of range, wrong form for its
