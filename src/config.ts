@@ -18,6 +18,8 @@ export type Config = Readonly<{
   host: string;
   dataDir: string;
   databaseUrl: string | undefined;
+  /** Pooled PostgreSQL connections per process (the LISTEN and the readiness ping have one more each). */
+  databasePoolMax: number;
   amqpUrl: string | undefined;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   nodeEnv: string;
@@ -236,6 +238,7 @@ export function loadConfig(env: Env = process.env, opts: LoadOptions = {}): Conf
     host,
     dataDir: read(env, 'DATA_DIR') ?? './data',
     databaseUrl,
+    databasePoolMax: int(env, 'DATABASE_POOL_MAX', 20, 2, 1000),
     amqpUrl: url(env, 'AMQP_URL', ['amqp:', 'amqps:']),
     logLevel: logLevel as Config['logLevel'],
     nodeEnv,

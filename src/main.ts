@@ -53,7 +53,7 @@ export type Running = {
 };
 
 export async function openDatabase(config: Config): Promise<Database> {
-  return config.databaseUrl ? connectPostgres({ url: config.databaseUrl }) : openPglite(path.join(config.dataDir, 'pglite'));
+  return config.databaseUrl ? connectPostgres({ url: config.databaseUrl, max: config.databasePoolMax }) : openPglite(path.join(config.dataDir, 'pglite'));
 }
 
 export async function openBroker(config: Config, db: Database, logger: Logger): Promise<Broker> {

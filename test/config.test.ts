@@ -30,6 +30,7 @@ describe('configuration', () => {
       replyRetryDelaysMs: [5000, 30000, 120000, 300000, 600000, 900000, 1800000],
       eventRetentionDays: 30,
       webhookRetentionDays: 30,
+      databasePoolMax: 20,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });
@@ -58,6 +59,8 @@ describe('configuration', () => {
     [{ WEBHOOK_RETENTION_DAYS: '0' }, 'WEBHOOK_RETENTION_DAYS'],
     [{ WEBHOOK_RETENTION_DAYS: '36501' }, 'WEBHOOK_RETENTION_DAYS'],
     [{ WEBHOOK_RETENTION_DAYS: '7.5' }, 'WEBHOOK_RETENTION_DAYS'],
+    [{ DATABASE_POOL_MAX: '1' }, 'DATABASE_POOL_MAX'],
+    [{ DATABASE_POOL_MAX: 'lots' }, 'DATABASE_POOL_MAX'],
   ])('rejects %o naming %s', (env, variable) => {
     let err: unknown;
     try {

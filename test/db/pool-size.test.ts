@@ -1,0 +1,69 @@
+// DATABASE_POOL_MAX bounds the connections a process pools: with many API and worker processes on
+// one server, their pools together must fit under its max_connections. PostgreSQL only: the
+// embedded database has one connection, whatever the setting (its parsing is in config.test.ts).
+// A pool too small for its load makes requests wait for a connection: past the pool's wait, a 503.
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
+import type { Database } from '../../src/db/database.ts';
+import { buildApp } from '../../src/http/app.ts';
+import { openDatabase } from '../../src/main.ts';
+import { silentLogger } from '../../src/observability/logger.ts';
+import { call, register } from '../http/harness.ts';
+import { defaultBrokerKind, makeTestBroker } from '../support/brokers.ts';
+import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
+
+/** How many server connections serve `n` queries sent at once, each holding its connection a while. */
+async function backendsFor(db: Database, n: number): Promise<number> {
+  const rows = await Promise.all(
+    Array.from({ length: n }, () => db.query<{ pid: number }>('SELECT pg_backend_pid() AS pid, pg_sleep(0.2)').then((r) => r.rows[0].pid)),
+  );
+  return new Set(rows).size;
+}
+
+describe.skipIf(!onServices)('DATABASE_POOL_MAX', () => {
+  const open = async (env: Record<string, string>) => {
+    const { url } = await makeTestDb();
+    const db = await openDatabase(loadConfig({ DATABASE_URL: url!, SECRET_KEY: 'k'.repeat(32), ...env }));
+    onCleanup(() => db.close());
+    return Object.assign(db, { url: url! });
+  };
+
+  it('holds a process to that many pooled connections: six queries at once share two', async () => {
+    expect(await backendsFor(await open({ DATABASE_POOL_MAX: '2' }), 6)).toBe(2);
+  });
+
+  it('is 20 when unset: six queries at once get a connection each', async () => {
+    expect(await backendsFor(await open({}), 6)).toBe(6);
+  });
+
+  it('answers 503 with Retry-After, not 500, when no pooled connection comes within the wait; 200 once one does', async () => {
+    const db = await open({ DATABASE_POOL_MAX: '2' });
+    const broker = await makeTestBroker(defaultBrokerKind(), db);
+    const app = await buildApp({ config: loadConfig({}), db, broker, logger: silentLogger, secretKey: 'k'.repeat(32) } as Parameters<typeof buildApp>[0]);
+    onCleanup(() => app.close());
+    const reg = await register(app);
+    expect(reg.status, reg.body).toBe(201);
+    const key: string = reg.json.api_key.key;
+    // Both pooled connections wait on a lock another client holds.
+    const locker = new pg.Client({ connectionString: db.url });
+    const observer = new pg.Client({ connectionString: db.url }); // outside the lock's transaction, whose view of pg_stat_activity is fixed
+    await Promise.all([locker.connect(), observer.connect()]);
+    onCleanup(() => locker.end());
+    onCleanup(() => observer.end());
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE');
+    const held = Array.from({ length: 2 }, () => db.query('SELECT count(*) FROM contacts'));
+    await waitFor(async () => {
+      const r = await observer.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+      return r.rows[0].n === 2;
+    }, 'both pooled connections waiting on the lock');
+    const r = await call(app, key, 'GET', '/pipelines');
+    expect(r.status, r.body).toBe(503);
+    expect(r.headers['retry-after']).toBe('5');
+    expect(r.json).toMatchObject({ code: 'unavailable', detail: expect.stringMatching(/^the database cannot be reached/) });
+    await locker.query('COMMIT');
+    await Promise.all(held);
+    expect((await call(app, key, 'GET', '/pipelines')).status).toBe(200);
+  }, 60_000);
+});
