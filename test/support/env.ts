@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import { afterAll, afterEach, beforeEach, inject } from 'vitest';
+import { afterAll, beforeEach, inject } from 'vitest';
 import type { Database } from '../../src/db/database.ts';
 import { wrapPglite } from '../../src/db/pglite.ts';
 import { connectPostgres } from '../../src/db/postgres.ts';
@@ -34,16 +34,19 @@ export function onCleanup(fn: () => Promise<void>): void {
  * every world running to its end — their workers polling, their connections open — and on
  * PostgreSQL one such file came within a few connections of the server's limit by itself.
  * What beforeAll registers still lasts for the file.
+ *
+ * It runs as the test's first onTestFinished handler, so after the test's own (they run last
+ * first): those release gates and stop relays before the world under them is closed. It takes
+ * exactly what its test registered, so a cleanup that outlasts its hook's timeout cannot take the
+ * next test's with it.
  */
 export function cleanUpAfterEachTest(): void {
-  let mark: number | undefined;
-  beforeEach(() => {
-    mark = cleanups.length;
-  });
-  afterEach(async () => {
-    const keep = mark ?? cleanups.length;
-    mark = undefined;
-    while (cleanups.length > keep) await cleanups.pop()!().catch((e) => console.error('cleanup failed', e));
+  beforeEach((ctx) => {
+    const keep = cleanups.length;
+    ctx.onTestFinished(async () => {
+      const mine = cleanups.splice(keep);
+      while (mine.length) await mine.pop()!().catch((e) => console.error('cleanup failed', e));
+    });
   });
 }
 
