@@ -19,7 +19,7 @@ import { makeChannelDirectory } from './inbound/channel-directory.ts';
 import { startSpillDrainer } from './inbound/drainer.ts';
 import { startInboundProcessor } from './inbound/processor.ts';
 import { makeLogger, type Logger } from './observability/logger.ts';
-import { makeOutboundGaugeRefresher, makeQueueGaugesRefresher, makeSessionsGaugeRefresher } from './observability/queue-gauges.ts';
+import { makeOutboundGaugeRefresher, makeQueueGaugesRefresher, makeSessionsGaugeRefresher, poolGaugeReader } from './observability/queue-gauges.ts';
 import { startConversationWorker, type ConversationWorkerDeps } from './consumers/conversation-worker.ts';
 import { startHousekeeping } from './timers/housekeeping.ts';
 import { startWebhookWorker } from './webhooks/webhook-worker.ts';
@@ -135,9 +135,13 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
     const refreshQueues = makeQueueGaugesRefresher(broker, allQueues().map((q) => q.name));
     const refreshSessions = makeSessionsGaugeRefresher(db);
     const refreshOutbound = makeOutboundGaugeRefresher(db);
+    const readPool = poolGaugeReader(db);
     // Each is tried whatever the others do: a broker that cannot answer leaves sessions_active
     // fresh, and the other way round.
-    const refreshMetrics = async () => void (await Promise.allSettled([refreshQueues(), refreshSessions(), refreshOutbound()]));
+    const refreshMetrics = async () => {
+      readPool();
+      await Promise.allSettled([refreshQueues(), refreshSessions(), refreshOutbound()]);
+    };
     const appDeps = { config, db, broker, logger, secretKey, channelDirectory, refreshMetrics };
     app = role === 'worker' ? await buildOpsApp(appDeps) : await buildApp(appDeps);
     if (opts.listen !== false) url = await app.listen({ port: config.port, host: config.host });

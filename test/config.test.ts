@@ -61,6 +61,7 @@ describe('configuration', () => {
     [{ WEBHOOK_RETENTION_DAYS: '7.5' }, 'WEBHOOK_RETENTION_DAYS'],
     [{ DATABASE_POOL_MAX: '1' }, 'DATABASE_POOL_MAX'],
     [{ DATABASE_POOL_MAX: 'lots' }, 'DATABASE_POOL_MAX'],
+    [{ DATABASE_POOL_MAX: '1001' }, 'DATABASE_POOL_MAX'],
   ])('rejects %o naming %s', (env, variable) => {
     let err: unknown;
     try {

@@ -15,6 +15,16 @@ export interface Queryable {
   exec(sql: string): Promise<void>;
 }
 
+export type PoolStats = {
+  /** The most the pool opens (DATABASE_POOL_MAX). */
+  max: number;
+  /** Checked out (a transaction or a statement running), or being opened. */
+  busy: number;
+  idle: number;
+  /** Callers waiting for a connection (each gives up after the pool's wait, 5 s). */
+  waiting: number;
+};
+
 export interface Database extends Queryable {
   readonly kind: 'postgres' | 'pglite';
   /**
@@ -31,5 +41,7 @@ export interface Database extends Queryable {
   listen(channel: string, onNotify: (payload: string) => void, onResume?: () => void): Promise<() => Promise<void>>;
   /** Cheap liveness probe (SELECT 1 with a short deadline). */
   ping(timeoutMs?: number): Promise<void>;
+  /** The connection pool's state now, where there is a pool (PostgreSQL; PGlite has one connection). */
+  poolStats?(): PoolStats;
   close(): Promise<void>;
 }

@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { Database, Queryable, QueryResult, Row } from './database.ts';
+import type { Database, PoolStats, Queryable, QueryResult, Row } from './database.ts';
 import { withDeadline } from '../deadline.ts';
 import { markUnavailable } from './unavailable.ts';
 
@@ -222,6 +222,9 @@ export function connectPostgres(opts: PostgresOptions): Database {
         void dropProbe(mine);
         throw err;
       }
+    },
+    poolStats(): PoolStats {
+      return { max: pool.options.max, busy: pool.totalCount - pool.idleCount, idle: pool.idleCount, waiting: pool.waitingCount };
     },
     async close() {
       if (closed) return; // closing twice is harmless (shutdown paths may overlap)

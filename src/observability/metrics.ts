@@ -100,6 +100,25 @@ export const queueDepth = new client.Gauge({
   registers: r,
 });
 
+export const dbPoolConnections = new client.Gauge({
+  name: 'db_pool_connections',
+  help: "This process's pooled PostgreSQL connections: busy (checked out) or idle",
+  labelNames: ['state'] as const,
+  registers: r,
+});
+
+export const dbPoolMaxConnections = new client.Gauge({
+  name: 'db_pool_max_connections',
+  help: 'The most pooled PostgreSQL connections this process opens (DATABASE_POOL_MAX)',
+  registers: r,
+});
+
+export const dbPoolWaiting = new client.Gauge({
+  name: 'db_pool_waiting',
+  help: 'Callers of this process waiting for a pooled PostgreSQL connection',
+  registers: r,
+});
+
 export const deadLettersGauge = new client.Gauge({
   name: 'dead_letters',
   help: 'Dead letters not yet replayed, by queue',

@@ -3,10 +3,10 @@
 // queued replies (`outbound_queued`, `outbound_oldest_queued_seconds`) from the database. Every process that serves /metrics reports the same figures, so a dashboard takes
 // max() over processes, not sum().
 import type { Broker } from '../broker/broker.ts';
-import type { Queryable } from '../db/database.ts';
+import type { Database, Queryable } from '../db/database.ts';
 import { countQueuedReplies } from '../db/outbound.sql.ts';
 import { countActiveSessions } from '../db/session-lifecycle.sql.ts';
-import { deadLettersGauge, outboundOldestQueuedSeconds, outboundQueued, queueDepth, sessionsActive } from './metrics.ts';
+import { dbPoolConnections, dbPoolMaxConnections, dbPoolWaiting, deadLettersGauge, outboundOldestQueuedSeconds, outboundQueued, queueDepth, sessionsActive } from './metrics.ts';
 
 /** The longest a scrape may be answered from the last reading instead of asking again. */
 export const QUEUE_GAUGES_MAX_AGE_MS = 5000;
@@ -70,4 +70,22 @@ export function makeOutboundGaugeRefresher(db: Queryable, maxAgeMs = QUEUE_GAUGE
     outboundQueued.set(q.count);
     outboundOldestQueuedSeconds.set(q.oldestSeconds);
   }, maxAgeMs);
+}
+
+/**
+ * Reads this process's connection pool into `db_pool_connections{state}`, `db_pool_max_connections`
+ * and `db_pool_waiting` (in memory, at every scrape). Per process, unlike the gauges above: sum
+ * them over processes to see what they take of the server's max_connections. A pool whose busy
+ * connections stay at its maximum with callers waiting is too small for its load (DATABASE_POOL_MAX).
+ * Nothing for the embedded database, which has one connection.
+ */
+export function poolGaugeReader(db: Database): () => void {
+  return () => {
+    const s = db.poolStats?.();
+    if (!s) return;
+    dbPoolConnections.set({ state: 'busy' }, s.busy);
+    dbPoolConnections.set({ state: 'idle' }, s.idle);
+    dbPoolMaxConnections.set(s.max);
+    dbPoolWaiting.set(s.waiting);
+  };
 }

@@ -9,6 +9,8 @@ import type { Database } from '../../src/db/database.ts';
 import { buildApp } from '../../src/http/app.ts';
 import { openDatabase } from '../../src/main.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
+import { registry } from '../../src/observability/metrics.ts';
+import { poolGaugeReader } from '../../src/observability/queue-gauges.ts';
 import { call, register } from '../http/harness.ts';
 import { defaultBrokerKind, makeTestBroker } from '../support/brokers.ts';
 import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
@@ -34,7 +36,9 @@ describe.skipIf(!onServices)('DATABASE_POOL_MAX', () => {
   });
 
   it('is 20 when unset: six queries at once get a connection each', async () => {
-    expect(await backendsFor(await open({}), 6)).toBe(6);
+    const db = await open({});
+    expect(db.poolStats?.().max).toBe(20);
+    expect(await backendsFor(db, 6)).toBe(6);
   });
 
   it('answers 503 with Retry-After, not 500, when no pooled connection comes within the wait; 200 once one does', async () => {
@@ -58,12 +62,21 @@ describe.skipIf(!onServices)('DATABASE_POOL_MAX', () => {
       const r = await observer.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
       return r.rows[0].n === 2;
     }, 'both pooled connections waiting on the lock');
+    // What a scrape shows meanwhile: the pool full, a caller waiting.
+    const waiting = db.query('SELECT 1');
+    waiting.catch(() => undefined);
+    poolGaugeReader(db)();
+    const text = await registry.metrics();
+    for (const [series, value] of [['db_pool_connections{state="busy"}', 2], ['db_pool_connections{state="idle"}', 0], ['db_pool_max_connections', 2], ['db_pool_waiting', 1]] as const) {
+      expect(text.split('\n'), series).toContain(`${series} ${value}`);
+    }
     const r = await call(app, key, 'GET', '/pipelines');
     expect(r.status, r.body).toBe(503);
     expect(r.headers['retry-after']).toBe('5');
     expect(r.json).toMatchObject({ code: 'unavailable', detail: expect.stringMatching(/^the database cannot be reached/) });
     await locker.query('COMMIT');
     await Promise.all(held);
+    await waiting.catch(() => undefined); // it waited past the pool's wait: a 503 of its own
     expect((await call(app, key, 'GET', '/pipelines')).status).toBe(200);
   }, 60_000);
 });

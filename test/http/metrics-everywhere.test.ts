@@ -10,7 +10,7 @@ import { silentLogger } from '../../src/observability/logger.ts';
 import { makeQueueGaugesRefresher } from '../../src/observability/queue-gauges.ts';
 import { registry } from '../../src/observability/metrics.ts';
 import { defaultBrokerKind, makeTestBroker } from '../support/brokers.ts';
-import { makeTestDb, onCleanup, waitFor } from '../support/env.ts';
+import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
 
 const config = loadConfig({ SECRET_KEY: 'k'.repeat(32), HOST: '127.0.0.1', PORT: '0' });
 
@@ -44,6 +44,8 @@ describe('metrics and health on every role', () => {
     for (const name of ['outbox_pending', 'consumer_messages_total', 'webhook_deliveries_total', 'sessions_active']) expect(text).toContain(`# TYPE ${name}`);
     expect(sample(text, `queue_depth{queue="${Queues.inboundRaw}"}`)).toBe(0);
     expect(sample(text, `dead_letters{queue="${Queues.inboundRaw}"}`)).toBe(0);
+    // This process's connection pool, read at the scrape (the test database's pool holds 10).
+    if (onServices) expect(sample(text, 'db_pool_max_connections')).toBe(10);
 
     for (const url of ['/api/v1/contacts', '/docs', '/openapi.json']) {
       const res = await fetch(`${running.url}${url}`);

@@ -11,5 +11,6 @@ export function wrapDatabase(db: Database, over: Partial<Omit<Database, 'kind'>>
     listen: over.listen ?? ((channel, cb, onResume) => db.listen(channel, cb, onResume)),
     ping: over.ping ?? ((ms) => db.ping(ms)),
     close: over.close ?? (() => db.close()),
+    ...(db.poolStats ? { poolStats: () => db.poolStats!() } : {}),
   };
 }
