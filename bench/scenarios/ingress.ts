@@ -101,6 +101,12 @@ export const ingressScenario: Scenario = {
       const floor = await brokerConfirmLatencies(ventros.broker, c.rate, c.floorDurationS);
       await ventros.emptyRawQueue();
 
+      // The other floor: the bare handler at the same rate, from the same load thread — what HTTP,
+      // the client and this machine's scheduling cost a request without the ingress's work.
+      console.log(`ingress: bare handler at ${c.rate}/s for ${c.floorDurationS} s…`);
+      const bareOpen = await runLoadInWorker({ url: bare.url, mode: 'open', rate: c.rate, durationS: c.floorDurationS, warmupS: c.warmupS, concurrency: 512, fixedBody: BODY });
+      failed += bareOpen.failed;
+
       // The machine's speed drifts within tens of seconds (the bare handler alone has measured 12,600
       // and 21,800 req/s half a minute apart), and the two best figures usually come from different
       // connection counts, measured at different times. So every (handler, connections) pair runs
@@ -156,6 +162,8 @@ export const ingressScenario: Scenario = {
         { name: `ingress p99 at ${c.rate}/s`, value: percentile(l.latencies, 99), unit: 'ms', ...(targeted && c.rate === 2000 ? { target: { kind: 'max', value: 10 } } : {}) },
         { name: `broker confirm alone, p50 at ${c.rate}/s`, value: percentile(floor, 50), unit: 'ms' },
         { name: `broker confirm alone, p99 at ${c.rate}/s`, value: percentile(floor, 99), unit: 'ms' },
+        { name: `bare handler, p50 at ${c.rate}/s`, value: percentile(bareOpen.latencies, 50), unit: 'ms' },
+        { name: `bare handler, p99 at ${c.rate}/s`, value: percentile(bareOpen.latencies, 99), unit: 'ms' },
         { name: `ingress max at ${c.rate}/s`, value: l.latencies[l.latencies.length - 1] ?? NaN, unit: 'ms' },
         { name: 'rate achieved', value: (l.count + l.failed) / l.measuredS, unit: 'req/s' },
         { name: 'failed requests (all phases)', value: failed + l.failed, unit: '' },
@@ -165,6 +173,7 @@ export const ingressScenario: Scenario = {
         measures,
         details: {
           closed: sweep,
+          bare_open: { requests: bareOpen.count, failed: bareOpen.failed, p50_ms: percentile(bareOpen.latencies, 50), p99_ms: percentile(bareOpen.latencies, 99) },
           ingress_open: { requests: l.count, failed: l.failed, p50_ms: percentile(l.latencies, 50), p90_ms: percentile(l.latencies, 90), p99_ms: percentile(l.latencies, 99) },
           server_event_loop_delay_ms: { p50: lateBy(loopDelay.percentile(50)), p99: lateBy(loopDelay.percentile(99)), max: lateBy(loopDelay.max) },
           spilled: (await env.db.query<{ n: number }>('SELECT count(*)::int AS n FROM inbound_events')).rows[0].n,
