@@ -2,14 +2,14 @@
 // waits on a lock (a migration's, a long transaction's) is the application's trouble, not a
 // database that is down — before, every process answered /health/ready 503 at once, and a load
 // balancer took them all out. PostgreSQL only: the embedded database has one connection.
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { connectPostgres } from '../../src/db/postgres.ts';
 import { buildApp } from '../../src/http/app.ts';
 import { silentLogger } from '../../src/observability/logger.ts';
 import { defaultBrokerKind, makeTestBroker } from '../support/brokers.ts';
-import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
+import { makeTestDb, onCleanup, onServices } from '../support/env.ts';
+import { poolWaitingOnLock } from '../support/held.ts';
 
 describe.skipIf(!onServices)('the database ping', () => {
   it('answers while every pooled connection waits on a lock, and the held queries then finish', async () => {
@@ -17,18 +17,7 @@ describe.skipIf(!onServices)('the database ping', () => {
     const db = connectPostgres({ url: url!, max: 3 });
     onCleanup(() => db.close());
     const broker = await makeTestBroker(defaultBrokerKind(), db);
-    const locker = new pg.Client({ connectionString: url });
-    const observer = new pg.Client({ connectionString: url }); // outside the lock's transaction, whose view of pg_stat_activity is fixed
-    await Promise.all([locker.connect(), observer.connect()]);
-    onCleanup(() => locker.end());
-    onCleanup(() => observer.end());
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE');
-    const held = Array.from({ length: 3 }, () => db.query<{ n: number }>('SELECT count(*)::int AS n FROM contacts'));
-    await waitFor(async () => {
-      const r = await observer.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`);
-      return r.rows[0].n === 3;
-    }, 'every pooled connection waiting on the lock');
+    const { held, release } = await poolWaitingOnLock(db, url!, 3);
 
     // Before, the ping queued behind them: 503, "did not answer within 2000 ms".
     const app = await buildApp({ config: loadConfig({}), db, broker, logger: silentLogger, secretKey: 'k'.repeat(32) } as Parameters<typeof buildApp>[0]);
@@ -37,7 +26,7 @@ describe.skipIf(!onServices)('the database ping', () => {
     expect(ready.json()).toMatchObject({ status: 'ok', components: { database: { status: 'ok' } } });
     expect(ready.statusCode).toBe(200);
 
-    await locker.query('COMMIT');
+    await release();
     for (const r of await Promise.all(held)) expect(r.rows[0].n).toBe(0);
   }, 60_000);
 

@@ -2,7 +2,6 @@
 // one server, their pools together must fit under its max_connections. PostgreSQL only: the
 // embedded database has one connection, whatever the setting (its parsing is in config.test.ts).
 // A pool too small for its load makes requests wait for a connection: past the pool's wait, a 503.
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import type { Database } from '../../src/db/database.ts';
@@ -13,7 +12,8 @@ import { registry } from '../../src/observability/metrics.ts';
 import { poolGaugeReader } from '../../src/observability/queue-gauges.ts';
 import { call, register } from '../http/harness.ts';
 import { defaultBrokerKind, makeTestBroker } from '../support/brokers.ts';
-import { makeTestDb, onCleanup, onServices, waitFor } from '../support/env.ts';
+import { makeTestDb, onCleanup, onServices } from '../support/env.ts';
+import { poolWaitingOnLock } from '../support/held.ts';
 
 /** How many server connections serve `n` queries sent at once, each holding its connection a while. */
 async function backendsFor(db: Database, n: number): Promise<number> {
@@ -50,18 +50,7 @@ describe.skipIf(!onServices)('DATABASE_POOL_MAX', () => {
     expect(reg.status, reg.body).toBe(201);
     const key: string = reg.json.api_key.key;
     // Both pooled connections wait on a lock another client holds.
-    const locker = new pg.Client({ connectionString: db.url });
-    const observer = new pg.Client({ connectionString: db.url }); // outside the lock's transaction, whose view of pg_stat_activity is fixed
-    await Promise.all([locker.connect(), observer.connect()]);
-    onCleanup(() => locker.end());
-    onCleanup(() => observer.end());
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE');
-    const held = Array.from({ length: 2 }, () => db.query('SELECT count(*) FROM contacts'));
-    await waitFor(async () => {
-      const r = await observer.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
-      return r.rows[0].n === 2;
-    }, 'both pooled connections waiting on the lock');
+    const { held, release } = await poolWaitingOnLock(db, db.url, 2);
     // What a scrape shows meanwhile: the pool full, a caller waiting.
     const waiting = db.query('SELECT 1');
     waiting.catch(() => undefined);
@@ -74,9 +63,9 @@ describe.skipIf(!onServices)('DATABASE_POOL_MAX', () => {
     expect(r.status, r.body).toBe(503);
     expect(r.headers['retry-after']).toBe('5');
     expect(r.json).toMatchObject({ code: 'unavailable', detail: expect.stringMatching(/^the database cannot be reached/) });
-    await locker.query('COMMIT');
+    await release();
     await Promise.all(held);
-    await waiting.catch(() => undefined); // it waited past the pool's wait: a 503 of its own
+    await waiting.catch(() => undefined); // it gave up after the pool's wait, as the request did
     expect((await call(app, key, 'GET', '/pipelines')).status).toBe(200);
   }, 60_000);
 });

@@ -6,6 +6,7 @@
 // PostgreSQL only (the tests using it run only onServices): PGlite's one connection takes
 // transactions in turn, so a transaction held there blocks everything, and pg_backend_pid() /
 // pg_blocking_pids() mean nothing. The functions here refuse a PGlite database.
+import pg from 'pg';
 import type { Database, Queryable, QueryResult, Row } from '../../src/db/database.ts';
 import { onTestFinished } from 'vitest';
 import { onCleanup, waitFor } from './env.ts';
@@ -110,4 +111,26 @@ export function holdTransaction(real: Database, fn: (tx: Queryable) => Promise<u
 export async function waitUntilBlockedBy(db: Database, pid: number, what: string): Promise<void> {
   postgresOnly(db);
   await waitFor(async () => (await db.query('SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rows.length > 0, what);
+}
+
+/**
+ * A pool with nothing to give: `n` queries of `db` (its pool's size) wait on a lock of `contacts`
+ * that another connection to `url` holds, until `release()` commits it. `held` are those queries
+ * (each counts the contacts once let through).
+ */
+export async function poolWaitingOnLock(db: Database, url: string, n: number): Promise<{ held: Array<Promise<QueryResult<{ n: number }>>>; release(): Promise<void> }> {
+  postgresOnly(db);
+  const locker = new pg.Client({ connectionString: url });
+  const observer = new pg.Client({ connectionString: url }); // outside the lock's transaction, whose view of pg_stat_activity is fixed
+  await Promise.all([locker.connect(), observer.connect()]);
+  onCleanup(() => locker.end());
+  onCleanup(() => observer.end());
+  await locker.query('BEGIN');
+  await locker.query('LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE');
+  const held = Array.from({ length: n }, () => db.query<{ n: number }>('SELECT count(*)::int AS n FROM contacts'));
+  await waitFor(async () => {
+    const r = await observer.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`);
+    return r.rows[0].n === n;
+  }, 'every pooled connection waiting on the lock');
+  return { held, release: async () => void (await locker.query('COMMIT')) };
 }
