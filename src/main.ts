@@ -26,7 +26,6 @@ import { startWebhookWorker } from './webhooks/webhook-worker.ts';
 
 export type Role = 'all' | 'api' | 'worker';
 
-
 export type StartOptions = {
   config: Config;
   role?: Role;

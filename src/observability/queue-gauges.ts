@@ -1,7 +1,8 @@
 // Gauges of the whole system, read when scraped instead of counted in the process: `queue_depth`
 // and `dead_letters` from the broker (and the dead-letter table), `sessions_active` and the
 // queued replies (`outbound_queued`, `outbound_oldest_queued_seconds`) from the database. Every process that serves /metrics reports the same figures, so a dashboard takes
-// max() over processes, not sum().
+// max() over processes, not sum(). Also read at the scrape, but per process (sum them): the
+// process's own connection pool (`db_pool_*`).
 import type { Broker } from '../broker/broker.ts';
 import type { Database, Queryable } from '../db/database.ts';
 import { countQueuedReplies } from '../db/outbound.sql.ts';

@@ -435,9 +435,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     return { ...report, outcome, next: next.status === 'retrying' ? { status: 'retrying', at: new Date() } : next, stale: true };
   }
 
-  /** The endpoint's circuit, told how an attempt ended. */
   /**
-   * `manual`: an attempt a person asked for, sent past the circuit. Its failure says nothing the
+   * The endpoint's circuit, told how an attempt ended. `manual`: an attempt a person asked for, sent past the circuit. Its failure says nothing the
    * circuit did not know (it is open, or a probe is out whose answer it must not take): it counts
    * only while the circuit is closed.
    */
