@@ -21,6 +21,24 @@ describe('uuidv7', () => {
     expect([...ids].sort()).toEqual(ids);
   });
 
+  it('with a clock that stands still or goes back, counts on and borrows the next milliseconds', () => {
+    const ms = (id: string) => parseInt(id.replace(/-/g, '').slice(0, 12), 16);
+    const now = Date.now() + 60_000; // later than any id made so far: its first id carries it exactly
+    const first = uuidv7(now);
+    expect(ms(first)).toBe(now);
+    // 10,000 ids in "one millisecond", then a clock gone back: the 12-bit counter wraps at least twice.
+    const ids = [first, ...Array.from({ length: 10_000 }, () => uuidv7(now)), ...Array.from({ length: 100 }, () => uuidv7(now - 5_000))];
+    expect(ids.every(isUuid)).toBe(true);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect([...ids].sort()).toEqual(ids);
+    const last = ms(ids[ids.length - 1]);
+    expect(last).toBeGreaterThanOrEqual(now + 2);
+    expect(last).toBeLessThanOrEqual(now + 3);
+    for (const id of ids) {
+      expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    }
+  });
+
   it('keeps the random part random: no two ids share their last 60 bits', () => {
     const tails = new Set(Array.from({ length: 20_000 }, () => uuidv7().slice(20)));
     expect(tails.size).toBe(20_000);
