@@ -55,6 +55,13 @@ export type ConsumeOptions = {
   retryDelaysMs?: readonly number[];
 };
 
+/**
+ * What a queue's dead letters keep of a message, when not all of its body may be kept (a webhook
+ * that also carries what belongs to another channel). A rejection is a failure to record the
+ * death, like the dead-letter write's own: the message stays on its queue and comes back.
+ */
+export type DeadLetterBody = (d: Delivery) => Promise<Buffer>;
+
 export type QueueStats = {
   queue: string;
   /** Messages ready or in flight (not counting those waiting for a retry). */
@@ -79,6 +86,12 @@ export interface Broker {
   /** Sends straight to one queue. Resolves when durable. */
   send(queue: string, msgs: readonly OutgoingMessage[], opts?: { timeoutMs?: number }): Promise<void>;
   consume(queue: string, handler: Handler, opts?: ConsumeOptions): Promise<Consumer>;
+  /**
+   * From now on this process's dead letters of `queue` — a handler's last failure, a message that
+   * crashed its consumers — keep what `keep` makes of the message instead of its body. Every
+   * process that may write them (any that consumes the queue or drains its crashes) says so.
+   */
+  keepInDeadLetters(queue: string, keep: DeadLetterBody): void;
   stats(queues?: readonly string[]): Promise<QueueStats[]>;
   /** Throws when the broker cannot be used right now, or does not answer within `timeoutMs` (default 2000; for /health/ready). */
   check(timeoutMs?: number): Promise<void>;

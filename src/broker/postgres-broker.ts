@@ -11,7 +11,7 @@ import { withDeadline } from '../deadline.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
 import {
   DOMAIN_EXCHANGE, OUTAGE_LIMIT_MS, errorText, outageDelay, retryDelayAfter,
-  type Broker, type ConsumeOptions, type Consumer, type Delivery, type Handler, type OutgoingMessage,
+  type Broker, type ConsumeOptions, type Consumer, type DeadLetterBody, type Delivery, type Handler, type OutgoingMessage,
 } from './broker.ts';
 import { insertDeadLetter } from './dead-letters.sql.ts';
 import * as sql from './queue-messages.sql.ts';
@@ -55,6 +55,7 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
   // never hands a running handler's message to another consumer.
   const heartbeatMs = Math.max(10, Math.floor(leaseMs / 3));
   const consumers = new Set<RunningConsumer>();
+  const keptBodies = new Map<string, DeadLetterBody>(); // keepInDeadLetters
   let listening: Listening | undefined;
   let closed = false;
 
@@ -157,7 +158,7 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
           log.error(ctx, error);
           return await deadLetter(m, claim, error, m.deliveries - 1);
         }
-        const delivery: Delivery = { messageId: m.messageId, queue, routingKey: m.routingKey, body: m.body, headers: m.headers, attempt };
+        const delivery = deliveryOf(m, attempt);
         let failed: { err: unknown } | undefined;
         try {
           // Through a promise chain, so a handler that throws synchronously is a failure like any other.
@@ -191,11 +192,16 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
       }
     }
 
+    const deliveryOf = (m: sql.ClaimedMessage, attempt: number): Delivery => ({ messageId: m.messageId, queue, routingKey: m.routingKey, body: m.body, headers: m.headers, attempt });
+
     async function deadLetter(m: sql.ClaimedMessage, claim: sql.Claim, error: string, attempts: number): Promise<void> {
-      // Only the tx handle inside: PGlite is one connection, a db.query here would deadlock.
+      // What is kept is made first, outside the transaction: it may read the database itself, and
+      // inside only the tx handle may (PGlite is one connection, a db.query there would deadlock).
+      const keep = keptBodies.get(queue);
+      const body = keep ? await keep(deliveryOf(m, attempts)) : m.body;
       await db.transaction(async (tx) => {
         if (!(await sql.deleteClaimed(tx, claim))) return; // lease lost: another consumer owns it now
-        await insertDeadLetter(tx, { queue, messageId: m.messageId, routingKey: m.routingKey, headers: m.headers, body: m.body, error, attempts });
+        await insertDeadLetter(tx, { queue, messageId: m.messageId, routingKey: m.routingKey, headers: m.headers, body, error, attempts });
       });
     }
 
@@ -268,6 +274,7 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
       await (o.timeoutMs ? withDeadline(p, o.timeoutMs, `send to ${queue} timed out`) : p);
     },
     consume,
+    keepInDeadLetters: (queue, keep) => void keptBodies.set(queue, keep),
     // A consumer is live while its heartbeat is younger than three beats (one lease).
     stats: (queues) => sql.queueStats(db, queues, heartbeatMs * 3),
     async check(timeoutMs) {

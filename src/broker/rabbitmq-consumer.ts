@@ -5,7 +5,7 @@ import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { Database } from '../db/database.ts';
 import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import type { Logger } from '../observability/logger.ts';
-import { OUTAGE_LIMIT_MS, errorText, outageDelay, retryDelayAfter, type Delivery, type Handler, type Headers } from './broker.ts';
+import { OUTAGE_LIMIT_MS, errorText, outageDelay, retryDelayAfter, type DeadLetterBody, type Delivery, type Handler, type Headers } from './broker.ts';
 // The original routing key rides in this header through retry hops and replays (sent to a queue
 // by name, a message would otherwise carry the queue name as its key).
 import { ROUTING_KEY_HEADER, insertDeadLetter } from './dead-letters.sql.ts';
@@ -14,7 +14,14 @@ import { ATTEMPT_HEADER, deadQueueName, openChannel, retryQueueName, workQueueNa
 
 export const CRASHED_ERROR = 'delivery limit exceeded: the consumer died while handling this message';
 
-export type ConsumerDeps = { ns: string; db: Database; logger: Logger; link: RabbitLink };
+export type ConsumerDeps = {
+  ns: string;
+  db: Database;
+  logger: Logger;
+  link: RabbitLink;
+  /** What a queue's dead letters keep of a message (Broker.keepInDeadLetters), if anything was said. */
+  deadLetterBody?(queue: string): DeadLetterBody | undefined;
+};
 
 export type Subscription = {
   /** (Re)subscribes on a fresh connection; a no-op once stopping. */
@@ -67,7 +74,7 @@ export function makeQueueConsumer(
         deps.logger.warn(log, 'handler failed on its last attempt; dead-lettered');
         await settleAfter(deps, s, async () => {
           try {
-            await insertDeadLetter(deps.db, { ...deadLetterOf(queue, delivery), error: errorText(err), attempts: delivery.attempt });
+            await insertDeadLetter(deps.db, { ...(await deadLetterOf(deps, queue, delivery)), error: errorText(err), attempts: delivery.attempt });
           } catch (insertErr) {
             // The dead letter cannot be written while the database is away: the message goes round
             // instead, its last attempt not spent, rather than be held past the broker's consumer
@@ -87,8 +94,8 @@ export function makeDeadQueueDrainer(deps: ConsumerDeps, queue: string): Subscri
   return subscribe(deps, deadQueueName(deps.ns, queue), 10, async (msg, s) => {
     const delivery = toDelivery(deps.ns, queue, msg);
     deps.logger.error({ queue, message_id: delivery.messageId }, 'a message crashed its consumer too often; dead-lettered');
-    await settleAfter(deps, s, () =>
-      insertDeadLetter(deps.db, { ...deadLetterOf(queue, delivery), error: CRASHED_ERROR, attempts: delivery.attempt }),
+    await settleAfter(deps, s, async () =>
+      insertDeadLetter(deps.db, { ...(await deadLetterOf(deps, queue, delivery)), error: CRASHED_ERROR, attempts: delivery.attempt }),
     );
   });
 }
@@ -118,8 +125,10 @@ async function settleAfter(deps: ConsumerDeps, s: Settle, action: () => Promise<
   }
 }
 
-function deadLetterOf(queue: string, d: Delivery) {
-  return { queue, messageId: d.messageId, routingKey: d.routingKey, headers: d.headers, body: d.body };
+/** A delivery's dead letter: its body, or what may be kept of it (Broker.keepInDeadLetters). */
+async function deadLetterOf(deps: ConsumerDeps, queue: string, d: Delivery) {
+  const keep = deps.deadLetterBody?.(queue);
+  return { queue, messageId: d.messageId, routingKey: d.routingKey, headers: d.headers, body: keep ? await keep(d) : d.body };
 }
 
 /**

@@ -5,7 +5,7 @@ import type { ChannelModel } from 'amqplib';
 import type { Database } from '../db/database.ts';
 import { uuidv7 } from '../domain/ids.ts';
 import { silentLogger, type Logger } from '../observability/logger.ts';
-import { SEND_HEADER, errorText, type Broker, type Consumer, type OutgoingMessage, type QueueSpec, type QueueStats } from './broker.ts';
+import { SEND_HEADER, errorText, type Broker, type Consumer, type DeadLetterBody, type OutgoingMessage, type QueueSpec, type QueueStats } from './broker.ts';
 import { withDeadline } from '../deadline.ts';
 import { openRabbitLink, type OutgoingFrame } from './rabbitmq-connection.ts';
 import { makeDeadQueueDrainer, makeQueueConsumer, type ConsumerDeps, type Subscription } from './rabbitmq-consumer.ts';
@@ -79,7 +79,9 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
       for (const c of consumers.keys()) await c.start(conn);
     },
   });
-  const deps: ConsumerDeps = { ns, db: opts.db, logger, link };
+  // What each queue's dead letters keep (keepInDeadLetters), for its consumers and its Q.dlq drainer.
+  const keptBodies = new Map<string, DeadLetterBody>();
+  const deps: ConsumerDeps = { ns, db: opts.db, logger, link, deadLetterBody: (queue) => keptBodies.get(queue) };
 
   function liveConnection(): ChannelModel {
     const conn = link.connection();
@@ -132,6 +134,8 @@ export async function connectRabbitBroker(opts: RabbitBrokerOptions): Promise<Br
       const frames = msgs.map((m) => frame('', workQueueName(ns, queue), m, true));
       await link.publish(frames, sendOpts?.timeoutMs ?? confirmTimeoutMs);
     },
+
+    keepInDeadLetters: (queue, keep) => void keptBodies.set(queue, keep),
 
     async consume(queue, handler, consumeOpts = {}) {
       const conn = liveConnection();

@@ -185,6 +185,33 @@ describe.each(brokerKinds())('%s broker conformance', (kind) => {
     expect(new Set(sends).size).toBe(kind === 'rabbitmq' ? 2 : 1);
   });
 
+  it('keeps in a dead letter what keepInDeadLetters makes of the message; a keeper that fails only delays the record', async () => {
+    const b = await makeTestBroker(kind, db, { retryDelaysMs: [50], leaseMs: 1500 });
+    const q = uniqueName('q');
+    await b.declareQueues([{ name: q }]);
+    const seen: Delivery[] = [];
+    let refusals = 1;
+    b.keepInDeadLetters(q, async (d) => {
+      seen.push(d);
+      if (refusals-- > 0) throw new Error('cannot say what to keep yet (test)');
+      return Buffer.from(d.body.toString('utf8').replace('not-ours', '[left out]'));
+    });
+    await consume(b, q, async () => {
+      throw new Error('always fails');
+    });
+    const original = msg('{"mine":"kept","theirs":"not-ours"}', { [PROJECT_HEADER]: project });
+    await b.send(q, [original]);
+
+    const dl = await waitFor(async () => (await listDeadLetters(db, { queue: q, limit: 10 })).items[0], 'dead letter recorded', 20_000);
+    expect(dl.body.toString('utf8')).toBe('{"mine":"kept","theirs":"[left out]"}');
+    expect(dl).toMatchObject({ messageId: original.messageId, attempts: 2, projectId: project });
+    // Asked about the message as it came, on its last attempt, once per try to record its death.
+    expect(seen.length).toBeGreaterThanOrEqual(2);
+    expect(seen.every((d) => d.queue === q && d.messageId === original.messageId && d.body.equals(original.body))).toBe(true);
+    await expectStats(b, q, { depth: 0, retrying: 0, deadLetters: 1 });
+    expect((await listDeadLetters(db, { queue: q, limit: 10 })).items).toHaveLength(1);
+  });
+
   it('spends no attempt on a failure that says the database is away, and none of those dead-letters', async () => {
     const b = await makeTestBroker(kind, db, { retryDelaysMs: [20, 40] });
     const q = uniqueName('q');

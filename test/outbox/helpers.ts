@@ -162,6 +162,7 @@ export function switchableBroker(broker: Broker, opts: { inTransaction?: boolean
     },
     send: (q, m, o) => broker.send(q, m, o),
     consume: (q, h, o) => broker.consume(q, h, o),
+    keepInDeadLetters: (q, keep) => broker.keepInDeadLetters(q, keep),
     stats: (q) => broker.stats(q),
     check: () => broker.check(),
     close: () => broker.close(),

@@ -13,6 +13,7 @@ export function countingBroker(inner: Broker): { broker: Broker; sent: (queue: s
       sent.set(queue, [...(sent.get(queue) ?? []), ...msgs.map((m) => m.messageId)]);
     },
     consume: (queue, handler, o) => inner.consume(queue, handler, o),
+    keepInDeadLetters: (queue, keep) => inner.keepInDeadLetters(queue, keep),
     stats: (queues) => inner.stats(queues),
     check: () => inner.check(),
     close: () => inner.close(),
