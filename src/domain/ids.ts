@@ -29,6 +29,7 @@ function setTime(ms: number): void {
   const h = ms.toString(16).padStart(12, '0');
   timePrefix = `${h.slice(0, 8)}-${h.slice(8)}-`;
 }
+setTime(0); // the prefix always matches lastMs, a first id of time 0 included
 
 /**
  * UUID version 7 (RFC 9562): 48-bit unix milliseconds, then randomness, so ids sort by creation
