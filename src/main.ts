@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Broker } from './broker/broker.ts';
 import { makePostgresBroker } from './broker/postgres-broker.ts';
 import { connectRabbitBroker } from './broker/rabbitmq.ts';
-import { Queues, allQueues } from './broker/topology.ts';
+import { allQueues } from './broker/topology.ts';
 import { ConfigError, type Config } from './config.ts';
 import type { Database } from './db/database.ts';
 import { migrate } from './db/migrate.ts';
@@ -16,7 +16,7 @@ import { openPglite } from './db/pglite.ts';
 import { connectPostgres } from './db/postgres.ts';
 import { buildApp, buildOpsApp, closeHttp } from './http/app.ts';
 import { makeChannelDirectory } from './inbound/channel-directory.ts';
-import { rawDeadLetterBody } from './inbound/dead-letter-body.ts';
+import { keepRawDeadLetters } from './inbound/dead-letter-body.ts';
 import { startSpillDrainer } from './inbound/drainer.ts';
 import { startInboundProcessor } from './inbound/processor.ts';
 import { makeLogger, type Logger } from './observability/logger.ts';
@@ -96,7 +96,7 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
   // by any process reach it through NOTIFY.
   const channelDirectory = makeChannelDirectory({ db, secretKey, defaultSessionTimeoutMinutes: config.sessionTimeoutMinutes, logger });
   // Before the queues are declared: on RabbitMQ that starts draining crashed messages too.
-  broker.keepInDeadLetters(Queues.inboundRaw, rawDeadLetterBody(channelDirectory));
+  keepRawDeadLetters(broker, db);
   try {
     await broker.declareQueues(allQueues());
     await channelDirectory.start();

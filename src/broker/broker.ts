@@ -58,7 +58,9 @@ export type ConsumeOptions = {
 /**
  * What a queue's dead letters keep of a message, when not all of its body may be kept (a webhook
  * that also carries what belongs to another channel). A rejection is a failure to record the
- * death, like the dead-letter write's own: the message stays on its queue and comes back.
+ * death, like the dead-letter write's own: nothing is recorded yet and the message comes back (on
+ * the Postgres-backed queue when its lease ends; on RabbitMQ after being held, or round a wait
+ * queue while the database is away). So it should reject only while the database cannot answer.
  */
 export type DeadLetterBody = (d: Delivery) => Promise<Buffer>;
 

@@ -37,6 +37,7 @@ import { EnvelopeHeaders } from './ingress.ts';
 import { isInputRefusal } from './input-refusal.ts';
 import { providerOf } from './providers.ts';
 import { BATCH_HEADER, decodeRawBatch, type RawItem } from './raw-batch.ts';
+import { keepRawDeadLetters } from './dead-letter-body.ts';
 import type { Component } from '../deadline.ts';
 
 export const PROCESSOR_NAME = 'inbound-processor';
@@ -213,6 +214,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
 
 /** Starts consuming the raw queue. Stopping it lets in-flight webhooks finish first. */
 export async function startInboundProcessor(deps: ProcessorDeps, opts: ProcessorOptions = {}): Promise<Component> {
+  keepRawDeadLetters(deps.broker, deps.db);
   const consumer: Consumer = await startConsumer(
     deps.broker,
     {

@@ -29,8 +29,9 @@ export interface InboundProvider {
    */
   parse(body: unknown, channel: Pick<KnownChannel, 'config'>): InboundEvent[];
   /**
-   * What of a (JSON-decoded) body may be kept for the channel it was posted to, when it is parked:
-   * the body without parts that belong to someone else. Absent: the body as it came.
+   * What of a (JSON-decoded) body may be kept for the channel it was posted to, when it is parked
+   * or dead-lettered: the body without parts that belong to someone else. Absent: the body as it
+   * came.
    */
   keptBody?(body: unknown, channel: Pick<KnownChannel, 'config'>): unknown;
 }

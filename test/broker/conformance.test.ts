@@ -212,6 +212,32 @@ describe.each(brokerKinds())('%s broker conformance', (kind) => {
     expect((await listDeadLetters(db, { queue: q, limit: 10 })).items).toHaveLength(1);
   });
 
+  it.runIf(kind === 'postgres')('keeps in the dead letter of a message that crashed its consumers what keepInDeadLetters makes of it', async () => {
+    const q = uniqueName('q');
+    const original = msg('{"mine":"kept","theirs":"not-ours"}', { [PROJECT_HEADER]: project });
+    // Its first consumer dies holding it (no ack, no lease renewal)…
+    const dying = killable(db);
+    const doomed = makePostgresBroker({ db: dying.db, retryDelaysMs: [50], leaseMs: 300, pollMs: 100 });
+    await doomed.declareQueues([{ name: q }]);
+    const release: Array<() => void> = [];
+    let held = false;
+    await doomed.consume(q, () => ((held = true), new Promise<void>((r) => release.push(r))));
+    onCleanup(async () => (release.forEach((r) => r()), doomed.close()));
+    await doomed.send(q, [original]);
+    await waitFor(() => held, 'the doomed consumer holds the message');
+    dying.kill();
+    // …and the next, allowed one delivery without an outcome, dead-letters it on its claim.
+    const survivor = makePostgresBroker({ db, retryDelaysMs: [50], pollMs: 100, deliveryLimit: 1 });
+    onCleanup(() => survivor.close());
+    survivor.keepInDeadLetters(q, async (d) => Buffer.from(d.body.toString('utf8').replace('not-ours', '[left out]')));
+    let handled = 0;
+    await consume(survivor, q, async () => void handled++);
+    const dl = await waitFor(async () => (await listDeadLetters(db, { queue: q, limit: 10 })).items[0], 'dead letter recorded', 20_000);
+    expect(dl.error).toMatch(/^delivery limit exceeded/);
+    expect(dl.body.toString('utf8')).toBe('{"mine":"kept","theirs":"[left out]"}');
+    expect(handled).toBe(0);
+  });
+
   it('spends no attempt on a failure that says the database is away, and none of those dead-letters', async () => {
     const b = await makeTestBroker(kind, db, { retryDelaysMs: [20, 40] });
     const q = uniqueName('q');

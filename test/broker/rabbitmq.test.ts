@@ -98,9 +98,10 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
     await expect(declare({ 'x-queue-type': 'quorum', 'x-delivery-limit': 4, ...dlx })).rejects.toThrow(/PRECONDITION_FAILED/);
   });
 
-  it('moves a message that crashed its consumer past the delivery limit into dead_letters', async () => {
+  it('moves a message that crashed its consumer past the delivery limit into dead_letters, keeping what keepInDeadLetters makes of it', async () => {
     const broker = await openBroker({ deliveryLimit: 2 });
     await broker.declareQueues([{ name: 'poison' }]);
+    broker.keepInDeadLetters('poison', async (d) => Buffer.from(`${d.body.toString('utf8')} as kept`));
     await broker.send('poison', [msg('p1', { 'x-project-id': 'none' })]);
     // A consumer that "dies" on every delivery: each requeue counts as a failed delivery.
     const conn = await rawConnection();
@@ -112,10 +113,10 @@ describe.runIf(onServices)('RabbitMQ broker adapter', () => {
       if (m) ch.nack(m, false, true);
     });
     const row = await waitFor(async () => {
-      const r = await db.query(`SELECT message_id, routing_key, error, headers FROM dead_letters WHERE queue = 'poison'`);
+      const r = await db.query(`SELECT message_id, routing_key, error, headers, convert_from(body, 'UTF8') AS body FROM dead_letters WHERE queue = 'poison'`);
       return r.rows[0];
     }, 'the drainer recorded the poison message');
-    expect(row).toMatchObject({ message_id: 'p1', routing_key: 'poison', error: CRASHED_ERROR, headers: { 'x-project-id': 'none' } });
+    expect(row).toMatchObject({ message_id: 'p1', routing_key: 'poison', error: CRASHED_ERROR, headers: { 'x-project-id': 'none' }, body: '{"id":"p1"} as kept' });
     expect(deliveries).toBe(3);
     expect((await broker.stats(['poison']))[0]).toMatchObject({ depth: 0, deadLetters: 1 });
   });
