@@ -153,7 +153,7 @@ export async function startVentros(opts: StartOptions): Promise<Running> {
       // The relay outlasts the consumers below: events they commit while they finish their
       // in-flight work still get published before the process exits.
       const relay = startRelay({ db, broker, pollMs: config.outboxPollMs, logger });
-      outlasting.push({ name: 'outbox-relay', stop: () => relay.stop() });
+      outlasting.push({ name: 'outbox-relay', stop: (deadline) => relay.stop(deadline) });
       components.push(await startInboundProcessor({ db, broker, logger, channels: channelDirectory }, { retryDelaysMs: config.consumerRetryDelaysMs }));
       components.push(startSpillDrainer({ db, broker, logger }));
       components.push(...(await startWebhookWorker({ db, broker, config, secretKey, logger })));

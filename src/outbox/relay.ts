@@ -91,9 +91,11 @@ export type Relay = {
   readonly mode: RelayMode;
   /**
    * Finishes the batches in flight (bounded by the publish deadline), publishes what is committed
-   * by then (for at most `stopDrainMs`), then stops.
+   * by then (for at most `stopDrainMs`), then stops. Given the shutdown's deadline (epoch ms), all
+   * of that ends STOP_GRACE_MS after it at the latest: the relay outlasts the consumers, and what it
+   * has not published by then stays in the outbox for the next relay.
    */
-  stop(): Promise<void>;
+  stop(deadline?: number): Promise<void>;
   /** Claims right away instead of at the next NOTIFY or poll. */
   wake(): void;
   /** Settles once the relay listens for commit notifications, or its first try failed (it polls
@@ -101,6 +103,11 @@ export type Relay = {
   readonly ready: Promise<void>;
 };
 
+/**
+ * How far past the shutdown's deadline a stopping relay may go on: it starts once the consumers
+ * have stopped (by the deadline), and the CLI forces the exit 5 s after it.
+ */
+export const STOP_GRACE_MS = 2000;
 const PENDING_REFRESH_MS = 1000;
 /**
  * While publishing fails: the count is a scan of the whole backlog, which only grows meanwhile, and
@@ -133,6 +140,10 @@ export function startRelay(opts: RelayOptions): Relay {
   const pipelineDepth = mode === 'locked' && broker.kind === 'rabbitmq' ? Math.max(1, opts.pipelineDepth ?? 2) : 1;
 
   let stopped = false;
+  /** Epoch ms by which a stop given a deadline ends (STOP_GRACE_MS past it). */
+  let stopBy: number | undefined;
+  /** Of the stop's time (none: unbounded). */
+  const msLeft = () => (stopBy === undefined ? Infinity : Math.max(0, stopBy - Date.now()));
   let woken = false;
   let interrupt: (() => void) | undefined;
   const wake = () => {
@@ -329,24 +340,27 @@ export function startRelay(opts: RelayOptions): Relay {
         await sleepStep();
       }
     }
-    await settle();
+    // A batch still out when the stop's time is up ends on its own (committed, or rolled back when
+    // the process closes its connections): its rows stay for the next relay if it does not commit.
+    const settled = stopBy === undefined ? (await settle(), true) : await withDeadline(settle().then(() => true), msLeft(), 'batches still out at stop').catch(() => false);
+    if (!settled) log.warn({ grace_ms: STOP_GRACE_MS }, 'outbox relay stopped with a batch still out at the deadline; its events stay for the next relay unless it commits');
     if (sleep !== 'awake') await wakeUp();
     // Not while publishing is failing (a batch that failed in the last settle included): the rows
-    // stay for the next relay, and stopping stays quick. A batch still out at the deadline ends on
-    // its own (committed, or rolled back when the process closes its connections).
-    if (failures === 0 && !failed) {
-      await withDeadline(drainOnStop(), stopDrainMs, 'the last events at stop').catch(() => log.warn({ stop_drain_ms: stopDrainMs }, 'outbox relay stopped publishing its last events at the deadline; the rest stay for the next relay'));
+    // stay for the next relay, and stopping stays quick.
+    const drainMs = Math.min(stopDrainMs, msLeft());
+    if (settled && failures === 0 && !failed && drainMs > 0) {
+      await withDeadline(drainOnStop(drainMs), drainMs, 'the last events at stop').catch(() => log.warn({ stop_drain_ms: drainMs }, 'outbox relay stopped publishing its last events at the deadline; the rest stay for the next relay'));
     }
   }
 
   /**
    * Stopping: what was committed up to now (by the consumers that finished their work before us)
    * is published now, not at the next start, which in a one-process deployment may be far off.
-   * Batch by batch until a claim finds nothing, for at most `stopDrainMs`; a broker that is away
-   * leaves the rows to the next relay.
+   * Batch by batch until a claim finds nothing, for at most `ms`; a broker that is away leaves the
+   * rows to the next relay.
    */
-  async function drainOnStop(): Promise<void> {
-    const until = Date.now() + stopDrainMs;
+  async function drainOnStop(ms: number): Promise<void> {
+    const until = Date.now() + ms;
     try {
       while (Date.now() < until) {
         const batch = await startBatch();
@@ -402,12 +416,20 @@ export function startRelay(opts: RelayOptions): Relay {
     mode,
     wake,
     ready: listening.first.then(() => undefined),
-    async stop() {
+    async stop(deadline) {
       if (stopped) return running;
       stopped = true;
+      if (deadline !== undefined) stopBy = deadline + STOP_GRACE_MS;
       interrupt?.();
-      await running;
-      await listening.stop();
+      // With a deadline, not a moment past its grace, wherever the loop is (a batch of the other
+      // modes holds it until its publish ends): what it does after that comes to nothing more
+      // than a batch that commits, or one that fails when the process closes its connections.
+      if (stopBy === undefined) await running;
+      else await withDeadline(running, msLeft(), 'outbox relay still publishing').catch(() => log.warn({ grace_ms: STOP_GRACE_MS }, 'outbox relay left a batch still publishing at the deadline; its events stay for the next relay unless it commits'));
+      // Bounded too: on the embedded database, a batch's transaction still open holds its one
+      // connection, which the UNLISTEN needs.
+      if (stopBy === undefined) await listening.stop();
+      else await withDeadline(listening.stop(), Math.max(msLeft(), 100), 'outbox relay still listening').catch(() => undefined);
     },
   };
 }

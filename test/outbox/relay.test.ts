@@ -5,7 +5,7 @@ import { uuidv7 } from '../../src/domain/ids.ts';
 import { outboxPending, outboxPublishLag } from '../../src/observability/metrics.ts';
 import { eventMessageBody } from '../../src/outbox/idempotent.ts';
 import { appendEvents, countPending } from '../../src/outbox/outbox.sql.ts';
-import { canPublishInTransaction } from '../../src/outbox/relay.ts';
+import { STOP_GRACE_MS, canPublishInTransaction } from '../../src/outbox/relay.ts';
 import { brokerKinds, makeTestBroker, type BrokerKind } from '../support/brokers.ts';
 import type { Database } from '../../src/db/database.ts';
 import { withDeadline } from '../../src/deadline.ts';
@@ -99,6 +99,29 @@ describe.each(variants)('outbox relay with the $label', ({ kind, plain }) => {
     await relay.stop();
     expect(await countPending(db)).toBe(0);
     await waitFor(() => rec.applied.includes(second), 'the second event', LONG);
+  }, 120_000);
+
+  it("stops by STOP_GRACE_MS past the shutdown's deadline while a publish hangs, and the next relay publishes what it left", async () => {
+    const { db } = await makeTestDb();
+    const inner = await makeTestBroker(kind, db);
+    const rec = await startRecorder(db, inner);
+    const held = switchableBroker(inner, plain ? { inTransaction: false } : {});
+    let release!: () => void;
+    held.hold(new Promise<void>((r) => (release = r)));
+    onTestFinished(() => release());
+    // The publish hangs well past the shutdown (its own deadline a minute away).
+    const relay = relayFor({ db, broker: held.broker, pollMs: 600_000, publishTimeoutMs: 60_000 });
+    const ids = await writeEvents(db, 3);
+    await waitFor(() => held.attempts() > 0, 'a publish under way', LONG);
+    const deadline = Date.now() + 100;
+    await withDeadline(relay.stop(deadline), 30_000, 'the relay did not stop while its publish hung');
+    // Ended by the grace (a second of slack for a busy machine), not by the publish.
+    expect(Date.now() - deadline).toBeLessThan(STOP_GRACE_MS + 1000);
+    release(); // the held batch goes on (and commits, or not)
+    const next = relayFor({ db, broker: inner, pollMs: 1000 });
+    await waitFor(() => ids.every((id) => rec.applied.includes(id)), 'every event published once the broker answers', LONG);
+    await next.stop();
+    expect(await countPending(db)).toBe(0);
   }, 120_000);
 
   it('publishes at stop what was committed while it waited, also after a claim that failed once and then worked', async () => {
