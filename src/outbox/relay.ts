@@ -91,9 +91,10 @@ export type Relay = {
   readonly mode: RelayMode;
   /**
    * Finishes the batches in flight (bounded by the publish deadline), publishes what is committed
-   * by then (for at most `stopDrainMs`), then stops. Given the shutdown's deadline (epoch ms), all
-   * of that ends STOP_GRACE_MS after it at the latest: the relay outlasts the consumers, and what it
-   * has not published by then stays in the outbox for the next relay.
+   * by then (for at most `stopDrainMs`), then stops. Given the shutdown's deadline (epoch ms), it
+   * returns about STOP_GRACE_MS after it at the latest (a batch still out then may yet commit or
+   * fail on its own): the relay outlasts the consumers, and what it has not published by then
+   * stays in the outbox for the next relay. Called again, it answers when the first call does.
    */
   stop(deadline?: number): Promise<void>;
   /** Claims right away instead of at the next NOTIFY or poll. */
@@ -108,6 +109,10 @@ export type Relay = {
  * have stopped (by the deadline), and the CLI forces the exit 5 s after it.
  */
 export const STOP_GRACE_MS = 2000;
+/** What a stop given a deadline waits at least, for each of its two steps, the grace spent or not. */
+const STOP_FLOOR_MS = 100;
+/** A drain at stop with less time left than this is not begun (its first batch would be cut off). */
+const MIN_STOP_DRAIN_MS = 250;
 const PENDING_REFRESH_MS = 1000;
 /**
  * While publishing fails: the count is a scan of the whole backlog, which only grows meanwhile, and
@@ -140,6 +145,7 @@ export function startRelay(opts: RelayOptions): Relay {
   const pipelineDepth = mode === 'locked' && broker.kind === 'rabbitmq' ? Math.max(1, opts.pipelineDepth ?? 2) : 1;
 
   let stopped = false;
+  let stopping: Promise<void> | undefined;
   /** Epoch ms by which a stop given a deadline ends (STOP_GRACE_MS past it). */
   let stopBy: number | undefined;
   /** Of the stop's time (none: unbounded). */
@@ -276,6 +282,7 @@ export function startRelay(opts: RelayOptions): Relay {
       // failing on a connection that is just coming back, it could overtake it.
       const depth = solo ? 1 : pipelineDepth;
       while (inFlight.size >= depth) await Promise.race(inFlight);
+      if (stopped) break; // stopped while it waited: no new batch (stop() may have returned already)
       let n = 0;
       if (!failed) {
         try {
@@ -348,7 +355,7 @@ export function startRelay(opts: RelayOptions): Relay {
     // Not while publishing is failing (a batch that failed in the last settle included): the rows
     // stay for the next relay, and stopping stays quick.
     const drainMs = Math.min(stopDrainMs, msLeft());
-    if (settled && failures === 0 && !failed && drainMs > 0) {
+    if (settled && failures === 0 && !failed && drainMs >= MIN_STOP_DRAIN_MS) {
       await withDeadline(drainOnStop(drainMs), drainMs, 'the last events at stop').catch(() => log.warn({ stop_drain_ms: drainMs }, 'outbox relay stopped publishing its last events at the deadline; the rest stay for the next relay'));
     }
   }
@@ -416,20 +423,28 @@ export function startRelay(opts: RelayOptions): Relay {
     mode,
     wake,
     ready: listening.first.then(() => undefined),
-    async stop(deadline) {
-      if (stopped) return running;
-      stopped = true;
-      if (deadline !== undefined) stopBy = deadline + STOP_GRACE_MS;
-      interrupt?.();
-      // With a deadline, not a moment past its grace, wherever the loop is (a batch of the other
-      // modes holds it until its publish ends): what it does after that comes to nothing more
-      // than a batch that commits, or one that fails when the process closes its connections.
-      if (stopBy === undefined) await running;
-      else await withDeadline(running, msLeft(), 'outbox relay still publishing').catch(() => log.warn({ grace_ms: STOP_GRACE_MS }, 'outbox relay left a batch still publishing at the deadline; its events stay for the next relay unless it commits'));
-      // Bounded too: on the embedded database, a batch's transaction still open holds its one
-      // connection, which the UNLISTEN needs.
-      if (stopBy === undefined) await listening.stop();
-      else await withDeadline(listening.stop(), Math.max(msLeft(), 100), 'outbox relay still listening').catch(() => undefined);
+    stop(deadline) {
+      // One stop, whoever asks again: a second call waits for the first, bounded as it is.
+      stopping ??= (async () => {
+        stopped = true;
+        if (deadline !== undefined) stopBy = deadline + STOP_GRACE_MS;
+        interrupt?.();
+        // With a deadline, not much past its grace, wherever the loop is (a batch of the other
+        // modes holds it until its publish ends): what it does after that is at most a batch that
+        // commits, or one that fails when the process closes its connections. A little time
+        // (STOP_FLOOR_MS) even when the grace is spent: an idle relay still unregisters.
+        if (stopBy === undefined) await running;
+        else {
+          await withDeadline(running, Math.max(msLeft(), STOP_FLOOR_MS), 'outbox relay still stopping').catch(() =>
+            log.warn({ grace_ms: STOP_GRACE_MS }, 'outbox relay did not finish stopping by the deadline; what it has not published stays for the next relay'),
+          );
+        }
+        // Bounded too: on the embedded database, a batch's transaction still open holds its one
+        // connection, which the UNLISTEN needs.
+        if (stopBy === undefined) await listening.stop();
+        else await withDeadline(listening.stop(), Math.max(msLeft(), STOP_FLOOR_MS), 'outbox relay still listening').catch(() => undefined);
+      })();
+      return stopping;
     },
   };
 }
