@@ -33,11 +33,11 @@ import { eventLabel, inboundEventsTotal } from '../observability/metrics.ts';
 import { DuplicateRace, makeInboundService, type InboundItem, type InboundService, type ItemOutcome } from '../services/inbound.service.ts';
 import { makeBatcher } from './batcher.ts';
 import type { ChannelDirectory } from './channel-directory.ts';
+import { keepRawDeadLetters } from './dead-letter-body.ts';
 import { EnvelopeHeaders } from './ingress.ts';
 import { isInputRefusal } from './input-refusal.ts';
 import { providerOf } from './providers.ts';
 import { BATCH_HEADER, decodeRawBatch, type RawItem } from './raw-batch.ts';
-import { keepRawDeadLetters } from './dead-letter-body.ts';
 import type { Component } from '../deadline.ts';
 
 export const PROCESSOR_NAME = 'inbound-processor';
