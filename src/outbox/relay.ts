@@ -347,15 +347,15 @@ export function startRelay(opts: RelayOptions): Relay {
         await sleepStep();
       }
     }
-    // A batch still out when the stop's time is up ends on its own (committed, or rolled back when
-    // the process closes its connections): its rows stay for the next relay if it does not commit.
-    const settled = stopBy === undefined ? (await settle(), true) : await withDeadline(settle().then(() => true), msLeft(), 'batches still out at stop').catch(() => false);
-    if (!settled) log.warn({ grace_ms: STOP_GRACE_MS }, 'outbox relay stopped with a batch still out at the deadline; its events stay for the next relay unless it commits');
+    // Unbounded here: a stop given a deadline stops waiting for this loop at its grace (stop()), and
+    // a batch still out then ends on its own (committed, or rolled back when the process closes its
+    // connections); the drain below is then past its time and not begun.
+    await settle();
     if (sleep !== 'awake') await wakeUp();
     // Not while publishing is failing (a batch that failed in the last settle included): the rows
     // stay for the next relay, and stopping stays quick.
     const drainMs = Math.min(stopDrainMs, msLeft());
-    if (settled && failures === 0 && !failed && drainMs >= MIN_STOP_DRAIN_MS) {
+    if (failures === 0 && !failed && drainMs >= MIN_STOP_DRAIN_MS) {
       await withDeadline(drainOnStop(drainMs), drainMs, 'the last events at stop').catch(() => log.warn({ stop_drain_ms: drainMs }, 'outbox relay stopped publishing its last events at the deadline; the rest stay for the next relay'));
     }
   }
