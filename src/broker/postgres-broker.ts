@@ -147,6 +147,8 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
       }
     }
 
+    const deliveryOf = (m: sql.ClaimedMessage, attempt: number): Delivery => ({ messageId: m.messageId, queue, routingKey: m.routingKey, body: m.body, headers: m.headers, attempt });
+
     async function handle(m: sql.ClaimedMessage): Promise<void> {
       const attempt = m.attempts + 1;
       const claim: sql.Claim = { id: m.id, consumerId, deliveries: m.deliveries };
@@ -191,8 +193,6 @@ export function makePostgresBroker(opts: PostgresBrokerOptions): PostgresBroker 
         log.error({ ...ctx, err }, 'could not record the outcome of a message; it will be redelivered');
       }
     }
-
-    const deliveryOf = (m: sql.ClaimedMessage, attempt: number): Delivery => ({ messageId: m.messageId, queue, routingKey: m.routingKey, body: m.body, headers: m.headers, attempt });
 
     async function deadLetter(m: sql.ClaimedMessage, claim: sql.Claim, error: string, attempts: number): Promise<void> {
       // What is kept is made first, outside the transaction: it may read the database itself, and

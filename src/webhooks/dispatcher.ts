@@ -436,9 +436,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
   }
 
   /**
-   * The endpoint's circuit, told how an attempt ended. `manual`: an attempt a person asked for, sent past the circuit. Its failure says nothing the
-   * circuit did not know (it is open, or a probe is out whose answer it must not take): it counts
-   * only while the circuit is closed.
+   * The endpoint's circuit, told how an attempt ended. `manual`: an attempt a person asked for,
+   * sent past the circuit. Its failure says nothing the circuit did not know (it is open, or a
+   * probe is out whose answer it must not take): it counts only while the circuit is closed.
    */
   function judge(sub: string, { outcome, startedAt }: AttemptReport, manual: boolean): void {
     const now = Date.now();
