@@ -73,9 +73,12 @@ export type NewDelivery = {
  * message once the webhook queues are seen empty, or after its backstop (`releaseGone`): a journal
  * entry, confirmed after the send as the scheduler's own marks are (`takeDue`), would cost the
  * fan-out — every new delivery — a second write.
+ *
+ * `manual`: asked for by a person (a test event): it goes past an open circuit, also when a cap or
+ * the rate limit puts it off (migration 039).
  */
-export async function insertDeliveries(tx: Queryable, projectId: string, rows: readonly NewDelivery[]): Promise<Array<{ id: string; subscriptionId: string }>> {
-  return insertRows(tx, projectId, rows);
+export async function insertDeliveries(tx: Queryable, projectId: string, rows: readonly NewDelivery[], opts: { manual?: boolean } = {}): Promise<Array<{ id: string; subscriptionId: string }>> {
+  return insertRows(tx, projectId, rows, undefined, opts.manual === true);
 }
 
 /**
@@ -92,7 +95,7 @@ export async function insertDeliveriesOnce(
   return insertRows(tx, projectId, rows, consumer);
 }
 
-async function insertRows(tx: Queryable, projectId: string, rows: readonly NewDelivery[], onceFor?: string): Promise<Array<{ id: string; subscriptionId: string }>> {
+async function insertRows(tx: Queryable, projectId: string, rows: readonly NewDelivery[], onceFor?: string, manual = false): Promise<Array<{ id: string; subscriptionId: string }>> {
   if (rows.length === 0) return [];
   // An event's body is the same for each of its subscriptions: send it once and index into it
   // (array parameters are escaped character by character, and bodies are the bulk of the bytes).
@@ -113,8 +116,8 @@ async function insertRows(tx: Queryable, projectId: string, rows: readonly NewDe
      ) `;
   }
   const r = await tx.query<{ id: string; subscription_id: string }>(
-    `${fresh}INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, next_attempt_at, enqueued_at)
-     SELECT t.id, $1::uuid, t.sub, t.event_id, t.event_type, ($7::text[])[t.body_idx], 'pending', now(), now()
+    `${fresh}INSERT INTO webhook_deliveries (id, project_id, subscription_id, event_id, event_type, body, status, next_attempt_at, enqueued_at, manual)
+     SELECT t.id, $1::uuid, t.sub, t.event_id, t.event_type, ($7::text[])[t.body_idx], 'pending', now(), now(), ${manual ? 'true' : 'false'}
      FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::int[]) AS t(id, sub, event_id, event_type, body_idx)
      JOIN webhook_subscriptions s ON s.id = t.sub AND s.project_id = $1::uuid AND s.active
      ${onceFor !== undefined ? 'WHERE t.event_id IN (SELECT event_id FROM fresh)' : ''}
@@ -189,12 +192,13 @@ export async function listAttempts(q: Queryable, deliveryId: string): Promise<At
  * attempt will take, which marks it as the delivery's last (see `decideNext` and
  * `reclaimExpired`). A delivery still waiting for a retry is only brought forward: it keeps the
  * attempts it has left, and stays `retrying` (it is one, listed with them). Marked enqueued as
- * `insertDeliveries` does (the caller sends it after commit).
+ * `insertDeliveries` does (the caller sends it after commit), and manual: it goes past an open
+ * circuit until its attempt is recorded, also when a cap or the rate limit puts it off first.
  */
 export async function requeueDelivery(tx: Queryable, projectId: string, id: string): Promise<DeliveryRecord | undefined> {
   const r = await tx.query(
     `UPDATE webhook_deliveries SET status = CASE WHEN status = 'retrying' THEN 'retrying' ELSE 'pending' END,
-       next_attempt_at = now(), enqueued_at = now(), held = false,
+       next_attempt_at = now(), enqueued_at = now(), held = false, manual = true,
        locked_until = NULL, updated_at = now(), attempts_before_recover = CASE WHEN status IN ('dead', 'succeeded') THEN attempts + 1 ELSE attempts_before_recover END
      WHERE project_id = $1 AND id = $2 AND status <> 'sending'
      RETURNING ${COLUMNS}`,
@@ -212,7 +216,7 @@ export async function requeueDelivery(tx: Queryable, projectId: string, id: stri
  */
 export async function requeueDead(tx: Queryable, projectId: string, subscriptionId: string, since: Date): Promise<number> {
   const r = await tx.query(
-    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = NULL, held = false,
+    `UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), enqueued_at = NULL, held = false, manual = false,
        updated_at = now(), attempts_before_recover = attempts
      WHERE project_id = $1 AND subscription_id = $2 AND status = 'dead' AND created_at >= $3::timestamptz`,
     [projectId, subscriptionId, since.toISOString()],

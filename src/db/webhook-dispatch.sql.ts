@@ -33,6 +33,8 @@ export type ClaimedDelivery = {
   maxAttempts: number | null;
   timeoutSeconds: number | null;
   rateLimitPerSecond: number | null;
+  /** Asked for by a person (a manual retry, a test event): past an open circuit (migration 039). */
+  manual: boolean;
 };
 
 /**
@@ -56,11 +58,12 @@ export async function claimDeliveries(q: Queryable, ids: readonly string[], opts
        locked_until = CASE WHEN c.active THEN now() + c.lease_ms ${MS} END,
        next_attempt_at = CASE WHEN c.active THEN d.next_attempt_at END,
        last_error = CASE WHEN c.active THEN d.last_error ELSE 'subscription disabled' END,
+       manual = c.active AND d.manual,
        enqueued_at = NULL,
        updated_at = now()
      FROM c, webhook_subscriptions s
      WHERE d.id = c.id AND s.id = d.subscription_id
-     RETURNING d.id, d.project_id, d.subscription_id, d.event_id, d.body, d.status, d.attempts, d.attempts_before_recover,
+     RETURNING d.id, d.project_id, d.subscription_id, d.event_id, d.body, d.status, d.attempts, d.attempts_before_recover, d.manual,
        s.url, s.headers, s.secret, s.previous_secret, s.previous_secret_expires_at > now() AS previous_valid,
        s.max_attempts, s.timeout_seconds, s.rate_limit_per_second, s.endpoint_version::float8 AS endpoint_version`,
     [ids, opts.defaultTimeoutMs, opts.leaseMarginMs],
@@ -81,6 +84,7 @@ export async function claimDeliveries(q: Queryable, ids: readonly string[], opts
     maxAttempts: x.max_attempts ?? null,
     timeoutSeconds: x.timeout_seconds ?? null,
     rateLimitPerSecond: x.rate_limit_per_second ?? null,
+    manual: x.manual === true,
   }));
 }
 
@@ -151,7 +155,7 @@ export async function recordAttempts(q: Queryable, rows: readonly AttemptOutcome
          AS r(id, project_id, n, at, status_code, duration_ms, error_class, error, excerpt, next_status, next_at)),
      upd AS (
        UPDATE webhook_deliveries d SET status = r.next_status, next_attempt_at = r.next_at, locked_until = NULL,
-         enqueued_at = NULL,
+         enqueued_at = NULL, manual = false,
          last_status_code = r.status_code, last_error = r.error, updated_at = now()
        FROM r WHERE d.id = r.id AND d.attempts = r.n
          AND (d.status = 'sending'
@@ -204,7 +208,7 @@ export async function reclaimExpired(q: Queryable, opts: { limit: number; defaul
      UPDATE webhook_deliveries d SET
        status = CASE WHEN lost.attempts >= lost.max_attempts THEN 'dead' ELSE 'retrying' END,
        next_attempt_at = CASE WHEN lost.attempts >= lost.max_attempts THEN NULL ELSE now() END,
-       locked_until = NULL, enqueued_at = NULL, last_status_code = NULL, last_error = $3, updated_at = now()
+       locked_until = NULL, enqueued_at = NULL, manual = false, last_status_code = NULL, last_error = $3, updated_at = now()
      FROM lost WHERE d.id = lost.id
      RETURNING d.id, d.subscription_id, d.project_id, d.status`,
     [opts.limit, opts.defaultMaxAttempts, INTERRUPTED_ERROR],
@@ -212,8 +216,8 @@ export async function reclaimExpired(q: Queryable, opts: { limit: number; defaul
   return r.rows.map((x) => ({ id: x.id, subscriptionId: x.subscription_id, projectId: x.project_id, status: x.status }));
 }
 
-/** A delivery the scheduler put on the queue. */
-export type DueDelivery = { id: string; subscriptionId: string; projectId: string };
+/** A delivery the scheduler put on the queue; `manual` when a person asked for it (migration 039). */
+export type DueDelivery = { id: string; subscriptionId: string; projectId: string; manual: boolean };
 
 /**
  * Due deliveries not on the queue, oldest due first; several schedulers share the work (SKIP
@@ -238,19 +242,19 @@ export async function takeDue(q: Queryable, opts: { limit: number }): Promise<{ 
        FOR UPDATE OF d SKIP LOCKED),
      taken AS (
        UPDATE webhook_deliveries d SET enqueued_at = now() FROM due WHERE d.id = due.id AND NOT due.paused
-       RETURNING d.id, d.subscription_id, d.project_id),
+       RETURNING d.id, d.subscription_id, d.project_id, d.manual),
      journal AS (
        INSERT INTO webhook_unconfirmed_enqueues (mark, delivery_ids)
        SELECT now(), array_agg(id) FROM taken HAVING count(*) > 0
        RETURNING id)
-     SELECT t.id, t.subscription_id, t.project_id, (SELECT id::text FROM journal) AS journal, false AS paused FROM taken t
+     SELECT t.id, t.subscription_id, t.project_id, t.manual, (SELECT id::text FROM journal) AS journal, false AS paused FROM taken t
      UNION ALL
-     SELECT id, NULL, NULL, NULL, true FROM due WHERE paused`,
+     SELECT id, NULL, NULL, NULL, NULL, true FROM due WHERE paused`,
     [opts.limit],
   );
   const taken = r.rows.filter((x) => !x.paused);
   return {
-    taken: taken.map((x) => ({ id: x.id, subscriptionId: x.subscription_id, projectId: x.project_id })),
+    taken: taken.map((x) => ({ id: x.id, subscriptionId: x.subscription_id, projectId: x.project_id, manual: x.manual === true })),
     journal: taken[0]?.journal ?? undefined,
     paused: r.rows.filter((x) => x.paused).map((x) => x.id),
   };

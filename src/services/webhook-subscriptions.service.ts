@@ -220,7 +220,7 @@ export function makeWebhookSubscriptionsService(deps: WebhookSubscriptionsDeps) 
           aggregateId: s.id,
           data: { subscription_id: s.id, message: 'A test event from Ventros CRM: your endpoint receives and verifies webhooks.' },
         });
-        const [created] = await insertDeliveries(tx, projectId, [{ id: uuidv7(), subscriptionId: s.id, eventId: event.id, eventType: event.type, body: buildWebhookBody(event) }]);
+        const [created] = await insertDeliveries(tx, projectId, [{ id: uuidv7(), subscriptionId: s.id, eventId: event.id, eventType: event.type, body: buildWebhookBody(event) }], { manual: true });
         return (await findDelivery(tx, projectId, created.id))!;
       });
       await enqueue([{ id: delivery.id, subscriptionId: delivery.subscriptionId, projectId, manual: true }]);

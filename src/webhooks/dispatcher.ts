@@ -315,8 +315,10 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     // bad id must not fail the claim batch it would share with others.
     if (!isUuid(id)) return void log.error({ message_id: id }, 'webhook delivery message without a delivery id dropped');
     const hinted = msg.headers[SUBSCRIPTION_HEADER];
-    // Asked for by a person (MANUAL_HEADER): past the circuit, within every other limit.
-    const manual = msg.headers[MANUAL_HEADER] === '1';
+    // Asked for by a person (MANUAL_HEADER): past the circuit, within every other limit. Until the
+    // claim, the message says so; from the claim on, the row does (it keeps the pass when a cap or
+    // the rate limit puts the delivery off, and drops it once the attempt is recorded).
+    let manual = msg.headers[MANUAL_HEADER] === '1';
     let admitted: Admitted | undefined;
     if (hinted) {
       admitted = await admit(id, hinted, msg.headers[PROJECT_HEADER], manual);
@@ -336,6 +338,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       const claim = await claims.submit('c', id);
       if (!claim) return;
       if (claim.status === 'dead') return void webhookDeliveriesTotal.inc({ result: 'dead' });
+      manual = claim.manual;
       const sub = claim.subscriptionId;
       if (hinted !== sub || !inflight) {
         // No (right) hint: that endpoint's slot goes back, and this one's is counted, never

@@ -9,8 +9,10 @@ export const SUBSCRIPTION_HEADER = 'x-webhook-subscription';
 
 /**
  * A delivery a person asked for now (a manual retry, a test event): it goes past an open circuit,
- * which would otherwise hold it for the rest of its cool-down (up to 10 minutes). Only on the
- * message: one the scheduler enqueues instead (the broker refused this one) waits as others do.
+ * which would otherwise hold it for the rest of its cool-down (up to 10 minutes). The row keeps
+ * the pass too (`manual`, migration 039) until its attempt is recorded, so the message the
+ * scheduler sends instead — the broker refused this one, or a cap or the rate limit put the
+ * delivery off — carries it again; the dispatcher goes by the row once it has claimed it.
  */
 export const MANUAL_HEADER = 'x-webhook-manual';
 

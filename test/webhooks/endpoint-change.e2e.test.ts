@@ -14,10 +14,17 @@ import { cleanUpAfterEachTest, onCleanup, waitFor } from '../support/env.ts';
 import { wrapDatabase } from '../support/wrapped-db.ts';
 import { startReceiver } from './receiver.ts';
 import { api, deliveriesOf, emit, makeTenant, startWorld, subscribe, type World } from './webhook-harness.ts';
+import { newEvent } from '../../src/domain/events.ts';
+import { uuidv7 } from '../../src/domain/ids.ts';
 
 cleanUpAfterEachTest();
 
 const LONG = { env: { WEBHOOK_CONCURRENCY: '4', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: { circuit: { failureThreshold: 2, cooldownMs: 600_000, maxCooldownMs: 600_000 } } };
+
+const contactUpdated = (projectId: string) => {
+  const id = uuidv7();
+  return newEvent('contact.updated', { projectId, aggregateId: id, data: { contact_id: id, changes: { name: 'Ana' } } as never });
+};
 
 const circuitOpen = async (subscriptionId: string) => (await webhookCircuitOpen.get()).values.some((v) => v.labels.subscription === subscriptionId && v.value === 1);
 
@@ -256,6 +263,49 @@ describe('a manual retry or a test event while the circuit is open', () => {
     });
     expect(await circuitOpen(s.id)).toBe(false);
     expect(rx.requests).toHaveLength(2 + 4);
+  }, 90_000);
+
+  it("a manual retry that its project's cap puts off keeps its pass: it goes once the project has room, the circuit still open", async () => {
+    // 4 request slots: 1 per endpoint, 2 per project.
+    const w = await startWorld({ env: { ...LONG.env, WEBHOOK_CONCURRENCY: '4' }, worker: LONG.worker });
+    const t = await makeTenant(w);
+    let up = false;
+    const rx = await startReceiver(() => (up ? 200 : 500));
+    const s = await subscribe(w, t, { url: rx.url, events: ['contact.created'] });
+    await emit(w, t.projectId, 2);
+    await openedOn(w, s.id, 2);
+    // Two other endpoints of the project hang: they hold its two slots.
+    let hang = true;
+    const slow = await Promise.all([0, 1].map(() => startReceiver(() => (hang ? 'hang' : 200))));
+    for (const x of slow) await subscribe(w, t, { url: x.url, events: ['contact.updated'], timeout_seconds: 30 });
+    await emit(w, t.projectId, 1, contactUpdated);
+    await waitFor(() => slow.every((x) => x.hanging() === 1), 'both slow endpoints holding a request');
+
+    up = true;
+    const [held] = await deliveriesOf(w, s.id);
+    const asked = Date.now();
+    expect((await api(w, t, 'POST', `/webhook-deliveries/${held.id}/retry`)).status).toBe(202);
+    await waitFor(async () => {
+      const d = (await deliveriesOf(w, s.id)).find((x) => x.id === held.id)!;
+      // Due now once retried; put off, by at least 0.8 s (the age of the project's oldest attempt).
+      return d.status === 'retrying' && d.next_attempt_at !== null && d.next_attempt_at.getTime() > asked + 500;
+    }, "the retry put off by the project's cap");
+    expect(rx.requests).toHaveLength(2);
+    expect(await circuitOpen(s.id)).toBe(true);
+
+    // The project has room again; the circuit would hold the delivery for ten minutes more.
+    hang = false;
+    for (const x of slow) await x.close();
+    let last: unknown;
+    await waitFor(async () => {
+      const d = (await deliveriesOf(w, s.id)).find((x) => x.id === held.id)!;
+      last = [d.status, d.attempts, d.next_attempt_at?.toISOString()];
+      return d.status === 'succeeded';
+    }, 'the retried delivery sent past the circuit', 30_000).catch((err: Error) => {
+      throw new Error(`${err.message}; the delivery: ${JSON.stringify(last)}`);
+    });
+    expect(rx.requests.length).toBeGreaterThanOrEqual(3);
+    expect(await w.db.query('SELECT id FROM webhook_deliveries WHERE manual')).toMatchObject({ rows: [] });
   }, 90_000);
 
   it('a test event goes at once, and one that fails leaves the circuit open and the deliveries held', async () => {
