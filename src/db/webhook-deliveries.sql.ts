@@ -249,7 +249,7 @@ const HELD_TOO_LONG_ERROR = 'held while its subscription was paused for longer t
  */
 export async function expireHeldDeliveries(q: Queryable, olderThanDays: number, limit: number): Promise<number> {
   const r = await q.query(
-    `UPDATE webhook_deliveries SET status = 'dead', next_attempt_at = NULL, enqueued_at = NULL, last_error = $3, updated_at = now()
+    `UPDATE webhook_deliveries SET status = 'dead', next_attempt_at = NULL, enqueued_at = NULL, manual = false, last_error = $3, updated_at = now()
      WHERE status IN ('pending', 'retrying') AND id = ANY(ARRAY(
        SELECT d.id FROM webhook_subscriptions s JOIN webhook_deliveries d ON d.subscription_id = s.id
        WHERE s.paused AND d.status IN ('pending', 'retrying')

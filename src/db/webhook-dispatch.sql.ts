@@ -113,14 +113,23 @@ export async function unclaimDelivery(q: Queryable, id: string, attempt: number,
   );
 }
 
-/** Moves waiting deliveries to a later time without an attempt; the scheduler enqueues them then. */
-export async function postponeDeliveries(q: Queryable, items: ReadonlyArray<{ id: string; until: Date }>): Promise<void> {
+/** `circuit`: put off by the circuit, on a message that did not say the delivery is manual. */
+export type Postponement = { id: string; until: Date; circuit?: boolean };
+
+/**
+ * Moves waiting deliveries to a later time without an attempt; the scheduler enqueues them then.
+ * A manual one (migration 039) is not moved for the circuit, only handed back to the scheduler,
+ * which sends it with its pass: the circuit put it off only because the message it came on — a
+ * stale or duplicate one — did not say it was manual.
+ */
+export async function postponeDeliveries(q: Queryable, items: readonly Postponement[]): Promise<void> {
   if (items.length === 0) return;
   await q.query(
-    `UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(d.next_attempt_at, p.until), enqueued_at = NULL, updated_at = now()
-     FROM unnest($1::uuid[], $2::timestamptz[]) AS p(id, until)
+    `UPDATE webhook_deliveries d SET next_attempt_at = CASE WHEN p.circuit AND d.manual THEN d.next_attempt_at ELSE GREATEST(d.next_attempt_at, p.until) END,
+       enqueued_at = NULL, updated_at = now()
+     FROM unnest($1::uuid[], $2::timestamptz[], $3::boolean[]) AS p(id, until, circuit)
      WHERE d.id = p.id AND d.status IN ('pending', 'retrying')`,
-    [items.map((i) => i.id), items.map((i) => i.until.toISOString())],
+    [items.map((i) => i.id), items.map((i) => i.until.toISOString()), items.map((i) => i.circuit === true)],
   );
 }
 
@@ -280,7 +289,7 @@ export async function confirmEnqueued(q: Queryable, journal: string): Promise<vo
 export async function holdDeliveries(q: Queryable, ids: readonly string[]): Promise<number> {
   if (ids.length === 0) return 0;
   const r = await q.query(
-    `UPDATE webhook_deliveries SET held = true, enqueued_at = NULL
+    `UPDATE webhook_deliveries SET held = true, enqueued_at = NULL, manual = false
      WHERE status IN ('pending', 'retrying') AND id = ANY(ARRAY(
        SELECT d.id FROM webhook_deliveries d JOIN webhook_subscriptions s ON s.id = d.subscription_id
        WHERE d.id = ANY($1::uuid[]) AND s.paused AND d.status IN ('pending', 'retrying') AND NOT d.held

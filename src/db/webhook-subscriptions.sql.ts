@@ -262,7 +262,7 @@ export async function disableFailingSubscriptions(tx: Queryable, days: number, l
 
 async function endWaitingDeliveries(tx: Queryable, subscriptionIds: string[], reason: string): Promise<void> {
   await tx.query(
-    `UPDATE webhook_deliveries SET status = 'dead', next_attempt_at = NULL, last_error = $2, updated_at = now()
+    `UPDATE webhook_deliveries SET status = 'dead', next_attempt_at = NULL, manual = false, last_error = $2, updated_at = now()
      WHERE subscription_id = ANY($1::uuid[]) AND status IN ('pending', 'retrying')`,
     [subscriptionIds, reason],
   );

@@ -22,7 +22,7 @@ import { msUntil, withDeadline } from '../deadline.ts';
 import { withTransaction } from '../db/transaction.ts';
 import {
   changedEndpoints, claimDeliveries, postponeDeliveries, recordAttempts, unclaimDelivery,
-  type AttemptOutcomeRow, type ClaimedDelivery,
+  type AttemptOutcomeRow, type ClaimedDelivery, type Postponement,
 } from '../db/webhook-dispatch.sql.ts';
 import { bringDeliveriesForward, disableSubscription, ENDPOINT_CHANGES, ENDPOINT_GONE } from '../db/webhook-subscriptions.sql.ts';
 import { keepListening } from '../db/keep-listening.ts';
@@ -223,14 +223,19 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       return Promise.all(rows.map((row) => recordAttempts(db, [row]).then(() => undefined, (e: unknown) => e)));
     }
   }, batch);
-  const postponements = makeBatcher<{ id: string; until: Date }, void>(async (_key, items) => {
+  const postponements = makeBatcher<Postponement, void>(async (_key, items) => {
     await postponeDeliveries(db, items);
     return items.map(() => undefined);
   }, batch);
 
-  /** Postpones a delivery on what this process knew of its endpoint at generation `seen`. */
-  async function postpone(id: string, sub: string, untilMs: number, seen: number): Promise<void> {
-    await postponements.submit('p', { id, until: new Date(untilMs) });
+  /**
+   * Postpones a delivery on what this process knew of its endpoint at generation `seen`. `circuit`:
+   * put off by the circuit, on a message that did not say the delivery was asked for by a person —
+   * a row that says so is not put off (postponeDeliveries), and the scheduler sends it again, its
+   * pass on the message.
+   */
+  async function postpone(id: string, sub: string, untilMs: number, seen: number, circuit = false): Promise<void> {
+    await postponements.submit('p', { id, until: new Date(untilMs), circuit });
     return dueAt(sub, untilMs, seen);
   }
 
@@ -263,7 +268,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     const now = Date.now();
     const seen = generationOf(sub);
     const wait = manual ? undefined : circuitWait(sub, now);
-    if (wait !== undefined) return void (await postpone(id, sub, wait, seen));
+    if (wait !== undefined) return void (await postpone(id, sub, wait, seen, true));
     const inflight = await slotUnder(limits, sub, id, sub, seen);
     if (!inflight) return;
     let project: ProjectSlot | undefined;
@@ -316,8 +321,8 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
     if (!isUuid(id)) return void log.error({ message_id: id }, 'webhook delivery message without a delivery id dropped');
     const hinted = msg.headers[SUBSCRIPTION_HEADER];
     // Asked for by a person (MANUAL_HEADER): past the circuit, within every other limit. Until the
-    // claim, the message says so; from the claim on, the row does (it keeps the pass when a cap or
-    // the rate limit puts the delivery off, and drops it once the attempt is recorded).
+    // claim, the message says so; from the claim on, the row says so too (it keeps the pass when a
+    // cap or the rate limit puts the delivery off, and drops it once the attempt is recorded).
     let manual = msg.headers[MANUAL_HEADER] === '1';
     let admitted: Admitted | undefined;
     if (hinted) {
@@ -338,7 +343,9 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       const claim = await claims.submit('c', id);
       if (!claim) return;
       if (claim.status === 'dead') return void webhookDeliveriesTotal.inc({ result: 'dead' });
-      manual = claim.manual;
+      // Either: a message without the header may claim a row that has the pass (a stale or
+      // duplicate one), and a row written by a version before migration 039 has none.
+      manual ||= claim.manual;
       const sub = claim.subscriptionId;
       if (hinted !== sub || !inflight) {
         // No (right) hint: that endpoint's slot goes back, and this one's is counted, never

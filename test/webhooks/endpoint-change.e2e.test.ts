@@ -16,6 +16,8 @@ import { startReceiver } from './receiver.ts';
 import { api, deliveriesOf, emit, makeTenant, startWorld, subscribe, type World } from './webhook-harness.ts';
 import { newEvent } from '../../src/domain/events.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
+import { Queues } from '../../src/broker/topology.ts';
+import { enqueueDeliveries } from '../../src/webhooks/outbound-queue.ts';
 
 cleanUpAfterEachTest();
 
@@ -163,7 +165,7 @@ function gatedDb(db: Database) {
     ping: (ms) => db.ping(ms),
     close: () => db.close(),
     async query<T extends Row = Row>(sql: string, params?: readonly unknown[]) {
-      if (gate.hold && /SET next_attempt_at = GREATEST/.test(sql)) {
+      if (gate.hold && /AS p\(id, until, circuit\)/.test(sql)) {
         gate.postponesHeld++;
         await new Promise<void>((resolve) => postpones.push(resolve));
       }
@@ -306,6 +308,29 @@ describe('a manual retry or a test event while the circuit is open', () => {
     });
     expect(rx.requests.length).toBeGreaterThanOrEqual(3);
     expect(await w.db.query('SELECT id FROM webhook_deliveries WHERE manual')).toMatchObject({ rows: [] });
+  }, 90_000);
+
+  // A delivery with the pass on its row, reached by a message that does not carry it (a stale or
+  // duplicate one, a replayed dead letter): the row's word counts.
+  it.each([
+    ['naming no subscription (claimed without admission)', 'bare'],
+    ['naming its subscription, not manual (put off by the circuit at admission)', 'hinted'],
+  ] as const)('a message %s still sends a manual delivery past the circuit', async (_what, how) => {
+    const w = await startWorld(LONG);
+    const t = await makeTenant(w);
+    let up = false;
+    const rx = await startReceiver(() => (up ? 200 : 500));
+    const s = await subscribe(w, t, { url: rx.url });
+    await emit(w, t.projectId, 2);
+    await openedOn(w, s.id, 2);
+    await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.next_attempt_at !== null && d.next_attempt_at.getTime() > Date.now() + 60_000), 'both held back');
+    up = true;
+    const [held] = await deliveriesOf(w, s.id);
+    // Manual and due, and marked enqueued: only the message below brings it to the dispatcher.
+    await w.db.query('UPDATE webhook_deliveries SET manual = true, next_attempt_at = now(), enqueued_at = now() WHERE id = $1', [held.id]);
+    if (how === 'bare') await w.broker.send(Queues.webhooksDue, [{ messageId: held.id, body: Buffer.from(JSON.stringify({ delivery_id: held.id })), headers: {} }]);
+    else await enqueueDeliveries(w.broker, [{ id: held.id, subscriptionId: s.id, projectId: t.projectId }], Queues.webhooksDue);
+    await waitFor(async () => (await deliveriesOf(w, s.id)).find((d) => d.id === held.id)?.status === 'succeeded', 'the manual delivery sent past the circuit', 30_000);
   }, 90_000);
 
   it('a test event goes at once, and one that fails leaves the circuit open and the deliveries held', async () => {

@@ -5,7 +5,7 @@
 // retry put off by its project's cap and then sent past the still open circuit.
 import { describe, expect, it } from 'vitest';
 import { clearEnqueued, insertDeliveries } from '../../src/db/webhook-deliveries.sql.ts';
-import { claimDeliveries, postponeDeliveries, reclaimExpired, recordAttempts, takeDue, unclaimDelivery, type ClaimedDelivery } from '../../src/db/webhook-dispatch.sql.ts';
+import { claimDeliveries, holdDeliveries, postponeDeliveries, reclaimExpired, recordAttempts, takeDue, unclaimDelivery, type ClaimedDelivery } from '../../src/db/webhook-dispatch.sql.ts';
 import { uuidv7 } from '../../src/domain/ids.ts';
 import { cleanUpAfterEachTest } from '../support/env.ts';
 import { api, makeTenant, startWorld, subscribe, type TestTenant, type World } from './webhook-harness.ts';
@@ -104,6 +104,20 @@ describe("a manual delivery's pass, kept on its row", () => {
     await w.db.query('UPDATE webhook_subscriptions SET active = false WHERE id = $1', [s.id]);
     const [c] = await claimDeliveries(w.db, [test.json.id], { defaultTimeoutMs: 5000, leaseMarginMs: 1000 });
     expect(c).toMatchObject({ status: 'dead', manual: false });
+    expect(await manualOf(w, test.json.id)).toBe(false);
+  });
+
+  it('a delivery held while its subscription is paused drops the pass: sent on the resume, it waits as the others do', async () => {
+    const w = await startWorld({ worker: false });
+    const t = await makeTenant(w);
+    const s = await subscribe(w, t, { url: 'http://127.0.0.1:9/hook' });
+    const test = await api(w, t, 'POST', `/webhook-subscriptions/${s.id}/test`);
+    expect(await manualOf(w, test.json.id)).toBe(true);
+    await w.db.query('UPDATE webhook_subscriptions SET paused = true WHERE id = $1', [s.id]);
+    await clearEnqueued(w.db, { ids: [test.json.id] });
+    const { paused } = await takeDue(w.db, { limit: 100 });
+    expect(paused).toEqual([test.json.id]);
+    expect(await holdDeliveries(w.db, paused)).toBe(1);
     expect(await manualOf(w, test.json.id)).toBe(false);
   });
 });

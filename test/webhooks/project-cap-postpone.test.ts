@@ -15,7 +15,7 @@ function refusingPostponements(db: Database) {
   const state = { refuse: false, refused: 0 };
   const view = Object.create(db) as Database;
   view.query = ((sql: string, params?: readonly unknown[]) => {
-    if (state.refuse && /SET next_attempt_at = GREATEST\(d\.next_attempt_at, p\.until\)/.test(sql)) {
+    if (state.refuse && /AS p\(id, until, circuit\)/.test(sql)) {
       state.refused++;
       return Promise.reject(new Error('connection terminated unexpectedly'));
     }
