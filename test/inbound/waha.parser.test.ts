@@ -385,6 +385,14 @@ describe("the business's own chat", () => {
     const ack = load('ack-read') as any;
     ack.payload.from = '5511900000000@c.us';
     expect(parseWahaEvent(ack)[0]).toMatchObject({ ...OWN, event: 'message.ack' });
+    // As GOWS and NOWEB send it in a chat with one person: the chat (us) in `from`, `to` null —
+    // by our phone or our LID. Before, it was an ack of a message never stored: retried, then parked.
+    for (const [engine, from] of [['GOWS', '5511900000000@c.us'], ['NOWEB', '90000000000001@lid']]) {
+      const alone = load('ack-read') as any;
+      alone.environment.engine = engine;
+      Object.assign(alone.payload, { from, to: null });
+      expect(parseWahaEvent(alone)[0], engine).toMatchObject({ ...OWN, event: 'message.ack' });
+    }
     // Ours, as GOWS sends it: the chat (us) in `from`, `to` null.
     const reaction = load('webjs-reaction-add') as any;
     Object.assign(reaction, { engine: 'GOWS' });
@@ -403,6 +411,9 @@ describe("the business's own chat", () => {
   it('our messages, acks and reactions in a chat with a contact are not taken for it', () => {
     expect(one('gows-from-me-phone')).toMatchObject({ kind: 'message', contact: { phone: '+5511900000001' } });
     expect(one('ack-read')).toMatchObject({ kind: 'status' });
+    const contactAlone = load('ack-read') as any;
+    contactAlone.payload.to = null;
+    expect(parseWahaEvent(contactAlone)[0]).toMatchObject({ kind: 'status', status: 'read' });
     // WEBJS may name us by our LID in `from` on an ack of a chat with a contact.
     const lidAck = load('webjs-ack-read') as any;
     lidAck.payload.from = '90000000000001@lid';

@@ -168,8 +168,11 @@ function parseAck(env: WahaEnvelope, p: Json): InboundEvent {
   if (!who.ok && who.reason !== 'unknown_address') {
     return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
   }
-  // Not by the recipient: WEBJS may name us by our LID in `from` on an ack of any chat of ours.
-  if (inOwnChat(p, own(env), undefined, 2)) return ownChat(env);
+  // Not by the recipient: WEBJS may name us by our LID in `from` on an ack of any chat of ours, so
+  // from WEBJS (or an engine not said) both sides must be us. GOWS and NOWEB name the chat in
+  // `from`, and in a chat with one person leave `to` null: our own chat in `from` says it alone.
+  const chatInFrom = env.engine === 'GOWS' || env.engine === 'NOWEB';
+  if (inOwnChat(p, own(env), undefined, chatInFrom ? 1 : 2)) return ownChat(env);
   return compact({
     kind: 'status' as const,
     provider: 'waha' as const,
