@@ -151,8 +151,9 @@ export type AttemptOutcomeRow = {
  * Records attempts and the states they lead to, in one statement. The delivery changes only if
  * it is still in the claim this attempt made (sending, same attempt number): a dispatcher that
  * outlived its lease cannot overwrite what happened since — except with a success when the
- * scheduler took the delivery back and no attempt started after it (retrying or dead, same
- * attempt number): the receiver has the event, and a retry or a recover would send it twice.
+ * scheduler took the delivery back and no attempt started after it (retrying or dead, or pending
+ * again after a manual retry or a recover; same attempt number): the receiver has the event, and
+ * a retry or a recover would send it twice.
  * The attempt itself is always kept — it replaces the `interrupted` placeholder the scheduler
  * may have written for it.
  */
@@ -168,8 +169,9 @@ export async function recordAttempts(q: Queryable, rows: readonly AttemptOutcome
          last_status_code = r.status_code, last_error = r.error, updated_at = now()
        FROM r WHERE d.id = r.id AND d.attempts = r.n
          AND (d.status = 'sending'
-           -- Taken back after its lease, and no attempt started since: the receiver has it.
-           OR (r.next_status = 'succeeded' AND d.status IN ('retrying', 'dead')))
+           -- Taken back after its lease, and no attempt started since: the receiver has it
+           -- (pending: dead once taken back, then retried by hand or recovered).
+           OR (r.next_status = 'succeeded' AND d.status IN ('pending', 'retrying', 'dead')))
        RETURNING d.id)
      INSERT INTO webhook_attempts (delivery_id, n, project_id, at, status_code, duration_ms, error_class, error, response_excerpt)
      SELECT id, n, project_id, at, status_code, duration_ms, error_class, error, excerpt FROM r

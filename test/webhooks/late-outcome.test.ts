@@ -62,6 +62,17 @@ describe('an attempt recorded after its lease ran out', () => {
     expect(await claimDeliveries(w.db, [claim.id], { defaultTimeoutMs: 1000, leaseMarginMs: LEASE_MARGIN_MS })).toEqual([]);
   });
 
+  it('marks a delivery taken back as dead, then retried by hand, succeeded: the manual retry is not sent', async () => {
+    const { s, claim } = await takenBack(1);
+    expect((await api(w, a, 'POST', `/webhook-deliveries/${claim.id}/retry`)).status).toBe(202);
+    expect(await deliveriesOf(w, s.id)).toMatchObject([{ status: 'pending', attempts: 1 }]);
+
+    await recordAttempts(w.db, [outcome(claim.id, 1, { status: 'succeeded' }, 200)]);
+    expect(await deliveriesOf(w, s.id)).toMatchObject([{ status: 'succeeded', attempts: 1, next_attempt_at: null }]);
+    // The manual retry's queue message finds nothing to claim: the receiver had it already.
+    expect(await claimDeliveries(w.db, [claim.id], { defaultTimeoutMs: 1000, leaseMarginMs: LEASE_MARGIN_MS })).toEqual([]);
+  });
+
   it('leaves a delivery to the attempt that started after it, and to a failure nothing', async () => {
     const { s, claim } = await takenBack(3);
     // A late failure changes nothing: the delivery was already due again.
