@@ -111,6 +111,12 @@ export type InboundStatus = Base & {
   timestamp?: Date;
   error?: StatusError;
   recipient?: ContactRef;
+  /**
+   * Most likely the ack of a message in the business's own chat (GOWS and NOWEB name the chat in
+   * `from`, us, and leave `to` null): with no such message stored it is skipped as `own_chat`, not
+   * retried; should the message be stored after all, the ack applies to it.
+   */
+  ownChatIfMissing?: boolean;
 };
 
 export type StatusError = { code?: number | string; title?: string; message?: string; details?: string };

@@ -383,7 +383,7 @@ async function applyStatus(tx: Queryable, ch: InboundChannel, s: InboundStatus, 
   // An ack of a message the contact sent us says we read it: not a delivery status we track.
   if (s.fromMe === false) return 'ignored';
   const msg = await lockMessageByKey(tx, ch.id, s.messageKey);
-  if (!msg) return 'missing_target';
+  if (!msg) return s.ownChatIfMissing ? 'own_chat' : 'missing_target';
   if (msg.direction !== 'outbound') return 'ignored';
   const at = s.timestamp ?? receivedAt;
   if (!isForward(machineStatus(msg.status), s.status)) {

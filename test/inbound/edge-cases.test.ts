@@ -293,6 +293,32 @@ describe('references that arrive before their message', () => {
   });
 });
 
+describe('an ack that names us alone (GOWS, NOWEB: the chat in `from`, `to` null)', () => {
+  const ack = (id: string) => {
+    const body = fixture('ack-read');
+    body.environment.engine = 'NOWEB';
+    Object.assign(body.payload, { id: `true_5511900000000@c.us_${id}`, from: '5511900000000@c.us', to: null, ack: 3 });
+    return body;
+  };
+
+  it('is skipped as our own chat when no message has its id: counted, not retried', async () => {
+    const ch = await t.createChannel();
+    const own = await inboundCount({ event: 'message.ack', result: 'own_chat' });
+    const missing = await inboundCount({ event: 'message.ack', result: 'missing_target' });
+    expect((await t.post(ch, ack('OWNCHAT01'))).status).toBe(200);
+    await waitFor(async () => (await inboundCount({ event: 'message.ack', result: 'own_chat' })) > own, 'the ack skipped as own chat');
+    expect(await inboundCount({ event: 'message.ack', result: 'missing_target' })).toBe(missing);
+  });
+
+  it('applies to its message when one is stored: a real ack is not lost', async () => {
+    const ch = await t.createChannel();
+    await t.post(ch, wahaText('5511977770060', 'olá', { id: 'NOTOWN01', fromMe: true, event: 'message.any' }));
+    await stored(ch, 'NOTOWN01');
+    await t.post(ch, ack('NOTOWN01'));
+    await waitFor(async () => (await messageByKey(t.db, ch.id, 'NOTOWN01')).status === 'read', 'the ack applied');
+  });
+});
+
 describe('delivery statuses', () => {
   const ack = (id: string, ack: number, ts: number) => ({
     event: 'message.ack', session: 'loja-principal', timestamp: ts * 1000, me: { id: '5511900000000@c.us' },

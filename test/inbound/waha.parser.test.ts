@@ -386,12 +386,19 @@ describe("the business's own chat", () => {
     ack.payload.from = '5511900000000@c.us';
     expect(parseWahaEvent(ack)[0]).toMatchObject({ ...OWN, event: 'message.ack' });
     // As GOWS and NOWEB send it in a chat with one person: the chat (us) in `from`, `to` null —
-    // by our phone or our LID. Before, it was an ack of a message never stored: retried, then parked.
+    // by our phone or our LID. Before, it was an ack of a message never stored: retried, then
+    // parked. Most likely our own chat, not certainly: skipped if its message is not stored.
     for (const [engine, from] of [['GOWS', '5511900000000@c.us'], ['NOWEB', '90000000000001@lid']]) {
       const alone = load('ack-read') as any;
       alone.environment.engine = engine;
       Object.assign(alone.payload, { from, to: null });
-      expect(parseWahaEvent(alone)[0], engine).toMatchObject({ ...OWN, event: 'message.ack' });
+      expect(parseWahaEvent(alone)[0], engine).toMatchObject({ kind: 'status', status: 'read', ownChatIfMissing: true });
+      // WEBJS, or an engine not said: us in `from` alone is no own chat (WEBJS names us there by
+      // our LID on an ack of any chat).
+      for (const other of ['WEBJS', undefined]) {
+        alone.environment.engine = other;
+        expect(parseWahaEvent(alone)[0], `${engine} as ${other}`).not.toHaveProperty('ownChatIfMissing');
+      }
     }
     // Ours, as GOWS sends it: the chat (us) in `from`, `to` null.
     const reaction = load('webjs-reaction-add') as any;
@@ -414,6 +421,7 @@ describe("the business's own chat", () => {
     const contactAlone = load('ack-read') as any;
     contactAlone.payload.to = null;
     expect(parseWahaEvent(contactAlone)[0]).toMatchObject({ kind: 'status', status: 'read' });
+    expect(parseWahaEvent(contactAlone)[0]).not.toHaveProperty('ownChatIfMissing');
     // WEBJS may name us by our LID in `from` on an ack of a chat with a contact.
     const lidAck = load('webjs-ack-read') as any;
     lidAck.payload.from = '90000000000001@lid';

@@ -169,10 +169,13 @@ function parseAck(env: WahaEnvelope, p: Json): InboundEvent {
     return { kind: 'ignored', provider: 'waha', event: env.event, reason: who.reason, detail: who.detail };
   }
   // Not by the recipient: WEBJS may name us by our LID in `from` on an ack of any chat of ours, so
-  // from WEBJS (or an engine not said) both sides must be us. GOWS and NOWEB name the chat in
-  // `from`, and in a chat with one person leave `to` null: our own chat in `from` says it alone.
-  const chatInFrom = env.engine === 'GOWS' || env.engine === 'NOWEB';
-  if (inOwnChat(p, own(env), undefined, chatInFrom ? 1 : 2)) return ownChat(env);
+  // both sides must be us.
+  if (inOwnChat(p, own(env), undefined, 2)) return ownChat(env);
+  // GOWS and NOWEB name the chat in `from` and, in a chat with one person, leave `to` null: us
+  // alone in `from` is most likely our own chat, whose messages are never stored. Not certain (a
+  // receipt from a device of ours, a LID the engine cannot place): skipped only when no message
+  // has this id, so a real ack is never lost and our own chat's is not retried for hours.
+  const ownChatIfMissing = (env.engine === 'GOWS' || env.engine === 'NOWEB') && inOwnChat(p, own(env), undefined, 1);
   return compact({
     kind: 'status' as const,
     provider: 'waha' as const,
@@ -185,6 +188,7 @@ function parseAck(env: WahaEnvelope, p: Json): InboundEvent {
     // so its timestamp is when that message was sent (GOWS and NOWEB send none).
     timestamp: env.timestamp,
     recipient: who.ok ? who.contact : undefined,
+    ownChatIfMissing: ownChatIfMissing || undefined,
   });
 }
 
