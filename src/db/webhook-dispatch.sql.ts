@@ -145,6 +145,9 @@ export type AttemptOutcomeRow = {
   error: string | null;
   responseExcerpt: string | null;
   next: { status: 'succeeded' | 'dead' } | { status: 'retrying'; at: Date };
+  /** The subscription's endpoint version the claim saw: a late success settles a delivery made
+   * pending again only while the endpoint is still the one the attempt went to. */
+  endpointVersion?: number;
 };
 
 /**
@@ -152,8 +155,8 @@ export type AttemptOutcomeRow = {
  * it is still in the claim this attempt made (sending, same attempt number): a dispatcher that
  * outlived its lease cannot overwrite what happened since — except with a success when the
  * scheduler took the delivery back and no attempt started after it (retrying or dead, or pending
- * again after a manual retry or a recover; same attempt number): the receiver has the event, and
- * a retry or a recover would send it twice.
+ * again after a manual retry or a recover while the endpoint is the one the attempt went to; same
+ * attempt number): the receiver has the event, and a retry or a recover would send it twice.
  * The attempt itself is always kept — it replaces the `interrupted` placeholder the scheduler
  * may have written for it.
  */
@@ -161,17 +164,20 @@ export async function recordAttempts(q: Queryable, rows: readonly AttemptOutcome
   if (rows.length === 0) return;
   await q.query(
     `WITH r AS (
-       SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::timestamptz[], $5::int[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
-         AS r(id, project_id, n, at, status_code, duration_ms, error_class, error, excerpt, next_status, next_at)),
+       SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::timestamptz[], $5::int[], $6::int[], $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::bigint[])
+         AS r(id, project_id, n, at, status_code, duration_ms, error_class, error, excerpt, next_status, next_at, endpoint_version)),
      upd AS (
        UPDATE webhook_deliveries d SET status = r.next_status, next_attempt_at = r.next_at, locked_until = NULL,
          enqueued_at = NULL, manual = false,
          last_status_code = r.status_code, last_error = r.error, updated_at = now()
        FROM r WHERE d.id = r.id AND d.attempts = r.n
          AND (d.status = 'sending'
-           -- Taken back after its lease, and no attempt started since: the receiver has it
-           -- (pending: dead once taken back, then retried by hand or recovered).
-           OR (r.next_status = 'succeeded' AND d.status IN ('pending', 'retrying', 'dead')))
+           -- Taken back after its lease, and no attempt started since: the receiver has it.
+           OR (r.next_status = 'succeeded' AND d.status IN ('retrying', 'dead'))
+           -- Dead once taken back, then retried by hand or recovered: the same, unless the
+           -- endpoint changed since (the person asked for the new one to get it).
+           OR (r.next_status = 'succeeded' AND d.status = 'pending'
+             AND EXISTS (SELECT 1 FROM webhook_subscriptions s WHERE s.id = d.subscription_id AND s.endpoint_version = r.endpoint_version)))
        RETURNING d.id)
      INSERT INTO webhook_attempts (delivery_id, n, project_id, at, status_code, duration_ms, error_class, error, response_excerpt)
      SELECT id, n, project_id, at, status_code, duration_ms, error_class, error, excerpt FROM r
@@ -191,6 +197,7 @@ export async function recordAttempts(q: Queryable, rows: readonly AttemptOutcome
       rows.map((x) => x.responseExcerpt),
       rows.map((x) => x.next.status),
       rows.map((x) => (x.next.status === 'retrying' ? x.next.at.toISOString() : null)),
+      rows.map((x) => x.endpointVersion ?? null),
     ],
   );
 }

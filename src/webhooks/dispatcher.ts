@@ -479,6 +479,7 @@ export function makeDispatcher(opts: DispatcherOptions): WebhookDispatcher {
       error: outcome.class === 'success' ? null : outcome.detail,
       responseExcerpt: result.responseExcerpt || null,
       next,
+      endpointVersion: claim.endpointVersion,
     };
     if (outcome.disable) await recordGone(claim, row, outcome.detail);
     else {

@@ -31,9 +31,9 @@ describe('an attempt recorded after its lease ran out', () => {
     return { s, claim };
   }
 
-  const outcome = (deliveryId: string, n: number, next: AttemptOutcomeRow['next'], statusCode: number | null): AttemptOutcomeRow => ({
+  const outcome = (deliveryId: string, n: number, next: AttemptOutcomeRow['next'], statusCode: number | null, endpointVersion?: number): AttemptOutcomeRow => ({
     deliveryId, projectId: a.projectId, n, at: new Date(), statusCode, durationMs: 12,
-    errorClass: statusCode !== null && statusCode < 300 ? 'success' : 'server_error', error: null, responseExcerpt: null, next,
+    errorClass: statusCode !== null && statusCode < 300 ? 'success' : 'server_error', error: null, responseExcerpt: null, next, endpointVersion,
   });
 
   it('marks a delivery taken back as dead on its last attempt succeeded, with the success in its log', async () => {
@@ -67,10 +67,21 @@ describe('an attempt recorded after its lease ran out', () => {
     expect((await api(w, a, 'POST', `/webhook-deliveries/${claim.id}/retry`)).status).toBe(202);
     expect(await deliveriesOf(w, s.id)).toMatchObject([{ status: 'pending', attempts: 1 }]);
 
-    await recordAttempts(w.db, [outcome(claim.id, 1, { status: 'succeeded' }, 200)]);
+    await recordAttempts(w.db, [outcome(claim.id, 1, { status: 'succeeded' }, 200, claim.endpointVersion)]);
     expect(await deliveriesOf(w, s.id)).toMatchObject([{ status: 'succeeded', attempts: 1, next_attempt_at: null }]);
     // The manual retry's queue message finds nothing to claim: the receiver had it already.
     expect(await claimDeliveries(w.db, [claim.id], { defaultTimeoutMs: 1000, leaseMarginMs: LEASE_MARGIN_MS })).toEqual([]);
+  });
+
+  it('leaves a delivery retried by hand after its endpoint changed to the new endpoint: the old one\'s late success settles nothing', async () => {
+    const { s, claim } = await takenBack(1);
+    expect((await api(w, a, 'PATCH', `/webhook-subscriptions/${s.id}`, { url: 'http://127.0.0.1:9/other-hook' })).status).toBe(200);
+    expect((await api(w, a, 'POST', `/webhook-deliveries/${claim.id}/retry`)).status).toBe(202);
+    await recordAttempts(w.db, [outcome(claim.id, 1, { status: 'succeeded' }, 200, claim.endpointVersion)]);
+    expect(await deliveriesOf(w, s.id)).toMatchObject([{ status: 'pending', attempts: 1 }]);
+    // The success is in the attempt log all the same.
+    const detail = (await api(w, a, 'GET', `/webhook-deliveries/${claim.id}`)).json;
+    expect(detail.attempts.map((x: any) => [x.n, x.error_class, x.status_code])).toEqual([[1, 'success', 200]]);
   });
 
   it('leaves a delivery to the attempt that started after it, and to a failure nothing', async () => {
