@@ -236,6 +236,21 @@ describe('an endpoint change announced while the dispatcher could not hear it', 
   }, 90_000);
 });
 
+/**
+ * A world whose one subscription (contact.created) has an endpoint that fails until `up()`, with
+ * `n` deliveries, two of which failed and opened its circuit.
+ */
+async function failingUntilUp(n: number, world: Parameters<typeof startWorld>[0] = LONG) {
+  const w = await startWorld(world);
+  const t = await makeTenant(w);
+  let isUp = false;
+  const rx = await startReceiver(() => (isUp ? 200 : 500));
+  const s = await subscribe(w, t, { url: rx.url, events: ['contact.created'] });
+  await emit(w, t.projectId, n);
+  await openedOn(w, s.id, n);
+  return { w, t, rx, s, up: () => void (isUp = true) };
+}
+
 describe('a manual retry or a test event while the circuit is open', () => {
   it('a manual retry goes at once; its success closes the circuit and the held deliveries follow', async () => {
     const w = await startWorld(LONG);
@@ -269,13 +284,7 @@ describe('a manual retry or a test event while the circuit is open', () => {
 
   it("a manual retry that its project's cap puts off keeps its pass: it goes once the project has room, the circuit still open", async () => {
     // 4 request slots: 1 per endpoint, 2 per project.
-    const w = await startWorld({ env: { ...LONG.env, WEBHOOK_CONCURRENCY: '4' }, worker: LONG.worker });
-    const t = await makeTenant(w);
-    let up = false;
-    const rx = await startReceiver(() => (up ? 200 : 500));
-    const s = await subscribe(w, t, { url: rx.url, events: ['contact.created'] });
-    await emit(w, t.projectId, 2);
-    await openedOn(w, s.id, 2);
+    const { w, t, rx, s, up } = await failingUntilUp(2, { env: { ...LONG.env, WEBHOOK_CONCURRENCY: '4' }, worker: LONG.worker });
     // Two other endpoints of the project hang: they hold its two slots.
     let hang = true;
     const slow = await Promise.all([0, 1].map(() => startReceiver(() => (hang ? 'hang' : 200))));
@@ -283,7 +292,7 @@ describe('a manual retry or a test event while the circuit is open', () => {
     await emit(w, t.projectId, 1, contactUpdated);
     await waitFor(() => slow.every((x) => x.hanging() === 1), 'both slow endpoints holding a request');
 
-    up = true;
+    up();
     const [held] = await deliveriesOf(w, s.id);
     const asked = Date.now();
     expect((await api(w, t, 'POST', `/webhook-deliveries/${held.id}/retry`)).status).toBe(202);
@@ -316,15 +325,9 @@ describe('a manual retry or a test event while the circuit is open', () => {
     ['naming no subscription (claimed without admission)', 'bare'],
     ['naming its subscription, not manual (put off by the circuit at admission)', 'hinted'],
   ] as const)('a message %s still sends a manual delivery past the circuit', async (_what, how) => {
-    const w = await startWorld(LONG);
-    const t = await makeTenant(w);
-    let up = false;
-    const rx = await startReceiver(() => (up ? 200 : 500));
-    const s = await subscribe(w, t, { url: rx.url });
-    await emit(w, t.projectId, 2);
-    await openedOn(w, s.id, 2);
+    const { w, t, s, up } = await failingUntilUp(2);
     await waitFor(async () => (await deliveriesOf(w, s.id)).every((d) => d.next_attempt_at !== null && d.next_attempt_at.getTime() > Date.now() + 60_000), 'both held back');
-    up = true;
+    up();
     const [held] = await deliveriesOf(w, s.id);
     // Manual and due, and marked enqueued: only the message below brings it to the dispatcher.
     await w.db.query('UPDATE webhook_deliveries SET manual = true, next_attempt_at = now(), enqueued_at = now() WHERE id = $1', [held.id]);
