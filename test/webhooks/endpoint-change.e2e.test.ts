@@ -13,20 +13,13 @@ import { DEFAULT_CIRCUIT_OPTIONS } from '../../src/webhooks/circuit-breaker.ts';
 import { cleanUpAfterEachTest, onCleanup, waitFor } from '../support/env.ts';
 import { wrapDatabase } from '../support/wrapped-db.ts';
 import { startReceiver } from './receiver.ts';
-import { api, deliveriesOf, emit, makeTenant, startWorld, subscribe, type World } from './webhook-harness.ts';
-import { newEvent } from '../../src/domain/events.ts';
-import { uuidv7 } from '../../src/domain/ids.ts';
+import { api, contactUpdated, deliveriesOf, emit, makeTenant, startWorld, subscribe, type World } from './webhook-harness.ts';
 import { Queues } from '../../src/broker/topology.ts';
 import { enqueueDeliveries } from '../../src/webhooks/outbound-queue.ts';
 
 cleanUpAfterEachTest();
 
 const LONG = { env: { WEBHOOK_CONCURRENCY: '4', WEBHOOK_RETRY_SCHEDULE: '10m,10m,10m' }, worker: { circuit: { failureThreshold: 2, cooldownMs: 600_000, maxCooldownMs: 600_000 } } };
-
-const contactUpdated = (projectId: string) => {
-  const id = uuidv7();
-  return newEvent('contact.updated', { projectId, aggregateId: id, data: { contact_id: id, changes: { name: 'Ana' } } as never });
-};
 
 const circuitOpen = async (subscriptionId: string) => (await webhookCircuitOpen.get()).values.some((v) => v.labels.subscription === subscriptionId && v.value === 1);
 

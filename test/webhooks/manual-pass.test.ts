@@ -34,7 +34,7 @@ const failed = (c: ClaimedDelivery, t: TestTenant) => ({
   at: new Date(),
   statusCode: 500,
   durationMs: 3,
-  errorClass: 'http_5xx',
+  errorClass: 'server_error',
   error: 'HTTP 500',
   responseExcerpt: null,
   next: { status: 'retrying' as const, at: new Date() },

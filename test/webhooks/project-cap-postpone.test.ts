@@ -4,11 +4,9 @@
 // that endpoint never sent again from this dispatcher.
 import { describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/database.ts';
-import { newEvent } from '../../src/domain/events.ts';
-import { uuidv7 } from '../../src/domain/ids.ts';
 import { waitFor } from '../support/env.ts';
 import { startReceiver } from './receiver.ts';
-import { emit, makeTenant, startWorld, subscribe } from './webhook-harness.ts';
+import { contactUpdated, emit, makeTenant, startWorld, subscribe } from './webhook-harness.ts';
 
 /** The database, refusing the dispatcher's postponements while `refuse` is set (counted). */
 function refusingPostponements(db: Database) {
@@ -23,11 +21,6 @@ function refusingPostponements(db: Database) {
   }) as Database['query'];
   return { db: view, state };
 }
-
-const contactUpdated = (projectId: string) => {
-  const id = uuidv7();
-  return newEvent('contact.updated', { projectId, aggregateId: id, data: { contact_id: id, changes: { name: 'Ana' } } as never });
-};
 
 describe("a postponement at the project's cap that fails", () => {
   it("gives the endpoint's slot back: the endpoint sends once its project has room", async () => {

@@ -131,6 +131,12 @@ export function contactCreated(projectId: string): EventEnvelope {
   });
 }
 
+/** A contact.updated event: for subscriptions that must not take what `emit` writes by default. */
+export function contactUpdated(projectId: string): EventEnvelope {
+  const id = uuidv7();
+  return newEvent('contact.updated', { projectId, aggregateId: id, data: { contact_id: id, changes: { name: 'Ana' } } as never });
+}
+
 /** Commits events of a project to the outbox (the relay publishes them); returns them. */
 export async function emit(w: World, projectId: string, n = 1, make: (p: string) => EventEnvelope = contactCreated): Promise<EventEnvelope[]> {
   const events = Array.from({ length: n }, () => make(projectId));
