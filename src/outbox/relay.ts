@@ -435,14 +435,19 @@ export function startRelay(opts: RelayOptions): Relay {
         // (STOP_FLOOR_MS) even when the grace is spent: an idle relay still unregisters.
         if (stopBy === undefined) await running;
         else {
-          await withDeadline(running, Math.max(msLeft(), STOP_FLOOR_MS), 'outbox relay still stopping').catch(() =>
-            log.warn({ grace_ms: STOP_GRACE_MS }, 'outbox relay did not finish stopping by the deadline; what it has not published stays for the next relay'),
+          await withDeadline(running, Math.max(msLeft(), STOP_FLOOR_MS), 'outbox relay still stopping').catch((err: unknown) =>
+            log.warn({ grace_ms: STOP_GRACE_MS, err: errorText(err) }, 'outbox relay did not finish stopping by the deadline; what it has not published stays for the next relay'),
           );
         }
         // Bounded too: on the embedded database, a batch's transaction still open holds its one
         // connection, which the UNLISTEN needs.
         if (stopBy === undefined) await listening.stop();
-        else await withDeadline(listening.stop(), Math.max(msLeft(), STOP_FLOOR_MS), 'outbox relay still listening').catch(() => undefined);
+        // Said, not thrown: the stop goes on (the process's connections close after it).
+        else {
+          await withDeadline(listening.stop(), Math.max(msLeft(), STOP_FLOOR_MS), 'outbox relay still listening').catch((err: unknown) =>
+            log.warn({ err: errorText(err) }, 'outbox relay did not stop listening for new events cleanly'),
+          );
+        }
       })();
       return stopping;
     },
