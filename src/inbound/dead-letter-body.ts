@@ -16,7 +16,7 @@ import { isDatabaseUnavailable } from '../db/unavailable.ts';
 import { isUuid } from '../domain/ids.ts';
 import type { KnownChannel } from './channel-directory.ts';
 import { EnvelopeHeaders } from './ingress.ts';
-import { providerOf } from './providers.ts';
+import { keptBytes, providerOf } from './providers.ts';
 import { BATCH_HEADER, decodeRawBatch, encodeRawBatch, type RawItem } from './raw-batch.ts';
 
 type Channel = Pick<KnownChannel, 'config'>;
@@ -55,8 +55,7 @@ export function rawDeadLetterBody(channel: (id: string) => Promise<Channel | und
     }
     const owner = await ownerOf(channelId ?? '');
     try {
-      const kept = provider.keptBody(body, owner);
-      return kept === body ? item.body : Buffer.from(JSON.stringify(kept));
+      return keptBytes(item.body, body, (b) => provider.keptBody!(b, owner));
     } catch (err) {
       // Only a body too deeply nested to encode again gets here (it parsed; the processor parks
       // such bodies): kept is what says why, nothing of it.

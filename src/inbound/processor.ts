@@ -36,7 +36,7 @@ import type { ChannelDirectory } from './channel-directory.ts';
 import { keepRawDeadLetters } from './dead-letter-body.ts';
 import { EnvelopeHeaders } from './ingress.ts';
 import { isInputRefusal } from './input-refusal.ts';
-import { providerOf } from './providers.ts';
+import { keptBytes, providerOf } from './providers.ts';
 import { BATCH_HEADER, decodeRawBatch, type RawItem } from './raw-batch.ts';
 import type { Component } from '../deadline.ts';
 
@@ -118,7 +118,6 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
     count = true,
   ) {
     const eventType = eventTypeOf(ctx.body);
-    const kept = ctx.body !== undefined && ctx.keep ? ctx.keep(ctx.body) : ctx.body;
     const row = {
       id: uuidv7(),
       projectId: ctx.projectId,
@@ -126,7 +125,7 @@ export function makeInboundHandler(deps: ProcessorDeps, opts: ProcessorOptions =
       provider: ctx.provider,
       eventType,
       reason,
-      body: kept === ctx.body ? d.body : Buffer.from(JSON.stringify(kept)),
+      body: ctx.body === undefined ? d.body : keptBytes(d.body, ctx.body, ctx.keep),
       headers: d.headers,
     };
     if (ctx.projectId) await withTransaction(db, (tx) => insertParseError(tx, row), { projectId: ctx.projectId });

@@ -36,6 +36,15 @@ export interface InboundProvider {
   keptBody?(body: unknown, channel: Pick<KnownChannel, 'config'>): unknown;
 }
 
+/**
+ * The bytes of a webhook that may be kept (parked, dead-lettered): those received when `keep`
+ * leaves the decoded body as it was, else the JSON of what it keeps.
+ */
+export function keptBytes(raw: Buffer, body: unknown, keep: ((body: unknown) => unknown) | undefined): Buffer {
+  const kept = keep ? keep(body) : body;
+  return kept === body ? raw : Buffer.from(JSON.stringify(kept));
+}
+
 const OK: Verdict = { ok: true };
 const fail = (reason: string): Verdict => ({ ok: false, reason });
 
